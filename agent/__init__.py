@@ -1,0 +1,1 @@
+"""chutes.agent: see DESIGN.md, "Components and layout"."""

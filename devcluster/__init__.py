@@ -1,0 +1,1 @@
+"""chutes.devcluster: see DESIGN.md, "Components and layout"."""

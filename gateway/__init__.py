@@ -1,0 +1,1 @@
+"""chutes.gateway: see DESIGN.md, "Components and layout"."""

@@ -1,0 +1,1 @@
+"""chutes.runtime: see DESIGN.md, "Components and layout"."""

@@ -1,0 +1,1 @@
+"""chutes.scheduler: see DESIGN.md, "Components and layout"."""

@@ -1,0 +1,98 @@
+"""NodeSelector: which GPUs a chute needs, resolved against the catalog into the eligible models and a price."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chutes import gpus
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+_COMPUTED = ("eligible_gpus", "hourly_price_usd")
+
+
+class NodeSelector(BaseModel):
+    """Hardware requirements of one instance of a chute.
+
+    ``eligible_gpus`` starts from every schedulable catalog model, is replaced by ``include`` when given,
+    loses ``exclude``, then keeps the models with enough VRAM and at or below the price cap.
+    ``hourly_price_usd`` is ``gpu_count`` times the cheapest eligible model's hourly price.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu_count: int = Field(1, ge=1, le=8)
+    min_vram_gb_per_gpu: int = Field(16, ge=16, le=140)
+    include: list[str] | None = None
+    exclude: list[str] | None = None
+    max_hourly_price_per_gpu: float | None = Field(None, gt=0, lt=10)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_computed(cls, data: Any) -> Any:
+        # A serialized selector carries its computed fields; they are always recomputed, never trusted.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k not in _COMPUTED}
+        return data
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _known_ids(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        ids: list[str] = []
+        for raw in value:
+            gpu = gpus.get(raw)  # raises with the list of valid ids
+            if gpu.id not in ids:
+                ids.append(gpu.id)
+        return ids
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> NodeSelector:
+        self._resolve()
+        return self
+
+    def _resolve(self) -> list[str]:
+        if self.include is not None:
+            blocked = [g for g in self.include if not gpus.CATALOG[g].schedulable]
+            if blocked:
+                raise ValueError(f"GPU model(s) {', '.join(blocked)} cannot be scheduled on this platform")
+            candidates = set(self.include)
+            where = f"include={sorted(candidates)}"
+        else:
+            candidates = {g.id for g in gpus.CATALOG.values() if g.schedulable}
+            where = "the catalog"
+        if not candidates:
+            raise ValueError("include is empty: list at least one GPU id, or leave include unset")
+        candidates -= set(self.exclude or ())
+        if not candidates:
+            raise ValueError(f"exclude={self.exclude} removes every GPU model of {where}")
+        fits = {g for g in candidates if gpus.CATALOG[g].vram_gb >= self.min_vram_gb_per_gpu}
+        if not fits:
+            raise ValueError(
+                f"no GPU model with at least {self.min_vram_gb_per_gpu} GB VRAM among {sorted(candidates)}; "
+                "lower min_vram_gb_per_gpu or include larger models"
+            )
+        cap = self.max_hourly_price_per_gpu
+        if cap is not None:
+            affordable = {g for g in fits if gpus.CATALOG[g].hourly_usd <= cap}
+            if not affordable:
+                cheapest = min(fits, key=lambda g: gpus.CATALOG[g].hourly_usd)
+                raise ValueError(
+                    f"max_hourly_price_per_gpu={cap} is below every eligible model "
+                    f"(cheapest is {cheapest} at ${gpus.CATALOG[cheapest].hourly_usd:.2f}/h)"
+                )
+            fits = affordable
+        return sorted(fits)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def eligible_gpus(self) -> list[str]:
+        """Catalog ids of the GPU models this selector accepts, sorted."""
+        return self._resolve()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def hourly_price_usd(self) -> float:
+        """Price of one instance per hour: gpu_count × the cheapest eligible model's hourly price."""
+        cheapest = min(gpus.CATALOG[g].hourly_usd for g in self._resolve())
+        return round(self.gpu_count * cheapest, 6)

@@ -1,0 +1,39 @@
+"""The ``chutes`` command line: a thin shell over ``chutes.client`` (DESIGN.md, "How the code is written").
+
+Each command group lives in its own module under ``chutes.commands`` and registers itself on ``app`` when
+imported, so the parts of the platform can add commands without touching one shared file.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(
+    name="chutes",
+    help="Write, run, deploy and call chutes on a self-hosted Nomad + Consul GPU cluster.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Modules under chutes.commands that register commands on `app`; a missing one is skipped so that the CLI
+# keeps working while parts of the platform are absent from an installation.
+COMMAND_MODULES = ("inspect", "build", "run", "dev", "deploy", "manage", "invoke", "keys", "jobs")
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        module = f"chutes.commands.{name}"
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+def main() -> None:
+    """Console-script entry point."""
+    _register_commands()
+    app()
