@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
 from chutes.chute.node_selector import NodeSelector
 from chutes.identity import chute_id, validate_chute_name, validate_username
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 CORD_PATH_RE = re.compile(r"^(/[a-z0-9_]+[a-z0-9-_]*)+$")
 JOB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from chutes import gpus
 from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+from chutes import gpus
 
 _COMPUTED = ("eligible_gpus", "hourly_price_usd")
 

@@ -1,4 +1,5 @@
 import pytest
+
 from chutes import gpus
 
 REAL_NVML_NAMES = [

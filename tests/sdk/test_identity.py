@@ -1,6 +1,7 @@
 import uuid
 
 import pytest
+
 from chutes.identity import InvalidNameError, chute_id, slugify, validate_chute_name, validate_username
 
 
