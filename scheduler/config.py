@@ -1,0 +1,168 @@
+"""Scheduler configuration: one typed value built from the environment, then overridden by command-line flags.
+
+Environment variables follow the names that Nomad's and Consul's own tools use (``NOMAD_ADDR``,
+``CONSUL_HTTP_ADDR``, ...) so that a scheduler started beside a real cluster finds it without flags.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TaskDriver = Literal["raw_exec", "docker"]
+
+DEFAULT_MAX_BUNDLE_BYTES = 50 * 1024 * 1024
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "chutes-scheduler"
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot work; the message names the variable or flag to fix."""
+
+
+class SchedulerConfig(BaseModel):
+    """Everything one scheduler process needs to know; immutable once built."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8700, ge=0, le=65535)
+    port_file: Path | None = None
+    data_dir: Path = Field(default_factory=default_data_dir)
+    database_url: str | None = None
+    public_url: str | None = None
+    nomad_addr: str = "http://127.0.0.1:4646"
+    nomad_token: str | None = None
+    nomad_namespace: str | None = None
+    nomad_region: str | None = None
+    consul_addr: str = "http://127.0.0.1:8500"
+    consul_token: str | None = None
+    task_driver: TaskDriver = "raw_exec"
+    datacenters: tuple[str, ...] = ("dc1",)
+    admin_key: str | None = None
+    admin_username: str = "admin"
+    runtime_python: str | None = None
+    max_bundle_bytes: int = Field(DEFAULT_MAX_BUNDLE_BYTES, ge=1024)
+    bundle_versions_kept: int = Field(3, ge=1)
+    # Control loops: only the leader runs them (Consul session lock ``leader_key``).
+    leader_key: str = "chutes/scheduler/leader"
+    leader_ttl_s: float = Field(15.0, ge=10.0, le=86400.0)
+    leader_lock_delay_s: float = Field(15.0, ge=0.0, le=60.0)
+    reconcile_interval_s: float = Field(10.0, gt=0)
+    loop_max_backoff_s: float = Field(60.0, gt=0)
+    # How long a deploy request keeps watching its new version's allocations for progress events.
+    deploy_watch_s: float = Field(600.0, ge=0)
+    watch_interval_s: float = Field(1.0, gt=0)
+    run_loops: bool = True
+    log_level: str = "info"
+
+    @field_validator("nomad_addr", "consul_addr")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value:
+            raise ValueError("address is empty")
+        if "://" not in value:
+            value = f"http://{value}"  # CONSUL_HTTP_ADDR is commonly given as host:port
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"CHUTES_PUBLIC_URL {value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("datacenters", mode="before")
+    @classmethod
+    def _datacenters(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not value:
+            raise ValueError("at least one datacenter is needed")
+        return tuple(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to a SQLite file in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'scheduler.db'}"
+
+    def resolved_public_url(self, bound_port: int | None = None) -> str:
+        """What instances use to reach this scheduler; defaults to the bound address."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{bound_port or self.port}"
+
+
+# Environment variable → field. Flags (cli.py) override these.
+ENV_VARS: dict[str, str] = {
+    "CHUTES_SCHEDULER_HOST": "host",
+    "CHUTES_SCHEDULER_PORT": "port",
+    "CHUTES_DATA_DIR": "data_dir",
+    "CHUTES_DATABASE_URL": "database_url",
+    "CHUTES_PUBLIC_URL": "public_url",
+    "NOMAD_ADDR": "nomad_addr",
+    "NOMAD_TOKEN": "nomad_token",
+    "NOMAD_NAMESPACE": "nomad_namespace",
+    "NOMAD_REGION": "nomad_region",
+    "CONSUL_HTTP_ADDR": "consul_addr",
+    "CONSUL_HTTP_TOKEN": "consul_token",
+    "CHUTES_TASK_DRIVER": "task_driver",
+    "CHUTES_DATACENTERS": "datacenters",
+    "CHUTES_ADMIN_KEY": "admin_key",
+    "CHUTES_ADMIN_USERNAME": "admin_username",
+    "CHUTES_RUNTIME_PYTHON": "runtime_python",
+    "CHUTES_MAX_BUNDLE_BYTES": "max_bundle_bytes",
+    "CHUTES_LEADER_TTL": "leader_ttl_s",
+    "CHUTES_LEADER_LOCK_DELAY": "leader_lock_delay_s",
+    "CHUTES_RECONCILE_INTERVAL": "reconcile_interval_s",
+    "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
+    "CHUTES_WATCH_INTERVAL": "watch_interval_s",
+    "CHUTES_RUN_LOOPS": "run_loops",
+    "CHUTES_LOG_LEVEL": "log_level",
+}
+
+
+def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> SchedulerConfig:
+    """Build the configuration from ``env`` (default: the process environment), then ``overrides``.
+
+    Overrides whose value is None are ignored, so that unset command-line flags keep the environment's value.
+    Raises ConfigError naming the variable when a value is invalid.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    source: dict[str, str] = {}
+    for var, field in ENV_VARS.items():
+        raw = env.get(var)
+        if raw is not None and raw != "":
+            values[field] = raw
+            source[field] = var
+    for field, value in overrides.items():
+        if value is not None:
+            values[field] = value
+            source[field] = f"--{field.replace('_', '-')}"
+    try:
+        return SchedulerConfig(**values)
+    except ValueError as exc:
+        errors = getattr(exc, "errors", None)
+        if callable(errors):
+            parts = []
+            for err in errors():
+                field = str(err["loc"][0]) if err.get("loc") else "?"
+                parts.append(f"{source.get(field, field)}: {err['msg']}")
+            raise ConfigError("invalid configuration: " + "; ".join(parts)) from None
+        raise ConfigError(f"invalid configuration: {exc}") from None
