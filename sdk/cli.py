@@ -7,6 +7,8 @@ imported, so the parts of the platform can add commands without touching one sha
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 import typer
 
@@ -34,6 +36,21 @@ def _register_commands() -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
+    """Console-script entry point: an error is one line plus a hint (``--debug`` or CHUTES_DEBUG=1: traceback)."""
+    debug = "--debug" in sys.argv[1:] or os.environ.get("CHUTES_DEBUG", "") not in ("", "0")
+    if "--debug" in sys.argv[1:]:
+        sys.argv.remove("--debug")
     _register_commands()
-    app()
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if debug:
+            raise
+        if hasattr(exc, "hint"):  # a domain error: its message and hint say what to do
+            hint = exc.hint
+            sys.stderr.write(f"Error: {exc}\n" + (f"Hint: {hint}\n" if hint else ""))
+        else:
+            sys.stderr.write(f"Error: {type(exc).__name__}: {exc}\nHint: run again with --debug for the traceback\n")
+        sys.exit(1)

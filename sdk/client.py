@@ -1,0 +1,727 @@
+"""The Python client of the platform: one method per call of the scheduler's HTTP API, plus invocations.
+
+``Client`` is synchronous and ``AsyncClient`` its asyncio twin; both sit on httpx. Every ``chutes`` CLI
+command is one call on ``Client``, so anything the CLI does can be done from Python::
+
+    from chutes.client import Client
+
+    with Client("http://127.0.0.1:8100", "cnk_...", gateway_url="http://127.0.0.1:8200") as client:
+        chute = client.deploy("examples/hello.py:chute")
+        for event in client.events(chute["name"], follow=True):
+            print(event)
+        print(client.invoke("hello", "/echo", {"text": "hi"}))
+
+Errors from the API become ``ChutesAPIError(status, detail, hint)``; an unreachable server is
+``ChutesConnectionError`` (status 0). Request descriptions are built by pure helpers shared by both clients,
+so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import quote
+
+import httpx
+
+from chutes.config import Settings
+from chutes.identity import slugify
+from chutes.sse import SSEParser, SSEvent
+
+if TYPE_CHECKING:
+    from chutes.chute import Chute
+
+__all__ = [
+    "AsyncClient",
+    "ChutesAPIError",
+    "ChutesConnectionError",
+    "Client",
+    "Invocation",
+    "LogLine",
+]
+
+DEFAULT_TIMEOUT = 30.0
+JSON = dict[str, Any]
+
+
+class ChutesAPIError(Exception):
+    """The platform refused a call: HTTP ``status``, what went wrong (``detail``) and what to do (``hint``)."""
+
+    def __init__(self, status: int, detail: str, hint: str | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.detail} (HTTP {self.status})" if self.status else self.detail
+
+
+class ChutesConnectionError(ChutesAPIError):
+    """The scheduler or gateway could not be reached at all."""
+
+    def __init__(self, url: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(0, f"cannot reach {url}: {reason}", hint)
+        self.url = url
+
+
+@dataclass(frozen=True)
+class Invocation:
+    """The answer of a non-streaming invocation."""
+
+    status: int
+    headers: Mapping[str, str]
+    content: bytes
+    content_type: str = ""
+
+    @property
+    def invocation_id(self) -> str | None:
+        return self.headers.get("x-chutes-invocation-id")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class LogLine:
+    """One line of an instance's log."""
+
+    line: str
+    instance: str | None = None
+    stream: str | None = None
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str
+    json: Any = None
+    params: Mapping[str, str] | None = None
+    files: Mapping[str, tuple[str, bytes, str]] | None = None
+    data: Mapping[str, str] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------------- requests
+
+
+def _ref(ref: str) -> str:
+    # Chute names may contain "/": keep them one path segment.
+    return quote(ref, safe="")
+
+
+def _prepare_deploy(chute: Chute | str) -> _Request:
+    """Load the chute if given as ``FILE:ATTR``, build its manifest and bundle, describe the upload."""
+    from chutes.bundle import build_bundle
+    from chutes.loader import load_chute
+
+    loaded = load_chute(chute) if isinstance(chute, str) else None
+    obj = loaded.chute if loaded is not None else chute
+    assert not isinstance(obj, str)
+    manifest = obj.manifest()
+    bundle = build_bundle(loaded.module_path, loaded.entrypoint) if loaded is not None else build_bundle_for(obj)
+    return _Request(
+        "POST",
+        "/v1/chutes",
+        data={"manifest": manifest.model_dump_json()},
+        files={"bundle": ("bundle.tar.gz", bundle.data, "application/gzip")},
+    )
+
+
+def build_bundle_for(chute: Chute) -> Any:
+    """Bundle a chute object that was imported in this process (its module file and the files beside it)."""
+    from chutes.bundle import build_bundle
+    from chutes.loader import locate_chute
+
+    module_path, entrypoint = locate_chute(chute)
+    return build_bundle(module_path, entrypoint)
+
+
+def _error_from(response: httpx.Response) -> ChutesAPIError:
+    detail: str = response.reason_phrase or "request failed"
+    hint: str | None = None
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        text = response.text.strip()
+        if text:
+            detail = text[:500]
+    else:
+        if isinstance(body, dict):
+            raw = body.get("detail", detail)
+            detail = raw if isinstance(raw, str) else _validation_detail(raw)
+            hint = body.get("hint") if isinstance(body.get("hint"), str) else None
+    if hint is None:
+        hint = _default_hint(response.status_code)
+    return ChutesAPIError(response.status_code, detail, hint)
+
+
+def _validation_detail(raw: Any) -> str:
+    # FastAPI's 422 body: a list of {loc, msg}.
+    if isinstance(raw, list):
+        parts = []
+        for item in raw:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+                parts.append(f"{loc}: {item.get('msg')}" if loc else str(item.get("msg")))
+        if parts:
+            return "; ".join(parts)
+    return json.dumps(raw)
+
+
+def _default_hint(status: int) -> str | None:
+    return {
+        401: "check your API key (--api-key, CHUTES_API_KEY or the config file)",
+        403: "this key may not do that; ask an admin",
+        404: "check the name (`chutes chutes list` shows yours)",
+        429: "the chute is at capacity; retry shortly",
+        503: "the platform is not ready; retry shortly",
+    }.get(status)
+
+
+def _connection_hint(url: str) -> str:
+    return f"is the server at {url} running? Start a local stack with `chutes dev`"
+
+
+def _event_from(sse: SSEvent) -> JSON:
+    try:
+        data = json.loads(sse.data) if sse.data else {}
+    except ValueError:
+        data = {"message": sse.data}
+    if not isinstance(data, dict):
+        data = {"data": data}
+    if sse.event != "message":
+        data.setdefault("type", sse.event)
+    return data
+
+
+def _log_from_json(item: Any) -> LogLine:
+    if isinstance(item, dict):
+        text = item.get("line", item.get("message", item.get("data", "")))
+        return LogLine(str(text), instance=item.get("instance"), stream=item.get("stream"))
+    return LogLine(str(item))
+
+
+def _items(body: Any, *keys: str) -> list[Any]:
+    """A list answer, whether bare or wrapped in an object under one of ``keys``."""
+    if isinstance(body, list):
+        return body
+    if isinstance(body, dict):
+        for key in keys:
+            value = body.get(key)
+            if isinstance(value, list):
+                return value
+    return []
+
+
+def invocation_path(username: str, chute_name: str, path: str) -> str:
+    """The gateway path of a cord: ``/<username>/<chute_slug>/<public_api_path>``."""
+    return f"/{quote(username, safe='')}/{slugify(chute_name)}/{path.lstrip('/')}"
+
+
+# ---------------------------------------------------------------------------------------------------- sync
+
+
+class Client:
+    """Synchronous client. ``api_url`` is the scheduler, ``gateway_url`` the gateway (for invocations)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        gateway_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
+        self._username: str | None = None
+        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
+        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
+        self._gw = httpx.Client(
+            base_url=self.gateway_url or "http://gateway.invalid", headers=headers, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Client:
+        api_url, api_key = settings.require_api()
+        return cls(api_url, api_key, gateway_url=settings.gateway_url, **kwargs)
+
+    def close(self) -> None:
+        self._http.close()
+        self._gw.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing
+
+    def _send(self, req: _Request, http: httpx.Client | None = None) -> httpx.Response:
+        http = http or self._http
+        try:
+            response = http.request(
+                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
+            )
+        except httpx.TransportError as exc:
+            raise ChutesConnectionError(
+                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
+            ) from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    def _json(self, req: _Request) -> Any:
+        response = self._send(req)
+        return response.json() if response.content else None
+
+    def _stream_lines(self, req: _Request, http: httpx.Client | None = None) -> Iterator[tuple[str, str]]:
+        """Yield (content_type, line) for each line of a streamed answer."""
+        http = http or self._http
+        try:
+            with http.stream(req.method, req.path, params=req.params, json=req.json, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise _error_from(response)
+                ctype = response.headers.get("content-type", "")
+                for line in response.iter_lines():
+                    yield ctype, line
+        except httpx.TransportError as exc:
+            raise ChutesConnectionError(
+                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
+            ) from None
+
+    # -- identity, users and keys
+
+    def health(self) -> JSON:
+        """``GET /healthz`` (no authentication needed)."""
+        return dict(self._json(_Request("GET", "/healthz")) or {})
+
+    def me(self) -> JSON:
+        """The caller: ``{user_id, username, is_admin}``."""
+        body: JSON = self._json(_Request("GET", "/v1/me"))
+        self._username = body.get("username")
+        return body
+
+    def username(self) -> str:
+        """The caller's username (asked once, then remembered)."""
+        return self._username or str(self.me()["username"])
+
+    def create_user(self, username: str) -> JSON:
+        """(admin) Create a user; the answer holds its first API key, shown only this once."""
+        return dict(self._json(_Request("POST", "/v1/users", json={"username": username})))
+
+    def create_key(self, name: str | None = None) -> JSON:
+        """Create an API key for the caller; the answer holds the secret, shown only this once."""
+        return dict(self._json(_Request("POST", "/v1/keys", json={"name": name} if name else {})))
+
+    def list_keys(self) -> list[JSON]:
+        return _items(self._json(_Request("GET", "/v1/keys")), "keys", "items")
+
+    def delete_key(self, key_id: str) -> None:
+        self._send(_Request("DELETE", f"/v1/keys/{_ref(key_id)}"))
+
+    # -- chutes
+
+    def deploy(self, chute: Chute | str) -> JSON:
+        """Upload a chute (an object, or ``FILE:ATTR`` / ``module:attr``); answers as soon as it is accepted."""
+        return dict(self._json(_prepare_deploy(chute)))
+
+    def list_chutes(self) -> list[JSON]:
+        return _items(self._json(_Request("GET", "/v1/chutes")), "chutes", "items")
+
+    def get_chute(self, ref: str) -> JSON:
+        """A chute by id or by name (the caller's)."""
+        return dict(self._json(_Request("GET", f"/v1/chutes/{_ref(ref)}")))
+
+    def delete_chute(self, ref: str) -> None:
+        self._send(_Request("DELETE", f"/v1/chutes/{_ref(ref)}"))
+
+    def scale_chute(self, ref: str, instances: int) -> JSON:
+        return dict(self._json(_Request("POST", f"/v1/chutes/{_ref(ref)}/scale", json={"instances": instances})) or {})
+
+    def share_chute(self, ref: str, username: str) -> JSON:
+        return dict(self._json(_Request("POST", f"/v1/chutes/{_ref(ref)}/share", json={"username": username})) or {})
+
+    def unshare_chute(self, ref: str, username: str) -> None:
+        self._send(_Request("DELETE", f"/v1/chutes/{_ref(ref)}/share/{_ref(username)}"))
+
+    def instances(self, ref: str) -> list[JSON]:
+        return _items(self._json(_Request("GET", f"/v1/chutes/{_ref(ref)}/instances")), "instances", "items")
+
+    def events(self, ref: str, *, follow: bool = False) -> Iterator[JSON]:
+        """Deployment events, oldest first; with ``follow`` keeps yielding new ones until the server ends."""
+        req = _Request("GET", f"/v1/chutes/{_ref(ref)}/events", params={"follow": "true"} if follow else None)
+        if not follow:
+            yield from _items(self._json(req), "events", "items")
+            return
+        parser = SSEParser()
+        for _, line in self._stream_lines(req):
+            sse = parser.feed(line)
+            if sse is not None:
+                yield _event_from(sse)
+        last = parser.flush()
+        if last is not None:
+            yield _event_from(last)
+
+    def logs(self, ref: str, *, follow: bool = False, instance: str | None = None) -> Iterator[LogLine]:
+        """Instance logs through Nomad; with ``follow`` keeps yielding lines as they are written."""
+        params = {"follow": "true"} if follow else {}
+        if instance:
+            params["instance"] = instance
+        decoder = _LogDecoder()
+        for ctype, line in self._stream_lines(_Request("GET", f"/v1/chutes/{_ref(ref)}/logs", params=params)):
+            yield from decoder.feed(ctype, line)
+        yield from decoder.finish()
+
+    # -- nodes, usage, jobs
+
+    def nodes(self) -> list[JSON]:
+        return _items(self._json(_Request("GET", "/v1/nodes")), "nodes", "items")
+
+    def node(self, node_id: str) -> JSON:
+        return dict(self._json(_Request("GET", f"/v1/nodes/{_ref(node_id)}")))
+
+    def usage(self) -> JSON:
+        return dict(self._json(_Request("GET", "/v1/usage")) or {})
+
+    def pricing(self) -> JSON:
+        return dict(self._json(_Request("GET", "/v1/pricing")) or {})
+
+    def run_job(self, ref: str, job_name: str, payload: Any = None) -> JSON:
+        """Dispatch one run of a job method with a JSON input; answers ``{run_id, ...}``."""
+        return dict(
+            self._json(_Request("POST", f"/v1/jobs/{_ref(ref)}/{_ref(job_name)}", json=payload if payload else {}))
+        )
+
+    def get_job(self, run_id: str) -> JSON:
+        return dict(self._json(_Request("GET", f"/v1/jobs/{_ref(run_id)}")))
+
+    # -- invocations (through the gateway)
+
+    def _gateway(self) -> httpx.Client:
+        if not self.gateway_url:
+            raise ChutesAPIError(0, "no gateway URL configured", "pass gateway_url= (CLI: --gateway-url)")
+        return self._gw
+
+    def invoke(
+        self,
+        chute: str,
+        path: str,
+        data: Any = None,
+        *,
+        username: str | None = None,
+        method: str = "POST",
+    ) -> Invocation:
+        """Call a cord through the gateway and return the whole answer.
+
+        ``chute`` is the chute's name; ``username`` its owner (default: the caller).
+        """
+        url = invocation_path(username or self.username(), chute, path)
+        body = data if method != "GET" else None
+        response = self._send(_Request(method, url, json=body), http=self._gateway())
+        return Invocation(
+            response.status_code, dict(response.headers), response.content, response.headers.get("content-type", "")
+        )
+
+    def invoke_stream(
+        self,
+        chute: str,
+        path: str,
+        data: Any = None,
+        *,
+        username: str | None = None,
+        method: str = "POST",
+    ) -> Iterator[str]:
+        """Call a streaming cord and yield its frames as they arrive (the ``data`` of each SSE event)."""
+        url = invocation_path(username or self.username(), chute, path)
+        parser = SSEParser()
+        sse_seen = False
+        for ctype, line in self._stream_lines(_Request(method, url, json=data), http=self._gateway()):
+            if "text/event-stream" not in ctype:
+                yield line
+                continue
+            sse_seen = True
+            event = parser.feed(line)
+            if event is not None:
+                yield _frame(event)
+        last = parser.flush() if sse_seen else None
+        if last is not None:
+            yield _frame(last)
+
+
+def _frame(event: SSEvent) -> str:
+    if event.event == "error":
+        raise ChutesAPIError(500, f"the stream failed: {event.data}", "see `chutes logs` for the instance's side")
+    return event.data
+
+
+class _LogDecoder:
+    """Turns the lines of a logs answer into LogLines: SSE, JSON lines, a JSON document, or plain text."""
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self._json: list[str] = []
+
+    def feed(self, ctype: str, line: str) -> list[LogLine]:
+        if "text/event-stream" in ctype:
+            event = self._sse.feed(line)
+            return [_log_from_sse(event)] if event is not None else []
+        if "ndjson" in ctype or "jsonl" in ctype:
+            if not line.strip():
+                return []
+            try:
+                return [_log_from_json(json.loads(line))]
+            except ValueError:
+                return [LogLine(line)]
+        if "json" in ctype:
+            self._json.append(line)
+            return []
+        return [LogLine(line)]
+
+    def finish(self) -> list[LogLine]:
+        out: list[LogLine] = []
+        event = self._sse.flush()
+        if event is not None:
+            out.append(_log_from_sse(event))
+        if self._json:
+            text = "\n".join(self._json)
+            try:
+                body = json.loads(text)
+            except ValueError:
+                return [*out, *(LogLine(line) for line in self._json)]
+            entries = _items(body, "lines", "logs", "items") if not isinstance(body, list) else body
+            if not entries and isinstance(body, dict):
+                entries = [body]
+            out.extend(_log_from_json(entry) for entry in entries)
+        return out
+
+
+def _log_from_sse(event: SSEvent) -> LogLine:
+    try:
+        return _log_from_json(json.loads(event.data))
+    except ValueError:
+        return LogLine(event.data)
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, httpx.ConnectError):
+        return "connection refused" if "refused" in text.lower() or "Errno 111" in text else text
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    return text
+
+
+# ---------------------------------------------------------------------------------------------------- async
+
+
+class AsyncClient:
+    """The asyncio twin of ``Client``: the same methods, awaited (iterators become async iterators)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        api_key: str,
+        *,
+        gateway_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
+        self._username: str | None = None
+        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
+        self._http = httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
+        self._gw = httpx.AsyncClient(
+            base_url=self.gateway_url or "http://gateway.invalid", headers=headers, timeout=timeout, transport=transport
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> AsyncClient:
+        api_url, api_key = settings.require_api()
+        return cls(api_url, api_key, gateway_url=settings.gateway_url, **kwargs)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+        await self._gw.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _send(self, req: _Request, http: httpx.AsyncClient | None = None) -> httpx.Response:
+        http = http or self._http
+        try:
+            response = await http.request(
+                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
+            )
+        except httpx.TransportError as exc:
+            raise ChutesConnectionError(
+                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
+            ) from None
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response
+
+    async def _json(self, req: _Request) -> Any:
+        response = await self._send(req)
+        return response.json() if response.content else None
+
+    async def _stream_lines(
+        self, req: _Request, http: httpx.AsyncClient | None = None
+    ) -> AsyncIterator[tuple[str, str]]:
+        http = http or self._http
+        try:
+            async with http.stream(req.method, req.path, params=req.params, json=req.json, timeout=None) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _error_from(response)
+                ctype = response.headers.get("content-type", "")
+                async for line in response.aiter_lines():
+                    yield ctype, line
+        except httpx.TransportError as exc:
+            raise ChutesConnectionError(
+                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
+            ) from None
+
+    async def health(self) -> JSON:
+        return dict(await self._json(_Request("GET", "/healthz")) or {})
+
+    async def me(self) -> JSON:
+        body: JSON = await self._json(_Request("GET", "/v1/me"))
+        self._username = body.get("username")
+        return body
+
+    async def username(self) -> str:
+        return self._username or str((await self.me())["username"])
+
+    async def create_user(self, username: str) -> JSON:
+        return dict(await self._json(_Request("POST", "/v1/users", json={"username": username})))
+
+    async def create_key(self, name: str | None = None) -> JSON:
+        return dict(await self._json(_Request("POST", "/v1/keys", json={"name": name} if name else {})))
+
+    async def list_keys(self) -> list[JSON]:
+        return _items(await self._json(_Request("GET", "/v1/keys")), "keys", "items")
+
+    async def delete_key(self, key_id: str) -> None:
+        await self._send(_Request("DELETE", f"/v1/keys/{_ref(key_id)}"))
+
+    async def deploy(self, chute: Chute | str) -> JSON:
+        return dict(await self._json(_prepare_deploy(chute)))
+
+    async def list_chutes(self) -> list[JSON]:
+        return _items(await self._json(_Request("GET", "/v1/chutes")), "chutes", "items")
+
+    async def get_chute(self, ref: str) -> JSON:
+        return dict(await self._json(_Request("GET", f"/v1/chutes/{_ref(ref)}")))
+
+    async def delete_chute(self, ref: str) -> None:
+        await self._send(_Request("DELETE", f"/v1/chutes/{_ref(ref)}"))
+
+    async def scale_chute(self, ref: str, instances: int) -> JSON:
+        req = _Request("POST", f"/v1/chutes/{_ref(ref)}/scale", json={"instances": instances})
+        return dict(await self._json(req) or {})
+
+    async def share_chute(self, ref: str, username: str) -> JSON:
+        req = _Request("POST", f"/v1/chutes/{_ref(ref)}/share", json={"username": username})
+        return dict(await self._json(req) or {})
+
+    async def unshare_chute(self, ref: str, username: str) -> None:
+        await self._send(_Request("DELETE", f"/v1/chutes/{_ref(ref)}/share/{_ref(username)}"))
+
+    async def instances(self, ref: str) -> list[JSON]:
+        return _items(await self._json(_Request("GET", f"/v1/chutes/{_ref(ref)}/instances")), "instances", "items")
+
+    async def events(self, ref: str, *, follow: bool = False) -> AsyncIterator[JSON]:
+        req = _Request("GET", f"/v1/chutes/{_ref(ref)}/events", params={"follow": "true"} if follow else None)
+        if not follow:
+            for item in _items(await self._json(req), "events", "items"):
+                yield item
+            return
+        parser = SSEParser()
+        async for _, line in self._stream_lines(req):
+            sse = parser.feed(line)
+            if sse is not None:
+                yield _event_from(sse)
+        last = parser.flush()
+        if last is not None:
+            yield _event_from(last)
+
+    async def logs(self, ref: str, *, follow: bool = False, instance: str | None = None) -> AsyncIterator[LogLine]:
+        params = {"follow": "true"} if follow else {}
+        if instance:
+            params["instance"] = instance
+        decoder = _LogDecoder()
+        async for ctype, line in self._stream_lines(_Request("GET", f"/v1/chutes/{_ref(ref)}/logs", params=params)):
+            for log in decoder.feed(ctype, line):
+                yield log
+        for log in decoder.finish():
+            yield log
+
+    async def nodes(self) -> list[JSON]:
+        return _items(await self._json(_Request("GET", "/v1/nodes")), "nodes", "items")
+
+    async def node(self, node_id: str) -> JSON:
+        return dict(await self._json(_Request("GET", f"/v1/nodes/{_ref(node_id)}")))
+
+    async def usage(self) -> JSON:
+        return dict(await self._json(_Request("GET", "/v1/usage")) or {})
+
+    async def pricing(self) -> JSON:
+        return dict(await self._json(_Request("GET", "/v1/pricing")) or {})
+
+    async def run_job(self, ref: str, job_name: str, payload: Any = None) -> JSON:
+        req = _Request("POST", f"/v1/jobs/{_ref(ref)}/{_ref(job_name)}", json=payload if payload else {})
+        return dict(await self._json(req))
+
+    async def get_job(self, run_id: str) -> JSON:
+        return dict(await self._json(_Request("GET", f"/v1/jobs/{_ref(run_id)}")))
+
+    def _gateway(self) -> httpx.AsyncClient:
+        if not self.gateway_url:
+            raise ChutesAPIError(0, "no gateway URL configured", "pass gateway_url= (CLI: --gateway-url)")
+        return self._gw
+
+    async def invoke(
+        self, chute: str, path: str, data: Any = None, *, username: str | None = None, method: str = "POST"
+    ) -> Invocation:
+        url = invocation_path(username or await self.username(), chute, path)
+        body = data if method != "GET" else None
+        response = await self._send(_Request(method, url, json=body), http=self._gateway())
+        return Invocation(
+            response.status_code, dict(response.headers), response.content, response.headers.get("content-type", "")
+        )
+
+    async def invoke_stream(
+        self, chute: str, path: str, data: Any = None, *, username: str | None = None, method: str = "POST"
+    ) -> AsyncIterator[str]:
+        url = invocation_path(username or await self.username(), chute, path)
+        parser = SSEParser()
+        sse_seen = False
+        async for ctype, line in self._stream_lines(_Request(method, url, json=data), http=self._gateway()):
+            if "text/event-stream" not in ctype:
+                yield line
+                continue
+            sse_seen = True
+            event = parser.feed(line)
+            if event is not None:
+                yield _frame(event)
+        last = parser.flush() if sse_seen else None
+        if last is not None:
+            yield _frame(last)
