@@ -122,9 +122,16 @@ class Manifest(_Strict):
             if cord.path in seen:
                 raise ValueError(f"duplicate cord path {cord.path!r}")
             seen.add(cord.path)
-        public = [(c.public_api_method, c.public_api_path) for c in self.cords]
-        if len(set(public)) != len(public):
-            raise ValueError("two cords share one public_api_method and public_api_path")
+        public: dict[tuple[str, str], list[CordSpec]] = {}
+        for cord in self.cords:
+            public.setdefault((cord.public_api_method, cord.public_api_path), []).append(cord)
+        for (method, path), group in public.items():
+            # A streaming and a non-streaming cord may share an address; the body's "stream" field picks one.
+            if len(group) > 1 and not (len(group) == 2 and group[0].stream != group[1].stream):
+                raise ValueError(
+                    f"cords {', '.join(c.name for c in group)} share {method} {path}: only a stream/non-stream "
+                    "pair may share a public address"
+                )
         names = [j.name for j in self.jobs]
         if len(set(names)) != len(names):
             raise ValueError("duplicate job name")

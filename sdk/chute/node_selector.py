@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, computed_field, field_validator, model_validator
 
 from chutes import gpus
 
 _COMPUTED = ("eligible_gpus", "hourly_price_usd")
+# Models Chutes once offered (or its docs still name) that are not in the catalog: accepted in ``exclude``.
+RETIRED_GPUS = frozenset({"k80", "m60", "p4", "p40", "p100", "t4", "v100"})
 
 
 class NodeSelector(BaseModel):
@@ -37,14 +39,24 @@ class NodeSelector(BaseModel):
 
     @field_validator("include", "exclude")
     @classmethod
-    def _known_ids(cls, value: list[str] | None) -> list[str] | None:
+    def _known_ids(cls, value: list[str] | None, info: ValidationInfo) -> list[str] | None:
         if value is None:
             return None
         ids: list[str] = []
         for raw in value:
-            gpu = gpus.get(raw)  # raises with the list of valid ids
-            if gpu.id not in ids:
-                ids.append(gpu.id)
+            key = raw.strip().lower()
+            if key in RETIRED_GPUS:
+                # Excluding a model the platform no longer offers changes nothing (Chutes' docs do it); asking
+                # for one can never be satisfied.
+                if info.field_name == "include":
+                    raise ValueError(
+                        f"GPU model {raw!r} is retired and never scheduled; valid ids are: {', '.join(gpus.all_ids())}"
+                    )
+                gpu_id = key
+            else:
+                gpu_id = gpus.get(raw).id  # raises with the list of valid ids
+            if gpu_id not in ids:
+                ids.append(gpu_id)
         return ids
 
     @model_validator(mode="after")
