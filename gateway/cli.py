@@ -1,0 +1,127 @@
+"""``chutes-gateway``: serve invocations (DESIGN.md, "Invocation addresses").
+
+Every flag has an environment variable, so the same command runs under Nomad (``jobs_hcl``) and in tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from aiohttp import web
+
+from chutes.gateway.app import Gateway, build_app
+from chutes.gateway.config import GatewaySettings
+from chutes.gateway.discovery import consul_health
+from chutes.gateway.scheduler_client import SchedulerClient
+
+log = logging.getLogger("chutes.gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(prog="chutes-gateway", description="Route invocations to chute instances.")
+    p.add_argument("--host", default=env("CHUTES_GATEWAY_HOST", "0.0.0.0"))
+    p.add_argument("--port", type=int, default=int(env("CHUTES_GATEWAY_PORT", env("NOMAD_PORT_http", "8080"))))
+    p.add_argument("--port-file", type=Path, help="write the bound port here once listening (use with --port 0)")
+    p.add_argument("--scheduler-url", default=env("CHUTES_SCHEDULER_URL", "http://127.0.0.1:8000"))
+    p.add_argument("--scheduler-key", default=env("CHUTES_GATEWAY_KEY"), help="the gateway's own API key")
+    p.add_argument("--consul-addr", default=env("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"))
+    p.add_argument("--consul-token", default=env("CONSUL_HTTP_TOKEN"))
+    p.add_argument("--domain", default=env("CHUTES_GATEWAY_DOMAIN"), help="wildcard domain for host addresses")
+    p.add_argument("--auth-ttl", type=float, default=30.0)
+    p.add_argument("--route-ttl", type=float, default=10.0)
+    p.add_argument("--hold-timeout", type=float, default=120.0, help="seconds a call waits for a first instance")
+    p.add_argument("--hold-queue", type=int, default=256, help="calls held per chute at most")
+    p.add_argument("--wake-interval", type=float, default=5.0)
+    p.add_argument("--max-body-mb", type=float, default=50.0)
+    p.add_argument("--max-attempts", type=int, default=4)
+    p.add_argument("--read-timeout", type=float, default=1800.0)
+    p.add_argument("--watch-idle", type=float, default=600.0)
+    p.add_argument("--metering-interval", type=float, default=1.0)
+    p.add_argument("--access-log", action="store_true")
+    p.add_argument("--log-level", default=env("CHUTES_LOG_LEVEL", "INFO"))
+    return p
+
+
+def settings_from(args: argparse.Namespace) -> GatewaySettings:
+    if not args.scheduler_key:
+        raise SystemExit("chutes-gateway: set --scheduler-key or CHUTES_GATEWAY_KEY (an admin or gateway API key)")
+    return GatewaySettings(
+        scheduler_url=args.scheduler_url,
+        scheduler_key=args.scheduler_key,
+        consul_addr=args.consul_addr,
+        consul_token=args.consul_token,
+        domain=args.domain or None,
+        auth_ttl=args.auth_ttl,
+        route_ttl=args.route_ttl,
+        hold_timeout=args.hold_timeout,
+        hold_queue=args.hold_queue,
+        wake_interval=args.wake_interval,
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_attempts=args.max_attempts,
+        read_timeout=args.read_timeout,
+        watch_idle=args.watch_idle,
+        metering_interval=args.metering_interval,
+    )
+
+
+async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
+    """Run the gateway until SIGINT or SIGTERM."""
+    scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
+    consul = consul_health(settings.consul_addr, settings.consul_token)
+    gateway = Gateway(settings, scheduler, consul.health)
+    app = build_app(gateway)
+    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    site = web.SockSite(runner, sock, backlog=2048)
+    await site.start()
+    bound = sock.getsockname()[1]
+    log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
+             settings.scheduler_url, settings.consul_addr)  # fmt: skip
+    if port_file is not None:
+        tmp = port_file.with_suffix(".tmp")
+        tmp.write_text(str(bound))
+        tmp.replace(port_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        await scheduler.close()
+        with contextlib.suppress(Exception):
+            await consul.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = settings_from(args)
+    loop_factory = None
+    with contextlib.suppress(ImportError):  # uvloop comes with uvicorn[standard]; the gateway runs without it too
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(settings, args.host, args.port, args.port_file, args.access_log))
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

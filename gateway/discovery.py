@@ -1,0 +1,208 @@
+"""Discovery: which instances of a chute are passing their health checks, from Consul blocking queries.
+
+One watch per active chute service (``chute-<chute_id>``): a loop of ``GET /v1/health/service/<name>?passing``
+with ``index``/``wait`` (py-consul's asyncio client), so a change in health reaches the table as soon as
+Consul sees it. A failing query keeps the last known table and retries with jittered backoff (a Consul
+outage must not empty the routing table). A watch starts on the first call to a chute and stops when the
+chute has not been called for ``idle_after`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from chutes.gateway.balancer import Upstream
+
+log = logging.getLogger(__name__)
+
+
+class HealthSource(Protocol):
+    """The one Consul call discovery needs: py-consul's ``consul.aio.Consul().health``."""
+
+    async def service(self, service: str, **kwargs: Any) -> tuple[str | None, list[dict[str, Any]]]: ...
+
+
+def instances_from_health(entries: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, int]]:
+    """(service id, address, port) of each entry of a ``/v1/health/service`` answer.
+
+    The service address falls back to the node's address when empty, as Consul documents. Entries without
+    a port are skipped (they cannot be called).
+    """
+    found: list[tuple[str, str, int]] = []
+    for entry in entries:
+        service = entry.get("Service") or {}
+        node = entry.get("Node") or {}
+        port = service.get("Port") or 0
+        address = service.get("Address") or node.get("Address") or ""
+        key = service.get("ID") or f"{address}:{port}"
+        if port and address:
+            found.append((str(key), str(address), int(port)))
+    found.sort()
+    return found
+
+
+class ServiceWatch:
+    """The live table of one service: its passing instances, and a way to wait for it to change."""
+
+    def __init__(self, name: str, now: float) -> None:
+        self.name = name
+        self.upstreams: list[Upstream] = []
+        self.last_used = now
+        self.loaded = asyncio.Event()  # set once the first answer (or first failure) is in
+        self.healthy = False  # the last query succeeded
+        self.index: int = 0
+        self.holders = 0  # calls held waiting for an instance: keeps the watch alive
+        self._changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def update(self, found: list[tuple[str, str, int]]) -> bool:
+        """Replace the table, keeping each continuing instance's in-flight count; True if it changed."""
+        current = {u.key: u for u in self.upstreams}
+        fresh: list[Upstream] = []
+        for key, host, port in found:
+            up = current.get(key)
+            if up is None or up.host != host or up.port != port:
+                up = Upstream(key, host, port)
+            fresh.append(up)
+        changed = [u.key for u in fresh] != [u.key for u in self.upstreams] or any(
+            a is not b for a, b in zip(fresh, self.upstreams, strict=False)
+        )
+        if changed:
+            self.upstreams = fresh
+            self._notify()
+        return changed
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_changed(self, seconds: float) -> None:
+        """Wait until the table changes or ``seconds`` pass."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), seconds)
+
+
+class ConsulDiscovery:
+    """Watches Consul for the passing instances of the chute services the gateway is asked for."""
+
+    def __init__(
+        self,
+        health: HealthSource,
+        wait: str = "30s",
+        idle_after: float = 600.0,
+        min_interval: float = 0.05,
+        backoff_max: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._health = health
+        self._wait = wait
+        self._idle_after = idle_after
+        self._min_interval = min_interval
+        self._backoff_max = backoff_max
+        self._clock = clock
+        self._watches: dict[str, ServiceWatch] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    @property
+    def watches(self) -> Mapping[str, ServiceWatch]:
+        return self._watches
+
+    def watch(self, service: str, now: float | None = None) -> ServiceWatch:
+        """The table of ``service``, starting a watch on it if there is none; marks it as used."""
+        now = self._clock() if now is None else now
+        state = self._watches.get(service)
+        if state is None:
+            state = ServiceWatch(service, now)
+            state.task = asyncio.create_task(self._run(state), name=f"consul-watch:{service}")
+            self._watches[service] = state
+            if self._reaper is None:
+                self._reaper = asyncio.create_task(self._reap(), name="consul-watch-reaper")
+        state.last_used = now
+        return state
+
+    async def close(self) -> None:
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        if self._reaper is not None:
+            tasks.append(self._reaper)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._watches.clear()
+        self._reaper = None
+
+    def stop(self, service: str) -> None:
+        state = self._watches.pop(service, None)
+        if state is not None and state.task is not None:
+            state.task.cancel()
+
+    async def _run(self, state: ServiceWatch) -> None:
+        failures = 0
+        while True:
+            started = self._clock()
+            try:
+                kwargs: dict[str, Any] = {"passing": True}
+                if state.index:
+                    kwargs.update(index=str(state.index), wait=self._wait)
+                raw_index, entries = await self._health.service(state.name, **kwargs)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                state.healthy = False
+                state.loaded.set()
+                delay = min(self._backoff_max, 0.25 * 2**failures) * random.uniform(0.5, 1.0)
+                log.warning("consul watch %s failed (%r); keeping %d instances, retry in %.1fs",
+                            state.name, exc, len(state.upstreams), delay)  # fmt: skip
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            state.healthy = True
+            index = _as_index(raw_index)
+            # Consul's rules for blocking queries: an index that goes backwards resets the watch to 0.
+            state.index = index if index >= state.index else 0
+            if state.update(instances_from_health(entries)):
+                log.info("service %s: %d passing instances", state.name, len(state.upstreams))
+            state.loaded.set()
+            elapsed = self._clock() - started
+            if elapsed < self._min_interval:  # rate-limit a watch whose answers come back at once
+                await asyncio.sleep(self._min_interval - elapsed)
+
+    async def _reap(self) -> None:
+        period = max(0.5, min(60.0, self._idle_after / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = self._clock()
+            for name, state in list(self._watches.items()):
+                if state.holders == 0 and now - state.last_used > self._idle_after:
+                    log.info("service %s not called for %.0fs: stopping its watch", name, now - state.last_used)
+                    self.stop(name)
+
+
+def _as_index(raw: Any) -> int:
+    try:
+        return max(1, int(raw))
+    except (TypeError, ValueError):
+        return 1
+
+
+def consul_health(consul_addr: str, token: str | None = None, request_timeout: float = 60.0) -> Any:
+    """A py-consul asyncio client for ``consul_addr`` (``http://host:port``); its ``.health`` is a HealthSource."""
+    import consul.aio
+
+    parts = urlsplit(consul_addr if "://" in consul_addr else f"http://{consul_addr}")
+    return consul.aio.Consul(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or (443 if parts.scheme == "https" else 8500),
+        scheme=parts.scheme or "http",
+        token=token,
+        connections_timeout=request_timeout,
+    )

@@ -1,0 +1,136 @@
+"""What the gateway knows about a chute it routes to, and how a request's address names a chute and a cord.
+
+Pure: parsing an invocation address (DESIGN.md, "Invocation addresses"), matching a cord by public path and
+method, and the access rule. ``RouteInfo`` is the scheduler's ``GET /v1/internal/routes/{username}/{slug}``
+answer (docs/internal-contracts.md); unknown fields are ignored so that the scheduler can add some.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chutes.identity import USERNAME_RE
+from chutes.manifest import CordSpec
+
+
+class Identity(BaseModel):
+    """The caller behind an API key (``POST /v1/internal/authenticate``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    user_id: str
+    username: str
+    is_admin: bool = False
+
+
+class RouteInfo(BaseModel):
+    """Everything the gateway needs to route calls to one chute."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    chute_id: str
+    username: str
+    name: str
+    slug: str
+    public: bool = False
+    shared_with: list[str] = Field(default_factory=list)
+    concurrency: int = Field(1, ge=1)
+    invoke_secret: str
+    service: str
+    cords: list[CordSpec] = Field(default_factory=list)
+    max_instances: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A RouteInfo prepared for the hot path: cords indexed by (method, public path), sharing as a set."""
+
+    info: RouteInfo
+    cords: dict[tuple[str, str], CordSpec]
+    shared_with: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def of(cls, info: RouteInfo) -> Route:
+        cords = {(c.public_api_method.upper(), c.public_api_path): c for c in info.cords}
+        return cls(info=info, cords=cords, shared_with=frozenset(info.shared_with))
+
+    def cord(self, method: str, path: str) -> CordSpec | None:
+        """The cord at ``path`` for ``method``; a trailing '/' is tolerated."""
+        cord = self.cords.get((method, path))
+        if cord is None and len(path) > 1 and path.endswith("/"):
+            cord = self.cords.get((method, path.rstrip("/")))
+        return cord
+
+    def allows(self, caller: Identity) -> bool:
+        """The owner, users the chute is shared with, and anyone for a public chute may call it."""
+        info = self.info
+        return info.public or caller.username == info.username or caller.username in self.shared_with
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Which chute a request addresses, and the cord path inside it.
+
+    ``candidates`` holds (username, slug) pairs in the order to try them: a host label
+    ``<username>-<slug>`` is ambiguous when either part contains '-', so every valid split is a candidate,
+    shortest username first; a path address has exactly one.
+    """
+
+    candidates: tuple[tuple[str, str], ...]
+    path: str
+
+
+_SLUG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+
+
+def _valid_slug(slug: str) -> bool:
+    return bool(slug) and slug[0] != "-" and slug[-1] != "-" and _SLUG_CHARS.issuperset(slug)
+
+
+def host_label(host: str, domain: str | None) -> str | None:
+    """The ``<username>-<slug>`` label of ``host`` under ``domain`` (port and case ignored), else None."""
+    if not domain or not host:
+        return None
+    host = host.lower()
+    if host.startswith("["):  # an IPv6 literal is never a chute host
+        return None
+    host = host.rsplit(":", 1)[0] if ":" in host else host
+    suffix = "." + domain.lower().strip(".")
+    if not host.endswith(suffix):
+        return None
+    label = host[: -len(suffix)]
+    return label if label and "." not in label else None
+
+
+def split_label(label: str) -> tuple[tuple[str, str], ...]:
+    """Every (username, slug) pair that ``label`` = ``<username>-<slug>`` can stand for, shortest username first."""
+    pairs: list[tuple[str, str]] = []
+    start = 0
+    while (dash := label.find("-", start)) != -1:
+        username, slug = label[:dash], label[dash + 1 :]
+        if USERNAME_RE.fullmatch(username) and _valid_slug(slug):
+            pairs.append((username, slug))
+        start = dash + 1
+    return tuple(pairs)
+
+
+def parse_target(host: str, path: str, domain: str | None) -> Target | None:
+    """Which chute and cord path a request names, from its Host header and path; None if it names none.
+
+    ``https://<username>-<slug>.<domain>/<public_api_path>`` takes precedence over
+    ``/<username>/<slug>/<public_api_path>``.
+    """
+    label = host_label(host, domain)
+    if label is not None:
+        candidates = split_label(label)
+        return Target(candidates, path or "/") if candidates else None
+    parts = path.split("/", 3)  # ["", username, slug, rest]
+    if len(parts) < 3:
+        return None
+    username, slug = parts[1], parts[2]
+    if not USERNAME_RE.fullmatch(username) or not _valid_slug(slug):
+        return None
+    rest = "/" + parts[3] if len(parts) == 4 else "/"
+    return Target(((username, slug),), rest)
