@@ -135,15 +135,15 @@ class Gateway:
         if route is None or not route.allows(caller):
             self.metrics.observe("", "", 404, time.perf_counter() - started)
             return error_response(404, "no such chute", "check the username and chute name in the URL", invocation_id)
-        cord = route.cord(request.method, target.path)
-        if cord is None:
+        cords = route.cords_at(request.method, target.path)
+        if cords is None:
             self.metrics.observe("", "", 404, time.perf_counter() - started)
             available = ", ".join(f"{m} {p}" for m, p in sorted(route.cords)) or "none"
             return error_response(
                 404, f"chute {route.info.name!r} has no cord at {request.method} {target.path}",
                 f"its cords: {available}", invocation_id,
             )  # fmt: skip
-        call = Call(request, route, cord, caller, invocation_id, started)
+        call = Call(request, route, cords, caller, invocation_id, started)
         return await self.proxy.forward(call, self.recorder)
 
     async def _own_endpoint(self, request: web.Request) -> web.StreamResponse:

@@ -27,7 +27,7 @@ from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
 from chutes.gateway.headers import INVOCATION_ID_HEADER, client_response_headers, upstream_request_headers
 from chutes.gateway.metrics import GatewayMetrics
-from chutes.gateway.routes import Identity, Route, RouteInfo
+from chutes.gateway.routes import Identity, Route, RouteInfo, pick_cord
 from chutes.gateway.scheduler_client import SchedulerAPI
 from chutes.manifest import CordSpec
 from chutes.signing import sign
@@ -42,11 +42,11 @@ _RETRY_STATUSES = frozenset({429, 503})
 
 @dataclass(slots=True)
 class Call:
-    """One authorised call to one cord."""
+    """One authorised call to one cord (or to a stream/non-stream pair, settled once the body is read)."""
 
     request: web.Request
     route: Route
-    cord: CordSpec
+    cords: tuple[CordSpec, ...]
     caller: Identity
     invocation_id: str
     started: float  # perf_counter() when the request arrived
@@ -107,10 +107,13 @@ class Proxy:
         label = f"{info.username}/{info.name}"
         started_at = time.time()
         status, bytes_in, bytes_out = 500, 0, 0
+        cord = call.cords[0]
         try:
             body = await self._read_body(call.request)
             bytes_in = len(body)
-            response, bytes_out = await self._send(call, info, label, body)
+            query = call.request.rel_url.raw_query_string
+            cord = pick_cord(call.cords, body, query)
+            response, bytes_out = await self._send(call, cord, query, label, body)
             status = response.status
             return response
         except _Failed as failed:
@@ -118,13 +121,13 @@ class Proxy:
             return self._error(call, failed)
         finally:
             elapsed = time.perf_counter() - call.started
-            self.metrics.observe(label, call.cord.name, status, elapsed)
+            self.metrics.observe(label, cord.name, status, elapsed)
             recorder.record(
                 {
                     "invocation_id": call.invocation_id,
                     "chute_id": info.chute_id,
                     "caller": call.caller.user_id,
-                    "cord": call.cord.name,
+                    "cord": cord.name,
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "bytes_in": bytes_in,
@@ -142,12 +145,13 @@ class Proxy:
         except web.HTTPRequestEntityTooLarge:
             raise _Failed(413, f"request body over {limit} bytes", "send a smaller body") from None
 
-    async def _send(self, call: Call, info: RouteInfo, label: str, body: bytes) -> tuple[web.StreamResponse, int]:
+    async def _send(
+        self, call: Call, cord: CordSpec, query: str, label: str, body: bytes
+    ) -> tuple[web.StreamResponse, int]:
         settings = self.settings
-        request = call.request
-        query = request.rel_url.raw_query_string
-        target = call.cord.public_api_path + ("?" + query if query else "")
-        method = call.cord.public_api_method
+        info = call.route.info
+        target = cord.public_api_path + ("?" + query if query else "")
+        method = cord.public_api_method
         watch = self.discovery.watch(info.service)
         if not watch.loaded.is_set():
             with contextlib.suppress(TimeoutError):

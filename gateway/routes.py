@@ -7,7 +7,9 @@ answer (docs/internal-contracts.md); unknown fields are ignored so that the sche
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -48,25 +50,50 @@ class Route:
     """A RouteInfo prepared for the hot path: cords indexed by (method, public path), sharing as a set."""
 
     info: RouteInfo
-    cords: dict[tuple[str, str], CordSpec]
+    #: the cords at each (method, public path): one, or a streaming and a non-streaming one
+    cords: dict[tuple[str, str], tuple[CordSpec, ...]]
     shared_with: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def of(cls, info: RouteInfo) -> Route:
-        cords = {(c.public_api_method.upper(), c.public_api_path): c for c in info.cords}
+        cords: dict[tuple[str, str], tuple[CordSpec, ...]] = {}
+        for c in info.cords:
+            key = (c.public_api_method.upper(), c.public_api_path)
+            cords[key] = (*cords.get(key, ()), c)
         return cls(info=info, cords=cords, shared_with=frozenset(info.shared_with))
 
-    def cord(self, method: str, path: str) -> CordSpec | None:
-        """The cord at ``path`` for ``method``; a trailing '/' is tolerated."""
-        cord = self.cords.get((method, path))
-        if cord is None and len(path) > 1 and path.endswith("/"):
-            cord = self.cords.get((method, path.rstrip("/")))
-        return cord
+    def cords_at(self, method: str, path: str) -> tuple[CordSpec, ...] | None:
+        """The cords at ``path`` for ``method`` (a trailing '/' is tolerated), or None."""
+        found = self.cords.get((method, path))
+        if found is None and len(path) > 1 and path.endswith("/"):
+            found = self.cords.get((method, path.rstrip("/")))
+        return found
 
     def allows(self, caller: Identity) -> bool:
         """The owner, users the chute is shared with, and anyone for a public chute may call it."""
         info = self.info
         return info.public or caller.username == info.username or caller.username in self.shared_with
+
+
+def pick_cord(cords: tuple[CordSpec, ...], body: bytes, query: str) -> CordSpec:
+    """Which cord of those sharing an address serves a call (for metrics and metering; the instance picks too).
+
+    A streaming and a non-streaming cord may share an address: the JSON body's ``"stream": true`` (or, for
+    GET, ``?stream=true|1``) picks the streaming one, as the runtime does.
+    """
+    if len(cords) == 1:
+        return cords[0]
+    streaming = next((c for c in cords if c.stream), cords[0])
+    unary = next((c for c in cords if not c.stream), cords[-1])
+    if streaming.public_api_method == "GET":
+        wanted = parse_qs(query).get("stream", [""])[-1].lower() in ("true", "1")
+    else:
+        try:
+            payload = json.loads(body) if body else None
+        except ValueError:
+            payload = None
+        wanted = isinstance(payload, dict) and payload.get("stream") is True
+    return streaming if wanted else unary
 
 
 @dataclass(frozen=True, slots=True)
