@@ -29,7 +29,8 @@ def test_request_headers_drop_credentials_and_hop_by_hop() -> None:
         signature="t=2,v1=real",
     )
     lowered = {k.lower(): v for k, v in out.items()}
-    for gone in ("host", "authorization", "connection", "x-private", "keep-alive", "transfer-encoding", "content-length"):
+    dropped = ("host", "authorization", "connection", "x-private", "keep-alive", "transfer-encoding", "content-length")
+    for gone in dropped:
         assert gone not in lowered
     assert lowered["x-chutes-signature"] == "t=2,v1=real"
     assert lowered["x-forwarded-for"] == "10.0.0.1, 192.0.2.7"
