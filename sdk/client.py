@@ -120,28 +120,22 @@ def _ref(ref: str) -> str:
 def _prepare_deploy(chute: Chute | str) -> _Request:
     """Load the chute if given as ``FILE:ATTR``, build its manifest and bundle, describe the upload."""
     from chutes.bundle import build_bundle
-    from chutes.loader import load_chute
+    from chutes.loader import load_chute, locate_chute
 
-    loaded = load_chute(chute) if isinstance(chute, str) else None
-    obj = loaded.chute if loaded is not None else chute
-    assert not isinstance(obj, str)
+    if isinstance(chute, str):
+        loaded = load_chute(chute)
+        obj, module_path, entrypoint = loaded.chute, loaded.module_path, loaded.entrypoint
+    else:
+        obj = chute
+        module_path, entrypoint = locate_chute(chute)
     manifest = obj.manifest()
-    bundle = build_bundle(loaded.module_path, loaded.entrypoint) if loaded is not None else build_bundle_for(obj)
+    bundle = build_bundle(module_path, entrypoint)
     return _Request(
         "POST",
         "/v1/chutes",
         data={"manifest": manifest.model_dump_json()},
         files={"bundle": ("bundle.tar.gz", bundle.data, "application/gzip")},
     )
-
-
-def build_bundle_for(chute: Chute) -> Any:
-    """Bundle a chute object that was imported in this process (its module file and the files beside it)."""
-    from chutes.bundle import build_bundle
-    from chutes.loader import locate_chute
-
-    module_path, entrypoint = locate_chute(chute)
-    return build_bundle(module_path, entrypoint)
 
 
 def _error_from(response: httpx.Response) -> ChutesAPIError:
@@ -243,6 +237,7 @@ class Client:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
+        self.api_key = api_key
         self._username: str | None = None
         headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
         self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
@@ -540,6 +535,7 @@ class AsyncClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
+        self.api_key = api_key
         self._username: str | None = None
         headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
         self._http = httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)

@@ -25,9 +25,7 @@ err_console = Console(stderr=True, highlight=False)
 ApiUrl = Annotated[
     str | None, typer.Option("--api-url", help="Scheduler URL (default: $CHUTES_API_URL or the config file).")
 ]
-ApiKey = Annotated[
-    str | None, typer.Option("--api-key", help="API key (default: $CHUTES_API_KEY or the config file).")
-]
+ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key (default: $CHUTES_API_KEY or the config file).")]
 GatewayUrl = Annotated[
     str | None, typer.Option("--gateway-url", help="Gateway URL (default: $CHUTES_GATEWAY_URL or the config file).")
 ]

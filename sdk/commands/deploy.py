@@ -1,0 +1,209 @@
+"""``chutes deploy FILE:ATTR``: upload a chute, then follow its deployment live until it is ready.
+
+Progress comes from the scheduler's event stream (accepted → registered → placed on a node with its GPUs →
+running → ready). It ends with the invocation URL of each cord and a curl line to paste; an unschedulable chute
+ends with the reasons and exit status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from typing import Annotated, Any
+
+import typer
+
+from chutes.cli import app
+from chutes.client import ChutesAPIError, Client, invocation_path
+from chutes.commands._common import ApiKey, ApiUrl, AsJson, GatewayUrl, cell, client, console, print_json
+from chutes.manifest import CordSpec, Manifest
+
+# Event kinds that end a deployment, one way or the other.
+READY_KINDS = frozenset({"ready"})
+FAILED_KINDS = frozenset({"unschedulable", "failed", "error", "crashed", "deleted"})
+
+
+class DeployFailed(Exception):
+    """The deployment ended without a ready instance; the message says why."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def example_body(schema: dict[str, Any] | None) -> dict[str, Any]:
+    """A JSON body that satisfies a cord's input schema well enough for a first try (defaults, or samples)."""
+    if not schema:
+        return {}
+    defs = schema.get("$defs", {})
+    out: dict[str, Any] = {}
+    required = set(schema.get("required", []))
+    for name, prop in (schema.get("properties") or {}).items():
+        if name not in required and "default" not in prop:
+            continue
+        out[name] = _sample(prop, defs, name)
+    return out
+
+
+def _sample(prop: dict[str, Any], defs: dict[str, Any], name: str, depth: int = 0) -> Any:
+    if "default" in prop:
+        return prop["default"]
+    if prop.get("examples"):
+        return prop["examples"][0]
+    if prop.get("enum"):
+        return prop["enum"][0]
+    ref = prop.get("$ref", "")
+    if ref.startswith("#/$defs/") and depth < 3:
+        return example_body(defs.get(ref.removeprefix("#/$defs/"), {})) or {}
+    options = prop.get("anyOf") or prop.get("oneOf")
+    if options:
+        return _sample(options[0], defs, name, depth + 1)
+    kind = prop.get("type")
+    if kind == "string":
+        return "hello" if name in ("text", "prompt", "input", "message", "name") else "string"
+    if kind == "integer":
+        return max(1, int(prop.get("minimum", 1)))
+    if kind == "number":
+        return float(prop.get("minimum", 1.0))
+    if kind == "boolean":
+        return False
+    if kind == "array":
+        return []
+    return {}
+
+
+def curl_line(url: str, api_key: str, cord: CordSpec) -> str:
+    """A curl command that calls ``cord`` at ``url``."""
+    parts = ["curl"]
+    if cord.stream:
+        parts.append("-N")
+    if cord.public_api_method != "POST":
+        parts += ["-X", cord.public_api_method]
+    parts += [shlex.quote(url), "-H", shlex.quote(f"Authorization: Bearer {api_key}")]
+    if cord.public_api_method != "GET":
+        body = json.dumps(example_body(cord.input_schema))
+        parts += ["-H", "'Content-Type: application/json'", "-d", shlex.quote(body)]
+    return " ".join(parts)
+
+
+def _last_event_id(c: Client, ref: str) -> int:
+    try:
+        events = list(c.events(ref))
+    except ChutesAPIError as exc:
+        if exc.status == 404:
+            return 0
+        raise
+    return max((int(e.get("id", 0) or 0) for e in events), default=0)
+
+
+def _describe(event: dict[str, Any]) -> str:
+    message = str(event.get("message") or "")
+    data = event.get("data") or {}
+    reasons = data.get("reasons") if isinstance(data, dict) else None
+    if isinstance(reasons, dict) and reasons:
+        message += " (" + ", ".join(f"{n} {r}" for r, n in reasons.items()) + ")"
+    return message
+
+
+def follow(c: Client, ref: str, after: int, timeout: float) -> dict[str, Any]:
+    """Print the deployment's events as they come; return the ready event or raise DeployFailed."""
+    start = time.monotonic()
+    deadline = start + timeout
+    while time.monotonic() < deadline:
+        for event in c.events(ref, follow=True):
+            if int(event.get("id", 0) or 0) <= after:
+                continue
+            after = int(event.get("id", after) or after)
+            kind = str(event.get("kind") or event.get("type") or "event")
+            console.print(f"[dim]\\[{time.monotonic() - start:6.1f}s][/dim] [bold]{kind:<13}[/bold] {_describe(event)}")
+            if kind in READY_KINDS:
+                return event
+            if kind in FAILED_KINDS:
+                raise DeployFailed(
+                    f"deployment {kind}: {_describe(event)}",
+                    hint=_failure_hint(kind),
+                )
+            if time.monotonic() > deadline:
+                break
+        # The server ended the stream without a final event: look at the chute, then listen again.
+        chute = c.get_chute(ref)
+        status = str(chute.get("status", ""))
+        if status in READY_KINDS:
+            return {"kind": "ready", "message": chute.get("status_detail", "")}
+        if status in FAILED_KINDS:
+            raise DeployFailed(f"deployment {status}: {chute.get('status_detail', '')}", _failure_hint(status))
+        time.sleep(0.5)
+    raise DeployFailed(
+        f"not ready after {timeout:.0f}s",
+        hint=f"it may still come up: watch `chutes chutes events {ref} --follow` and `chutes logs {ref}`",
+    )
+
+
+def _failure_hint(kind: str) -> str:
+    if kind == "unschedulable":
+        return "loosen the NodeSelector (gpu_count, min_vram_gb_per_gpu, include/exclude) or add nodes (`chutes nodes`)"
+    return "see `chutes logs <name>` for the instance's output"
+
+
+def _load_manifest(ref: str) -> Manifest:
+    from chutes.loader import load_chute
+
+    return load_chute(ref).chute.manifest()
+
+
+@app.command("deploy")
+def deploy(
+    ref: Annotated[str, typer.Argument(help="The chute to deploy, as FILE:ATTR or module:attr.")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the deployment until it is ready.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for a ready instance.")] = 600.0,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    gateway_url: GatewayUrl = None,
+    as_json: AsJson = False,
+) -> None:
+    """Upload a chute and follow its deployment until an instance is ready."""
+    manifest = _load_manifest(ref)
+    selector = manifest.node_selector
+    if not as_json:
+        console.print(
+            f"Deploying [bold]{manifest.username}/{manifest.name}[/bold]: {len(manifest.cords)} cord(s), "
+            f"{len(manifest.jobs)} job(s), {selector.gpu_count}× GPU from {cell(selector.eligible_gpus)} "
+            f"(from ${selector.hourly_price_usd:.2f}/h)"
+        )
+    with client(api_url, api_key, gateway_url) as c:
+        after = _last_event_id(c, manifest.name) if wait else 0
+        started = time.monotonic()
+        chute = c.deploy(ref)
+        name = str(chute.get("name") or manifest.name)
+        if not as_json:
+            version = str(chute.get("version") or "")[:12]
+            console.print(f"uploaded version {version or '?'} ({time.monotonic() - started:.1f}s)")
+        if wait and manifest.cords:
+            follow(c, name, after, timeout)
+        if as_json:
+            print_json(c.get_chute(name) if wait else chute)
+            return
+        if wait and manifest.cords:
+            console.print(f"[green]Ready[/green] in {time.monotonic() - started:.1f}s.")
+        _print_addresses(c, manifest)
+
+
+def _print_addresses(c: Client, manifest: Manifest) -> None:
+    if not manifest.cords:
+        for job in manifest.jobs:
+            console.print(f"run it:  chutes jobs run {shlex.quote(manifest.name)} {job.name} --input '{{}}'")
+        return
+    if not c.gateway_url:
+        console.print("[dim]no gateway URL configured: set gateway_url to see invocation addresses[/dim]")
+        return
+    console.print("Call it:")
+    for cord in manifest.cords:
+        url = c.gateway_url + invocation_path(manifest.username, manifest.name, cord.public_api_path)
+        stream = " (streaming)" if cord.stream else ""
+        console.print(f"  {cord.public_api_method} {url}{stream}")
+        console.print(f"    {curl_line(url, c.api_key, cord)}", soft_wrap=True)
+        data = json.dumps(example_body(cord.input_schema))
+        stream_flag = " --stream" if cord.stream else ""
+        invoke = f"chutes invoke {shlex.quote(manifest.name)} {cord.public_api_path} -d {shlex.quote(data)}"
+        console.print(f"    {invoke}{stream_flag}", soft_wrap=True)

@@ -1,0 +1,314 @@
+"""Managing what is deployed: ``chutes chutes list|get|delete|scale|share|instances|events``, ``chutes logs``,
+``chutes nodes``, ``chutes usage``, ``chutes pricing`` and ``chutes whoami``.
+
+Each command is one call on ``chutes.client.Client``; ``--json`` prints the API's answer unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+
+from chutes.cli import app
+from chutes.commands._common import (
+    ApiKey,
+    ApiUrl,
+    AsJson,
+    cell,
+    client,
+    console,
+    pick,
+    print_json,
+    table,
+    when,
+)
+
+chutes_app = typer.Typer(
+    name="chutes", help="Your chutes: list, get, delete, scale, share, instances, events.", no_args_is_help=True
+)
+app.add_typer(chutes_app, name="chutes")
+
+Ref = Annotated[str, typer.Argument(help="The chute's name (or id).")]
+
+
+def _gpus(row: dict[str, Any]) -> str:
+    selector = (row.get("manifest") or {}).get("node_selector") or row.get("node_selector") or {}
+    if not selector:
+        return "-"
+    return f"{selector.get('gpu_count', 1)}× {cell(selector.get('eligible_gpus'))}"
+
+
+def _instances_summary(row: dict[str, Any]) -> str:
+    ready = pick(row, "ready_instances", "instances_ready")
+    desired = pick(row, "desired_instances", "instances")
+    if ready is None and desired is None:
+        return "-"
+    return f"{cell(ready)}/{cell(desired)}"
+
+
+# ---------------------------------------------------------------------------------------------------- chutes
+
+
+@chutes_app.command("list")
+def list_chutes(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """List the chutes you own (and those shared with you)."""
+    with client(api_url, api_key) as c:
+        rows = c.list_chutes()
+    if as_json:
+        print_json(rows)
+        return
+    table(
+        rows,
+        [
+            ("NAME", lambda r: r.get("name")),
+            ("OWNER", lambda r: r.get("username")),
+            ("STATUS", lambda r: r.get("status")),
+            ("READY/DESIRED", _instances_summary),
+            ("GPUS", _gpus),
+            ("VERSION", lambda r: (r.get("version") or "")[:12]),
+            ("UPDATED", lambda r: when(pick(r, "updated_at", "created_at"))),
+        ],
+        title="Chutes",
+    )
+
+
+@chutes_app.command("get")
+def get_chute(ref: Ref, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Show one chute: status, version, GPUs, cords and instances."""
+    with client(api_url, api_key) as c:
+        chute = c.get_chute(ref)
+        instances = c.instances(ref)
+    if as_json:
+        print_json({**chute, "instances": instances} if "instances" not in chute else chute)
+        return
+    manifest = chute.get("manifest") or {}
+    console.print(f"[bold]{chute.get('username')}/{chute.get('name')}[/bold]  [dim]{chute.get('chute_id') or ''}[/dim]")
+    status = chute.get("status")
+    detail = chute.get("status_detail")
+    console.print(f"  status     {cell(status)}" + (f" ({cell(detail)})" if detail else ""))
+    console.print(f"  version    {cell(chute.get('version'))}")
+    console.print(f"  instances  {_instances_summary(chute)} ready/desired")
+    console.print(f"  gpus       {_gpus(chute)}")
+    for cord in manifest.get("cords") or chute.get("cords") or []:
+        stream = " (stream)" if cord.get("stream") else ""
+        console.print(f"  cord       {cord.get('public_api_method')} {cord.get('public_api_path')}{stream}")
+    for job in manifest.get("jobs") or chute.get("jobs") or []:
+        console.print(f"  job        {job.get('name')}")
+    if instances:
+        _instances_table(instances)
+
+
+def _instances_table(rows: list[dict[str, Any]]) -> None:
+    table(
+        rows,
+        [
+            ("INSTANCE", lambda r: (pick(r, "alloc_id", "instance_id", "id") or "")[:8]),
+            ("STATE", lambda r: pick(r, "state", "status")),
+            ("HEALTH", lambda r: pick(r, "health", "healthy", "ready")),
+            ("NODE", lambda r: pick(r, "node_id", "node")),
+            ("GPUS", lambda r: f"{r.get('gpu_count', '')}× {r.get('gpu_model') or '?'}"),
+            ("STARTED", lambda r: when(pick(r, "started_at", "created_at"))),
+        ],
+        title="Instances",
+    )
+
+
+@chutes_app.command("instances")
+def instances(ref: Ref, api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """List a chute's instances with their health, node and GPU model."""
+    with client(api_url, api_key) as c:
+        rows = c.instances(ref)
+    if as_json:
+        print_json(rows)
+    else:
+        _instances_table(rows)
+
+
+@chutes_app.command("delete")
+def delete_chute(
+    ref: Ref,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Delete a chute: stops its instances and removes its job (asks first on a terminal)."""
+    if not yes and sys.stdin.isatty() and not typer.confirm(f"Delete chute {ref!r} and stop its instances?"):
+        raise typer.Exit(1)
+    with client(api_url, api_key) as c:
+        c.delete_chute(ref)
+    console.print(f"deleted {ref}")
+
+
+@chutes_app.command("scale")
+def scale(
+    ref: Ref,
+    instances: Annotated[int, typer.Argument(min=0, max=100, help="Desired number of instances.")],
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Set a chute's desired number of instances (0 stops them all; the autoscaler may change it later)."""
+    with client(api_url, api_key) as c:
+        answer = c.scale_chute(ref, instances)
+    if as_json:
+        print_json(answer)
+    else:
+        console.print(f"{ref}: desired instances {answer.get('desired_instances', instances)}")
+
+
+@chutes_app.command("share")
+def share(
+    ref: Ref,
+    username: Annotated[str, typer.Argument(help="The user to share it with.")],
+    remove: Annotated[bool, typer.Option("--remove", help="Stop sharing instead.")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Let another user call your chute (or, with --remove, stop letting them)."""
+    with client(api_url, api_key) as c:
+        if remove:
+            c.unshare_chute(ref, username)
+            console.print(f"{ref} is no longer shared with {username}")
+        else:
+            c.share_chute(ref, username)
+            console.print(f"{ref} is now shared with {username}")
+
+
+@chutes_app.command("events")
+def events(
+    ref: Ref,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events.")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show a chute's deployment events (accepted, placed, running, ready, ...)."""
+    with client(api_url, api_key) as c:
+        for event in c.events(ref, follow=follow):
+            if as_json:
+                print_json(event)
+            else:
+                console.print(
+                    f"[dim]{when(event.get('created_at'))}[/dim] {cell(pick(event, 'kind', 'type'))}: "
+                    f"{cell(event.get('message'))}"
+                )
+
+
+# ---------------------------------------------------------------------------------------------------- top level
+
+
+@app.command("logs")
+def logs(
+    ref: Ref,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    instance: Annotated[str | None, typer.Option("--instance", "-i", help="Only this instance (id prefix).")] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Print the logs of a chute's instances (through Nomad's logs API)."""
+    with client(api_url, api_key) as c:
+        for line in c.logs(ref, follow=follow, instance=instance):
+            prefix = f"{line.instance[:8]} | " if line.instance else ""
+            sys.stdout.write(f"{prefix}{line.line}\n")
+            sys.stdout.flush()
+
+
+@app.command("nodes")
+def nodes(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """List the GPU nodes: their GPUs, models, free capacity and liveness."""
+    with client(api_url, api_key) as c:
+        rows = c.nodes()
+    if as_json:
+        print_json(rows)
+        return
+
+    def gpus(row: dict[str, Any]) -> str:
+        inventory = row.get("inventory") or row
+        items = inventory.get("gpus") or []
+        models: dict[str, int] = {}
+        for gpu in items:
+            key = gpu.get("model") or gpu.get("name") or "?"
+            models[key] = models.get(key, 0) + 1
+        return ", ".join(f"{n}× {m}" for m, n in models.items()) or "-"
+
+    table(
+        rows,
+        [
+            ("NODE", lambda r: pick(r, "node_id", "id")),
+            ("ALIVE", lambda r: pick(r, "alive", "healthy", "status")),
+            ("GPUS", gpus),
+            ("FREE", lambda r: pick(r, "free_gpus", "gpus_free")),
+            ("DRIVER", lambda r: (r.get("inventory") or r).get("driver_version")),
+            ("UPDATED", lambda r: when((r.get("inventory") or r).get("updated_at"))),
+        ],
+        title="Nodes",
+    )
+
+
+@app.command("usage")
+def usage(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Show what you used: invocations and GPU time, per chute and per day, with its cost."""
+    with client(api_url, api_key) as c:
+        answer = c.usage()
+    if as_json:
+        print_json(answer)
+        return
+    total = pick(answer, "total_usd", "total")
+    if total is not None:
+        console.print(f"total: ${float(total):.2f}")
+    sections = (("chutes", "Per chute"), ("per_chute", "Per chute"), ("days", "Per day"), ("per_day", "Per day"))
+    for key, title in sections:
+        rows = answer.get(key)
+        if isinstance(rows, list) and rows:
+            table(rows, [(h.upper(), _getter(h)) for h in rows[0]], title=title)
+
+
+def _getter(key: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda row: row.get(key)
+
+
+@app.command("pricing")
+def pricing(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Show the hourly price of each GPU model."""
+    with client(api_url, api_key) as c:
+        answer = c.pricing()
+    if as_json:
+        print_json(answer)
+        return
+    rows = answer.get("gpus") or answer.get("items") or [{"id": k, "hourly_usd": v} for k, v in answer.items()]
+    table(
+        rows,
+        [
+            ("GPU", lambda r: pick(r, "id", "model")),
+            ("VRAM GB", lambda r: pick(r, "memory_gb", "vram_gb")),
+            ("USD/HOUR", lambda r: pick(r, "hourly_usd", "hourly_price_usd", "price")),
+        ],
+        title="Pricing",
+    )
+
+
+@app.command("whoami")
+def whoami(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
+    """Show who the configured API key belongs to."""
+    with client(api_url, api_key) as c:
+        me = c.me()
+    if as_json:
+        print_json(me)
+    else:
+        console.print(f"{me.get('username')} ({'admin' if me.get('is_admin') else 'user'}) at {c.api_url}")
+
+
+# Cheap top-level shortcuts (hidden): `chutes list`, `chutes get NAME`, `chutes delete NAME`, ...
+for _name, _func in (
+    ("list", list_chutes),
+    ("get", get_chute),
+    ("delete", delete_chute),
+    ("scale", scale),
+    ("share", share),
+    ("instances", instances),
+    ("events", events),
+):
+    app.command(_name, hidden=True)(_func)

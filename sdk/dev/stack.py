@@ -1,0 +1,351 @@
+"""The dev stack: devcluster → agents → scheduler → gateway, each a supervised child, each waited on until healthy.
+
+State (the devcluster's, the scheduler's SQLite database, the keys, the logs) lives in one data directory; a
+given one is kept between runs, a temporary one is removed at the end. Keys are generated here: an admin key
+(the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses it) and a user whose name matches the
+examples' ``username="demo"`` by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chutes.client import ChutesAPIError, Client
+from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
+from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+
+DEFAULT_USERNAME = "demo"
+ADMIN_USERNAME = "admin"
+SECRETS_FILE = "secrets.json"
+
+
+class DevStackError(RuntimeError):
+    """The stack could not start; the message says which part and why, the hint what to look at."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass
+class StackInfo:
+    """Where everything is, once the stack is up (what ``--ready-file`` receives, as JSON)."""
+
+    api_url: str
+    gateway_url: str
+    nomad_addr: str
+    consul_addr: str
+    api_key: str
+    username: str
+    data_dir: str
+    logs_dir: str
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    local_gpus: int = 0
+    pid: int = field(default_factory=os.getpid)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def new_key() -> str:
+    """An API key in the scheduler's format: ``cnk_`` and 43 URL-safe characters."""
+    return "cnk_" + secrets.token_urlsafe(32)
+
+
+def executable(name: str) -> str:
+    """A console script of this installation: beside the running interpreter first, then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DevStackError(f"{name} is not installed", hint="install the project (`make install`) in this Python")
+    return found
+
+
+def local_gpu_count() -> int:
+    """How many NVIDIA GPUs NVML sees on this machine (0 without a driver, a GPU or the NVML library)."""
+    try:
+        from chutes.agent.sources import probe_local
+    except ImportError:
+        return 0
+    try:
+        inventory = probe_local()
+    except Exception:
+        return 0
+    return len(inventory.gpus) if inventory is not None else 0
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class DevStack:
+    """Start, watch and stop the platform's processes on this machine."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path | None = None,
+        nodes: list[NodeSpec] | None = None,
+        username: str = DEFAULT_USERNAME,
+        use_local_gpus: bool = True,
+        timeout: float = 60.0,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.keep_data = data_dir is not None
+        self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
+        self.extra_nodes = nodes or []
+        self.username = username
+        self.use_local_gpus = use_local_gpus
+        self.timeout = timeout
+        self.echo = echo
+        self.children: list[Child] = []
+        self.info: StackInfo | None = None
+
+    # -- paths and keys
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.data_dir / SECRETS_FILE
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            loaded = {}
+        data = {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        if "admin_key" not in data:
+            data["admin_key"] = new_key()
+            self._save_secrets(data)
+        return data
+
+    def _save_secrets(self, data: dict[str, str]) -> None:
+        path = self.data_dir / SECRETS_FILE
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle)
+        os.replace(tmp, path)
+
+    def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name=name, argv=argv, env=env or {}, log_path=self.logs_dir / f"{name}.log")
+        child.start()
+        self.children.append(child)
+        return child
+
+    def _port_file(self, name: str) -> Path:
+        path = self.data_dir / "run" / f"{name}.port"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        return path
+
+    # -- the parts, in order
+
+    def plan_nodes(self) -> tuple[list[NodeSpec], int]:
+        """The nodes to run: this machine's GPUs where NVML sees some, else the default simulated nodes."""
+        gpus = local_gpu_count() if self.use_local_gpus else 0
+        if gpus:
+            local = NodeSpec(socket.gethostname().split(".")[0].lower() or "local", None, gpus)
+            return merge((local,), self.extra_nodes), gpus
+        return merge(DEFAULT_NODES, self.extra_nodes), 0
+
+    def _start_devcluster(self, nodes: list[NodeSpec]) -> tuple[str, str]:
+        ports_file = self._port_file("devcluster")
+        argv = [executable("chutes-devcluster"), "--nomad-port", "0", "--consul-port", "0"]
+        for node in nodes:
+            if node.simulated:
+                argv += ["--node", node.flag()]
+        argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
+        child = self._child("devcluster", argv)
+        wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
+        ports = read_port_file(ports_file)
+        assert isinstance(ports, dict)
+        nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
+        wait_for(
+            lambda: _ok(f"{nomad}/v1/nodes") and _ok(f"{consul}/v1/status/leader"),
+            what="answering",
+            child=child,
+            timeout=self.timeout,
+        )
+        return nomad, consul
+
+    def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
+        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul}
+        started: list[tuple[NodeSpec, Child]] = []
+        for node in nodes:
+            argv = [executable("chutes-agent"), "run", "--node-id", node.name]
+            if node.model is not None:
+                argv += ["--simulate", f"{node.model}:{node.count}"]
+            started.append((node, self._child(f"agent-{node.name}", argv, env)))
+        for node, child in started:
+            wait_for(
+                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}"),  # type: ignore[misc]
+                what="publishing its inventory",
+                child=child,
+                timeout=self.timeout,
+            )
+
+    def _start_scheduler(self, nomad: str, consul: str, admin_key: str) -> str:
+        port_file = self._port_file("scheduler")
+        argv = [
+            executable("chutes-scheduler"),
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--data-dir",
+            str(self.data_dir / "scheduler"),
+            "--nomad-addr",
+            nomad,
+            "--consul-addr",
+            consul,
+        ]
+        env = {
+            "CHUTES_ADMIN_KEY": admin_key,
+            "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
+            "CHUTES_RUNTIME_PYTHON": sys.executable,
+        }
+        child = self._child("scheduler", argv, env)
+        wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
+        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        return url
+
+    def _start_gateway(self, api_url: str, consul: str, admin_key: str) -> str:
+        port_file = self._port_file("gateway")
+        argv = [
+            executable("chutes-gateway"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--scheduler-url",
+            api_url,
+            "--consul-addr",
+            consul,
+        ]
+        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key})
+        wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
+        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        return url
+
+    def _user_key(self, api_url: str, keys: dict[str, str]) -> str:
+        """The dev user's key: the one kept in the data directory if it still works, else a new user."""
+        stored = keys.get("user_key")
+        if stored and keys.get("username") == self.username:
+            with Client(api_url, stored) as client, contextlib.suppress(ChutesAPIError):
+                client.me()
+                return stored
+        with Client(api_url, keys["admin_key"]) as admin:
+            if self.username == ADMIN_USERNAME:
+                return keys["admin_key"]
+            try:
+                created = admin.create_user(self.username)
+            except ChutesAPIError as exc:
+                raise DevStackError(
+                    f"cannot create the user {self.username!r}: {exc}",
+                    hint=f"its key was lost: pick another --username, or remove {self.data_dir}",
+                ) from None
+        key = str(created["api_key"])
+        keys.update(user_key=key, username=self.username)
+        self._save_secrets(keys)
+        return key
+
+    # -- lifecycle
+
+    def start(self) -> StackInfo:
+        """Start every part and wait until each is healthy; on failure stop what started and raise."""
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            keys = self._secrets()
+            nodes, local_gpus = self.plan_nodes()
+            if local_gpus:
+                self.echo(f"GPU: {local_gpus} NVIDIA GPU(s) found through NVML; they are node {nodes[0].name}")
+            else:
+                self.echo("GPU: none found on this machine; using simulated GPU nodes (instances run on the CPU)")
+            for node in nodes:
+                self.echo(f"  node {node}")
+            self.echo("starting the devcluster (Nomad and Consul APIs) ...")
+            nomad, consul = self._start_devcluster(nodes)
+            self.echo("starting the agents ...")
+            self._start_agents(nodes, nomad, consul)
+            self.echo("starting the scheduler ...")
+            api_url = self._start_scheduler(nomad, consul, keys["admin_key"])
+            self.echo("starting the gateway ...")
+            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"])
+            api_key = self._user_key(api_url, keys)
+        except ChildFailed as exc:
+            self.keep_data = True  # keep the logs to read
+            self.stop()
+            raise DevStackError(str(exc), hint=exc.hint) from None
+        except BaseException:
+            self.stop()
+            raise
+        self.info = StackInfo(
+            api_url=api_url,
+            gateway_url=gateway_url,
+            nomad_addr=nomad,
+            consul_addr=consul,
+            api_key=api_key,
+            username=self.username,
+            data_dir=str(self.data_dir),
+            logs_dir=str(self.logs_dir),
+            nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
+            local_gpus=local_gpus,
+        )
+        return self.info
+
+    def check(self) -> Child | None:
+        """The first child that has exited, if any."""
+        for child in self.children:
+            if child.exited() is not None:
+                return child
+        return None
+
+    def stop(self, timeout: float = 15.0, *, remove: bool = True) -> None:
+        """Stop the children in reverse order (the devcluster last, so it stops its tasks); remove a temp dir."""
+        for child in reversed(self.children):
+            child.stop(timeout)
+        self.children.clear()
+        if remove and not self.keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def __enter__(self) -> DevStack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_forever(stack: DevStack, interval: float = 0.5) -> Child:
+    """Block until a child exits (returned); KeyboardInterrupt (Ctrl-C or SIGTERM) ends the wait."""
+    while True:
+        dead = stack.check()
+        if dead is not None:
+            return dead
+        time.sleep(interval)
