@@ -124,7 +124,7 @@ class Cord:
         if output_schema is not None:
             self.output_schema: dict[str, Any] | None = self._schema(output_schema, where)
         else:
-            self.output_schema = schema.output_schema(func, stream=self.stream and not self.passthrough)
+            self.output_schema = schema.output_schema(func, stream=self.stream)
         if output_content_type is not None:
             if not isinstance(output_content_type, str) or not _CONTENT_TYPE_RE.fullmatch(output_content_type):
                 raise ChuteError(f"invalid output_content_type {output_content_type!r} of {where}")
@@ -192,8 +192,8 @@ class Cord:
             name=self.name,
             path=self.path,
             public_api_path=self.public_api_path,
-            public_api_method=self.public_api_method,  # type: ignore[arg-type]
-            method=self.method,  # type: ignore[arg-type]
+            public_api_method=self.public_api_method,
+            method=self.method,
             stream=self.stream,
             passthrough=self.passthrough,
             passthrough_port=self.passthrough_port,
