@@ -53,7 +53,7 @@ from chutes.runtime.limiter import ConcurrencyLimiter
 from chutes.runtime.metrics import RuntimeMetrics
 from chutes.runtime.passthrough import PassthroughProxy, StreamCut, passthrough_url
 from chutes.runtime.protocols import ChuteLike
-from chutes.runtime.routes import CordRoute, build_routes
+from chutes.runtime.routes import CordPair, CordRoute, Routes, build_routes
 from chutes.runtime.signatures import RequestVerifier
 from chutes.signing import SIGNATURE_HEADER, ParsedSignature, SignatureError
 
@@ -97,7 +97,7 @@ class RuntimeApp:
         self.metrics = RuntimeMetrics(self.limiter)
         self.verifier = None if config.dev else RequestVerifier(config.invoke_secret or "")
         self.routes = build_routes(chute.cords, config.cord_timeout)
-        has_passthrough = any(r.passthrough_port for m in self.routes.values() for r in m.values())
+        has_passthrough = any(c.passthrough for c in chute.cords)
         self.proxy = PassthroughProxy(getattr(chute, "passthrough_headers", None)) if has_passthrough else None
         self.fallback = _user_routes(chute)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -227,7 +227,8 @@ class RuntimeApp:
             return
         method: str = scope["method"]
         by_method = self.routes.get(path)
-        route = by_method.get(method) if by_method is not None else None
+        entry = by_method.get(method) if by_method is not None else None
+        route = entry.pick(body, scope.get("query_string", b"")) if isinstance(entry, CordPair) else entry
 
         parsed: ParsedSignature | None = None
         if self.verifier is not None:
@@ -601,7 +602,7 @@ def _not_accepting(phase: Phase) -> str:
     return f"instance is {phase.value} and takes no new calls"
 
 
-def _count(routes: dict[str, dict[str, CordRoute]]) -> int:
+def _count(routes: Routes) -> int:
     return sum(len(by_method) for by_method in routes.values())
 
 

@@ -33,13 +33,9 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 class ConfigError(Exception):
     """A setting that is missing or invalid; the message says what to set."""
 
-    def __init__(self, message: str, hint: str = "") -> None:
+    def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.hint = hint
-
-    def __str__(self) -> str:
-        base = super().__str__()
-        return f"{base} ({self.hint})" if self.hint else base
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,12 +3,18 @@
 Built once at start-up into a dict keyed by path then method, so a call costs two dict lookups. A cord whose
 public method is GET takes its input from the query string there; everywhere else input is a JSON body.
 Generator functions always stream (Server-Sent Events), whatever the cord's ``stream`` flag says.
+
+Two cords may share one public address only as a stream/non-stream pair (the OpenAI-style templates'
+``chat_stream`` and ``chat``): the JSON body's ``"stream"`` field picks one (``true``: the streaming cord; absent
+or anything else: the other), or for a GET address the ``stream`` query parameter (``true`` or ``1``).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 from chutes.runtime.config import ConfigError
 from chutes.runtime.invoke import FuncKind, func_kind
@@ -30,7 +36,26 @@ class CordRoute:
     content_type: bytes | None
 
 
-Routes = dict[str, dict[str, CordRoute]]
+@dataclass(frozen=True, slots=True)
+class CordPair:
+    """A streaming and a non-streaming cord at one public address."""
+
+    streaming: CordRoute
+    unary: CordRoute
+
+    def pick(self, body: bytes, query: bytes) -> CordRoute:
+        if self.unary.query_input:
+            wanted = dict(parse_qsl(query.decode("latin-1"))).get("stream", "").lower() in ("true", "1")
+        else:
+            try:
+                payload = json.loads(body) if body else None
+            except ValueError:
+                payload = None  # the non-streaming cord's validation answers 422
+            wanted = isinstance(payload, dict) and payload.get("stream") is True
+        return self.streaming if wanted else self.unary
+
+
+Routes = dict[str, dict[str, CordRoute | CordPair]]
 
 
 def _timeout(cord: CordLike, default: float) -> float:
@@ -42,7 +67,6 @@ def _timeout(cord: CordLike, default: float) -> float:
 def build_routes(cords: Sequence[CordLike], default_timeout: float) -> Routes:
     """Routes for ``cords``; a ConfigError when two of them (or a health endpoint) claim one method and path."""
     routes: Routes = {}
-    owners: dict[tuple[str, str], str] = {}
     for cord in cords:
         kind = func_kind(cord.func)
         if cord.passthrough and not cord.passthrough_port:
@@ -55,11 +79,7 @@ def build_routes(cords: Sequence[CordLike], default_timeout: float) -> Routes:
         for method, path, query_input in entries:
             if path in HEALTH_PATHS:
                 raise ConfigError(f"cord {cord.name!r} uses {path}, which the runtime serves itself")
-            other = owners.get((method, path))
-            if other is not None:
-                raise ConfigError(f"cords {other!r} and {cord.name!r} both claim {method} {path}")
-            owners[(method, path)] = cord.name
-            routes.setdefault(path, {})[method] = CordRoute(
+            route = CordRoute(
                 cord=cord,
                 name=cord.name,
                 kind=kind,
@@ -70,4 +90,16 @@ def build_routes(cords: Sequence[CordLike], default_timeout: float) -> Routes:
                 passthrough_path=(cord.passthrough_path or cord.path) if cord.passthrough else None,
                 content_type=content_type,
             )
+            by_method = routes.setdefault(path, {})
+            other = by_method.get(method)
+            if other is None:
+                by_method[method] = route
+            elif isinstance(other, CordRoute) and other.stream != route.stream:
+                by_method[method] = CordPair(*((route, other) if route.stream else (other, route)))
+            else:
+                names = f"{other.name!r}" if isinstance(other, CordRoute) else f"{other.streaming.name!r}"
+                raise ConfigError(
+                    f"cords {names} and {cord.name!r} both claim {method} {path}",
+                    "only a streaming and a non-streaming cord may share an address",
+                )
     return routes
