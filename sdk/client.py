@@ -19,6 +19,7 @@ so the two cannot drift apart.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -215,6 +216,22 @@ def _items(body: Any, *keys: str) -> list[Any]:
     return []
 
 
+def _event_params(follow: bool, after: int) -> dict[str, str]:
+    params = {"follow": "true"} if follow else {}
+    if after:
+        params["after"] = str(after)
+    return params
+
+
+def _log_params(follow: bool, instance: str | None, stream: str) -> dict[str, str]:
+    params = {"stream": stream}
+    if follow:
+        params["follow"] = "true"
+    if instance:
+        params["instance"] = instance
+    return params
+
+
 def invocation_path(username: str, chute_name: str, path: str) -> str:
     """The gateway path of a cord: ``/<username>/<chute_slug>/<public_api_path>``."""
     return f"/{quote(username, safe='')}/{slugify(chute_name)}/{path.lstrip('/')}"
@@ -354,26 +371,33 @@ class Client:
     def instances(self, ref: str) -> list[JSON]:
         return _items(self._json(_Request("GET", f"/v1/chutes/{_ref(ref)}/instances")), "instances", "items")
 
-    def events(self, ref: str, *, follow: bool = False) -> Iterator[JSON]:
-        """Deployment events, oldest first; with ``follow`` keeps yielding new ones until the server ends."""
-        req = _Request("GET", f"/v1/chutes/{_ref(ref)}/events", params={"follow": "true"} if follow else None)
+    def events(self, ref: str, *, follow: bool = False, after: int = 0, timeout: float | None = None) -> Iterator[JSON]:
+        """Deployment events after id ``after``, oldest first.
+
+        ``follow`` keeps yielding new ones as they come, until the server ends the stream or, with ``timeout``,
+        until that many seconds have passed (checked on each event and on the server's keep-alives).
+        """
+        req = _Request("GET", f"/v1/chutes/{_ref(ref)}/events", params=_event_params(follow, after))
         if not follow:
             yield from _items(self._json(req), "events", "items")
             return
+        deadline = None if timeout is None else time.monotonic() + timeout
         parser = SSEParser()
         for _, line in self._stream_lines(req):
             sse = parser.feed(line)
             if sse is not None:
                 yield _event_from(sse)
+            if deadline is not None and time.monotonic() > deadline:
+                return
         last = parser.flush()
         if last is not None:
             yield _event_from(last)
 
-    def logs(self, ref: str, *, follow: bool = False, instance: str | None = None) -> Iterator[LogLine]:
-        """Instance logs through Nomad; with ``follow`` keeps yielding lines as they are written."""
-        params = {"follow": "true"} if follow else {}
-        if instance:
-            params["instance"] = instance
+    def logs(
+        self, ref: str, *, follow: bool = False, instance: str | None = None, stream: str = "stdout"
+    ) -> Iterator[LogLine]:
+        """Instance logs through Nomad (``stream`` stdout or stderr); ``follow`` keeps yielding new lines."""
+        params = _log_params(follow, instance, stream)
         decoder = _LogDecoder()
         for ctype, line in self._stream_lines(_Request("GET", f"/v1/chutes/{_ref(ref)}/logs", params=params)):
             yield from decoder.feed(ctype, line)
@@ -644,8 +668,9 @@ class AsyncClient:
     async def instances(self, ref: str) -> list[JSON]:
         return _items(await self._json(_Request("GET", f"/v1/chutes/{_ref(ref)}/instances")), "instances", "items")
 
-    async def events(self, ref: str, *, follow: bool = False) -> AsyncIterator[JSON]:
-        req = _Request("GET", f"/v1/chutes/{_ref(ref)}/events", params={"follow": "true"} if follow else None)
+    async def events(self, ref: str, *, follow: bool = False, after: int = 0) -> AsyncIterator[JSON]:
+        """As ``Client.events``; bound a follow with ``asyncio.timeout`` instead of a timeout argument."""
+        req = _Request("GET", f"/v1/chutes/{_ref(ref)}/events", params=_event_params(follow, after))
         if not follow:
             for item in _items(await self._json(req), "events", "items"):
                 yield item
@@ -659,10 +684,10 @@ class AsyncClient:
         if last is not None:
             yield _event_from(last)
 
-    async def logs(self, ref: str, *, follow: bool = False, instance: str | None = None) -> AsyncIterator[LogLine]:
-        params = {"follow": "true"} if follow else {}
-        if instance:
-            params["instance"] = instance
+    async def logs(
+        self, ref: str, *, follow: bool = False, instance: str | None = None, stream: str = "stdout"
+    ) -> AsyncIterator[LogLine]:
+        params = _log_params(follow, instance, stream)
         decoder = _LogDecoder()
         async for ctype, line in self._stream_lines(_Request("GET", f"/v1/chutes/{_ref(ref)}/logs", params=params)):
             for log in decoder.feed(ctype, line):

@@ -13,10 +13,23 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
 from chutes.cli import app
 from chutes.client import ChutesAPIError, Client, invocation_path
-from chutes.commands._common import ApiKey, ApiUrl, AsJson, GatewayUrl, cell, client, console, print_json
+from chutes.commands._common import (
+    ApiKey,
+    ApiUrl,
+    AsJson,
+    GatewayUrl,
+    cell,
+    client,
+    console,
+    err_console,
+    print_json,
+)
+from chutes.loader import load_chute
 from chutes.manifest import CordSpec, Manifest
 
 # Event kinds that end a deployment, one way or the other.
@@ -101,55 +114,59 @@ def _describe(event: dict[str, Any]) -> str:
     message = str(event.get("message") or "")
     data = event.get("data") or {}
     reasons = data.get("reasons") if isinstance(data, dict) else None
-    if isinstance(reasons, dict) and reasons:
+    if isinstance(reasons, dict) and reasons and not any(str(r) in message for r in reasons):
         message += " (" + ", ".join(f"{n} {r}" for r, n in reasons.items()) + ")"
+    elif isinstance(reasons, list) and reasons and not any(str(r) in message for r in reasons):
+        message += " (" + "; ".join(str(r) for r in reasons) + ")"
     return message
 
 
-def follow(c: Client, ref: str, after: int, timeout: float) -> dict[str, Any]:
+def follow(
+    c: Client, ref: str, version: str | None, after: int, timeout: float, out: Console = console
+) -> dict[str, Any]:
     """Print the deployment's events as they come; return the ready event or raise DeployFailed."""
     start = time.monotonic()
-    deadline = start + timeout
-    while time.monotonic() < deadline:
-        for event in c.events(ref, follow=True):
-            if int(event.get("id", 0) or 0) <= after:
-                continue
-            after = int(event.get("id", after) or after)
-            kind = str(event.get("kind") or event.get("type") or "event")
-            console.print(f"[dim]\\[{time.monotonic() - start:6.1f}s][/dim] [bold]{kind:<13}[/bold] {_describe(event)}")
+    while (left := timeout - (time.monotonic() - start)) > 0:
+        for event in c.events(ref, follow=True, after=after, timeout=left):
+            after = max(after, int(event.get("id", 0) or 0))
+            if version and event.get("version") not in (None, version):
+                continue  # an event of the previous version (still being replaced)
+            kind = str(event.get("type") or event.get("kind") or "event")
+            elapsed = f"[dim]\\[{time.monotonic() - start:6.1f}s][/dim]"
+            out.print(f"{elapsed} [bold]{escape(kind):<13}[/bold] {escape(_describe(event))}")
             if kind in READY_KINDS:
                 return event
             if kind in FAILED_KINDS:
-                raise DeployFailed(
-                    f"deployment {kind}: {_describe(event)}",
-                    hint=_failure_hint(kind),
-                )
-            if time.monotonic() > deadline:
-                break
-        # The server ended the stream without a final event: look at the chute, then listen again.
-        chute = c.get_chute(ref)
-        status = str(chute.get("status", ""))
+                raise DeployFailed(f"deployment {kind}: {_describe(event)}", hint=_failure_hint(kind, ref))
+        # The stream ended (timeout, or the server closed it): look at the chute before listening again.
+        status = str(c.get_chute(ref).get("status", ""))
         if status in READY_KINDS:
-            return {"kind": "ready", "message": chute.get("status_detail", "")}
-        if status in FAILED_KINDS:
-            raise DeployFailed(f"deployment {status}: {chute.get('status_detail', '')}", _failure_hint(status))
-        time.sleep(0.5)
+            return {"type": "ready"}
+        time.sleep(0.2)
     raise DeployFailed(
-        f"not ready after {timeout:.0f}s",
+        f"no ready instance after {timeout:.0f}s",
         hint=f"it may still come up: watch `chutes chutes events {ref} --follow` and `chutes logs {ref}`",
     )
 
 
-def _failure_hint(kind: str) -> str:
+def _show_log_tail(c: Client, ref: str, lines: int = 15) -> None:
+    """The last lines an instance wrote, to explain a failed start without a second command."""
+    tail: list[str] = []
+    try:
+        for stream in ("stdout", "stderr"):
+            tail.extend(f"{stream}: {line.line}" for line in c.logs(ref, stream=stream))
+    except ChutesAPIError:
+        return
+    if tail:
+        console.print(f"[dim]last lines of the instance log (`chutes logs {ref}` shows all):[/dim]")
+        for line in tail[-lines:]:
+            console.print(f"  {line}", markup=False, highlight=False)
+
+
+def _failure_hint(kind: str, ref: str) -> str:
     if kind == "unschedulable":
-        return "loosen the NodeSelector (gpu_count, min_vram_gb_per_gpu, include/exclude) or add nodes (`chutes nodes`)"
-    return "see `chutes logs <name>` for the instance's output"
-
-
-def _load_manifest(ref: str) -> Manifest:
-    from chutes.loader import load_chute
-
-    return load_chute(ref).chute.manifest()
+        return "loosen the NodeSelector (gpu_count, min_vram_gb_per_gpu, include/exclude, price cap) or add nodes"
+    return f"see `chutes logs {ref}` for the instance's output"
 
 
 @app.command("deploy")
@@ -163,7 +180,8 @@ def deploy(
     as_json: AsJson = False,
 ) -> None:
     """Upload a chute and follow its deployment until an instance is ready."""
-    manifest = _load_manifest(ref)
+    loaded = load_chute(ref).chute
+    manifest = loaded.manifest()
     selector = manifest.node_selector
     if not as_json:
         console.print(
@@ -174,13 +192,18 @@ def deploy(
     with client(api_url, api_key, gateway_url) as c:
         after = _last_event_id(c, manifest.name) if wait else 0
         started = time.monotonic()
-        chute = c.deploy(ref)
+        chute = c.deploy(loaded)
         name = str(chute.get("name") or manifest.name)
+        version = str(chute.get("version") or "") or None
         if not as_json:
-            version = str(chute.get("version") or "")[:12]
-            console.print(f"uploaded version {version or '?'} ({time.monotonic() - started:.1f}s)")
+            console.print(f"uploaded version {(version or '?')[:12]} ({time.monotonic() - started:.1f}s)")
         if wait and manifest.cords:
-            follow(c, name, after, timeout)
+            try:
+                follow(c, name, version, after, timeout, out=err_console if as_json else console)
+            except DeployFailed as exc:
+                if not str(exc).startswith("deployment unschedulable"):
+                    _show_log_tail(c, name)
+                raise
         if as_json:
             print_json(c.get_chute(name) if wait else chute)
             return

@@ -6,13 +6,17 @@ Each command is one call on ``chutes.client.Client``; ``--json`` prints the API'
 
 from __future__ import annotations
 
+import queue
 import sys
+import threading
 from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from chutes.cli import app
+from chutes.client import Client, LogLine
 from chutes.commands._common import (
     ApiKey,
     ApiUrl,
@@ -35,21 +39,16 @@ Ref = Annotated[str, typer.Argument(help="The chute's name (or id).")]
 
 
 def _gpus(row: dict[str, Any]) -> str:
-    selector = (row.get("manifest") or {}).get("node_selector") or row.get("node_selector") or {}
-    if not selector:
+    selector = (row.get("manifest") or {}).get("node_selector") or row
+    eligible = selector.get("eligible_gpus")
+    if not eligible:
         return "-"
-    return f"{selector.get('gpu_count', 1)}× {cell(selector.get('eligible_gpus'))}"
+    return f"{selector.get('gpu_count', 1)}× {cell(eligible)}"
 
 
-def _instances_summary(row: dict[str, Any]) -> str:
-    ready = pick(row, "ready_instances", "instances_ready")
-    desired = pick(row, "desired_instances", "instances")
-    if ready is None and desired is None:
-        return "-"
-    return f"{cell(ready)}/{cell(desired)}"
-
-
-# ---------------------------------------------------------------------------------------------------- chutes
+def _price(row: dict[str, Any]) -> str:
+    price = row.get("hourly_price_usd")
+    return f"${float(price):.2f}/h" if isinstance(price, int | float) else "-"
 
 
 @chutes_app.command("list")
@@ -66,8 +65,9 @@ def list_chutes(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson 
             ("NAME", lambda r: r.get("name")),
             ("OWNER", lambda r: r.get("username")),
             ("STATUS", lambda r: r.get("status")),
-            ("READY/DESIRED", _instances_summary),
+            ("INSTANCES", lambda r: r.get("desired_instances")),
             ("GPUS", _gpus),
+            ("FROM", _price),
             ("VERSION", lambda r: (r.get("version") or "")[:12]),
             ("UPDATED", lambda r: when(pick(r, "updated_at", "created_at"))),
         ],
@@ -85,18 +85,20 @@ def get_chute(ref: Ref, api_url: ApiUrl = None, api_key: ApiKey = None, as_json:
         print_json({**chute, "instances": instances} if "instances" not in chute else chute)
         return
     manifest = chute.get("manifest") or {}
-    console.print(f"[bold]{chute.get('username')}/{chute.get('name')}[/bold]  [dim]{chute.get('chute_id') or ''}[/dim]")
+    title = f"{chute.get('username')}/{chute.get('name')}"
+    console.print(f"[bold]{escape(title)}[/bold]  [dim]{chute.get('chute_id') or ''}[/dim]")
     status = chute.get("status")
     detail = chute.get("status_detail")
     console.print(f"  status     {cell(status)}" + (f" ({cell(detail)})" if detail else ""))
     console.print(f"  version    {cell(chute.get('version'))}")
-    console.print(f"  instances  {_instances_summary(chute)} ready/desired")
-    console.print(f"  gpus       {_gpus(chute)}")
+    ready = sum(1 for i in instances if i.get("state") == "ready" or i.get("healthy") is True)
+    console.print(f"  instances  {ready} ready of {cell(chute.get('desired_instances'))} desired")
+    console.print(f"  gpus       {_gpus(chute)} ({_price(chute)})")
     for cord in manifest.get("cords") or chute.get("cords") or []:
         stream = " (stream)" if cord.get("stream") else ""
         console.print(f"  cord       {cord.get('public_api_method')} {cord.get('public_api_path')}{stream}")
     for job in manifest.get("jobs") or chute.get("jobs") or []:
-        console.print(f"  job        {job.get('name')}")
+        console.print(f"  job        {job.get('name') if isinstance(job, dict) else job}")
     if instances:
         _instances_table(instances)
 
@@ -105,12 +107,13 @@ def _instances_table(rows: list[dict[str, Any]]) -> None:
     table(
         rows,
         [
-            ("INSTANCE", lambda r: (pick(r, "alloc_id", "instance_id", "id") or "")[:8]),
+            ("INSTANCE", lambda r: (pick(r, "instance_id", "alloc_id", "id") or "")[:8]),
             ("STATE", lambda r: pick(r, "state", "status")),
-            ("HEALTH", lambda r: pick(r, "health", "healthy", "ready")),
+            ("HEALTHY", lambda r: pick(r, "healthy", "health")),
             ("NODE", lambda r: pick(r, "node_id", "node")),
             ("GPUS", lambda r: f"{r.get('gpu_count', '')}× {r.get('gpu_model') or '?'}"),
-            ("STARTED", lambda r: when(pick(r, "started_at", "created_at"))),
+            ("ADDRESS", lambda r: f"{r['address']}:{r.get('port')}" if r.get("address") else None),
+            ("CREATED", lambda r: when(pick(r, "created_at", "started_at"))),
         ],
         title="Instances",
     )
@@ -205,15 +208,55 @@ def logs(
     ref: Ref,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     instance: Annotated[str | None, typer.Option("--instance", "-i", help="Only this instance (id prefix).")] = None,
+    stream: Annotated[str, typer.Option("--stream", help="stdout, stderr or both.")] = "both",
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
 ) -> None:
     """Print the logs of a chute's instances (through Nomad's logs API)."""
+    if stream not in ("stdout", "stderr", "both"):
+        raise typer.BadParameter("use stdout, stderr or both", param_hint="--stream")
+    streams = ("stdout", "stderr") if stream == "both" else (stream,)
     with client(api_url, api_key) as c:
-        for line in c.logs(ref, follow=follow, instance=instance):
-            prefix = f"{line.instance[:8]} | " if line.instance else ""
-            sys.stdout.write(f"{prefix}{line.line}\n")
-            sys.stdout.flush()
+        if not follow or len(streams) == 1:
+            for name in streams:
+                for line in c.logs(ref, follow=follow, instance=instance, stream=name):
+                    _print_log(line)
+            return
+        _follow_logs(c, ref, instance, streams)
+
+
+def _print_log(line: LogLine) -> None:
+    prefix = f"{line.instance[:8]} " if line.instance else ""
+    if line.stream == "stderr":
+        prefix += "err "
+    sys.stdout.write(f"{prefix}| {line.line}\n" if prefix else f"{line.line}\n")
+    sys.stdout.flush()
+
+
+def _follow_logs(c: Client, ref: str, instance: str | None, streams: tuple[str, ...]) -> None:
+    """Follow several streams at once: one reader thread each, printed by this thread as lines arrive."""
+    lines: queue.Queue[LogLine | BaseException | None] = queue.Queue()
+
+    def read(name: str) -> None:
+        try:
+            for line in c.logs(ref, follow=True, instance=instance, stream=name):
+                lines.put(line)
+        except BaseException as exc:
+            lines.put(exc)
+        else:
+            lines.put(None)
+
+    for name in streams:
+        threading.Thread(target=read, args=(name,), daemon=True, name=f"logs-{name}").start()
+    open_streams = len(streams)
+    while open_streams:
+        item = lines.get()
+        if item is None:
+            open_streams -= 1
+        elif isinstance(item, BaseException):
+            raise item
+        else:
+            _print_log(item)
 
 
 @app.command("nodes")
@@ -240,8 +283,9 @@ def nodes(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = Fals
             ("NODE", lambda r: pick(r, "node_id", "id")),
             ("ALIVE", lambda r: pick(r, "alive", "healthy", "status")),
             ("GPUS", gpus),
-            ("FREE", lambda r: pick(r, "free_gpus", "gpus_free")),
-            ("DRIVER", lambda r: (r.get("inventory") or r).get("driver_version")),
+            ("FREE", lambda r: pick(r, "gpus_free", "free_gpus")),
+            ("ELIGIBLE", lambda r: r.get("eligible")),
+            ("INSTANCES", lambda r: sum((r.get("instances") or {}).values()) if r.get("instances") else 0),
             ("UPDATED", lambda r: when((r.get("inventory") or r).get("updated_at"))),
         ],
         title="Nodes",
