@@ -40,9 +40,9 @@ class NodeSpec:
         return f"{self.name} ({self.count}× {self.model}, simulated)"
 
 
-# Two simulated nodes: any chute with a default NodeSelector (1 GPU, >= 16 GB) fits on either, and the
-# ranking has a real choice to make (L40S is the cheaper model).
-DEFAULT_NODES: tuple[NodeSpec, ...] = (NodeSpec("gpu-a", "h100_sxm", 2), NodeSpec("gpu-b", "l40s", 2))
+# Two simulated nodes: a cheap 24 GB model (what examples/hello.py asks for: >= 24 GB at <= $0.50/h) and an
+# 80 GB one for bigger chutes; a default NodeSelector (1 GPU, >= 16 GB) fits either and ranks L4 first.
+DEFAULT_NODES: tuple[NodeSpec, ...] = (NodeSpec("gpu-a", "l4", 2), NodeSpec("gpu-b", "a100", 2))
 
 
 def parse_node(value: str) -> NodeSpec:

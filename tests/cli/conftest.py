@@ -1,0 +1,80 @@
+"""Fixtures for the client and CLI tests: a real ``chutes-scheduler`` process on a loopback port (API only)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Scheduler:
+    url: str
+    admin_key: str
+    log: Path
+
+    def new_user(self, username: str) -> str:
+        resp = httpx.post(
+            f"{self.url}/v1/users", json={"username": username}, headers={"Authorization": f"Bearer {self.admin_key}"}
+        )
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["api_key"])
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduler]:
+    """``chutes-scheduler serve --no-loops`` with SQLite in a temporary directory; Nomad and Consul unreachable."""
+    tmp = tmp_path_factory.mktemp("scheduler")
+    port_file, log = tmp / "port", tmp / "scheduler.log"
+    admin_key = "cnk_" + secrets.token_urlsafe(32)
+    env = {
+        **os.environ,
+        "CHUTES_ADMIN_KEY": admin_key,
+        "NOMAD_ADDR": "http://127.0.0.1:9",
+        "CONSUL_HTTP_ADDR": "http://127.0.0.1:9",
+        "CHUTES_LOG_LEVEL": "warning",
+    }
+    argv = [str(BIN / "chutes-scheduler"), "serve", "--port", "0", "--port-file", str(port_file)]
+    argv += ["--data-dir", str(tmp / "data"), "--no-loops"]
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (port_file.exists() and port_file.read_text().strip()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"chutes-scheduler did not start:\n{log.read_text()}")
+            time.sleep(0.05)
+        yield Scheduler(f"http://127.0.0.1:{int(port_file.read_text())}", admin_key, log)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An isolated CHUTES_CONFIG (never the user's ~/.chutes) and no CHUTES_* settings from the environment."""
+    path = tmp_path / "chutes" / "config.ini"
+    monkeypatch.setenv("CHUTES_CONFIG", str(path))
+    for var in ("CHUTES_API_URL", "CHUTES_API_KEY", "CHUTES_GATEWAY_URL", "CHUTES_DEBUG"):
+        monkeypatch.delenv(var, raising=False)
+    return path
