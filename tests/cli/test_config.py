@@ -29,9 +29,7 @@ def test_save_then_load_round_trip_is_private(config_file: Path) -> None:
     assert settings.require_api() == ("http://a:1", "cnk_x")
 
 
-def test_environment_beats_file_and_flags_beat_environment(
-    config_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_environment_beats_file_and_flags_beat_environment(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config.save(config.Settings(api_url="http://file", gateway_url="http://file-gw", api_key="file-key"))
     monkeypatch.setenv("CHUTES_API_URL", "http://env")
     monkeypatch.setenv("CHUTES_API_KEY", "env-key")

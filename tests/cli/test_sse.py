@@ -13,7 +13,7 @@ def feed(text: str) -> list[SSEvent]:
 
 
 def test_events_with_ids_types_and_multiline_data() -> None:
-    text = "id: 1\nevent: accepted\ndata: {\"a\": 1}\n\n: keep-alive\n\ndata: line one\ndata: line two\n\n"
+    text = 'id: 1\nevent: accepted\ndata: {"a": 1}\n\n: keep-alive\n\ndata: line one\ndata: line two\n\n'
     assert feed(text) == [
         SSEvent(event="accepted", data='{"a": 1}', id="1"),
         SSEvent(event="message", data="line one\nline two", id="1"),
