@@ -75,7 +75,10 @@ def resolve_hints(func: Callable[..., Any]) -> dict[str, Any]:
         namespace.update(inspect.getclosurevars(target).nonlocals)
     hints: dict[str, Any] = {}
     for name, annotation in getattr(target, "__annotations__", {}).items():
-        if isinstance(annotation, str):
+        # A quoted hint under `from __future__ import annotations` is a string inside a string: evaluate twice.
+        for _ in range(2):
+            if not isinstance(annotation, str):
+                break
             try:
                 # The annotation is code from the user's own module, which is being imported anyway.
                 annotation = eval(annotation, namespace)  # noqa: S307

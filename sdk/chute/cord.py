@@ -47,10 +47,10 @@ def normalize_path(value: str, what: str, *, hint: str | None = None) -> str:
     return path
 
 
-def _method(value: str, allowed: tuple[str, ...], what: str) -> str:
+def _method(value: str, allowed: tuple[str, ...], what: str, where: str) -> str:
     method = value.upper() if isinstance(value, str) else value
     if method not in allowed:
-        raise ChuteError(f"invalid {what} {value!r}: use one of {', '.join(allowed)}")
+        raise ChuteError(f"invalid {what} {value!r} of {where}: use one of {', '.join(allowed)}")
     return str(method)
 
 
@@ -91,8 +91,8 @@ class Cord:
         self.public_api_path = (
             normalize_path(public_api_path, f"public_api_path of {where}") if public_api_path is not None else self.path
         )
-        self.public_api_method = _method(public_api_method, PUBLIC_METHODS, f"public_api_method of {where}")
-        self.method = _method(method, UPSTREAM_METHODS, f"method of {where}")
+        self.public_api_method = _method(public_api_method, PUBLIC_METHODS, "public_api_method", where)
+        self.method = _method(method, UPSTREAM_METHODS, "method", where)
         if not isinstance(provision_timeout, int) or isinstance(provision_timeout, bool) or provision_timeout < 1:
             raise ChuteError(f"provision_timeout of {where} must be a positive number of seconds")
         self.provision_timeout = provision_timeout

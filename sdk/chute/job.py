@@ -51,14 +51,15 @@ def _ports(ports: Sequence[Port | dict[str, Any]] | None, ssh: bool, where: str)
             port = item if isinstance(item, Port) else Port.model_validate(item)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ChuteError(f"invalid port {item!r} of {where}: {first['msg']}") from exc
+            message = str(first["msg"]).removeprefix("Value error, ")
+            raise ChuteError(f"invalid port {item!r} of {where}: {message}") from exc
         result.append(port)
     if ssh:
         result.append(Port(name="ssh", port=SSH_PORT, proto="tcp"))
-    numbers = [p.port for p in result]
+    numbers = [str(p.port) for p in result]
     names = [p.name for p in result]
     for label, values in (("number", numbers), ("name", names)):
-        dupes = sorted({str(v) for v in values if values.count(v) > 1})
+        dupes = sorted({v for v in values if values.count(v) > 1})
         if dupes:
             hint = "ssh=True already adds port 2202 named 'ssh'" if ssh else None
             raise ChuteError(f"duplicate port {label} {', '.join(dupes)} in {where}", hint=hint)
