@@ -34,7 +34,7 @@ from .consul_link import CONSUL_ERRORS, PASSING, WARNING, ConsulLink
 from .kv import KVPublisher, Outcome
 from .metrics import AgentState, MetricsServer
 from .nomad_link import NOMAD_ERRORS, NomadLink
-from .sources import GPUReading, GPUSource, build_inventory, describe_health
+from .sources import NO_GPU, GPUReading, GPUSource, build_inventory, describe_health
 from .summary import fingerprint, models, nomad_meta, service_meta
 
 log = logging.getLogger("chutes.agent")
@@ -96,6 +96,7 @@ class Agent:
         self.inventory: NodeInventory | None = None
         self.fingerprint = ""
         self._probe_failing = False
+        self._source_error: str | None = None
         self._last_health: tuple[bool, str] | None = None
         self.kv: KVPublisher | None = None
         self.metrics_port: int | None = None
@@ -135,9 +136,13 @@ class Agent:
         self._probe_failing = False
         self.reading = reading
         self.state.last_probe = self.clock()
-        source_error = getattr(self.source, "last_error", None)
+        source_error = getattr(self.source, "last_error", None)  # a simulation file that turned bad
         if source_error:
             self.state.probe_errors += 1
+        if source_error != self._source_error:
+            if source_error:
+                log.error("%s; keeping the last good reading", source_error)
+            self._source_error = source_error
         self._rebuild()
 
     def _rebuild(self) -> None:
@@ -164,11 +169,15 @@ class Agent:
     async def _probe_loop(self) -> None:
         while True:
             await asyncio.sleep(self.intervals.probe)
-            await self.probe()
+            try:
+                await self.probe()
+            except Exception:  # a bug in building the inventory: log it, keep the last one, keep going
+                self.state.probe_errors += 1
+                log.exception("building the inventory failed; keeping the last one")
 
     # -- Consul ----------------------------------------------------------------------------------------------
 
-    def _checks(self, healthy: bool, note: str) -> list[dict[str, Any]]:
+    def _checks(self, healthy: bool) -> list[dict[str, Any]]:
         ttl = consul_duration(self.intervals.ttl)
         return [
             {
@@ -188,7 +197,7 @@ class Agent:
             },
         ]
 
-    async def _register(self, consul: ConsulLink, inv: NodeInventory, healthy: bool, note: str) -> None:
+    async def _register(self, consul: ConsulLink, inv: NodeInventory, healthy: bool) -> None:
         meta = service_meta(inv, self.source.name)
         tags = [
             "chutes",
@@ -201,7 +210,7 @@ class Agent:
             meta=meta,
             tags=tags,
             port=self.metrics_port,
-            checks=self._checks(healthy, note),
+            checks=self._checks(healthy),
         )
         self._registered_meta = meta
         log.info(
@@ -231,7 +240,7 @@ class Agent:
                 assert inv is not None and self.reading is not None
                 healthy, note = describe_health(self.reading)
                 if not registered or service_meta(inv, self.source.name) != self._registered_meta:
-                    await self._register(consul, inv, healthy, note)
+                    await self._register(consul, inv, healthy)
                     registered = True
                 if await self._heartbeat(consul, healthy, note):
                     lost_in_a_row = 0
@@ -251,6 +260,10 @@ class Agent:
                 backoff.reset()
             except CONSUL_ERRORS as exc:
                 link.failed(exc)
+                registered = False
+                delay = backoff.next_delay()
+            except Exception:  # not a network error: a bug or an answer we did not expect; never die of it
+                log.exception("unexpected error talking to Consul at %s", consul.address.url)
                 registered = False
                 delay = backoff.next_delay()
             self.state.consul_up = bool(link.up)
@@ -303,6 +316,10 @@ class Agent:
                 link.failed(exc)
                 applied = None
                 delay = backoff.next_delay()
+            except Exception:  # not a network error: a bug or an answer we did not expect; never die of it
+                log.exception("unexpected error talking to Nomad at %s", nomad.address.url)
+                applied = None
+                delay = backoff.next_delay()
             self.state.nomad_up = bool(link.up)
             await asyncio.sleep(delay)
 
@@ -334,8 +351,9 @@ class Agent:
                 cfg.nomad.url if cfg.nomad else "not configured",
             )
             await self.probe()
-            if self.reading is None:
-                raise RuntimeError(f"the GPU source {self.source.name} failed on its first reading; see the log")
+            if self.reading is None:  # the source failed (logged); publish "no GPU" until a reading works
+                self.reading = GPUReading(source=self.source.name, error=f"{NO_GPU}: the first GPU reading failed")
+                self._rebuild()
             if cfg.metrics_port is not None:
                 metrics = MetricsServer(self.state, cfg.metrics_host, cfg.metrics_port)
                 self.metrics_port = metrics.port
@@ -348,11 +366,12 @@ class Agent:
             tasks.append(asyncio.create_task(self._consul_loop(consul), name="consul"))
             if nomad is not None:
                 tasks.append(asyncio.create_task(self._nomad_loop(nomad), name="nomad"))
-            stopped = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait([stopped, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopped = asyncio.create_task(stop.wait(), name="stop")
+            tasks.append(stopped)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 error = None if task is stopped else task.exception()
-                if error is not None:  # a loop died despite catching its errors: a bug, let it show
+                if error is not None:  # a loop died despite catching its errors: a bug; exit so systemd restarts
                     raise error
         finally:
             for task in tasks:
