@@ -341,7 +341,7 @@ class Agent:
         nomad = NomadLink(cfg.nomad, cfg.nomad_token) if cfg.nomad else None
         consul = ConsulLink(cfg.consul, cfg.consul_token)
         metrics: MetricsServer | None = None
-        tasks: list[asyncio.Task[None]] = []
+        tasks: list[asyncio.Task[Any]] = []
         try:
             log.info(
                 "chutes-agent for node %s: GPUs from %s, Consul %s, Nomad %s",
