@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,7 +23,8 @@ IMAGE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-_.]*$")
 IMAGE_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 # A Docker image reference: [registry[:port]/]path[:tag][@digest], lower-case path components.
 IMAGE_REF_RE = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
+    r"^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]+)?/|[a-zA-Z0-9-]+:[0-9]+/)?"
+    r"[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:/[a-z0-9]+(?:[._-]+[a-z0-9]+)*)*"
     r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -55,9 +57,9 @@ def validate_image_ref(ref: str) -> str:
 def _one_line(value: str, what: str) -> str:
     if not isinstance(value, str):
         raise ImageError(f"{what} must be a string, got {type(value).__name__}")
-    if any(ch in value for ch in "\n\r\0"):
+    if any(ch != "\t" and unicodedata.category(ch) in ("Cc", "Zl", "Zp") for ch in value):
         raise ImageError(
-            f"{what} must be one line: a newline would start a new Dockerfile instruction",
+            f"{what} must be one line without control characters: a newline would start a new Dockerfile instruction",
             hint="join shell commands with && on one line, or put a script in the build context and ADD it",
         )
     return value
