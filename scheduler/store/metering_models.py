@@ -21,7 +21,8 @@ class Invocation(Base):
     __tablename__ = "invocations"
     __table_args__ = (
         Index("ix_invocations_chute_started", "chute_id", "started_at"),
-        Index("ix_invocations_caller_started", "caller_id", "started_at"),
+        Index("ix_invocations_caller_day", "caller_id", "day"),
+        Index("ix_invocations_day", "day"),
     )
 
     invocation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -33,6 +34,7 @@ class Invocation(Base):
     bytes_in: Mapped[int] = mapped_column(BigInteger)
     bytes_out: Mapped[int] = mapped_column(BigInteger)
     started_at: Mapped[float] = mapped_column(Float)
+    day: Mapped[int] = mapped_column(Integer)  # UTC days since 1970-01-01 of started_at, to group by in SQL
     recorded_at: Mapped[float] = mapped_column(Float, default=now)
 
 

@@ -27,11 +27,13 @@ def upgrade() -> None:
         sa.Column("bytes_in", sa.BigInteger(), nullable=False),
         sa.Column("bytes_out", sa.BigInteger(), nullable=False),
         sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("day", sa.Integer(), nullable=False),
         sa.Column("recorded_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("invocation_id", name=op.f("pk_invocations")),
     )
     op.create_index("ix_invocations_chute_started", "invocations", ["chute_id", "started_at"], unique=False)
-    op.create_index("ix_invocations_caller_started", "invocations", ["caller_id", "started_at"], unique=False)
+    op.create_index("ix_invocations_caller_day", "invocations", ["caller_id", "day"], unique=False)
+    op.create_index("ix_invocations_day", "invocations", ["day"], unique=False)
     op.create_table(
         "instance_usage",
         sa.Column("alloc_id", sa.String(length=64), nullable=False),
@@ -56,6 +58,7 @@ def downgrade() -> None:
     op.drop_index("ix_instance_usage_chute_ready", table_name="instance_usage")
     op.drop_index("ix_instance_usage_owner_ready", table_name="instance_usage")
     op.drop_table("instance_usage")
-    op.drop_index("ix_invocations_caller_started", table_name="invocations")
+    op.drop_index("ix_invocations_day", table_name="invocations")
+    op.drop_index("ix_invocations_caller_day", table_name="invocations")
     op.drop_index("ix_invocations_chute_started", table_name="invocations")
     op.drop_table("invocations")
