@@ -1,0 +1,244 @@
+# The Nomad job of one chute: the HCL equivalent of what the scheduler renders
+# (chutes.scheduler.render.render_chute_job) and submits as JSON. The scheduler never reads this file; it
+# documents the job for operators and lets you run a chute by hand:
+#
+#   nomad job run \
+#     -var chute_id=... -var username=... -var chute_name=... -var bundle_sha256=... \
+#     -var instance_token=... -var invoke_secret=... -var scheduler_url=http://scheduler:8700 \
+#     -var 'eligible_gpus=["a100","h100_sxm"]' -var gpu_count=2 -var min_vram_mib=38146 \
+#     jobs_hcl/chute.nomad.hcl
+#
+# tests/scheduler/test_hcl.py parses this file and checks that it agrees with the renderer.
+#
+# Values come in through variables only. HCL does not re-evaluate a variable's value, but Nomad's client
+# still expands ${...} in env, config, meta and service tags at run time (there is no escape for that in a
+# value), so never pass a user-supplied string that contains "${". Inside this file a literal "${" is
+# written "$${". The ${meta.*}, ${device.*}, ${node.*} and ${NOMAD_*} references below are left for Nomad.
+
+variable "chute_id" {
+  type        = string
+  description = "uuid5(NAMESPACE_OID, \"<username>::chute::<name>\")"
+}
+
+variable "username" {
+  type = string
+}
+
+variable "chute_name" {
+  type = string
+}
+
+variable "bundle_sha256" {
+  type        = string
+  description = "sha256 of the chute's bundle; its first 12 hex digits are the chute version"
+}
+
+variable "instance_token" {
+  type        = string
+  description = "lets an instance download its bundle from the scheduler"
+}
+
+variable "invoke_secret" {
+  type        = string
+  description = "the gateway signs each call with it; the runtime checks the signature"
+}
+
+variable "scheduler_url" {
+  type = string
+}
+
+variable "datacenters" {
+  type    = list(string)
+  default = ["dc1"]
+}
+
+variable "count" {
+  type        = number
+  default     = 1
+  description = "instances"
+}
+
+variable "eligible_gpus" {
+  type        = list(string)
+  description = "GPU catalog ids the chute's NodeSelector accepts (the agents publish the node's in meta chutes_gpu_model)"
+}
+
+variable "preferred_gpu" {
+  type        = string
+  default     = ""
+  description = "the catalog id the scheduler's placement chose; empty for no preference"
+}
+
+variable "gpu_count" {
+  type    = number
+  default = 1
+}
+
+variable "min_vram_mib" {
+  type        = number
+  default     = 15258
+  description = "min_vram_gb_per_gpu (decimal GB, as the catalog) in MiB, as NVML reports memory: floor(GB * 1e9 / 2^20)"
+}
+
+variable "cpu_mhz_per_gpu" {
+  type    = number
+  default = 1000
+}
+
+variable "memory_mb_per_gpu" {
+  type    = number
+  default = 4096
+}
+
+variable "runtime_command" {
+  type        = list(string)
+  default     = ["python3", "-m", "chutes.runtime"]
+  description = "command line of the runtime on the node (raw_exec)"
+}
+
+job "chute" {
+  id          = "chute-${var.chute_id}"
+  name        = "chute-${var.chute_id}"
+  type        = "service"
+  priority    = 50
+  datacenters = var.datacenters
+
+  meta {
+    chute_id      = var.chute_id
+    chute_version = substr(var.bundle_sha256, 0, 12)
+    chute_name    = var.chute_name
+    username      = var.username
+    managed_by    = "chutes"
+  }
+
+  # Only nodes with an eligible GPU model (dynamic node meta set by chutes-agent).
+  constraint {
+    attribute = "${meta.chutes_gpu_model}"
+    operator  = "set_contains_any"
+    value     = join(",", var.eligible_gpus)
+  }
+
+  # Prefer the model the scheduler's placement chose (cheapest, tightest fit).
+  dynamic "affinity" {
+    for_each = var.preferred_gpu == "" ? [] : [var.preferred_gpu]
+    content {
+      attribute = "${meta.chutes_gpu_model}"
+      operator  = "set_contains_any"
+      value     = affinity.value
+      weight    = 100
+    }
+  }
+
+  update {
+    max_parallel      = 1
+    health_check      = "checks"
+    min_healthy_time  = "10s"
+    healthy_deadline  = "30m"
+    progress_deadline = "40m"
+    auto_revert       = false
+  }
+
+  group "instance" {
+    count = var.count
+
+    network {
+      mode = "host"
+      port "http" {}
+    }
+
+    service {
+      name     = "chute-${var.chute_id}"
+      provider = "consul"
+      port     = "http"
+      tags     = ["chutes", "user:${var.username}", "chute:${var.chute_name}"]
+
+      meta {
+        chute_id      = var.chute_id
+        chute_version = substr(var.bundle_sha256, 0, 12)
+      }
+
+      check {
+        name     = "ready"
+        type     = "http"
+        path     = "/_ready"
+        port     = "http"
+        interval = "5s"
+        timeout  = "2s"
+      }
+    }
+
+    restart {
+      attempts = 3
+      interval = "30m"
+      delay    = "15s"
+      mode     = "fail"
+    }
+
+    reschedule {
+      delay          = "30s"
+      delay_function = "exponential"
+      max_delay      = "10m"
+      unlimited      = true
+    }
+
+    ephemeral_disk {
+      size = 2048
+    }
+
+    # Leave Consul before the kill, so the gateway stops routing to the instance first.
+    shutdown_delay = "5s"
+
+    meta {
+      chute_id = var.chute_id
+    }
+
+    task "runtime" {
+      driver = "raw_exec"
+
+      config {
+        command = var.runtime_command[0]
+        args    = slice(var.runtime_command, 1, length(var.runtime_command))
+      }
+
+      # With the docker driver instead:
+      #   driver = "docker"
+      #   config {
+      #     image   = "<the chute's image reference>"
+      #     command = "python3"
+      #     args    = ["-m", "chutes.runtime"]
+      #     ports   = ["http"]
+      #   }
+
+      env {
+        CHUTES_CHUTE_ID       = var.chute_id
+        CHUTES_SCHEDULER_URL  = var.scheduler_url
+        CHUTES_BUNDLE_SHA256  = var.bundle_sha256
+        CHUTES_INSTANCE_TOKEN = var.instance_token
+        CHUTES_INVOKE_SECRET  = var.invoke_secret
+      }
+
+      kill_signal  = "SIGTERM"
+      kill_timeout = "30s"
+
+      resources {
+        cpu    = var.cpu_mhz_per_gpu * var.gpu_count
+        memory = var.memory_mb_per_gpu * var.gpu_count
+
+        device "nvidia/gpu" {
+          count = var.gpu_count
+
+          constraint {
+            attribute = "${device.attr.memory}"
+            operator  = ">="
+            value     = "${var.min_vram_mib} MiB"
+          }
+        }
+      }
+
+      logs {
+        max_files     = 5
+        max_file_size = 20
+      }
+    }
+  }
+}

@@ -1,0 +1,371 @@
+"""Render the Nomad jobs of a chute (pure): the service job that runs its instances and one batch job per job.
+
+The shape is DESIGN.md's "Nomad job per chute"; ``jobs_hcl/chute.nomad.hcl`` is the same job in HCL. Every
+value that comes from a user (username, chute name, image reference, job name) is checked here again and
+only ever placed as a *value*: it never becomes a key, a block or an ID other than through the chute id (a
+UUID). Nomad interpolates ``${...}`` in task config, env, meta and service names/tags at run time, and its
+JSON API has no escape for that (``$${`` is an HCL-level escape only; the client's ``ReplaceEnv`` would
+still expand the inner ``${...}``), so a user string containing ``${`` is refused rather than escaped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+from chutes import gpus
+from chutes.identity import chute_id as compute_chute_id
+from chutes.identity import validate_chute_name, validate_username
+from chutes.manifest import JOB_NAME_RE, JobSpec, Manifest
+from chutes.scheduler.placement import Placement, min_vram_mib
+
+JOB_PREFIX = "chute-"
+GROUP = "instance"
+TASK = "runtime"
+PORT_LABEL = "http"
+READY_PATH = "/_ready"
+SERVICE_TAG = "chutes"
+DEVICE = "nvidia/gpu"
+MODEL_META = "${meta.chutes_gpu_model}"
+NODE_ID = "${node.unique.id}"
+BATCH_GROUP = "job"
+PAYLOAD_FILE = "payload.json"
+RUN_ID_META = "run_id"
+VERSION_CHARS = 12
+ENV_NAMES = (
+    "CHUTES_CHUTE_ID",
+    "CHUTES_SCHEDULER_URL",
+    "CHUTES_BUNDLE_SHA256",
+    "CHUTES_INSTANCE_TOKEN",
+    "CHUTES_INVOKE_SECRET",
+)
+
+_NS = 1_000_000_000  # Nomad's JSON durations are integer nanoseconds
+_INTERPOLATION = re.compile(r"\$\{")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A Docker image reference: [registry[:port]/]path[:tag][@digest]; a registry has a dot or a port or is
+# localhost (as Docker decides), path components are lower case.
+_IMAGE_REF = re.compile(
+    r"^(?:(?:localhost|[a-zA-Z0-9-]+(?:\.[a-zA-Z0-9-]+)+)(?::[0-9]{1,5})?/|[a-zA-Z0-9-]+:[0-9]{1,5}/)?"
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$"
+)
+
+
+class RenderError(ValueError):
+    """A value cannot be put into a Nomad job safely; the message says which and why."""
+
+
+def job_id(chute_id: str) -> str:
+    """Nomad job ID of a chute's instances."""
+    return f"{JOB_PREFIX}{chute_id}"
+
+
+def service_name(chute_id: str) -> str:
+    """Consul service name of a chute's instances."""
+    return f"{JOB_PREFIX}{chute_id}"
+
+
+def batch_job_id(chute_id: str, job_name: str) -> str:
+    """Nomad job ID of the parameterized batch job that runs ``job_name`` of a chute."""
+    return f"{JOB_PREFIX}{chute_id}-job-{job_name}"
+
+
+def chute_version(bundle_sha256: str) -> str:
+    """The version of a chute that ``Meta.chute_version`` carries: a prefix of its bundle's sha256."""
+    return bundle_sha256[:VERSION_CHARS]
+
+
+@dataclass(frozen=True, slots=True)
+class RenderSettings:
+    """Deployment-wide settings of the rendered jobs (from the scheduler's configuration)."""
+
+    scheduler_url: str
+    datacenters: tuple[str, ...] = ("dc1",)
+    driver: Literal["raw_exec", "docker"] = "raw_exec"
+    # The runtime's command line: an interpreter on the node for raw_exec, inside the image for docker.
+    runtime_command: tuple[str, ...] = ("python3", "-m", "chutes.runtime")
+    region: str | None = None
+    namespace: str | None = None
+    priority: int = 50
+    cpu_mhz_per_gpu: int = 1000
+    memory_mb_per_gpu: int = 4096
+    disk_mb: int = 2048
+    kill_timeout_s: int = 30  # the runtime drains in-flight requests on SIGTERM within this
+    shutdown_delay_s: int = 5  # deregistered from Consul this long before the kill, so the gateway stops routing
+    check_interval_s: int = 5
+    check_timeout_s: int = 2
+    healthy_deadline_s: int = 1800  # first start may download model weights: be patient before calling it failed
+    extra_env: Mapping[str, str] = field(default_factory=dict)  # operator-set (e.g. HF_HOME), never user input
+
+
+@dataclass(frozen=True, slots=True)
+class ChuteRelease:
+    """The per-version values of a chute: its bundle, its secrets, how many instances, where it should go."""
+
+    bundle_sha256: str
+    instance_token: str
+    invoke_secret: str
+    count: int = 1
+    preferred_model: str | None = None  # an affinity, from the placement decision
+    preferred_nodes: tuple[str, ...] = ()  # Nomad node IDs, an affinity, from the placement decision
+
+    def with_placements(self, placements: Sequence[Placement]) -> ChuteRelease:
+        """This release preferring where ``placements`` put the instances (most common model, their nodes)."""
+        if not placements:
+            return self
+        model = Counter(p.model for p in placements).most_common(1)[0][0]
+        nodes = tuple(dict.fromkeys(p.nomad_node_id for p in placements if p.nomad_node_id))
+        return replace(self, preferred_model=model, preferred_nodes=nodes)
+
+
+def render_chute_job(manifest: Manifest, release: ChuteRelease, settings: RenderSettings) -> dict[str, Any]:
+    """The service job that runs ``release.count`` instances of the chute (the ``Job`` object, not wrapped)."""
+    cid = _check_identity(manifest)
+    _check_release(release)
+    job = _job_skeleton(manifest, release, settings, job_id(cid), "service")
+    job["Update"] = {
+        "MaxParallel": 1,
+        "HealthCheck": "checks",
+        "MinHealthyTime": 10 * _NS,
+        "HealthyDeadline": settings.healthy_deadline_s * _NS,
+        "ProgressDeadline": (settings.healthy_deadline_s + 600) * _NS,
+        "AutoRevert": False,
+    }
+    affinities = []
+    if release.preferred_model is not None:
+        affinities.append(_affinity(MODEL_META, "set_contains_any", _known_model(release.preferred_model), 100))
+    if release.preferred_nodes:
+        nodes = ",".join(_literal(n, "preferred node id") for n in release.preferred_nodes)
+        affinities.append(_affinity(NODE_ID, "set_contains_any", nodes, 50))
+    if affinities:
+        job["Affinities"] = affinities
+    task = _task(manifest, release, settings, args=[])
+    job["TaskGroups"] = [
+        {
+            "Name": GROUP,
+            "Count": release.count,
+            "Networks": [{"Mode": "host", "DynamicPorts": [{"Label": PORT_LABEL}]}],
+            "Services": [_service(manifest, release, settings)],
+            "RestartPolicy": {"Attempts": 3, "Interval": 1800 * _NS, "Delay": 15 * _NS, "Mode": "fail"},
+            "ReschedulePolicy": {
+                "Attempts": 0,
+                "Interval": 0,
+                "Delay": 30 * _NS,
+                "DelayFunction": "exponential",
+                "MaxDelay": 600 * _NS,
+                "Unlimited": True,
+            },
+            "EphemeralDisk": {"SizeMB": settings.disk_mb},
+            "ShutdownDelay": settings.shutdown_delay_s * _NS,
+            "Meta": {"chute_id": cid},
+            "Tasks": [task],
+        }
+    ]
+    return job
+
+
+def render_batch_job(
+    manifest: Manifest, job_name: str, release: ChuteRelease, settings: RenderSettings
+) -> dict[str, Any]:
+    """The parameterized batch job that runs the chute's job ``job_name`` once per dispatch.
+
+    Dispatch it with a JSON payload (written to ``$NOMAD_TASK_DIR/payload.json``) and ``Meta.run_id``; the
+    runtime is started with ``--job NAME`` and sees the run id as ``CHUTES_JOB_RUN_ID``.
+    """
+    cid = _check_identity(manifest)
+    _check_release(release)
+    spec = _job_spec(manifest, job_name)
+    job = _job_skeleton(manifest, release, settings, batch_job_id(cid, spec.name), "batch")
+    job["ParameterizedJob"] = {"Payload": "required", "MetaRequired": [RUN_ID_META]}
+    job["Meta"]["chute_job"] = spec.name
+    task = _task(manifest, release, settings, args=["--job", spec.name])
+    task["DispatchPayload"] = {"File": PAYLOAD_FILE}
+    task["Env"]["CHUTES_JOB_RUN_ID"] = "${NOMAD_META_" + RUN_ID_META + "}"
+    group: dict[str, Any] = {
+        "Name": BATCH_GROUP,
+        "Count": 1,
+        # A run is not retried behind the user's back: it may have side effects; the run records the failure.
+        "RestartPolicy": {"Attempts": 0, "Interval": 600 * _NS, "Delay": 15 * _NS, "Mode": "fail"},
+        "ReschedulePolicy": {"Attempts": 0, "Interval": 0, "Unlimited": False},
+        "EphemeralDisk": {"SizeMB": settings.disk_mb},
+        "Meta": {"chute_id": cid, "chute_job": spec.name},
+        "Tasks": [task],
+    }
+    if spec.ports:
+        group["Networks"] = [{"Mode": "host", "DynamicPorts": [{"Label": p.name, "To": p.port} for p in spec.ports]}]
+    job["TaskGroups"] = [group]
+    return job
+
+
+def _job_skeleton(
+    manifest: Manifest, release: ChuteRelease, settings: RenderSettings, id_: str, type_: str
+) -> dict[str, Any]:
+    selector = manifest.node_selector
+    job: dict[str, Any] = {
+        "ID": id_,
+        "Name": id_,
+        "Type": type_,
+        "Priority": settings.priority,
+        "Datacenters": [_literal(dc, "datacenter") for dc in settings.datacenters],
+        "Meta": {
+            "chute_id": manifest.chute_id,
+            "chute_version": chute_version(release.bundle_sha256),
+            "chute_name": manifest.name,
+            "username": manifest.username,
+            "managed_by": "chutes",
+        },
+        "Constraints": [
+            {
+                "LTarget": MODEL_META,
+                "Operand": "set_contains_any",
+                "RTarget": ",".join(_known_model(m) for m in selector.eligible_gpus),
+            }
+        ],
+    }
+    if settings.region:
+        job["Region"] = _literal(settings.region, "region")
+    if settings.namespace:
+        job["Namespace"] = _literal(settings.namespace, "namespace")
+    return job
+
+
+def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, args: list[str]) -> dict[str, Any]:
+    selector = manifest.node_selector
+    command = [_literal(part, "runtime command") for part in settings.runtime_command]
+    if not command:
+        raise RenderError("runtime_command is empty: set the command that starts `python -m chutes.runtime`")
+    config: dict[str, Any]
+    if settings.driver == "raw_exec":
+        config = {"command": command[0], "args": command[1:] + args}
+    elif settings.driver == "docker":
+        config = {
+            "image": _image_ref(manifest.image.ref),
+            "command": command[0],
+            "args": command[1:] + args,
+        }
+        if not args:
+            config["ports"] = [PORT_LABEL]
+    else:
+        raise RenderError(f"unknown task driver {settings.driver!r}: use raw_exec or docker")
+    env = {
+        _literal(k, "environment name"): _literal(v, f"environment value of {k}") for k, v in settings.extra_env.items()
+    }
+    env.update(
+        {
+            "CHUTES_CHUTE_ID": manifest.chute_id,
+            "CHUTES_SCHEDULER_URL": _literal(settings.scheduler_url, "scheduler URL"),
+            "CHUTES_BUNDLE_SHA256": release.bundle_sha256,
+            "CHUTES_INSTANCE_TOKEN": release.instance_token,
+            "CHUTES_INVOKE_SECRET": release.invoke_secret,
+        }
+    )
+    return {
+        "Name": TASK,
+        "Driver": settings.driver,
+        "Config": config,
+        "Env": env,
+        "KillSignal": "SIGTERM",
+        "KillTimeout": settings.kill_timeout_s * _NS,
+        "Resources": {
+            "CPU": settings.cpu_mhz_per_gpu * selector.gpu_count,
+            "MemoryMB": settings.memory_mb_per_gpu * selector.gpu_count,
+            "Devices": [
+                {
+                    "Name": DEVICE,
+                    "Count": selector.gpu_count,
+                    "Constraints": [
+                        {
+                            "LTarget": "${device.attr.memory}",
+                            "Operand": ">=",
+                            "RTarget": f"{min_vram_mib(selector.min_vram_gb_per_gpu)} MiB",
+                        }
+                    ],
+                }
+            ],
+        },
+        "LogConfig": {"MaxFiles": 5, "MaxFileSizeMB": 20},
+    }
+
+
+def _service(manifest: Manifest, release: ChuteRelease, settings: RenderSettings) -> dict[str, Any]:
+    return {
+        "Name": service_name(manifest.chute_id),
+        "Provider": "consul",
+        "PortLabel": PORT_LABEL,
+        "Tags": [SERVICE_TAG, f"user:{manifest.username}", f"chute:{manifest.name}"],
+        "Meta": {"chute_id": manifest.chute_id, "chute_version": chute_version(release.bundle_sha256)},
+        "Checks": [
+            {
+                "Name": "ready",
+                "Type": "http",
+                "Path": READY_PATH,
+                "PortLabel": PORT_LABEL,
+                "Interval": settings.check_interval_s * _NS,
+                "Timeout": settings.check_timeout_s * _NS,
+            }
+        ],
+    }
+
+
+def _affinity(target: str, operand: str, value: str, weight: int) -> dict[str, Any]:
+    return {"LTarget": target, "Operand": operand, "RTarget": value, "Weight": weight}
+
+
+def _check_identity(manifest: Manifest) -> str:
+    """The manifest's names, re-checked (a Manifest can be built without validation) → its chute id."""
+    try:
+        validate_username(manifest.username)
+        validate_chute_name(manifest.name)
+    except ValueError as exc:
+        raise RenderError(str(exc)) from exc
+    if manifest.chute_id != compute_chute_id(manifest.username, manifest.name):
+        raise RenderError("chute_id does not match username and name")
+    return manifest.chute_id
+
+
+def _check_release(release: ChuteRelease) -> None:
+    if not _SHA256.fullmatch(release.bundle_sha256):
+        raise RenderError("bundle_sha256 must be 64 lower-case hex digits")
+    if not 0 <= release.count <= 1000:
+        raise RenderError(f"instance count {release.count} is out of range (0..1000)")
+    for name, value in (("instance token", release.instance_token), ("invoke secret", release.invoke_secret)):
+        if not value:
+            raise RenderError(f"the {name} is empty")
+        _literal(value, name)
+
+
+def _job_spec(manifest: Manifest, job_name: str) -> JobSpec:
+    if not JOB_NAME_RE.fullmatch(job_name):
+        raise RenderError(f"invalid job name {job_name!r}")
+    for spec in manifest.jobs:
+        if spec.name == job_name:
+            return spec
+    raise RenderError(f"chute {manifest.name!r} has no job {job_name!r}")
+
+
+def _known_model(model: str) -> str:
+    if model not in gpus.CATALOG:
+        raise RenderError(f"unknown GPU model {model!r}")
+    return model
+
+
+def _image_ref(ref: str) -> str:
+    if len(ref) > 512 or not _IMAGE_REF.fullmatch(ref):
+        raise RenderError(
+            f"invalid image reference {ref!r}: expected [registry/]name[:tag][@sha256:digest] in lower case"
+        )
+    return ref
+
+
+def _literal(value: str, what: str) -> str:
+    """``value`` unchanged when Nomad will take it literally; RenderError when it would be interpolated."""
+    if _INTERPOLATION.search(value):
+        raise RenderError(f"the {what} contains '${{', which Nomad would interpolate at run time: {value!r}")
+    if _CONTROL.search(value):
+        raise RenderError(f"the {what} contains control characters: {value!r}")
+    return value

@@ -1,0 +1,313 @@
+"""The Nomad jobs rendered for a chute: DESIGN.md's shape, Nomad's OpenAPI schema, and hostile input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chutes.chute.node_selector import NodeSelector
+from chutes.identity import chute_id
+from chutes.manifest import CordSpec, ImageSpec, JobSpec, Manifest, PortSpec
+from chutes.scheduler.placement import Placement
+from chutes.scheduler.render import (
+    ENV_NAMES,
+    ChuteRelease,
+    RenderError,
+    RenderSettings,
+    batch_job_id,
+    job_id,
+    render_batch_job,
+    render_chute_job,
+    service_name,
+)
+from tests.support.nomad_openapi import assert_valid
+
+SHA = hashlib.sha256(b"bundle").hexdigest()
+SETTINGS = RenderSettings(scheduler_url="http://127.0.0.1:8000", datacenters=("dc1",))
+RELEASE = ChuteRelease(bundle_sha256=SHA, instance_token="tok_abc", invoke_secret="sec_xyz", count=2)
+
+
+def manifest(
+    username: str = "alice",
+    name: str = "unsloth/Llama-3.2-1B-Instruct",
+    selector: NodeSelector | None = None,
+    jobs: list[JobSpec] | None = None,
+    image: str = "parachutes/base-python:3.12",
+) -> Manifest:
+    cords = [] if jobs else [CordSpec(name="generate", path="/generate", public_api_path="/generate")]
+    return Manifest(
+        chute_id=chute_id(username, name),
+        username=username,
+        name=name,
+        image=ImageSpec(ref=image),
+        node_selector=selector or NodeSelector(gpu_count=2, min_vram_gb_per_gpu=40, include=["a100", "h100_sxm"]),
+        cords=cords,
+        jobs=jobs or [],
+        sdk_version="0.1.0",
+    )
+
+
+def task_of(job: dict[str, Any]) -> dict[str, Any]:
+    task: dict[str, Any] = job["TaskGroups"][0]["Tasks"][0]
+    return task
+
+
+def shape(value: Any) -> Any:
+    """The structure of a JSON value without its string/number contents: keys, nesting and list lengths."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shape(v) for v in value]
+    return type(value).__name__
+
+
+def test_service_job_has_the_designed_shape() -> None:
+    m = manifest()
+    job = render_chute_job(m, RELEASE, SETTINGS)
+    cid = m.chute_id
+    assert job["ID"] == job_id(cid) == f"chute-{cid}"
+    assert job["Type"] == "service"
+    assert job["Datacenters"] == ["dc1"]
+    assert job["Meta"]["chute_id"] == cid
+    assert job["Meta"]["chute_version"] == SHA[:12]
+    assert job["Constraints"] == [
+        {"LTarget": "${meta.chutes_gpu_model}", "Operand": "set_contains_any", "RTarget": "a100,h100_sxm"}
+    ]
+    assert "Affinities" not in job
+    (group,) = job["TaskGroups"]
+    assert (group["Name"], group["Count"]) == ("instance", 2)
+    assert group["Networks"] == [{"Mode": "host", "DynamicPorts": [{"Label": "http"}]}]
+    assert group["RestartPolicy"]["Mode"] == "fail"
+    assert group["ReschedulePolicy"]["Unlimited"] is True
+    (service,) = group["Services"]
+    assert service["Name"] == service_name(cid) == f"chute-{cid}"
+    assert service["Tags"] == ["chutes", "user:alice", "chute:unsloth/Llama-3.2-1B-Instruct"]
+    assert service["PortLabel"] == "http"
+    assert service["Provider"] == "consul"
+    (check,) = service["Checks"]
+    assert (check["Type"], check["Path"], check["Interval"]) == ("http", "/_ready", 5_000_000_000)
+    task = task_of(job)
+    assert (task["Name"], task["Driver"]) == ("runtime", "raw_exec")
+    assert task["Config"] == {"command": "python3", "args": ["-m", "chutes.runtime"]}
+    assert task["KillTimeout"] == 30_000_000_000
+    assert task["Env"] == {
+        "CHUTES_CHUTE_ID": cid,
+        "CHUTES_SCHEDULER_URL": "http://127.0.0.1:8000",
+        "CHUTES_BUNDLE_SHA256": SHA,
+        "CHUTES_INSTANCE_TOKEN": "tok_abc",
+        "CHUTES_INVOKE_SECRET": "sec_xyz",
+    }
+    assert set(ENV_NAMES) <= set(task["Env"])
+    resources = task["Resources"]
+    assert (resources["CPU"], resources["MemoryMB"]) == (2000, 8192)  # sized per GPU
+    assert resources["Devices"] == [
+        {
+            "Name": "nvidia/gpu",
+            "Count": 2,
+            # 40 catalog GB (decimal) in MiB: what NVML and ${device.attr.memory} report.
+            "Constraints": [{"LTarget": "${device.attr.memory}", "Operand": ">=", "RTarget": "38146 MiB"}],
+        }
+    ]
+    assert_valid("Job", job)
+    assert_valid("JobRegisterRequest", {"Job": job, "EnforceIndex": True, "JobModifyIndex": 0})
+
+
+def test_docker_driver_runs_the_image_with_the_port_mapped() -> None:
+    job = render_chute_job(manifest(), RELEASE, RenderSettings(scheduler_url="http://s:8000", driver="docker"))
+    config = task_of(job)["Config"]
+    assert config == {
+        "image": "parachutes/base-python:3.12",
+        "command": "python3",
+        "args": ["-m", "chutes.runtime"],
+        "ports": ["http"],
+    }
+    assert_valid("Job", job)
+
+
+def test_placement_becomes_affinities_to_its_model_and_nodes() -> None:
+    m = manifest()
+    placements = [
+        Placement(m.chute_id, "gpu-b", "nomad-b", "a100", ("GPU-1", "GPU-2"), 1.2, 2, 3, 2, {}),
+        Placement(m.chute_id, "gpu-b", "nomad-b", "a100", ("GPU-3", "GPU-4"), 1.2, 0, 3, 2, {}),
+    ]
+    job = render_chute_job(m, RELEASE.with_placements(placements), SETTINGS)
+    assert job["Affinities"] == [
+        {"LTarget": "${meta.chutes_gpu_model}", "Operand": "set_contains_any", "RTarget": "a100", "Weight": 100},
+        {"LTarget": "${node.unique.id}", "Operand": "set_contains_any", "RTarget": "nomad-b", "Weight": 50},
+    ]
+    assert RELEASE.with_placements([]) is RELEASE
+    assert_valid("Job", job)
+
+
+def test_settings_reach_the_job() -> None:
+    custom = RenderSettings(
+        scheduler_url="https://sched.example:8443",
+        datacenters=("eu-1", "eu-2"),
+        region="eu",
+        namespace="chutes",
+        cpu_mhz_per_gpu=3000,
+        memory_mb_per_gpu=16384,
+        runtime_command=("/opt/venv/bin/python", "-m", "chutes.runtime"),
+        extra_env={"HF_HOME": "/data/hf"},
+    )
+    m = manifest(selector=NodeSelector(gpu_count=4, min_vram_gb_per_gpu=80, include=["h100_sxm"]))
+    job = render_chute_job(m, RELEASE, custom)
+    assert (job["Region"], job["Namespace"], job["Datacenters"]) == ("eu", "chutes", ["eu-1", "eu-2"])
+    task = task_of(job)
+    assert task["Config"]["command"] == "/opt/venv/bin/python"
+    assert (task["Resources"]["CPU"], task["Resources"]["MemoryMB"]) == (12000, 65536)
+    assert task["Resources"]["Devices"][0]["Count"] == 4
+    # 80 GB = 76293 MiB: an H100 (81559 MiB) qualifies, which "80 GiB" (81920 MiB) would refuse.
+    assert task["Resources"]["Devices"][0]["Constraints"][0]["RTarget"] == "76293 MiB"
+    assert task["Env"]["HF_HOME"] == "/data/hf"
+    assert task["Env"]["CHUTES_SCHEDULER_URL"] == "https://sched.example:8443"
+    assert_valid("Job", job)
+
+
+def test_batch_job_is_parameterized_and_runs_the_job() -> None:
+    m = manifest(jobs=[JobSpec(name="train", ports=[PortSpec(name="tb", port=6006)])])
+    job = render_batch_job(m, "train", RELEASE, SETTINGS)
+    assert job["ID"] == batch_job_id(m.chute_id, "train") == f"chute-{m.chute_id}-job-train"
+    assert job["Type"] == "batch"
+    assert job["ParameterizedJob"] == {"Payload": "required", "MetaRequired": ["run_id"]}
+    assert job["Meta"]["chute_job"] == "train"
+    assert "Services" not in job["TaskGroups"][0]
+    assert job["TaskGroups"][0]["Networks"] == [{"Mode": "host", "DynamicPorts": [{"Label": "tb", "To": 6006}]}]
+    task = task_of(job)
+    assert task["Config"]["args"] == ["-m", "chutes.runtime", "--job", "train"]
+    assert task["DispatchPayload"] == {"File": "payload.json"}
+    assert task["Env"]["CHUTES_JOB_RUN_ID"] == "${NOMAD_META_run_id}"
+    assert task["Resources"]["Devices"][0]["Count"] == 2
+    assert_valid("Job", job)
+    docker = render_batch_job(m, "train", RELEASE, RenderSettings(scheduler_url="http://s", driver="docker"))
+    assert "ports" not in task_of(docker)["Config"]
+    assert_valid("Job", docker)
+    with pytest.raises(RenderError, match="no job 'other'"):
+        render_batch_job(m, "other", RELEASE, SETTINGS)
+    with pytest.raises(RenderError, match="invalid job name"):
+        render_batch_job(m, "a b", RELEASE, SETTINGS)
+
+
+def test_render_is_deterministic_and_json_serialisable() -> None:
+    a = render_chute_job(manifest(), RELEASE, SETTINGS)
+    b = render_chute_job(manifest(), RELEASE, SETTINGS)
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+# --- hostile input -----------------------------------------------------------------------------------------
+
+
+HOSTILE_NAMES = [
+    "a",
+    "x" * 128,
+    "org/model.v2",
+    "A.B-C_D/e.f",
+    "weird..dots",
+    "trailing-",
+    "chutes",  # same as the fixed tag
+    "user.bob",  # looks like another tag's prefix: it is a value, never parsed
+]
+
+
+@pytest.mark.parametrize("name", HOSTILE_NAMES)
+def test_valid_but_odd_names_change_values_only(name: str) -> None:
+    reference = render_chute_job(manifest(), RELEASE, SETTINGS)
+    job = render_chute_job(manifest(username="a-b_c", name=name), RELEASE, SETTINGS)
+    assert shape(job) == shape(reference)
+    assert job["TaskGroups"][0]["Services"][0]["Tags"] == ["chutes", "user:a-b_c", f"chute:{name}"]
+    assert job["ID"] == f"chute-{chute_id('a-b_c', name)}"
+    assert_valid("Job", job)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    username=st.from_regex(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z"),
+    name=st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,40}(/[A-Za-z0-9][A-Za-z0-9._-]{0,40})?\Z"),
+)
+def test_any_valid_identity_renders_the_same_structure(username: str, name: str) -> None:
+    reference = shape(render_chute_job(manifest(), RELEASE, SETTINGS))
+    job = render_chute_job(manifest(username=username, name=name), RELEASE, SETTINGS)
+    assert shape(job) == reference
+    assert job["Meta"]["chute_name"] == name
+
+
+def forged(**fields: Any) -> Manifest:
+    """A manifest that skipped validation (as model_construct or a bug elsewhere would produce)."""
+    base = manifest().model_dump()
+    base.update(fields)
+    base["image"] = ImageSpec.model_construct(**base["image"])
+    base["node_selector"] = manifest().node_selector
+    base["cords"] = manifest().cords
+    return Manifest.model_construct(**base)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"username": "${attr.unique.hostname}"},
+        {"name": "x${NOMAD_META_chute_id}"},
+        {"name": "a\nb"},
+        {"username": "Alice"},
+        {"chute_id": "not-the-right-id"},
+    ],
+)
+def test_forged_identities_are_refused(fields: dict[str, Any]) -> None:
+    m = forged(**fields)
+    if "chute_id" not in fields:
+        m = m.model_copy(update={"chute_id": chute_id(m.username, m.name)})
+    with pytest.raises(RenderError):
+        render_chute_job(m, RELEASE, SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "evil.example/${CHUTES_INVOKE_SECRET}:latest",
+        "image\n--privileged",
+        "UPPER/case",
+        "Library/image",
+        "ok/image:tag with space",
+        "",
+    ],
+)
+def test_hostile_image_references_are_refused_for_docker(ref: str) -> None:
+    m = manifest().model_copy(update={"image": ImageSpec.model_construct(ref=ref, dockerfile=None)})
+    with pytest.raises(RenderError):
+        render_chute_job(m, RELEASE, RenderSettings(scheduler_url="http://s", driver="docker"))
+
+
+@pytest.mark.parametrize(
+    "ref", ["python:3.12", "ghcr.io/org/img:v1.2", "localhost:5000/a/b@sha256:" + "a" * 64, "parachutes/x"]
+)
+def test_ordinary_image_references_are_accepted(ref: str) -> None:
+    m = manifest().model_copy(update={"image": ImageSpec(ref=ref)})
+    job = render_chute_job(m, RELEASE, RenderSettings(scheduler_url="http://s", driver="docker"))
+    assert task_of(job)["Config"]["image"] == ref
+
+
+@pytest.mark.parametrize(
+    "release",
+    [
+        ChuteRelease("nothex", "t", "s"),
+        ChuteRelease(SHA, "", "s"),
+        ChuteRelease(SHA, "t${x}", "s"),
+        ChuteRelease(SHA, "t", "s", count=-1),
+        ChuteRelease(SHA, "t", "s", preferred_model="tpu_v5"),
+        ChuteRelease(SHA, "t", "s", preferred_nodes=("${node.unique.id}",)),
+    ],
+)
+def test_bad_release_values_are_refused(release: ChuteRelease) -> None:
+    with pytest.raises(RenderError):
+        render_chute_job(manifest(), release, SETTINGS)
+
+
+def test_settings_are_checked_too() -> None:
+    with pytest.raises(RenderError, match="interpolate"):
+        render_chute_job(manifest(), RELEASE, RenderSettings(scheduler_url="http://${attr.unique.hostname}"))
+    with pytest.raises(RenderError, match="runtime_command"):
+        render_chute_job(manifest(), RELEASE, RenderSettings(scheduler_url="http://s", runtime_command=()))
