@@ -1,0 +1,77 @@
+"""The devcluster's configuration and the ``NAME=MODEL:COUNT`` node specs of its command line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from chutes import gpus
+
+_SPEC = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)=(?:(?P<model>[A-Za-z0-9_]+):(?P<count>\d+))?$")
+
+
+class ConfigError(ValueError):
+    """A command-line value the devcluster cannot use; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    model: str | None
+    count: int
+
+
+def parse_node_spec(text: str) -> NodeSpec:
+    """``gpu-a=h100_sxm:8`` (or ``cpu-1=`` for a node without GPUs)."""
+    m = _SPEC.match(text.strip())
+    if m is None:
+        raise ConfigError(f"bad node spec {text!r}: use NAME=MODEL:COUNT, e.g. gpu-a=h100_sxm:8 (or NAME= for no GPUs)")
+    model, count = m.group("model"), int(m.group("count") or 0)
+    if model is not None:
+        try:
+            gpu = gpus.get(model)
+        except gpus.UnknownGPUError:
+            raise ConfigError(f"unknown GPU model {model!r} in {text!r}; known: {', '.join(gpus.all_ids())}") from None
+        if not gpu.schedulable:
+            raise ConfigError(f"GPU model {model!r} is not reported by NVML and cannot be simulated")
+    if count > 64:
+        raise ConfigError(f"{text!r}: at most 64 GPUs per node")
+    return NodeSpec(m.group("name"), model if count else None, count)
+
+
+def read_nodes_file(path: Path) -> list[NodeSpec]:
+    """One ``NAME=MODEL:COUNT`` per line; blank lines and ``#`` comments are ignored."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"cannot read nodes file {path}: {exc.strerror}") from None
+    return [parse_node_spec(line) for line in lines if line.strip() and not line.strip().startswith("#")]
+
+
+@dataclass
+class DevclusterConfig:
+    host: str = "127.0.0.1"
+    nomad_port: int = 4646
+    consul_port: int = 8500
+    nodes: list[NodeSpec] = field(default_factory=list)
+    local_node: bool = True
+    local_node_name: str | None = None
+    probe_gpus: bool = True
+    data_dir: Path | None = None
+    ports_file: Path | None = None
+    nomad_token: str | None = None
+    consul_token: str | None = None
+    session_min_ttl_s: float = 10.0
+    reap_interval_s: float = 0.25
+
+    def validate(self) -> None:
+        names = [n.name for n in self.nodes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"node name(s) given twice: {', '.join(dupes)}")
+        if not self.nodes and not self.local_node:
+            raise ConfigError("no nodes: give --node NAME=MODEL:COUNT or drop --no-local-node")
+        for port in (self.nomad_port, self.consul_port):
+            if not 0 <= port <= 65535:
+                raise ConfigError(f"port {port} is out of range (0 picks a free port)")

@@ -1,0 +1,1 @@
+"""The Consul half of the devcluster: agent services and checks, catalog, health, KV, sessions."""

@@ -1,0 +1,314 @@
+"""Consul's agent, catalog, health and status endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from chutes.devcluster.consul.bodies import norm, parse_check, parse_service
+from chutes.devcluster.consul.records import CRITICAL, DATACENTER, PASSING, STATUSES, WARNING
+from chutes.devcluster.consul.state import ConsulState
+from chutes.devcluster.filter import FilterError, compile_filter
+from chutes.devcluster.http_util import (
+    Blocking,
+    bad_request,
+    json_response,
+    not_found,
+    query_bool,
+    read_json,
+)
+
+CONSUL: web.AppKey[ConsulState] = web.AppKey("consul", ConsulState)
+routes = web.RouteTableDef()
+
+
+def _state(request: web.Request) -> ConsulState:
+    return request.app[CONSUL]
+
+
+def _reply(data: Any, index: int) -> web.Response:
+    resp = json_response(data, index, "X-Consul-Index")
+    resp.headers["X-Consul-KnownLeader"] = "true"
+    resp.headers["X-Consul-LastContact"] = "0"
+    return resp
+
+
+async def _blocking(request: web.Request, *topics: str) -> int:
+    state = _state(request)
+    blocking = Blocking.from_request(request)
+    if blocking.active:
+        await state.index.wait_topics(topics, blocking.index, blocking.wait_s)
+    return state.index.of(*topics)
+
+
+def _filtered(request: web.Request, items: list[Any]) -> list[Any]:
+    expr = request.query.get("filter")
+    if not expr:
+        return items
+    try:
+        predicate = compile_filter(expr)
+    except FilterError as exc:
+        raise bad_request(f"Failed to create boolean expression evaluator: {exc}") from None
+    return [item for item in items if predicate(item)]
+
+
+# -- status and self ---------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/status/leader")
+async def status_leader(request: web.Request) -> web.Response:
+    return json_response("127.0.0.1:8300")
+
+
+@routes.get("/v1/status/peers")
+async def status_peers(request: web.Request) -> web.Response:
+    return json_response(["127.0.0.1:8300"])
+
+
+@routes.get("/v1/catalog/datacenters")
+async def catalog_datacenters(request: web.Request) -> web.Response:
+    return json_response([DATACENTER])
+
+
+@routes.get("/v1/agent/self")
+async def agent_self(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    node = catalog.local_node
+    return json_response(
+        {
+            "Config": {"Datacenter": DATACENTER, "NodeName": node, "NodeID": catalog.nodes[node], "Server": True},
+            "Member": {"Name": node, "Addr": "127.0.0.1", "Port": 8301, "Status": 1, "Tags": {"dc": DATACENTER}},
+            "Meta": {},
+        }
+    )
+
+
+@routes.get("/v1/agent/members")
+async def agent_members(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    return json_response(
+        [{"Name": n, "Addr": "127.0.0.1", "Port": 8301, "Status": 1, "Tags": {"dc": DATACENTER}} for n in catalog.nodes]
+    )
+
+
+# -- agent services and checks -----------------------------------------------------------------------------
+
+
+@routes.put("/v1/agent/service/register")
+async def service_register(request: web.Request) -> web.Response:
+    state = _state(request)
+    service, checks = parse_service(await read_json(request), state.catalog.local_node)
+    state.catalog.register_service(service, checks, query_bool(request, "replace-existing-checks"))
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/service/deregister/{service_id}")
+async def service_deregister(request: web.Request) -> web.Response:
+    service_id = request.match_info["service_id"]
+    if not _state(request).catalog.deregister_service(service_id):
+        raise not_found(f'Unknown service ID "{service_id}". Ensure that the service ID is passed, not the name.')
+    return web.Response(status=200)
+
+
+@routes.get("/v1/agent/services")
+async def agent_services(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    items = [catalog.service_json(s) for s in sorted(catalog.services.values(), key=lambda s: s.id)]
+    return json_response({item["ID"]: item for item in _filtered(request, items)})
+
+
+@routes.get("/v1/agent/service/{service_id}")
+async def agent_service(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    service = catalog.services.get(request.match_info["service_id"])
+    if service is None:
+        raise not_found(f"unknown service ID: {request.match_info['service_id']}")
+    return json_response(catalog.service_json(service))
+
+
+@routes.get("/v1/agent/checks")
+async def agent_checks(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    items = [catalog.check_json(c) for c in sorted(catalog.checks.values(), key=lambda c: c.check_id)]
+    return json_response({item["CheckID"]: item for item in _filtered(request, items)})
+
+
+@routes.put("/v1/agent/check/register")
+async def check_register(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    raw = await read_json(request)
+    body = norm(raw, "check registration")
+    name = body.get("name")
+    if not isinstance(name, str) or not name:
+        raise bad_request("Missing check name", "set Name")
+    check = parse_check(raw, name, name, catalog.local_node)
+    try:
+        catalog.register_check(check)
+    except KeyError:
+        raise not_found(f'ServiceID "{check.service_id}" does not exist') from None
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/check/deregister/{check_id}")
+async def check_deregister(request: web.Request) -> web.Response:
+    check_id = request.match_info["check_id"]
+    if not _state(request).catalog.deregister_check(check_id):
+        raise not_found(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.')
+    return web.Response(status=200)
+
+
+async def _ttl_update(request: web.Request, status: str, output: str) -> web.Response:
+    catalog = _state(request).catalog
+    check_id = request.match_info["check_id"]
+    check = catalog.checks.get(check_id)
+    if check is None:
+        raise not_found(f'Unknown check ID "{check_id}". Ensure that the check ID is passed, not the check name.')
+    if check.definition.ttl_s is None:
+        raise bad_request(f'CheckID "{check_id}" does not have associated TTL')
+    catalog.set_status(check_id, status, output)
+    return web.Response(status=200)
+
+
+@routes.put("/v1/agent/check/pass/{check_id}")
+async def check_pass(request: web.Request) -> web.Response:
+    return await _ttl_update(request, PASSING, request.query.get("note", ""))
+
+
+@routes.put("/v1/agent/check/warn/{check_id}")
+async def check_warn(request: web.Request) -> web.Response:
+    return await _ttl_update(request, WARNING, request.query.get("note", ""))
+
+
+@routes.put("/v1/agent/check/fail/{check_id}")
+async def check_fail(request: web.Request) -> web.Response:
+    return await _ttl_update(request, CRITICAL, request.query.get("note", ""))
+
+
+@routes.put("/v1/agent/check/update/{check_id}")
+async def check_update(request: web.Request) -> web.Response:
+    body = norm(await read_json(request) or {}, "check update")
+    status = str(body.get("status") or "")
+    if status not in STATUSES:
+        raise bad_request(f"Invalid check status: '{status}'", f"use one of {', '.join(STATUSES)}")
+    return await _ttl_update(request, status, str(body.get("output") or ""))
+
+
+@routes.get("/v1/agent/health/service/name/{name}")
+async def agent_health_by_name(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    services = catalog.instances(request.match_info["name"])
+    if not services:
+        raise not_found(f"ServiceName {request.match_info['name']} Not Found")
+    out = []
+    worst = PASSING
+    for service in services:
+        status = catalog.aggregated_status(service.id)
+        worst = _worse(worst, status)
+        checks = [catalog.check_json(c) for c in catalog.service_checks(service.id)]
+        out.append({"AggregatedStatus": status, "Service": catalog.service_json(service), "Checks": checks})
+    return web.json_response(out, status=_agent_health_code(worst))
+
+
+@routes.get("/v1/agent/health/service/id/{service_id}")
+async def agent_health_by_id(request: web.Request) -> web.Response:
+    catalog = _state(request).catalog
+    service = catalog.services.get(request.match_info["service_id"])
+    if service is None:
+        raise not_found(f"ServiceId {request.match_info['service_id']} not found")
+    status = catalog.aggregated_status(service.id)
+    checks = [catalog.check_json(c) for c in catalog.service_checks(service.id)]
+    body = {"AggregatedStatus": status, "Service": catalog.service_json(service), "Checks": checks}
+    return web.json_response(body, status=_agent_health_code(status))
+
+
+def _worse(a: str, b: str) -> str:
+    order = {PASSING: 0, WARNING: 1, CRITICAL: 2}
+    return a if order[a] >= order[b] else b
+
+
+def _agent_health_code(status: str) -> int:
+    return {PASSING: 200, WARNING: 429}.get(status, 503)
+
+
+# -- health ------------------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/health/service/{name}")
+async def health_service(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    index = await _blocking(request, f"svc:{name}")
+    entries = _state(request).catalog.health_entries(
+        name, passing=query_bool(request, "passing"), tags=request.query.getall("tag", [])
+    )
+    return _reply(_filtered(request, entries), index)
+
+
+@routes.get("/v1/health/checks/{name}")
+async def health_checks(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    index = await _blocking(request, f"svc:{name}")
+    catalog = _state(request).catalog
+    checks = [catalog.check_json(c) for c in sorted(catalog.checks.values(), key=lambda c: c.check_id)]
+    return _reply(_filtered(request, [c for c in checks if c["ServiceName"] == name]), index)
+
+
+@routes.get("/v1/health/state/{state}")
+async def health_state(request: web.Request) -> web.Response:
+    wanted = request.match_info["state"]
+    if wanted not in (*STATUSES, "any"):
+        raise bad_request(f"Invalid state '{wanted}'", "use passing, warning, critical or any")
+    index = await _blocking(request, "checks")
+    catalog = _state(request).catalog
+    checks = [catalog.serf_check_json(n) for n in sorted(catalog.nodes)]
+    checks += [catalog.check_json(c) for c in sorted(catalog.checks.values(), key=lambda c: c.check_id)]
+    return _reply(_filtered(request, [c for c in checks if wanted in ("any", c["Status"])]), index)
+
+
+@routes.get("/v1/health/node/{node}")
+async def health_node(request: web.Request) -> web.Response:
+    node = request.match_info["node"]
+    index = await _blocking(request, "checks")
+    catalog = _state(request).catalog
+    checks = [catalog.serf_check_json(node)] if node in catalog.nodes else []
+    checks += [catalog.check_json(c) for c in catalog.checks.values() if c.node == node]
+    return _reply(_filtered(request, checks), index)
+
+
+# -- catalog -----------------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/catalog/services")
+async def catalog_services(request: web.Request) -> web.Response:
+    index = await _blocking(request, "services")
+    return _reply(_state(request).catalog.catalog_services(), index)
+
+
+@routes.get("/v1/catalog/service/{name}")
+async def catalog_service(request: web.Request) -> web.Response:
+    name = request.match_info["name"]
+    index = await _blocking(request, f"svc:{name}")
+    catalog = _state(request).catalog
+    tags = request.query.getall("tag", [])
+    items = [
+        catalog.catalog_service_json(s) for s in catalog.instances(name) if not tags or all(t in s.tags for t in tags)
+    ]
+    return _reply(_filtered(request, items), index)
+
+
+@routes.get("/v1/catalog/nodes")
+async def catalog_nodes(request: web.Request) -> web.Response:
+    index = await _blocking(request, "nodes")
+    catalog = _state(request).catalog
+    return _reply(_filtered(request, [catalog.node_json(n) for n in sorted(catalog.nodes)]), index)
+
+
+@routes.get("/v1/catalog/node/{node}")
+async def catalog_node(request: web.Request) -> web.Response:
+    node = request.match_info["node"]
+    index = await _blocking(request, "services", "nodes")
+    catalog = _state(request).catalog
+    if node not in catalog.nodes:
+        return _reply(None, index)
+    services = {s.id: catalog.service_json(s) for s in catalog.services.values() if s.node == node}
+    return _reply({"Node": catalog.node_json(node), "Services": services}, index)

@@ -1,0 +1,151 @@
+"""The Nomad half's tables (nodes, jobs, allocations, evaluations) and the index topics they bump."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from chutes.devcluster.nomad import models
+from chutes.devcluster.nomad.nodes import Node
+from chutes.devcluster.nomad.placement import NodeUsage
+from chutes.devcluster.nomad.records import Allocation, Evaluation
+from chutes.devcluster.state.index import IndexStore
+
+
+class NotFound(KeyError):
+    """An ID (or unique prefix) that matches nothing."""
+
+
+class NomadState:
+    def __init__(self, index: IndexStore) -> None:
+        self.index = index
+        self.nodes: dict[str, Node] = {}
+        self.jobs: dict[str, models.Job] = {}
+        self.allocs: dict[str, Allocation] = {}
+        self.evals: dict[str, Evaluation] = {}
+        self.dispatch_tokens: dict[str, str] = {}
+        self.on_change: list[Callable[[], None]] = []
+
+    def bump(self, *topics: str) -> int:
+        idx = self.index.bump(*topics)
+        for callback in self.on_change:
+            callback()
+        return idx
+
+    # -- lookups -------------------------------------------------------------------------------------------
+
+    def node(self, ref: str) -> Node:
+        if ref in self.nodes:
+            return self.nodes[ref]
+        found = [n for n in self.nodes.values() if n.id.startswith(ref) or n.name == ref]
+        if len(found) != 1:
+            raise NotFound(ref)
+        return found[0]
+
+    def alloc(self, ref: str) -> Allocation:
+        if ref in self.allocs:
+            return self.allocs[ref]
+        found = [a for a in self.allocs.values() if a.id.startswith(ref)] if len(ref) >= 8 else []
+        if len(found) != 1:
+            raise NotFound(ref)
+        return found[0]
+
+    def evaluation(self, ref: str) -> Evaluation:
+        if ref in self.evals:
+            return self.evals[ref]
+        found = [e for e in self.evals.values() if e.id.startswith(ref)] if len(ref) >= 8 else []
+        if len(found) != 1:
+            raise NotFound(ref)
+        return found[0]
+
+    def job_allocs(self, job_id: str) -> list[Allocation]:
+        return sorted((a for a in self.allocs.values() if a.job_id == job_id), key=lambda a: a.create_index)
+
+    def job_evals(self, job_id: str) -> list[Evaluation]:
+        return sorted((e for e in self.evals.values() if e.job_id == job_id), key=lambda e: e.create_index)
+
+    def usage(self, job_id: str, group: str) -> dict[str, NodeUsage]:
+        """What every node's allocations hold; an allocation told to stop frees its share at once (as in a plan)."""
+        out: dict[str, NodeUsage] = {}
+        for alloc in self.allocs.values():
+            if alloc.terminal or alloc.desired_status != "run":
+                continue
+            use = out.setdefault(alloc.node_id, NodeUsage())
+            for devices in alloc.devices.values():
+                for device in devices:
+                    use.device_ids.update(device["DeviceIDs"])
+            use.cpu += sum(alloc.task_cpu.values())
+            use.memory_mb += sum(alloc.task_memory.values())
+            if alloc.job_id == job_id:
+                use.job_allocs += 1
+                if alloc.task_group == group:
+                    use.group_allocs += 1
+        return out
+
+    # -- mutations -----------------------------------------------------------------------------------------
+
+    def put_alloc(self, alloc: Allocation, client: bool = False) -> None:
+        topics = ["allocs", f"alloc:{alloc.id}", f"job_allocs:{alloc.job_id}", f"node_allocs:{alloc.node_id}",
+                  f"job:{alloc.job_id}", "jobs"]  # fmt: skip
+        idx = self.index.index + 1
+        if alloc.id not in self.allocs:
+            alloc.create_index = idx
+        if not client:
+            alloc.alloc_modify_index = idx
+        alloc.modify_index = idx
+        self.allocs[alloc.id] = alloc
+        self.bump(*topics)
+
+    def put_eval(self, evaluation: Evaluation) -> None:
+        idx = self.index.index + 1
+        if evaluation.id not in self.evals:
+            evaluation.create_index = idx
+        evaluation.modify_index = idx
+        self.evals[evaluation.id] = evaluation
+        self.bump("evals", f"eval:{evaluation.id}", f"job_evals:{evaluation.job_id}", f"job:{evaluation.job_id}")
+
+    def put_job(self, job: models.Job) -> int:
+        idx = self.index.index + 1
+        assert job.ID is not None
+        old = self.jobs.get(job.ID)
+        job.CreateIndex = old.CreateIndex if old is not None else idx
+        job.ModifyIndex = idx
+        self.jobs[job.ID] = job
+        return self.bump("jobs", f"job:{job.ID}")
+
+    def delete_job(self, job_id: str) -> None:
+        """Purge the job; its allocations and evaluations stay readable (Nomad garbage-collects them later)."""
+        self.jobs.pop(job_id, None)
+        self.bump("jobs", f"job:{job_id}")
+
+    def touch_node(self, node: Node) -> None:
+        node.modify_index = self.bump("nodes", f"node:{node.id}")
+
+    # -- snapshot ------------------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "jobs": [j.model_dump(mode="json") for j in self.jobs.values()],
+            "allocs": [a.model_dump(mode="json") for a in self.allocs.values()],
+            "evals": [e.model_dump(mode="json") for e in self.evals.values()],
+            "node_meta": {n.name: n.dynamic_meta for n in self.nodes.values() if n.dynamic_meta},
+            "dispatch_tokens": dict(self.dispatch_tokens),
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        for item in data.get("jobs", []):
+            job = models.Job.model_validate(item)
+            assert job.ID is not None
+            self.jobs[job.ID] = job
+        for item in data.get("allocs", []):
+            alloc = Allocation.model_validate(item)
+            if alloc.node_id in self.nodes:
+                self.allocs[alloc.id] = alloc
+        for item in data.get("evals", []):
+            evaluation = Evaluation.model_validate(item)
+            self.evals[evaluation.id] = evaluation
+        for name, meta in data.get("node_meta", {}).items():
+            for node in self.nodes.values():
+                if node.name == name:
+                    node.dynamic_meta = dict(meta)
+        self.dispatch_tokens.update(data.get("dispatch_tokens", {}))

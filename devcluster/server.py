@@ -1,0 +1,147 @@
+"""The devcluster process: the Consul and Nomad halves over one index, two HTTP servers, one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from chutes.devcluster.config import DevclusterConfig
+from chutes.devcluster.consul import api_agent, api_kv
+from chutes.devcluster.consul.state import ConsulState
+from chutes.devcluster.http_util import error_middleware, token_middleware
+from chutes.devcluster.nomad import api as nomad_api
+from chutes.devcluster.nomad.cluster import NomadCluster
+from chutes.devcluster.nomad.nodes import Node, local_node, simulated_node
+from chutes.devcluster.state.index import IndexStore
+from chutes.devcluster.state.snapshot import SNAPSHOT_NAME, Snapshotter
+
+log = logging.getLogger(__name__)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror} (use port 0 for a free one)") from exc
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class Devcluster:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``nomad_port``/``consul_port`` are set once started."""
+
+    def __init__(self, config: DevclusterConfig) -> None:
+        config.validate()
+        self.config = config
+        self._own_data_dir = config.data_dir is None
+        self.data_dir = config.data_dir or Path(tempfile.mkdtemp(prefix="chutes-devcluster-"))
+        self.nomad_port = 0
+        self.consul_port = 0
+        self._runners: list[web.AppRunner] = []
+        self.index: IndexStore
+        self.consul: ConsulState
+        self.nomad: NomadCluster
+        self.snapshots: Snapshotter
+
+    def _nodes(self) -> list[Node]:
+        nodes = [simulated_node(spec.name, spec.model or "", spec.count) for spec in self.config.nodes]
+        if self.config.local_node:
+            local = local_node(self.config.local_node_name, probe=self.config.probe_gpus)
+            if any(n.name == local.name for n in nodes):
+                local = local_node(f"{local.name}-local", probe=self.config.probe_gpus)
+            nodes.append(local)
+        return nodes
+
+    async def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        nodes = await asyncio.to_thread(self._nodes)
+        self.index = IndexStore()
+        local = next((n for n in nodes if not n.simulated), nodes[0])
+        self.consul = ConsulState(self.index, local.name, self.config.session_min_ttl_s, self.config.reap_interval_s)
+        self.nomad = NomadCluster(self.index, self.consul.catalog, self.data_dir, nodes)
+        self.snapshots = Snapshotter(self.data_dir / SNAPSHOT_NAME, self._collect)
+        saved = self.snapshots.load()
+        if saved is not None:
+            self.index.restore(int(saved.get("index", 1)), saved.get("topics", {}))
+            self.consul.restore(saved.get("consul", {}))
+            self.nomad.state.restore(saved.get("nomad", {}))
+            log.info("restored state from %s (index %d)", self.snapshots.path, self.index.index)
+        self.consul.on_change(self.snapshots.mark)
+        self.nomad.state.on_change.append(self.snapshots.mark)
+        await self.consul.open()
+        await self.nomad.open()
+        self.snapshots.start()
+        self.consul_port = await self._serve(self._consul_app(), self.config.consul_port)
+        self.nomad_port = await self._serve(self._nomad_app(), self.config.nomad_port)
+        if self.config.ports_file is not None:
+            tmp = self.config.ports_file.with_name(self.config.ports_file.name + ".tmp")
+            tmp.write_text(json.dumps(self.ports()))
+            tmp.replace(self.config.ports_file)
+
+    def ports(self) -> dict[str, int]:
+        return {"nomad": self.nomad_port, "consul": self.consul_port}
+
+    def _collect(self) -> dict[str, Any]:
+        return {
+            "index": self.index.index,
+            "topics": self.index.topics(),
+            "consul": self.consul.snapshot(),
+            "nomad": self.nomad.state.snapshot(),
+        }
+
+    def _consul_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[
+                error_middleware("Consul"),
+                token_middleware(self.config.consul_token, "X-Consul-Token", ("/v1/status/leader",)),
+            ],
+            client_max_size=2 * 1024 * 1024,
+        )
+        app[api_agent.CONSUL] = self.consul
+        app.add_routes(api_agent.routes)
+        app.add_routes(api_kv.routes)
+        return app
+
+    def _nomad_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[
+                error_middleware("Nomad"),
+                token_middleware(self.config.nomad_token, "X-Nomad-Token", ("/v1/status/leader",)),
+            ],
+            client_max_size=8 * 1024 * 1024,
+        )
+        app[nomad_api.NOMAD] = self.nomad
+        app.add_routes(nomad_api.routes)
+        return app
+
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        sock = _listen(self.config.host, port)
+        site = web.SockSite(runner, sock)
+        await site.start()
+        self._runners.append(runner)
+        return int(sock.getsockname()[1])
+
+    async def stop(self) -> None:
+        """Snapshot first (so allocations restart next time), then stop every task, then the servers."""
+        await self.snapshots.stop()
+        await self.nomad.close()
+        await self.consul.close()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        if self._own_data_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)

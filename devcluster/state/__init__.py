@@ -1,0 +1,1 @@
+"""State shared by the Nomad and Consul halves: the raft-like index and the on-disk snapshots."""

@@ -1,0 +1,192 @@
+"""Start a real ``chutes-devcluster`` for a test (docs/internal-contracts.md, "Devcluster for tests").
+
+    with devcluster(nodes=["gpu-a=h100_sxm:8"]) as dc:
+        n = nomad.Nomad(host="127.0.0.1", port=dc.nomad_port)
+        c = consul.Consul(host="127.0.0.1", port=dc.consul_port)
+        ...
+        dc.restart()  # same ports, same data dir: state survives, tasks are started again
+
+The devcluster runs as a subprocess in its own process group on port 0; the handle is yielded once its ports
+file exists. On exit it gets SIGTERM (it stops every task it started) and, if it does not exit in time, its
+group gets SIGKILL and the task process groups it recorded are killed too, so no test leaves processes behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chutes.devcluster.nomad.executor import ProcessTable
+
+START_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 20.0
+
+
+def _command() -> list[str]:
+    script = shutil.which("chutes-devcluster", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "chutes.devcluster.cli"]
+
+
+@dataclass
+class DevclusterHandle:
+    """A running devcluster: addresses, ports, data dir, and restart/stop controls."""
+
+    data_dir: Path
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    nomad_port: int = 0
+    consul_port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+    _ports_file: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._ports_file = self.data_dir.parent / f"{self.data_dir.name}.ports.json"
+
+    @property
+    def nomad_addr(self) -> str:
+        return f"http://127.0.0.1:{self.nomad_port}"
+
+    @property
+    def consul_addr(self) -> str:
+        return f"http://127.0.0.1:{self.consul_port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def nomad(self, **kwargs: Any) -> Any:
+        """A python-nomad client for this devcluster."""
+        import nomad
+
+        return nomad.Nomad(host="127.0.0.1", port=self.nomad_port, **{"timeout": 10, **kwargs})
+
+    def consul(self, **kwargs: Any) -> Any:
+        """A py-consul (sync) client for this devcluster."""
+        import consul
+
+        return consul.Consul(host="127.0.0.1", port=self.consul_port, **kwargs)
+
+    def log(self) -> str:
+        """The devcluster's stderr so far (for assertion messages)."""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        self._ports_file.unlink(missing_ok=True)
+        cmd = [
+            *_command(),
+            "--nomad-port", str(self.nomad_port),
+            "--consul-port", str(self.consul_port),
+            "--ports-file", str(self._ports_file),
+            "--data-dir", str(self.data_dir),
+            *self.args,
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=self.env,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chutes-devcluster exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
+            if self._ports_file.exists():
+                try:
+                    ports = json.loads(self._ports_file.read_text())
+                except ValueError:
+                    ports = None
+                if ports:
+                    self.nomad_port, self.consul_port = int(ports["nomad"]), int(ports["consul"])
+                    return
+            time.sleep(0.02)
+        self.stop()
+        raise TimeoutError(f"chutes-devcluster did not write its ports within {timeout_s}s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """SIGTERM and wait; SIGKILL the group (and reap its tasks) when it does not exit in time."""
+        proc = self.proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        ProcessTable(self.data_dir / "tasks.json").reap_leftovers()
+        self.proc = None
+        return proc.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the devcluster alone (a crash): its tasks keep running until the next start reaps them."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Stop (SIGTERM) and start again on the same ports and data dir."""
+        self.stop()
+        self.start(timeout_s)
+
+
+@contextlib.contextmanager
+def devcluster(
+    nodes: Sequence[str] = ("gpu-a=h100_sxm:8",),
+    *,
+    local_node: bool = True,
+    data_dir: Path | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+    nomad_token: str | None = None,
+    consul_token: str | None = None,
+    start_timeout_s: float = START_TIMEOUT_S,
+) -> Iterator[DevclusterHandle]:
+    """Run a devcluster with simulated ``nodes`` (``NAME=MODEL:COUNT``) for the duration of the block.
+
+    The local node is added without probing NVML (deterministic tests); pass ``extra_args`` for more flags.
+    """
+    with contextlib.ExitStack() as stack:
+        if data_dir is None:
+            base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="devcluster-test-")))
+            data_dir = base / "data"
+        args = [arg for spec in nodes for arg in ("--node", spec)]
+        if not local_node:
+            args.append("--no-local-node")
+        args += ["--no-gpu-probe", "--log-level", "info", *extra_args]
+        child_env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_"))}
+        child_env.update(env or {})
+        if nomad_token:
+            child_env["CHUTES_DEVCLUSTER_NOMAD_TOKEN"] = nomad_token
+        if consul_token:
+            child_env["CHUTES_DEVCLUSTER_CONSUL_TOKEN"] = consul_token
+        handle = DevclusterHandle(
+            data_dir=data_dir, args=args, env=child_env, log_path=data_dir.parent / f"{data_dir.name}.log"
+        )
+        handle.start(start_timeout_s)
+        try:
+            yield handle
+        finally:
+            handle.stop()
