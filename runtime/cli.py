@@ -139,7 +139,6 @@ def _run_job(ref: str | None, name: str, input_path: Path | None, output_dir: Pa
 
 def _fail(exc: Exception, code: int) -> None:
     hint = getattr(exc, "hint", None)
-    log.error("%s%s", exc, f" (hint: {hint})" if hint else "")
     sys.stderr.write(f"Error: {exc}\n" + (f"Hint: {hint}\n" if hint else ""))
     sys.stderr.flush()
     _exit(code)

@@ -168,6 +168,7 @@ async def _execute(
     current = asyncio.current_task()
     loop = asyncio.get_running_loop()
     cancelled_by_signal = False
+    hooks_started = False  # shutdown hooks run only for a run whose startup hooks ran
 
     def on_signal() -> None:
         nonlocal cancelled_by_signal
@@ -179,6 +180,7 @@ async def _execute(
         loop.add_signal_handler(sig, on_signal)
     try:
         args, kwargs = _arguments(chute, job, payload, output_dir)
+        hooks_started = True
         for hook in chute.startup_hooks:
             name = hook_name(hook)
             log.info("startup hook %s: running", name)
@@ -208,7 +210,7 @@ async def _execute(
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-    for hook in chute.shutdown_hooks:
+    for hook in chute.shutdown_hooks if hooks_started else ():
         try:
             await call_hook(hook, chute)
         except Exception as exc:

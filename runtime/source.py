@@ -24,15 +24,19 @@ import httpx
 from chutes.bundle import MAX_BUNDLE_BYTES, safe_extract
 from chutes.chute.base import Chute
 from chutes.loader import load_chute
-from chutes.runtime.config import ClusterEnv, ConfigError
+from chutes.runtime.config import ClusterEnv
 
 log = logging.getLogger("chutes.runtime.source")
 
 FETCH_ATTEMPTS = 5
 
 
-class SourceError(ConfigError):
-    """The chute could not be fetched, verified or imported."""
+class SourceError(Exception):
+    """The chute could not be fetched or verified (exit code 1: Nomad restarts the task)."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 def load_local(ref: str) -> Chute:

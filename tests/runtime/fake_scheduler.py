@@ -1,0 +1,73 @@
+"""A tiny real HTTP server with the two instance endpoints of the scheduler (bundle download, job outputs)."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+TOKEN = "instance-token-123"
+
+
+@dataclass
+class FakeScheduler:
+    bundle: bytes = b""
+    fail_next: int = 0  # answer 503 this many times first
+    downloads: int = 0
+    uploads: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    url: str = ""
+
+    def app(self) -> Starlette:
+        async def bundle(request: Request) -> Response:
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return JSONResponse({"detail": "bad instance token"}, status_code=401)
+            if self.fail_next:
+                self.fail_next -= 1
+                return JSONResponse({"detail": "restarting"}, status_code=503)
+            self.downloads += 1
+            return Response(self.bundle, media_type="application/gzip")
+
+        async def outputs(request: Request) -> Response:
+            if request.headers.get("authorization") != f"Bearer {TOKEN}":
+                return JSONResponse({"detail": "bad instance token"}, status_code=401)
+            form = await request.form()
+            files: dict[str, bytes] = {}
+            for key, value in form.multi_items():
+                assert key == "files" and isinstance(value, UploadFile) and value.filename
+                files[value.filename] = await value.read()
+            self.uploads[request.path_params["run_id"]] = files
+            return JSONResponse({"stored": sorted(files)})
+
+        return Starlette(
+            routes=[
+                Route("/v1/instances/bundle", bundle),
+                Route("/v1/instances/jobs/{run_id}/outputs", outputs, methods=["POST"]),
+            ]
+        )
+
+
+@contextlib.contextmanager
+def fake_scheduler(bundle: bytes = b"") -> Iterator[FakeScheduler]:
+    state = FakeScheduler(bundle=bundle)
+    server = uvicorn.Server(uvicorn.Config(state.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "fake scheduler did not start"
+        time.sleep(0.01)
+    state.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    try:
+        yield state
+    finally:
+        server.should_exit = True
+        thread.join(10)
