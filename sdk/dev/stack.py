@@ -171,6 +171,8 @@ class DevStack:
     def _start_devcluster(self, nodes: list[NodeSpec]) -> tuple[str, str]:
         ports_file = self._port_file("devcluster")
         argv = [executable("chutes-devcluster"), "--nomad-port", "0", "--consul-port", "0"]
+        local = [node for node in nodes if not node.simulated]
+        argv += ["--local-node-name", local[0].name] if local else ["--no-local-node"]
         for node in nodes:
             if node.simulated:
                 argv += ["--node", node.flag()]
