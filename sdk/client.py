@@ -232,6 +232,16 @@ def _log_params(follow: bool, instance: str | None, stream: str) -> dict[str, st
     return params
 
 
+def _usage_params(
+    start: str | None, end: str | None, chute: str | None, username: str | None, everyone: bool
+) -> dict[str, str]:
+    params = {"start": start, "end": end, "chute": chute, "username": username}
+    out = {k: v for k, v in params.items() if v}
+    if everyone:
+        out["everyone"] = "true"
+    return out
+
+
 def invocation_path(username: str, chute_name: str, path: str) -> str:
     """The gateway path of a cord: ``/<username>/<chute_slug>/<public_api_path>``."""
     return f"/{quote(username, safe='')}/{slugify(chute_name)}/{path.lstrip('/')}"
@@ -411,8 +421,18 @@ class Client:
     def node(self, node_id: str) -> JSON:
         return dict(self._json(_Request("GET", f"/v1/nodes/{_ref(node_id)}")))
 
-    def usage(self) -> JSON:
-        return dict(self._json(_Request("GET", "/v1/usage")) or {})
+    def usage(
+        self,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        chute: str | None = None,
+        username: str | None = None,
+        everyone: bool = False,
+    ) -> JSON:
+        """Usage per chute and UTC day (``start``/``end`` as YYYY-MM-DD); ``username``/``everyone`` for admins."""
+        params = _usage_params(start, end, chute, username, everyone)
+        return dict(self._json(_Request("GET", "/v1/usage", params=params)) or {})
 
     def pricing(self) -> JSON:
         return dict(self._json(_Request("GET", "/v1/pricing")) or {})
@@ -424,7 +444,12 @@ class Client:
         )
 
     def get_job(self, run_id: str) -> JSON:
+        """A job run: status, error, result and the list of its output files."""
         return dict(self._json(_Request("GET", f"/v1/jobs/{_ref(run_id)}")))
+
+    def job_output(self, run_id: str, name: str) -> bytes:
+        """The bytes of one output file of a job run (``name`` as listed in ``get_job``'s outputs)."""
+        return self._send(_Request("GET", f"/v1/jobs/{_ref(run_id)}/outputs/{quote(name)}")).content
 
     # -- invocations (through the gateway)
 
@@ -701,8 +726,17 @@ class AsyncClient:
     async def node(self, node_id: str) -> JSON:
         return dict(await self._json(_Request("GET", f"/v1/nodes/{_ref(node_id)}")))
 
-    async def usage(self) -> JSON:
-        return dict(await self._json(_Request("GET", "/v1/usage")) or {})
+    async def usage(
+        self,
+        *,
+        start: str | None = None,
+        end: str | None = None,
+        chute: str | None = None,
+        username: str | None = None,
+        everyone: bool = False,
+    ) -> JSON:
+        params = _usage_params(start, end, chute, username, everyone)
+        return dict(await self._json(_Request("GET", "/v1/usage", params=params)) or {})
 
     async def pricing(self) -> JSON:
         return dict(await self._json(_Request("GET", "/v1/pricing")) or {})
@@ -713,6 +747,9 @@ class AsyncClient:
 
     async def get_job(self, run_id: str) -> JSON:
         return dict(await self._json(_Request("GET", f"/v1/jobs/{_ref(run_id)}")))
+
+    async def job_output(self, run_id: str, name: str) -> bytes:
+        return (await self._send(_Request("GET", f"/v1/jobs/{_ref(run_id)}/outputs/{quote(name)}"))).content
 
     def _gateway(self) -> httpx.AsyncClient:
         if not self.gateway_url:

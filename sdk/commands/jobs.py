@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -79,6 +81,25 @@ def run(
 def _timeout(run_id: str) -> int:
     console.print(f"still running after the timeout; check later with `chutes jobs get {run_id}`")
     return 1
+
+
+@jobs_app.command("output")
+def output(
+    run_id: Annotated[str, typer.Argument(help="The run's id.")],
+    name: Annotated[str, typer.Argument(help="The output file's name, as `chutes jobs get` lists it.")],
+    out: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Download one output file of a job run."""
+    with client(api_url, api_key) as c:
+        data = c.job_output(run_id, name)
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out.write_bytes(data)
+        console.print(f"wrote {out} ({len(data)} bytes)")
 
 
 @jobs_app.command("get")

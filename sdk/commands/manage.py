@@ -9,7 +9,6 @@ from __future__ import annotations
 import queue
 import sys
 import threading
-from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -293,45 +292,63 @@ def nodes(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = Fals
 
 
 @app.command("usage")
-def usage(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """Show what you used: invocations and GPU time, per chute and per day, with its cost."""
+def usage(
+    start: Annotated[str | None, typer.Option(help="First UTC day, YYYY-MM-DD (default: --end minus 29).")] = None,
+    end: Annotated[str | None, typer.Option(help="Last UTC day, inclusive (default: today).")] = None,
+    chute: Annotated[str | None, typer.Option(help="Only this chute of yours.")] = None,
+    user: Annotated[str | None, typer.Option("--user", help="(admin) Another user's usage.")] = None,
+    everyone: Annotated[bool, typer.Option(help="(admin) Every user's usage.")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """Show usage per chute and day: calls, GPU time (by the GPU model it ran on) and its cost."""
     with client(api_url, api_key) as c:
-        answer = c.usage()
+        answer = c.usage(start=start, end=end, chute=chute, username=user, everyone=everyone)
     if as_json:
         print_json(answer)
         return
-    total = pick(answer, "total_usd", "total")
-    if total is not None:
-        console.print(f"total: ${float(total):.2f}")
-    sections = (("chutes", "Per chute"), ("per_chute", "Per chute"), ("days", "Per day"), ("per_day", "Per day"))
-    for key, title in sections:
-        rows = answer.get(key)
-        if isinstance(rows, list) and rows:
-            table(rows, [(h.upper(), _getter(h)) for h in rows[0]], title=title)
-
-
-def _getter(key: str) -> Callable[[dict[str, Any]], Any]:
-    return lambda row: row.get(key)
+    table(
+        answer.get("lines") or [],
+        [
+            ("DAY", lambda r: r.get("day")),
+            ("USER", lambda r: r.get("username")),
+            ("CHUTE", lambda r: r.get("chute_name")),
+            ("CALLS", lambda r: r.get("invocations")),
+            ("ERRORS", lambda r: r.get("errors")),
+            ("GPU SECONDS", lambda r: r.get("gpu_seconds")),
+            ("GPU MODELS", lambda r: r.get("gpu_models")),
+            ("COST USD", lambda r: r.get("cost_usd")),
+        ],
+        title=f"Usage {answer.get('start')} to {answer.get('end')}",
+    )
+    total = answer.get("total") or {}
+    console.print(
+        f"total: {cell(total.get('invocations'))} calls, {cell(total.get('errors'))} errors, "
+        f"{cell(total.get('gpu_seconds'))} GPU-seconds, {cell(total.get('cost_usd'))} {answer.get('currency', 'USD')}"
+    )
 
 
 @app.command("pricing")
 def pricing(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """Show the hourly price of each GPU model."""
+    """Show the hourly price of each GPU model (what GPU time is billed at)."""
     with client(api_url, api_key) as c:
         answer = c.pricing()
     if as_json:
         print_json(answer)
         return
-    rows = answer.get("gpus") or answer.get("items") or [{"id": k, "hourly_usd": v} for k, v in answer.items()]
     table(
-        rows,
+        answer.get("gpus") or [],
         [
-            ("GPU", lambda r: pick(r, "id", "model")),
-            ("VRAM GB", lambda r: pick(r, "memory_gb", "vram_gb")),
-            ("USD/HOUR", lambda r: pick(r, "hourly_usd", "hourly_price_usd", "price")),
+            ("GPU", lambda r: r.get("id")),
+            ("VRAM GB", lambda r: r.get("vram_gb")),
+            ("USD/HOUR", lambda r: r.get("hourly_usd")),
+            ("SCHEDULABLE", lambda r: r.get("schedulable")),
         ],
         title="Pricing",
     )
+    if answer.get("billing"):
+        console.print(f"[dim]billing: {escape(str(answer['billing']))}[/dim]")
 
 
 @app.command("whoami")
