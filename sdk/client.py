@@ -232,6 +232,11 @@ def _log_params(follow: bool, instance: str | None, stream: str) -> dict[str, st
     return params
 
 
+def _key_body(name: str | None, role: str | None) -> dict[str, str]:
+    body = {"name": name, "role": role}
+    return {k: v for k, v in body.items() if v}
+
+
 def _usage_params(
     start: str | None, end: str | None, chute: str | None, username: str | None, everyone: bool
 ) -> dict[str, str]:
@@ -343,9 +348,9 @@ class Client:
         """(admin) Create a user; the answer holds its first API key, shown only this once."""
         return dict(self._json(_Request("POST", "/v1/users", json={"username": username})))
 
-    def create_key(self, name: str | None = None) -> JSON:
-        """Create an API key for the caller; the answer holds the secret, shown only this once."""
-        return dict(self._json(_Request("POST", "/v1/keys", json={"name": name} if name else {})))
+    def create_key(self, name: str | None = None, *, role: str | None = None) -> JSON:
+        """Create an API key for the caller (``role`` gateway or admin: admins only); the secret is shown once."""
+        return dict(self._json(_Request("POST", "/v1/keys", json=_key_body(name, role))))
 
     def list_keys(self) -> list[JSON]:
         return _items(self._json(_Request("GET", "/v1/keys")), "keys", "items")
@@ -658,8 +663,8 @@ class AsyncClient:
     async def create_user(self, username: str) -> JSON:
         return dict(await self._json(_Request("POST", "/v1/users", json={"username": username})))
 
-    async def create_key(self, name: str | None = None) -> JSON:
-        return dict(await self._json(_Request("POST", "/v1/keys", json={"name": name} if name else {})))
+    async def create_key(self, name: str | None = None, *, role: str | None = None) -> JSON:
+        return dict(await self._json(_Request("POST", "/v1/keys", json=_key_body(name, role))))
 
     async def list_keys(self) -> list[JSON]:
         return _items(await self._json(_Request("GET", "/v1/keys")), "keys", "items")

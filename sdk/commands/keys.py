@@ -18,13 +18,16 @@ app.add_typer(users_app, name="users")
 @keys_app.command("create")
 def create_key(
     name: Annotated[str | None, typer.Option("--name", "-n", help="A label to recognise the key by.")] = None,
+    role: Annotated[
+        str | None, typer.Option("--role", help="user (default); admins may create gateway or admin keys.")
+    ] = None,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_json: AsJson = False,
 ) -> None:
     """Create an API key; its secret is printed once and never again."""
     with client(api_url, api_key) as c:
-        answer = c.create_key(name)
+        answer = c.create_key(name, role=role)
     if as_json:
         print_json(answer)
         return
