@@ -1,15 +1,23 @@
 """Prometheus metrics of one instance (names fixed in docs/internal-contracts.md, "Gateway → instance").
 
-Each runtime owns its registry, so several runtimes in one process (tests) do not share counters. Label
-children are cached because ``.labels()`` costs a dict build and a lock on every call.
+``chutes_in_flight`` and ``chutes_concurrency_limit`` (gauges), ``chutes_last_request_timestamp_seconds``
+(gauge), ``chutes_requests_total{cord,status}`` (counter), ``chutes_request_duration_seconds{cord}``
+(histogram).
+
+Every update happens on the event loop thread, so the hot path adds to plain ints and floats (no locks, no
+label lookups); ``collect`` turns them into metric families when ``/_metrics`` is scraped. Each runtime owns
+its registry, so several runtimes in one process (tests) do not share counters.
 """
 
 from __future__ import annotations
 
+import bisect
 import time
+from collections.abc import Iterator
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from chutes.runtime.limiter import ConcurrencyLimiter
 
@@ -17,54 +25,71 @@ from chutes.runtime.limiter import ConcurrencyLimiter
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 
 
-class RuntimeMetrics:
-    """``chutes_in_flight``, ``chutes_concurrency_limit``, ``chutes_last_request_timestamp_seconds``,
-    ``chutes_requests_total{cord,status}``, ``chutes_request_duration_seconds{cord}``."""
+class _Histogram:
+    __slots__ = ("counts", "total")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(DURATION_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+
+class RuntimeMetrics(Collector):
+    """The instance's metrics; ``render()`` is the body of ``/_metrics``."""
 
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, limiter: ConcurrencyLimiter) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        in_flight = Gauge("chutes_in_flight", "Cord calls in flight", registry=self.registry)
-        in_flight.set_function(lambda: limiter.in_flight)
-        limit = Gauge("chutes_concurrency_limit", "Most cord calls in flight at once", registry=self.registry)
-        limit.set(limiter.limit)
-        self._last = Gauge(
-            "chutes_last_request_timestamp_seconds",
-            "Unix time of the last cord call admitted or finished",
-            registry=self.registry,
-        )
-        self._requests = Counter(
-            "chutes_requests", "Cord calls by cord and HTTP status", ["cord", "status"], registry=self.registry
-        )
-        self._duration = Histogram(
-            "chutes_request_duration_seconds",
-            "Duration of admitted cord calls",
-            ["cord"],
-            buckets=DURATION_BUCKETS,
-            registry=self.registry,
-        )
-        self._counter_children: dict[tuple[str, int], MetricWrapperBase] = {}
-        self._histogram_children: dict[str, MetricWrapperBase] = {}
+        self._limiter = limiter
+        self._requests: dict[tuple[str, int], int] = {}
+        self._durations: dict[str, _Histogram] = {}
+        self.last_request = 0.0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
 
     def touch(self) -> None:
         """A cord call was admitted or finished: the instance is not idle."""
-        self._last.set(time.time())
+        self.last_request = time.time()
 
     def count(self, cord: str, status: int) -> None:
-        child = self._counter_children.get((cord, status))
-        if child is None:
-            child = self._counter_children[(cord, status)] = self._requests.labels(cord=cord, status=str(status))
-        child.inc()  # type: ignore[attr-defined]
+        key = (cord, status)
+        self._requests[key] = self._requests.get(key, 0) + 1
 
     def observe(self, cord: str, status: int, seconds: float) -> None:
         """One admitted call finished."""
         self.count(cord, status)
-        child = self._histogram_children.get(cord)
-        if child is None:
-            child = self._histogram_children[cord] = self._duration.labels(cord=cord)
-        child.observe(seconds)  # type: ignore[attr-defined]
-        self.touch()
+        histogram = self._durations.get(cord)
+        if histogram is None:
+            histogram = self._durations[cord] = _Histogram()
+        histogram.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        histogram.total += seconds
+        self.last_request = time.time()
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("chutes_in_flight", "Cord calls in flight", value=self._limiter.in_flight)
+        yield GaugeMetricFamily(
+            "chutes_concurrency_limit", "Most cord calls in flight at once", value=self._limiter.limit
+        )
+        yield GaugeMetricFamily(
+            "chutes_last_request_timestamp_seconds",
+            "Unix time of the last cord call admitted or finished (0: none yet)",
+            value=self.last_request,
+        )
+        requests = CounterMetricFamily(
+            "chutes_requests", "Cord calls by cord and HTTP status", labels=["cord", "status"]
+        )
+        for (cord, status), value in sorted(self._requests.items()):
+            requests.add_metric([cord, str(status)], value)
+        yield requests
+        durations = HistogramMetricFamily(
+            "chutes_request_duration_seconds", "Duration of admitted cord calls", labels=["cord"]
+        )
+        for cord, histogram in sorted(self._durations.items()):
+            cumulative, buckets = 0, []
+            for bound, count in zip((*map(str, DURATION_BUCKETS), "+Inf"), histogram.counts, strict=True):
+                cumulative += count
+                buckets.append((bound, float(cumulative)))
+            durations.add_metric([cord], buckets, histogram.total)
+        yield durations
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
