@@ -14,6 +14,7 @@ import contextlib
 import logging
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -199,10 +200,13 @@ def consul_health(consul_addr: str, token: str | None = None, request_timeout: f
     import consul.aio
 
     parts = urlsplit(consul_addr if "://" in consul_addr else f"http://{consul_addr}")
-    return consul.aio.Consul(
-        host=parts.hostname or "127.0.0.1",
-        port=parts.port or (443 if parts.scheme == "https" else 8500),
-        scheme=parts.scheme or "http",
-        token=token,
-        connections_timeout=request_timeout,
-    )
+    with warnings.catch_warnings():
+        # py-consul builds its aiohttp connector with arguments aiohttp has deprecated (ssl_context/verify_ssl)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return consul.aio.Consul(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (443 if parts.scheme == "https" else 8500),
+            scheme=parts.scheme or "http",
+            token=token,
+            connections_timeout=request_timeout,
+        )
