@@ -63,7 +63,7 @@ async def load_model(self: Chute) -> None:
 
 
 def _encode(self: Chute, texts: list[str]) -> list[list[float]]:
-    vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = self.model.encode(texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
     return [[float(x) for x in vector] for vector in vectors]
 
 
