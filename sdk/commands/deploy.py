@@ -197,6 +197,13 @@ def deploy(
         version = str(chute.get("version") or "") or None
         if not as_json:
             console.print(f"uploaded version {(version or '?')[:12]} ({time.monotonic() - started:.1f}s)")
+            placement = chute.get("placement") or {}
+            if placement.get("node_id"):
+                console.print(
+                    f"placement: node [bold]{escape(str(placement['node_id']))}[/bold], "
+                    f"{placement.get('gpu_count', '?')}× {placement.get('gpu_model', '?')} "
+                    f"at ${float(placement.get('price_per_gpu') or 0):.2f}/h per GPU"
+                )
         if wait and manifest.cords:
             try:
                 follow(c, name, version, after, timeout, out=err_console if as_json else console)
