@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from chutes.scheduler.store import Store
+from tests.scheduler.server import RunningScheduler, make_config, serve
 
 PG_URL = os.environ.get("CHUTES_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 _pg_reason: str | None = None
@@ -79,3 +80,10 @@ async def sqlite_store(tmp_path: Path) -> AsyncIterator[Store]:
         yield store
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def api(tmp_path: Path) -> AsyncIterator[RunningScheduler]:
+    """A scheduler (no loops, no Nomad) on a loopback port, with an admin key."""
+    async with serve(make_config(tmp_path)) as running:
+        yield running

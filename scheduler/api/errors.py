@@ -1,0 +1,103 @@
+"""API errors: every failure answers JSON ``{"detail": ..., "hint": ...}``; bad input is a 4xx, never a 500.
+
+Routers raise ``APIError``; FastAPI's own validation errors and HTTP exceptions are reshaped to the same body.
+Errors of Nomad or Consul (``UpstreamError``) become 502 (it answered badly) or 503 (unreachable) with a hint
+that names the address to check.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer."""
+
+    detail: str
+    hint: str | None = None
+
+
+class APIError(Exception):
+    """An error answer: HTTP ``status``, what went wrong and what to do about it."""
+
+    def __init__(
+        self, status: int, detail: str, hint: str | None = None, *, extra: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.hint = hint
+        self.extra = extra or {}
+        self.headers: dict[str, str] = {}
+
+
+def not_found(what: str, hint: str | None = None) -> APIError:
+    return APIError(404, f"{what} not found", hint)
+
+
+class UpstreamError(Exception):
+    """Nomad or Consul failed a call the API needed: ``unreachable`` (503) or a bad answer (502)."""
+
+    def __init__(self, service: str, detail: str, *, unreachable: bool, hint: str | None = None) -> None:
+        super().__init__(detail)
+        self.service = service
+        self.detail = detail
+        self.unreachable = unreachable
+        self.hint = hint
+
+
+def error_body(detail: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"detail": detail, "hint": hint, **extra}
+
+
+def _validation_detail(errors: list[Any]) -> str:
+    parts = []
+    for err in errors[:10]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body",))
+        msg = str(err.get("msg", "invalid"))
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts) or "invalid request"
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that give every error the JSON shape above."""
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(error_body(exc.detail, exc.hint, **exc.extra), exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(UpstreamError)
+    async def _upstream(_: Request, exc: UpstreamError) -> JSONResponse:
+        status = 503 if exc.unreachable else 502
+        log.warning("%s error answered %d: %s", exc.service, status, exc.detail)
+        return JSONResponse(error_body(f"{exc.service}: {exc.detail}", exc.hint), status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
+        body = error_body(_validation_detail(errors), "fix the request and retry; see /docs", errors=errors)
+        return JSONResponse(body, 422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        hint = {404: "see /docs for the API's routes", 405: "see /docs for the methods this route takes"}
+        return JSONResponse(
+            error_body(str(exc.detail), hint.get(exc.status_code)), exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return JSONResponse(error_body("internal error", "see the scheduler's log"), 500)

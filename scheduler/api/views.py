@@ -1,0 +1,47 @@
+"""Store rows as API answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chutes.chute.node_selector import NodeSelector
+from chutes.scheduler.api.schemas import ChuteOut
+from chutes.scheduler.deploy import job_id
+from chutes.scheduler.store.models import Chute
+
+
+def chute_out(chute: Chute, shared_with: list[str] | None = None, placement: dict[str, Any] | None = None) -> ChuteOut:
+    manifest = chute.manifest
+    selector = NodeSelector.model_validate(manifest.get("node_selector") or {})
+    cords = [
+        {
+            "name": c.get("name"),
+            "public_api_path": c.get("public_api_path"),
+            "public_api_method": c.get("public_api_method", "POST"),
+            "stream": bool(c.get("stream")),
+        }
+        for c in manifest.get("cords", [])
+    ]
+    return ChuteOut(
+        chute_id=chute.id,
+        username=chute.username,
+        name=chute.name,
+        slug=chute.slug,
+        version=chute.version,
+        public=chute.public,
+        status=chute.status,
+        status_detail=chute.status_detail,
+        desired_instances=chute.desired_instances,
+        max_instances=int(manifest.get("max_instances", 1)),
+        concurrency=int(manifest.get("concurrency", 1)),
+        gpu_count=selector.gpu_count,
+        eligible_gpus=selector.eligible_gpus,
+        hourly_price_usd=selector.hourly_price_usd,
+        cords=cords,
+        jobs=[j.get("name", "") for j in manifest.get("jobs", [])],
+        shared_with=shared_with or [],
+        nomad_job_id=job_id(chute.id),
+        created_at=chute.created_at,
+        updated_at=chute.updated_at,
+        placement=placement,
+    )

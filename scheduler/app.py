@@ -1,0 +1,128 @@
+"""The scheduler's FastAPI application: store, clients, routers, error shapes and the leader loops.
+
+``create_app(config)`` builds the app; its lifespan opens and migrates the store, bootstraps the admin key,
+connects to Nomad and Consul, and (unless disabled) campaigns for leadership to run the control loops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import FastAPI
+
+# Imported first: importing chutes.manifest before chutes.chute hits an import cycle in the SDK.
+import chutes.chute  # noqa: F401
+from chutes import __version__ as sdk_version
+from chutes.scheduler import api
+from chutes.scheduler.api import errors
+from chutes.scheduler.config import SchedulerConfig
+from chutes.scheduler.deploy import stop_watches
+from chutes.scheduler.events import EventHub
+from chutes.scheduler.loops import LeaderSupervisor
+from chutes.scheduler.nomad_api import NomadClient
+from chutes.scheduler.services import Services
+from chutes.scheduler.store import Store
+from chutes.scheduler.store import users as users_repo
+
+log = logging.getLogger(__name__)
+
+
+async def bootstrap_admin(store: Store, config: SchedulerConfig) -> None:
+    """Make sure CHUTES_ADMIN_KEY (if set) is an admin key of the admin user."""
+    if not config.admin_key:
+        return
+    async with store.session() as session:
+        await users_repo.ensure_admin(session, config.admin_username, config.admin_key)
+
+
+async def open_services(config: SchedulerConfig, public_url: str) -> Services:
+    store = Store(config.resolved_database_url)
+    try:
+        await store.migrate()
+        await bootstrap_admin(store, config)
+    except BaseException:
+        await store.close()
+        raise
+    return Services(
+        config=config,
+        store=store,
+        events=EventHub(store, config.watch_interval_s),
+        public_url=public_url,
+        nomad=make_nomad(config),
+        consul=make_consul(config),
+    )
+
+
+def make_nomad(config: SchedulerConfig) -> NomadClient:
+    return NomadClient(
+        config.nomad_addr, token=config.nomad_token, namespace=config.nomad_namespace, region=config.nomad_region
+    )
+
+
+def make_consul(config: SchedulerConfig) -> Any:
+    """py-consul's asyncio client for CONSUL_HTTP_ADDR (it makes no request until used)."""
+    import consul.aio
+
+    url = urlsplit(config.consul_addr)
+    return consul.aio.Consul(
+        host=url.hostname or "127.0.0.1",
+        port=url.port or (443 if url.scheme == "https" else 8500),
+        scheme=url.scheme,
+        token=config.consul_token,
+    )
+
+
+async def close_services(services: Services) -> None:
+    for client in (services.nomad, services.consul):
+        close = getattr(client, "close", None)
+        if close is not None:
+            try:
+                result: Any = close()
+                if hasattr(result, "__await__"):
+                    await result
+            except Exception:  # closing is best effort at shutdown
+                log.debug("closing %r failed", client, exc_info=True)
+    await services.store.close()
+
+
+def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> FastAPI:
+    """The scheduler app; ``public_url`` is what instances use to reach it (default from the config)."""
+    url = public_url or config.resolved_public_url()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = await open_services(config, url)
+        app.state.services = services
+        supervisor = None
+        if config.run_loops:
+            supervisor = LeaderSupervisor(services)
+            await supervisor.start()
+        try:
+            yield
+        finally:
+            if supervisor is not None:
+                await supervisor.stop()
+            await stop_watches()
+            await close_services(services)
+
+    app = FastAPI(
+        title="chutes-scheduler",
+        version=sdk_version,
+        description="Control plane of chutes-nomad: users and keys, chutes, placement on GPU nodes, jobs.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    for router in api.routers():
+        app.include_router(router)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness (no authentication); says whether this scheduler currently leads."""
+        services: Services | None = getattr(app.state, "services", None)
+        return {"status": "ok", "leader": bool(services and services.is_leader), "version": sdk_version}
+
+    return app

@@ -1,0 +1,142 @@
+"""``chutes-scheduler``: ``serve`` (the default) runs the API and the leader loops; ``create-admin`` prints a key.
+
+Configuration comes from the environment (see ``config.ENV_VARS``) and these flags, which win. With
+``--port 0`` the kernel picks a free port; the bound address is printed and, with ``--port-file``, written
+to that file once the server accepts connections (tests wait for it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from chutes.scheduler.config import ConfigError, SchedulerConfig, load_config
+
+log = logging.getLogger("chutes.scheduler")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="chutes-scheduler", description="The chutes-nomad control plane.")
+    sub = parser.add_subparsers(dest="command")
+    serve = sub.add_parser("serve", help="run the API server and the leader loops (default)")
+    serve.add_argument("--host", help="address to bind (CHUTES_SCHEDULER_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind, 0 for any free one (CHUTES_SCHEDULER_PORT, 8700)")
+    serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
+    serve.add_argument("--public-url", help="URL instances use to reach this scheduler (CHUTES_PUBLIC_URL)")
+    serve.add_argument("--task-driver", choices=["raw_exec", "docker"], help="Nomad driver (CHUTES_TASK_DRIVER)")
+    serve.add_argument("--datacenters", help="comma-separated Nomad datacenters (CHUTES_DATACENTERS, dc1)")
+    serve.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float, help="seconds")
+    serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
+    serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
+    for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
+        p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")
+        p.add_argument("--data-dir", type=Path, help="CHUTES_DATA_DIR")
+        p.add_argument("--nomad-addr", help="NOMAD_ADDR")
+        p.add_argument("--consul-addr", help="CONSUL_HTTP_ADDR")
+        p.add_argument("--log-level", help="debug, info, warning (CHUTES_LOG_LEVEL)")
+    admin = sub.choices["create-admin"]
+    admin.add_argument("--username", dest="admin_username", help="admin username (default: admin)")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    skip = {"command"}
+    return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+async def _serve(config: SchedulerConfig) -> None:
+    import uvicorn
+
+    from chutes.scheduler.app import create_app
+
+    sock = _bind(config.host, config.port)
+    port = sock.getsockname()[1]
+    public_url = config.resolved_public_url(port)
+    app = create_app(config, public_url=public_url)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app, log_level=config.log_level.lower(), access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        )
+    )
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        print(f"chutes-scheduler listening on http://{config.host}:{port} (public URL {public_url})", flush=True)
+        if config.port_file is not None:
+            _write_port_file(config.port_file, port)
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        announcer.cancel()
+        sock.close()
+    if not server.started:
+        raise SystemExit(1)
+
+
+async def _create_admin(config: SchedulerConfig) -> str:
+    from chutes.scheduler.store import Store
+    from chutes.scheduler.store import users as users_repo
+
+    store = Store(config.resolved_database_url)
+    try:
+        await store.migrate()
+        async with store.session() as session:
+            _, key = await users_repo.ensure_admin(session, config.admin_username)
+    finally:
+        await store.close()
+    assert key is not None
+    return key
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("serve", "create-admin", "-h", "--help"):
+        argv.insert(0, "serve")
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(**_overrides(args))
+    except ConfigError as exc:
+        print(f"chutes-scheduler: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    try:
+        if args.command == "create-admin":
+            key = asyncio.run(_create_admin(config))
+            print(f"admin user {config.admin_username!r}; API key (shown once): {key}")
+            return
+        asyncio.run(_serve(config))
+    except OSError as exc:
+        print(f"chutes-scheduler: cannot start: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,631 @@
+"""The deploy flow: validate an upload, check placement, persist the intent, register the Nomad job, watch it.
+
+Order matters for crash safety: the chute row and its version are stored (status ``deploying``) before the job
+is registered, and the job's id is deterministic (``chute-<chute_id>``), so a scheduler killed anywhere in
+between converges on restart: the reconciler registers a job that is missing or runs an older version, and
+registering the same job twice only updates it. Progress (placed → running → ready) is recorded as events
+by ``observe``, which both the deploy watch and the reconciler call; each transition is announced once.
+
+Unschedulable deploys are refused (409) with the placement's explanation and nothing changes; a redeploy
+that cannot be placed leaves the running version alone and records an ``unschedulable`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from chutes.bundle import BundleError, BundleMeta, safe_extract
+from chutes.identity import slugify
+from chutes.manifest import Manifest
+from chutes.scheduler import render
+from chutes.scheduler.api.errors import APIError, UpstreamError
+from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
+from chutes.scheduler.nomad_api import (
+    JobNotFound,
+    NomadError,
+    NomadRejected,
+    NomadUnavailable,
+    allocation_gpu_ids,
+)
+from chutes.scheduler.placement import NodeState, Placement, PlacementRequest, Unschedulable, place_many
+from chutes.scheduler.render import ChuteRelease, RenderError, RenderSettings, batch_job_id, job_id, service_name
+from chutes.scheduler.services import Services
+from chutes.scheduler.store import chutes as chutes_repo
+from chutes.scheduler.store import events as events_repo
+from chutes.scheduler.store import jobs as jobs_repo
+from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.store.models import Chute, JobRun
+from chutes.scheduler.store.secrets import instance_token, new_invoke_secret, token_secret
+from chutes.scheduler.store.users import Principal
+
+__all__ = ["Upload", "batch_job_id", "delete", "deploy", "job_id", "scale", "service_name", "submit", "wake"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A validated deploy request."""
+
+    manifest: Manifest
+    bundle: bytes
+    sha256: str
+    meta: BundleMeta
+
+
+def _manifest_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    errors = [{"loc": ["manifest", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'manifest'}: {e['msg']}" for e in errors[:10])
+    return f"invalid manifest: {detail}", errors
+
+
+def parse_manifest(text: str, principal: Principal) -> Manifest:
+    """The manifest, validated (the NodeSelector's eligible GPUs and price are recomputed, never trusted)."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise APIError(422, f"the manifest is not JSON: {exc}", "send the output of `chutes inspect --json`") from None
+    if not isinstance(data, dict):
+        raise APIError(422, "the manifest must be a JSON object", "send the output of `chutes inspect --json`")
+    try:
+        manifest = Manifest.model_validate(data)
+    except ValidationError as exc:
+        detail, errors = _manifest_errors(exc)
+        raise APIError(422, detail, "fix the chute definition and deploy again", extra={"errors": errors}) from None
+    if manifest.username != principal.username and not principal.is_admin:
+        raise APIError(
+            403,
+            f"the manifest's username {manifest.username!r} is not yours ({principal.username!r})",
+            f"set username={principal.username!r} in the Chute",
+        )
+    return manifest
+
+
+def check_bundle(data: bytes, max_bytes: int) -> tuple[str, BundleMeta]:
+    """sha256 and metadata of a bundle that passes every check (size, gzip, tar, safe paths, entrypoint)."""
+    if not data:
+        raise APIError(422, "the bundle is empty", "build it with chutes.bundle.build_bundle")
+    if len(data) > max_bytes:
+        raise APIError(413, f"the bundle is {len(data)} bytes, over the {max_bytes}-byte limit", "bundle less code")
+    with tempfile.TemporaryDirectory(prefix="chutes-bundle-") as tmp:
+        try:
+            meta = safe_extract(data, tmp)
+        except BundleError as exc:
+            raise APIError(422, f"invalid bundle: {exc}", exc.hint or "build it with chutes.bundle") from None
+    return hashlib.sha256(data).hexdigest(), meta
+
+
+async def validate_upload(manifest_text: str, bundle: bytes, principal: Principal, max_bytes: int) -> Upload:
+    manifest = parse_manifest(manifest_text, principal)
+    sha256, meta = await asyncio.to_thread(check_bundle, bundle, max_bytes)
+    return Upload(manifest=manifest, bundle=bundle, sha256=sha256, meta=meta)
+
+
+# -------------------------------------------------------------------------------------------- Nomad and Consul
+
+
+def nomad_failure(exc: NomadError) -> UpstreamError:
+    """A Nomad error as an API error: 503 when it cannot be reached, 502 when it refused."""
+    return UpstreamError("Nomad", str(exc), unreachable=isinstance(exc, NomadUnavailable), hint=exc.hint or None)
+
+
+def render_settings(services: Services) -> RenderSettings:
+    config = services.config
+    if config.task_driver == "raw_exec":
+        command: tuple[str, ...] = (config.runtime_python or sys.executable, "-m", "chutes.runtime")
+    else:
+        command = ("python", "-m", "chutes.runtime")
+    return RenderSettings(
+        scheduler_url=services.public_url,
+        datacenters=config.datacenters,
+        driver=config.task_driver,
+        runtime_command=command,
+        region=config.nomad_region,
+        namespace=config.nomad_namespace,
+    )
+
+
+async def release_for(services: Services, chute: Chute, placements: Sequence[Placement] = ()) -> ChuteRelease:
+    async with services.store.session() as session:
+        secret = await token_secret(session)
+    release = ChuteRelease(
+        bundle_sha256=chute.version,
+        instance_token=instance_token(secret, chute.id, chute.version),
+        invoke_secret=chute.invoke_secret,
+        count=chute.desired_instances,
+    )
+    return release.with_placements(placements)
+
+
+def rendered_jobs(manifest: Manifest, release: ChuteRelease, settings: RenderSettings) -> list[dict[str, Any]]:
+    """Every Nomad job of a chute: the service job (a chute with cords) or one batch job per job method."""
+    if manifest.cords:
+        return [render.render_chute_job(manifest, release, settings)]
+    return [render.render_batch_job(manifest, spec.name, release, settings) for spec in manifest.jobs]
+
+
+def nomad_job_ids(manifest: Manifest) -> list[str]:
+    if manifest.cords:
+        return [job_id(manifest.chute_id)]
+    return [batch_job_id(manifest.chute_id, spec.name) for spec in manifest.jobs]
+
+
+async def submit(services: Services, chute: Chute, placements: Sequence[Placement] = ()) -> None:
+    """Render and register the chute's Nomad jobs for its current version and desired count (idempotent)."""
+    manifest = Manifest.model_validate(chute.manifest)
+    release = await release_for(services, chute, placements)
+    try:
+        jobs = rendered_jobs(manifest, release, render_settings(services))
+    except RenderError as exc:
+        raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
+    try:
+        for job in jobs:
+            await services.nomad.register_job(job)
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+
+
+# -------------------------------------------------------------------------------------------- placement
+
+
+async def cluster_nodes(services: Services, exclude_chute: str | None = None) -> list[NodeState]:
+    """The live cluster for placement; the GPUs held by ``exclude_chute``'s own instances count as free
+    (a new version replaces them)."""
+    reader = InventoryReader(services.consul, services.nomad)
+    try:
+        snapshot = await reader.snapshot()
+        own: list[dict[str, Any]] = []
+        if exclude_chute is not None:
+            own = await services.nomad.allocations(filter_=f'JobID == "{job_id(exclude_chute)}"', resources=True)
+    except InventoryUnavailable as exc:
+        raise UpstreamError("inventory", str(exc), unreachable=True, hint="check Consul and Nomad") from None
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    held = {uuid for alloc in own if is_active(alloc) for uuid in allocation_gpu_ids(alloc)}
+    nodes = list(snapshot.nodes)
+    if exclude_chute is not None:
+        nodes = [
+            dataclasses.replace(
+                n,
+                gpus=tuple(dataclasses.replace(g, in_use=False) if g.uuid in held else g for g in n.gpus),
+                instances={c: k for c, k in n.instances.items() if c != exclude_chute},
+            )
+            for n in nodes
+        ]
+    return nodes
+
+
+def placement_json(placement: Placement) -> dict[str, Any]:
+    return {
+        "node_id": placement.node_id,
+        "nomad_node_id": placement.nomad_node_id,
+        "gpu_model": placement.model,
+        "gpu_count": placement.gpu_count,
+        "price_per_gpu": placement.price_per_gpu,
+        "explanation": placement.explanation,
+    }
+
+
+def unschedulable_json(result: Unschedulable) -> dict[str, Any]:
+    return {"explanation": result.explanation, "hint": result.hint, "nodes_total": result.nodes_total,
+            "rejections": result.counts()}  # fmt: skip
+
+
+async def plan(
+    services: Services, manifest: Manifest, count: int, *, exclude_chute: str | None = None
+) -> tuple[list[Placement], Unschedulable | None]:
+    """Where ``count`` instances would go now (all or some), and why the rest could not be placed."""
+    request = PlacementRequest.from_selector(manifest.chute_id, manifest.node_selector)
+    nodes = await cluster_nodes(services, exclude_chute)
+    result = place_many(nodes, request, max(count, 1))
+    return list(result.placements), result.unschedulable
+
+
+# -------------------------------------------------------------------------------------------- the deploy
+
+
+async def deploy(services: Services, principal: Principal, upload: Upload) -> tuple[Chute, dict[str, Any] | None]:
+    """Deploy (or redeploy) a validated upload; see the module docstring for the order of steps."""
+    manifest = upload.manifest
+    cid = manifest.chute_id
+    slug = slugify(manifest.name)
+    async with services.store.session() as session:
+        owner = await users_repo.get_user_by_name(session, manifest.username)
+        if owner is None:
+            raise APIError(422, f"user {manifest.username!r} does not exist", "create the user first (admin)")
+        existing = await chutes_repo.get_chute(session, cid)
+        clash = await chutes_repo.get_by_route(session, manifest.username, slug)
+    if clash is not None and clash.id != cid:
+        raise APIError(409, f"the URL slug {slug!r} is taken by your chute {clash.name!r}", "rename one of them")
+    if existing is not None and existing.status == "deleting":
+        raise APIError(409, f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
+    # Values that reach the Nomad job are checked before anything is stored.
+    try:
+        probe = ChuteRelease(bundle_sha256=upload.sha256, instance_token="cit_probe", invoke_secret="probe")  # noqa: S106
+        rendered_jobs(manifest, probe, render_settings(services))
+    except RenderError as exc:
+        raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
+
+    is_service = bool(manifest.cords)
+    count = max(existing.desired_instances, 1) if (existing is not None and is_service) else 1
+    placements, failure = await plan(services, manifest, count, exclude_chute=cid if existing else None)
+    if not placements:
+        assert failure is not None
+        detail = f"no node can run {manifest.name!r} now: {failure.explanation}"
+        if existing is not None:
+            await services.events.record(
+                cid, "unschedulable", detail, version=upload.sha256, data=unschedulable_json(failure)
+            )
+        raise APIError(409, detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
+
+    async with services.store.session() as session:
+        secret = await token_secret(session)
+        chute = await chutes_repo.get_chute(session, cid)
+        if chute is None:
+            chute = Chute(
+                id=cid, owner_id=owner.id, username=manifest.username, name=manifest.name, slug=slug,
+                manifest={}, version=upload.sha256, invoke_secret=new_invoke_secret(),
+            )  # fmt: skip
+            session.add(chute)
+        chute.manifest = manifest.model_dump(mode="json")
+        chute.version = upload.sha256
+        chute.desired_instances = count if is_service else 0
+        chute.status = "deploying"
+        chute.status_detail = ""
+        await chutes_repo.put_version(
+            session, cid, upload.sha256, upload.bundle, chute.manifest, instance_token(secret, cid, upload.sha256)
+        )
+        await session.flush()
+        await chutes_repo.prune_versions(session, cid, services.config.bundle_versions_kept, upload.sha256)
+        await events_repo.add_event(
+            session, cid, "accepted",
+            f"accepted version {upload.sha256[:12]} of {manifest.name!r} ({upload.meta.entrypoint})",
+            version=upload.sha256, data={"entrypoint": upload.meta.entrypoint, "redeploy": existing is not None},
+        )  # fmt: skip
+    services.events.announce()
+    if failure is not None:
+        await services.events.record(
+            cid, "unschedulable", f"only {len(placements)} of {count} instances fit now: {failure.explanation}",
+            version=upload.sha256, data=unschedulable_json(failure),
+        )  # fmt: skip
+
+    await submit(services, chute, placements)
+    where = "; ".join(p.explanation for p in placements)
+    await services.events.record(
+        cid, "registered", f"registered Nomad job(s) {', '.join(nomad_job_ids(manifest))}; planned: {where}",
+        version=upload.sha256,
+        data={"jobs": nomad_job_ids(manifest), "planned": [placement_json(p) for p in placements]},
+    )  # fmt: skip
+    async with services.store.session() as session:
+        row = await chutes_repo.get_chute(session, cid)
+        if row is not None and row.version == upload.sha256 and row.status == "deploying":
+            row.status = "registered" if is_service else "ready"
+        chute = row or chute
+    if is_service:
+        start_watch(services, cid, upload.sha256)
+    return chute, placement_json(placements[0])
+
+
+# -------------------------------------------------------------------------------------------- after the deploy
+
+
+_watches: dict[str, asyncio.Task[None]] = {}
+
+
+def start_watch(services: Services, chute_id: str, version: str) -> None:
+    """Watch the new version's instances for a while, recording placed → running → ready as they happen."""
+    if services.config.deploy_watch_s <= 0:
+        return
+    previous = _watches.pop(chute_id, None)
+    if previous is not None:
+        previous.cancel()
+    task = asyncio.create_task(_watch(services, chute_id, version), name=f"deploy-watch:{chute_id}")
+    _watches[chute_id] = task
+    task.add_done_callback(lambda t: _watches.pop(chute_id, None) if _watches.get(chute_id) is t else None)
+
+
+async def _watch(services: Services, chute_id: str, version: str) -> None:
+    from chutes.scheduler.reconciler import observe_chute
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + services.config.deploy_watch_s
+    while loop.time() < deadline:
+        try:
+            async with services.store.session() as session:
+                chute = await chutes_repo.get_chute(session, chute_id)
+            if chute is None or chute.version != version or chute.status == "deleting":
+                return
+            views = await observe_chute(services, chute)
+            ready = sum(1 for v in views if v.state == "ready")
+            if chute.desired_instances and ready >= chute.desired_instances:
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the reconciler catches up; keep watching
+            log.warning("deploy watch of %s: %r", chute_id, exc)
+        await asyncio.sleep(services.config.watch_interval_s)
+
+
+async def stop_watches() -> None:
+    tasks = list(_watches.values())
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def set_desired(services: Services, chute: Chute, count: int, reason: str) -> Chute:
+    """Store the desired count, then apply it to the Nomad job (scale, or register when the job is missing)."""
+    async with services.store.session() as session:
+        row = await chutes_repo.get_chute(session, chute.id)
+        if row is None:
+            raise APIError(404, f"chute {chute.name!r} not found")
+        before = row.desired_instances
+        row.desired_instances = count
+        chute = row
+    if before != count:
+        await services.events.record(
+            chute.id, "scaled", f"desired instances {before} → {count} ({reason})", version=chute.version,
+            data={"from": before, "to": count, "reason": reason},
+        )  # fmt: skip
+    try:
+        await services.nomad.scale_job(job_id(chute.id), count, message=f"chutes: {reason}")
+    except JobNotFound:
+        placements, _ = await plan(services, Manifest.model_validate(chute.manifest), count) if count else ([], None)
+        await submit(services, chute, placements)
+    except NomadRejected as exc:
+        if "active deployment" not in exc.detail:
+            raise nomad_failure(exc) from None
+        await submit(services, chute)  # scaling is blocked while a deployment runs: register the new count
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    if count:
+        start_watch(services, chute.id, chute.version)
+    return chute
+
+
+async def scale(services: Services, chute: Chute, count: int) -> Chute:
+    """Set the number of instances (0 … max_instances); more instances must fit somewhere now (409 if none can)."""
+    manifest = Manifest.model_validate(chute.manifest)
+    if not manifest.cords:
+        raise APIError(409, f"{chute.name!r} runs jobs, not instances", "dispatch its jobs with POST /v1/jobs/...")
+    if count > manifest.max_instances:
+        raise APIError(
+            422, f"{count} instances is over the chute's max_instances ({manifest.max_instances})",
+            "raise max_instances in the Chute and deploy again",
+        )  # fmt: skip
+    if chute.status == "deleting":
+        raise APIError(409, f"chute {chute.name!r} is being deleted")
+    if count > chute.desired_instances:
+        extra = count - chute.desired_instances
+        placements, failure = await plan(services, manifest, extra)
+        if not placements:
+            assert failure is not None
+            detail = f"no node can run another instance of {chute.name!r} now: {failure.explanation}"
+            raise APIError(409, detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
+    return await set_desired(services, chute, count, "scale request")
+
+
+async def wake(services: Services, chute: Chute) -> Chute:
+    """At least one instance (scale from zero); a no-op when the chute already wants some."""
+    if chute.desired_instances >= 1 or not Manifest.model_validate(chute.manifest).cords:
+        return chute
+    return await set_desired(services, chute, 1, "woken by a request")
+
+
+async def purge_nomad(services: Services, chute_id: str, manifest: Manifest | None) -> None:
+    """Deregister (purge) every Nomad job of the chute: the service job, its batch jobs and their dispatches."""
+    ids = set(nomad_job_ids(manifest)) if manifest is not None else {job_id(chute_id)}
+    try:
+        for stub in await services.nomad.list_jobs(f"{job_id(chute_id)}"):
+            if stub.get("ID", "").startswith(job_id(chute_id)):
+                ids.add(stub["ID"])
+        for jid in sorted(ids, key=len, reverse=True):  # dispatched children first
+            with contextlib.suppress(JobNotFound):
+                await services.nomad.deregister_job(jid, purge=True)
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+
+
+async def wait_gone(services: Services, chute_id: str, within_s: float) -> bool:
+    """Wait until no allocation of the chute runs and Consul lists no instance; deregister leftovers at the end."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    name = service_name(chute_id)
+    while True:
+        running = [
+            a for a in await services.nomad.allocations(filter_=f'JobID == "{job_id(chute_id)}"', resources=False)
+            if a.get("ClientStatus") in ("pending", "running")
+        ]  # fmt: skip
+        _, entries = await services.consul.health.service(name)
+        if not running and not entries:
+            return True
+        if loop.time() >= deadline:
+            for entry in entries:  # Nomad should have done it; make sure the gateway stops routing there
+                service_id = (entry.get("Service") or {}).get("ID")
+                if service_id:
+                    try:
+                        await services.consul.agent.service.deregister(service_id)
+                    except Exception as exc:
+                        log.warning("deregistering %s from Consul failed: %r", service_id, exc)
+            return False
+        await asyncio.sleep(0.2)
+
+
+async def delete(services: Services, chute: Chute) -> None:
+    """Delete a chute: mark it, purge its Nomad jobs, wait for its instances to go, forget it (idempotent)."""
+    async with services.store.session() as session:
+        row = await chutes_repo.get_chute(session, chute.id)
+        if row is None:
+            return
+        row.status = "deleting"
+    watch = _watches.pop(chute.id, None)
+    if watch is not None:
+        watch.cancel()
+    await services.events.record(chute.id, "deleting", f"deleting {chute.name!r}", version=chute.version)
+    manifest = Manifest.model_validate(chute.manifest)
+    await purge_nomad(services, chute.id, manifest)
+    try:
+        await wait_gone(services, chute.id, within_s=30)
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    except Exception as exc:  # Consul trouble: the job is gone; the reconciler is done with it too
+        log.warning("checking Consul after deleting %s failed: %r", chute.id, exc)
+    await finish_delete(services, chute.id)
+
+
+async def finish_delete(services: Services, chute_id: str) -> None:
+    from chutes.scheduler.reconciler import record_gone
+
+    await record_gone(services, chute_id)
+    async with services.store.session() as session:
+        await chutes_repo.purge(session, chute_id)
+    services.events.announce()
+
+
+# -------------------------------------------------------------------------------------------- instances, logs
+
+
+async def instances(services: Services, chute: Chute) -> list[Any]:
+    """The chute's instances (allocations joined with Consul health, node and GPU model), for the API."""
+    from chutes.scheduler.api.schemas import InstanceOut
+    from chutes.scheduler.reconciler import observe_chute
+
+    try:
+        views = await observe_chute(services, chute)
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    return [
+        InstanceOut(
+            instance_id=v.alloc_id,
+            chute_id=chute.id,
+            version=v.version,
+            node_id=v.node_id,
+            nomad_node_id=v.nomad_node_id,
+            gpu_model=v.gpu_model,
+            gpu_count=v.gpu_count,
+            gpu_uuids=list(v.gpu_uuids),
+            state=v.state,
+            desired_status=v.desired_status,
+            client_status=v.client_status,
+            healthy=v.healthy,
+            address=v.address,
+            port=v.port,
+            created_at=v.created_at,
+        )
+        for v in views
+    ]
+
+
+async def log_lines(
+    services: Services, chute: Chute, *, instance: str | None, stream: str, follow: bool
+) -> AsyncIterator[tuple[str, str]]:
+    """(allocation id, line) of the chute's instance logs; checks the request before anything streams."""
+    if stream not in ("stdout", "stderr"):
+        raise APIError(422, f"stream must be stdout or stderr, not {stream!r}")
+    try:
+        allocs = await services.nomad.job_allocations(job_id(chute.id))
+    except JobNotFound:
+        allocs = []
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    ids = [a["ID"] for a in sorted(allocs, key=lambda a: a.get("CreateIndex", 0))]
+    if instance:
+        ids = [i for i in ids if i.startswith(instance)]
+        if len(ids) != 1:
+            raise APIError(404, f"no single instance of {chute.name!r} matches {instance!r}", "see GET .../instances")
+    elif follow:
+        ids = [a["ID"] for a in allocs if a.get("ClientStatus") in ("pending", "running")][-1:] or ids[-1:]
+
+    async def lines() -> AsyncIterator[tuple[str, str]]:
+        for alloc_id in ids:
+            buffer = b""
+            try:
+                async for chunk in services.nomad.stream_logs(alloc_id, stream=stream, follow=follow):
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for raw in complete:
+                        yield alloc_id, raw.decode(errors="replace")
+            except NomadError as exc:
+                yield alloc_id, f"[chutes: logs unavailable: {exc}]"
+            if buffer:
+                yield alloc_id, buffer.decode(errors="replace")
+
+    return lines()
+
+
+# -------------------------------------------------------------------------------------------- job runs
+
+
+async def dispatch_run(services: Services, chute: Chute, run: JobRun) -> JobRun:
+    """Dispatch one run (the run id is Nomad's idempotency token: a retry cannot start it twice)."""
+    payload = json.dumps(run.input).encode()
+    try:
+        result = await services.nomad.dispatch_job(
+            batch_job_id(chute.id, run.job_name), payload, meta={"run_id": run.id}, idempotency_token=run.id
+        )
+    except JobNotFound:
+        await _fail_run(services, run.id, "the job is not registered in Nomad (yet); retry shortly")
+        raise APIError(503, f"job {run.job_name!r} of {chute.name!r} is not registered in Nomad yet",
+                       "the reconciler registers it; retry shortly") from None  # fmt: skip
+    except NomadError as exc:
+        await _fail_run(services, run.id, str(exc))
+        raise nomad_failure(exc) from None
+    async with services.store.session() as session:
+        row = await jobs_repo.get_run(session, run.id)
+        assert row is not None
+        row.nomad_job_id = result.dispatched_job_id
+        jobs_repo.set_status(row, "pending")
+    return row
+
+
+async def _fail_run(services: Services, run_id: str, error: str) -> None:
+    async with services.store.session() as session:
+        row = await jobs_repo.get_run(session, run_id)
+        if row is not None:
+            jobs_repo.set_status(row, "failed", error=error)
+
+
+_RUN_STATES = {"pending": "pending", "running": "running", "complete": "succeeded", "failed": "failed",
+               "lost": "lost"}  # fmt: skip
+
+
+async def refresh_run(services: Services, run: JobRun) -> JobRun:
+    """A run's state from its dispatched job's allocation, unless the runtime already reported an outcome."""
+    if run.status in jobs_repo.FINAL or not run.nomad_job_id:
+        return run
+    try:
+        allocs = await services.nomad.job_allocations(run.nomad_job_id, all_=True)
+    except JobNotFound:
+        allocs = None
+    except NomadError as exc:
+        log.warning("refreshing run %s: %s", run.id, exc)
+        return run
+    async with services.store.session() as session:
+        row = await jobs_repo.get_run(session, run.id)
+        if row is None:
+            return run
+        if allocs is None:
+            jobs_repo.set_status(row, "lost", error="its Nomad job is gone")
+        elif allocs:
+            latest = max(allocs, key=lambda a: a.get("CreateIndex", 0))
+            state = _RUN_STATES.get(latest.get("ClientStatus") or "pending", "pending")
+            error = None
+            if state in ("failed", "lost"):
+                from chutes.scheduler.reconciler import last_task_message
+
+                error = last_task_message(latest) or f"allocation {state}"
+            if state != row.status:
+                jobs_repo.set_status(row, state, error=error)
+        return row

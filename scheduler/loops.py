@@ -1,0 +1,126 @@
+"""Leader-only control loops: a registry, and a runner whose loops never die.
+
+Each module in ``LOOP_MODULES`` may define ``leader_loops(services) -> list[LeaderLoop]``; a module that is
+not installed is skipped. Only the leader runs the loops (``LeaderSupervisor`` starts them when this
+scheduler wins the Consul lock and stops them when it loses it). A tick that raises is logged and retried
+with exponential backoff and jitter; the loop keeps going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from chutes.scheduler.services import Services
+
+log = logging.getLogger(__name__)
+
+LOOP_MODULES = ("chutes.scheduler.reconciler", "chutes.scheduler.autoscaler", "chutes.scheduler.metering")
+
+
+@dataclass(frozen=True)
+class LeaderLoop:
+    """One periodic task of the leader: ``tick`` runs every ``interval`` seconds."""
+
+    name: str
+    interval: float
+    tick: Callable[[], Awaitable[None]]
+    max_backoff: float = 60.0
+
+
+def collect(services: Services) -> list[LeaderLoop]:
+    """The loops of every installed module in LOOP_MODULES."""
+    loops: list[LeaderLoop] = []
+    for name in LOOP_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        factory = getattr(module, "leader_loops", None)
+        if callable(factory):
+            loops.extend(factory(services))
+    return loops
+
+
+def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
+    """Delay before the next try after ``failures`` failed ticks in a row: doubling, capped, with jitter."""
+    if failures <= 0:
+        return interval
+    base: float = min(max_backoff, interval * 2.0 ** min(failures, 30))
+    return base * random.uniform(0.5, 1.0)
+
+
+async def run_forever(loop: LeaderLoop, stop: asyncio.Event) -> None:
+    """Run ``loop`` until ``stop`` is set; a failing tick is logged and retried with backoff."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            await loop.tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            failures += 1
+            log.exception("leader loop %s: tick failed (%d in a row)", loop.name, failures)
+        else:
+            if failures:
+                log.info("leader loop %s: recovered after %d failed ticks", loop.name, failures)
+            failures = 0
+        delay = backoff_delay(loop.interval, failures, loop.max_backoff)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+
+
+class LoopRunner:
+    """Starts and stops a set of loops together (started on gaining leadership, stopped on losing it)."""
+
+    def __init__(self, loops: list[LeaderLoop]) -> None:
+        self.loops = loops
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def running(self) -> bool:
+        return any(not t.done() for t in self._tasks)
+
+    def start(self) -> None:
+        if self.running:
+            return
+        self._stop = asyncio.Event()
+        self._tasks = [asyncio.create_task(run_forever(lp, self._stop), name=f"loop:{lp.name}") for lp in self.loops]
+        log.info("leader loops started: %s", ", ".join(lp.name for lp in self.loops) or "(none)")
+
+    async def stop(self, grace: float = 5.0) -> None:
+        if not self._tasks:
+            return
+        self._stop.set()
+        tasks, self._tasks = self._tasks, []
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        log.info("leader loops stopped")
+
+
+class LeaderSupervisor:
+    """Campaigns for leadership and runs the leader loops exactly while this scheduler holds the lock."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.runner = LoopRunner(collect(services))
+
+    async def start(self) -> None:
+        self.services.is_leader = True  # until leader.py lands: a single scheduler leads
+        self.runner.start()
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        self.services.is_leader = False

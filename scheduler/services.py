@@ -1,0 +1,27 @@
+"""The scheduler's shared services: what routers, the deploy flow and the leader loops work with.
+
+Built once by the app's lifespan (``app.py``); routers reach it through ``api.deps.get_services`` and loops
+receive it as their argument. ``extras`` lets other parts (autoscaler, metering) hang their own state here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from chutes.scheduler.config import SchedulerConfig
+from chutes.scheduler.events import EventHub
+from chutes.scheduler.nomad_api import NomadClient
+from chutes.scheduler.store import Store
+
+
+@dataclass
+class Services:
+    config: SchedulerConfig
+    store: Store
+    events: EventHub
+    public_url: str
+    nomad: NomadClient
+    consul: Any  # py-consul's asyncio client (untyped)
+    is_leader: bool = False
+    extras: dict[str, Any] = field(default_factory=dict)
