@@ -155,6 +155,7 @@ class RuntimeApp:
                     self.on_fatal(1)
                 return
         if self.lifecycle.mark_ready():
+            self.metrics.touch()  # idle time counts from readiness, not from the epoch
             log.info("ready: %d cord route(s), concurrency %d", _count(self.routes), self.limiter.limit)
 
     async def wait_started(self) -> bool:

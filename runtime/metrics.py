@@ -71,7 +71,7 @@ class RuntimeMetrics(Collector):
         )
         yield GaugeMetricFamily(
             "chutes_last_request_timestamp_seconds",
-            "Unix time of the last cord call admitted or finished (0: none yet)",
+            "Unix time of the last cord call admitted or finished (before the first: when the instance became ready)",
             value=self.last_request,
         )
         requests = CounterMetricFamily(

@@ -314,3 +314,24 @@ def test_ready_is_503_until_startup_hooks_finish() -> None:
         gate.set()
         wait_ready(running.url)
         assert httpx.post(f"{running.url}/ping", json={}).text == "pong"  # `-> str`: text/plain
+
+
+def test_oversized_body_is_413() -> None:
+    chute = Chute(username="tests", name="small-bodies", image="python:3.12")
+
+    @chute.cord()
+    async def take(self: Chute, text: str) -> dict[str, int]:
+        return {"length": len(text)}
+
+    with serve_in_thread(chute, max_body_bytes=100) as running:
+        wait_ready(running.url)
+        assert httpx.post(f"{running.url}/take", json={"text": "a" * 50}).json() == {"length": 50}
+        response = httpx.post(f"{running.url}/take", json={"text": "a" * 500})
+        assert response.status_code == 413 and "larger than 100 bytes" in response.json()["detail"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while reading
+            yield b'{"text": "'
+            yield b"a" * 500
+            yield b'"}'
+
+        assert httpx.post(f"{running.url}/take", content=chunks()).status_code == 413
