@@ -16,7 +16,7 @@ from aiohttp import web
 from chutes.devcluster.config import DevclusterConfig
 from chutes.devcluster.consul import api_agent, api_kv
 from chutes.devcluster.consul.state import ConsulState
-from chutes.devcluster.http_util import error_middleware, token_middleware
+from chutes.devcluster.http_util import Handler, error_middleware, token_middleware
 from chutes.devcluster.nomad import api as nomad_api
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.nodes import Node, local_node, simulated_node
@@ -101,10 +101,22 @@ class Devcluster:
             "nomad": self.nomad.state.snapshot(),
         }
 
+    @web.middleware
+    async def _persist(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Acknowledged writes are on disk before the client hears back (as raft commits them in Nomad/Consul)."""
+        response = await handler(request)
+        if request.method in ("PUT", "POST", "DELETE"):
+            try:
+                self.snapshots.flush()
+            except OSError:
+                log.exception("writing the snapshot after %s %s failed", request.method, request.path)
+        return response
+
     def _consul_app(self) -> web.Application:
         app = web.Application(
             middlewares=[
                 error_middleware("Consul"),
+                self._persist,
                 token_middleware(self.config.consul_token, "X-Consul-Token", ("/v1/status/leader",)),
             ],
             client_max_size=2 * 1024 * 1024,
@@ -118,6 +130,7 @@ class Devcluster:
         app = web.Application(
             middlewares=[
                 error_middleware("Nomad"),
+                self._persist,
                 token_middleware(self.config.nomad_token, "X-Nomad-Token", ("/v1/status/leader",)),
             ],
             client_max_size=8 * 1024 * 1024,

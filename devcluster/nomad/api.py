@@ -20,9 +20,11 @@ from chutes.devcluster.http_util import (
     validation_detail,
 )
 from chutes.devcluster.nomad import jobs, models
+from chutes.devcluster.nomad.canonical import JobInvalid
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.logs import stream_logs
 from chutes.devcluster.nomad.nodes import NOMAD_VERSION
+from chutes.devcluster.nomad.plan import plan_job
 from chutes.devcluster.nomad.state import NotFound
 
 NOMAD: web.AppKey[NomadCluster] = web.AppKey("nomad", NomadCluster)
@@ -231,6 +233,16 @@ async def _job_evaluate(request: web.Request, cluster: NomadCluster, job_id: str
                           "JobModifyIndex": cluster.state.jobs[job_id].JobModifyIndex})  # fmt: skip
 
 
+async def _job_plan(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
+    body = await _body(request, models.JobPlanRequest, "")
+    if body.Job is None or job_id != body.Job.ID:
+        raise bad_request("Job ID does not match")
+    try:
+        return json_response(plan_job(cluster.state, body.Job))
+    except JobInvalid as exc:
+        raise bad_request(f"1 error occurred: {exc}") from None
+
+
 async def _job_versions(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
     index = await _wait(request, f"job:{job_id}")
     return _reply({"Versions": [jobs.job_json(cluster, _job(cluster, job_id))], "Diffs": None}, index)
@@ -262,6 +274,8 @@ _JOB_ROUTES: dict[tuple[str, str], _JobHandler] = {
     ("PUT", "dispatch"): _job_dispatch,
     ("POST", "evaluate"): _job_evaluate,
     ("PUT", "evaluate"): _job_evaluate,
+    ("POST", "plan"): _job_plan,
+    ("PUT", "plan"): _job_plan,
     ("GET", "versions"): _job_versions,
     ("GET", "deployments"): _job_deployments,
     ("GET", "deployment"): _job_deployment,

@@ -61,8 +61,14 @@ class NomadCluster:
         if reaped:
             log.warning("killed %d task process group(s) left behind by a previous devcluster", reaped)
         for alloc in list(self.state.allocs.values()):
+            job = self.state.jobs.get(alloc.job_id)
+            if not alloc.terminal and (alloc.desired_status != "run" or job is None or job.Stop):
+                # It was being stopped when the devcluster went down: its processes are gone now.
+                alloc.client_status = "complete"
+                alloc.client_description = "stopped while the devcluster was down"
+                self.state.put_alloc(alloc, client=True)
             self._last_status[alloc.id] = alloc.client_status
-            if alloc.desired_status == "run" and not alloc.terminal and alloc.job_id in self.state.jobs:
+            if alloc.desired_status == "run" and not alloc.terminal:
                 self._start(alloc, restarted=True)
         for job_id in list(self.state.jobs):
             self.evaluate(job_id, "job-register", only_if_needed=True)

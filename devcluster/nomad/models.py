@@ -348,6 +348,15 @@ class JobRegisterRequest(NomadModel):
     SecretID: str | None = None
 
 
+class JobPlanRequest(NomadModel):
+    Job: JobT | None = None
+    Diff: bool | None = None
+    PolicyOverride: bool | None = None
+    Namespace: str | None = None
+    Region: str | None = None
+    SecretID: str | None = None
+
+
 class ScalingRequest(NomadModel):
     Count: int | None = None
     Target: dict[str, str] | None = None
@@ -408,5 +417,6 @@ SPEC_SCHEMAS: dict[type[NomadModel], tuple[str, frozenset[str]]] = {
     Job: ("Job", frozenset()),
     JobRegisterRequest: ("JobRegisterRequest", frozenset()),
     ScalingRequest: ("ScalingRequest", frozenset()),
+    JobPlanRequest: ("JobPlanRequest", frozenset()),
     JobDispatchRequest: ("JobDispatchRequest", frozenset({"IdPrefixTemplate", "idempotency_token"})),
 }

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,12 +42,15 @@ class Snapshotter:
     def write(self) -> None:
         data = json.dumps(self.collect())
         tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        # No fsync: the file must survive the devcluster being killed (the OS keeps the data), not power loss.
+        tmp.write_text(data)
         tmp.replace(self.path)
         self.dirty = False
+
+    def flush(self) -> None:
+        """Write now if anything changed (after a write request, so an acknowledged write survives a crash)."""
+        if self.dirty:
+            self.write()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="snapshot")

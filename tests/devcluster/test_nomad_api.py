@@ -291,3 +291,16 @@ def test_env_and_ports_of_a_task(dc: DevclusterHandle) -> None:
     assert env["NOMAD_TASK_DIR"].endswith(f"{alloc['ID']}/main/local")
     assert env["NOMAD_ALLOC_DIR"].endswith(f"{alloc['ID']}/alloc")
     n.job.deregister_job("envy", purge=True)
+
+
+def test_plan_is_a_dry_run_that_explains_placement(dc: DevclusterHandle) -> None:
+    n = dc.nomad()
+    job = gpu_service_job("planned", count=2, gpus=8)
+    plan = n.job.plan_job("planned", {"Job": job})
+    assert plan["Annotations"]["DesiredTGUpdates"]["instance"]["Place"] == 1
+    assert plan["FailedTGAllocs"]["instance"]["ConstraintFiltered"] == {"missing devices": 3}
+    # The first allocation takes gpu-a's eight GPUs; the second finds gpu-a exhausted.
+    assert plan["FailedTGAllocs"]["instance"]["DimensionExhausted"] == {"devices: no devices match request": 1}
+    with pytest.raises(nomad.api.exceptions.URLNotFoundNomadException):
+        n.job.get_job("planned")
+    assert n.allocations.get_allocations(filter_='JobID == "planned"') == []

@@ -16,9 +16,9 @@ from chutes.inventory import simulated_gpus
 
 @pytest.mark.parametrize(
     ("op", "rhs", "expected"),
-    [(">=", "40 GiB", True), (">=", "80 GiB", False), ("<", "81560 MiB", True), (">", "86 GB", False), (">", "85 GB", True),
-     ("=", "81559 MiB", True), ("!=", "81559 MiB", False), (">=", "40000", False), (">=", "40 W", False),
-     ("is_set", "", True)],
+    [(">=", "40 GiB", True), (">=", "80 GiB", False), ("<", "81560 MiB", True), (">", "86 GB", False),
+     (">", "85 GB", True), ("=", "81559 MiB", True), ("!=", "81559 MiB", False), (">=", "40000", False),
+     (">=", "40 W", False), ("is_set", "", True)],
 )  # fmt: skip
 def test_device_memory_compares_with_units(op: str, rhs: str, expected: bool) -> None:
     [group] = simulated_node("n", "h100_sxm", 1).devices
