@@ -150,3 +150,11 @@ def test_common_patterns() -> None:
     assert stream["stream"] is True and stream["public_api_path"] == "/stream"
     assert stream["output_content_type"] == "text/event-stream"
     assert stream["input_schema"]["required"] == ["prompt"]
+
+
+def test_the_readme_example_loads(tmp_path: Path) -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    code = text.split("## SDK in brief", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "readme_chute.py").write_text(code)
+    manifest = load_chute(f"{tmp_path / 'readme_chute.py'}:chute").chute.manifest()
+    assert [(c.public_api_path, c.stream) for c in manifest.cords] == [("/hello", False), ("/count", True)]
