@@ -76,6 +76,17 @@ def make_chute(concurrency: int = 2) -> tuple[Chute, dict[str, Any]]:
         yield {"n": 1}
         raise RuntimeError("GPU fell off the bus")
 
+    @chute.cord(public_api_path="/stall_early")
+    async def stall_early(self: Chute) -> AsyncIterator[dict[str, int]]:
+        await asyncio.sleep(5)
+        yield {"never": 1}
+
+    @chute.cord(public_api_path="/stall_late")
+    async def stall_late(self: Chute) -> AsyncIterator[dict[str, int]]:
+        yield {"n": 1}
+        await asyncio.sleep(5)
+        yield {"never": 2}
+
     @chute.cord(public_api_path="/boom")
     async def boom(self: Chute) -> dict[str, Any]:
         raise ValueError("bad things")
@@ -218,6 +229,17 @@ def test_exception_after_first_frame_is_an_error_event(served: tuple[str, Any, d
     assert response.status_code == 200
     assert response.text.startswith('data: {"n":1}\n\nevent: error\ndata: {"detail":')
     assert "GPU fell off the bus" in response.text and response.text.endswith("\n\n")
+
+
+def test_stream_timeouts(served: tuple[str, Any, dict[str, Any]]) -> None:
+    url, _, _ = served
+    early = httpx.post(f"{url}/stall_early", json={}, timeout=10)
+    assert early.status_code == 504 and "sent nothing within 1.5 s" in early.json()["detail"]
+    late = httpx.post(f"{url}/stall_late", json={}, timeout=10)
+    assert late.status_code == 200
+    assert (
+        late.text == 'data: {"n":1}\n\nevent: error\ndata: {"detail":"cord \'stall_late\' timed out after 1.5 s"}\n\n'
+    )
 
 
 def test_errors_from_user_code(served: tuple[str, Any, dict[str, Any]]) -> None:
