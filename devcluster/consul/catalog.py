@@ -137,14 +137,17 @@ class Catalog:
         return True
 
     def set_status(self, check_id: str, status: str, output: str | None = None) -> bool:
-        """Record a check result; bumps the index only when the status or output changed (as Consul does)."""
+        """Record a check result; bumps the index only when the status changed."""
         check = self.checks.get(check_id)
         if check is None:
             return False
         now = time.monotonic()
         if check.definition.ttl_s is not None:
             check.ttl_deadline = now + check.definition.ttl_s
-        if status == check.status and (output is None or output == check.output):
+        if status == check.status:
+            # Consul syncs output-only changes lazily (check_update_interval): watchers are not woken for them.
+            if output is not None:
+                check.output = output
             return True
         was_critical = check.status == CRITICAL
         check.status = status
