@@ -98,7 +98,7 @@ class RuntimeApp:
         self.verifier = None if config.dev else RequestVerifier(config.invoke_secret or "")
         self.routes = build_routes(chute.cords, config.cord_timeout)
         has_passthrough = any(c.passthrough for c in chute.cords)
-        self.proxy = PassthroughProxy(getattr(chute, "passthrough_headers", None)) if has_passthrough else None
+        self.proxy = PassthroughProxy(lambda: getattr(chute, "passthrough_headers", None)) if has_passthrough else None
         self.fallback = _user_routes(chute)
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._startup: asyncio.Task[None] | None = None

@@ -33,8 +33,9 @@ class StreamCut(Exception):
 class PassthroughProxy:
     """One aiohttp session for every passthrough call of an instance (connection reuse to the upstream)."""
 
-    def __init__(self, extra_headers: Mapping[str, str] | None = None) -> None:
-        self._extra = dict(extra_headers or {})
+    def __init__(self, extra_headers: Callable[[], Mapping[str, str] | None] = lambda: None) -> None:
+        # Read on every call: the engine templates set their engine's API key in a startup hook.
+        self._extra = extra_headers
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -66,7 +67,7 @@ class PassthroughProxy:
         assert self._session is not None
         headers = {k: v for k in _FORWARD_REQUEST if (v := request_headers.get(k))}
         headers.setdefault("content-type", "application/json")
-        headers.update(self._extra)
+        headers.update(self._extra() or {})
         client_timeout = aiohttp.ClientTimeout(total=seconds, connect=min(CONNECT_TIMEOUT, seconds))
         started = 0  # the upstream status once forwarded
         try:

@@ -89,9 +89,12 @@ def served() -> Iterator[str]:
     dead.bind(("127.0.0.1", 0))
     dead_port = dead.getsockname()[1]
     with upstream_server() as port:
-        chute = Chute(
-            username="tests", name="passthrough", image="python:3.12", passthrough_headers={"Authorization": "Bearer k"}
-        )
+        chute = Chute(username="tests", name="passthrough", image="python:3.12")
+
+        @chute.on_startup()
+        async def start_engine(self: Chute) -> None:
+            # As the engine templates do: the engine's key is only known once the hook started it.
+            self.passthrough_headers["Authorization"] = "Bearer k"
 
         def cord(name: str, **kwargs: Any) -> None:
             async def func(self: Chute) -> None:
