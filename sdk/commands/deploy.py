@@ -122,11 +122,21 @@ def _describe(event: dict[str, Any]) -> str:
 
 
 def follow(
-    c: Client, ref: str, version: str | None, after: int, timeout: float, out: Console = console
+    c: Client,
+    ref: str,
+    version: str | None,
+    after: int,
+    timeout: float,
+    out: Console = console,
+    started: float | None = None,
 ) -> dict[str, Any]:
-    """Print the deployment's events as they come; return the ready event or raise DeployFailed."""
-    start = time.monotonic()
-    while (left := timeout - (time.monotonic() - start)) > 0:
+    """Print the deployment's events as they come; return the ready event or raise DeployFailed.
+
+    Elapsed times count from ``started`` (a ``time.monotonic()`` value: when the upload began).
+    """
+    start = time.monotonic() if started is None else started
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
         for event in c.events(ref, follow=True, after=after, timeout=left):
             after = max(after, int(event.get("id", 0) or 0))
             if version and event.get("version") not in (None, version):
@@ -206,7 +216,7 @@ def deploy(
                 )
         if wait and manifest.cords:
             try:
-                follow(c, name, version, after, timeout, out=err_console if as_json else console)
+                follow(c, name, version, after, timeout, out=err_console if as_json else console, started=started)
             except DeployFailed as exc:
                 if not str(exc).startswith("deployment unschedulable"):
                     _show_log_tail(c, name)
