@@ -1,0 +1,100 @@
+"""Run ``chutes-agent run`` as a real subprocess for a test, and read what it publishes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+AGENT = shutil.which("chutes-agent", path=str(Path(sys.executable).parent)) or "chutes-agent"
+# Short intervals so that the daemon's behaviour shows within seconds (TTL 2 s, heartbeat 0.5 s).
+FAST = ["--heartbeat", "0.5", "--ttl", "2", "--kv-refresh", "1", "--probe-interval", "0.5", "--backoff-cap", "1"]
+T = TypeVar("T")
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, every: float = 0.1) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except Exception as exc:  # the service under test may be restarting
+            last_error = exc
+        else:
+            if value:
+                return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
+
+
+class AgentProcess:
+    def __init__(self, workdir: Path, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.ports_file = workdir / f"{name}.ports.json"
+        self.log_path = workdir / f"{name}.log"
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [AGENT, "run", "--ports-file", str(self.ports_file), *args],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**base, **(env or {})},
+                start_new_session=True,
+            )
+        self.ports: dict[str, Any] = wait_for("the agent's ports file", self._ports, timeout=20)
+
+    def _ports(self) -> dict[str, Any] | None:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"chutes-agent exited with {self.proc.returncode}:\n{self.log()}")
+        if not self.ports_file.exists():
+            return None
+        return json.loads(self.ports_file.read_text())  # type: ignore[no-any-return]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        """The agent's Prometheus samples as ``{"name{labels}": value}``."""
+        port = self.ports["metrics"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int:
+        """SIGTERM and wait for the exit status; SIGKILL the group if it hangs."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
