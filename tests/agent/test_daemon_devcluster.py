@@ -6,7 +6,6 @@ node, then checks what Consul, Consul KV, Nomad and the agent's metrics show.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -94,8 +93,10 @@ def test_registers_passing_publishes_the_inventory_and_node_meta(
     assert svc["ServiceMeta"]["gpu_count"] == "8"
     assert svc["ServiceMeta"]["gpu_vram_gb"] == "80"
     assert svc["ServicePort"] == agent.ports["metrics"]
-    alive = checks(dc)[f"{SERVICE_ID}:alive"]
-    assert alive["Definition"].get("TTL") in ("2s", 2_000_000_000, "2000000000") or "TTL" not in alive["Definition"]
+    registered = checks(dc)
+    assert {c["Type"] for c in registered.values()} == {"ttl"}
+    assert registered[f"{SERVICE_ID}:alive"]["Output"] == "agent alive, 8 GPU(s)"
+    assert registered[f"{SERVICE_ID}:gpus"]["Output"] == "8 GPU(s) healthy"
 
     # KV holds exactly what `chutes-agent probe` prints for this node, plus the Nomad node ID.
     node = nomad_node(dc)
@@ -135,7 +136,7 @@ def test_a_stopped_heartbeat_turns_critical_within_the_ttl(
     stopped_at = time.monotonic()
     wait_for("the liveness check to turn critical", lambda: statuses(dc).get("alive") == "critical", timeout=10)
     elapsed = time.monotonic() - stopped_at
-    assert elapsed <= 2 + 1.5, f"critical only after {elapsed:.1f}s with a 2s TTL"  # TTL + the reaper's tick
+    assert elapsed <= 2 + 2, f"critical only after {elapsed:.1f}s with a 2s TTL"  # TTL + reaper tick + polling
     agent.signal(signal.SIGCONT)
     wait_for("passing again after SIGCONT", lambda: all_passing(dc), timeout=10)
 
@@ -231,4 +232,3 @@ def test_two_agents_with_one_node_id_are_detected_and_do_not_fight(
     assert writer.metrics()["chutes_agent_kv_writes_total"] > writes
     _, item = dc.consul().kv.get(f"chutes/nodes/{NODE}")
     assert json.loads(item["Value"])["node_id"] == NODE
-    assert base64  # (imported for readers comparing raw KV bodies)
