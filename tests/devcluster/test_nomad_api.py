@@ -304,3 +304,41 @@ def test_plan_is_a_dry_run_that_explains_placement(dc: DevclusterHandle) -> None
     with pytest.raises(nomad.api.exceptions.URLNotFoundNomadException):
         n.job.get_job("planned")
     assert n.allocations.get_allocations(filter_='JobID == "planned"') == []
+
+
+def test_failed_service_allocation_is_rescheduled_and_stop_places_a_replacement(dc: DevclusterHandle) -> None:
+    n = dc.nomad()
+    job = _batch("flaky", "import sys, time; time.sleep(0.2); sys.exit(1)")
+    job["Type"] = "service"
+    job["TaskGroups"][0]["RestartPolicy"] = {"Attempts": 0, "Interval": 60 * S, "Delay": 0, "Mode": "fail"}
+    job["TaskGroups"][0]["ReschedulePolicy"] = {"Delay": 100 * MS, "DelayFunction": "constant", "Unlimited": True}
+    n.jobs.register_job({"Job": job})
+    chained = wait_for(
+        lambda: [a for a in n.job.get_allocations("flaky") if a["PreviousAllocation"]], what="a rescheduled alloc"
+    )
+    previous = n.allocation.get_allocation(chained[0]["PreviousAllocation"])
+    assert previous["ClientStatus"] == "failed" and previous["NextAllocation"] == chained[0]["ID"]
+    assert chained[0]["Name"] == previous["Name"] == "flaky.run[0]"
+    n.job.deregister_job("flaky", purge=True)
+
+    steady = _batch("steady", "import time; time.sleep(60)")
+    steady["Type"] = "service"
+    n.jobs.register_job({"Job": steady})
+    [first] = wait_for(lambda: n.job.get_allocations("steady"), what="an allocation")
+    n.allocation.stop_allocation(first["ID"])
+    allocs = wait_for(lambda: len(n.job.get_allocations("steady")) == 2 and n.job.get_allocations("steady"))
+    by_id = {a["ID"]: a for a in allocs}
+    assert by_id[first["ID"]]["DesiredStatus"] == "stop"
+    assert [a["DesiredStatus"] for a in allocs if a["ID"] != first["ID"]] == ["run"]
+    n.job.deregister_job("steady", purge=True)
+
+
+def test_system_job_runs_one_allocation_per_feasible_node(dc: DevclusterHandle) -> None:
+    n = dc.nomad()
+    job = _batch("per-node", "import time; time.sleep(60)")
+    job["Type"] = "system"
+    job["Constraints"] = [{"LTarget": "${node.unique.name}", "Operand": "regexp", "RTarget": "^gpu-"}]
+    n.jobs.register_job({"Job": job})
+    allocs = wait_for(lambda: len(n.job.get_allocations("per-node")) == 3 and n.job.get_allocations("per-node"))
+    assert sorted(a["NodeName"] for a in allocs) == ["gpu-a", "gpu-b", "gpu-c"]
+    n.job.deregister_job("per-node", purge=True)
