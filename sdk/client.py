@@ -145,9 +145,9 @@ def _error_from(response: httpx.Response) -> ChutesAPIError:
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
-        text = response.text.strip()
+        text = " ".join(response.text.split())  # one line, whatever the server sent
         if text:
-            detail = text[:500]
+            detail = text[:300]
     else:
         if isinstance(body, dict):
             raw = body.get("detail", detail)
