@@ -151,10 +151,11 @@ class Devcluster:
     async def stop(self) -> None:
         """Snapshot first (so allocations restart next time), then stop every task, then the servers."""
         await self.snapshots.stop()
-        await self.nomad.close()
-        await self.consul.close()
+        # The servers go first: no request may persist task states changed by the shutdown itself.
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.nomad.close()
+        await self.consul.close()
         if self._own_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)

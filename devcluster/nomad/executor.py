@@ -114,6 +114,9 @@ class TaskRunner:
                 self._event("Driver Failure", failure, details={"driver_error": failure}, failed=False)
             else:
                 assert self.proc is not None
+                if self.owner.stopping:
+                    # Stopped while the process was being spawned: kill() found no process to signal then.
+                    self.owner.spawn_kill(self, "allocation stopped while the task started")
                 exit_code = await self.proc.wait()
                 self.owner.processes.remove(self.proc.pid)
                 _kill_group(self.proc.pid, signal.SIGKILL)
@@ -267,6 +270,7 @@ class AllocRunner:
         self.tasks: list[TaskRunner] = []
         self._main: asyncio.Task[None] | None = None
         self._services_registered = False
+        self._killers: set[asyncio.Task[None]] = set()
 
     @property
     def stopping(self) -> bool:
@@ -326,13 +330,18 @@ class AllocRunner:
             self._services_registered = True
         self.changed()
 
+    def spawn_kill(self, task: TaskRunner, reason: str) -> None:
+        killer = asyncio.create_task(task.kill(reason))
+        self._killers.add(killer)
+        killer.add_done_callback(self._killers.discard)
+
     def sibling_failed(self, failed: TaskRunner) -> None:
         """A task failed for good: Nomad kills the other tasks of the allocation."""
         if not self.stopping:
             self.stop_event.set()
             for task in self.tasks:
                 if task is not failed:
-                    asyncio.create_task(task.kill(f"Sibling task {failed.name} failed"))  # noqa: RUF006
+                    self.spawn_kill(task, f"Sibling task {failed.name} failed")
 
     def _deregister(self) -> None:
         if self._services_registered:
