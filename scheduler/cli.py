@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    for noisy in ("alembic.runtime.plugins", "httpx", "httpcore"):  # a line per plugin, per Nomad log request
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         if args.command == "create-admin":
             key = asyncio.run(_create_admin(config))

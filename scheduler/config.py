@@ -52,14 +52,18 @@ class SchedulerConfig(BaseModel):
     bundle_versions_kept: int = Field(3, ge=1)
     # Control loops: only the leader runs them (Consul session lock ``leader_key``).
     leader_key: str = "chutes/scheduler/leader"
-    leader_ttl_s: float = Field(15.0, ge=10.0, le=86400.0)
-    leader_lock_delay_s: float = Field(15.0, ge=0.0, le=60.0)
+    # Consul takes session TTLs of 10 s to 24 h; the devcluster allows shorter ones for tests.
+    leader_ttl_s: float = Field(15.0, gt=0.0, le=86400.0)
+    # Kept short: a leader that cannot renew steps down within 0.8×TTL, before its session can expire.
+    leader_lock_delay_s: float = Field(1.0, ge=0.0, le=60.0)
     reconcile_interval_s: float = Field(10.0, gt=0)
     loop_max_backoff_s: float = Field(60.0, gt=0)
     # How long a deploy request keeps watching its new version's allocations for progress events.
     deploy_watch_s: float = Field(600.0, ge=0)
     watch_interval_s: float = Field(1.0, gt=0)
     run_loops: bool = True
+    # Fault injection for crash tests only: pause between storing a deploy and registering its job.
+    deploy_register_delay_s: float = Field(0.0, ge=0)
     log_level: str = "info"
 
     @field_validator("nomad_addr", "consul_addr")
@@ -133,6 +137,7 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
     "CHUTES_WATCH_INTERVAL": "watch_interval_s",
     "CHUTES_RUN_LOOPS": "run_loops",
+    "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
     "CHUTES_LOG_LEVEL": "log_level",
 }
 

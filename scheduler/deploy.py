@@ -301,6 +301,8 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
             version=upload.sha256, data=unschedulable_json(failure),
         )  # fmt: skip
 
+    if services.config.deploy_register_delay_s:
+        await asyncio.sleep(services.config.deploy_register_delay_s)  # crash tests kill the scheduler here
     await submit(services, chute, placements)
     where = "; ".join(p.explanation for p in placements)
     await services.events.record(

@@ -111,16 +111,42 @@ class LoopRunner:
 
 
 class LeaderSupervisor:
-    """Campaigns for leadership and runs the leader loops exactly while this scheduler holds the lock."""
+    """Campaigns for leadership (Consul session lock) and runs the leader loops exactly while it holds it."""
 
     def __init__(self, services: Services) -> None:
+        from chutes.scheduler.leader import LeaderElector
+
+        config = services.config
         self.services = services
         self.runner = LoopRunner(collect(services))
+        self.elector = LeaderElector(
+            services.consul,
+            key=config.leader_key,
+            identity=services.public_url,
+            ttl_s=config.leader_ttl_s,
+            lock_delay_s=config.leader_lock_delay_s,
+            on_gain=self._gain,
+            on_loss=self._loss,
+        )
+        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self.services.is_leader = True  # until leader.py lands: a single scheduler leads
+    async def _gain(self) -> None:
+        self.services.is_leader = True
         self.runner.start()
 
+    async def _loss(self) -> None:
+        self.services.is_leader = False
+        await self.runner.stop()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.elector.run(), name="leader-election")
+
     async def stop(self) -> None:
+        """Stop campaigning: the loops stop first, then the lock is released for the next scheduler."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.runner.stop()
         self.services.is_leader = False

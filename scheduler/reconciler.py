@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ from chutes.scheduler.store.models import Chute
 
 log = logging.getLogger(__name__)
 
+# A delete left half done for this long (the scheduler that was deleting died) is finished by the reconciler.
+DELETE_GRACE_S = 60.0
 _CLIENT_STATES = {"pending": "pending", "complete": "stopped", "failed": "failed", "lost": "lost"}
 
 
@@ -257,6 +260,8 @@ async def _note_unschedulable(services: Services, chute: Chute, explanation: str
 async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[str, Any]]) -> None:
     """Bring one chute's Nomad jobs in line with the store."""
     if chute.status == "deleting":
+        if time.time() - chute.updated_at < DELETE_GRACE_S:
+            return  # the API call that is deleting it is still at work
         await deploy.purge_nomad(services, chute.id, Manifest.model_validate(chute.manifest))
         await deploy.finish_delete(services, chute.id)
         log.info("reconciler: finished deleting %s", chute.id)

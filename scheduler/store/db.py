@@ -7,7 +7,10 @@ caller can group several of them in one transaction.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -78,6 +81,19 @@ def _upgrade(connection: Connection, revision: str) -> None:
     command.upgrade(cfg, revision)
 
 
+@asynccontextmanager
+async def _file_lock(path: Path | None) -> AsyncIterator[None]:
+    if path is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
 class Store:
     """One database: engine, sessions and migrations."""
 
@@ -92,9 +108,19 @@ class Store:
         return self.engine.dialect.name
 
     async def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to ``revision`` (Alembic); safe to run from several schedulers at once."""
+        """Bring the schema to ``revision`` (Alembic); safe to run from several schedulers at once.
+
+        PostgreSQL serialises migrations with an advisory lock; SQLite runs DDL outside transactions, so
+        processes sharing one database file take an exclusive lock on a file beside it.
+        """
+        database = self.engine.url.database
+        lock_path = (
+            Path(f"{database}.migrate.lock")
+            if self.dialect == "sqlite" and database not in (None, "", ":memory:")
+            else None
+        )
         try:
-            async with self.engine.begin() as conn:
+            async with _file_lock(lock_path), self.engine.begin() as conn:
                 await conn.run_sync(_upgrade, revision)
         except OSError as exc:
             raise StoreError(f"cannot reach the database at {self.engine.url!r}: {exc}") from exc

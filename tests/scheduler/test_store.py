@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -221,3 +222,15 @@ async def test_job_runs_and_outputs(store: Store) -> None:
         assert got is not None and got.status == "succeeded" and got.finished_at is not None
         assert await jobs_repo.list_outputs(s, run.id) == [("out.txt", 6, hashlib.sha256(b"hello!").hexdigest())]
         assert await jobs_repo.list_runs(s, unfinished=True) == []
+
+
+async def test_fresh_database_migrated_by_two_schedulers_at_once(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'shared.db'}"
+    stores = [Store(url), Store(url)]
+    try:
+        await asyncio.gather(*(s.migrate() for s in stores))
+        async with stores[1].session() as s:
+            assert (await s.execute(text("SELECT count(*) FROM users"))).scalar_one() == 0
+    finally:
+        for s in stores:
+            await s.close()

@@ -1,0 +1,206 @@
+"""A scheduler stack for end-to-end tests: devcluster, one simulated agent per node, scheduler processes.
+
+Every process runs in its own process group and is stopped (SIGTERM, then SIGKILL) at the end. Schedulers
+run as real ``chutes-scheduler`` subprocesses so that a test can kill one (SIGKILL) and start it again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.support.devcluster import DevclusterHandle, devcluster
+
+NODES = ("gpu-a=h100_sxm:8", "gpu-b=a100:4", "gpu-c=l40s:2")
+
+
+def _exe(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise RuntimeError(f"{name} is not installed next to {sys.executable}; run `make install`")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # not ready yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def http_json(url: str, key: str | None = None, timeout: float = 5.0) -> Any:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
+    with urllib.request.urlopen(request, timeout=timeout) as resp:  # loopback only
+        return json.loads(resp.read())
+
+
+@dataclass
+class Proc:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env, start_new_session=True
+            )
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a crash)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        self.kill()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-6000:]
+        except OSError:
+            return ""
+
+
+@dataclass
+class Scheduler(Proc):
+    port: int = 0
+    admin_key: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
+        def healthy() -> Any:
+            if not self.alive():
+                raise RuntimeError(f"scheduler {self.name} exited:\n{self.log()}")
+            return http_json(f"{self.url}/healthz")
+
+        result: dict[str, Any] = wait_until(healthy, f"scheduler {self.name} healthy", timeout)
+        return result
+
+    def leads(self) -> bool:
+        try:
+            return bool(http_json(f"{self.url}/healthz", timeout=2)["leader"])
+        except Exception:
+            return False
+
+
+@dataclass
+class Stack:
+    dc: DevclusterHandle
+    workdir: Path
+    admin_key: str
+    procs: list[Proc] = field(default_factory=list)
+
+    def start_agent(self, spec: str) -> Proc:
+        node, model_count = spec.split("=", 1)
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_"))}
+        argv = [
+            _exe("chutes-agent"), "run", "--node-id", node, "--simulate", model_count,
+            "--nomad-addr", self.dc.nomad_addr, "--consul-addr", self.dc.consul_addr,
+            "--heartbeat", "1", "--ttl", "10", "--probe-interval", "2", "--log-level", "WARNING",
+        ]  # fmt: skip
+        proc = Proc(f"agent-{node}", argv, env, self.workdir / f"agent-{node}.log")
+        proc.start()
+        self.procs.append(proc)
+        return proc
+
+    def scheduler(self, name: str, port: int | None = None, **env: str) -> Scheduler:
+        """A scheduler process (not started); all schedulers of a stack share one database."""
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
+        base.update(
+            {
+                "CHUTES_ADMIN_KEY": self.admin_key,
+                "CHUTES_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'scheduler.db'}",
+                "CHUTES_RUNTIME_PYTHON": sys.executable,
+                "CHUTES_RECONCILE_INTERVAL": "1",
+                "CHUTES_WATCH_INTERVAL": "0.3",
+                "CHUTES_LEADER_TTL": "3",
+                "CHUTES_LEADER_LOCK_DELAY": "0",
+                "CHUTES_LOG_LEVEL": "info",
+            }
+        )
+        base.update(env)
+        port = port or free_port()
+        argv = [
+            _exe("chutes-scheduler"), "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(self.workdir / name), "--nomad-addr", self.dc.nomad_addr,
+            "--consul-addr", self.dc.consul_addr,
+        ]  # fmt: skip
+        sched = Scheduler(name, argv, base, self.workdir / f"{name}.log", port=port, admin_key=self.admin_key)
+        self.procs.append(sched)
+        return sched
+
+    def close(self) -> None:
+        for proc in reversed(self.procs):
+            proc.stop()
+
+
+def _agents_ready(dc: DevclusterHandle, nodes: list[str]) -> bool:
+    c = dc.consul()
+    for node in nodes:
+        _, item = c.kv.get(f"chutes/nodes/{node}")
+        if item is None:
+            return False
+    _, entries = c.health.service("chutes-agent", passing=True)
+    return {e["Service"]["ID"] for e in entries} >= {f"chutes-agent-{n}" for n in nodes}
+
+
+@contextlib.contextmanager
+def scheduler_stack(tmp: Path, nodes: tuple[str, ...] = NODES) -> Iterator[Stack]:
+    """The devcluster with ``nodes`` and their agents (publishing inventories, alive in Consul)."""
+    with devcluster(
+        nodes=nodes, local_node=False, data_dir=tmp / "devcluster", extra_args=["--session-min-ttl", "1s"]
+    ) as dc:
+        stack = Stack(dc=dc, workdir=tmp, admin_key="cnk_" + secrets.token_urlsafe(32))
+        try:
+            for spec in nodes:
+                stack.start_agent(spec)
+            names = [spec.split("=", 1)[0] for spec in nodes]
+            wait_until(lambda: _agents_ready(dc, names), "agents publishing inventories", 60)
+            yield stack
+        finally:
+            stack.close()
