@@ -26,12 +26,13 @@ def _spec(job: models.Job) -> dict[str, Any]:
 def job_status(cluster: NomadCluster, job: models.Job) -> str:
     """Nomad's job status: running while any allocation lives, pending while evaluations wait, else dead."""
     state = cluster.state
-    if (job.Type or "") in ("system", "sysbatch") and not job.Stop:
+    if (job.Type or "") == "system" and not job.Stop:
         return "running"
     if job.ParameterizedJob is not None and not job.Dispatched:
         return "dead" if job.Stop else "running"
     allocs = state.job_allocs(job.ID or "")
-    if any(not a.terminal for a in allocs):
+    # Nomad's Allocation.TerminalStatus: an allocation told to stop no longer counts as running.
+    if any(not a.terminal and a.desired_status == "run" for a in allocs):
         return "running"
     evals = state.job_evals(job.ID or "")
     if any(e.status in ("pending", "blocked") for e in evals):
