@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +69,25 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but SIGTERM/SIGINT end it with exit status 0 after the graceful shutdown
+        (uvicorn re-raises the signal once it is done, which makes a clean stop look like a crash)."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 async def _serve(config: SchedulerConfig) -> None:
     import uvicorn
 
@@ -75,7 +97,7 @@ async def _serve(config: SchedulerConfig) -> None:
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
     app = create_app(config, public_url=public_url)
-    server = uvicorn.Server(
+    server = _server_class()(
         uvicorn.Config(
             app, log_level=config.log_level.lower(), access_log=False, lifespan="on", timeout_graceful_shutdown=5
         )

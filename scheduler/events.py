@@ -16,7 +16,7 @@ from typing import Any
 
 from chutes.scheduler.store import Store
 from chutes.scheduler.store import events as events_repo
-from chutes.scheduler.store.models import Event
+from chutes.scheduler.store.models import Chute, Event
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +77,10 @@ class EventHub:
         """Wake the followers after events were added in a caller's own transaction."""
         self._announce()
 
+    async def _exists(self, chute_id: str) -> bool:
+        async with self.store.session() as session:
+            return await session.get(Chute, chute_id) is not None
+
     async def list(self, chute_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         async with self.store.session() as session:
             return await events_repo.list_events(session, chute_id, after=after, limit=limit)
@@ -86,17 +90,20 @@ class EventHub:
     ) -> AsyncIterator[Event | None]:
         """Every event after ``after``, then new ones as they come; yields None as a keep-alive tick.
 
-        Ends after a final event (the chute was deleted) or after ``for_seconds``.
+        Ends after a final event, when the chute no longer exists (it was deleted) or after ``for_seconds``.
         """
         deadline = None if for_seconds is None else time.monotonic() + for_seconds
         last_tick = time.monotonic()
         while deadline is None or time.monotonic() < deadline:
             changed = self._changed
-            for event in await self.list(chute_id, after):
+            events = await self.list(chute_id, after)
+            for event in events:
                 after = event.id
                 yield event
                 if event.kind in FINAL_KINDS:
                     return
+            if not events and not await self._exists(chute_id):
+                return
             if time.monotonic() - last_tick >= 15:
                 last_tick = time.monotonic()
                 yield None

@@ -191,3 +191,79 @@ def test_redeploy_is_a_new_version_of_one_job(stack: tuple[Stack, Scheduler, str
         wait_until(lambda: nomad.job.get_job(f"chute-{cid}")["TaskGroups"][0]["Count"] == 0, "count 0", 20)
         client.delete_chute(cid)
         assert_gone(st, cid)
+
+
+JOB_CHUTE = """\
+from pathlib import Path
+
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(username="alice", name="squares", image="python:3.12", node_selector=NodeSelector(include=["l40s"]))
+
+
+@chute.job(timeout=60, upload=True)
+async def square(self, n: int = 2, output_dir: str = ".") -> dict:
+    (Path(output_dir) / "square.txt").write_text(str(n * n))
+    return {"square": n * n}
+"""
+
+
+def test_job_runs_are_dispatched_and_report_outputs(stack: tuple[Stack, Scheduler, str], tmp_path: Path) -> None:
+    st, sched, key = stack
+    path = tmp_path / "c_squares.py"
+    path.write_text(JOB_CHUTE)
+    nomad = st.dc.nomad()
+    with Client(sched.url, key) as client:
+        out = client.deploy(f"{path}:chute")
+        cid = out["chute_id"]
+        assert out["jobs"] == ["square"] and out["desired_instances"] == 0
+        assert nomad.job.get_job(f"chute-{cid}-job-square")["ParameterizedJob"]["Payload"] == "required"
+        run = client.run_job(cid, "square", {"n": 7})
+        again = client.get_job(run["run_id"])
+        assert again["job_name"] == "square" and again["nomad_job_id"].startswith(f"chute-{cid}-job-square/")
+        done = wait_until(
+            lambda: (r := client.get_job(run["run_id"]))["status"] in ("succeeded", "failed") and r, "the run", 90, 0.3
+        )
+        assert done["status"] == "succeeded", (done, sched.log())
+        assert done["result"] == {"square": 49}
+        names = {o["name"] for o in done["outputs"]}
+        assert {"square.txt", "status.json"} <= names
+        got = httpx.get(f"{sched.url}/v1/jobs/{run['run_id']}/outputs/square.txt",
+                        headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        assert got.status_code == 200 and got.text == "49"
+        with pytest.raises(ChutesAPIError) as err:
+            client.run_job(cid, "cube", {"n": 1})
+        assert err.value.status == 404
+        client.delete_chute(cid)
+        assert nomad.jobs.get_jobs(prefix=f"chute-{cid}") == []
+
+
+def test_reconciler_recreates_missing_jobs_and_purges_orphans(
+    stack: tuple[Stack, Scheduler, str], tmp_path: Path
+) -> None:
+    st, sched, key = stack
+    nomad = st.dc.nomad()
+    with Client(sched.url, key) as client:
+        out = client.deploy(chute_file(tmp_path, "drifty", {"gpu_count": 1, "include": ["a100"]}))
+        cid = out["chute_id"]
+        jid = f"chute-{cid}"
+        # Someone purges the job behind the scheduler's back: the reconciler registers it again.
+        nomad.job.deregister_job(jid, purge=True)
+        wait_until(lambda: nomad.jobs.get_jobs(prefix=jid), "the job registered again", 30, 0.2)
+        assert any(e["type"] == "registered" and "reconciler" in e["message"] for e in client.events(cid))
+        # ... or changes its count: scaled back to the desired one.
+        nomad.job.request(jid, "scale", json={"Count": 2, "Target": {"Group": "instance"}}, method="post")
+        wait_until(lambda: nomad.job.get_job(jid)["TaskGroups"][0]["Count"] == 1, "the count back at 1", 30, 0.2)
+        # A job with chutes' meta whose chute the store does not know is an orphan: purged.
+        orphan = dict(nomad.job.get_job(jid))
+        ghost = "00000000-0000-5000-8000-000000000000"
+        orphan.update(ID=f"chute-{ghost}", Name=f"chute-{ghost}", Meta={**orphan["Meta"], "chute_id": ghost})
+        for key_name in ("Status", "StatusDescription", "Version", "SubmitTime", "CreateIndex", "ModifyIndex",
+                         "JobModifyIndex", "Stable"):  # fmt: skip
+            orphan.pop(key_name, None)
+        orphan["TaskGroups"][0]["Count"] = 0
+        nomad.jobs.register_job({"Job": orphan})
+        assert nomad.jobs.get_jobs(prefix=f"chute-{ghost}")
+        wait_until(lambda: not nomad.jobs.get_jobs(prefix=f"chute-{ghost}"), "the orphan purged", 30, 0.2)
+        client.delete_chute(cid)
+        assert_gone(st, cid)
