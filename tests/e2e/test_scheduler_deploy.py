@@ -189,6 +189,12 @@ def test_redeploy_is_a_new_version_of_one_job(stack: tuple[Stack, Scheduler, str
         assert err.value.status == 422
         assert client.scale_chute(cid, 0)["desired_instances"] == 0
         wait_until(lambda: nomad.job.get_job(f"chute-{cid}")["TaskGroups"][0]["Count"] == 0, "count 0", 20)
+        # A gateway wakes a chute scaled to zero (idempotently).
+        with httpx.Client(base_url=sched.url, headers={"Authorization": f"Bearer {st.admin_key}"}) as gw:
+            woke = gw.post(f"/v1/internal/chutes/{cid}/wake").json()
+            assert woke == {"chute_id": cid, "desired_instances": 1, "woken": True}
+            assert gw.post(f"/v1/internal/chutes/{cid}/wake").json()["woken"] is False
+        wait_until(lambda: nomad.job.get_job(f"chute-{cid}")["TaskGroups"][0]["Count"] == 1, "count 1", 20)
         client.delete_chute(cid)
         assert_gone(st, cid)
 
