@@ -28,19 +28,21 @@ DEFAULT_PRIORITY = 50
 
 
 def _number(value: Any, low: float, high: float, what: str, *, integer: bool = True) -> Any:
-    kinds: tuple[type, ...] = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+    wrong_type = isinstance(value, bool) or not isinstance(value, int | float) or (integer and isinstance(value, float))
+    if wrong_type or not low <= value <= high:
         kind = "an integer" if integer else "a number"
         raise ChuteError(f"{what} must be {kind} from {low:g} to {high:g}, got {value!r}")
     return value
 
 
-def _text(value: Any, limit: int, what: str, *, optional: bool = False) -> Any:
-    if value is None and optional:
-        return None
+def _text(value: Any, limit: int, what: str) -> str:
     if not isinstance(value, str) or len(value) > limit:
         raise ChuteError(f"{what} must be a string of at most {limit} characters")
     return value
+
+
+def _optional_text(value: Any, limit: int, what: str) -> str | None:
+    return None if value is None else _text(value, limit, what)
 
 
 def _node_selector(value: NodeSelector | dict[str, Any] | None) -> NodeSelector:
@@ -101,8 +103,8 @@ class Chute(FastAPI):
             raise ChuteError(f"image must be an image reference (str) or an Image, got {type(image).__name__}")
         self._tagline = _text(tagline, 1024, "tagline")
         self._readme = _text(readme, 65536, "readme")
-        self._standard_template = _text(standard_template, 64, "standard_template", optional=True)
-        self.revision: str | None = _text(revision, 128, "revision", optional=True)
+        self._standard_template = _optional_text(standard_template, 64, "standard_template")
+        self.revision: str | None = _optional_text(revision, 128, "revision")
         self._node_selector = _node_selector(node_selector)
         self.concurrency: int = _number(concurrency, 1, 1024, "concurrency")
         self.max_instances: int = _number(max_instances, 1, 100, "max_instances")
