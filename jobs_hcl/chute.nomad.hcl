@@ -208,6 +208,7 @@ job "chute" {
       #     args    = ["-m", "chutes.runtime"]
       #     ports   = ["http"]
       #   }
+      #   env { CHUTES_HOST = "0.0.0.0" }  (inside a container NOMAD_IP_http is the host's address)
 
       env {
         CHUTES_CHUTE_ID       = var.chute_id
@@ -217,8 +218,9 @@ job "chute" {
         CHUTES_INVOKE_SECRET  = var.invoke_secret
       }
 
+      # Longer than the runtime's drain (CHUTES_DRAIN_TIMEOUT, 30 s): in-flight calls finish on SIGTERM.
       kill_signal  = "SIGTERM"
-      kill_timeout = "30s"
+      kill_timeout = "40s"
 
       resources {
         cpu    = var.cpu_mhz_per_gpu * var.gpu_count

@@ -95,7 +95,7 @@ class RenderSettings:
     cpu_mhz_per_gpu: int = 1000
     memory_mb_per_gpu: int = 4096
     disk_mb: int = 2048
-    kill_timeout_s: int = 30  # the runtime drains in-flight requests on SIGTERM within this
+    kill_timeout_s: int = 40  # > the runtime's drain timeout (CHUTES_DRAIN_TIMEOUT, 30 s) so a drain completes
     shutdown_delay_s: int = 5  # deregistered from Consul this long before the kill, so the gateway stops routing
     check_interval_s: int = 5
     check_timeout_s: int = 2
@@ -255,6 +255,8 @@ def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, a
     env = {
         _literal(k, "environment name"): _literal(v, f"environment value of {k}") for k, v in settings.extra_env.items()
     }
+    if settings.driver == "docker":
+        env["CHUTES_HOST"] = "0.0.0.0"  # inside the container; NOMAD_IP_http is the host's address there
     env.update(
         {
             "CHUTES_CHUTE_ID": manifest.chute_id,

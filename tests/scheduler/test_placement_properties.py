@@ -122,7 +122,7 @@ requests = st.builds(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(clusters(), requests)
 def test_place_agrees_with_the_brute_force_oracle(nodes: list[NodeState], req: PlacementRequest) -> None:
     counts, feasible, best = oracle(nodes, req)
@@ -146,7 +146,7 @@ def test_place_agrees_with_the_brute_force_oracle(nodes: list[NodeState], req: P
     assert all(g.memory_mib >= req.min_vram_mib for g in picked)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(clusters(), requests, st.integers(1, 6))
 def test_place_many_equals_placing_one_by_one_on_the_updated_cluster(
     nodes: list[NodeState], req: PlacementRequest, count: int

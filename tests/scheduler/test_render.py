@@ -94,7 +94,7 @@ def test_service_job_has_the_designed_shape() -> None:
     task = task_of(job)
     assert (task["Name"], task["Driver"]) == ("runtime", "raw_exec")
     assert task["Config"] == {"command": "python3", "args": ["-m", "chutes.runtime"]}
-    assert task["KillTimeout"] == 30_000_000_000
+    assert task["KillTimeout"] == 40_000_000_000  # longer than the runtime's 30 s drain
     assert task["Env"] == {
         "CHUTES_CHUTE_ID": cid,
         "CHUTES_SCHEDULER_URL": "http://127.0.0.1:8000",
@@ -126,6 +126,7 @@ def test_docker_driver_runs_the_image_with_the_port_mapped() -> None:
         "args": ["-m", "chutes.runtime"],
         "ports": ["http"],
     }
+    assert task_of(job)["Env"]["CHUTES_HOST"] == "0.0.0.0"  # NOMAD_IP_http is the host's address in a container
     assert_valid("Job", job)
 
 
