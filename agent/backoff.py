@@ -6,6 +6,11 @@ import logging
 import random
 from collections.abc import Callable
 
+import aiohttp
+
+# Failures that mean "nobody answered", as opposed to an answer that was an error.
+_UNREACHABLE = (OSError, TimeoutError, aiohttp.ClientConnectionError, str)
+
 
 class Backoff:
     """Exponential backoff with jitter: base, 2×base, 4×base... up to ``cap``, each drawn in [d/2, d].
@@ -56,7 +61,10 @@ class LinkState:
         self.failures += 1
         if self.up is not False:
             detail = error if isinstance(error, str) else (f"{type(error).__name__}: {error}".rstrip(": "))
+            # A refused connection or a timeout is "unreachable"; an HTTP error (ACL, bad request) is not, and
+            # the operator fixes it differently.
+            state = "unreachable" if isinstance(error, _UNREACHABLE) else "answers with errors"
             self._log.warning(
-                "%s unreachable at %s (%s); retrying with backoff, still probing GPUs", self.name, self.address, detail
+                "%s %s at %s (%s); retrying with backoff, still probing GPUs", self.name, state, self.address, detail
             )
         self.up = False

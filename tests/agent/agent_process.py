@@ -21,7 +21,7 @@ FAST = ["--heartbeat", "0.5", "--ttl", "2", "--kv-refresh", "1", "--probe-interv
 T = TypeVar("T")
 
 
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 15.0, every: float = 0.1) -> T:
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, every: float = 0.1) -> T:
     """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None

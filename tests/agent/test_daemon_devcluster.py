@@ -232,3 +232,52 @@ def test_two_agents_with_one_node_id_are_detected_and_do_not_fight(
     assert writer.metrics()["chutes_agent_kv_writes_total"] > writes
     _, item = dc.consul().kv.get(f"chutes/nodes/{NODE}")
     assert json.loads(item["Value"])["node_id"] == NODE
+
+
+def test_acl_tokens_from_the_environment_and_a_refused_token(agents: list[AgentProcess], tmp_path: Path) -> None:
+    with devcluster(nodes=[f"{NODE}=h100_sxm:8"], consul_token="c-secret", nomad_token="n-secret") as dc:
+        base = ["--node-id", NODE, *FAST, "--simulate", "h100_sxm:8"]
+        good = AgentProcess(
+            tmp_path, "good", base,
+            env={"CONSUL_HTTP_ADDR": dc.consul_addr, "CONSUL_HTTP_TOKEN": "c-secret",
+                 "NOMAD_ADDR": dc.nomad_addr, "NOMAD_TOKEN": "n-secret"},
+        )  # fmt: skip
+        agents.append(good)
+        c = dc.consul(token="c-secret")
+
+        def passing() -> bool:
+            _, items = c.health.checks("chutes-agent")
+            return {i["Status"] for i in items if i["ServiceID"] == SERVICE_ID} == {"passing"}
+
+        wait_for("passing with tokens from the environment", passing)
+        n = dc.nomad(token="n-secret")
+        node_id = next(x["ID"] for x in n.nodes.get_nodes() if x["Name"] == NODE)
+        wait_for("node meta with the Nomad token", lambda: n.node.get_node(node_id)["Meta"].get("chutes_gpu_count"))
+
+        bad = AgentProcess(
+            tmp_path, "bad", ["--node-id", "other", *FAST, "--simulate", "l4"],
+            env={"CONSUL_HTTP_ADDR": dc.consul_addr, "CONSUL_HTTP_TOKEN": "wrong"},
+        )  # fmt: skip
+        agents.append(bad)
+        wait_for("the refusal logged", lambda: "Consul answers with errors" in bad.log())
+        time.sleep(2)  # several refused heartbeats
+        assert bad.proc.poll() is None
+        assert bad.log().count("Consul answers with errors") == 1
+        assert "Permission denied" in bad.log()
+
+
+def test_node_id_defaults_to_the_nomad_node_name(agents: list[AgentProcess], tmp_path: Path) -> None:
+    with devcluster(nodes=[], extra_args=["--local-node-name", "local-gpu"]) as dc:
+        agent = AgentProcess(
+            tmp_path, "local", [*FAST, "--simulate", "l40s:2", "--metrics-port", "0"],
+            env={"CONSUL_HTTP_ADDR": dc.consul_addr, "NOMAD_ADDR": dc.nomad_addr},
+        )  # fmt: skip
+        agents.append(agent)
+        assert agent.ports["node_id"] == "local-gpu"
+        n = dc.nomad()
+        (local,) = [x for x in n.nodes.get_nodes() if x["Name"] == "local-gpu"]
+        meta = wait_for("meta on the local node", lambda: (m := n.node.get_node(local["ID"])["Meta"]).get(
+            "chutes_gpu_model") and m)  # fmt: skip
+        assert meta["chutes_gpu_model"] == "l40s" and meta["chutes_gpu_count"] == "2"
+        _, item = wait_for("KV", lambda: (r := dc.consul().kv.get("chutes/nodes/local-gpu"))[1] and r)
+        assert NodeInventory.model_validate_json(item["Value"]).nomad_node_id == local["ID"]
