@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import statistics
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "target": "p99 < 20 ms per decision at 10,000 nodes",
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "load_average_1m": round(os.getloadavg()[0], 2),  # a shared machine inflates the tail, not the median
         "results": rows,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = [
         "# Placement decisions",
         "",
-        f"Target: {report['target']}. Python {report['python']} on {report['machine']}.",
+        f"Target: {report['target']}. Python {report['python']} on {report['machine']}, {report['cpus']} CPUs, "
+        f"1-minute load average {report['load_average_1m']} at the end of the run.",
         "",
         "| nodes | decisions | placed | snapshot build ms | decisions/s | mean ms | p50 ms | p99 ms | max ms "
         "| per-node scan ms (baseline) | speedup |",
