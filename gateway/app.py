@@ -1,25 +1,21 @@
 """The gateway's HTTP server: authenticate, resolve the chute and cord, then hand the call to the proxy.
 
-aiohttp serves and calls (one stack, C-accelerated parsers, uvloop); the scheduler is consulted through
-caches, Consul through discovery watches, so an ordinary call costs no lookup beyond dictionaries in memory.
+A plain ASGI application (served by uvicorn with httptools and uvloop, see ``cli.py``): no framework between
+the parser and the proxy. The scheduler is consulted through caches and Consul through discovery watches,
+so an ordinary call costs no lookup beyond dictionaries in memory.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
 import uuid
-from typing import Any
 
-from aiohttp import web
-
+from chutes.gateway.asgi import Incoming, Message, Receive, Scope, Send, json_error_body, respond
 from chutes.gateway.cache import TTLCache
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, HealthSource
-from chutes.gateway.headers import INVOCATION_ID_HEADER
 from chutes.gateway.metering import InvocationRecorder
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.proxy import Call, Proxy
@@ -29,32 +25,36 @@ from chutes.gateway.scheduler_client import SchedulerAPI, SchedulerUnavailable
 log = logging.getLogger(__name__)
 
 _MAX_KEY_LENGTH = 256
-_JSON = "application/json"
+_JSON_TYPE = (b"content-type", b"application/json")
+_INVOCATION_ID = b"x-chutes-invocation-id"
 
 
-def error_response(
+async def send_error(
+    send: Send,
     status: int,
     detail: str,
     hint: str | None = None,
     invocation_id: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     """A JSON error answer ``{"detail", "hint"}`` carrying the invocation id."""
-    body = json.dumps({"detail": detail, "hint": hint})
-    extra = dict(headers or {})
+    out = [_JSON_TYPE, *(headers or [])]
     if invocation_id is not None:
-        extra[INVOCATION_ID_HEADER] = invocation_id
-    return web.Response(status=status, text=body, content_type=_JSON, headers=extra)
+        out.append((_INVOCATION_ID, invocation_id.encode()))
+    await respond(send, status, out, json_error_body(detail, hint))
 
 
-def api_key_of(request: web.Request) -> str | None:
+def api_key_of(authorization: bytes | None) -> str | None:
     """The API key in ``Authorization: Bearer <key>`` (a bare key is accepted too), if well-formed."""
-    header = request.headers.get("Authorization")
-    if not header:
+    if not authorization:
+        return None
+    try:
+        header = authorization.decode("ascii")
+    except UnicodeDecodeError:
         return None
     scheme, _, rest = header.partition(" ")
     key = rest.strip() if scheme.lower() == "bearer" else header.strip()
-    if not key or len(key) > _MAX_KEY_LENGTH or not key.isascii() or any(c.isspace() for c in key):
+    if not key or len(key) > _MAX_KEY_LENGTH or not key.isprintable() or " " in key:
         return None
     return key
 
@@ -104,72 +104,83 @@ class Gateway:
                 return route
         return None
 
-    async def handle(self, request: web.Request) -> web.StreamResponse:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point: HTTP calls and the server's lifespan."""
+        if scope["type"] == "http":
+            await self.handle(Incoming.of(scope, receive, send))
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message: Message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def handle(self, request: Incoming) -> None:
         """Every request: gateway endpoints, then chute calls."""
         started = time.perf_counter()
         settings = self.settings
-        target = parse_target(request.host, request.path, settings.domain)
+        target = parse_target(request.host.decode("latin-1"), request.path, settings.domain)
         if target is None:
-            return await self._own_endpoint(request)
+            await self._own_endpoint(request)
+            return
         invocation_id = uuid.uuid4().hex
-        key = api_key_of(request)
+        send = request.send
+        key = api_key_of(request.header(b"authorization"))
         try:
             caller = None if key is None else await self.identities.get(key)
             if caller is None:
                 self.metrics.observe("", "", 401, time.perf_counter() - started)
-                return error_response(
-                    401,
-                    "missing or invalid API key",
+                await send_error(
+                    send, 401, "missing or invalid API key",
                     "send 'Authorization: Bearer <api key>'; create a key with 'chutes keys create'",
-                    invocation_id,
-                    {"WWW-Authenticate": "Bearer"},
-                )
+                    invocation_id, [(b"www-authenticate", b"Bearer")],
+                )  # fmt: skip
+                return
             route = await self.resolve(target)
         except SchedulerUnavailable as exc:
             log.warning("scheduler unavailable: %s", exc)
             self.metrics.observe("", "", 503, time.perf_counter() - started)
-            return error_response(
-                503, "the platform's control plane is unavailable", "retry shortly", invocation_id,
-                {"Retry-After": str(settings.retry_after_unavailable)},
+            await send_error(
+                send, 503, "the platform's control plane is unavailable", "retry shortly", invocation_id,
+                [(b"retry-after", str(settings.retry_after_unavailable).encode())],
             )  # fmt: skip
+            return
         if route is None or not route.allows(caller):
             self.metrics.observe("", "", 404, time.perf_counter() - started)
-            return error_response(404, "no such chute", "check the username and chute name in the URL", invocation_id)
+            await send_error(send, 404, "no such chute", "check the username and chute name in the URL", invocation_id)
+            return
         cords = route.cords_at(request.method, target.path)
         if cords is None:
             self.metrics.observe("", "", 404, time.perf_counter() - started)
             available = ", ".join(f"{m} {p}" for m, p in sorted(route.cords)) or "none"
-            return error_response(
-                404, f"chute {route.info.name!r} has no cord at {request.method} {target.path}",
+            await send_error(
+                send, 404, f"chute {route.info.name!r} has no cord at {request.method} {target.path}",
                 f"its cords: {available}", invocation_id,
             )  # fmt: skip
-        call = Call(request, route, cords, caller, invocation_id, started)
-        return await self.proxy.forward(call, self.recorder)
+            return
+        await self.proxy.forward(Call(request, route, cords, caller, invocation_id, started), self.recorder)
 
-    async def _own_endpoint(self, request: web.Request) -> web.StreamResponse:
-        path = request.path
-        if path == "/healthz" and request.method in ("GET", "HEAD"):
-            return web.json_response({"status": "ok", "watches": len(self.discovery.watches)})
-        if path == "/metrics" and request.method == "GET":
+    async def _own_endpoint(self, request: Incoming) -> None:
+        path, method, send = request.path, request.method, request.send
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            body = json.dumps({"status": "ok", "watches": len(self.discovery.watches)}).encode()
+            await respond(send, 200, [_JSON_TYPE], body)
+        elif path == "/metrics" and method == "GET":
             self.metrics.watches.set(len(self.discovery.watches))
-            return web.Response(body=self.metrics.render(), headers={"Content-Type": self.metrics.content_type})
-        return error_response(
-            404,
-            "not a chute address",
-            "call /<username>/<chute-slug>/<path> or https://<username>-<chute-slug>.<domain>/<path>",
-        )
-
-
-def build_app(gateway: Gateway) -> web.Application:
-    """The aiohttp application serving ``gateway``; starts and stops its background work with the app."""
-    app = web.Application(client_max_size=gateway.settings.max_body_bytes)
-    app.router.add_route("*", "/{tail:.*}", gateway.handle)
-
-    async def lifecycle(_app: web.Application) -> Any:
-        await gateway.start()
-        yield
-        with contextlib.suppress(asyncio.CancelledError):
-            await gateway.close()
-
-    app.cleanup_ctx.append(lifecycle)
-    return app
+            await respond(send, 200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
+        else:
+            await send_error(
+                send, 404, "not a chute address",
+                "call /<username>/<chute-slug>/<path> or https://<username>-<chute-slug>.<domain>/<path>",
+            )  # fmt: skip

@@ -26,9 +26,10 @@ class Upstream:
     cooldown_until: float = 0.0
 
     @property
-    def origin(self) -> str:
+    def authority(self) -> str:
+        """``host:port`` as a Host header writes it."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{host}:{self.port}"
 
 
 class NoUpstream(enum.Enum):

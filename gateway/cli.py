@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
 from pathlib import Path
 
-from aiohttp import web
+import uvicorn
 
-from chutes.gateway.app import Gateway, build_app
+from chutes.gateway.app import Gateway
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import consul_health
 from chutes.gateway.scheduler_client import SchedulerClient
@@ -73,34 +72,48 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
+def server_config(gateway: Gateway, access_log: bool = False, log_level: str = "warning") -> uvicorn.Config:
+    """uvicorn serving the gateway's ASGI app: httptools parser, no websockets, its own X-Forwarded-For."""
+    return uvicorn.Config(
+        gateway,
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        access_log=access_log,
+        server_header=False,
+        proxy_headers=False,  # the gateway appends the peer to X-Forwarded-For itself
+        timeout_keep_alive=75,
+        backlog=2048,
+        log_level=log_level,
+    )
+
+
 async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health)
-    app = build_app(gateway)
-    runner = web.AppRunner(app, access_log=logging.getLogger("aiohttp.access") if access_log else None)
-    await runner.setup()
+    level = logging.getLevelName(logging.getLogger().level).lower()
+    server = uvicorn.Server(server_config(gateway, access_log, level))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
-    site = web.SockSite(runner, sock, backlog=2048)
-    await site.start()
     bound = sock.getsockname()[1]
-    log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
-             settings.scheduler_url, settings.consul_addr)  # fmt: skip
-    if port_file is not None:
-        tmp = port_file.with_suffix(".tmp")
-        tmp.write_text(str(bound))
-        tmp.replace(port_file)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await stop.wait()
+        while not server.started:
+            if task.done():
+                task.result()
+                raise SystemExit("chutes-gateway: the server stopped while starting")
+            await asyncio.sleep(0.02)
+        log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
+                 settings.scheduler_url, settings.consul_addr)  # fmt: skip
+        if port_file is not None:
+            tmp = port_file.with_suffix(".tmp")
+            tmp.write_text(str(bound))
+            tmp.replace(port_file)
+        await task  # uvicorn handles SIGINT and SIGTERM: it stops accepting, finishes calls, runs the lifespan
     finally:
-        await runner.cleanup()
         await scheduler.close()
         with contextlib.suppress(Exception):
             await consul.close()

@@ -30,6 +30,7 @@ class GatewaySettings:
     max_attempts: int = 4  # instances tried per call (429, refused connection, draining)
     cooldown: float = 2.0  # an instance that refused a connection is skipped this long
     buffer_limit: int = 256 * 1024  # answers with a known length up to this size are sent in one write
+    upstream_idle_timeout: float = 4.0  # keep idle connections to instances below uvicorn's 5 s keep-alive
 
     # Scale from zero.
     hold_timeout: float = 120.0  # how long a call waits for a first instance

@@ -1,4 +1,4 @@
-"""Header hygiene between client, gateway and instance (pure).
+"""Header hygiene between client, gateway and instance (pure; headers as ASGI gives them: byte pairs).
 
 Hop-by-hop headers (RFC 9110 §7.6.1, plus those a ``Connection`` header names) never cross the gateway.
 The client's ``Authorization`` is the platform key: it is never sent on to an instance, and neither is any
@@ -8,84 +8,95 @@ The client's ``Authorization`` is the platform key: it is never sent on to an in
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from chutes.signing import SIGNATURE_HEADER
 
 INVOCATION_ID_HEADER = "X-Chutes-Invocation-Id"
+_INVOCATION_ID = INVOCATION_ID_HEADER.lower().encode()
+_SIGNATURE = SIGNATURE_HEADER.lower().encode()
+
+Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
     {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
     }
 )
 
 # Request headers the gateway sets itself or must not pass on.
 _REQUEST_DROP = HOP_BY_HOP | {
-    "host",
-    "authorization",
-    "content-length",
-    "expect",
-    "x-api-key",
-    SIGNATURE_HEADER.lower(),
-    INVOCATION_ID_HEADER.lower(),
-    "x-forwarded-host",
-    "x-forwarded-proto",
+    b"host",
+    b"authorization",
+    b"content-length",
+    b"expect",
+    b"x-api-key",
+    _SIGNATURE,
+    _INVOCATION_ID,
+    b"x-forwarded-for",
+    b"x-forwarded-host",
+    b"x-forwarded-proto",
 }
-# Answer headers the gateway's own server writes.
-_RESPONSE_DROP = HOP_BY_HOP | {"content-length", "date", "server", INVOCATION_ID_HEADER.lower()}
+# Answer headers the gateway writes itself (framing, its own identity) or must not pass on.
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"server", _INVOCATION_ID}
 
 
-def _connection_tokens(headers: Iterable[tuple[str, str]]) -> set[str]:
-    tokens: set[str] = set()
-    for name, value in headers:
-        if name.lower() == "connection":
-            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
-    return tokens
+def _connection_tokens(value: bytes) -> set[bytes]:
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
 def upstream_request_headers(
-    client_headers: Iterable[tuple[str, str]],
+    client_headers: Iterable[tuple[bytes, bytes]],
     *,
     client_ip: str | None,
-    host: str,
+    host: bytes,
     scheme: str,
     invocation_id: str,
     signature: str,
-) -> dict[str, str]:
-    """The headers to send an instance, from the client's (a multi-dict's items) and the gateway's own."""
-    items = list(client_headers)
-    drop = _REQUEST_DROP | _connection_tokens(items)
-    out: dict[str, str] = {}
-    forwarded_for: list[str] = []
-    for name, value in items:
-        lower = name.lower()
-        if lower == "x-forwarded-for":
+) -> Headers:
+    """The headers to send an instance: the client's (names lower-case, as ASGI gives them) and the gateway's."""
+    out: Headers = []
+    forwarded_for: list[bytes] = []
+    named: set[bytes] = set()
+    for name, value in client_headers:
+        if name not in _REQUEST_DROP:
+            out.append((name, value))
+        elif name == b"x-forwarded-for":
             forwarded_for.append(value)
-        elif lower not in drop:
-            out[name] = f"{out[name]}, {value}" if name in out else value
+        elif name == b"connection":
+            named |= _connection_tokens(value)
+    if named:
+        out = [(n, v) for n, v in out if n not in named]
     if client_ip:
-        forwarded_for.append(client_ip)
+        forwarded_for.append(client_ip.encode())
     if forwarded_for:
-        out["X-Forwarded-For"] = ", ".join(forwarded_for)
+        out.append((b"x-forwarded-for", b", ".join(forwarded_for)))
     if host:
-        out["X-Forwarded-Host"] = host
-    out["X-Forwarded-Proto"] = scheme
-    out[INVOCATION_ID_HEADER] = invocation_id
-    out[SIGNATURE_HEADER] = signature
+        out.append((b"x-forwarded-host", host))
+    out.append((b"x-forwarded-proto", scheme.encode()))
+    out.append((_INVOCATION_ID, invocation_id.encode()))
+    out.append((_SIGNATURE, signature.encode()))
     return out
 
 
-def client_response_headers(upstream_headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The instance's answer headers that go back to the client (a list: ``Set-Cookie`` may repeat)."""
-    items = list(upstream_headers.items()) if isinstance(upstream_headers, Mapping) else list(upstream_headers)
-    drop = _RESPONSE_DROP | _connection_tokens(items)
-    return [(name, value) for name, value in items if name.lower() not in drop]
+def client_response_headers(upstream_headers: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """The instance's answer headers that go back to the client (repeats such as ``Set-Cookie`` kept)."""
+    out: Headers = []
+    named: set[bytes] = set()
+    for name, value in upstream_headers:
+        lower = name.lower()
+        if lower not in _RESPONSE_DROP:
+            out.append((lower, value))
+        elif lower == b"connection":
+            named |= _connection_tokens(value)
+    if named:
+        out = [(n, v) for n, v in out if n not in named]
+    return out

@@ -11,24 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
-
+from chutes.gateway.asgi import BodyTooLarge, ClientGone, Incoming, json_error_body, respond
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
-from chutes.gateway.headers import INVOCATION_ID_HEADER, client_response_headers, upstream_request_headers
+from chutes.gateway.headers import client_response_headers, upstream_request_headers
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.routes import Identity, Route, RouteInfo, pick_cord
 from chutes.gateway.scheduler_client import SchedulerAPI
+from chutes.gateway.upstream import (
+    ConnectFailed,
+    Connection,
+    ConnectionPool,
+    Disconnected,
+    Head,
+    ReadTimeout,
+    UpstreamError,
+    encode_request,
+)
 from chutes.manifest import CordSpec
 from chutes.signing import sign
 
@@ -38,13 +43,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RETRY_STATUSES = frozenset({429, 503})
+_INVOCATION_ID = b"x-chutes-invocation-id"
+_JSON_TYPE = (b"content-type", b"application/json")
+_CLIENT_CLOSED = 499  # recorded (never sent) when the client went away before the answer
 
 
 @dataclass(slots=True)
 class Call:
     """One authorised call to one cord (or to a stream/non-stream pair, settled once the body is read)."""
 
-    request: web.Request
+    request: Incoming
     route: Route
     cords: tuple[CordSpec, ...]
     caller: Identity
@@ -64,7 +72,7 @@ class _Failed(Exception):
 
 
 class Proxy:
-    """Sends calls to instances over one shared keep-alive connection pool."""
+    """Sends calls to instances over keep-alive connections pooled per instance."""
 
     def __init__(
         self,
@@ -77,48 +85,38 @@ class Proxy:
         self.discovery = discovery
         self.metrics = metrics
         self.scheduler = scheduler
-        self._session: aiohttp.ClientSession | None = None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-        )
+        self.pool = ConnectionPool(settings.connect_timeout, settings.read_timeout, settings.upstream_idle_timeout)
         self._last_wake: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, enable_cleanup_closed=True)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,  # bytes pass through as the instance encoded them
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        pass
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        self.pool.close()
 
-    async def forward(self, call: Call, recorder: InvocationRecorder) -> web.StreamResponse:
-        """Serve ``call`` from an instance and record it; never raises for an instance's failure."""
+    async def forward(self, call: Call, recorder: InvocationRecorder) -> None:
+        """Serve ``call`` from an instance (or answer why not) and record it; never raises for an instance."""
         info = call.route.info
         label = f"{info.username}/{info.name}"
         started_at = time.time()
         status, bytes_in, bytes_out = 500, 0, 0
         cord = call.cords[0]
         try:
-            body = await self._read_body(call.request)
+            body = await call.request.read_body(self.settings.max_body_bytes)
             bytes_in = len(body)
-            query = call.request.rel_url.raw_query_string
+            query = call.request.query
             cord = pick_cord(call.cords, body, query)
-            response, bytes_out = await self._send(call, cord, query, label, body)
-            status = response.status
-            return response
+            status, bytes_out = await self._send(call, cord, query, label, body)
+        except BodyTooLarge:
+            limit = self.settings.max_body_bytes
+            status = await self._error(call, _Failed(413, f"request body over {limit} bytes", "send a smaller body"))
+        except ClientGone:
+            status = _CLIENT_CLOSED
         except _Failed as failed:
-            status = failed.status
-            return self._error(call, failed)
+            status = await self._error(call, failed)
         finally:
             elapsed = time.perf_counter() - call.started
             self.metrics.observe(label, cord.name, status, elapsed)
@@ -136,18 +134,8 @@ class Proxy:
                 }
             )
 
-    async def _read_body(self, request: web.Request) -> bytes:
-        limit = self.settings.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise _Failed(413, f"request body over {limit} bytes", "send a smaller body")
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise _Failed(413, f"request body over {limit} bytes", "send a smaller body") from None
-
-    async def _send(
-        self, call: Call, cord: CordSpec, query: str, label: str, body: bytes
-    ) -> tuple[web.StreamResponse, int]:
+    async def _send(self, call: Call, cord: CordSpec, query: str, label: str, body: bytes) -> tuple[int, int]:
+        """Try instances until one answers; returns the status and body bytes relayed."""
         settings = self.settings
         info = call.route.info
         target = cord.public_api_path + ("?" + query if query else "")
@@ -199,78 +187,106 @@ class Proxy:
 
     async def _attempt(
         self, call: Call, up: Upstream, method: str, target: str, body: bytes, label: str
-    ) -> tuple[web.StreamResponse, int] | int:
-        """One exchange with one instance: the relayed answer, or the status that says "try another"."""
-        assert self._session is not None, "Proxy.start() was not awaited"
+    ) -> tuple[int, int] | int:
+        """One exchange with one instance: (status, bytes) relayed, or the status that says "try another"."""
         request = call.request
         headers = upstream_request_headers(
-            request.headers.items(),
-            client_ip=request.remote,
+            request.headers,
+            client_ip=request.client_ip,
             host=request.host,
             scheme=request.scheme,
             invocation_id=call.invocation_id,
             signature=sign(call.route.info.invoke_secret, method, target, body),
         )
-        url = URL(up.origin + target, encoded=True)
+        data = encode_request(method, target, up.authority, headers, body)
+        for fresh in (False, True):
+            try:
+                conn, reused = await self.pool.acquire(up.host, up.port)
+            except ConnectFailed as exc:
+                return self._unreachable(up, label, "connect", exc)
+            try:
+                head = await conn.send(data)
+                break
+            except Disconnected as exc:
+                conn.close()
+                if reused and not fresh:
+                    continue  # a kept-alive connection the instance had just closed: once more on a new one
+                return self._unreachable(up, label, "disconnect", exc)
+            except ReadTimeout as exc:
+                conn.close()
+                self.metrics.upstream_errors.labels(label, "timeout").inc()
+                raise _Failed(504, "the instance did not answer in time", None) from exc
+            except UpstreamError as exc:
+                conn.close()
+                self.metrics.upstream_errors.labels(label, "protocol").inc()
+                raise _Failed(502, f"bad answer from the instance: {exc}", None) from exc
         try:
-            resp = await self._session.request(method, url, data=body, headers=headers, allow_redirects=False)
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            # Refused, reset or dropped before any answer: the instance is gone or going; nothing was relayed.
-            kind = "connect" if isinstance(exc, aiohttp.ClientConnectorError) else "disconnect"
-            self.metrics.upstream_errors.labels(label, kind).inc()
-            up.cooldown_until = time.monotonic() + self.settings.cooldown
-            log.info("instance %s of %s failed before answering (%r): trying another", up.key, label, exc)
-            return 503
-        except TimeoutError as exc:
-            self.metrics.upstream_errors.labels(label, "timeout").inc()
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                up.cooldown_until = time.monotonic() + self.settings.cooldown
-                return 503
-            raise _Failed(504, "the instance did not answer in time", None) from exc
-        except aiohttp.ClientError as exc:
-            self.metrics.upstream_errors.labels(label, "protocol").inc()
-            raise _Failed(502, f"bad answer from the instance: {exc}", None) from exc
-        try:
-            if resp.status in _RETRY_STATUSES:
-                self.metrics.upstream_errors.labels(label, str(resp.status)).inc()
-                if resp.status == 503:  # draining or not ready yet: it will say so to the next call too
+            if head.status in _RETRY_STATUSES:
+                self.metrics.upstream_errors.labels(label, str(head.status)).inc()
+                if head.status == 503:  # draining or not ready yet: it will say so to the next call too
                     up.cooldown_until = time.monotonic() + self.settings.cooldown
-                return resp.status
-            return await self._relay(call, resp, label)
+                if head.content_length is not None and head.content_length <= self.settings.buffer_limit:
+                    with contextlib.suppress(UpstreamError):
+                        await conn.read_all()  # a short refusal: read it, so the connection stays usable
+                return head.status
+            return await self._relay(call, conn, head, label)
         finally:
-            resp.release()
+            self.pool.release(conn)
 
-    async def _relay(self, call: Call, resp: aiohttp.ClientResponse, label: str) -> tuple[web.StreamResponse, int]:
-        headers = CIMultiDict(client_response_headers(resp.headers.items()))
-        headers[INVOCATION_ID_HEADER] = call.invocation_id
-        length = resp.content_length
+    def _unreachable(self, up: Upstream, label: str, kind: str, exc: Exception) -> int:
+        """Refused, reset or dropped before any answer: the instance is gone or going; nothing was relayed."""
+        self.metrics.upstream_errors.labels(label, kind).inc()
+        up.cooldown_until = time.monotonic() + self.settings.cooldown
+        self.pool.forget(up.host, up.port)
+        log.info("instance %s of %s failed before answering (%s): trying another", up.key, label, exc)
+        return 503
+
+    async def _relay(self, call: Call, conn: Connection, head: Head, label: str) -> tuple[int, int]:
+        send = call.request.send
+        headers = client_response_headers(head.headers)
+        headers.append((_INVOCATION_ID, call.invocation_id.encode()))
+        length = head.content_length
         if length is not None and length <= self.settings.buffer_limit:
             try:
-                data = await resp.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                data = await conn.read_all()
+            except UpstreamError as exc:
                 self.metrics.upstream_errors.labels(label, "read").inc()
-                raise _Failed(502, f"the instance failed while answering: {exc!r}", None) from exc
-            return web.Response(status=resp.status, reason=resp.reason, body=data, headers=headers), len(data)
-        out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
+                status = 504 if isinstance(exc, ReadTimeout) else 502
+                raise _Failed(status, f"the instance failed while answering: {exc}", None) from exc
+            await respond(send, head.status, headers, data)
+            return head.status, len(data)
         if length is not None:
-            out.content_length = length
-        await out.prepare(call.request)
+            headers.append((b"content-length", b"%d" % length))
+        await send({"type": "http.response.start", "status": head.status, "headers": headers})
+        # A client that goes away mid-stream closes the instance's connection, which ends the loop below.
+        listener = asyncio.ensure_future(call.request.receive())
+
+        def client_left(_done: asyncio.Future[Any]) -> None:
+            conn.close()
+
+        listener.add_done_callback(client_left)
         sent = 0
         try:
-            async for chunk in resp.content.iter_any():
-                await out.write(chunk)
+            while chunk := await conn.read():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 sent += len(chunk)
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The answer has started: its status cannot change any more. Cut the client's connection so
-            # that it sees a truncated answer, never a clean end.
+        except UpstreamError as exc:
+            if listener.done():
+                return _CLIENT_CLOSED, sent
+            # The answer has started: its status cannot change any more. Returning without completing it
+            # makes the server cut the client's connection: a truncated answer, never a clean end.
             self.metrics.upstream_errors.labels(label, "stream").inc()
-            log.warning("instance stream for %s broke after %d bytes: %r", label, sent, exc)
-            transport = call.request.transport
-            if transport is not None:
-                transport.abort()
-            return out, sent
-        await out.write_eof()
-        return out, sent
+            log.warning("instance stream for %s broke after %d bytes: %s", label, sent, exc)
+            return head.status, sent
+        finally:
+            gone = listener.done()
+            if not gone:
+                listener.remove_done_callback(client_left)
+                listener.cancel()
+        if gone:
+            return _CLIENT_CLOSED, sent
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return head.status, sent
 
     async def _hold(self, info: RouteInfo, watch: ServiceWatch, label: str, avoid: set[str]) -> bool:
         """Wait (bounded) for an instance that can be tried, asking the scheduler for one meanwhile."""
@@ -317,9 +333,9 @@ class Proxy:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _error(self, call: Call, failed: _Failed) -> web.Response:
-        headers = {INVOCATION_ID_HEADER: call.invocation_id}
+    async def _error(self, call: Call, failed: _Failed) -> int:
+        headers = [_JSON_TYPE, (_INVOCATION_ID, call.invocation_id.encode())]
         if failed.retry_after is not None:
-            headers["Retry-After"] = str(failed.retry_after)
-        body = json.dumps({"detail": failed.detail, "hint": failed.hint})
-        return web.Response(status=failed.status, text=body, content_type="application/json", headers=headers)
+            headers.append((b"retry-after", str(failed.retry_after).encode()))
+        await respond(call.request.send, failed.status, headers, json_error_body(failed.detail, failed.hint))
+        return failed.status

@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import uvicorn
 from aiohttp import web
 
-from chutes.gateway.app import Gateway, build_app
+from chutes.gateway.app import Gateway
+from chutes.gateway.cli import server_config
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import consul_health
 from chutes.gateway.scheduler_client import SchedulerClient
@@ -258,19 +260,24 @@ def gateway_settings(scheduler_url: str, consul_addr: str, **overrides: Any) -> 
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
-    """The gateway on a loopback port (port 0) in this event loop, stopped at the end."""
+    """The gateway served by uvicorn on a loopback port (port 0) in this event loop, stopped at the end."""
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key, timeout=5)
     consul = consul_health(settings.consul_addr, request_timeout=15)
     gateway = Gateway(settings, scheduler, consul.health)
-    runner = web.AppRunner(build_app(gateway), access_log=None)
-    await runner.setup()
+    server = uvicorn.Server(server_config(gateway))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
-    await site.start()
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
+        while not server.started:
+            if task.done():
+                task.result()
+                raise RuntimeError("the gateway did not start")
+            await asyncio.sleep(0.01)
         yield RunningGateway(gateway, f"http://127.0.0.1:{sock.getsockname()[1]}", settings)
     finally:
-        await runner.cleanup()
+        server.should_exit = True
+        await asyncio.wait_for(task, 15)
+        sock.close()
         await scheduler.close()
         await consul.close()

@@ -1,0 +1,296 @@
+"""A lean HTTP/1.1 client for calls to instances: pooled keep-alive connections, httptools parsing.
+
+The gateway's hot path is one request and one answer per call to a known instance over loopback or a LAN.
+A general client (redirects, cookies, proxies, auth, URL normalisation, timeouts objects per request) costs
+more than everything else the gateway does, so this module does only what forwarding needs:
+
+- one ``asyncio.Protocol`` per connection, its answer parsed by httptools (the parser uvicorn uses);
+- idle connections kept per instance (LIFO, dropped after ``idle_timeout``, below the runtime's keep-alive);
+- the answer's head awaited, then its body read chunk by chunk with back-pressure (reading pauses while the
+  client is slower than the instance);
+- failures typed by what the instance may have seen: ``ConnectFailed`` (nothing), ``Disconnected`` before
+  any byte of an answer (retryable), ``BrokenAnswer`` after it (not), ``ReadTimeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import httptools
+
+_HIGH_WATER = 256 * 1024  # buffered answer bytes above which reading from the instance pauses
+
+
+class UpstreamError(Exception):
+    """A failed exchange with an instance."""
+
+
+class ConnectFailed(UpstreamError):
+    """The connection could not be made (refused, unreachable, timed out): the instance saw nothing."""
+
+
+class Disconnected(UpstreamError):
+    """The connection closed before any byte of an answer: the request may not have been processed."""
+
+
+class BrokenAnswer(UpstreamError):
+    """The answer started and then broke off, or was not valid HTTP."""
+
+
+class ReadTimeout(UpstreamError):
+    """The instance stayed silent for longer than the read timeout."""
+
+
+@dataclass(slots=True)
+class Head:
+    """Status line and headers of an answer."""
+
+    status: int
+    reason: bytes
+    headers: list[tuple[bytes, bytes]]
+    content_length: int | None
+
+
+class Connection(asyncio.Protocol):
+    """One connection to an instance; carries one exchange at a time."""
+
+    def __init__(self, key: tuple[str, int], read_timeout: float) -> None:
+        self.key = key
+        self.read_timeout = read_timeout
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self._parser = httptools.HttpResponseParser(self)
+        self._loop = asyncio.get_running_loop()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._reason = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head: asyncio.Future[Head] | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._waiter: asyncio.Future[None] | None = None
+        self._complete = False
+        self._error: UpstreamError | None = None
+        self._paused = False
+        self._last_activity = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._keep_alive = True
+        self._until_close = False  # an answer with neither length nor chunking: it ends with the connection
+
+    # --- asyncio.Protocol -------------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._last_activity = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(BrokenAnswer(f"invalid HTTP from the instance: {exc}"))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._head is not None and not self._head.done():
+            self._fail(Disconnected(f"the instance closed the connection before answering ({exc or 'EOF'})"))
+        elif self._head is not None and not self._complete:
+            if self._until_close and exc is None:
+                self._complete = True
+                self._wake()
+            else:
+                self._fail(BrokenAnswer(f"the instance closed the connection mid-answer ({exc or 'EOF'})"))
+        self._cancel_timer()
+
+    def pause_writing(self) -> None:  # requests are small and written at once; nothing to throttle
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # --- httptools callbacks ----------------------------------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self._reason = status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        length: int | None = None
+        chunked = False
+        for name, value in self._headers:
+            if len(name) == 14 and name.lower() == b"content-length":
+                with contextlib.suppress(ValueError):
+                    length = int(value)
+            elif len(name) == 17 and name.lower() == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+        self._keep_alive = self._parser.should_keep_alive()
+        status = self._parser.get_status_code()
+        self._until_close = length is None and not chunked and status not in (204, 304) and status >= 200
+        head = Head(status, self._reason, self._headers, length)
+        if self._head is not None and not self._head.done():
+            self._head.set_result(head)
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._buffered += len(body)
+        if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        self._complete = True
+        self._cancel_timer()
+        self._wake()
+
+    # --- the exchange -----------------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _fail(self, error: UpstreamError) -> None:
+        if self._error is None:
+            self._error = error
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(error)
+            self._head.exception()  # retrieved: the caller may be gone
+        self._wake()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_silence(self) -> None:
+        self._timer = None
+        if self._complete or self.closed:
+            return
+        quiet = self._loop.time() - self._last_activity
+        if quiet >= self.read_timeout:
+            self._fail(ReadTimeout(f"no answer from the instance for {self.read_timeout:.0f}s"))
+            self.close()
+        else:
+            self._timer = self._loop.call_later(self.read_timeout - quiet, self._check_silence)
+
+    async def send(self, data: bytes) -> Head:
+        """Write one request (head and body in ``data``) and wait for the answer's head."""
+        assert self.transport is not None
+        if self.closed:
+            raise Disconnected("the connection to the instance was closed")
+        self._reset()
+        self._head = self._loop.create_future()
+        self._last_activity = self._loop.time()
+        self._timer = self._loop.call_later(self.read_timeout, self._check_silence)
+        self.transport.write(data)
+        return await self._head
+
+    async def read(self) -> bytes:
+        """The next piece of the answer's body; b"" once it is complete. Raises on a broken answer."""
+        while True:
+            if self._chunks:
+                chunk = self._chunks.popleft()
+                self._buffered -= len(chunk)
+                if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
+                    self._paused = False
+                    self.transport.resume_reading()
+                return chunk
+            if self._complete:
+                return b""
+            if self._error is not None:
+                raise self._error
+            if self.closed:  # an answer without length or chunking ends when the connection does
+                return b""
+            self._waiter = self._loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def read_all(self) -> bytes:
+        parts = []
+        while chunk := await self.read():
+            parts.append(chunk)
+        return b"".join(parts)
+
+    @property
+    def reusable(self) -> bool:
+        return self._complete and self._keep_alive and not self.closed and self._error is None
+
+    def close(self) -> None:
+        self._cancel_timer()
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+
+class ConnectionPool:
+    """Keep-alive connections per instance (host, port), reused most-recent first."""
+
+    def __init__(self, connect_timeout: float, read_timeout: float, idle_timeout: float = 4.0) -> None:
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.idle_timeout = idle_timeout
+        self._idle: dict[tuple[str, int], list[Connection]] = {}
+
+    async def acquire(self, host: str, port: int) -> tuple[Connection, bool]:
+        """A connection to (host, port) and whether it was reused from the pool."""
+        key = (host, port)
+        idle = self._idle.get(key)
+        if idle:
+            now = time.monotonic()
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and now - conn.idle_since < self.idle_timeout:
+                    return conn, True
+                conn.close()
+        loop = asyncio.get_running_loop()
+        try:
+            transport, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: Connection(key, self.read_timeout), host, port),
+                self.connect_timeout,
+            )
+        except TimeoutError:
+            raise ConnectFailed(f"connecting to {host}:{port} timed out after {self.connect_timeout:.0f}s") from None
+        except OSError as exc:
+            raise ConnectFailed(f"cannot connect to {host}:{port}: {exc.strerror or exc}") from None
+        conn.transport = transport  # connection_made may not have run yet under uvloop
+        return conn, False
+
+    def release(self, conn: Connection) -> None:
+        """Return a connection after its exchange: kept if reusable, closed otherwise."""
+        if not conn.reusable:
+            conn.close()
+            return
+        conn.idle_since = time.monotonic()
+        self._idle.setdefault(conn.key, []).append(conn)
+
+    def forget(self, host: str, port: int) -> None:
+        """Close the idle connections to an instance that went away."""
+        for conn in self._idle.pop((host, port), []):
+            conn.close()
+
+    def close(self) -> None:
+        for conns in self._idle.values():
+            for conn in conns:
+                conn.close()
+        self._idle.clear()
+
+
+def encode_request(method: str, target: str, host: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
+    """One HTTP/1.1 request as bytes; header values were checked by the server that received them (no CR/LF)."""
+    parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode()]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"content-length: %d\r\n\r\n" % len(body))
+    parts.append(body)
+    return b"".join(parts)
