@@ -105,6 +105,24 @@ def test_dev_deploy_invoke_logs_delete_stop(tmp_path: Path, env: dict[str, str])
         assert logs.returncode == 0, logs.stderr
         assert logs.stdout.strip(), "the instance wrote nothing to its logs"
 
+        # A chute no node can take: refused with the reasons, non-zero exit, nothing deployed.
+        big = tmp_path / "big.py"
+        big.write_text(
+            "from chutes.chute import Chute, NodeSelector\n"
+            "chute = Chute(username='demo', name='big', image='python:3.12-slim',\n"
+            "              node_selector=NodeSelector(gpu_count=2, min_vram_gb_per_gpu=96))\n"
+            "@chute.cord()\n"
+            "async def ping(self) -> dict:\n"
+            "    return {}\n"
+        )
+        refused = chutes(env, "deploy", f"{big}:chute", "--timeout", "30")
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert refused.stderr.startswith("Error: no node can run 'big'"), refused.stderr
+        assert "Hint:" in refused.stderr and "Traceback" not in refused.stderr
+
+        nodes = json.loads(chutes(env, "nodes", "--json").stdout)
+        assert {n["node_id"]: n["gpus_free"] for n in nodes} == {"gpu-a": 1, "gpu-b": 2}
+
         listed = chutes(env, "chutes", "list", "--json")
         assert [c["name"] for c in json.loads(listed.stdout)] == ["hello"]
         deleted = chutes(env, "chutes", "delete", "hello", "--yes")
