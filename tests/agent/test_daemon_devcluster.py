@@ -153,6 +153,7 @@ def test_sigterm_deregisters_and_exits_0(dc: DevclusterHandle, agents: list[Agen
     assert kv_inventory(dc) is not None  # the hardware description stays
 
 
+@pytest.mark.slow
 def test_survives_devcluster_restarts_and_outages(
     dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -204,6 +205,7 @@ def test_unhealthy_gpu_turns_the_gpu_check_warning(
     wait_for("passing again once the GPU is fixed", lambda: all_passing(dc))
 
 
+@pytest.mark.slow
 def test_two_agents_with_one_node_id_are_detected_and_do_not_fight(
     dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
@@ -234,6 +236,7 @@ def test_two_agents_with_one_node_id_are_detected_and_do_not_fight(
     assert json.loads(item["Value"])["node_id"] == NODE
 
 
+@pytest.mark.slow
 def test_acl_tokens_from_the_environment_and_a_refused_token(agents: list[AgentProcess], tmp_path: Path) -> None:
     with devcluster(nodes=[f"{NODE}=h100_sxm:8"], consul_token="c-secret", nomad_token="n-secret") as dc:
         base = ["--node-id", NODE, *FAST, "--simulate", "h100_sxm:8"]
