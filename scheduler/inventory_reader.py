@@ -231,9 +231,14 @@ class InventoryReader:
     without Nomad).
     """
 
-    def __init__(self, consul_client: Any, nomad: NomadClient | None = None) -> None:
+    def __init__(self, consul_client: Any, nomad: NomadClient | None = None, *, timeout_s: float = 10.0) -> None:
         self.consul = consul_client
         self.nomad = nomad
+        self.timeout_s = timeout_s  # per call, on top of a blocking query's wait (py-consul sets no timeout)
+
+    def _deadline(self, wait_s: float | None, index: int) -> float:
+        blocking = wait_s if wait_s is not None and index else 0.0
+        return blocking + blocking / 16 + self.timeout_s
 
     async def read_inventories(
         self, index: int = 0, wait_s: float | None = None
@@ -241,7 +246,8 @@ class InventoryReader:
         """``chutes/nodes/`` (recursive); with ``index`` and ``wait_s`` a blocking query."""
         wait = f"{wait_s:g}s" if wait_s is not None and index else None
         try:
-            raw_index, entries = await self.consul.kv.get(KV_PREFIX, recurse=True, index=index or None, wait=wait)
+            async with asyncio.timeout(self._deadline(wait_s, index)):
+                raw_index, entries = await self.consul.kv.get(KV_PREFIX, recurse=True, index=index or None, wait=wait)
         except CONSUL_ERRORS as exc:
             raise InventoryUnavailable(f"reading {KV_PREFIX} from Consul failed: {exc!r}") from None
         return Indexed(_index(raw_index), parse_inventories(entries))
@@ -250,7 +256,8 @@ class InventoryReader:
         """Node ids whose agent is alive; with ``index`` and ``wait_s`` a blocking query."""
         wait = f"{wait_s:g}s" if wait_s is not None and index else None
         try:
-            raw_index, entries = await self.consul.health.service(AGENT_SERVICE, index=index or None, wait=wait)
+            async with asyncio.timeout(self._deadline(wait_s, index)):
+                raw_index, entries = await self.consul.health.service(AGENT_SERVICE, index=index or None, wait=wait)
         except CONSUL_ERRORS as exc:
             raise InventoryUnavailable(f"reading the health of {AGENT_SERVICE} from Consul failed: {exc!r}") from None
         return Indexed(_index(raw_index), frozenset(parse_alive(entries or [])))

@@ -357,3 +357,27 @@ async def test_unreachable_consul_is_reported() -> None:
             await InventoryReader(client).snapshot()
     finally:
         await client.close()
+
+
+async def test_a_consul_that_never_answers_times_out() -> None:
+    done = asyncio.Event()
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await done.wait()  # accept, answer nothing
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client = consul.aio.Consul(host="127.0.0.1", port=port)
+    try:
+        started = time.monotonic()
+        with pytest.raises(InventoryUnavailable, match="Consul"):
+            await InventoryReader(client, timeout_s=0.5).snapshot()
+        assert time.monotonic() - started < 5
+    finally:
+        await client.close()
+        done.set()
+        server.close()
+        await server.wait_closed()
