@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -30,18 +31,19 @@ FINAL = frozenset({"succeeded", "success", "completed", "complete", "failed", "e
 
 
 def _show(run: dict[str, Any]) -> None:
-    console.print(f"run     {pick(run, 'run_id', 'id')}")
-    console.print(f"job     {cell(run.get('chute_name') or run.get('chute_id'))}.{cell(run.get('job_name'))}")
+    run_id = pick(run, "run_id", "id")
+    console.print(f"run     {run_id}")
+    console.print(f"job     {cell(run.get('job_name'))} of chute {cell(run.get('chute_name') or run.get('chute_id'))}")
     console.print(f"status  {cell(run.get('status'))}")
     if run.get("error"):
-        console.print(f"error   {cell(run.get('error'))}")
-    outputs = run.get("outputs") or []
+        console.print(f"error   {cell(run.get('error'))}", markup=False)
+    if run.get("result") is not None:
+        console.print(f"result  {json.dumps(run['result'])}", markup=False, highlight=False)
+    outputs = [o for o in run.get("outputs") or [] if isinstance(o, dict)]
     for output in outputs:
-        if isinstance(output, dict):
-            size = output.get("size")
-            console.print(f"output  {cell(pick(output, 'name', 'path'))}" + (f" ({size} bytes)" if size else ""))
-        else:
-            console.print(f"output  {cell(output)}")
+        console.print(f"output  {cell(output.get('name'))} ({output.get('size', '?')} bytes)", markup=False)
+    if outputs:
+        console.print(f"[dim]download one: chutes jobs output {run_id} {outputs[0].get('name')} -o FILE[/dim]")
 
 
 @jobs_app.command("run")
