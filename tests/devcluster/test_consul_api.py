@@ -21,7 +21,7 @@ def test_ttl_service_register_pass_warn_fail_and_expiry(dc: DevclusterHandle) ->
     c = dc.consul()
     assert c.agent.service.register(
         "chutes-agent", service_id="chutes-agent-n1", port=0, tags=["agent"], meta={"node": "n1"},
-        check=consul.Check.ttl("1s"),
+        check=consul.Check.ttl("2s"),
     )  # fmt: skip
     services = c.agent.services()
     assert services["chutes-agent-n1"]["Service"] == "chutes-agent"
@@ -41,7 +41,7 @@ def test_ttl_service_register_pass_warn_fail_and_expiry(dc: DevclusterHandle) ->
     # No heartbeat for longer than the TTL: critical with Consul's output.
     wait_for(
         lambda: c.health.service("chutes-agent")[1][0]["Checks"][1]["Status"] == "critical",
-        timeout_s=5,
+        timeout_s=10,
         what="TTL expiry",
     )
     assert c.health.service("chutes-agent")[1][0]["Checks"][1]["Output"] == "TTL expired"
@@ -155,10 +155,10 @@ def test_session_lock_acquire_release_and_ttl_expiry(dc: DevclusterHandle) -> No
     assert c.session.info(s1)[1]["Name"] == "leader-a"
 
     # A short TTL (the devcluster under test accepts 1s) that is not renewed invalidates the session.
-    resp = httpx.put(f"{dc.consul_addr}/v1/session/create", json={"Name": "short", "TTL": "1s", "LockDelay": "0s"})
+    resp = httpx.put(f"{dc.consul_addr}/v1/session/create", json={"Name": "short", "TTL": "2s", "LockDelay": "0s"})
     short = resp.json()["ID"]
     assert c.kv.put("t/leader", "short", acquire=short)
-    wait_for(lambda: "Session" not in c.kv.get("t/leader")[1], timeout_s=5, what="the TTL to release the lock")
+    wait_for(lambda: "Session" not in c.kv.get("t/leader")[1], timeout_s=10, what="the TTL to release the lock")
     assert c.session.info(short)[1] is None
     bad = httpx.put(f"{dc.consul_addr}/v1/session/create", json={"TTL": "100ms"})
     assert bad.status_code == 400 and "TTL" in bad.json()["detail"]
@@ -166,12 +166,12 @@ def test_session_lock_acquire_release_and_ttl_expiry(dc: DevclusterHandle) -> No
 
 def test_session_lock_delay_and_delete_behavior(dc: DevclusterHandle) -> None:
     c = dc.consul()
-    holder = c.session.create(name="holder", lock_delay=1)
+    holder = c.session.create(name="holder", lock_delay=3)
     other = c.session.create(name="other", lock_delay=0)
     assert c.kv.put("t/delay", "x", acquire=holder)
     c.session.destroy(holder)
     assert not c.kv.put("t/delay", "y", acquire=other), "lock-delay holds the key back"
-    wait_for(lambda: c.kv.put("t/delay", "y", acquire=other), timeout_s=5, what="lock-delay to pass")
+    wait_for(lambda: c.kv.put("t/delay", "y", acquire=other), timeout_s=10, what="lock-delay to pass")
     ephemeral = c.session.create(name="eph", behavior="delete", lock_delay=0)
     assert c.kv.put("t/ephemeral", "here", acquire=ephemeral)
     c.session.destroy(ephemeral)
