@@ -55,6 +55,7 @@ class LeaderElector:
         wait_s: float = 30.0,
         retry_s: float = 0.5,
         max_backoff_s: float = 15.0,
+        timeout_s: float = 10.0,
         on_gain: Callback | None = None,
         on_loss: Callback | None = None,
     ) -> None:
@@ -68,6 +69,7 @@ class LeaderElector:
         self.wait_s = wait_s
         self.retry_s = retry_s
         self.max_backoff_s = max_backoff_s
+        self.timeout_s = timeout_s  # bound on each call that is not a blocking query (py-consul sets none)
         self.on_gain = on_gain
         self.on_loss = on_loss
         self.session_id: str | None = None
@@ -91,7 +93,8 @@ class LeaderElector:
 
     async def current_leader(self) -> str | None:
         """The identity of the scheduler holding the lock, or None while nobody does."""
-        return await current_leader(self.consul, self.key)
+        async with asyncio.timeout(self.timeout_s):
+            return await current_leader(self.consul, self.key)
 
     # -- the campaign --
 
@@ -129,13 +132,14 @@ class LeaderElector:
         }
         params = [("dc", self.consul.dc)] if self.consul.dc else []
         self._created_at = time.monotonic()
-        session_id: str = await self.consul.http.put(
-            CB.json(is_id=True),
-            "/v1/session/create",
-            params=params,
-            headers=self.consul.prepare_headers(None),
-            data=json.dumps(body),
-        )
+        async with asyncio.timeout(self.timeout_s):
+            session_id: str = await self.consul.http.put(
+                CB.json(is_id=True),
+                "/v1/session/create",
+                params=params,
+                headers=self.consul.prepare_headers(None),
+                data=json.dumps(body),
+            )
         self.session_id = session_id
         return session_id
 
@@ -146,7 +150,8 @@ class LeaderElector:
             holder: str | None = None  # the session holding the key, as last read; None: free or unknown
             while True:
                 if not self.is_leader and holder is None:
-                    if await self._race(self.consul.kv.put(self.key, self.identity, acquire=session_id), keeper):
+                    acquire = self.consul.kv.put(self.key, self.identity, acquire=session_id)
+                    if await self._race(asyncio.wait_for(acquire, self.timeout_s), keeper):
                         await self._gain(session_id)
                     elif index:
                         # Free but refused: Consul's lock-delay after the last holder's session ended. Poll.
@@ -165,7 +170,9 @@ class LeaderElector:
     async def _read(self, *, index: int, keeper: asyncio.Task[None]) -> tuple[int, str | None]:
         """Block on the key until it changes after ``index``; (new index, holding session or None)."""
         wait = f"{self.wait_s:g}s" if index else None
-        raw_index, data = await self._race(self.consul.kv.get(self.key, index=index or None, wait=wait), keeper)
+        read = self.consul.kv.get(self.key, index=index or None, wait=wait)
+        limit = (self.wait_s * 17 / 16 if index else 0) + self.timeout_s
+        raw_index, data = await self._race(asyncio.wait_for(read, limit), keeper)
         try:
             new_index = max(1, int(raw_index))
         except (TypeError, ValueError):
