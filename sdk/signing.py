@@ -52,7 +52,8 @@ def parse(header: str | None) -> ParsedSignature:
             raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
         fields[key] = value
     ts, digest = fields.get("t", ""), fields.get("v1", "")
-    if not ts.isdigit() or len(ts) > 12 or len(digest) != 64:
+    # isascii: str.isdigit() accepts "²" and other digits that int() refuses (a header is latin-1 text).
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12 or len(digest) != 64:
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
     try:
         bytes.fromhex(digest)
