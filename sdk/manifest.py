@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from chutes.chute.node_selector import NodeSelector
 from chutes.identity import chute_id, validate_chute_name, validate_username
 
-CORD_PATH_RE = re.compile(r"^(/[a-z0-9_]+[a-z0-9-_]*)+$")
+# One way to match each part (no overlapping quantifiers): linear time, where "+[...]*" backtracked
+# quadratically (a 5,000-character path took seconds to refuse).
+CORD_PATH_RE = re.compile(r"^(/[a-z0-9_][a-z0-9_-]*)+$")
 JOB_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
