@@ -175,7 +175,7 @@ def _default_hint(status: int) -> str | None:
     return {
         401: "check your API key (--api-key, CHUTES_API_KEY or the config file)",
         403: "this key may not do that; ask an admin",
-        404: "check the name (`chutes chutes list` shows yours)",
+        404: "check the name or id you gave",
         429: "the chute is at capacity; retry shortly",
         503: "the platform is not ready; retry shortly",
     }.get(status)
