@@ -53,7 +53,8 @@ def table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], *, title: s
     """Print rows as a table; ``columns`` are (header, getter) pairs."""
     out = Table(title=title, show_edge=False, header_style="bold")
     for header, _ in columns:
-        out.add_column(header)
+        # Ids stay whole on one line, to be copied; other cells wrap.
+        out.add_column(header, no_wrap=header in ("ID", "INSTANCE", "NODE"), overflow="fold")
     count = 0
     for row in rows:
         out.add_row(*(cell(getter(row)) for _, getter in columns))
