@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import IntegrityError
 
 from chutes.bundle import BundleError, BundleMeta, safe_extract
 from chutes.identity import slugify
@@ -260,6 +261,7 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
 
     is_service = bool(manifest.cords)
     count = max(existing.desired_instances, 1) if (existing is not None and is_service) else 1
+    count = min(count, manifest.max_instances)
     placements, failure = await plan(services, manifest, count, exclude_chute=cid if existing else None)
     if not placements:
         assert failure is not None
@@ -270,30 +272,11 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
             )
         raise APIError(409, detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
 
-    async with services.store.session() as session:
-        secret = await token_secret(session)
-        chute = await chutes_repo.get_chute(session, cid)
-        if chute is None:
-            chute = Chute(
-                id=cid, owner_id=owner.id, username=manifest.username, name=manifest.name, slug=slug,
-                manifest={}, version=upload.sha256, invoke_secret=new_invoke_secret(),
-            )  # fmt: skip
-            session.add(chute)
-        chute.manifest = manifest.model_dump(mode="json")
-        chute.version = upload.sha256
-        chute.desired_instances = count if is_service else 0
-        chute.status = "deploying"
-        chute.status_detail = ""
-        await chutes_repo.put_version(
-            session, cid, upload.sha256, upload.bundle, chute.manifest, instance_token(secret, cid, upload.sha256)
-        )
-        await session.flush()
-        await chutes_repo.prune_versions(session, cid, services.config.bundle_versions_kept, upload.sha256)
-        await events_repo.add_event(
-            session, cid, "accepted",
-            f"accepted version {upload.sha256[:12]} of {manifest.name!r} ({upload.meta.entrypoint})",
-            version=upload.sha256, data={"entrypoint": upload.meta.entrypoint, "redeploy": existing is not None},
-        )  # fmt: skip
+    try:
+        chute = await _store_intent(services, owner.id, upload, slug, count if is_service else 0, existing is not None)
+    except IntegrityError:
+        raise APIError(409, f"another deploy of {manifest.name!r} (or of a chute with its URL slug) is under way",
+                       "retry in a moment") from None  # fmt: skip
     services.events.announce()
     if failure is not None:
         await services.events.record(
@@ -303,7 +286,12 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
 
     if services.config.deploy_register_delay_s:
         await asyncio.sleep(services.config.deploy_register_delay_s)  # crash tests kill the scheduler here
-    await submit(services, chute, placements)
+    try:
+        await submit(services, chute, placements)
+    except UpstreamError as exc:
+        await services.events.record(cid, "error", f"registering the job failed: {exc.detail}", version=upload.sha256)
+        exc.hint = "the deploy is stored: the scheduler registers it once Nomad answers (follow the events)"
+        raise
     where = "; ".join(p.explanation for p in placements)
     await services.events.record(
         cid, "registered", f"registered Nomad job(s) {', '.join(nomad_job_ids(manifest))}; planned: {where}",
@@ -318,6 +306,39 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     if is_service:
         start_watch(services, cid, upload.sha256)
     return chute, placement_json(placements[0])
+
+
+async def _store_intent(
+    services: Services, owner_id: str, upload: Upload, slug: str, desired: int, redeploy: bool
+) -> Chute:
+    """Persist the deploy (chute row, version, "accepted" event) in one transaction, before Nomad hears of it."""
+    manifest = upload.manifest
+    cid = manifest.chute_id
+    async with services.store.session() as session:
+        secret = await token_secret(session)
+        chute = await chutes_repo.get_chute(session, cid)
+        if chute is None:
+            chute = Chute(
+                id=cid, owner_id=owner_id, username=manifest.username, name=manifest.name, slug=slug,
+                manifest={}, version=upload.sha256, invoke_secret=new_invoke_secret(),
+            )  # fmt: skip
+            session.add(chute)
+        chute.manifest = manifest.model_dump(mode="json")
+        chute.version = upload.sha256
+        chute.desired_instances = desired
+        chute.status = "deploying"
+        chute.status_detail = ""
+        await chutes_repo.put_version(
+            session, cid, upload.sha256, upload.bundle, chute.manifest, instance_token(secret, cid, upload.sha256)
+        )
+        await session.flush()
+        await chutes_repo.prune_versions(session, cid, services.config.bundle_versions_kept, upload.sha256)
+        await events_repo.add_event(
+            session, cid, "accepted",
+            f"accepted version {upload.sha256[:12]} of {manifest.name!r} ({upload.meta.entrypoint})",
+            version=upload.sha256, data={"entrypoint": upload.meta.entrypoint, "redeploy": redeploy},
+        )  # fmt: skip
+    return chute
 
 
 # -------------------------------------------------------------------------------------------- after the deploy

@@ -297,7 +297,23 @@ async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[
         if current is not None and current != chute.desired_instances:
             await services.nomad.scale_job(job_id(chute.id), chute.desired_instances, message="chutes: reconciler")
             log.info("reconciler: scaled %s from %s to %d", chute.id, current, chute.desired_instances)
-        await observe_chute(services, chute)
+        views = await observe_chute(services, chute)
+        if chute.desired_instances and not any(v.state not in TERMINAL for v in views):
+            await _explain_nomad_failure(services, chute)
+
+
+async def _explain_nomad_failure(services: Services, chute: Chute) -> None:
+    """No instance although some are wanted: when Nomad failed to place them, record its reasons."""
+    evaluations = await services.nomad.job_evaluations(job_id(chute.id))
+    failed = [e for e in evaluations if e.placement_failed]
+    if failed:
+        reason = failed[-1].explanation()
+        await _note_unschedulable(
+            services,
+            chute,
+            f"Nomad could not place an instance: {reason}",
+            {"nomad": reason, "evaluation": failed[-1].id},
+        )
 
 
 def orphaned(jobs: list[dict[str, Any]], chutes: dict[str, Chute]) -> list[str]:

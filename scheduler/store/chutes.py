@@ -10,7 +10,7 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chutes.identity import chute_id as make_chute_id
-from chutes.scheduler.store.models import Chute, ChuteVersion, Event, JobRun, Share, User
+from chutes.scheduler.store.models import Chute, ChuteVersion, Event, Instance, JobRun, Share, User
 from chutes.scheduler.store.secrets import hash_secret
 from chutes.scheduler.store.users import Principal
 
@@ -137,9 +137,10 @@ async def shared_with(session: AsyncSession, chute_id: str) -> list[str]:
 
 
 async def purge(session: AsyncSession, chute_id: str) -> None:
-    """Delete a chute and what is recorded about it (instance records stay: metering reads their end)."""
+    """Delete a chute and everything recorded about it (metering keeps its own ledger of GPU time)."""
     await session.execute(delete(JobRun).where(JobRun.chute_id == chute_id))
     await session.execute(delete(Share).where(Share.chute_id == chute_id))
     await session.execute(delete(ChuteVersion).where(ChuteVersion.chute_id == chute_id))
+    await session.execute(delete(Instance).where(Instance.chute_id == chute_id))
     await session.execute(delete(Event).where(Event.chute_id == chute_id))
     await session.execute(delete(Chute).where(Chute.id == chute_id))
