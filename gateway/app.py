@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-import uuid
 
 from chutes.gateway.asgi import Incoming, Message, Receive, Scope, Send, json_error_body, respond
 from chutes.gateway.cache import TTLCache
@@ -134,7 +134,7 @@ class Gateway:
         if target is None:
             await self._own_endpoint(request)
             return
-        invocation_id = uuid.uuid4().hex
+        invocation_id = os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
         send = request.send
         key = api_key_of(request.header(b"authorization"))
         try:
