@@ -12,4 +12,3 @@ chute taken from the environment. Modules, pure core first:
 
 Nothing is imported here, so that ``chutes`` commands other than ``run`` do not load uvicorn.
 """
-

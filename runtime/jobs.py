@@ -82,6 +82,8 @@ class JobFailed(Exception):
 class UploadError(Exception):
     """The scheduler did not take a run's outputs."""
 
+    hint = "the run's files are still in its output folder on the node"
+
 
 def find_job(chute: ChuteLike, name: str) -> JobLike:
     for job in chute.jobs:
@@ -238,8 +240,13 @@ def _output_files(output_dir: Path, include_all: bool) -> Iterator[tuple[str, Pa
         return
     for path in sorted(output_dir.rglob("*")):
         # Links could point anywhere on the node: only regular files inside the folder are outputs.
-        if path.is_file() and not path.is_symlink():
-            yield path.relative_to(output_dir).as_posix(), path
+        if not path.is_file() or path.is_symlink():
+            continue
+        relative = path.relative_to(output_dir)
+        if any(part.startswith(".") for part in relative.parts):
+            log.warning("not uploading hidden output %s (the scheduler keeps no hidden files)", relative)
+            continue
+        yield relative.as_posix(), path
 
 
 def upload_outputs(
@@ -255,7 +262,7 @@ def upload_outputs(
     """POST the folder as multipart to the scheduler; returns the names sent. Retries connection errors and 5xx."""
     url = f"{scheduler_url.rstrip('/')}/v1/instances/jobs/{run_id}/outputs"
     files = list(_output_files(output_dir, include_all))
-    last: str = ""
+    last, refused = "", False
     with httpx.Client(transport=transport, timeout=httpx.Timeout(60.0, connect=10.0)) as client:
         for attempt in range(UPLOAD_ATTEMPTS):
             with ExitStack() as stack:
@@ -273,9 +280,16 @@ def upload_outputs(
                         return [name for name, _ in files]
                     last = f"HTTP {response.status_code}: {response.text[:500]}"
                     if response.status_code < 500:
+                        refused = True
                         break
             if attempt < UPLOAD_ATTEMPTS - 1:
                 delay = backoff[min(attempt, len(backoff) - 1)] if backoff else 0
                 log.warning("upload of run %s failed (%s); retrying in %g s", run_id, last, delay)
                 time.sleep(delay)
+    if refused and include_all:
+        # The scheduler refused the files (too many, too large): the run's outcome must still reach it.
+        log.error("the scheduler refused the outputs of run %s (%s); sending status.json alone", run_id, last)
+        upload_outputs(
+            scheduler_url, token, run_id, output_dir, include_all=False, transport=transport, backoff=backoff
+        )
     raise UploadError(f"uploading the outputs of run {run_id} to {url} failed: {last}")

@@ -22,6 +22,7 @@ TOKEN = "instance-token-123"
 class FakeScheduler:
     bundle: bytes = b""
     fail_next: int = 0  # answer 503 this many times first
+    max_files: int = 1024  # more files in one upload: 413
     downloads: int = 0
     uploads: dict[str, dict[str, bytes]] = field(default_factory=dict)
     url: str = ""
@@ -44,6 +45,8 @@ class FakeScheduler:
             for key, value in form.multi_items():
                 assert key == "files" and isinstance(value, UploadFile) and value.filename
                 files[value.filename] = await value.read()
+            if len(files) > self.max_files:
+                return JSONResponse({"detail": "too many files"}, status_code=413)
             self.uploads[request.path_params["run_id"]] = files
             return JSONResponse({"stored": sorted(files)})
 

@@ -11,6 +11,7 @@ import pytest
 
 from chutes.bundle import build_bundle
 from chutes.runtime.config import ClusterEnv
+from chutes.runtime.jobs import UploadError, upload_outputs
 from chutes.runtime.source import SourceError, fetch_bundle, load_from_environment
 from tests.runtime.fake_scheduler import TOKEN, fake_scheduler
 from tests.runtime.support import SECRET, run_process, signed, wait_ready
@@ -135,3 +136,22 @@ def test_job_without_upload_sends_only_its_status(tmp_path: Path, jobs_bundle: t
     assert sorted(files) == ["status.json"]
     status = json.loads(files["status.json"])
     assert status["status"] == "failed" and "epochs must not be negative" in status["error"]
+
+
+def test_refused_outputs_still_deliver_the_status(tmp_path: Path) -> None:
+    (tmp_path / "status.json").write_text('{"status": "succeeded"}')
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "blob").write_text("hidden: never uploaded")
+    for n in range(3):
+        (tmp_path / f"part-{n}.bin").write_bytes(b"x")
+    with fake_scheduler() as scheduler:
+        assert upload_outputs(scheduler.url, TOKEN, "r1", tmp_path, include_all=True, backoff=(0,)) == [
+            "part-0.bin",
+            "part-1.bin",
+            "part-2.bin",
+            "status.json",
+        ]
+        scheduler.max_files = 2
+        with pytest.raises(UploadError, match="HTTP 413"):
+            upload_outputs(scheduler.url, TOKEN, "r2", tmp_path, include_all=True, backoff=(0,))
+        assert sorted(scheduler.uploads["r2"]) == ["status.json"]
