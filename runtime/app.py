@@ -526,16 +526,18 @@ class RuntimeApp:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
+        status = 500
+
         async def send_with_conn(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 message["headers"] = [*message.get("headers", []), *self._conn_headers()]
             await send(message)
 
         started = time.perf_counter()
-        status = 500
         try:
             await self.fallback(scope, replay, send_with_conn)
-            status = 200
         finally:
             self.metrics.observe("_routes", status, time.perf_counter() - started)
             self.limiter.release()
