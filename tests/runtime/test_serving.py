@@ -27,7 +27,7 @@ class Item(BaseModel):
 
 def make_chute(concurrency: int = 2) -> tuple[Chute, dict[str, Any]]:
     chute = Chute(username="tests", name="serving", image="python:3.12", concurrency=concurrency)
-    seen: dict[str, Any] = {"cancelled": threading.Event()}
+    seen: dict[str, Any] = {"cancelled": threading.Event(), "ticks_closed": threading.Event()}
 
     @chute.cord(public_api_path="/echo")
     async def echo(self: Chute, text: str, times: int = 1) -> dict[str, str]:
@@ -65,6 +65,15 @@ def make_chute(concurrency: int = 2) -> tuple[Chute, dict[str, Any]]:
     def sync_count(self: Chute, to: int = 3) -> Iterator[str]:
         for n in range(to):
             yield f"chunk {n}"
+
+    @chute.cord(public_api_path="/ticks")
+    def ticks(self: Chute) -> Iterator[dict[str, int]]:
+        try:
+            for n in range(1000):
+                yield {"tick": n}
+                time.sleep(0.05)
+        finally:
+            seen["ticks_closed"].set()
 
     @chute.cord(public_api_path="/fail_early")
     async def fail_early(self: Chute) -> AsyncIterator[dict[str, int]]:
@@ -287,6 +296,18 @@ def test_client_disconnect_cancels_async_work(served: tuple[str, Any, dict[str, 
         time.sleep(0.01)
     assert app.limiter.in_flight == 0
     assert 'chutes_requests_total{cord="wait",status="499"}' in httpx.get(f"{url}/_metrics").text
+
+
+def test_client_leaving_a_sync_stream_closes_the_generator(served: tuple[str, Any, dict[str, Any]]) -> None:
+    url, app, seen = served
+    with httpx.stream("POST", f"{url}/ticks", json={}) as response:
+        first = next(response.iter_lines())
+        assert first == 'data: {"tick":0}'
+    assert seen["ticks_closed"].wait(5), "the generator was not closed when its client went away"
+    deadline = time.monotonic() + 2
+    while app.limiter.in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.limiter.in_flight == 0
 
 
 def test_stream_pair_is_picked_by_the_body(served: tuple[str, Any, dict[str, Any]]) -> None:
