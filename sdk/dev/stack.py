@@ -9,6 +9,7 @@ examples' ``username="demo"`` by default.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import secrets
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -119,6 +120,7 @@ class DevStack:
         self.echo = echo
         self.children: list[Child] = []
         self.info: StackInfo | None = None
+        self._lock_handle: IO[str] | None = None
 
     # -- paths and keys
 
@@ -283,6 +285,7 @@ class DevStack:
     def start(self) -> StackInfo:
         """Start every part and wait until each is healthy; on failure stop what started and raise."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock()
         try:
             keys = self._secrets()
             nodes, local_gpus = self.plan_nodes()
@@ -329,11 +332,27 @@ class DevStack:
                 return child
         return None
 
+    def _lock(self) -> None:
+        """One stack per data directory: a second one would share the devcluster's and the scheduler's files."""
+        handle = (self.data_dir / "lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise DevStackError(
+                f"another `chutes dev` is using {self.data_dir}",
+                hint="stop it first, or give this one another --data-dir",
+            ) from None
+        self._lock_handle = handle
+
     def stop(self, timeout: float = 15.0, *, remove: bool = True) -> None:
         """Stop the children in reverse order (the devcluster last, so it stops its tasks); remove a temp dir."""
         for child in reversed(self.children):
             child.stop(timeout)
         self.children.clear()
+        if self._lock_handle is not None:
+            self._lock_handle.close()  # releases the lock
+            self._lock_handle = None
         if remove and not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -145,3 +145,18 @@ def test_read_port_file(tmp_path: Path) -> None:
     assert read_port_file(path) == 8123
     path.write_text('{"nomad": 1, "consul": 2}')
     assert read_port_file(path) == {"nomad": 1, "consul": 2}
+
+
+def test_one_stack_per_data_directory(tmp_path: Path) -> None:
+    from chutes.dev.stack import DevStack, DevStackError
+
+    first = DevStack(data_dir=tmp_path, echo=lambda _: None)
+    first._lock()
+    second = DevStack(data_dir=tmp_path, echo=lambda _: None)
+    with pytest.raises(DevStackError) as info:
+        second._lock()
+    assert "another `chutes dev`" in str(info.value)
+    first.stop()  # releases the lock; the data directory stays (it was given)
+    second._lock()
+    second.stop()
+    assert tmp_path.exists()
