@@ -199,10 +199,12 @@ class InvocationRecord(BaseModel):
     caller: str = Field(min_length=1, max_length=32)
     cord: str = Field("", max_length=128)
     status: int = Field(ge=100, le=599)
-    duration_ms: float = Field(ge=0)
-    bytes_in: int = Field(0, ge=0)
-    bytes_out: int = Field(0, ge=0)
-    started_at: float = Field(gt=0)
+    # Upper bounds keep every value storable (BigInteger, the Integer day of started_at): past them a record
+    # was a 500 instead of a 422.
+    duration_ms: float = Field(ge=0, le=1e12, allow_inf_nan=False)
+    bytes_in: int = Field(0, ge=0, le=2**62)
+    bytes_out: int = Field(0, ge=0, le=2**62)
+    started_at: float = Field(gt=0, le=253402300799, allow_inf_nan=False)  # up to 9999-12-31
 
 
 class InvocationBatch(BaseModel):
