@@ -105,11 +105,14 @@ def test_parent_death_signal_stops_children_of_a_killed_supervisor(tmp_path: Pat
         f"Path({str(pid_file)!r}).write_text(str(c.pid))\n"
         "time.sleep(600)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", supervisor])
+    log = tmp_path / "supervisor.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", supervisor], stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while not (pid_file.exists() and pid_file.read_text()):
-            assert time.monotonic() < deadline and proc.poll() is None
+            assert proc.poll() is None, f"the supervisor exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, "the supervisor did not start its child in 30 s"
             time.sleep(0.05)
         child_pid = int(pid_file.read_text())
         assert _alive(child_pid)
