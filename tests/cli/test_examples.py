@@ -62,3 +62,14 @@ async def test_embeddings_with_the_packaged_model() -> None:
     unrelated = await chute.cords[1].func(chute, a="a cat", b="stock market crash")
     assert similar["dims"] == 384
     assert similar["similarity"] > unrelated["similarity"] + 0.3
+
+
+def test_the_readme_first_chute_loads(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    start = readme.index("```python\n# echo.py\n") + len("```python\n")
+    source = readme[start : readme.index("```", start)]
+    assert len(source.strip().splitlines()) <= 10, "the README promises a first chute in ten lines"
+    (tmp_path / "echo.py").write_text(source)
+    manifest = load_chute(str(tmp_path / "echo.py") + ":chute").chute.manifest()
+    assert [c.public_api_path for c in manifest.cords] == ["/echo"]
+    assert "l4" in manifest.node_selector.eligible_gpus  # schedulable on `chutes dev`'s default nodes
