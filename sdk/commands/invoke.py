@@ -13,8 +13,11 @@ from chutes.client import ChutesAPIError, Client
 from chutes.commands._common import ApiKey, ApiUrl, GatewayUrl, client, parse_json_option
 
 
-def _cord(c: Client, chute: str, path: str, username: str | None) -> dict[str, Any] | None:
-    """The cord at ``path`` if the chute is one the caller can read; None when it cannot be looked up."""
+def _cord(c: Client, chute: str, path: str, username: str | None, stream: bool | None) -> dict[str, Any] | None:
+    """The cord at ``path`` if the chute is one the caller can read; None when it cannot be looked up.
+
+    A streaming and a non-streaming cord may share one address: ``stream`` (when given) picks between them.
+    """
     if username is not None:
         return None
     try:
@@ -23,10 +26,9 @@ def _cord(c: Client, chute: str, path: str, username: str | None) -> dict[str, A
         return None
     cords = (info.get("manifest") or {}).get("cords") or info.get("cords") or []
     wanted = "/" + path.strip("/")
-    for cord in cords:
-        if isinstance(cord, dict) and wanted in (cord.get("public_api_path"), cord.get("path")):
-            return cord
-    return None
+    found = [c for c in cords if isinstance(c, dict) and wanted in (c.get("public_api_path"), c.get("path"))]
+    preferred = [c for c in found if stream is None or bool(c.get("stream")) == stream]
+    return (preferred or found or [None])[0]
 
 
 @app.command("invoke")
@@ -50,7 +52,7 @@ def invoke(
     """Call a cord of a chute through the gateway and print the answer (JSON pretty-printed)."""
     body = parse_json_option(data, "--data")
     with client(api_url, api_key, gateway_url, timeout=600.0) as c:
-        cord = _cord(c, chute, path, username)
+        cord = _cord(c, chute, path, username, stream)
         verb = (method or (cord or {}).get("public_api_method") or "POST").upper()
         if stream is None:
             stream = bool((cord or {}).get("stream"))
