@@ -28,7 +28,8 @@ def _cord(c: Client, chute: str, path: str, username: str | None, stream: bool |
     wanted = "/" + path.strip("/")
     found = [c for c in cords if isinstance(c, dict) and wanted in (c.get("public_api_path"), c.get("path"))]
     preferred = [c for c in found if stream is None or bool(c.get("stream")) == stream]
-    return (preferred or found or [None])[0]
+    chosen = preferred or found
+    return chosen[0] if chosen else None
 
 
 @app.command("invoke")
