@@ -1,10 +1,12 @@
-"""The deploy flow: validate an upload, check placement, persist the intent, register the Nomad job, watch it.
+"""The deploy flow (after ``api.uploads`` validated the upload): check placement, persist the intent, register
+the Nomad job, watch it; and the changes that follow a deploy: scale, wake, delete.
 
 Order matters for crash safety: the chute row and its version are stored (status ``deploying``) before the job
 is registered, and the job's id is deterministic (``chute-<chute_id>``), so a scheduler killed anywhere in
 between converges on restart: the reconciler registers a job that is missing or runs an older version, and
 registering the same job twice only updates it. Progress (placed → running → ready) is recorded as events
-by ``observe``, which both the deploy watch and the reconciler call; each transition is announced once.
+by ``reconciler.observe_chute``, which both the deploy watch and the reconciler call; each transition is
+announced once.
 
 Unschedulable deploys are refused (409) with the placement's explanation and nothing changes; a redeploy
 that cannot be placed leaves the running version alone and records an ``unschedulable`` event.
@@ -15,23 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import json
 import logging
 import sys
-import tempfile
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 
-from chutes.bundle import BundleError, BundleMeta, safe_extract
 from chutes.identity import slugify
 from chutes.manifest import Manifest
 from chutes.scheduler import render
 from chutes.scheduler.api.errors import APIError, UpstreamError
+from chutes.scheduler.api.uploads import Upload
 from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
 from chutes.scheduler.nomad_api import (
     JobNotFound,
@@ -45,73 +42,14 @@ from chutes.scheduler.render import ChuteRelease, RenderError, RenderSettings, b
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
-from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store import users as users_repo
-from chutes.scheduler.store.models import Chute, JobRun
+from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import instance_token, new_invoke_secret, token_secret
 from chutes.scheduler.store.users import Principal
 
-__all__ = ["Upload", "batch_job_id", "delete", "deploy", "job_id", "scale", "service_name", "submit", "wake"]
+__all__ = ["batch_job_id", "delete", "deploy", "job_id", "scale", "service_name", "submit", "wake"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A validated deploy request."""
-
-    manifest: Manifest
-    bundle: bytes
-    sha256: str
-    meta: BundleMeta
-
-
-def _manifest_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
-    errors = [{"loc": ["manifest", *map(str, e["loc"])], "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:]) or 'manifest'}: {e['msg']}" for e in errors[:10])
-    return f"invalid manifest: {detail}", errors
-
-
-def parse_manifest(text: str, principal: Principal) -> Manifest:
-    """The manifest, validated (the NodeSelector's eligible GPUs and price are recomputed, never trusted)."""
-    try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise APIError(422, f"the manifest is not JSON: {exc}", "send the output of `chutes inspect --json`") from None
-    if not isinstance(data, dict):
-        raise APIError(422, "the manifest must be a JSON object", "send the output of `chutes inspect --json`")
-    try:
-        manifest = Manifest.model_validate(data)
-    except ValidationError as exc:
-        detail, errors = _manifest_errors(exc)
-        raise APIError(422, detail, "fix the chute definition and deploy again", extra={"errors": errors}) from None
-    if manifest.username != principal.username and not principal.is_admin:
-        raise APIError(
-            403,
-            f"the manifest's username {manifest.username!r} is not yours ({principal.username!r})",
-            f"set username={principal.username!r} in the Chute",
-        )
-    return manifest
-
-
-def check_bundle(data: bytes, max_bytes: int) -> tuple[str, BundleMeta]:
-    """sha256 and metadata of a bundle that passes every check (size, gzip, tar, safe paths, entrypoint)."""
-    if not data:
-        raise APIError(422, "the bundle is empty", "build it with chutes.bundle.build_bundle")
-    if len(data) > max_bytes:
-        raise APIError(413, f"the bundle is {len(data)} bytes, over the {max_bytes}-byte limit", "bundle less code")
-    with tempfile.TemporaryDirectory(prefix="chutes-bundle-") as tmp:
-        try:
-            meta = safe_extract(data, tmp)
-        except BundleError as exc:
-            raise APIError(422, f"invalid bundle: {exc}", exc.hint or "build it with chutes.bundle") from None
-    return hashlib.sha256(data).hexdigest(), meta
-
-
-async def validate_upload(manifest_text: str, bundle: bytes, principal: Principal, max_bytes: int) -> Upload:
-    manifest = parse_manifest(manifest_text, principal)
-    sha256, meta = await asyncio.to_thread(check_bundle, bundle, max_bytes)
-    return Upload(manifest=manifest, bundle=bundle, sha256=sha256, meta=meta)
 
 
 # -------------------------------------------------------------------------------------------- Nomad and Consul
@@ -515,140 +453,3 @@ async def finish_delete(services: Services, chute_id: str) -> None:
     async with services.store.session() as session:
         await chutes_repo.purge(session, chute_id)
     services.events.announce()
-
-
-# -------------------------------------------------------------------------------------------- instances, logs
-
-
-async def instances(services: Services, chute: Chute) -> list[Any]:
-    """The chute's instances (allocations joined with Consul health, node and GPU model), for the API."""
-    from chutes.scheduler.api.schemas import InstanceOut
-    from chutes.scheduler.reconciler import observe_chute
-
-    try:
-        views = await observe_chute(services, chute)
-    except NomadError as exc:
-        raise nomad_failure(exc) from None
-    return [
-        InstanceOut(
-            instance_id=v.alloc_id,
-            chute_id=chute.id,
-            version=v.version,
-            node_id=v.node_id,
-            nomad_node_id=v.nomad_node_id,
-            gpu_model=v.gpu_model,
-            gpu_count=v.gpu_count,
-            gpu_uuids=list(v.gpu_uuids),
-            state=v.state,
-            desired_status=v.desired_status,
-            client_status=v.client_status,
-            healthy=v.healthy,
-            address=v.address,
-            port=v.port,
-            created_at=v.created_at,
-        )
-        for v in views
-    ]
-
-
-async def log_lines(
-    services: Services, chute: Chute, *, instance: str | None, stream: str, follow: bool
-) -> AsyncIterator[tuple[str, str]]:
-    """(allocation id, line) of the chute's instance logs; checks the request before anything streams."""
-    if stream not in ("stdout", "stderr"):
-        raise APIError(422, f"stream must be stdout or stderr, not {stream!r}")
-    try:
-        allocs = await services.nomad.job_allocations(job_id(chute.id))
-    except JobNotFound:
-        allocs = []
-    except NomadError as exc:
-        raise nomad_failure(exc) from None
-    ids = [a["ID"] for a in sorted(allocs, key=lambda a: a.get("CreateIndex", 0))]
-    if instance:
-        ids = [i for i in ids if i.startswith(instance)]
-        if len(ids) != 1:
-            raise APIError(404, f"no single instance of {chute.name!r} matches {instance!r}", "see GET .../instances")
-    elif follow:
-        ids = [a["ID"] for a in allocs if a.get("ClientStatus") in ("pending", "running")][-1:] or ids[-1:]
-
-    async def lines() -> AsyncIterator[tuple[str, str]]:
-        for alloc_id in ids:
-            buffer = b""
-            try:
-                async for chunk in services.nomad.stream_logs(alloc_id, stream=stream, follow=follow):
-                    buffer += chunk
-                    *complete, buffer = buffer.split(b"\n")
-                    for raw in complete:
-                        yield alloc_id, raw.decode(errors="replace")
-            except NomadError as exc:
-                yield alloc_id, f"[chutes: logs unavailable: {exc}]"
-            if buffer:
-                yield alloc_id, buffer.decode(errors="replace")
-
-    return lines()
-
-
-# -------------------------------------------------------------------------------------------- job runs
-
-
-async def dispatch_run(services: Services, chute: Chute, run: JobRun) -> JobRun:
-    """Dispatch one run (the run id is Nomad's idempotency token: a retry cannot start it twice)."""
-    payload = json.dumps(run.input).encode()
-    try:
-        result = await services.nomad.dispatch_job(
-            batch_job_id(chute.id, run.job_name), payload, meta={"run_id": run.id}, idempotency_token=run.id
-        )
-    except JobNotFound:
-        await _fail_run(services, run.id, "the job is not registered in Nomad (yet); retry shortly")
-        raise APIError(503, f"job {run.job_name!r} of {chute.name!r} is not registered in Nomad yet",
-                       "the reconciler registers it; retry shortly") from None  # fmt: skip
-    except NomadError as exc:
-        await _fail_run(services, run.id, str(exc))
-        raise nomad_failure(exc) from None
-    async with services.store.session() as session:
-        row = await jobs_repo.get_run(session, run.id)
-        assert row is not None
-        row.nomad_job_id = result.dispatched_job_id
-        jobs_repo.set_status(row, "pending")
-    return row
-
-
-async def _fail_run(services: Services, run_id: str, error: str) -> None:
-    async with services.store.session() as session:
-        row = await jobs_repo.get_run(session, run_id)
-        if row is not None:
-            jobs_repo.set_status(row, "failed", error=error)
-
-
-_RUN_STATES = {"pending": "pending", "running": "running", "complete": "succeeded", "failed": "failed",
-               "lost": "lost"}  # fmt: skip
-
-
-async def refresh_run(services: Services, run: JobRun) -> JobRun:
-    """A run's state from its dispatched job's allocation, unless the runtime already reported an outcome."""
-    if run.status in jobs_repo.FINAL or not run.nomad_job_id:
-        return run
-    try:
-        allocs = await services.nomad.job_allocations(run.nomad_job_id, all_=True)
-    except JobNotFound:
-        allocs = None
-    except NomadError as exc:
-        log.warning("refreshing run %s: %s", run.id, exc)
-        return run
-    async with services.store.session() as session:
-        row = await jobs_repo.get_run(session, run.id)
-        if row is None:
-            return run
-        if allocs is None:
-            jobs_repo.set_status(row, "lost", error="its Nomad job is gone")
-        elif allocs:
-            latest = max(allocs, key=lambda a: a.get("CreateIndex", 0))
-            state = _RUN_STATES.get(latest.get("ClientStatus") or "pending", "pending")
-            error = None
-            if state in ("failed", "lost"):
-                from chutes.scheduler.reconciler import last_task_message
-
-                error = last_task_message(latest) or f"allocation {state}"
-            if state != row.status:
-                jobs_repo.set_status(row, state, error=error)
-        return row

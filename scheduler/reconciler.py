@@ -20,15 +20,15 @@ from typing import Any
 
 from chutes.inventory import KV_PREFIX
 from chutes.manifest import Manifest
-from chutes.scheduler import deploy
+from chutes.scheduler import deploy, runs
 from chutes.scheduler.loops import LeaderLoop
 from chutes.scheduler.nomad_api import JobNotFound, NomadError, allocation_gpu_ids
 from chutes.scheduler.render import GROUP, chute_version, job_id, service_name
+from chutes.scheduler.runs import last_task_message
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
 from chutes.scheduler.store import instances as instances_repo
-from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store.instances import TERMINAL, Observed, Transition
 from chutes.scheduler.store.models import Chute
 
@@ -65,17 +65,6 @@ def instance_state(alloc: dict[str, Any], healthy: bool) -> str:
     if status == "running":
         return "ready" if healthy else "running"
     return _CLIENT_STATES.get(status, "pending")
-
-
-def last_task_message(alloc: dict[str, Any]) -> str:
-    """The most recent task event's message (why a task failed or restarted)."""
-    for state in (alloc.get("TaskStates") or {}).values():
-        events = (state or {}).get("Events") or []
-        for event in reversed(events):
-            text = event.get("DisplayMessage") or event.get("Message") or event.get("Type")
-            if text:
-                return str(text)
-    return ""
 
 
 async def consul_health(services: Services, chute_id: str) -> dict[str, tuple[bool, str | None, int | None]]:
@@ -332,13 +321,6 @@ def orphaned(jobs: list[dict[str, Any]], chutes: dict[str, Chute]) -> list[str]:
     return out
 
 
-async def refresh_runs(services: Services) -> None:
-    async with services.store.session() as session:
-        runs = await jobs_repo.list_runs(session, unfinished=True)
-    for run in runs:
-        await deploy.refresh_run(services, run)
-
-
 async def reconcile_once(services: Services) -> None:
     """One pass over every chute and every chutes job in Nomad; failures of one chute do not stop the rest."""
     async with services.store.session() as session:
@@ -359,7 +341,7 @@ async def reconcile_once(services: Services) -> None:
         log.warning("reconciler: purging orphaned Nomad job %s", jid)
         with contextlib.suppress(JobNotFound):
             await services.nomad.deregister_job(jid, purge=True)
-    await refresh_runs(services)
+    await runs.refresh_unfinished(services)
     if failures:
         raise RuntimeError(f"{failures} chute(s) failed to reconcile (see above); retrying")
 

@@ -15,6 +15,7 @@ from chutes.scheduler import deploy
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import ChuteOut, ScaleIn, ShareIn
+from chutes.scheduler.api.uploads import validate_upload
 from chutes.scheduler.api.views import chute_out
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
@@ -71,7 +72,7 @@ async def deploy_chute(
     A chute that no live node can take is refused with 409 and the reasons (nothing changes).
     """
     data = await _read_upload(bundle, services.config.max_bundle_bytes)
-    upload = await deploy.validate_upload(manifest, data, principal, services.config.max_bundle_bytes)
+    upload = await validate_upload(manifest, data, principal, services.config.max_bundle_bytes)
     chute, placement = await deploy.deploy(services, principal, upload)
     async with services.store.session() as session:
         shared = await chutes_repo.shared_with(session, chute.id)

@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Body, Response
 
-from chutes.scheduler import deploy
+from chutes.scheduler import runs
 from chutes.scheduler.api.chutes import find_chute
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
@@ -74,7 +74,7 @@ async def dispatch(
             session, chute_id=chute.id, job_name=job_name, user_id=principal.user_id, version=chute.version,
             input=body,
         )  # fmt: skip
-    run = await deploy.dispatch_run(services, chute, run)
+    run = await runs.dispatch_run(services, chute, run)
     return await run_out(services, run)
 
 
@@ -82,7 +82,7 @@ async def dispatch(
 async def get_run(run_id: str, principal: UserDep, services: ServicesDep) -> JobRunOut:
     """A run's state (refreshed from Nomad while it is unfinished) and its uploaded outputs."""
     run = await visible_run(services, principal, run_id)
-    run = await deploy.refresh_run(services, run)
+    run = await runs.refresh_run(services, run)
     return await run_out(services, run)
 
 

@@ -12,12 +12,83 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from chutes.scheduler import deploy
 from chutes.scheduler.api.chutes import find_chute
 from chutes.scheduler.api.deps import ServicesDep, UserDep
-from chutes.scheduler.api.errors import ErrorOut
+from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import EventOut, InstanceOut
+from chutes.scheduler.deploy import nomad_failure
 from chutes.scheduler.events import event_dict, sse_frame
+from chutes.scheduler.nomad_api import JobNotFound, NomadError
+from chutes.scheduler.reconciler import observe_chute
+from chutes.scheduler.render import job_id
+from chutes.scheduler.services import Services
+from chutes.scheduler.store.models import Chute
+
+
+async def list_instances(services: Services, chute: Chute) -> list[InstanceOut]:
+    """The chute's instances (allocations joined with Consul health, node and GPU model), for the API."""
+    try:
+        views = await observe_chute(services, chute)
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    return [
+        InstanceOut(
+            instance_id=v.alloc_id,
+            chute_id=chute.id,
+            version=v.version,
+            node_id=v.node_id,
+            nomad_node_id=v.nomad_node_id,
+            gpu_model=v.gpu_model,
+            gpu_count=v.gpu_count,
+            gpu_uuids=list(v.gpu_uuids),
+            state=v.state,
+            desired_status=v.desired_status,
+            client_status=v.client_status,
+            healthy=v.healthy,
+            address=v.address,
+            port=v.port,
+            created_at=v.created_at,
+        )
+        for v in views
+    ]
+
+
+async def log_lines(
+    services: Services, chute: Chute, *, instance: str | None, stream: str, follow: bool
+) -> AsyncIterator[tuple[str, str]]:
+    """(allocation id, line) of the chute's instance logs; checks the request before anything streams."""
+    if stream not in ("stdout", "stderr"):
+        raise APIError(422, f"stream must be stdout or stderr, not {stream!r}")
+    try:
+        allocs = await services.nomad.job_allocations(job_id(chute.id))
+    except JobNotFound:
+        allocs = []
+    except NomadError as exc:
+        raise nomad_failure(exc) from None
+    ids = [a["ID"] for a in sorted(allocs, key=lambda a: a.get("CreateIndex", 0))]
+    if instance:
+        ids = [i for i in ids if i.startswith(instance)]
+        if len(ids) != 1:
+            raise APIError(404, f"no single instance of {chute.name!r} matches {instance!r}", "see GET .../instances")
+    elif follow:
+        ids = [a["ID"] for a in allocs if a.get("ClientStatus") in ("pending", "running")][-1:] or ids[-1:]
+
+    async def lines() -> AsyncIterator[tuple[str, str]]:
+        for alloc_id in ids:
+            buffer = b""
+            try:
+                async for chunk in services.nomad.stream_logs(alloc_id, stream=stream, follow=follow):
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for raw in complete:
+                        yield alloc_id, raw.decode(errors="replace")
+            except NomadError as exc:
+                yield alloc_id, f"[chutes: logs unavailable: {exc}]"
+            if buffer:
+                yield alloc_id, buffer.decode(errors="replace")
+
+    return lines()
+
 
 router = APIRouter(tags=["chutes"], responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
@@ -28,7 +99,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 async def instances(ref: str, principal: UserDep, services: ServicesDep) -> list[InstanceOut]:
     """The chute's instances: Nomad allocations with their node, GPU model and Consul health."""
     chute = await find_chute(services, principal, ref)
-    return await deploy.instances(services, chute)
+    return await list_instances(services, chute)
 
 
 @router.get(
@@ -71,7 +142,7 @@ async def logs(
     ``?stream=stderr`` the other stream, ``?follow=true`` keeps streaming.
     """
     chute = await find_chute(services, principal, ref)
-    lines = await deploy.log_lines(services, chute, instance=instance, stream=stream, follow=follow)
+    lines = await log_lines(services, chute, instance=instance, stream=stream, follow=follow)
 
     async def body() -> AsyncIterator[bytes]:
         async for alloc_id, line in lines:
