@@ -60,11 +60,11 @@ def serve_in_thread(chute: ChuteLike, **overrides: Any) -> Iterator[InProcess]:
         thread.join(15)
 
 
-def wait_ready(url: str, timeout: float = 10) -> None:
+def wait_ready(url: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/_ready", timeout=1).status_code == 200:
+            if httpx.get(f"{url}/_ready", timeout=5).status_code == 200:
                 return
         time.sleep(0.02)
     raise AssertionError(f"{url} never became ready")
@@ -87,7 +87,7 @@ class Process:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_listening(self, timeout: float = 20) -> str:
+    def wait_listening(self, timeout: float = 60) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.port_file.exists() and self.port_file.read_text().strip():

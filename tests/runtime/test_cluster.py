@@ -86,8 +86,8 @@ def test_runtime_without_arguments_serves_the_bundle_signed(tmp_path: Path, serv
         url = rt.wait_listening()
         wait_ready(url)
         body = json.dumps({"seconds": 0}).encode()
-        assert httpx.post(f"{url}/sleep", content=body).status_code == 401
-        response = httpx.post(f"{url}/sleep", content=body, headers=signed("POST", "/sleep", body))
+        assert httpx.post(f"{url}/sleep", content=body, timeout=30).status_code == 401
+        response = httpx.post(f"{url}/sleep", content=body, headers=signed("POST", "/sleep", body), timeout=30)
         assert response.status_code == 200 and response.json() == {"slept": 0.0}
         assert "127.0.0.1" in rt.log()  # bound to loopback: no NOMAD_IP_http or CHUTES_HOST given
 
