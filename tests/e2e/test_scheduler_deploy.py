@@ -127,9 +127,13 @@ def test_two_gpus_of_a100_or_h100_land_on_gpu_b_and_become_ready(
         assert nodes["gpu-b"]["gpus_free"] == 2 and nodes["gpu-b"]["instances"] == {cid: 1}
         assert nodes["gpu-a"]["gpus_free"] == 8 and all(n["alive"] for n in nodes.values())
 
-        # The instance's log comes through Nomad's logs API.
+        # The instance's log comes through Nomad's logs API (JSON lines, one per log line).
         logs = list(client.logs(cid))
         assert all(line.instance == inst["instance_id"] for line in logs)
+        got = httpx.get(f"{sched.url}/v1/chutes/{cid}/logs", params={"stream": "stderr"},
+                        headers={"Authorization": f"Bearer {key}"})  # fmt: skip
+        lines = [json.loads(line) for line in got.text.splitlines()]
+        assert lines and all(x["instance"] == inst["instance_id"] and x["stream"] == "stderr" for x in lines)
 
         client.delete_chute(cid)
         assert_gone(st, cid)
