@@ -32,6 +32,9 @@ class Upstream:
         return f"{host}:{self.port}"
 
 
+_RNG = random.Random()
+
+
 class NoUpstream(enum.Enum):
     """Why no instance could be chosen: decides the answer (429 when busy, 503 otherwise)."""
 
@@ -65,8 +68,11 @@ def choose(
         if busy:
             return NoUpstream.BUSY
         return NoUpstream.UNREACHABLE if upstreams else NoUpstream.NONE
-    if len(eligible) == 1:
+    count = len(eligible)
+    if count == 1:
         return eligible[0]
-    draw = rng or random
-    first, second = draw.sample(eligible, 2)
+    draw = (rng or _RNG).random
+    i = int(draw() * count)
+    j = int(draw() * (count - 1))  # a second, different index (cheaper than sample())
+    first, second = eligible[i], eligible[j + 1 if j >= i else j]
     return second if second.in_flight < first.in_flight else first

@@ -58,9 +58,10 @@ class Head:
 class Connection(asyncio.Protocol):
     """One connection to an instance; carries one exchange at a time."""
 
-    def __init__(self, key: tuple[str, int], read_timeout: float) -> None:
+    def __init__(self, key: tuple[str, int], read_timeout: float, active: set[Connection]) -> None:
         self.key = key
         self.read_timeout = read_timeout
+        self._active = active  # the pool's set of connections in an exchange, swept for silence
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -79,7 +80,6 @@ class Connection(asyncio.Protocol):
         self._error: UpstreamError | None = None
         self._paused = False
         self._last_activity = 0.0
-        self._timer: asyncio.TimerHandle | None = None
         self._keep_alive = True
         self._until_close = False  # an answer with neither length nor chunking: it ends with the connection
 
@@ -106,7 +106,7 @@ class Connection(asyncio.Protocol):
                 self._wake()
             else:
                 self._fail(BrokenAnswer(f"the instance closed the connection mid-answer ({exc or 'EOF'})"))
-        self._cancel_timer()
+        self._active.discard(self)
 
     def pause_writing(self) -> None:  # requests are small and written at once; nothing to throttle
         pass
@@ -148,7 +148,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._complete = True
-        self._cancel_timer()
+        self._active.discard(self)
         self._wake()
 
     # --- the exchange -----------------------------------------------------------------------------------
@@ -166,21 +166,11 @@ class Connection(asyncio.Protocol):
             self._head.exception()  # retrieved: the caller may be gone
         self._wake()
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check_silence(self) -> None:
-        self._timer = None
-        if self._complete or self.closed:
-            return
-        quiet = self._loop.time() - self._last_activity
-        if quiet >= self.read_timeout:
+    def check_silence(self, now: float) -> None:
+        """Called by the pool's sweeper: fail the exchange when the instance has been silent too long."""
+        if not self._complete and not self.closed and now - self._last_activity >= self.read_timeout:
             self._fail(ReadTimeout(f"no answer from the instance for {self.read_timeout:.0f}s"))
             self.close()
-        else:
-            self._timer = self._loop.call_later(self.read_timeout - quiet, self._check_silence)
 
     async def send(self, data: bytes) -> Head:
         """Write one request (head and body in ``data``) and wait for the answer's head."""
@@ -190,7 +180,7 @@ class Connection(asyncio.Protocol):
         self._reset()
         self._head = self._loop.create_future()
         self._last_activity = self._loop.time()
-        self._timer = self._loop.call_later(self.read_timeout, self._check_silence)
+        self._active.add(self)
         self.transport.write(data)
         return await self._head
 
@@ -227,7 +217,7 @@ class Connection(asyncio.Protocol):
         return self._complete and self._keep_alive and not self.closed and self._error is None
 
     def close(self) -> None:
-        self._cancel_timer()
+        self._active.discard(self)
         if self.transport is not None and not self.closed:
             self.transport.abort()
         self.closed = True
@@ -241,9 +231,23 @@ class ConnectionPool:
         self.read_timeout = read_timeout
         self.idle_timeout = idle_timeout
         self._idle: dict[tuple[str, int], list[Connection]] = {}
+        self._active: set[Connection] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def _sweep(self) -> None:
+        """One timer for every exchange (instead of one per call): read timeouts to within a second."""
+        loop = asyncio.get_running_loop()
+        period = max(0.05, min(1.0, self.read_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            now = loop.time()
+            for conn in list(self._active):
+                conn.check_silence(now)
 
     async def acquire(self, host: str, port: int) -> tuple[Connection, bool]:
         """A connection to (host, port) and whether it was reused from the pool."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="upstream-read-timeouts")
         key = (host, port)
         idle = self._idle.get(key)
         if idle:
@@ -256,7 +260,7 @@ class ConnectionPool:
         loop = asyncio.get_running_loop()
         try:
             transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: Connection(key, self.read_timeout), host, port),
+                loop.create_connection(lambda: Connection(key, self.read_timeout, self._active), host, port),
                 self.connect_timeout,
             )
         except TimeoutError:
@@ -280,10 +284,15 @@ class ConnectionPool:
             conn.close()
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
         self._idle.clear()
+        for conn in list(self._active):
+            conn.close()
 
 
 def encode_request(method: str, target: str, host: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
