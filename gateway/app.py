@@ -131,10 +131,10 @@ class Gateway:
         started = time.perf_counter()
         settings = self.settings
         target = parse_target(request.host.decode("latin-1"), request.path, settings.domain)
-        if target is None:
-            await self._own_endpoint(request)
-            return
         invocation_id = os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+        if target is None:
+            await self._own_endpoint(request, invocation_id)
+            return
         send = request.send
         key = api_key_of(request.header(b"authorization"))
         try:
@@ -171,7 +171,7 @@ class Gateway:
             return
         await self.proxy.forward(Call(request, route, cords, caller, invocation_id, started), self.recorder)
 
-    async def _own_endpoint(self, request: Incoming) -> None:
+    async def _own_endpoint(self, request: Incoming, invocation_id: str) -> None:
         path, method, send = request.path, request.method, request.send
         if path == "/healthz" and method in ("GET", "HEAD"):
             body = json.dumps({"status": "ok", "watches": len(self.discovery.watches)}).encode()
@@ -183,4 +183,5 @@ class Gateway:
             await send_error(
                 send, 404, "not a chute address",
                 "call /<username>/<chute-slug>/<path> or https://<username>-<chute-slug>.<domain>/<path>",
+                invocation_id,
             )  # fmt: skip

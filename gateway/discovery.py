@@ -209,4 +209,6 @@ def consul_health(consul_addr: str, token: str | None = None, request_timeout: f
             scheme=parts.scheme or "http",
             token=token,
             connections_timeout=request_timeout,
+            # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
+            connections_limit=4096,
         )
