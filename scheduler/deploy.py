@@ -436,7 +436,11 @@ async def delete(services: Services, chute: Chute) -> None:
         watch.cancel()
     await services.events.record(chute.id, "deleting", f"deleting {chute.name!r}", version=chute.version)
     manifest = Manifest.model_validate(chute.manifest)
-    await purge_nomad(services, chute.id, manifest)
+    try:
+        await purge_nomad(services, chute.id, manifest)
+    except UpstreamError as exc:
+        exc.hint = "the chute is marked for deletion: the scheduler finishes it once Nomad answers"
+        raise
     try:
         await wait_gone(services, chute.id, within_s=30)
     except NomadError as exc:
