@@ -24,6 +24,7 @@ from chutes.gateway.headers import client_response_headers, upstream_request_hea
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.routes import Identity, Route, RouteInfo, pick_cord
 from chutes.gateway.scheduler_client import SchedulerAPI
+from chutes.gateway.stamps import SignatureStamps
 from chutes.gateway.upstream import (
     ConnectFailed,
     Connection,
@@ -85,6 +86,7 @@ class Proxy:
         self.discovery = discovery
         self.metrics = metrics
         self.scheduler = scheduler
+        self.stamps = SignatureStamps()
         self.pool = ConnectionPool(settings.connect_timeout, settings.read_timeout, settings.upstream_idle_timeout)
         self._last_wake: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -190,13 +192,16 @@ class Proxy:
     ) -> tuple[int, int] | int:
         """One exchange with one instance: (status, bytes) relayed, or the status that says "try another"."""
         request = call.request
+        stamp = self.stamps.stamp((up.key, method, target, len(body), hash(body)), int(time.time()))
+        if stamp is None:  # too many identical calls to this instance just now (see stamps.py)
+            return 429
         headers = upstream_request_headers(
             request.headers,
             client_ip=request.client_ip,
             host=request.host,
             scheme=request.scheme,
             invocation_id=call.invocation_id,
-            signature=sign(call.route.info.invoke_secret, method, target, body),
+            signature=sign(call.route.info.invoke_secret, method, target, body, timestamp=stamp),
         )
         data = encode_request(method, target, up.authority, headers, body)
         for fresh in (False, True):

@@ -48,6 +48,10 @@ async def test_echo_through_the_gateway(
             assert body["text"] == "hi" and body["pid"] == inst.proc.pid
             assert len(resp.headers["X-Chutes-Invocation-Id"]) == 32
             assert "X-Chutes-Conn-Used" in resp.headers
+        # identical calls within one second sign differently (the runtime refuses a replayed signature)
+        for _ in range(10):
+            async with http.post(gw.chute_url("/echo"), json={"text": "same"}, headers=ALICE) as resp:
+                assert resp.status == 200, await resp.text()
         # the host address names the same chute
         host = {"Host": "alice-gwtest.chutes.test", **ALICE}
         async with http.post(f"{gw.url}/echo", json={"text": "by host"}, headers=host) as resp:
