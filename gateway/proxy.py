@@ -147,7 +147,7 @@ class Proxy:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(watch.loaded.wait(), settings.first_table_wait)
         avoid: set[str] = set()
-        attempts = busy = unreachable = 0
+        attempts = busy = unreachable = last = 0
         while True:
             choice = choose(watch.upstreams, info.concurrency, time.monotonic(), avoid)
             if isinstance(choice, NoUpstream):
@@ -172,7 +172,7 @@ class Proxy:
                 raise _Failed(status, f"{attempts} instances of chute {info.name!r} could not take the call", None,
                               retry_after)  # fmt: skip
             if attempts:
-                self.metrics.retries.labels(label, "busy" if busy else "unreachable").inc()
+                self.metrics.retries.labels(label, "busy" if last == 429 else "unreachable").inc()
             attempts += 1
             choice.in_flight += 1
             try:
@@ -182,6 +182,7 @@ class Proxy:
             if isinstance(outcome, tuple):
                 return outcome
             avoid.add(choice.key)
+            last = outcome
             if outcome == 429:
                 busy += 1
             else:
