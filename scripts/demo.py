@@ -11,6 +11,7 @@ Any failing step stops the demo with the relevant logs and a non-zero exit statu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from chutes.dev.process import session_with_parent_death
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -63,7 +66,10 @@ def start_stack(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[by
     argv = [CHUTES, "dev", "--simulate", "--data-dir", str(workdir / "data"), "--ready-file", str(ready)]
     print("$ chutes dev --simulate --data-dir ... --ready-file ...   (in the background)", flush=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        # Its own process group, and SIGTERM if this script dies (even by SIGKILL), so no stack outlives the demo.
+        proc = subprocess.Popen(
+            argv, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, preexec_fn=session_with_parent_death
+        )
     deadline = time.monotonic() + START_TIMEOUT
     while not ready.exists():
         if proc.poll() is not None:
@@ -146,14 +152,16 @@ def main() -> int:
         failed = True
         print("\ninterrupted", file=sys.stderr)
     finally:
+        # Stop first: printing can fail (a closed pipe) and must not leave the stack running.
         if proc is not None:
-            say("Stop the platform")
             stop_stack(proc)
-            print(f"     stopped (exit status {proc.returncode})")
+            with contextlib.suppress(OSError):
+                say(f"Stopped the platform (exit status {proc.returncode})")
         if not failed:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
-            print(f"logs kept in {workdir}", file=sys.stderr)
+            with contextlib.suppress(OSError):
+                print(f"logs kept in {workdir}", file=sys.stderr)
     if not failed:
         say(f"Demo done in {time.monotonic() - started:.0f}s")
     return 1 if failed else 0

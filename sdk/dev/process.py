@@ -30,7 +30,8 @@ class ChildFailed(RuntimeError):
         self.hint = hint
 
 
-def _preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
+def session_with_parent_death() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """``preexec_fn``: a new session (own process group), and SIGTERM when the parent dies (Linux)."""
     os.setsid()
     if sys.platform.startswith("linux"):
         with contextlib.suppress(Exception):
@@ -60,7 +61,7 @@ class Child:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **self.env},
-            preexec_fn=_preexec,
+            preexec_fn=session_with_parent_death,
             close_fds=True,
         )
 
