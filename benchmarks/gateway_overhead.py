@@ -46,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-invoke-secret"
 GATEWAY_KEY = "cnk_benchmark-gateway"
-USER_KEY = "cnk_benchmark-user"
+USER_KEY = "cnk_" + "benchmark-user".ljust(43, "0")  # the API key format: cnk_ + 43 url-safe chars
 TIME_CAP_SECONDS = 60  # per measured round
 
 CHUTE_SOURCE = """

@@ -41,7 +41,8 @@ CHUTE_ID = make_chute_id("alice", "gwtest")
 SERVICE = f"chute-{CHUTE_ID}"
 SECRET = "gateway-test-invoke-secret"
 GATEWAY_KEY = "cnk_gateway-test-key"
-KEYS = {"cnk_alice": ("u-alice", "alice"), "cnk_bob": ("u-bob", "bob"), "cnk_carol": ("u-carol", "carol")}
+ALICE_KEY, BOB_KEY, CAROL_KEY = ("cnk_" + name.ljust(43, "0") for name in ("alice", "bob", "carol"))
+KEYS = {ALICE_KEY: ("u-alice", "alice"), BOB_KEY: ("u-bob", "bob"), CAROL_KEY: ("u-carol", "carol")}
 
 CORDS = [
     {"name": "echo", "path": "/echo", "public_api_path": "/echo", "public_api_method": "POST"},

@@ -10,12 +10,20 @@ import aiohttp
 import pytest
 
 from tests.gateway.conftest import Instances
-from tests.gateway.support import SERVICE, SchedulerDouble, gateway_settings, register, running_gateway, wait_passing
+from tests.gateway.support import (
+    ALICE_KEY,
+    SERVICE,
+    SchedulerDouble,
+    gateway_settings,
+    register,
+    running_gateway,
+    wait_passing,
+)
 from tests.support.devcluster import DevclusterHandle, devcluster
 
 pytestmark = pytest.mark.timeout(90)
 
-ALICE = {"Authorization": "Bearer cnk_alice"}
+ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 
 
 @pytest.fixture

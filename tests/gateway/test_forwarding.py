@@ -19,12 +19,20 @@ import pytest
 from aiohttp import web
 
 from chutes.signing import SignatureError, verify
-from tests.gateway.support import SECRET, SERVICE, SchedulerDouble, gateway_settings, running_gateway, wait_passing
+from tests.gateway.support import (
+    ALICE_KEY,
+    SECRET,
+    SERVICE,
+    SchedulerDouble,
+    gateway_settings,
+    running_gateway,
+    wait_passing,
+)
 from tests.support.devcluster import DevclusterHandle
 
 pytestmark = pytest.mark.timeout(60)
 
-ALICE = {"Authorization": "Bearer cnk_alice"}
+ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 
 
 @dataclass

@@ -18,6 +18,9 @@ import pytest
 
 from tests.gateway.conftest import Instances
 from tests.gateway.support import (
+    ALICE_KEY,
+    BOB_KEY,
+    CAROL_KEY,
     CHUTE_ID,
     SERVICE,
     SchedulerDouble,
@@ -31,8 +34,8 @@ from tests.support.devcluster import DevclusterHandle
 
 pytestmark = pytest.mark.timeout(90)
 
-ALICE = {"Authorization": "Bearer cnk_alice"}
-BOB = {"Authorization": "Bearer cnk_bob"}
+ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
+BOB = {"Authorization": f"Bearer {BOB_KEY}"}
 
 
 async def test_echo_through_the_gateway(
@@ -84,23 +87,23 @@ async def test_unauthenticated_401_and_other_users_private_chute_404(
             assert resp.headers["WWW-Authenticate"] == "Bearer"
             assert resp.headers["X-Chutes-Invocation-Id"]
             assert (await resp.json())["detail"] == "missing or invalid API key"
-        assert (await _call(http, url, {}, {"Authorization": "Bearer cnk_nobody"}))[0] == 401
+        assert (await _call(http, url, {}, {"Authorization": "Bearer cnk_" + "n" * 43}))[0] == 401
         assert (await _call(http, url, {}, {"Authorization": "Bearer"}))[0] == 401
+        assert (await _call(http, url, {}, {"Authorization": "Bearer cnk_short"}))[0] == 401  # not a key's shape
         status, private = await _call(http, url, {}, BOB)
         status_missing, missing = await _call(http, gw.chute_url("/echo", slug="nothing"), {}, BOB)
         assert (status, status_missing) == (404, 404)
         assert private == missing  # another user's private chute looks exactly like no chute
         assert (await _call(http, gw.chute_url("/echo", slug="shared"), {"n": 1}, BOB))[0] == 200
-        assert (await _call(http, gw.chute_url("/echo", slug="pub"), {"n": 2}, {"Authorization": "cnk_carol"}))[
-            0
-        ] == 200
+        assert (await _call(http, gw.chute_url("/echo", slug="pub"), {"n": 2}, {"Authorization": CAROL_KEY}))[0] == 200
         status, body = await _call(http, gw.chute_url("/nope"), {}, ALICE)
         assert status == 404 and "POST /echo" in body["hint"]
         async with http.get(gw.chute_url("/echo"), headers=ALICE) as resp:
             assert resp.status == 404  # the cord is POST
         for n in range(5):
             assert (await _call(http, url, {"n": 10 + n}, ALICE))[0] == 200
-    assert scheduler.auth_calls == 4  # nobody, alice, bob and carol: each key looked up once (cached)
+    assert scheduler.auth_calls == 4  # nobody, alice, bob and carol: each key looked up once (cached); no
+    # lookup for keys without the key format
 
 
 async def test_no_failed_call_when_one_of_two_instances_is_killed(
