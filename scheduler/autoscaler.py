@@ -68,10 +68,14 @@ class ChuteHistory:
     last_change_at: float | None = None
 
     def observe_desired(self, desired: int, now: float) -> None:
-        """Track changes made by anyone (deploy, wake, manual scale): a chute just started is not idle."""
+        """Track changes made by anyone (deploy, wake, manual scale): a chute just started is not idle.
+
+        The first observation counts as a change too: the count may have just been set (a deploy or a scale
+        between two ticks, a new leader) and the scale-down delay must run from here, not be skipped.
+        """
         if self.last_desired is None or (self.last_desired == 0 and desired > 0):
             self.active_since = now
-        if self.last_desired is not None and desired != self.last_desired:
+        if self.last_desired is None or desired != self.last_desired:
             self.last_change_at = now
         self.last_desired = desired
 
