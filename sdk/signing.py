@@ -1,18 +1,27 @@
 """Gateway → instance request signatures (DESIGN.md, "Gateway → instance signature").
 
-Header ``X-Chutes-Signature: t=<unix>,v1=<hex hmac-sha256>`` over ``t \\n METHOD \\n path \\n sha256(body)``
-with the instance's ``CHUTES_INVOKE_SECRET``. Pure functions; the runtime adds replay protection on top.
+Header ``X-Chutes-Signature: t=<unix>,n=<nonce>,v1=<hex hmac-sha256>`` over
+``t \\n n \\n METHOD \\n path \\n sha256(body)`` with the instance's ``CHUTES_INVOKE_SECRET``.
+
+The nonce makes every signature unique: without it two identical calls in the same second (two users calling
+a no-input cord, a client retrying) would carry the same signature, and the instance's replay protection would
+refuse the second one. The nonce is optional when verifying, so a signature in DESIGN.md's original form
+(``t=<unix>,v1=<hex>`` over ``t \\n METHOD \\n path \\n sha256(body)``) still verifies. Pure functions; the
+runtime adds replay protection on top.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import secrets
 import time
 from dataclasses import dataclass
 
 SIGNATURE_HEADER = "X-Chutes-Signature"
 MAX_SKEW_SECONDS = 60
+_NONCE_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 class SignatureError(ValueError):
@@ -27,18 +36,26 @@ class SignatureError(ValueError):
 class ParsedSignature:
     timestamp: int
     digest: str
+    nonce: str | None = None
 
 
-def _message(timestamp: int, method: str, path: str, body: bytes) -> bytes:
+def _message(timestamp: int, nonce: str | None, method: str, path: str, body: bytes) -> bytes:
     body_hash = hashlib.sha256(body).hexdigest()
-    return f"{timestamp}\n{method.upper()}\n{path}\n{body_hash}".encode()
+    if nonce is None:
+        return f"{timestamp}\n{method.upper()}\n{path}\n{body_hash}".encode()
+    return f"{timestamp}\n{nonce}\n{method.upper()}\n{path}\n{body_hash}".encode()
 
 
-def sign(secret: str, method: str, path: str, body: bytes, timestamp: int | None = None) -> str:
-    """The header value that signs one request."""
+def sign(
+    secret: str, method: str, path: str, body: bytes, timestamp: int | None = None, nonce: str | None = None
+) -> str:
+    """The header value that signs one request (with a fresh random nonce unless one is given)."""
     ts = int(time.time()) if timestamp is None else timestamp
-    digest = hmac.new(secret.encode(), _message(ts, method, path, body), hashlib.sha256).hexdigest()
-    return f"t={ts},v1={digest}"
+    n = secrets.token_hex(12) if nonce is None else nonce
+    if not _NONCE_RE.fullmatch(n):
+        raise ValueError("nonce must be 8-64 lower-case hex characters")
+    digest = hmac.new(secret.encode(), _message(ts, n, method, path, body), hashlib.sha256).hexdigest()
+    return f"t={ts},n={n},v1={digest}"
 
 
 def parse(header: str | None) -> ParsedSignature:
@@ -48,18 +65,19 @@ def parse(header: str | None) -> ParsedSignature:
     fields: dict[str, str] = {}
     for part in header.split(","):
         key, sep, value = part.strip().partition("=")
-        if not sep or key in fields:
+        if not sep or key in fields or key not in ("t", "n", "v1"):
             raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
         fields[key] = value
-    ts, digest = fields.get("t", ""), fields.get("v1", "")
-    # isascii: str.isdigit() accepts "²" and other digits that int() refuses (a header is latin-1 text).
-    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12 or len(digest) != 64:
+    ts, digest, nonce = fields.get("t", ""), fields.get("v1", ""), fields.get("n")
+    if not ts.isdigit() or len(ts) > 12 or len(digest) != 64:
+        raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
+    if nonce is not None and not _NONCE_RE.fullmatch(nonce):
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
     try:
         bytes.fromhex(digest)
     except ValueError:
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403) from None
-    return ParsedSignature(int(ts), digest.lower())
+    return ParsedSignature(int(ts), digest.lower(), nonce)
 
 
 def verify(
@@ -76,7 +94,8 @@ def verify(
     current = time.time() if now is None else now
     if abs(current - parsed.timestamp) > max_skew:
         raise SignatureError("stale signature: timestamp is more than 60 s from the instance's clock", 403)
-    expected = hmac.new(secret.encode(), _message(parsed.timestamp, method, path, body), hashlib.sha256)
+    message = _message(parsed.timestamp, parsed.nonce, method, path, body)
+    expected = hmac.new(secret.encode(), message, hashlib.sha256)
     if not hmac.compare_digest(expected.hexdigest(), parsed.digest):
         raise SignatureError("wrong signature", 403)
     return parsed

@@ -33,3 +33,29 @@ def test_malformed_headers_are_refused(header: str) -> None:
     with pytest.raises(signing.SignatureError) as err:
         signing.parse(header)
     assert err.value.status == 403
+
+
+def test_identical_requests_get_distinct_signatures_that_both_verify() -> None:
+    first = signing.sign("s", "POST", "/noop", b"", timestamp=5000)
+    second = signing.sign("s", "POST", "/noop", b"", timestamp=5000)
+    assert first != second
+    assert (
+        signing.verify("s", first, "POST", "/noop", b"", now=5000).digest
+        != signing.verify("s", second, "POST", "/noop", b"", now=5000).digest
+    )
+
+
+def test_the_nonce_is_covered_by_the_mac() -> None:
+    header = signing.sign("s", "POST", "/x", b"", timestamp=5000, nonce="aa" * 8)
+    forged = header.replace("n=" + "aa" * 8, "n=" + "bb" * 8)
+    with pytest.raises(signing.SignatureError, match="wrong"):
+        signing.verify("s", forged, "POST", "/x", b"", now=5000)
+
+
+def test_design_md_form_without_nonce_still_verifies() -> None:
+    import hashlib
+    import hmac
+
+    message = f"5000\nPOST\n/x\n{hashlib.sha256(b'').hexdigest()}".encode()
+    header = f"t=5000,v1={hmac.new(b's', message, hashlib.sha256).hexdigest()}"
+    assert signing.verify("s", header, "POST", "/x", b"", now=5000).nonce is None

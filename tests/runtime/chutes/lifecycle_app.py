@@ -2,12 +2,14 @@
 
 import asyncio
 import os
+import tempfile
 from pathlib import Path
 
 from chutes.chute import Chute
 
 chute = Chute(username="tests", name="lifecycle", image="python:3.12", concurrency=4)
-MARKS = Path(os.environ.get("MARKS_DIR", "."))
+# Marks go to a throw-away folder unless a test asks for them, never into the working directory.
+MARKS = Path(os.environ.get("MARKS_DIR") or tempfile.mkdtemp(prefix="chutes-marks-"))
 
 
 @chute.on_startup()
