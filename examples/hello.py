@@ -27,7 +27,8 @@ chute = Chute(
     image=image,
     tagline="Greets you, and counts for you",
     readme='# hello\n\n`POST /hello {"name": "Ada"}` → a greeting; `POST /count {"to": 3}` → a stream.',
-    node_selector=NodeSelector(gpu_count=1, min_vram_gb_per_gpu=24, max_hourly_price_per_gpu=0.5),
+    # Any one GPU with 16 GB or more: the cheapest that is free wins, so it also runs on a real GPU box.
+    node_selector=NodeSelector(gpu_count=1, min_vram_gb_per_gpu=16),
     concurrency=4,
 )
 

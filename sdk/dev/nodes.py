@@ -40,7 +40,7 @@ class NodeSpec:
         return f"{self.name} ({self.count}× {self.model}, simulated)"
 
 
-# Two simulated nodes: a cheap 24 GB model (what examples/hello.py asks for: >= 24 GB at <= $0.50/h) and an
+# Two simulated nodes: a cheap 24 GB model (where examples/hello.py lands: any GPU >= 16 GB, cheapest first) and an
 # 80 GB one for bigger chutes; a default NodeSelector (1 GPU, >= 16 GB) fits either and ranks L4 first.
 DEFAULT_NODES: tuple[NodeSpec, ...] = (NodeSpec("gpu-a", "l4", 2), NodeSpec("gpu-b", "a100", 2))
 
