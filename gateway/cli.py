@@ -10,8 +10,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -88,13 +90,26 @@ def server_config(gateway: Gateway, access_log: bool = False, log_level: str = "
     )
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server with our own signal handling: a graceful stop ends the process with status 0
+    (uvicorn would re-raise SIGTERM after its shutdown, ending it "killed by a signal")."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health)
     level = logging.getLevelName(logging.getLogger().level).lower()
-    server = uvicorn.Server(server_config(gateway, access_log, level))
+    server = _Server(server_config(gateway, access_log, level))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # First signal: stop accepting, finish the calls in flight, flush metering. Second: stop now.
+        loop.add_signal_handler(sig, _stop, server)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -112,11 +127,17 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
             tmp = port_file.with_suffix(".tmp")
             tmp.write_text(str(bound))
             tmp.replace(port_file)
-        await task  # uvicorn handles SIGINT and SIGTERM: it stops accepting, finishes calls, runs the lifespan
+        await task
     finally:
         await scheduler.close()
         with contextlib.suppress(Exception):
             await consul.close()
+
+
+def _stop(server: uvicorn.Server) -> None:
+    if server.should_exit:
+        server.force_exit = True
+    server.should_exit = True
 
 
 def main(argv: list[str] | None = None) -> None:
