@@ -89,7 +89,6 @@ class Gateway:
         return None if info is None else Route.of(info)
 
     async def start(self) -> None:
-        await self.proxy.start()
         self.recorder.start()
 
     async def close(self) -> None:

@@ -91,9 +91,6 @@ class Proxy:
         self._last_wake: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
 
-    async def start(self) -> None:
-        pass
-
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
@@ -317,7 +314,12 @@ class Proxy:
                 self._wake(info.chute_id)
                 cooling = [u.cooldown_until for u in watch.upstreams if u.key not in avoid]
                 wake_up = min([deadline, now + settings.wake_interval, *cooling])
+                before = [u.key for u in watch.upstreams]
                 await watch.wait_changed(max(0.01, wake_up - now))
+                if [u.key for u in watch.upstreams] != before:
+                    # An instance that failed this call may be back under the same id (Nomad restarts a task
+                    # in its allocation): avoiding it for good held the call until the hold timeout.
+                    avoid.clear()
         finally:
             watch.holders -= 1
             gauge.dec()
