@@ -24,7 +24,6 @@ from chutes.gateway.headers import client_response_headers, upstream_request_hea
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.routes import Identity, Route, RouteInfo, pick_cord
 from chutes.gateway.scheduler_client import SchedulerAPI
-from chutes.gateway.stamps import SignatureStamps
 from chutes.gateway.upstream import (
     ConnectFailed,
     Connection,
@@ -86,7 +85,6 @@ class Proxy:
         self.discovery = discovery
         self.metrics = metrics
         self.scheduler = scheduler
-        self.stamps = SignatureStamps()
         self.pool = ConnectionPool(settings.connect_timeout, settings.read_timeout, settings.upstream_idle_timeout)
         self._last_wake: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
@@ -190,16 +188,13 @@ class Proxy:
     ) -> tuple[int, int] | int:
         """One exchange with one instance: (status, bytes) relayed, or the status that says "try another"."""
         request = call.request
-        stamp = self.stamps.stamp((up.key, method, target, len(body), hash(body)), int(time.time()))
-        if stamp is None:  # too many identical calls to this instance just now (see stamps.py)
-            return 429
         headers = upstream_request_headers(
             request.headers,
             client_ip=request.client_ip,
             host=request.host,
             scheme=request.scheme,
             invocation_id=call.invocation_id,
-            signature=sign(call.route.info.invoke_secret, method, target, body, timestamp=stamp),
+            signature=sign(call.route.info.invoke_secret, method, target, body),  # a fresh nonce each time
         )
         data = encode_request(method, target, up.authority, headers, body)
         for fresh in (False, True):
@@ -314,12 +309,11 @@ class Proxy:
                 self._wake(info.chute_id)
                 cooling = [u.cooldown_until for u in watch.upstreams if u.key not in avoid]
                 wake_up = min([deadline, now + settings.wake_interval, *cooling])
-                before = [u.key for u in watch.upstreams]
                 await watch.wait_changed(max(0.01, wake_up - now))
-                if [u.key for u in watch.upstreams] != before:
-                    # An instance that failed this call may be back under the same id (Nomad restarts a task
-                    # in its allocation): avoiding it for good held the call until the hold timeout.
-                    avoid.clear()
+                # After a wait, an instance that failed this call may be back under the same id (Nomad restarts
+                # a task in its allocation; Consul may never have shown it failing): avoiding it for good held
+                # the call until the hold timeout. Attempts stay bounded by max_attempts.
+                avoid.clear()
         finally:
             watch.holders -= 1
             gauge.dec()
