@@ -69,7 +69,8 @@ def parse(header: str | None) -> ParsedSignature:
             raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
         fields[key] = value
     ts, digest, nonce = fields.get("t", ""), fields.get("v1", ""), fields.get("n")
-    if not ts.isdigit() or len(ts) > 12 or len(digest) != 64:
+    # isascii: str.isdigit() accepts "²" and other digits that int() refuses (a header is latin-1 text).
+    if not (ts.isascii() and ts.isdigit()) or len(ts) > 12 or len(digest) != 64:
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
     if nonce is not None and not _NONCE_RE.fullmatch(nonce):
         raise SignatureError(f"malformed {SIGNATURE_HEADER} header", 403)
