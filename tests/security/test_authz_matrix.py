@@ -1,0 +1,346 @@
+"""The authorisation matrix: every scheduler endpoint called by every kind of caller, each answer as designed.
+
+Callers: anonymous (no key), ``other`` (bob, a user who owns nothing here), ``owner`` (alice, who owns the
+chutes, keys and runs in the request), ``admin``, a ``gateway`` key and an ``instance`` token (of alice's job
+chute). The routes are read from the app itself: a route without an entry in ``MATRIX`` fails
+``test_every_route_has_a_matrix_entry``, so a new endpoint cannot ship without deciding who may call it.
+
+The scheduler runs in this process on a real uvicorn server against a devcluster with one simulated node and
+its agent, so calls that pass authorisation really deploy, scale, dispatch and read Nomad; a request that
+changes or removes something gets a fresh object for each caller. An answer of the expected status with a
+JSON error body (``detail``) is what each cell checks; 401 answers also carry ``WWW-Authenticate: Bearer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+from starlette.routing import Mount
+
+from chutes.identity import chute_id
+from chutes.scheduler.app import create_app
+from chutes.scheduler.config import SchedulerConfig
+from chutes.scheduler.store import chutes as chutes_repo
+from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.store.models import Chute
+from chutes.scheduler.store.secrets import instance_token, token_secret
+from tests.scheduler.server import RunningScheduler, make_config, serve
+from tests.scheduler.stack import Stack, scheduler_stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+WHO = ("anonymous", "other", "owner", "admin", "gateway", "instance")
+
+SERVICE_CHUTE = """\
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(username="alice", name="{name}", image="python:3.12", node_selector=NodeSelector(gpu_count=1))
+
+
+@chute.cord(public_api_path="/echo")
+async def echo(self, text: str = "hi") -> dict:
+    return {{"text": text}}
+"""
+JOB_CHUTE = """\
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(username="alice", name="trainer", image="python:3.12", node_selector=NodeSelector(gpu_count=1))
+
+
+@chute.job(timeout=60)
+async def train(self, steps: int = 1) -> dict:
+    return {"steps": steps}
+"""
+
+
+def _bundle(source: str) -> bytes:
+    files = {"app.py": source, "chutes_bundle.json": json.dumps({"entrypoint": "app:chute", "sdk_version": "0.1.0"})}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _manifest(name: str, *, job: bool = False) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "chute_id": chute_id("alice", name),
+        "username": "alice",
+        "name": name,
+        "image": {"ref": "python:3.12", "dockerfile": None},
+        "node_selector": {"gpu_count": 1},
+        "sdk_version": "0.1.0",
+    }
+    if job:
+        base["jobs"] = [{"name": "train", "timeout": 60}]
+    else:
+        base["cords"] = [{"name": "echo", "path": "/echo", "public_api_path": "/echo"}]
+    return base
+
+
+def _deploy_form(name: str, *, job: bool = False) -> dict[str, Any]:
+    source = JOB_CHUTE if job else SERVICE_CHUTE.format(name=name)
+    return {
+        "data": {"manifest": json.dumps(_manifest(name, job=job))},
+        "files": {"bundle": ("bundle.tar.gz", _bundle(source), "application/gzip")},
+    }
+
+
+@dataclass
+class Ctx:
+    api: RunningScheduler
+    keys: dict[str, str | None]
+    secret_id: str = ""  # alice's private service chute (deployed, one instance)
+    trainer_id: str = ""  # alice's job chute
+    run_id: str = ""  # a run of trainer.train
+    fresh: Iterator[int] = field(default_factory=lambda: count(1))
+
+    def http(self, who: str) -> httpx.AsyncClient:
+        key = self.keys[who]
+        return self.api.client(key) if key else self.api.client()
+
+    async def as_owner(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        async with self.http("owner") as http:
+            resp = await http.request(method, path, **kwargs)
+        assert resp.status_code < 300, (method, path, resp.status_code, resp.text)
+        return resp
+
+    async def store_chute(self, name: str) -> str:
+        """A chute row of alice's written straight to the store (no Nomad job): something to delete."""
+        async with self.api.services.store.session() as s:
+            user = await users_repo.get_user_by_name(s, "alice")
+            assert user is not None
+            cid = chute_id("alice", name)
+            s.add(
+                Chute(
+                    id=cid,
+                    owner_id=user.id,
+                    username="alice",
+                    name=name,
+                    slug=name,
+                    manifest=_manifest(name),
+                    version="0" * 64,
+                    public=False,
+                    invoke_secret="secret",
+                    desired_instances=0,
+                    status="ready",
+                )
+            )
+        return cid
+
+
+Request = tuple[str, str, dict[str, Any]]
+Builder = Callable[[Ctx, str], Awaitable[Request]]
+
+
+def fixed(method: str, path: str, **kwargs: Any) -> Builder:
+    async def build(ctx: Ctx, who: str) -> Request:
+        return method, path.format(secret=ctx.secret_id, trainer=ctx.trainer_id, run=ctx.run_id), kwargs
+
+    return build
+
+
+async def _new_user(ctx: Ctx, who: str) -> Request:
+    return "POST", "/v1/users", {"json": {"username": f"user-{who}-{next(ctx.fresh)}"}}
+
+
+async def _revoke_alices_key(ctx: Ctx, who: str) -> Request:
+    key_id = (await ctx.as_owner("POST", "/v1/keys", json={"name": f"spare-{who}"})).json()["key_id"]
+    return "DELETE", f"/v1/keys/{key_id}", {}
+
+
+async def _deploy(ctx: Ctx, who: str) -> Request:
+    return "POST", "/v1/chutes", _deploy_form(f"fresh-{who}")
+
+
+async def _delete_chute(ctx: Ctx, who: str) -> Request:
+    return "DELETE", f"/v1/chutes/{await ctx.store_chute(f'doomed-{who}')}", {}
+
+
+async def _unshare(ctx: Ctx, who: str) -> Request:
+    await ctx.as_owner("POST", f"/v1/chutes/{ctx.secret_id}/share", json={"username": "carol"})
+    return "DELETE", f"/v1/chutes/{ctx.secret_id}/share/carol", {}
+
+
+async def _dispatch(ctx: Ctx, who: str) -> Request:
+    return "POST", f"/v1/jobs/{ctx.trainer_id}/train", {"json": {"steps": 2}}
+
+
+async def _upload(ctx: Ctx, who: str) -> Request:
+    status = {"job": "train", "run_id": ctx.run_id, "status": "succeeded", "error": None, "timed_out": False,
+              "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:01Z", "duration": 1.0,
+              "result": {"steps": 1}}  # fmt: skip
+    files = [("files", ("status.json", json.dumps(status).encode(), "application/json"))]
+    return "POST", f"/v1/instances/jobs/{ctx.run_id}/outputs", {"files": files}
+
+
+async def _wake(ctx: Ctx, who: str) -> Request:
+    return "POST", f"/v1/internal/chutes/{ctx.secret_id}/wake", {}
+
+
+# Expected answers per caller. Users see only their own private chutes (another's is a 404, not a 403, so
+# names do not leak); gateway keys reach only /v1/internal; instance tokens reach only /v1/instances.
+OPEN = dict.fromkeys(WHO, 200)
+USER = {"anonymous": 401, "other": 200, "owner": 200, "admin": 200, "gateway": 403, "instance": 401}
+OWNED = {"anonymous": 401, "other": 404, "owner": 200, "admin": 200, "gateway": 403, "instance": 401}
+ADMIN = {"anonymous": 401, "other": 403, "owner": 403, "admin": 200, "gateway": 403, "instance": 401}
+INTERNAL = {"anonymous": 401, "other": 403, "owner": 403, "admin": 200, "gateway": 200, "instance": 401}
+INSTANCE = {"anonymous": 401, "other": 401, "owner": 401, "admin": 401, "gateway": 401, "instance": 200}
+
+
+def ok(base: dict[str, int], status: int, **changes: int) -> dict[str, int]:
+    """``base`` with its success status replaced by ``status`` and some cells changed."""
+    return {who: (status if code == 200 else code) for who, code in base.items()} | changes
+
+
+MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
+    ("GET", "/healthz"): (fixed("GET", "/healthz"), OPEN),
+    ("GET", "/v1/me"): (fixed("GET", "/v1/me"), USER | {"gateway": 200}),  # a gateway may ask who it is
+    ("POST", "/v1/users"): (_new_user, ok(ADMIN, 201)),
+    ("GET", "/v1/keys"): (fixed("GET", "/v1/keys"), USER),
+    ("POST", "/v1/keys"): (fixed("POST", "/v1/keys", json={"name": "ci"}), ok(USER, 201)),
+    # Keys belong to their user: nobody else revokes them, admins included (they revoke by deleting users).
+    ("DELETE", "/v1/keys/{key_id}"): (_revoke_alices_key, ok(OWNED, 204, admin=404)),
+    ("POST", "/v1/chutes"): (_deploy, ok(OWNED, 202, other=403)),  # bob cannot upload a chute named for alice
+    ("GET", "/v1/chutes"): (fixed("GET", "/v1/chutes"), USER),
+    ("GET", "/v1/chutes/{ref}"): (fixed("GET", "/v1/chutes/{secret}"), OWNED),
+    ("DELETE", "/v1/chutes/{ref}"): (_delete_chute, ok(OWNED, 204)),
+    ("POST", "/v1/chutes/{ref}/scale"): (fixed("POST", "/v1/chutes/{secret}/scale", json={"instances": 1}), OWNED),
+    ("POST", "/v1/chutes/{ref}/share"): (
+        fixed("POST", "/v1/chutes/{secret}/share", json={"username": "carol"}),
+        OWNED,
+    ),
+    ("DELETE", "/v1/chutes/{ref}/share/{username}"): (_unshare, ok(OWNED, 204)),
+    ("GET", "/v1/chutes/{ref}/instances"): (fixed("GET", "/v1/chutes/{secret}/instances"), OWNED),
+    ("GET", "/v1/chutes/{ref}/events"): (fixed("GET", "/v1/chutes/{secret}/events"), OWNED),
+    ("GET", "/v1/chutes/{ref}/logs"): (fixed("GET", "/v1/chutes/{secret}/logs"), OWNED),
+    ("GET", "/v1/nodes"): (fixed("GET", "/v1/nodes"), USER),
+    ("GET", "/v1/nodes/{node_id}"): (fixed("GET", "/v1/nodes/gpu-a"), USER),
+    ("POST", "/v1/jobs/{ref}/{job_name}"): (_dispatch, ok(OWNED, 202)),
+    ("GET", "/v1/jobs/{run_id}"): (fixed("GET", "/v1/jobs/{run}"), OWNED),
+    ("GET", "/v1/jobs/{run_id}/outputs/{name}"): (fixed("GET", "/v1/jobs/{run}/outputs/status.json"), OWNED),
+    ("GET", "/v1/usage"): (fixed("GET", "/v1/usage"), USER),
+    ("GET", "/v1/pricing"): (fixed("GET", "/v1/pricing"), USER),
+    ("GET", "/v1/instances/bundle"): (fixed("GET", "/v1/instances/bundle"), INSTANCE),
+    ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE),
+    ("POST", "/v1/internal/authenticate"): (
+        fixed("POST", "/v1/internal/authenticate", json={"api_key": "cnk_x"}),
+        ok(INTERNAL, 401),
+    ),  # authorised callers learn the key is invalid
+    ("GET", "/v1/internal/routes/{username}/{slug}"): (fixed("GET", "/v1/internal/routes/alice/secret"), INTERNAL),
+    ("POST", "/v1/internal/chutes/{chute_id}/wake"): (_wake, INTERNAL),
+    ("POST", "/v1/internal/invocations"): (
+        fixed("POST", "/v1/internal/invocations", json={"records": []}),
+        ok(INTERNAL, 202),
+    ),
+}
+
+
+def _walk(routes: Iterable[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
+    for route in routes:
+        if isinstance(route, APIRoute):
+            for method in route.methods - {"HEAD"}:
+                yield method, prefix + route.path.replace(":path}", "}")
+        elif hasattr(route, "original_router"):  # FastAPI ≥ 0.16x keeps included routers as one node
+            context = getattr(route, "include_context", None)
+            yield from _walk(route.original_router.routes, prefix + (getattr(context, "prefix", "") or ""))
+        elif isinstance(route, Mount):
+            yield from _walk(route.routes, prefix + route.path)
+
+
+def app_routes() -> set[tuple[str, str]]:
+    """(method, path) of every API route of the scheduler app, ``{x:path}`` written as ``{x}``."""
+    app = create_app(SchedulerConfig(data_dir=Path("/nonexistent"), run_loops=False))
+    found = set(_walk(app.routes))
+    # Cross-check the walk against the OpenAPI document (which lists every route in the schema).
+    documented = {(m.upper(), p) for p, ops in app.openapi()["paths"].items() for m in ops}
+    assert documented <= found, documented - found
+    return found
+
+
+def test_every_route_has_a_matrix_entry() -> None:
+    routes = app_routes()
+    missing = sorted(routes - set(MATRIX))
+    assert not missing, f"routes without an authorisation matrix entry: {missing}"
+    stale = sorted(set(MATRIX) - routes)
+    assert not stale, f"matrix entries for routes that no longer exist: {stale}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with scheduler_stack(tmp_path_factory.mktemp("authz"), nodes=("gpu-a=l40s:8",)) as stack:
+        yield stack
+
+
+async def _setup(api: RunningScheduler) -> Ctx:
+    keys: dict[str, str | None] = {"anonymous": None, "admin": api.admin_key}
+    for who, name in (("owner", "alice"), ("other", "bob")):
+        keys[who] = await api.new_user(name)
+    await api.new_user("carol")
+    async with api.client(api.admin_key) as http:
+        gateway = await http.post("/v1/keys", json={"name": "gw", "role": "gateway"})
+        keys["gateway"] = gateway.json()["api_key"]
+    ctx = Ctx(api, keys)
+    ctx.secret_id = (await ctx.as_owner("POST", "/v1/chutes", **_deploy_form("secret"))).json()["chute_id"]
+    ctx.trainer_id = (await ctx.as_owner("POST", "/v1/chutes", **_deploy_form("trainer", job=True))).json()["chute_id"]
+    ctx.run_id = (await ctx.as_owner("POST", f"/v1/jobs/{ctx.trainer_id}/train", json={})).json()["run_id"]
+    async with api.services.store.session() as s:
+        chute = await chutes_repo.get_chute(s, ctx.trainer_id)
+        assert chute is not None
+        keys["instance"] = instance_token(await token_secret(s), chute.id, chute.version)
+    return ctx
+
+
+async def test_every_endpoint_answers_every_caller_as_designed(cluster: Stack, tmp_path: Path) -> None:
+    config = make_config(tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr)
+    async with serve(config) as api:
+        ctx = await _setup(api)
+        # The run uploads its own outputs (status.json) when it finishes: wait, so the output read has a file.
+        async with ctx.http("owner") as http:
+
+            async def finished() -> bool:
+                return (await http.get(f"/v1/jobs/{ctx.run_id}")).json()["status"] in ("succeeded", "failed")
+
+            await _async_wait(finished, "the job run to finish", 60)
+        wrong: list[str] = []
+        for (method, route), (build, expected) in sorted(MATRIX.items()):
+            for who in WHO:
+                m, path, kwargs = await build(ctx, who)
+                async with ctx.http(who) as http:
+                    resp = await http.request(m, path, **kwargs)
+                if resp.status_code != expected[who]:
+                    wrong.append(f"{method} {route} as {who}: {resp.status_code} (expected {expected[who]}) "
+                                 f"{resp.text[:160]}")  # fmt: skip
+                    continue
+                if resp.status_code >= 400:
+                    body = resp.json()
+                    if not (isinstance(body, dict) and body.get("detail")):
+                        wrong.append(f"{method} {route} as {who}: error without a JSON detail: {resp.text[:160]}")
+                exempt = (method, route) == ("POST", "/v1/internal/authenticate") and who in ("gateway", "admin")
+                if resp.status_code == 401 and resp.headers.get("www-authenticate") != "Bearer" and not exempt:
+                    wrong.append(f"{method} {route} as {who}: 401 without WWW-Authenticate: Bearer")
+        assert not wrong, "\n".join(wrong)
+
+
+async def _async_wait(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.3)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
