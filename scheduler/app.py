@@ -19,6 +19,8 @@ import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
 from chutes.scheduler import api
 from chutes.scheduler.api import errors
+from chutes.scheduler.api.instances import MAX_OUTPUT_BYTES
+from chutes.scheduler.api.limits import BodyLimit
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.deploy import stop_watches
 from chutes.scheduler.events import EventHub
@@ -116,6 +118,8 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
         lifespan=lifespan,
     )
     errors.install(app)
+    # Uploads: a bundle (multipart, plus the manifest) or a job's outputs; JSON inputs are far smaller.
+    app.add_middleware(BodyLimit, upload_limit=max(config.max_bundle_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024)
     for router in api.routers():
         app.include_router(router)
 
