@@ -14,9 +14,12 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+_BAD_TEXT = {"22021", "22P05"}  # PostgreSQL: character_not_in_repertoire, untranslatable_character
 
 
 class ErrorOut(BaseModel):
@@ -96,6 +99,16 @@ def install(app: FastAPI) -> None:
         return JSONResponse(
             error_body(str(exc.detail), hint.get(exc.status_code)), exc.status_code, headers=exc.headers
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JSONResponse:
+        # PostgreSQL refuses NUL characters in text (22021) and in JSON (22P05); SQLite takes them. Any input
+        # string can carry one, so it is the caller's mistake (422), not a 500.
+        if getattr(exc.orig, "sqlstate", None) in _BAD_TEXT:
+            detail = "text with a NUL character (\\u0000) is not accepted"
+            return JSONResponse(error_body(detail, "remove NUL characters from the input"), 422)
+        log.exception("database error", exc_info=exc)
+        return JSONResponse(error_body("internal error", "see the scheduler's log"), 500)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
