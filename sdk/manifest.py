@@ -56,6 +56,14 @@ class CordSpec(_Strict):
             )
         return value
 
+    @field_validator("path", "public_api_path")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        # As the SDK's @cord refuses them: a hand-written manifest must not claim the runtime's own paths.
+        if value.startswith("/_"):
+            raise ValueError(f"invalid path {value!r}: paths starting with '/_' are reserved for the runtime")
+        return value
+
 
 class PortSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
