@@ -1,0 +1,122 @@
+"""The embedded stack for benchmarks: what ``chutes dev`` runs (devcluster, agents, scheduler, gateway), as
+``chutes.dev.stack.DevStack`` starts it, with its defaults; plus small helpers the benchmarks share.
+
+Not a benchmark itself (the leading underscore keeps ``python -m benchmarks`` from running it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from chutes.client import Client
+from chutes.dev.stack import DevStack, StackInfo
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+_ASCTIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
+
+
+@dataclass
+class Embedded:
+    stack: DevStack
+    info: StackInfo
+    admin_key: str
+
+    def client(self, key: str | None = None, **kwargs: Any) -> Client:
+        return Client(self.info.api_url, key or self.info.api_key, gateway_url=self.info.gateway_url, **kwargs)
+
+    def consul_passing(self, chute_id: str) -> list[dict[str, Any]]:
+        url = f"{self.info.consul_addr}/v1/health/service/chute-{chute_id}?passing=1"
+        result: list[dict[str, Any]] = httpx.get(url, timeout=5).json()
+        return result
+
+    def pid_of(self, name: str) -> int:
+        """The process id of one part of the stack: devcluster, scheduler, gateway, agent-<node>."""
+        for child in self.stack.children:
+            if child.name == name and child.pid is not None:
+                return child.pid
+        raise KeyError(f"no {name} in the stack ({[c.name for c in self.stack.children]})")
+
+
+@contextlib.contextmanager
+def embedded_stack() -> Iterator[Embedded]:
+    """The dev stack on simulated nodes (default nodes, no local GPUs), in a temporary data directory."""
+    # The parts inherit this environment: nothing of an outer cluster or dev session may leak into them.
+    for var in [v for v in os.environ if v.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))]:
+        del os.environ[var]
+    stack = DevStack(use_local_gpus=False, echo=lambda _: None, timeout=120)
+    try:
+        info = stack.start()
+        secrets = json.loads((stack.data_dir / "secrets.json").read_text())
+        yield Embedded(stack, info, secrets["admin_key"])
+    finally:
+        stack.stop()
+
+
+def chute_copy(workdir: Path, source: Path, name: str, new_name: str) -> str:
+    """``source`` with its chute renamed (a fresh chute per run); returns ``FILE:chute``."""
+    text = source.read_text()
+    renamed = text.replace(f'name="{name}"', f'name="{new_name}"')  # the chute (and its image)
+    assert renamed != text, f"no name={name!r} in {source}"
+    path = workdir / f"{new_name.replace('-', '_')}.py"
+    path.write_text(renamed)
+    return f"{path}:chute"
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.01) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except Exception as exc:  # not there yet
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+def log_time(line: str) -> float | None:
+    """The UNIX time of a log line that starts with Python logging's default asctime (local time, ms)."""
+    match = _ASCTIME.match(line)
+    if match is None:
+        return None
+    return datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def distribution(values: list[float], digits: int = 3) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "min": round(min(values), digits),
+        "p50": round(percentile(values, 0.5), digits),
+        "mean": round(sum(values) / len(values), digits),
+        "p90": round(percentile(values, 0.9), digits),
+        "p99": round(percentile(values, 0.99), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def write_results(name: str, report: dict[str, Any], markdown: list[str]) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))

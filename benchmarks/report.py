@@ -1,0 +1,162 @@
+"""The consolidated benchmark report: every figure of the last run, the targets, and the machine.
+
+    python -m benchmarks.report
+
+Reads each ``benchmarks/results/<name>.json`` and ``.md`` written by the benchmark modules and writes
+``benchmarks/results/report.md`` and ``report.json``: the machine (CPU model, cores, memory, Python, OS, load
+average, date), a table of the issue's targets with the measured figure and whether it is met, then each
+module's own table. ``python -m benchmarks`` runs it after the modules. Targets are reported, never asserted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ORDER = (
+    "gateway_overhead", "placement", "cold_start", "discovery", "resources", "agent_resources", "runtime_overhead",
+)  # fmt: skip
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gb() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = []
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "memory_gb": _memory_gb(),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "os": f"{platform.system()} {platform.release()}",
+        "arch": platform.machine(),
+        "load_average_1_5_15": load,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _load(name: str) -> dict[str, Any] | None:
+    path = RESULTS / f"{name}.json"
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data
+
+
+def _row(target: str, figure: str, met: bool | None, source: str) -> dict[str, Any]:
+    return {"target": target, "figure": figure, "met": met, "source": source}
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The issue's targets against the figures of the last run (a module that did not run is left out)."""
+    rows: list[dict[str, Any]] = []
+    cold = results.get("cold_start")
+    if cold:
+        p50 = cold["total_s"]["p50"]
+        rows.append(_row("cold start of hello.py < 3 s", f"{p50} s (median of {cold['total_s']['n']})", p50 < 3.0,
+                         "cold_start"))  # fmt: skip
+    disc = results.get("discovery")
+    if disc:
+        for key, label in (("ready_to_routed_s", "ready → routed"), ("gone_to_unrouted_s", "deregistered → unrouted")):
+            for interval, figures in disc.get("by_check_interval", {}).items():
+                value = figures[key]["p50"]
+                rows.append(_row(f"discovery {label} < 1 s (check interval {interval} s)", f"{value} s (median)",
+                                 value < 1.0, "discovery"))  # fmt: skip
+    place = results.get("placement")
+    if place:
+        for r in place.get("results", []):
+            if r.get("nodes") == 10000:
+                rows.append(_row("placement p99 < 20 ms at 10,000 nodes", f"{r['p99_ms']} ms", r["p99_ms"] < 20,
+                                 "placement"))  # fmt: skip
+    agent = results.get("agent_resources")
+    if agent:
+        a = agent["processes"][0]
+        rows.append(_row("agent < 80 MB RSS and < 1% of a core (idle, defaults)",
+                         f"{a['rss_mb_max']} MB, {a['cpu_pct_of_core']}%", agent.get("meets_targets"),
+                         "agent_resources"))  # fmt: skip
+    gateway = results.get("gateway_overhead")
+    if gateway and "meets_target" in gateway:
+        rows.append(_row(str(gateway.get("target", "gateway overhead")), "see the table", gateway["meets_target"],
+                         "gateway_overhead"))  # fmt: skip
+    runtime = results.get("runtime_overhead")
+    if runtime and "meets_target" in runtime:
+        rows.append(_row(str(runtime.get("target", "runtime overhead")), "see the table", runtime["meets_target"],
+                         "runtime_overhead"))  # fmt: skip
+    return rows
+
+
+def build() -> tuple[dict[str, Any], list[str]]:
+    names = [n for n in ORDER if (RESULTS / f"{n}.json").exists()]
+    names += sorted(p.stem for p in RESULTS.glob("*.json") if p.stem not in names and p.stem != "report")
+    results = {n: r for n in names if (r := _load(n)) is not None}
+    host = machine()
+    rows = targets(results)
+    report = {"machine": host, "targets": rows, "benchmarks": results}
+    mem = f"{host['memory_gb']} GB" if host["memory_gb"] else "unknown memory"
+    lines = [
+        "# Benchmark report",
+        "",
+        f"Measured {host['date']} on {host['cpu_model']}, {host['cores']} cores, {mem}, {host['os']} "
+        f"({host['arch']}), {host['implementation']} {host['python']}; load average at the end "
+        f"{', '.join(str(x) for x in host['load_average_1_5_15'])}. Every figure below is a ratio or a "
+        "distribution measured side by side within one run of its module; the load generators share the machine "
+        "with what they measure.",
+        "",
+        "## Targets",
+        "",
+        "| target | measured | met | from |",
+        "|---|---|---|---|",
+    ]
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        lines.append(f"| {row['target']} | {row['figure']} | {met} | {row['source']} |")
+    for name in names:
+        md = RESULTS / f"{name}.md"
+        if md.exists():
+            text = md.read_text().strip().splitlines()
+            body = [("#" + line) if line.startswith("#") else line for line in text]  # one level down
+            lines += ["", *body]
+    return report, lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    report, lines = build()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines[: 12 + len(report["targets"])]))
+    print(f"\nwrote {RESULTS / 'report.md'} and report.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
