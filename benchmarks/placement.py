@@ -15,7 +15,9 @@ benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import math
 import os
 import platform
 import random
@@ -180,6 +182,20 @@ def measure(size: int, decisions: int, seed: int) -> dict[str, Any]:
     }
 
 
+def growth_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Between consecutive sizes: how much each cost grew, and as an exponent of the growth in nodes."""
+    out = []
+    for a, b in itertools.pairwise(rows):
+        n = b["nodes"] / a["nodes"]
+        entry: dict[str, Any] = {"from_nodes": a["nodes"], "to_nodes": b["nodes"], "nodes_ratio": round(n, 2)}
+        for key, field in (("mean", "mean_ms"), ("p99", "p99_ms"), ("build", "build_ms")):
+            ratio = b[field] / a[field] if a[field] else float("nan")
+            entry[f"{key}_ratio"] = round(ratio, 2)
+            entry[f"{key}_exponent"] = round(math.log(ratio) / math.log(n), 2) if ratio > 0 and n > 1 else None
+        out.append(entry)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="1000,10000,50000")
@@ -187,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args(argv)
     rows = [measure(int(s), args.decisions, args.seed) for s in args.sizes.split(",")]
+    growth = growth_of(rows)
     report = {
         "benchmark": "placement",
         "target": "p99 < 20 ms per decision at 10,000 nodes",
@@ -195,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "load_average_1m": round(os.getloadavg()[0], 2),  # a shared machine inflates the tail, not the median
         "results": rows,
+        "growth": growth,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "placement.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -213,6 +231,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{r['mean_ms']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['scan_baseline_mean_ms']} | "
         f"{r['speedup_vs_scan']}x |"
         for r in rows
+    ]
+    lines += ["", "How the cost grows (exponent k of cost ∝ nodes^k between two sizes; 1 = linear):", ""]
+    lines += [
+        f"- {g['from_nodes']} → {g['to_nodes']} nodes (×{g['nodes_ratio']:g}): mean decision ×{g['mean_ratio']} "
+        f"(k = {g['mean_exponent']}), p99 ×{g['p99_ratio']} (k = {g['p99_exponent']}), snapshot build ×"
+        f"{g['build_ratio']} (k = {g['build_exponent']})"
+        for g in growth
     ]
     (RESULTS / "placement.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
