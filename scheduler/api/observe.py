@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from chutes.scheduler.api.chutes import find_chute
@@ -108,7 +109,12 @@ async def instances(ref: str, principal: UserDep, services: ServicesDep) -> list
     responses={200: {"content": {"text/event-stream": {}}, "description": "with ?follow=true: SSE"}},
 )
 async def events(
-    ref: str, principal: UserDep, services: ServicesDep, follow: bool = False, after: int = 0
+    ref: str,
+    principal: UserDep,
+    services: ServicesDep,
+    follow: bool = False,
+    # Event ids are 64-bit database integers: a larger cursor is a 422, not an overflow inside the database.
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> list[EventOut] | StreamingResponse:
     """Deployment events, oldest first; ``?follow=true`` streams them (and new ones) as Server-Sent Events."""
     chute = await find_chute(services, principal, ref)
