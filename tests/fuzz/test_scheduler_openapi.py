@@ -30,7 +30,7 @@ from tests.scheduler.stack import scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
-EXAMPLES = 12
+EXAMPLES = 8
 SPEC = create_app(SchedulerConfig(data_dir=Path("/nonexistent"), run_loops=False)).openapi()
 SCHEMA = schemathesis.openapi.from_dict(SPEC)
 OPERATIONS = {op.label: op for op in (r.ok() for r in SCHEMA.get_all_operations())}
