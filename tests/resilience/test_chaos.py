@@ -148,7 +148,7 @@ def test_a_crashed_agent_leaves_placement_within_its_ttl_and_instances_keep_serv
         assert world.fs.task_groups(world.cid) == groups, "an instance on the node was stopped or replaced"
         wait_until(lambda: _serving_pids(world) == pids, "both instances still serving", 10, 0.2)
     assert not load.failures(), load.failures()[:5]
-    assert gone_after <= AGENT_TTL + 3.0, f"gpu-a left placement {gone_after:.1f} s after its agent died"
+    assert gone_after <= AGENT_TTL + 4.0, f"gpu-a left placement {gone_after:.1f} s after its agent died"
     # The agent comes back: the node is alive again.
     agent.start()
     wait_until(lambda: world.node("gpu-a")["alive"] is True, "gpu-a alive again", 30, 0.2)
