@@ -36,8 +36,8 @@ test-fast: install
 demo: install
 	$(PY) scripts/demo.py
 
-bench: install
-	$(PY) -m benchmarks
+bench: install  # `make bench BENCH_ARGS=--quick`: every figure in about three minutes
+	$(PY) -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
