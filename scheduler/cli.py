@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--task-driver", choices=["raw_exec", "docker"], help="Nomad driver (CHUTES_TASK_DRIVER)")
     serve.add_argument("--datacenters", help="comma-separated Nomad datacenters (CHUTES_DATACENTERS, dc1)")
     serve.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float, help="seconds")
+    serve.add_argument(
+        "--check-interval", dest="check_interval_s", type=int, help="seconds between Consul checks of each instance"
+    )
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
     for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):

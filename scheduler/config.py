@@ -57,6 +57,9 @@ class SchedulerConfig(BaseModel):
     # Kept short: a leader that cannot renew steps down within 0.8×TTL, before its session can expire.
     leader_lock_delay_s: float = Field(1.0, ge=0.0, le=60.0)
     reconcile_interval_s: float = Field(10.0, gt=0)
+    # Consul checks /_ready of every instance this often: it bounds how soon a new instance gets traffic
+    # (cold start) and how soon a dead one stops getting it. Raise it on very large fleets.
+    check_interval_s: int = Field(1, ge=1, le=3600)
     loop_max_backoff_s: float = Field(60.0, gt=0)
     # How long a deploy request keeps watching its new version's allocations for progress events.
     deploy_watch_s: float = Field(600.0, ge=0)
@@ -134,6 +137,7 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_LEADER_TTL": "leader_ttl_s",
     "CHUTES_LEADER_LOCK_DELAY": "leader_lock_delay_s",
     "CHUTES_RECONCILE_INTERVAL": "reconcile_interval_s",
+    "CHUTES_CHECK_INTERVAL": "check_interval_s",
     "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
     "CHUTES_WATCH_INTERVAL": "watch_interval_s",
     "CHUTES_RUN_LOOPS": "run_loops",

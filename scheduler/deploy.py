@@ -73,6 +73,8 @@ def render_settings(services: Services) -> RenderSettings:
         runtime_command=command,
         region=config.nomad_region,
         namespace=config.nomad_namespace,
+        check_interval_s=config.check_interval_s,
+        check_timeout_s=min(2, config.check_interval_s),
     )
 
 
