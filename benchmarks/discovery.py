@@ -7,7 +7,8 @@ On the embedded stack (``chutes dev``'s parts, defaults), a copy of examples/hel
 process id) runs one instance under Nomad. The benchmark then starts a second runtime of the same chute itself
 and registers it in Consul as Nomad's service block would (service ``chute-<id>``, HTTP check on ``/_ready``,
 registered before the runtime answers, as Nomad registers at task start), with each check interval in
-``--intervals`` side by side (5 s is what the scheduler renders today). It times, on one clock:
+``--intervals`` side by side (the scheduler renders ``CHUTES_CHECK_INTERVAL``, 1 s by default; 5 s before).
+It times, on one clock:
 
 - ready → routed: the runtime's ``/_ready`` answering 200 (polled every 5 ms) → Consul listing it passing
   (polled) → the first call through the gateway answered by it (calls back to back);
@@ -202,7 +203,8 @@ def markdown(report: dict[str, Any]) -> list[str]:
         "# Discovery: instance ready → routed, deregistered or dead → unrouted",
         "",
         f"Target: {report['target']}. Medians (min–max) over the repetitions, per Consul check interval of the "
-        f"instance (the scheduler renders 5 s today); {report['calls']} calls through the gateway in all.",
+        f"instance (the scheduler renders CHUTES_CHECK_INTERVAL, 1 s by default, 5 s before); {report['calls']} "
+        "calls through the gateway in all.",
         "",
         "| check interval | ready → passing | passing → routed | **ready → routed** | **deregistered → unrouted** "
         "| killed → critical | failed calls while dying |",
