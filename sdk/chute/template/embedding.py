@@ -6,10 +6,7 @@ model's family when ``pooling_type="auto"``); the cords pass ``/v1/embeddings`` 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import secrets
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,8 +15,9 @@ from chutes.chute.base import Chute, ChutePack
 from chutes.chute.errors import ChuteError
 from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template import helpers
+from chutes.chute.template._engine import add_models_cord, check_engine_args, passthrough, serve_engine
 from chutes.chute.template.llm import ENGINE_PORT, FORBIDDEN_ENGINE_ARGS
-from chutes.chute.template.openai import EmbeddingRequest, EmbeddingResponse, ModelList
+from chutes.chute.template.openai import EmbeddingRequest, EmbeddingResponse
 from chutes.image import Image
 from chutes.image.standard import VLLM
 
@@ -94,8 +92,8 @@ def build_embedding_chute(
     tee: bool = False,
 ) -> EmbeddingChutePack:
     """A chute named after ``model_name`` that serves its embeddings (revision required)."""
-    locked = helpers.require_revision("build_embedding_chute", model_name, revision)
-    args = helpers.parse_engine_args("build_embedding_chute", engine_args, (*FORBIDDEN_ENGINE_ARGS, "--pooler-config"))
+    forbidden = (*FORBIDDEN_ENGINE_ARGS, "--pooler-config")
+    locked, args = check_engine_args("build_embedding_chute", model_name, revision, engine_args, forbidden)
     pooling = pooling_type_for(model_name) if pooling_type == "auto" else pooling_type.upper()
     if pooling not in POOLING_TYPES:
         raise ChuteError(f"invalid pooling_type {pooling_type!r}: use auto, {', '.join(POOLING_TYPES)}")
@@ -120,41 +118,20 @@ def build_embedding_chute(
         allow_external_egress=allow_external_egress,
         tee=tee,
     )
-    # The engine process, once started (kept here rather than on the chute, which users own).
-    engine: dict[str, asyncio.subprocess.Process] = {}
 
-    @chute.on_startup()
-    async def start_embedding_engine(self: Chute) -> None:
-        await helpers.download_model(model_name, locked)
-        api_key = secrets.token_urlsafe(32)
+    def engine_command(self: Chute, api_key: str | None) -> list[str]:
         gpu_count = helpers.visible_gpu_count(self)
-        command = embedding_command(model_name, self.name, locked, api_key, gpu_count, pooler_config, args)
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        if enable_chunked_processing:
-            env["VLLM_ENABLE_CHUNKED_PROCESSING"] = "true"
-        headers = {"Authorization": f"Bearer {api_key}"}
-        probe = helpers.http_probe(f"http://{helpers.ENGINE_HOST}:{ENGINE_PORT}/v1/models", headers)
-        engine["process"] = await helpers.launch_engine(command, probe, env=env)
-        self.passthrough_headers.update(headers)
+        return embedding_command(model_name, self.name, locked, api_key or "", gpu_count, pooler_config, args)
 
-    @chute.on_shutdown()
-    async def stop_embedding_engine(self: Chute) -> None:
-        await helpers.stop_engine(engine.pop("process", None))
-
-    common: dict[str, Any] = {"passthrough": True, "passthrough_port": ENGINE_PORT}
-
-    @chute.cord(
-        passthrough_path="/v1/embeddings", public_api_path="/v1/embeddings", input_schema=EmbeddingRequest, **common
+    env = {"VLLM_ENABLE_CHUNKED_PROCESSING": "true"} if enable_chunked_processing else None
+    serve_engine(
+        chute, "embedding_engine", engine_command, ENGINE_PORT, "/v1/models", download=(model_name, locked), env=env
     )
+
+    @chute.cord(**passthrough(ENGINE_PORT, "/v1/embeddings", input_schema=EmbeddingRequest))
     async def embed(self: Chute, data: EmbeddingRequest) -> EmbeddingResponse:
         result: EmbeddingResponse = await helpers.call_engine(self, ENGINE_PORT, "/v1/embeddings", data)
         return result
 
-    @chute.cord(
-        passthrough_path="/v1/models", public_api_path="/v1/models", public_api_method="GET", method="GET", **common
-    )
-    async def get_models(self: Chute) -> ModelList:
-        result: ModelList = await helpers.call_engine(self, ENGINE_PORT, "/v1/models", method="GET")
-        return result
-
+    add_models_cord(chute, ENGINE_PORT)
     return EmbeddingChutePack(chute=chute, embed=embed)

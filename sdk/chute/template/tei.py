@@ -4,8 +4,6 @@ text-embeddings-inference (``text-embeddings-router``) on 127.0.0.1:8881, throug
 
 from __future__ import annotations
 
-import asyncio
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +12,7 @@ from pydantic import BaseModel, Field
 from chutes.chute.base import Chute, ChutePack
 from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template import helpers
+from chutes.chute.template._engine import passthrough, serve_engine
 from chutes.image import Image
 from chutes.image.standard import TEI
 
@@ -93,31 +92,21 @@ def build_tei_chute(
         scaling_threshold=scaling_threshold,
         shutdown_after_seconds=shutdown_after_seconds,
     )
-    # The engine process, once started (kept here rather than on the chute, which users own).
-    engine: dict[str, asyncio.subprocess.Process] = {}
+    serve_engine(
+        chute, "tei", lambda _chute, _key: tei_command(model_name, revision), TEI_PORT, "/health", api_key=False
+    )
 
-    @chute.on_startup()
-    async def start_tei(self: Chute) -> None:
-        probe = helpers.http_probe(f"http://{helpers.ENGINE_HOST}:{TEI_PORT}/health")
-        engine["process"] = await helpers.launch_engine(tei_command(model_name, revision), probe, env=dict(os.environ))
-
-    @chute.on_shutdown()
-    async def stop_tei(self: Chute) -> None:
-        await helpers.stop_engine(engine.pop("process", None))
-
-    common: dict[str, Any] = {"passthrough": True, "passthrough_port": TEI_PORT}
-
-    @chute.cord(public_api_path="/embed", passthrough_path="/embed", input_schema=EmbedRequest, **common)
+    @chute.cord(**passthrough(TEI_PORT, "/embed", input_schema=EmbedRequest))
     async def embed(self: Chute, data: EmbedRequest) -> list[list[float]]:
         result: list[list[float]] = await helpers.call_engine(self, TEI_PORT, "/embed", data)
         return result
 
-    @chute.cord(public_api_path="/rerank", passthrough_path="/rerank", input_schema=RerankRequest, **common)
+    @chute.cord(**passthrough(TEI_PORT, "/rerank", input_schema=RerankRequest))
     async def rerank(self: Chute, data: RerankRequest) -> list[RankResult]:
         result: list[RankResult] = await helpers.call_engine(self, TEI_PORT, "/rerank", data)
         return result
 
-    @chute.cord(public_api_path="/predict", passthrough_path="/predict", input_schema=PredictRequest, **common)
+    @chute.cord(**passthrough(TEI_PORT, "/predict", input_schema=PredictRequest))
     async def predict(self: Chute, data: PredictRequest) -> list[Prediction] | list[list[Prediction]]:
         result: list[Prediction] | list[list[Prediction]] = await helpers.call_engine(self, TEI_PORT, "/predict", data)
         return result
