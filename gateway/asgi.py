@@ -7,22 +7,15 @@ per call it reads a handful of scope fields and passes headers on as the byte pa
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-
-
-class BodyTooLarge(Exception):
-    """The request body is over the limit."""
-
-
-class ClientGone(Exception):
-    """The client disconnected before its request body arrived."""
+from chutes import asgi as _shared
+from chutes.asgi import BodyTooLarge as BodyTooLarge
+from chutes.asgi import ClientGone as ClientGone
+from chutes.asgi import Message as Message
+from chutes.asgi import Receive as Receive
+from chutes.asgi import Scope as Scope
+from chutes.asgi import Send as Send
 
 
 @dataclass(slots=True)
@@ -68,29 +61,7 @@ class Incoming:
 
     async def read_body(self, limit: int) -> bytes:
         """The whole request body; BodyTooLarge past ``limit`` bytes, ClientGone if the client left."""
-        length = self.header(b"content-length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            raise BodyTooLarge
-        message = await self.receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False):
-            if len(body) > limit:
-                raise BodyTooLarge
-            return body
-        parts = [body]
-        size = len(body)
-        while message.get("more_body", False):
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge
-            parts.append(chunk)
-        return b"".join(parts)
+        return await _shared.read_body(self.receive, limit, self.header(b"content-length"))
 
 
 async def respond(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

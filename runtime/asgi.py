@@ -6,26 +6,21 @@ is what keeps its overhead over a bare FastAPI app small.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from pydantic_core import to_json
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
+from chutes import asgi as _shared
+from chutes.asgi import BodyTooLarge as BodyTooLarge
+from chutes.asgi import ClientGone as ClientGone
+from chutes.asgi import Message as Message
+from chutes.asgi import Receive as Receive
+from chutes.asgi import Scope as Scope
+from chutes.asgi import Send as Send
+
 Headers = list[tuple[bytes, bytes]]
 
 JSON = b"application/json"
-
-
-class BodyTooLarge(Exception):
-    pass
-
-
-class ClientGone(Exception):
-    pass
 
 
 def header(scope: Scope, name: bytes) -> bytes | None:
@@ -37,29 +32,7 @@ def header(scope: Scope, name: bytes) -> bytes | None:
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     """The whole request body; ``BodyTooLarge`` past ``limit`` bytes, ``ClientGone`` if the client left."""
-    length = header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise BodyTooLarge
-    message = await receive()
-    if message["type"] == "http.disconnect":
-        raise ClientGone
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise BodyTooLarge
-        return body
-    parts = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge
-        parts.append(chunk)
-    return b"".join(parts)
+    return await _shared.read_body(receive, limit, header(scope, b"content-length"))
 
 
 def error_body(detail: Any, hint: str | None = None) -> bytes:
