@@ -26,7 +26,7 @@
     return el;
   }
 
-  function add(el, kids) {
+  function add(el, ...kids) {
     for (const kid of kids.flat(Infinity)) {
       if (kid === null || kid === undefined || kid === false) continue;
       el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
@@ -251,7 +251,7 @@
     fill(nav, h("ul", null, links.map(([href, text]) => h("li", null,
       h("a", { href, "aria-current": href.split("/")[1] === here.replace(/^chute$/, "chutes").replace(/^image$/, "images") ? "page" : null }, text)))));
     fill(who,
-      h("span", { class: "user" }, S.me.username, S.me.is_admin ? badge("admin", "idle") : null),
+      h("span", { class: "user" }, S.me.username, S.me.is_admin ? [" ", badge("admin", "idle")] : null),
       h("button", { type: "button", class: "link", onclick: signOut }, "Sign out"));
   }
 
@@ -497,13 +497,19 @@
       fill(logsSelect, h("option", { value: "" }, "the newest instance"),
         rows.map((i) => h("option", { value: i.instance_id, selected: i.instance_id === current }, `${short(i.instance_id)} (${i.state})`)));
     }
-    const health = (i) => i.healthy === true ? badge("passing", "ok") : i.healthy === false ? badge("failing", "bad") : badge("unknown", "idle");
+    const ended = (i) => ["stopped", "failed", "lost"].includes(i.state);
+    const health = (i) => ended(i) ? "—" : i.healthy === true ? badge("passing", "ok") : i.healthy === false ? badge("failing", "bad") : badge("unknown", "idle");
+    const cells = (i) => [
+      h("code", { title: i.instance_id }, short(i.instance_id)), i.node_id || "—",
+      i.gpu_count ? `${i.gpu_count}× ${i.gpu_model || "?"}` : "—", statusBadge(i.state), health(i), ago(i.created_at),
+      h("button", { type: "button", class: "link", onclick: () => showLogs(i.instance_id) }, `Logs of ${short(i.instance_id)}`)];
+    const heads = ["Instance", "Node", "GPUs", "State", "Health", "Age", ""];
+    const live = rows.filter((i) => !ended(i));
+    const past = rows.filter(ended);
     fill(sec, h("h2", { id: "h-inst" }, "Instances"),
-      rows.length ? table(["Instance", "Node", "GPUs", "State", "Health", "Age", ""], rows.map((i) => [
-        h("code", { title: i.instance_id }, short(i.instance_id)), i.node_id || "—",
-        i.gpu_count ? `${i.gpu_count}× ${i.gpu_model || "?"}` : "—", statusBadge(i.state), health(i), ago(i.created_at),
-        h("button", { type: "button", class: "link", onclick: () => showLogs(i.instance_id) }, `Logs of ${short(i.instance_id)}`),
-      ]), "Instances") : h("p", { class: "empty" }, "No instances (scaled to zero, or not placed yet)."));
+      live.length ? table(heads, live.map(cells), "Instances") : h("p", { class: "empty", id: "no-instances" }, "No running instances (scaled to zero, or not placed yet)."),
+      past.length ? h("details", null, h("summary", null, `${plural(past.length, "stopped or failed instance")} (Nomad still keeps them)`),
+        table(heads, past.map(cells), "Stopped or failed instances")) : null);
   }
 
   function eventsSection(c, signal) {
@@ -699,7 +705,7 @@
       h("h2", { id }, n.node_id, n.hostname && n.hostname !== n.node_id ? h("span", { class: "muted" }, ` (${n.hostname})`) : null),
       h("p", null, n.alive ? badge("alive", "ok") : badge("agent down", "bad"), " ",
         n.eligible ? badge("eligible", "ok") : badge("ineligible", "bad"), " ",
-        `${n.gpu_count}× ${n.gpu_model || "unknown GPU"} · ${n.gpus_free} of ${n.gpu_count} free · inventory ${ago(n.updated_at)} old`),
+        `${n.gpu_count}× ${n.gpu_model || "unknown GPU"} · ${n.gpus_free} of ${n.gpu_count} free · inventory updated ${ago(n.updated_at)} ago`),
       v ? h("p", { class: `verdict ${v.fits ? "fits" : "nofit"}` }, v.fits ? "✓ " : "✗ ", v.label, v.hint ? h("span", { class: "hint" }, ` — ${v.hint}`) : null) : null,
       table(["GPU", "Model", "VRAM", "Health", "Held by", "Use"], n.gpus.map((g) => [
         String(g.index), g.model || g.name, `${(g.memory_total_mib / 1024).toFixed(0)} GiB`,
