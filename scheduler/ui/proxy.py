@@ -75,16 +75,18 @@ async def forward(gateway_url: str, api_key: str, method: str, url: str, body: b
             502, f"the gateway at {gateway_url} did not answer: {type(exc).__name__}", "check that it is running"
         ) from None
 
+    async def close() -> None:
+        await upstream.aclose()
+        await client.aclose()
+
     async def chunks() -> AsyncIterator[bytes]:
         try:
             async for chunk in upstream.aiter_bytes():
                 yield chunk
         except httpx.HTTPError:
             return  # the gateway went away mid-answer: the browser sees the answer end
-
-    async def close() -> None:
-        await upstream.aclose()
-        await client.aclose()
+        finally:
+            await close()  # also when the browser goes away first (closing twice is harmless)
 
     passed = {k: v for k, v in upstream.headers.items() if k.lower() in PASSED_HEADERS}
     passed.update(

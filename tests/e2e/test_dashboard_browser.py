@@ -233,6 +233,8 @@ def test_try_a_streaming_cord_from_the_form(world: World) -> None:
     expect(page.locator("#try-status")).to_contain_text("4 frames", timeout=30_000)
     expect(page.locator("#try-status")).to_contain_text("done")
     assert [int(n) for n in re.findall(r'"i":(\d)', output.inner_text())] == [0, 1, 2, 3]
+    page.locator("#h-try").evaluate("e => e.scrollIntoView()")
+    world.shot("chute-try")
     page.get_by_label("Cord", exact=True).select_option(label="hello — POST /hello")
     page.get_by_label("Input (JSON)").fill('{"name": "Ada"}')
     page.get_by_role("button", name="Call", exact=True).click()
@@ -241,7 +243,7 @@ def test_try_a_streaming_cord_from_the_form(world: World) -> None:
     # The instance's logs, followed: the call above printed a line.
     page.get_by_role("button", name="Show logs").click()
     expect(page.locator("#logs")).to_contain_text("hello called for Ada", timeout=30_000)
-    page.get_by_role("button", name="Stop").last.click()
+    page.get_by_role("button", name="Stop logs").click()
     page.evaluate("window.scrollTo(0, 0)")
     world.shot("chute")
 
@@ -311,7 +313,7 @@ def test_sign_out_then_another_user_cannot_see_the_private_chute(world: World) -
     expect(page.locator("[data-node=gpu-b]")).to_be_visible()
     assert page.get_by_role("option", name="dash-demo (alice)").count() == 0
     if os.environ.get("CHUTES_DOCS_SCREENSHOTS"):  # refresh the README's pictures: copy two of this run's
-        for name in ("chute", "nodes"):
+        for shot, name in (("chute-try", "chute"), ("nodes", "nodes")):
             shutil.copy(
-                world.shots / f"{name}.png", Path(os.environ["CHUTES_DOCS_SCREENSHOTS"]) / f"dashboard-{name}.png"
+                world.shots / f"{shot}.png", Path(os.environ["CHUTES_DOCS_SCREENSHOTS"]) / f"dashboard-{name}.png"
             )

@@ -395,12 +395,12 @@
     }
     const select = h("select", { id: "cord" }, c.cord_forms.map((cord, i) =>
       h("option", { value: String(i) }, `${cord.name} — ${cord.public_api_method} ${cord.public_api_path}${cord.stream ? " (streams)" : ""}`)));
-    const input = h("textarea", { id: "cord-input", rows: "5", spellcheck: "false", "aria-describedby": "cord-input-help" });
+    const input = h("textarea", { id: "cord-input", rows: "4", spellcheck: "false", "aria-describedby": "cord-input-help" });
     const setExample = () => { input.value = JSON.stringify(c.cord_forms[Number(select.value)].example, null, 2); };
     select.addEventListener("change", setExample);
     setExample();
     const call = h("button", { type: "submit" }, "Call");
-    const stop = h("button", { type: "button", class: "secondary", disabled: true }, "Stop");
+    const stop = h("button", { type: "button", class: "secondary", disabled: true }, "Stop call");
     const status = h("p", { id: "try-status", role: "status", class: "muted" });
     const output = h("pre", { id: "try-output", class: "output", tabindex: "0", "aria-label": "Answer" });
     let ctl = null;
@@ -536,7 +536,7 @@
     const stream = h("select", { id: "logs-stream" }, h("option", { value: "stdout" }, "stdout"), h("option", { value: "stderr" }, "stderr"));
     const follow = h("input", { id: "logs-follow", type: "checkbox", checked: true });
     const start = h("button", { type: "submit" }, "Show logs");
-    const stop = h("button", { type: "button", class: "secondary", disabled: true }, "Stop");
+    const stop = h("button", { type: "button", class: "secondary", disabled: true }, "Stop logs");
     const status = h("p", { role: "status", class: "muted", id: "logs-status" });
     const out = h("pre", { id: "logs", class: "output logs", tabindex: "0", "aria-label": "Log lines" });
     let ctl = null;
@@ -668,7 +668,7 @@
       h("form", { class: "card inline", onsubmit: (e) => e.preventDefault() },
         h("div", null, h("label", { for: "explain-chute" }, "Explain placement for"), select)),
       summary, body);
-    api("GET", "/ui/api/chutes", undefined, signal).then((rows) => {
+    api("GET", `/ui/api/chutes${S.me.is_admin ? "?all=true" : ""}`, undefined, signal).then((rows) => {
       add(select, rows.map((c) => h("option", { value: c.chute_id }, `${c.name} (${c.username})`)));
     }).catch(() => {});
     const refresh = async () => {
