@@ -200,11 +200,11 @@ async def chute_detail(ref: str, principal: UserDep, services: ServicesDep) -> C
 @router.post("/ui/api/try")
 async def try_cord(body: TryIn, request: Request, principal: UserDep, services: ServicesDep) -> Any:
     """Call one cord of a chute through the gateway, as the signed-in user; the answer streams back."""
+    chute = await find_chute(services, principal, body.chute)
     gateway = services.config.gateway_url
     if not gateway:
         hint = "start the scheduler with CHUTES_GATEWAY_URL (or --gateway-url), or call the gateway directly"
         raise APIError(503, "this scheduler does not know the gateway's address, so it cannot call chutes", hint)
-    chute = await find_chute(services, principal, body.chute)
     cord = proxy.find_cord(chute.manifest, body.cord)
     method = str(cord.get("public_api_method") or "POST").upper()
     url = proxy.cord_url(gateway, chute.username, chute.slug, str(cord.get("public_api_path") or "/"))

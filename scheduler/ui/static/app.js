@@ -720,15 +720,15 @@
     const max = Math.max(...items.map((i) => i.value), 0) || 1;
     const rowH = 26;
     const height = Math.max(1, items.length) * rowH + 8;
-    const svg = h("svg", { viewBox: `0 0 600 ${height}`, role: "img", "aria-label": `${title}: ${items.map((i) => `${i.label} ${fmt(i.value)}`).join("; ") || "nothing yet"}`, class: "chart" },
+    const svg = h("svg", { viewBox: `0 0 360 ${height}`, role: "img", "aria-label": `${title}: ${items.map((i) => `${i.label} ${fmt(i.value)}`).join("; ") || "nothing yet"}`, class: "chart" },
       h("title", null, title));
     items.forEach((item, k) => {
       const y = k * rowH + 4;
-      const w = Math.max(1, (item.value / max) * 330);
+      const w = Math.max(1, (item.value / max) * 150);
       add(svg, h("g", null, h("title", null, `${item.label}: ${fmt(item.value)}`),
-        h("text", { x: "0", y: String(y + 16), class: "label" }, item.label.length > 28 ? item.label.slice(0, 27) + "…" : item.label),
-        h("rect", { x: "190", y: String(y + 3), width: String(w), height: "16", rx: "2", class: "bar" }),
-        h("text", { x: String(196 + w), y: String(y + 16), class: "value" }, fmt(item.value))));
+        h("text", { x: "0", y: String(y + 16), class: "label" }, item.label.length > 15 ? item.label.slice(0, 14) + "…" : item.label),
+        h("rect", { x: "130", y: String(y + 3), width: String(w), height: "16", rx: "2", class: "bar" }),
+        h("text", { x: String(135 + w), y: String(y + 16), class: "value" }, fmt(item.value))));
     });
     if (!items.length) add(svg, h("text", { x: "0", y: "20", class: "label" }, "nothing in this period"));
     return h("figure", { class: "card" }, h("figcaption", null, title), svg);
@@ -736,8 +736,8 @@
 
   function dayChart(title, days, fmt) {
     const max = Math.max(...days.map((d) => d.value), 0) || 1;
-    const width = 600;
-    const height = 160;
+    const width = 360;
+    const height = 110;
     const step = width / Math.max(1, days.length);
     const svg = h("svg", { viewBox: `0 0 ${width} ${height + 20}`, role: "img", class: "chart",
       "aria-label": `${title}: ${days.filter((d) => d.value).map((d) => `${d.label} ${fmt(d.value)}`).join("; ") || "nothing yet"}` },
