@@ -92,6 +92,17 @@ class World:
         self.page.screenshot(path=str(path))
         return path
 
+    def fits_a_phone(self, name: str) -> None:
+        """On a 375 px wide screen the page is no wider than the screen (wide tables scroll in their own box)."""
+        self.page.set_viewport_size({"width": 375, "height": 760})
+        try:
+            self.page.wait_for_timeout(200)
+            width = self.page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+            self.shot(name)
+            assert width[0] <= width[1] + 1, width
+        finally:
+            self.page.set_viewport_size({"width": 1100, "height": 820})
+
     def passing(self) -> int:
         return len(self.stack.dc.consul().health.service(f"chute-{CID}", passing=True)[1])
 
@@ -199,9 +210,7 @@ def test_deploy_from_the_cli_and_watch_the_events_arrive(world: World) -> None:
     assert first.wait(180) == 0, (world.shots / "deploy.log").read_text()[-3000:]
     chute_link = page.get_by_role("link", name="dash-demo")
     expect(chute_link).to_be_visible(timeout=15_000)  # the list follows the cluster by itself
-    world.page.set_viewport_size({"width": 375, "height": 760})  # a phone: nothing wider than the screen
-    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
-    world.page.set_viewport_size({"width": 1100, "height": 820})
+    world.fits_a_phone("chutes-narrow")
     world.shot("chutes")
     chute_link.click()
     expect(page.get_by_role("heading", name="dash-demo", level=1)).to_be_visible()
@@ -235,6 +244,7 @@ def test_try_a_streaming_cord_from_the_form(world: World) -> None:
     assert [int(n) for n in re.findall(r'"i":(\d)', output.inner_text())] == [0, 1, 2, 3]
     page.locator("#h-try").evaluate("e => e.scrollIntoView()")
     world.shot("chute-try")
+    world.fits_a_phone("chute-narrow")
     page.get_by_label("Cord", exact=True).select_option(label="hello — POST /hello")
     page.get_by_label("Input (JSON)").fill('{"name": "Ada"}')
     page.get_by_role("button", name="Call", exact=True).click()
@@ -260,6 +270,7 @@ def test_the_node_page_shows_the_gpu_taken_and_why_a_chute_fits_where(world: Wor
     expect(page.locator("[data-node=gpu-c] .verdict")).to_contain_text("wrong GPU model")
     expect(page.locator("#placement")).to_contain_text("gpu-b: 1x a100")
     world.shot("nodes")
+    world.fits_a_phone("nodes-narrow")
 
 
 def test_usage_grows_while_the_instance_runs(world: World) -> None:
@@ -278,6 +289,7 @@ def test_usage_grows_while_the_instance_runs(world: World) -> None:
     expect(page.locator('figure svg rect.bar:not([height="0"])').first).to_be_visible()
     assert page.locator("table caption", has_text="Usage per day and chute").count() == 1
     world.shot("usage")
+    world.fits_a_phone("usage-narrow")
 
 
 def test_scale_to_zero_from_the_page(world: World) -> None:
