@@ -29,6 +29,7 @@ from chutes.scheduler.nomad_api import NomadClient
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import Store
 from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.ui import install as install_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
     app.add_middleware(BodyLimit, upload_limit=max(config.max_bundle_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024)
     for router in api.routers():
         app.include_router(router)
+    install_dashboard(app)  # /ui: the web dashboard and its session cookie
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

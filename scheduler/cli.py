@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
         "--check-interval", dest="check_interval_s", type=int, help="seconds between Consul checks of each instance"
     )
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
+    serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
     for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
         p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")

@@ -68,6 +68,10 @@ class SchedulerConfig(BaseModel):
     # Fault injection for crash tests only: pause between storing a deploy and registering its job.
     deploy_register_delay_s: float = Field(0.0, ge=0)
     log_level: str = "info"
+    # The dashboard (/ui): where its "try a cord" form sends calls (the gateway, with the user's key), and how
+    # long a sign-in lasts.
+    gateway_url: str | None = None
+    ui_session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400)
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -89,6 +93,16 @@ class SchedulerConfig(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"CHUTES_PUBLIC_URL {value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"CHUTES_GATEWAY_URL {value!r} must start with http:// or https://")
         return value
 
     @field_validator("datacenters", mode="before")
@@ -143,6 +157,8 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_RUN_LOOPS": "run_loops",
     "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
     "CHUTES_LOG_LEVEL": "log_level",
+    "CHUTES_GATEWAY_URL": "gateway_url",
+    "CHUTES_UI_SESSION_TTL": "ui_session_ttl_s",
 }
 
 

@@ -37,6 +37,7 @@ def _summary(info: StackInfo, config_file: Path | None) -> None:
     console.print("[bold green]chutes dev is up[/bold green]")
     console.print(f"  scheduler (API)  {info.api_url}")
     console.print(f"  gateway          {info.gateway_url}")
+    console.print(f"  dashboard        {info.api_url}/ui/")
     console.print(f"  Nomad API        {info.nomad_addr}")
     console.print(f"  Consul API       {info.consul_addr}")
     console.print(f"  user             {info.username}")

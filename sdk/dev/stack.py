@@ -62,6 +62,13 @@ class StackInfo:
         return json.dumps(asdict(self), indent=2)
 
 
+def _free_port() -> int:
+    """A loopback port free right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def new_key() -> str:
     """An API key in the scheduler's format: ``cnk_`` and 43 URL-safe characters."""
     return "cnk_" + secrets.token_urlsafe(32)
@@ -208,7 +215,7 @@ class DevStack:
                 timeout=self.timeout,
             )
 
-    def _start_scheduler(self, nomad: str, consul: str, admin_key: str) -> str:
+    def _start_scheduler(self, nomad: str, consul: str, admin_key: str, gateway_url: str | None = None) -> str:
         port_file = self._port_file("scheduler")
         argv = [
             executable("chutes-scheduler"),
@@ -231,20 +238,22 @@ class DevStack:
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
         }
+        if gateway_url:
+            env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
         url = f"http://127.0.0.1:{read_port_file(port_file)}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
         return url
 
-    def _start_gateway(self, api_url: str, consul: str, admin_key: str) -> str:
+    def _start_gateway(self, api_url: str, consul: str, admin_key: str, port: int = 0) -> str:
         port_file = self._port_file("gateway")
         argv = [
             executable("chutes-gateway"),
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(port),
             "--port-file",
             str(port_file),
             "--scheduler-url",
@@ -299,10 +308,12 @@ class DevStack:
             nomad, consul = self._start_devcluster(nodes)
             self.echo("starting the agents ...")
             self._start_agents(nodes, nomad, consul)
+            # The gateway's port is chosen first so that the scheduler (started before it) knows its address.
+            gateway_port = _free_port()
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(nomad, consul, keys["admin_key"])
+            api_url = self._start_scheduler(nomad, consul, keys["admin_key"], f"http://127.0.0.1:{gateway_port}")
             self.echo("starting the gateway ...")
-            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"])
+            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"], gateway_port)
             api_key = self._user_key(api_url, keys)
         except ChildFailed as exc:
             self.keep_data = True  # keep the logs to read
