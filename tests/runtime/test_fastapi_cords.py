@@ -50,9 +50,9 @@ def test_seed_fastapi_example_in_a_runtime_process(tmp_path: Path) -> None:
             denied = client.post("/secure-endpoint", json={"data": "hello"})
             assert denied.status_code == 401, denied.text
             assert denied.json()["detail"] == "Invalid API key"
-            wrong = client.post("/secure-endpoint", json={"data": "hello"}, headers={"X-API-Key": "guess"})
+            wrong = client.post("/secure-endpoint", json={"data": "hello"}, headers={"X-App-Key": "guess"})
             assert wrong.status_code == 401
-            allowed = client.post("/secure-endpoint", json={"data": "hello"}, headers={"X-API-Key": API_KEY})
+            allowed = client.post("/secure-endpoint", json={"data": "hello"}, headers={"X-App-Key": API_KEY})
             assert allowed.status_code == 200, allowed.text
             assert allowed.json() == {"secure_data": "HELLO"}
             # The key is no input field: a body cannot set it.
@@ -85,7 +85,7 @@ def test_seed_fastapi_example_behind_signatures(tmp_path: Path) -> None:
             assert client.post("/secure-endpoint", content=body).status_code == 401  # unsigned
             no_key = client.post("/secure-endpoint", content=body, headers=signed("POST", "/secure-endpoint", body))
             assert no_key.status_code == 401 and no_key.json()["detail"] == "Invalid API key"
-            headers = {**signed("POST", "/secure-endpoint", body), "X-API-Key": API_KEY}
+            headers = {**signed("POST", "/secure-endpoint", body), "X-App-Key": API_KEY}
             assert client.post("/secure-endpoint", content=body, headers=headers).json() == {"secure_data": "X"}
 
 

@@ -1,7 +1,8 @@
 # The seed's "Integration with FastAPI Features", "Input Validation" and "Custom Context Management" examples,
 # their cord bodies unchanged. What the document leaves undefined is defined here: validate_api_key reads an
-# X-API-Key header (FastAPI's Header), process_data and expensive_computation are trivial, and self.model is a
-# stand-in set by a startup hook.
+# X-App-Key header (FastAPI's Header; Authorization and X-API-Key carry the platform's own key, which the gateway
+# consumes and never forwards), process_data and expensive_computation are trivial, and self.model is a stand-in
+# set by a startup hook.
 from fastapi import Depends, Header, HTTPException
 from pydantic import BaseModel, Field
 
@@ -10,8 +11,8 @@ from chutes.chute import Chute, NodeSelector
 API_KEY = "seed-secret-key"
 
 
-def validate_api_key(x_api_key: str | None = Header(None)) -> str | None:
-    return x_api_key if x_api_key == API_KEY else None
+def validate_api_key(x_app_key: str | None = Header(None)) -> str | None:
+    return x_app_key if x_app_key == API_KEY else None
 
 
 def process_data(data: str) -> str:
