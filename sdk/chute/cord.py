@@ -104,6 +104,8 @@ class Cord:
             f"path of {where}",
             hint=None if path is not None else "pass path='/some_name' to @chute.cord, or rename the function",
         )
+        # As written (normalizing drops a trailing '/'): Chute tells '/x' and '/x/' apart when both are declared.
+        self.declared_public_api_path = public_api_path
         self.public_api_path = (
             normalize_path(public_api_path, f"public_api_path of {where}") if public_api_path is not None else self.path
         )
