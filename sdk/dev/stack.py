@@ -230,6 +230,8 @@ class DevStack:
             "CHUTES_ADMIN_KEY": admin_key,
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
+            # A chute file written for another username deploys for a local user of that name (dev only).
+            "CHUTES_DEV_ADOPT_USERS": "1",
         }
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
