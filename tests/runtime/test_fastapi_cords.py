@@ -10,6 +10,7 @@ annotations could not name them (chute files define them at module level, where 
 """
 
 import asyncio
+import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -138,6 +139,18 @@ def build_chute(rec: Recorder) -> Chute:
             await asyncio.to_thread(rec.gate.wait, 10)
             rec.add("async-close")
 
+    def function_scoped() -> Iterator[str]:
+        rec.add("fn-open")
+        yield "fn"
+        rec.add("fn-close")  # before the answer: scope="function"
+
+    if "scope" in inspect.signature(Depends).parameters:
+
+        @chute.cord(public_api_path="/scoped")
+        def scoped(self: Chute, value: Annotated[str, Depends(function_scoped, scope="function")]) -> dict[str, Any]:
+            rec.add("call")
+            return {"value": value}
+
     @chute.cord(public_api_path="/whoami")
     async def whoami(self: Chute, who: Annotated[dict[str, str], Depends(user)], note: str = "") -> dict[str, Any]:
         return {**who, "note": note}
@@ -228,6 +241,16 @@ def test_generator_dependency_cleanup_runs_after_the_answer(
     assert rec.events == ["sync-open", "call"]  # the answer is here, the cleanup still waits
     rec.gate.set()
     wait_for(lambda: rec.events[-1:] == ["sync-close"])
+
+
+def test_function_scoped_dependencies_close_before_the_answer(
+    served: tuple[httpx.Client, Recorder, Chute], rec: Recorder
+) -> None:
+    if "scope" not in inspect.signature(Depends).parameters:
+        pytest.skip("this FastAPI has no Depends(scope=...)")
+    answer = served[0].post("/scoped", json={})
+    assert answer.json() == {"value": "fn"}
+    assert rec.events == ["fn-open", "call", "fn-close"]  # already closed when the answer arrived
 
 
 def test_cleanup_runs_after_a_stream_has_ended(served: tuple[httpx.Client, Recorder, Chute], rec: Recorder) -> None:
