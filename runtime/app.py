@@ -309,7 +309,11 @@ class RuntimeApp:
             try:
                 if route.query_input:
                     query = call.scope.get("query_string", b"").decode("latin-1")
-                    model = model_cls.model_validate(dict(parse_qsl(query, keep_blank_values=True)))
+                    fields = dict(parse_qsl(query, keep_blank_values=True))
+                    if route.binding is not None and route.binding.query_names:
+                        # Query() parameters are FastAPI's to read, not the cord's input.
+                        fields = {k: v for k, v in fields.items() if k not in route.binding.query_names}
+                    model = model_cls.model_validate(fields)
                 else:
                     model = model_cls.model_validate_json(call.body or b"{}")
             except ValidationError as exc:

@@ -38,6 +38,8 @@ class RequestBinding:
     model_param: str | None
     response_field: Any
     status_code: int | None
+    #: query parameters FastAPI reads (``Query()`` and sub-dependencies' scalars): not input of a GET cord
+    query_names: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, cord: CordLike) -> RequestBinding | None:
@@ -51,12 +53,24 @@ class RequestBinding:
         field = None
         if response_model is not None:
             field = create_model_field(name=f"Response_{cord.name}", type_=response_model, mode="serialization")
+        dependant = dependant if dependant is not None else Dependant(path=cord.public_api_path)
         return cls(
-            dependant=dependant if dependant is not None else Dependant(path=cord.public_api_path),
+            dependant=dependant,
             model_param=getattr(cord, "model_param", None),
             response_field=field,
             status_code=status_code if isinstance(status_code, int) else None,
+            query_names=_query_names(dependant),
         )
+
+
+def _query_names(dependant: Dependant) -> frozenset[str]:
+    names: set[str] = set()
+    pending = [dependant]
+    while pending:
+        current = pending.pop()
+        names.update(str(getattr(field, "alias", None) or field.name) for field in current.query_params)
+        pending.extend(current.dependencies)
+    return frozenset(names)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

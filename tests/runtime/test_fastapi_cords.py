@@ -191,6 +191,12 @@ def build_chute(rec: Recorder) -> Chute:
         body = await request.json()
         return {"page": page, "cookie": session_id, "path": request.url.path, "body": body, "app": request.app is self}
 
+    @chute.cord(public_api_path="/search", public_api_method="GET")
+    async def search(
+        self: Chute, text: str, limit: Annotated[int, Query(le=50)] = 10, who: dict[str, str] = Depends(user)
+    ) -> dict[str, Any]:
+        return {"text": text, "limit": limit, "user": who["user"]}
+
     @chute.cord(public_api_path="/created", response_model=Out, status_code=201)
     def created(self: Chute, name: str) -> dict[str, Any]:
         return {"name": name, "size": len(name), "secret": "not in the answer"}
@@ -292,6 +298,20 @@ def test_request_response_query_cookie_and_background_tasks(
     assert invalid.status_code == 422
     assert invalid.json()["detail"][0]["loc"] == ["query", "page"]
     assert "input" not in invalid.json()["detail"][0]  # the rejected value is not echoed
+
+
+def test_get_cord_input_and_query_parameters_share_the_query_string(
+    served: tuple[httpx.Client, Recorder, Chute],
+) -> None:
+    client = served[0]
+    auth = {"Authorization": "Bearer good", "X-User": "ada"}
+    answer = client.get("/search?text=gpu&limit=5", headers=auth)
+    assert answer.json() == {"text": "gpu", "limit": 5, "user": "ada"}, answer.text
+    assert client.get("/search?text=gpu", headers=auth).json()["limit"] == 10
+    too_many = client.get("/search?text=gpu&limit=500", headers=auth)
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == ["query", "limit"]
+    unknown = client.get("/search?text=gpu&color=red", headers=auth)
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["color"]
 
 
 def test_response_model_and_status_code(served: tuple[httpx.Client, Recorder, Chute]) -> None:
