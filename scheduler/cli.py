@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
     serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
+    serve.add_argument(
+        "--dev-adopt-users",
+        dest="dev_adopt_users",
+        action="store_const",
+        const=True,
+        help="dev stacks only: deploy a chute whose username is not the caller's for a local user of that name",
+    )
     for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
         p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")
         p.add_argument("--data-dir", type=Path, help="CHUTES_DATA_DIR")

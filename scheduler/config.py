@@ -65,6 +65,9 @@ class SchedulerConfig(BaseModel):
     deploy_watch_s: float = Field(600.0, ge=0)
     watch_interval_s: float = Field(1.0, gt=0)
     run_loops: bool = True
+    # `chutes dev` only: a chute whose username is not the caller's is deployed for a local user of that name
+    # (created when missing, and the chute shared with the caller). A real cluster keeps refusing it.
+    dev_adopt_users: bool = False
     # Fault injection for crash tests only: pause between storing a deploy and registering its job.
     deploy_register_delay_s: float = Field(0.0, ge=0)
     log_level: str = "info"
@@ -155,6 +158,7 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
     "CHUTES_WATCH_INTERVAL": "watch_interval_s",
     "CHUTES_RUN_LOOPS": "run_loops",
+    "CHUTES_DEV_ADOPT_USERS": "dev_adopt_users",
     "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
     "CHUTES_LOG_LEVEL": "log_level",
     "CHUTES_GATEWAY_URL": "gateway_url",

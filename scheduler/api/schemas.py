@@ -20,7 +20,7 @@ class Me(BaseModel):
 
 
 class UserCreate(_In):
-    username: str = Field(min_length=1, max_length=63)
+    username: str = Field(min_length=1, max_length=63, description="a username, or a user id")
     is_admin: bool = False
 
 
@@ -79,7 +79,7 @@ class ScaleIn(_In):
 
 
 class ShareIn(_In):
-    username: str = Field(min_length=1, max_length=63)
+    username: str = Field(min_length=1, max_length=63, description="a username, or a user id")
 
 
 class InstanceOut(BaseModel):

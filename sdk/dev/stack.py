@@ -237,6 +237,8 @@ class DevStack:
             "CHUTES_ADMIN_KEY": admin_key,
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
+            # A chute file written for another username deploys for a local user of that name (dev only).
+            "CHUTES_DEV_ADOPT_USERS": "1",
         }
         if gateway_url:
             env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
