@@ -61,6 +61,27 @@ async def where(self: Chute) -> dict[str, object]:
     }}
 """
 
+JOB_CHUTE = """
+import socket
+from pathlib import Path
+
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(
+    username="demo",
+    name="boxed-job",
+    image="{image}",
+    node_selector=NodeSelector(gpu_count=1, min_vram_gb_per_gpu=16),
+)
+
+
+@chute.job(timeout=120, upload=True)
+async def probe(self: Chute, output_dir: str = ".") -> dict[str, object]:
+    marker = Path("/etc/chutes-test-image").read_text().strip()
+    (Path(output_dir) / "inside.txt").write_text(marker + " " + socket.gethostname() + "\\n")
+    return {{"marker": marker}}
+"""
+
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 120, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
@@ -216,6 +237,20 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     deleted = stack.cli("chutes", "delete", "boxed", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     wait_until(lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing left", timeout=120)
+
+    # A job runs in the image too, and its output is uploaded to the scheduler from inside the container.
+    job_source = tmp_path / "boxed_job.py"
+    job_source.write_text(JOB_CHUTE.format(image=registry_image))
+    deployed = stack.cli("deploy", f"{job_source}:chute", "--timeout", "180")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    ran = stack.cli("jobs", "run", "boxed-job", "probe", "--input", "{}", "--timeout", "180", "--json")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    run = json.loads(ran.stdout)
+    assert run["result"] == {"marker": "chutes-test-image"}, run
+    output = stack.cli("jobs", "output", run.get("run_id") or run["id"], "inside.txt")
+    assert output.returncode == 0 and output.stdout.startswith("chutes-test-image "), output.stdout + output.stderr
+    assert output.stdout.split()[1] != os.uname().nodename
+    wait_until(lambda: not stack.containers(), "the job's container removed", timeout=60)
 
     # A stopped `chutes dev` leaves no container either, even with an instance running when it stops.
     again = stack.cli("deploy", f"{source}:chute", "--timeout", "180")
