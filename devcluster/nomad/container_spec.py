@@ -136,55 +136,50 @@ def _bind(host: Path, inside: str) -> list[str]:
     text = str(host)
     if ":" in text or "," in text:
         raise ContainerSpecError(f"the allocation directory {text!r} contains ':' or ','; podman cannot mount it")
-    return ["--volume", f"{text}:{inside}:rw"]
+    return [f"--volume={text}:{inside}:rw"]
 
 
 def create_argv(podman: str, spec: ContainerSpec) -> list[str]:
     """``podman create`` for ``spec``: removed on exit, never pulls (the driver pulled first), no own log copy
-    (the output is attached to Nomad's log files instead)."""
+    (the output is attached to Nomad's log files instead). Every value is passed as ``--option=value``, one
+    argument, so that no value from a job can be read as another option."""
     cfg = spec.config
-    argv = [podman, "create", "--name", spec.name, "--replace", "--rm", "--pull", "never", "--log-driver", "none"]
-    argv += ["--env-file", str(spec.env_file)]
-    for key, value in {**cfg.labels, **spec.labels}.items():
-        argv += ["--label", f"{key}={value}"]
-    argv += ["--network", NETWORK]
-    for name in HOST_NAMES:
-        argv += ["--add-host", f"{name}:{HOST_LOOPBACK}"]
-    for host, inside in spec.ports:
-        argv += ["--publish", f"127.0.0.1:{host}:{inside}"]
+    argv = [podman, "create", f"--name={spec.name}", "--replace", "--rm", "--pull=never", "--log-driver=none"]
+    argv.append(f"--env-file={spec.env_file}")
+    argv += [f"--label={key}={value}" for key, value in {**cfg.labels, **spec.labels}.items()]
+    argv.append(f"--network={NETWORK}")
+    argv += [f"--add-host={name}:{HOST_LOOPBACK}" for name in HOST_NAMES]
+    argv += [f"--publish=127.0.0.1:{host}:{inside}" for host, inside in spec.ports]
     argv += _bind(spec.alloc_dir, CONTAINER_ALLOC_DIR)
     argv += _bind(spec.task_dir, CONTAINER_TASK_DIR)
     argv += _bind(spec.secrets_dir, CONTAINER_SECRETS_DIR)
     # Nomad's docker driver: memory is a hard limit without swap (memory_hard_limit raises it and makes
     # MemoryMB the reservation); CPU is a relative share unless cpu_hard_limit asks for a quota.
     memory = cfg.memory_hard_limit or spec.memory_max_mb or spec.memory_mb
-    argv += ["--memory", f"{memory}m", "--memory-swap", f"{memory}m"]
+    argv += [f"--memory={memory}m", f"--memory-swap={memory}m"]
     if memory != spec.memory_mb:
-        argv += ["--memory-reservation", f"{spec.memory_mb}m"]
-    argv += ["--cpu-shares", str(max(2, spec.cpu_mhz))]
+        argv.append(f"--memory-reservation={spec.memory_mb}m")
+    argv.append(f"--cpu-shares={max(2, spec.cpu_mhz)}")
     if cfg.cpu_hard_limit:
-        argv += ["--cpus", f"{max(0.01, spec.cpu_mhz / MHZ_PER_CPU):g}"]
-    argv += ["--pids-limit", str(cfg.pids_limit or DEFAULT_PIDS_LIMIT)]
+        argv.append(f"--cpus={max(0.01, spec.cpu_mhz / MHZ_PER_CPU):g}")
+    argv.append(f"--pids-limit={cfg.pids_limit or DEFAULT_PIDS_LIMIT}")
     if cfg.shm_size:
-        argv += ["--shm-size", str(cfg.shm_size)]
+        argv.append(f"--shm-size={cfg.shm_size}")
     if cfg.init:
         argv.append("--init")
     if cfg.work_dir:
-        argv += ["--workdir", cfg.work_dir]
+        argv.append(f"--workdir={cfg.work_dir}")
     if cfg.readonly_rootfs:
         argv.append("--read-only")
     if cfg.no_new_privileges:
-        argv += ["--security-opt", "no-new-privileges"]
-    for cap in cfg.cap_drop:
-        argv += ["--cap-drop", cap]
-    for name, limit in cfg.ulimits.items():
-        argv += ["--ulimit", f"{name}={limit}"]
-    for device in spec.gpus.devices:
-        argv += ["--device", device]
+        argv.append("--security-opt=no-new-privileges")
+    argv += [f"--cap-drop={cap}" for cap in cfg.cap_drop]
+    argv += [f"--ulimit={name}={limit}" for name, limit in cfg.ulimits.items()]
+    argv += [f"--device={device}" for device in spec.gpus.devices]
     if spec.gpus.runtime:
-        argv += ["--runtime", spec.gpus.runtime]
+        argv.append(f"--runtime={spec.gpus.runtime}")
     if cfg.entrypoint is not None:
-        argv += ["--entrypoint", json.dumps(list(cfg.entrypoint))]
+        argv.append(f"--entrypoint={json.dumps(list(cfg.entrypoint))}")
     argv.append(spec.image)
     # Nomad: `command` replaces the image's CMD and `args` follow it; without a command, args are the CMD.
     if cfg.command:

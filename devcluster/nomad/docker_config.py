@@ -77,7 +77,6 @@ class DockerTaskConfig:
     force_pull: bool = False
     pull_timeout_s: float = DEFAULT_PULL_TIMEOUT_S
     labels: Mapping[str, str] = field(default_factory=dict)
-    log_max_size: str | None = None
     pids_limit: int | None = None
     shm_size: int | None = None
     init: bool = False
@@ -177,8 +176,7 @@ def parse_docker_config(config: Mapping[str, Any]) -> DockerTaskConfig:
         if pull_timeout_s <= 0:
             problems.append("image_pull_timeout: must be positive")
     labels = _string_map(config.get("labels", {}), "labels", problems)
-    log_max_size: str | None = None
-    if "logging" in config:
+    if "logging" in config:  # checked, not applied: the output goes to Nomad's log files (docs/devcluster.md)
         block = _one_block(config["logging"])
         if not isinstance(block, dict):
             problems.append("logging: expected a block with type and config")
@@ -186,8 +184,7 @@ def parse_docker_config(config: Mapping[str, Any]) -> DockerTaskConfig:
             kind = block.get("type", "json-file")
             if kind not in ("json-file", "local", "none", ""):
                 problems.append(f"logging: type {kind!r} is not supported by the devcluster (json-file, local, none)")
-            options = _string_map(_one_block(block.get("config", {})), "logging.config", problems)
-            log_max_size = options.get("max-size")
+            _string_map(_one_block(block.get("config", {})), "logging.config", problems)
     runtime = config.get("runtime")
     if runtime is not None and runtime not in ALLOWED_RUNTIMES:
         problems.append(f'requested runtime "{runtime}" is not allowed')
@@ -216,7 +213,6 @@ def parse_docker_config(config: Mapping[str, Any]) -> DockerTaskConfig:
         force_pull=_bool(config.get("force_pull", False), "force_pull", problems),
         pull_timeout_s=pull_timeout_s,
         labels=labels,
-        log_max_size=log_max_size,
         pids_limit=_int(config["pids_limit"], "pids_limit", problems) if "pids_limit" in config else None,
         shm_size=_int(config["shm_size"], "shm_size", problems, 1) if "shm_size" in config else None,
         init=_bool(config.get("init", False), "init", problems),

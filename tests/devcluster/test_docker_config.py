@@ -47,7 +47,7 @@ def test_a_full_config_parses_with_nomads_json_shapes() -> None:
             "runtime": "nvidia",
         }
     )
-    assert config.labels == {"team": "a"} and config.log_max_size == "10m"
+    assert config.labels == {"team": "a"}
     assert config.auth is not None and config.auth.username == "u"
     assert config.pull_timeout_s == 1800 and config.pids_limit == 100 and config.no_new_privileges
     assert config.ulimits == {"nofile": "1024:2048"} and config.cap_drop == ("ALL",)
@@ -168,17 +168,18 @@ def test_create_argv_is_isolated_limited_and_labelled(tmp_path: Path) -> None:
     image_at = argv.index(spec.image)
     options, command = argv[:image_at], argv[image_at + 1 :]
     assert command == ["python3", "-m", "x", "--privileged"]  # after the image: the container's, not podman's
-    assert "--privileged" not in options and "host" not in options
-    assert options[options.index("--network") + 1].startswith("slirp4netns:allow_host_loopback=true")
-    assert f"host.containers.internal:{HOST_LOOPBACK}" in options
-    assert options[options.index("--publish") + 1] == "127.0.0.1:23456:23456"  # loopback only
-    assert options[options.index("--memory") + 1] == "256m" and options[options.index("--pids-limit") + 1] == "64"
-    assert options[options.index("--cpu-shares") + 1] == "500" and "--init" in options
-    assert options[options.index("--env-file") + 1] == str(tmp_path / "env")
-    assert "io.chutes.devcluster=owner" in options and "--rm" in options
-    assert [options[i + 1] for i, o in enumerate(options) if o == "--volume"] == [
-        f"{tmp_path / 'alloc'}:/alloc:rw",
-        f"{tmp_path / 't' / 'local'}:/local:rw",
-        f"{tmp_path / 't' / 'secrets'}:/secrets:rw",
+    assert "--privileged" not in options and not any(o.split("=")[-1] == "host" for o in options)
+    # Every option carries its value in the same argument: no job value can become an option of its own.
+    assert all(o.startswith("--") for o in options[2:])
+    assert "--network=slirp4netns:allow_host_loopback=true" in options
+    assert f"--add-host=host.containers.internal:{HOST_LOOPBACK}" in options
+    assert "--publish=127.0.0.1:23456:23456" in options  # loopback only
+    assert {"--memory=256m", "--memory-swap=256m", "--pids-limit=64", "--cpu-shares=500", "--init"} <= set(options)
+    assert f"--env-file={tmp_path / 'env'}" in options
+    assert "--label=io.chutes.devcluster=owner" in options and "--rm" in options
+    assert [o for o in options if o.startswith("--volume=")] == [
+        f"--volume={tmp_path / 'alloc'}:/alloc:rw",
+        f"--volume={tmp_path / 't' / 'local'}:/local:rw",
+        f"--volume={tmp_path / 't' / 'secrets'}:/secrets:rw",
     ]
     assert container_name("../evil task", "abc") == "evil-task-abc"
