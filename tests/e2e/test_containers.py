@@ -116,6 +116,12 @@ class Stack:
         url = f"{self.info['gateway_url']}/demo/boxed/where"
         return httpx.post(url, json={}, headers={"Authorization": f"Bearer {self.info['api_key']}"}, timeout=timeout)
 
+    def gateway_failed_exchanges(self) -> float:
+        """Failed exchanges with instances and calls sent on to another instance, as the gateway counts them."""
+        text = httpx.get(f"{self.info['gateway_url']}/metrics", timeout=10).text
+        names = ("chutes_gateway_retries_total", "chutes_gateway_upstream_errors_total")
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(names))
+
     def passing(self, chute_id: str) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.consul(f"/v1/health/service/chute-{chute_id}?passing=1")
         return result
@@ -211,8 +217,12 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
 
         wait_until(victim_critical, "Consul marking the killed instance critical", timeout=20, interval=0.05)
         critical_at = len(results)
+        time.sleep(2)  # the gateway's Consul watch follows within this
+        failed_before = stack.gateway_failed_exchanges()
         # Restarted in place by the restart policy (same allocation, one restart), and passing again.
         wait_until(lambda: len(stack.passing(chute_id)) == 2, "the killed instance back", timeout=120)
+        # While it was critical the gateway sent it nothing (an exchange with it would have failed).
+        assert stack.gateway_failed_exchanges() == failed_before
         alloc = stack.nomad(f"/v1/allocation/{victim}")
         assert alloc["ClientStatus"] == "running" and alloc["TaskStates"]["runtime"]["Restarts"] == 1
         time.sleep(1)
