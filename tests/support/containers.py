@@ -7,7 +7,7 @@
 The image is ``localhost/chutes-base:bookworm`` plus this checkout's wheel and the runtime's dependencies
 (``pip install`` from PyPI inside the build, through the host's CA bundle). It is built once per code version:
 its tag is a hash of the wheel's contents and the base image, so a second session (or a second test module) on
-unchanged code reuses it from local storage; older tags of it are removed when a new one is built.
+unchanged code reuses it from local storage; tags of it older than a day are removed when a new one is built.
 """
 
 from __future__ import annotations
@@ -198,12 +198,15 @@ def local_test_image() -> str:
 
 
 def _prune_old_tags(keep: str) -> None:
+    """Remove tags of the test image older than a day (a younger one may be another checkout's, in use)."""
     listed = subprocess.run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", TEST_IMAGE], capture_output=True, text=True
-    ).stdout.split()
+        ["podman", "images", "--filter", f"reference={TEST_IMAGE}", "--filter", "until=24h",
+         "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
     for tag in listed:
         if tag != keep and tag.startswith(TEST_IMAGE + ":"):
-            subprocess.run(["podman", "rmi", "--force", tag], capture_output=True)
+            subprocess.run(["podman", "rmi", tag], capture_output=True)
 
 
 def push(local: str, registry: str, path: str = REMOTE_PATH) -> str:
