@@ -32,7 +32,7 @@ from tests.support.containers import (
 )
 from tests.support.devcluster import DevclusterHandle, devcluster
 
-pytestmark = [pytest.mark.timeout(300), pytest.mark.containers]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.containers, pytest.mark.slow]
 
 S = 1_000_000_000
 NODES = ("gpu-a=h100_sxm:4",)
