@@ -32,7 +32,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind, 0 for any free one (CHUTES_SCHEDULER_PORT, 8700)")
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     serve.add_argument("--public-url", help="URL instances use to reach this scheduler (CHUTES_PUBLIC_URL)")
-    serve.add_argument("--task-driver", choices=["raw_exec", "docker"], help="Nomad driver (CHUTES_TASK_DRIVER)")
+    serve.add_argument(
+        "--task-driver",
+        choices=["auto", "raw_exec", "docker"],
+        help="Nomad driver of chute tasks: auto = docker when the chute has a built image (CHUTES_TASK_DRIVER)",
+    )
+    serve.add_argument(
+        "--container-scheduler-host",
+        help="host name containers reach this scheduler by (CHUTES_CONTAINER_SCHEDULER_HOST)",
+    )
     serve.add_argument("--datacenters", help="comma-separated Nomad datacenters (CHUTES_DATACENTERS, dc1)")
     serve.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float, help="seconds")
     serve.add_argument(

@@ -7,13 +7,16 @@ Environment variables follow the names that Nomad's and Consul's own tools use (
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-TaskDriver = Literal["raw_exec", "docker"]
+# auto: docker for a chute with a built image, raw_exec otherwise; raw_exec or docker: always that driver.
+TaskDriver = Literal["auto", "raw_exec", "docker"]
 
 DEFAULT_MAX_BUNDLE_BYTES = 50 * 1024 * 1024
 
@@ -43,7 +46,10 @@ class SchedulerConfig(BaseModel):
     nomad_region: str | None = None
     consul_addr: str = "http://127.0.0.1:8500"
     consul_token: str | None = None
-    task_driver: TaskDriver = "raw_exec"
+    task_driver: TaskDriver = "auto"
+    # The host name containers reach this scheduler by, when the public URL's host is not reachable from inside
+    # a container (a loopback address in `chutes dev`: podman names the host's loopback host.containers.internal).
+    container_scheduler_host: str | None = None
     datacenters: tuple[str, ...] = ("dc1",)
     admin_key: str | None = None
     admin_username: str = "admin"
@@ -117,6 +123,24 @@ class SchedulerConfig(BaseModel):
             raise ValueError("at least one datacenter is needed")
         return tuple(value)
 
+    @field_validator("container_scheduler_host")
+    @classmethod
+    def _container_host(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]", value):
+            raise ValueError(f"{value!r} is not a host name or address")
+        return value
+
+    def container_url(self, public_url: str) -> str | None:
+        """``public_url`` with its host replaced by ``container_scheduler_host`` (None when that is unset)."""
+        if self.container_scheduler_host is None:
+            return None
+        parts = urlsplit(public_url)
+        netloc = self.container_scheduler_host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to a SQLite file in the data directory."""
@@ -146,6 +170,7 @@ ENV_VARS: dict[str, str] = {
     "CONSUL_HTTP_ADDR": "consul_addr",
     "CONSUL_HTTP_TOKEN": "consul_token",
     "CHUTES_TASK_DRIVER": "task_driver",
+    "CHUTES_CONTAINER_SCHEDULER_HOST": "container_scheduler_host",
     "CHUTES_DATACENTERS": "datacenters",
     "CHUTES_ADMIN_KEY": "admin_key",
     "CHUTES_ADMIN_USERNAME": "admin_username",

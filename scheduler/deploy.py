@@ -62,15 +62,12 @@ def nomad_failure(exc: NomadError) -> UpstreamError:
 
 def render_settings(services: Services) -> RenderSettings:
     config = services.config
-    if config.task_driver == "raw_exec":
-        command: tuple[str, ...] = (config.runtime_python or sys.executable, "-m", "chutes.runtime")
-    else:
-        command = ("python", "-m", "chutes.runtime")
     return RenderSettings(
         scheduler_url=services.public_url,
         datacenters=config.datacenters,
         driver=config.task_driver,
-        runtime_command=command,
+        runtime_command=(config.runtime_python or sys.executable, "-m", "chutes.runtime"),
+        container_scheduler_url=config.container_url(services.public_url),
         region=config.nomad_region,
         namespace=config.nomad_namespace,
         check_interval_s=config.check_interval_s,

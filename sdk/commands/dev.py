@@ -15,6 +15,7 @@ import typer
 from chutes import config
 from chutes.cli import app
 from chutes.commands._common import console, err_console
+from chutes.dev.containers import MODES
 from chutes.dev.nodes import parse_node
 from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, wait_forever
 
@@ -43,6 +44,10 @@ def _summary(info: StackInfo, config_file: Path | None) -> None:
     console.print(f"  user             {info.username}")
     console.print(f"  API key          {info.api_key}")
     console.print(f"  data, logs       {info.data_dir}")
+    if info.containers:
+        console.print("  instances        in containers (podman); Nomad and Consul need the tokens in the ready file")
+    else:
+        console.print("  instances        host processes (raw_exec)")
     if config_file is not None:
         console.print(f"  config written   {config_file}")
     console.print()
@@ -79,8 +84,17 @@ def dev(
         typer.Option("--ready-file", help="Write addresses and the API key here as JSON (mode 0600) once up."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each part may take to become healthy.")] = 60.0,
+    containers: Annotated[
+        str,
+        typer.Option(
+            "--containers",
+            help="Run instances in their images with podman: auto (when podman and buildah are installed), on, off.",
+        ),
+    ] = "auto",
 ) -> None:
     """Run the devcluster, one agent per node, the scheduler and the gateway on this machine."""
+    if containers not in MODES:
+        raise DevStackError(f"--containers {containers!r} is not a mode", hint="use auto, on or off")
     nodes = [parse_node(value) for value in node or []]
     if data_dir is not None:
         data_dir = data_dir.expanduser()
@@ -91,6 +105,7 @@ def dev(
         use_local_gpus=not simulate,
         timeout=timeout,
         echo=lambda line: console.print(line, highlight=False),
+        containers=containers,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -26,6 +26,13 @@ from typing import IO, Any
 import httpx
 
 from chutes.client import ChutesAPIError, Client
+from chutes.dev.containers import (
+    ContainerPlan,
+    ContainersMode,
+    ContainersUnavailable,
+    plan_containers,
+    remove_leftovers,
+)
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
 
@@ -57,6 +64,9 @@ class StackInfo:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     local_gpus: int = 0
     pid: int = field(default_factory=os.getpid)
+    containers: bool = False  # instances with a built image run in containers (podman)
+    nomad_token: str | None = None  # the devcluster's APIs require these when containers are on
+    consul_token: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -98,9 +108,9 @@ def local_gpu_count() -> int:
     return len(inventory.gpus) if inventory is not None else 0
 
 
-def _ok(url: str) -> bool:
+def _ok(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -117,6 +127,7 @@ class DevStack:
         use_local_gpus: bool = True,
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
+        containers: ContainersMode = "auto",
     ) -> None:
         self.keep_data = data_dir is not None
         self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
@@ -127,6 +138,8 @@ class DevStack:
         self.echo = echo
         self.children: list[Child] = []
         self.info: StackInfo | None = None
+        self.containers_mode: ContainersMode = containers
+        self.containers = ContainerPlan(False, "containers: not decided yet")
         self._lock_handle: IO[str] | None = None
 
     # -- paths and keys
@@ -186,13 +199,14 @@ class DevStack:
             if node.simulated:
                 argv += ["--node", node.flag()]
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
-        child = self._child("devcluster", argv)
+        argv += self.containers.devcluster_args()
+        child = self._child("devcluster", argv, self.containers.devcluster_env())
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
         nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
         wait_for(
-            lambda: _ok(f"{nomad}/v1/nodes") and _ok(f"{consul}/v1/status/leader"),
+            lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers()) and _ok(f"{consul}/v1/status/leader"),
             what="answering",
             child=child,
             timeout=self.timeout,
@@ -200,7 +214,7 @@ class DevStack:
         return nomad, consul
 
     def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
-        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul}
+        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul, **self.containers.client_env()}
         started: list[tuple[NodeSpec, Child]] = []
         for node in nodes:
             argv = [executable("chutes-agent"), "run", "--node-id", node.name]
@@ -209,7 +223,9 @@ class DevStack:
             started.append((node, self._child(f"agent-{node.name}", argv, env)))
         for node, child in started:
             wait_for(
-                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}"),  # type: ignore[misc]
+                lambda node=node: _ok(  # type: ignore[misc]
+                    f"{consul}/v1/kv/chutes/nodes/{node.name}", self.containers.consul_headers()
+                ),
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
@@ -239,6 +255,7 @@ class DevStack:
             "CHUTES_RUNTIME_PYTHON": sys.executable,
             # A chute file written for another username deploys for a local user of that name (dev only).
             "CHUTES_DEV_ADOPT_USERS": "1",
+            **self.containers.scheduler_env(),
         }
         if gateway_url:
             env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
@@ -263,7 +280,7 @@ class DevStack:
             "--consul-addr",
             consul,
         ]
-        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key})
+        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key, **self.containers.client_env()})
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
         url = f"http://127.0.0.1:{read_port_file(port_file)}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
@@ -299,6 +316,11 @@ class DevStack:
         self._lock()
         try:
             keys = self._secrets()
+            try:
+                self.containers = plan_containers(self.containers_mode)
+            except ContainersUnavailable as exc:
+                raise DevStackError(str(exc), hint=exc.hint) from None
+            self.echo(self.containers.message)
             nodes, local_gpus = self.plan_nodes()
             if local_gpus:
                 self.echo(f"GPU: {local_gpus} NVIDIA GPU(s) found through NVML; they are node {nodes[0].name}")
@@ -335,6 +357,9 @@ class DevStack:
             logs_dir=str(self.logs_dir),
             nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
             local_gpus=local_gpus,
+            containers=self.containers.enabled,
+            nomad_token=self.containers.nomad_token,
+            consul_token=self.containers.consul_token,
         )
         return self.info
 
@@ -363,6 +388,9 @@ class DevStack:
         for child in reversed(self.children):
             child.stop(timeout)
         self.children.clear()
+        if self.containers.enabled:
+            # A devcluster that had to be killed could not stop its containers: none may outlive the stack.
+            remove_leftovers(self.data_dir / "devcluster")
         if self._lock_handle is not None:
             self._lock_handle.close()  # releases the lock
             self._lock_handle = None
