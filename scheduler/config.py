@@ -68,6 +68,12 @@ class SchedulerConfig(BaseModel):
     # Fault injection for crash tests only: pause between storing a deploy and registering its job.
     deploy_register_delay_s: float = Field(0.0, ge=0)
     log_level: str = "info"
+    # GET /metrics also accepts this bearer token (for Prometheus), besides admin and gateway keys.
+    metrics_token: str | None = Field(None, min_length=16)
+    # GPUs promised to a deploy stay reserved until Nomad places the instance, or this long at most.
+    reservation_ttl_s: float = Field(60.0, gt=0, le=3600)
+    # Consul KV key where access and routing changes are announced to the gateways.
+    invalidation_key: str = "chutes/gateway/invalidations"
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -143,6 +149,9 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_RUN_LOOPS": "run_loops",
     "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
     "CHUTES_LOG_LEVEL": "log_level",
+    "CHUTES_METRICS_TOKEN": "metrics_token",
+    "CHUTES_RESERVATION_TTL": "reservation_ttl_s",
+    "CHUTES_INVALIDATION_KEY": "invalidation_key",
 }
 
 

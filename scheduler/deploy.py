@@ -218,6 +218,7 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
         raise APIError(409, f"another deploy of {manifest.name!r} (or of a chute with its URL slug) is under way",
                        "retry in a moment") from None  # fmt: skip
     services.events.announce()
+    await services.announce_change(routes=[(manifest.username, slug)])  # a new chute, or new cords
     if failure is not None:
         await services.events.record(
             cid, "unschedulable", f"only {len(placements)} of {count} instances fit now: {failure.explanation}",
@@ -433,6 +434,7 @@ async def delete(services: Services, chute: Chute) -> None:
         if row is None:
             return
         row.status = "deleting"
+    await services.announce_change(routes=[(chute.username, chute.slug)])  # its route answers 404 from now on
     watch = _watches.pop(chute.id, None)
     if watch is not None:
         watch.cancel()
@@ -457,5 +459,9 @@ async def finish_delete(services: Services, chute_id: str) -> None:
 
     await record_gone(services, chute_id)
     async with services.store.session() as session:
+        row = await chutes_repo.get_chute(session, chute_id)
+        route = (row.username, row.slug) if row is not None else None
         await chutes_repo.purge(session, chute_id)
     services.events.announce()
+    if route is not None:
+        await services.announce_change(routes=[route])
