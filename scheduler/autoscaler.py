@@ -210,7 +210,10 @@ class Autoscaler:
         from chutes.manifest import Manifest
         from chutes.scheduler import deploy
 
-        placements, _ = await deploy.plan(self.services, Manifest.model_validate(chute.manifest), extra)
+        # Reserved like a deploy's: a concurrent deploy cannot be promised the GPUs this scale-up counts on.
+        placements, _, _ = await deploy.plan_and_reserve(
+            self.services, Manifest.model_validate(chute.manifest), extra, purpose="autoscale"
+        )
         return min(extra, len(placements))
 
 

@@ -31,8 +31,8 @@ class SchedulerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.deploys = Counter(
-            "chutes_scheduler_deploys", "Deploy requests by outcome (accepted, unschedulable, conflict, invalid, "
-            "error)", ["outcome"], registry=r,
+            "chutes_scheduler_deploys", "Deploy requests that reached placement, by outcome (accepted, unschedulable, "
+            "conflict, error)", ["outcome"], registry=r,
         )  # fmt: skip
         self.placements = Counter(
             "chutes_scheduler_placements",

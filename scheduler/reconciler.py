@@ -20,7 +20,7 @@ from typing import Any
 
 from chutes.inventory import KV_PREFIX
 from chutes.manifest import Manifest
-from chutes.scheduler import deploy, runs
+from chutes.scheduler import deploy, reservations, runs
 from chutes.scheduler.loops import LeaderLoop
 from chutes.scheduler.nomad_api import JobNotFound, NomadError, allocation_gpu_ids
 from chutes.scheduler.render import GROUP, chute_version, job_id, service_name
@@ -143,6 +143,7 @@ async def observe_chute(services: Services, chute: Chute) -> list[InstanceView]:
     health = await consul_health(services, chute.id)
     async with services.store.session() as session:
         known = {i.alloc_id: i for i in await instances_repo.list_for(session, chute.id)}
+        await reservations.confirm(session, chute.id, allocs)  # Nomad placed them: the promise is kept
     views: list[InstanceView] = []
     changes: list[tuple[Transition, InstanceView]] = []
     for alloc in allocs:
@@ -264,7 +265,7 @@ async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[
             stale.append(jid)
     if stale:
         count = chute.desired_instances if manifest.cords else 1
-        placements, failure = await deploy.plan(services, manifest, count, exclude_chute=chute.id)
+        placements, failure = await deploy.plan(services, manifest, count, exclude_chute=chute.id, purpose="reconcile")
         if manifest.cords and count and not placements:
             assert failure is not None
             await _note_unschedulable(
