@@ -178,14 +178,13 @@ async def test_a_leader_change_in_an_idle_period_keeps_the_idle_clock(
     (± one tick), not a full period after the change, and nothing scales up meanwhile."""
     async with sqlite_store.session() as s:
         user = await users_repo.create_user(s, "alice")
-        s.add(
-            Chute(
-                id=chute_id("alice", "gwtest"), owner_id=user.id, username="alice", name="gwtest", slug="gwtest",
-                manifest=manifest("alice", "gwtest", concurrency=2, max_instances=3, scaling_threshold=0.9,
-                                  shutdown_after_seconds=60),
-                version="0" * 64, invoke_secret=SECRET, desired_instances=1, status="ready",
-            )  # fmt: skip
-        )
+        chute = Chute(
+            id=chute_id("alice", "gwtest"), owner_id=user.id, username="alice", name="gwtest", slug="gwtest",
+            manifest=manifest("alice", "gwtest", concurrency=2, max_instances=3, scaling_threshold=0.9,
+                              shutdown_after_seconds=60),
+            version="0" * 64, invoke_secret=SECRET, desired_instances=1, status="ready",
+        )  # fmt: skip
+        s.add(chute)
     clock = Clock(time.time())
     leader_a, scaled_a = _autoscaler(sqlite_store, tmp_path, [instance.url], clock)
     await leader_a.tick()
@@ -210,4 +209,4 @@ async def test_a_leader_change_in_an_idle_period_keeps_the_idle_clock(
             break
     assert scaled_b == [0], "the chute never scaled to zero"  # and never up
     assert zero_at is not None
-    assert abs(zero_at - (called_at + 60)) <= PARAMS.interval, (zero_at - called_at)
+    assert abs(zero_at - (called_at + 60)) <= PARAMS.interval, zero_at - called_at
