@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chutes.identity import slugify
 from chutes.manifest import Manifest
-from chutes.scheduler import render, reservations
+from chutes.scheduler import drift, render, reservations
 from chutes.scheduler.api.errors import APIError, UpstreamError
 from chutes.scheduler.api.uploads import Upload
 from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
@@ -92,10 +92,19 @@ async def release_for(services: Services, chute: Chute, placements: Sequence[Pla
 
 
 def rendered_jobs(manifest: Manifest, release: ChuteRelease, settings: RenderSettings) -> list[dict[str, Any]]:
-    """Every Nomad job of a chute: the service job (a chute with cords) or one batch job per job method."""
+    """Every Nomad job of a chute: the service job (a chute with cords) or one batch job per job method,
+    stamped with the digest of its rendered form (``drift``)."""
     if manifest.cords:
-        return [render.render_chute_job(manifest, release, settings)]
-    return [render.render_batch_job(manifest, spec.name, release, settings) for spec in manifest.jobs]
+        return [drift.stamp(render.render_chute_job(manifest, release, settings))]
+    return [drift.stamp(render.render_batch_job(manifest, spec.name, release, settings)) for spec in manifest.jobs]
+
+
+async def expected_specs(services: Services, chute: Chute) -> dict[str, str]:
+    """Job id → the digest of each of the chute's jobs as this scheduler would render them now."""
+    manifest = Manifest.model_validate(chute.manifest)
+    release = await release_for(services, chute)
+    jobs = rendered_jobs(manifest, release, render_settings(services))
+    return {job["ID"]: job["Meta"][drift.SPEC_META] for job in jobs}
 
 
 def nomad_job_ids(manifest: Manifest) -> list[str]:

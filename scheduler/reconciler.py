@@ -19,12 +19,14 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from chutes.inventory import KV_PREFIX
 from chutes.manifest import Manifest
-from chutes.scheduler import deploy, reservations, runs, task_events
+from chutes.scheduler import deploy, drift, reservations, runs, task_events
 from chutes.scheduler.loops import LeaderLoop
 from chutes.scheduler.nomad_api import JobNotFound, NomadError, allocation_gpu_ids
-from chutes.scheduler.render import GROUP, chute_version, job_id, service_name
+from chutes.scheduler.render import GROUP, RenderError, chute_version, job_id, service_name
 from chutes.scheduler.runs import last_task_message
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
@@ -284,8 +286,25 @@ async def _note_unschedulable(services: Services, chute: Chute, explanation: str
         await services.events.record(chute.id, "unschedulable", explanation, version=chute.version, data=data)
 
 
-async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[str, Any]]) -> None:
-    """Bring one chute's Nomad jobs in line with the store."""
+async def _url_answers(services: Services, url: str | None, checked: dict[str, bool]) -> bool:
+    """Whether a scheduler answers at ``url`` (this scheduler's own address, or no address: yes)."""
+    if url is None or url == services.public_url:
+        return True
+    if url not in checked:
+        try:
+            timeout = aiohttp.ClientTimeout(total=3)
+            async with aiohttp.ClientSession(timeout=timeout) as http, http.get(f"{url}/healthz") as resp:
+                checked[url] = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            checked[url] = False
+    return checked[url]
+
+
+async def converge_chute(
+    services: Services, chute: Chute, jobs: dict[str, dict[str, Any]], url_checks: dict[str, bool] | None = None
+) -> None:
+    """Bring one chute's Nomad jobs in line with the store (``url_checks``: scheduler addresses probed)."""
+    url_checks = {} if url_checks is None else url_checks
     if chute.status == "deleting":
         if time.time() - chute.updated_at < DELETE_GRACE_S:
             return  # the API call that is deleting it is still at work
@@ -295,10 +314,24 @@ async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[
         return
     manifest = Manifest.model_validate(chute.manifest)
     want_version = chute_version(chute.version)
+    try:
+        specs = await deploy.expected_specs(services, chute)
+    except RenderError as exc:  # stored before a rule tightened: nothing to register, say why once per tick
+        log.warning("reconciler: chute %s (%s) cannot be rendered: %s", chute.id, chute.name, exc)
+        specs = {}
     stale = []
     for jid in deploy.nomad_job_ids(manifest):
         job = jobs.get(jid)
         if job is None or job.get("Stop") or (job.get("Meta") or {}).get("chute_version") != want_version:
+            stale.append(jid)
+        elif jid in specs and drift.drifted(job, specs[jid]):
+            # Rendered differently now (a new runtime version, new settings).
+            log.info("reconciler: the job %s differs from its current rendering: registering it again", jid)
+            stale.append(jid)
+        elif not await _url_answers(services, drift.registered_url(job), url_checks):
+            # Its instances fetch their bundle from a scheduler address that no longer answers (one that
+            # restarted elsewhere): a restarted instance could never start. Point them at this scheduler.
+            log.info("reconciler: the job %s names a scheduler that does not answer: registering it again", jid)
             stale.append(jid)
     if stale:
         count = chute.desired_instances if manifest.cords else 1
@@ -311,7 +344,8 @@ async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[
             return
         await deploy.submit(services, chute, placements)
         await services.events.record(
-            chute.id, "registered", f"reconciler registered {', '.join(stale)} (missing or another version)",
+            chute.id, "registered",
+            f"reconciler registered {', '.join(stale)} (missing, another version, or rendered differently now)",
             version=chute.version, data={"jobs": stale},
         )  # fmt: skip
         if manifest.cords:
@@ -369,9 +403,10 @@ async def reconcile_once(services: Services) -> None:
         if not stub.get("ParentID"):
             jobs[stub["ID"]] = stub
     failures = 0
+    url_checks: dict[str, bool] = {}  # each scheduler address probed once per tick
     for chute in chutes.values():
         try:
-            await converge_chute(services, chute, jobs)
+            await converge_chute(services, chute, jobs, url_checks)
         except Exception:
             failures += 1
             log.exception("reconciler: chute %s (%s)", chute.id, chute.name)
