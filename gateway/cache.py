@@ -5,9 +5,9 @@ Concurrent misses for one key share one load. When a refresh fails (the schedule
 value is served for up to ``stale_for`` seconds instead of failing every call.
 
 The scheduler announces access changes (``chutes.gateway.invalidation``); ``invalidate`` drops an entry at
-once, so neither the TTL nor stale-if-error can serve it again. ``revoke`` leaves a tombstone instead: the
-next call reloads, and while the scheduler is unreachable the tombstone answers "does not exist" (a deleted
-API key stays refused during an outage). A load that was running when its key was invalidated may carry the
+once, so neither the TTL nor stale-if-error can serve it again. ``revoke`` leaves a tombstone instead, for
+what can never come back (a revoked API key): it answers "does not exist" without asking the scheduler,
+for ``stale_for`` seconds, so a deleted key stays refused even while the scheduler is unreachable. A load that was running when its key was invalidated may carry the
 old answer, so it is repeated rather than stored.
 """
 
@@ -32,7 +32,7 @@ class _Entry(Generic[V]):
     value: V | None
     expires_at: float
     stale_until: float
-    tombstone: bool = False  # invalidated as gone: "does not exist" while the loader fails
+    tombstone: bool = False  # revoked: "does not exist", even while the loader fails
 
 
 class TTLCache(Generic[K, V]):
@@ -104,10 +104,10 @@ class TTLCache(Generic[K, V]):
         return entry is not None
 
     def revoke(self, key: K) -> None:
-        """Forget ``key`` and remember that it is gone until the scheduler says otherwise (see the docstring)."""
+        """Remember that ``key`` is gone for good (see the module docstring)."""
         self._bump(key)
-        now = self._clock()
-        self._entries[key] = _Entry(None, now, now + self._stale_for, tombstone=True)
+        until = self._clock() + self._stale_for
+        self._entries[key] = _Entry(None, until, until, tombstone=True)
 
     def invalidate_alias(self, alias: Hashable, *, gone: bool = False) -> bool:
         """``invalidate`` (or with ``gone``, ``revoke``) the key known by ``alias``; False if none is cached."""

@@ -14,9 +14,9 @@ import typer
 
 from chutes import config
 from chutes.cli import app
-from chutes.commands._common import console, err_console
+from chutes.commands._common import console
 from chutes.dev.nodes import parse_node
-from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, wait_forever
+from chutes.dev.stack import DEFAULT_USERNAME, DevStack, StackInfo, supervise
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -79,7 +79,11 @@ def dev(
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each part may take to become healthy.")] = 60.0,
 ) -> None:
-    """Run the devcluster, one agent per node, the scheduler and the gateway on this machine."""
+    """Run the devcluster, one agent per node, the scheduler and the gateway on this machine.
+
+    A part that dies is restarted (with back-off) while the others keep running; with --data-dir, the next
+    run keeps the same ports, so deployed chutes answer again without a redeploy.
+    """
     nodes = [parse_node(value) for value in node or []]
     if data_dir is not None:
         data_dir = data_dir.expanduser()
@@ -110,11 +114,7 @@ def dev(
         if ready_file is not None:
             _write_private(ready_file, info.to_json())
         _summary(info, config_file)
-        dead = wait_forever(stack)
-        err_console.print(f"[red]{dead.name} exited (status {dead.exited()}); stopping everything[/red]")
-        err_console.print(dead.tail(), markup=False, highlight=False)
-        stack.keep_data = True  # keep the logs to read
-        raise DevStackError(f"{dead.name} exited unexpectedly", hint=f"its log is {dead.log_path}")
+        supervise(stack)  # a part that dies is restarted; only Ctrl-C (or SIGTERM) ends this
     except KeyboardInterrupt:
         console.print("\nstopping ...")
     finally:

@@ -121,12 +121,15 @@ async def test_a_revoked_key_stays_refused_while_the_loader_fails() -> None:
     assert cache.invalidate_alias("KEY-1", gone=True) is True
     assert cache.invalidate_alias("KEY-2", gone=True) is False  # never cached: nothing to do
     loader.fail = True
-    assert await cache.get("key-1") is None  # the tombstone answers "does not exist", no error, no stale value
+    assert await cache.get("key-1") is None  # refused at once: no error, no stale value, no call to the loader
     clock.now = 200
     assert await cache.get("key-1") is None
+    assert loader.calls == ["key-1"]
+    clock.now = 301  # the tombstone is gone: the scheduler is asked again (and says so itself)
     loader.fail = False
-    loader.values["key-1"] = "alice again"  # the scheduler is back and says otherwise: it wins
-    assert await cache.get("key-1") == "alice again"
+    loader.values.pop("key-1")
+    assert await cache.get("key-1") is None
+    assert loader.calls == ["key-1", "key-1"]
 
 
 async def test_a_load_overtaken_by_an_invalidation_is_repeated_not_stored() -> None:
