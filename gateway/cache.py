@@ -7,8 +7,8 @@ value is served for up to ``stale_for`` seconds instead of failing every call.
 The scheduler announces access changes (``chutes.gateway.invalidation``); ``invalidate`` drops an entry at
 once, so neither the TTL nor stale-if-error can serve it again. ``revoke`` leaves a tombstone instead, for
 what can never come back (a revoked API key): it answers "does not exist" without asking the scheduler,
-for ``stale_for`` seconds, so a deleted key stays refused even while the scheduler is unreachable. A load that was running when its key was invalidated may carry the
-old answer, so it is repeated rather than stored.
+for ``stale_for`` seconds, so a deleted key stays refused even while the scheduler is unreachable. A load
+that was running when its key was invalidated may carry the old answer, so it is repeated, not stored.
 """
 
 from __future__ import annotations
