@@ -263,8 +263,12 @@ def test_kill_9_of_each_part_under_load_loses_and_doubles_no_usage_record(dev: D
             ("devcluster", "chutes-devcluster"),
         ):
             pid = dev.part(needle)
+            tasks = [p for p, cmd in _children(pid).items() if "chutes.runtime" in cmd]  # the devcluster's instances
+            assert tasks or name != "devcluster"
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
+            # Orphans are reaped at once: a dead devcluster's instances are killed and waited for, not left behind.
+            until(lambda tasks=tasks: not any(Path(f"/proc/{t}").exists() for t in tasks), "orphans reaped", 5)  # type: ignore[misc]
             back = until(lambda name=name: f"{name} is back" in dev.log(), f"{name} back", 90, 0.1)  # type: ignore[misc]
             assert dev.part(needle) != pid
             until(lambda k=killed: loop.ok_since(k) >= 5, f"calls after killing {name}", 90, 0.05)  # type: ignore[misc]

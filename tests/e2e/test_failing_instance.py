@@ -52,7 +52,7 @@ def test_a_crash_looping_instance_is_failing_with_its_reason_and_not_billed(
     with Client(sched.url, key, timeout=60) as client:
         client.deploy(f"{path}:chute")
         chute = wait_until(
-            lambda: (c := client.get_chute("broken"))["status"] == "failing" and c, "the chute reported failing", 90, 0.3
+            lambda: (c := client.get_chute("broken"))["status"] == "failing" and c, "the chute failing", 90, 0.3
         )
         assert "exited with code 1" in chute["status_detail"], chute
         (instance,) = [i for i in client.instances("broken") if i["state"] == "failing"]
