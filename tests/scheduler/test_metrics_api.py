@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from chutes.runtime.limiter import ConcurrencyLimiter
 from chutes.runtime.metrics import RuntimeMetrics
 from chutes.scheduler.metrics import SchedulerMetrics
 from tests.scheduler.server import make_config, serve
+from tests.support.devcluster import devcluster
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -74,3 +76,32 @@ def test_the_dashboard_queries_only_metrics_that_exist() -> None:
     known |= {s.name for family in runtime.registry.collect() for s in family.samples}
     assert used, "no queries found"
     assert used <= known, sorted(used - known)
+
+
+async def test_the_leader_reports_its_state_and_its_loop_ticks(tmp_path: Path) -> None:
+    with devcluster(nodes=("gpu-a=l4:1",), local_node=False) as dc:
+        config = make_config(
+            tmp_path, nomad_addr=dc.nomad_addr, consul_addr=dc.consul_addr, run_loops=True, reconcile_interval_s=0.5,
+            metrics_token=TOKEN,
+        )  # fmt: skip
+        async with serve(config) as api, api.client(TOKEN) as prometheus:
+
+            async def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+                text = (await prometheus.get("/metrics")).text
+                return {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(text)
+                    for s in family.samples
+                }
+
+            deadline = asyncio.get_running_loop().time() + 30
+            ok = (("loop", "reconciler"), ("outcome", "ok"))
+            while True:
+                samples = await scraped()
+                if samples.get(("chutes_scheduler_loop_ticks_total", ok), 0) >= 2:
+                    break
+                assert asyncio.get_running_loop().time() < deadline, "no reconciler ticks counted"
+                await asyncio.sleep(0.2)
+    assert samples[("chutes_scheduler_leader", ())] == 1
+    assert samples[("chutes_scheduler_leadership_changes_total", (("change", "gained"),))] == 1
+    assert samples[("chutes_scheduler_loop_tick_duration_seconds_count", (("loop", "reconciler"),))] >= 2
