@@ -24,6 +24,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "container_cold_start": ["--runs", "1"],
     "discovery": ["--reps", "1"],
     "gateway_overhead": ["--requests", "1500", "--rounds", "3", "--clients", "16,64"],
+    "invalidation": ["--rounds", "8", "--ttl-rounds", "1"],
     "placement": ["--decisions", "150"],
     "resources": ["--seconds", "8"],
     "runtime_overhead": ["--requests", "4000", "--rounds", "3"],

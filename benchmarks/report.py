@@ -20,7 +20,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = (
-    "gateway_overhead", "placement", "cold_start", "container_cold_start", "discovery", "resources",
+    "gateway_overhead", "placement", "cold_start", "container_cold_start", "discovery", "invalidation", "resources",
     "agent_resources", "runtime_overhead",
 )  # fmt: skip
 
@@ -102,6 +102,11 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 shown = f"{value} s (median)" if value else "< 0.01 s (below the polling resolution)"
                 rows.append(_row(f"discovery {label} < 1 s (check interval {interval} s)", shown, value < 1.0,
                                  "discovery"))  # fmt: skip
+    inval = results.get("invalidation")
+    if inval:
+        worst = max(inval["pushed"][k]["p99"] for k in inval["pushed"])
+        rows.append(_row("access change (share, unshare, key deleted) → gateway < 1 s", f"p99 {worst} s (worst "
+                         f"of the three, {inval['rounds']} rounds)", worst < 1.0, "invalidation"))  # fmt: skip
     place = results.get("placement")
     if place:
         for r in place.get("results", []):

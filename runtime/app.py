@@ -350,11 +350,15 @@ class RuntimeApp:
         func = route.cord.func
         if route.kind is FuncKind.ASYNC:
             work = asyncio.ensure_future(func(*args, **kwargs))
-            return await self._guarded(call, work, route.timeout)
+            try:
+                return await self._guarded(call, work, route.timeout)
+            except ClientGone:
+                log.info("cord %s: the client disconnected; the call was cancelled and its slot freed", route.name)
+                raise
         steps = ThreadedSteps(self.executor)
         try:
             async with asyncio.timeout(route.timeout):
-                return await steps.run(func, *args, **kwargs)
+                return await self._threaded(call, steps, func, args, kwargs)
         except TimeoutError:
             call.keep_slot = True  # the thread still runs: its slot stays taken until it returns
             steps.after_pending(self.limiter.release)
@@ -439,6 +443,37 @@ class RuntimeApp:
             await tasks()
         except Exception as exc:
             log.error("background task of cord %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+
+    async def _threaded(
+        self, call: _Call, steps: ThreadedSteps, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A sync cord in a thread. Python cannot stop a thread: when the client disconnects the call ends
+        (ClientGone) but the thread runs on and keeps the concurrency slot until it returns; the log says so."""
+        work = asyncio.ensure_future(steps.run(func, *args, **kwargs))
+        watcher = asyncio.ensure_future(call.receive())
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # a timeout: the caller keeps the slot until the thread returns
+            watcher.cancel()
+            work.add_done_callback(_retrieved)
+            raise
+        if work.done():
+            watcher.cancel()
+            return work.result()
+        if watcher.result().get("type") != "http.disconnect":  # nothing else can arrive once the body is read
+            return await work
+        name = call.route.name
+        log.info("cord %s: the client disconnected; a sync cord cannot be interrupted: its thread runs on and "
+                 "its slot is freed when it returns", name)  # fmt: skip
+        call.keep_slot = True
+
+        def freed() -> None:
+            self.limiter.release()
+            log.info("cord %s: the thread of a disconnected call returned; its slot is free", name)
+
+        steps.after_pending(freed)
+        work.add_done_callback(_retrieved)
+        raise ClientGone
 
     async def _guarded(self, call: _Call, work: asyncio.Future[Any], seconds: float | None) -> Any:
         """Await ``work`` for at most ``seconds``; a client disconnect cancels it and raises ClientGone."""
@@ -659,6 +694,12 @@ _HEALTH: dict[str, Callable[[RuntimeApp, Scope, Send], Any]] = {
     "/_ready": RuntimeApp._ready,
     "/_metrics": RuntimeApp._metrics,
 }
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Done callback of a call whose outcome has nowhere to go: retrieve it so asyncio does not warn."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _cancel_on_disconnect(receive: Receive, work: asyncio.Future[Any]) -> None:

@@ -81,6 +81,12 @@ class SchedulerConfig(BaseModel):
     # long a sign-in lasts.
     gateway_url: str | None = None
     ui_session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    # GET /metrics also accepts this bearer token (for Prometheus), besides admin and gateway keys.
+    metrics_token: str | None = Field(None, min_length=16)
+    # GPUs promised to a deploy stay reserved until Nomad places the instance, or this long at most.
+    reservation_ttl_s: float = Field(60.0, gt=0, le=3600)
+    # Consul KV key where access and routing changes are announced to the gateways.
+    invalidation_key: str = "chutes/gateway/invalidations"
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -188,6 +194,9 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_LOG_LEVEL": "log_level",
     "CHUTES_GATEWAY_URL": "gateway_url",
     "CHUTES_UI_SESSION_TTL": "ui_session_ttl_s",
+    "CHUTES_METRICS_TOKEN": "metrics_token",
+    "CHUTES_RESERVATION_TTL": "reservation_ttl_s",
+    "CHUTES_INVALIDATION_KEY": "invalidation_key",
 }
 
 

@@ -133,6 +133,7 @@ async def share_chute(ref: str, body: ShareIn, principal: UserDep, services: Ser
             raise APIError(422, "a chute is always shared with its owner")
         await chutes_repo.share(session, chute, user)
         shared = await chutes_repo.shared_with(session, chute.id)
+    await services.announce_change(routes=[(chute.username, chute.slug)])
     return chute_out(chute, shared)
 
 
@@ -145,6 +146,7 @@ async def unshare_chute(ref: str, username: str, principal: UserDep, services: S
         if user is None:
             raise APIError(404, f"user {username!r} not found", "name the user by username or user id")
         await chutes_repo.unshare(session, chute, user)
+    await services.announce_change(routes=[(chute.username, chute.slug)])
     return Response(status_code=204)
 
 

@@ -91,13 +91,14 @@ class InstanceOut(BaseModel):
     gpu_model: str | None
     gpu_count: int
     gpu_uuids: list[str] = Field(default_factory=list)
-    state: str = Field(description="pending | running | ready | stopped | failed | lost")
+    state: str = Field(description="pending | running | ready | failing | stopped | failed | lost")
     desired_status: str | None = None
     client_status: str | None = None
     healthy: bool
     address: str | None = None
     port: int | None = None
     created_at: float | None = None
+    message: str = Field("", description="why it is failing, failed or was lost (Nomad's task events)")
 
 
 class EventOut(BaseModel):

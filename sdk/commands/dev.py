@@ -14,10 +14,10 @@ import typer
 
 from chutes import config
 from chutes.cli import app
-from chutes.commands._common import console, err_console
+from chutes.commands._common import console
 from chutes.dev.containers import MODES
 from chutes.dev.nodes import parse_node
-from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, wait_forever
+from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, supervise
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -92,7 +92,11 @@ def dev(
         ),
     ] = "auto",
 ) -> None:
-    """Run the devcluster, one agent per node, the scheduler and the gateway on this machine."""
+    """Run the devcluster, one agent per node, the scheduler and the gateway on this machine.
+
+    A part that dies is restarted (with back-off) while the others keep running; with --data-dir, the next
+    run keeps the same ports, so deployed chutes answer again without a redeploy.
+    """
     if containers not in MODES:
         raise DevStackError(f"--containers {containers!r} is not a mode", hint="use auto, on or off")
     nodes = [parse_node(value) for value in node or []]
@@ -126,11 +130,7 @@ def dev(
         if ready_file is not None:
             _write_private(ready_file, info.to_json())
         _summary(info, config_file)
-        dead = wait_forever(stack)
-        err_console.print(f"[red]{dead.name} exited (status {dead.exited()}); stopping everything[/red]")
-        err_console.print(dead.tail(), markup=False, highlight=False)
-        stack.keep_data = True  # keep the logs to read
-        raise DevStackError(f"{dead.name} exited unexpectedly", hint=f"its log is {dead.log_path}")
+        supervise(stack)  # a part that dies is restarted; only Ctrl-C (or SIGTERM) ends this
     except KeyboardInterrupt:
         console.print("\nstopping ...")
     finally:

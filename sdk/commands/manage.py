@@ -359,7 +359,7 @@ def usage(
             ("CHUTE", lambda r: r.get("chute_name")),
             ("CALLS", lambda r: r.get("invocations")),
             ("ERRORS", lambda r: r.get("errors")),
-            ("GPU SECONDS", lambda r: r.get("gpu_seconds")),
+            ("GPU SECONDS", _gpu_seconds),
             ("GPU MODELS", lambda r: r.get("gpu_models")),
             ("COST USD", lambda r: r.get("cost_usd")),
         ],
@@ -370,6 +370,16 @@ def usage(
         f"total: {cell(total.get('invocations'))} calls, {cell(total.get('errors'))} errors, "
         f"{cell(total.get('gpu_seconds'))} GPU-seconds, {cell(total.get('cost_usd'))} {answer.get('currency', 'USD')}"
     )
+    if total.get("running_instances"):
+        console.print(
+            f"{total['running_instances']} instance(s) still running: their GPU time is counted up to now and grows"
+        )
+
+
+def _gpu_seconds(line: dict[str, Any]) -> str:
+    """A line's GPU seconds, marked while some of its instances still run (the figure keeps growing)."""
+    seconds = str(line.get("gpu_seconds"))
+    return f"{seconds} (running)" if line.get("running_instances") else seconds
 
 
 @app.command("pricing")

@@ -1,9 +1,11 @@
 """The dev stack: devcluster → agents → scheduler → gateway, each a supervised child, each waited on until healthy.
 
-State (the devcluster's, the scheduler's SQLite database, the keys, the logs) lives in one data directory; a
-given one is kept between runs, a temporary one is removed at the end. Keys are generated here: an admin key
-(the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses it) and a user whose name matches the
-examples' ``username="demo"`` by default.
+State (the devcluster's, the scheduler's SQLite database, the keys, the logs, the ports) lives in one data
+directory; a given one is kept between runs, with the same ports when they are free, and a temporary one is
+removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.dev.supervise``).
+
+Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses
+it) and a user whose name matches the examples' ``username="demo"`` by default.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from chutes.dev.containers import (
 )
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+from chutes.dev.supervise import StablePorts, Supervisor, become_subreaper
 
 DEFAULT_USERNAME = "demo"
 ADMIN_USERNAME = "admin"
@@ -141,6 +144,8 @@ class DevStack:
         self.containers_mode: ContainersMode = containers
         self.containers = ContainerPlan(False, "containers: not decided yet")
         self._lock_handle: IO[str] | None = None
+        self.supervisor = Supervisor(echo)
+        self.ports = StablePorts(self.data_dir / "run" / "ports.json", echo)
 
     # -- paths and keys
 
@@ -174,6 +179,13 @@ class DevStack:
         self.children.append(child)
         return child
 
+    def _keep_port(self, child: Child, name: str, flag: str, port: int) -> None:
+        """Restart ``child`` on the port it got (not 0 again), and ask for it again next time."""
+        argv = list(child.argv)
+        argv[argv.index(flag) + 1] = str(port)
+        child.argv = argv
+        self.ports.record(name, port)
+
     def _port_file(self, name: str) -> Path:
         path = self.data_dir / "run" / f"{name}.port"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +204,8 @@ class DevStack:
 
     def _start_devcluster(self, nodes: list[NodeSpec]) -> tuple[str, str]:
         ports_file = self._port_file("devcluster")
-        argv = [executable("chutes-devcluster"), "--nomad-port", "0", "--consul-port", "0"]
+        argv = [executable("chutes-devcluster"), "--nomad-port", str(self.ports.ask("nomad"))]
+        argv += ["--consul-port", str(self.ports.ask("consul"))]
         local = [node for node in nodes if not node.simulated]
         argv += ["--local-node-name", local[0].name] if local else ["--no-local-node"]
         for node in nodes:
@@ -211,6 +224,10 @@ class DevStack:
             child=child,
             timeout=self.timeout,
         )
+        self._keep_port(child, "nomad", "--nomad-port", ports["nomad"])
+        self._keep_port(child, "consul", "--consul-port", ports["consul"])
+        tasks = self.data_dir / "devcluster" / "tasks.json"
+        self.supervisor.watch(child, on_death=lambda: _reap_tasks(tasks), is_up=lambda: _ok(f"{nomad}/v1/nodes"))
         return nomad, consul
 
     def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
@@ -220,7 +237,9 @@ class DevStack:
             argv = [executable("chutes-agent"), "run", "--node-id", node.name]
             if node.model is not None:
                 argv += ["--simulate", f"{node.model}:{node.count}"]
-            started.append((node, self._child(f"agent-{node.name}", argv, env)))
+            child = self._child(f"agent-{node.name}", argv, env)
+            self.supervisor.watch(child)
+            started.append((node, child))
         for node, child in started:
             wait_for(
                 lambda node=node: _ok(  # type: ignore[misc]
@@ -239,7 +258,7 @@ class DevStack:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.ports.ask("scheduler")),
             "--port-file",
             str(port_file),
             "--data-dir",
@@ -261,11 +280,15 @@ class DevStack:
             env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        port = read_port_file(port_file)
+        assert isinstance(port, int)
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        self._keep_port(child, "scheduler", "--port", port)
+        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
-    def _start_gateway(self, api_url: str, consul: str, admin_key: str, port: int = 0) -> str:
+    def _start_gateway(self, api_url: str, consul: str, admin_key: str, port: int) -> str:
         port_file = self._port_file("gateway")
         argv = [
             executable("chutes-gateway"),
@@ -279,11 +302,18 @@ class DevStack:
             api_url,
             "--consul-addr",
             consul,
+            # Usage records wait on disk until the scheduler has them: a gateway killed hard loses none.
+            "--spool-dir",
+            str(self.data_dir / "gateway-spool"),
         ]
         child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key, **self.containers.client_env()})
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        port = read_port_file(port_file)
+        assert isinstance(port, int)
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        self._keep_port(child, "gateway", "--port", port)
+        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
     def _user_key(self, api_url: str, keys: dict[str, str]) -> str:
@@ -314,6 +344,7 @@ class DevStack:
         """Start every part and wait until each is healthy; on failure stop what started and raise."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
+        become_subreaper()  # orphans of dead parts are re-parented here and reaped
         try:
             keys = self._secrets()
             try:
@@ -333,7 +364,7 @@ class DevStack:
             self.echo("starting the agents ...")
             self._start_agents(nodes, nomad, consul)
             # The gateway's port is chosen first so that the scheduler (started before it) knows its address.
-            gateway_port = _free_port()
+            gateway_port = self.ports.ask("gateway") or _free_port()
             self.echo("starting the scheduler ...")
             api_url = self._start_scheduler(nomad, consul, keys["admin_key"], f"http://127.0.0.1:{gateway_port}")
             self.echo("starting the gateway ...")
@@ -404,10 +435,15 @@ class DevStack:
         self.stop()
 
 
-def wait_forever(stack: DevStack, interval: float = 0.5) -> Child:
-    """Block until a child exits (returned); KeyboardInterrupt (Ctrl-C or SIGTERM) ends the wait."""
+def supervise(stack: DevStack, interval: float = 0.25) -> None:
+    """Keep every part running until KeyboardInterrupt (Ctrl-C or SIGTERM): a part that dies is restarted."""
     while True:
-        dead = stack.check()
-        if dead is not None:
-            return dead
+        stack.supervisor.poll()
         time.sleep(interval)
+
+
+def _reap_tasks(tasks_json: Path) -> None:
+    """Kill the tasks a dead devcluster left running (its restart starts them again in their allocations)."""
+    from chutes.devcluster.nomad.executor import ProcessTable
+
+    ProcessTable(tasks_json).reap_leftovers()

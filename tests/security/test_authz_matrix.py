@@ -219,6 +219,7 @@ def ok(base: dict[str, int], status: int, **changes: int) -> dict[str, int]:
 
 MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/healthz"): (fixed("GET", "/healthz"), OPEN),
+    ("GET", "/metrics"): (fixed("GET", "/metrics"), INTERNAL),  # operators: admin, gateway (or the metrics token)
     ("GET", "/v1/me"): (fixed("GET", "/v1/me"), USER | {"gateway": 200}),  # a gateway may ask who it is
     ("POST", "/v1/users"): (_new_user, ok(ADMIN, 201)),
     ("GET", "/v1/keys"): (fixed("GET", "/v1/keys"), USER),
