@@ -308,11 +308,11 @@ class DevStack:
         ]
         child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key, **self.containers.client_env()})
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        port = read_port_file(port_file)
-        assert isinstance(port, int)
-        url = f"http://127.0.0.1:{port}"
+        bound = read_port_file(port_file)
+        assert isinstance(bound, int)
+        url = f"http://127.0.0.1:{bound}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
-        self._keep_port(child, "gateway", "--port", port)
+        self._keep_port(child, "gateway", "--port", bound)
         self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
