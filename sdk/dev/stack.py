@@ -227,7 +227,11 @@ class DevStack:
         self._keep_port(child, "nomad", "--nomad-port", ports["nomad"])
         self._keep_port(child, "consul", "--consul-port", ports["consul"])
         tasks = self.data_dir / "devcluster" / "tasks.json"
-        self.supervisor.watch(child, on_death=lambda: _reap_tasks(tasks), is_up=lambda: _ok(f"{nomad}/v1/nodes"))
+        self.supervisor.watch(
+            child,
+            on_death=lambda: _reap_tasks(tasks),
+            is_up=lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers()),
+        )
         return nomad, consul
 
     def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
