@@ -11,6 +11,8 @@ import aiohttp
 import consul
 import consul.aio
 
+from chutes.cluster_tls import consul_aio
+
 from .config import Address
 from .kv import KVEntry
 
@@ -36,11 +38,9 @@ class ConsulLink:
 
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
-        self.client = consul.aio.Consul(
-            host=address.host, port=address.port, scheme=address.scheme, token=token, connections_timeout=timeout_s
-        )
-        # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; the agent's --consul-token must win.
-        self.client.token = token
+        # TLS from CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY, ... (chutes.cluster_tls); the explicit token wins over
+        # CONSUL_HTTP_TOKEN, which py-consul would otherwise prefer.
+        self.client: consul.aio.Consul = consul_aio(address.url, token, connections_timeout=timeout_s)
 
     async def register(
         self,

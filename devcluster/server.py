@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import socket
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.nodes import Node, local_node, simulated_node
 from chutes.devcluster.state.index import IndexStore
 from chutes.devcluster.state.snapshot import SNAPSHOT_NAME, Snapshotter
+from chutes.devcluster.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,7 @@ class Devcluster:
         self.nomad_port = 0
         self.consul_port = 0
         self._runners: list[web.AppRunner] = []
+        self._ssl: ssl.SSLContext | None = None
         self.index: IndexStore
         self.consul: ConsulState
         self.nomad: NomadCluster
@@ -65,6 +68,9 @@ class Devcluster:
         return nodes
 
     async def start(self) -> None:
+        if self.config.tls_cert is not None and self.config.tls_key is not None:
+            # Before anything starts: a bad certificate must not leave restored tasks running.
+            self._ssl = server_context(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         nodes = await asyncio.to_thread(self._nodes)
         self.index = IndexStore()
@@ -143,7 +149,7 @@ class Devcluster:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         sock = _listen(self.config.host, port)
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=self._ssl)
         await site.start()
         self._runners.append(runner)
         return int(sock.getsockname()[1])

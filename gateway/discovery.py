@@ -14,10 +14,8 @@ import contextlib
 import logging
 import random
 import time
-import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from chutes.gateway.balancer import Upstream
 
@@ -196,19 +194,14 @@ def _as_index(raw: Any) -> int:
 
 
 def consul_health(consul_addr: str, token: str | None = None, request_timeout: float = 60.0) -> Any:
-    """A py-consul asyncio client for ``consul_addr`` (``http://host:port``); its ``.health`` is a HealthSource."""
-    import consul.aio
+    """A py-consul asyncio client for ``consul_addr`` (TLS from ``CONSUL_CACERT`` & co.); its ``.health`` is a
+    HealthSource."""
+    from chutes.cluster_tls import consul_address, consul_aio
 
-    parts = urlsplit(consul_addr if "://" in consul_addr else f"http://{consul_addr}")
-    with warnings.catch_warnings():
-        # py-consul builds its aiohttp connector with arguments aiohttp has deprecated (ssl_context/verify_ssl)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return consul.aio.Consul(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (443 if parts.scheme == "https" else 8500),
-            scheme=parts.scheme or "http",
-            token=token,
-            connections_timeout=request_timeout,
-            # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
-            connections_limit=4096,
-        )
+    return consul_aio(
+        consul_address(consul_addr),
+        token,
+        connections_timeout=request_timeout,
+        # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
+        connections_limit=4096,
+    )

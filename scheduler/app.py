@@ -10,13 +10,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
 # Imported first: importing chutes.manifest before chutes.chute hits an import cycle in the SDK.
 import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
+from chutes.cluster_tls import consul_aio, preflight
 from chutes.scheduler import api
 from chutes.scheduler.api import errors
 from chutes.scheduler.api.instances import MAX_OUTPUT_BYTES
@@ -42,6 +42,9 @@ async def bootstrap_admin(store: Store, config: SchedulerConfig) -> None:
 
 
 async def open_services(config: SchedulerConfig, public_url: str) -> Services:
+    # A wrong CA or a missing client certificate stops the scheduler here, with the variable to set.
+    await preflight("nomad", config.nomad_addr)
+    await preflight("consul", config.consul_addr)
     store = Store(config.resolved_database_url)
     try:
         await store.migrate()
@@ -66,16 +69,8 @@ def make_nomad(config: SchedulerConfig) -> NomadClient:
 
 
 def make_consul(config: SchedulerConfig) -> Any:
-    """py-consul's asyncio client for CONSUL_HTTP_ADDR (it makes no request until used)."""
-    import consul.aio
-
-    url = urlsplit(config.consul_addr)
-    return consul.aio.Consul(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or (443 if url.scheme == "https" else 8500),
-        scheme=url.scheme,
-        token=config.consul_token,
-    )
+    """py-consul's asyncio client for CONSUL_HTTP_ADDR, TLS from CONSUL_CACERT & co. (no request until used)."""
+    return consul_aio(config.consul_addr, config.consul_token)
 
 
 async def close_services(services: Services) -> None:

@@ -94,8 +94,15 @@ def _server_class() -> Any:
 async def _serve(config: SchedulerConfig) -> None:
     import uvicorn
 
+    from chutes.cluster_tls import ClusterTLSError, preflight
     from chutes.scheduler.app import create_app
 
+    try:  # a wrong CA or a missing client certificate stops the scheduler before it binds, with the variable to set
+        await preflight("nomad", config.nomad_addr)
+        await preflight("consul", config.consul_addr)
+    except ClusterTLSError as exc:
+        print(f"chutes-scheduler: cannot start: {exc}\nHint: {exc.hint}", file=sys.stderr)
+        raise SystemExit(2) from None
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-import nomad
 import requests
 from nomad.api import exceptions as nomad_exc
 from nomad.api.base import Requester
+
+from chutes.cluster_tls import ClusterTLS, explain, python_nomad
 
 T = TypeVar("T")
 
@@ -206,7 +207,7 @@ class NomadClient:
         namespace: str | None = None,
         region: str | None = None,
         timeout_s: float = 10.0,
-        verify: bool | str = True,
+        tls: ClusterTLS | None = None,
         max_threads: int = 16,
     ) -> None:
         self.address = address.rstrip("/")
@@ -214,18 +215,19 @@ class NomadClient:
         self._token = token
         self._namespace = namespace
         self._region = region
-        self._verify = verify
+        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.cluster_tls).
+        self.tls = tls or ClusterTLS.from_env("nomad")
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max_threads)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._nomad = nomad.Nomad(
-            address=self.address,
-            token=token,
+        self._nomad = python_nomad(
+            self.address,
+            token,
+            tls=self.tls,
             namespace=namespace,
             region=region,
             timeout=timeout_s,
-            verify=verify,
             session=self._session,
         )
         self._raw = _Raw(**self._nomad.requester_settings)
@@ -254,7 +256,7 @@ class NomadClient:
         except nomad_exc.BaseNomadException as exc:
             raise self._translate(what, exc, not_found) from None
         except requests.RequestException as exc:  # raised outside python-nomad's wrapper (e.g. while streaming)
-            raise NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({exc})", _ADDR_HINT) from None
+            raise self._unreachable(what, exc) from None
         except RuntimeError:
             if self._closed:
                 raise NomadUnavailable(f"{what}: the Nomad client is closed") from None
@@ -265,7 +267,7 @@ class NomadClient:
     ) -> NomadError:
         resp = exc.nomad_resp
         if not isinstance(resp, requests.Response):
-            return NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({resp})", _ADDR_HINT)
+            return self._unreachable(what, exc)
         detail = _detail(resp)
         status = resp.status_code
         if _INDEX_CONFLICT in detail:
@@ -284,6 +286,14 @@ class NomadClient:
         if status >= 500 or status == 429:
             return NomadUnavailable(f"{what}: Nomad answered {status} ({detail})", "retry; check the Nomad servers")
         return NomadRejected(f"{what}: Nomad rejected the request ({detail})", detail, status)
+
+    def _unreachable(self, what: str, exc: BaseException) -> NomadUnavailable:
+        """A connection failure; a TLS one names the variable to set (chutes.cluster_tls.explain)."""
+        tls_error = explain(exc, self.tls, self.address)
+        if tls_error is not None:
+            return NomadUnavailable(f"{what}: {tls_error}", tls_error.hint or _ADDR_HINT)
+        cause = getattr(exc, "nomad_resp", exc)
+        return NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({cause})", _ADDR_HINT)
 
     def _raw_call(self, *path: str, method: str, **kwargs: Any) -> requests.Response:
         response: requests.Response = self._raw.request(*path, method=method, **kwargs)
@@ -502,9 +512,10 @@ class NomadClient:
         what = f"logs of allocation {alloc_id}"
         timeout = httpx.Timeout(self._timeout, read=None if follow else self._timeout)
         try:
+            extensions = {"sni_hostname": self.tls.server_name} if self.tls.server_name else None
             async with (
-                httpx.AsyncClient(verify=self._verify, timeout=timeout) as http,
-                http.stream("GET", url, params=params, headers=headers) as response,
+                httpx.AsyncClient(verify=self.tls.ssl_context(), timeout=timeout) as http,
+                http.stream("GET", url, params=params, headers=headers, extensions=extensions) as response,
             ):
                 if response.status_code != 200:
                     body = (await response.aread()).decode(errors="replace")
@@ -514,7 +525,7 @@ class NomadClient:
                     for data in frames.feed(chunk):
                         yield data
         except httpx.HTTPError as exc:
-            raise NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({exc})", _ADDR_HINT) from None
+            raise self._unreachable(what, exc) from None
 
     def _http_error(self, what: str, status: int, body: str) -> NomadError:
         detail = _detail_text(body)
