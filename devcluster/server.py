@@ -19,6 +19,7 @@ from chutes.devcluster.consul import api_agent, api_kv
 from chutes.devcluster.consul.state import ConsulState
 from chutes.devcluster.http_util import Handler, error_middleware, token_middleware
 from chutes.devcluster.nomad import api as nomad_api
+from chutes.devcluster.nomad import api_vars
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.nodes import Node, local_node, simulated_node
 from chutes.devcluster.state.index import IndexStore
@@ -83,9 +84,11 @@ class Devcluster:
             self.index.restore(int(saved.get("index", 1)), saved.get("topics", {}))
             self.consul.restore(saved.get("consul", {}))
             self.nomad.state.restore(saved.get("nomad", {}))
+            self.nomad.variables.restore(saved.get("variables", []))
             log.info("restored state from %s (index %d)", self.snapshots.path, self.index.index)
         self.consul.on_change(self.snapshots.mark)
         self.nomad.state.on_change.append(self.snapshots.mark)
+        self.nomad.variables.on_persist.append(self.snapshots.mark)
         await self.consul.open()
         await self.nomad.open()
         self.snapshots.start()
@@ -105,6 +108,7 @@ class Devcluster:
             "topics": self.index.topics(),
             "consul": self.consul.snapshot(),
             "nomad": self.nomad.state.snapshot(),
+            "variables": self.nomad.variables.snapshot(),
         }
 
     @web.middleware
@@ -143,6 +147,7 @@ class Devcluster:
         )
         app[nomad_api.NOMAD] = self.nomad
         app.add_routes(nomad_api.routes)
+        app.add_routes(api_vars.routes)
         return app
 
     async def _serve(self, app: web.Application, port: int) -> int:

@@ -85,6 +85,18 @@ class EvaluationNotFound(NomadNotFound):
     pass
 
 
+class VariableConflict(NomadRejected):
+    """A variable write or delete with ``cas`` lost: ``current_index`` is the variable's ModifyIndex now (0: none).
+
+    The message never carries the variable's items (Nomad's 409 body holds them).
+    """
+
+    def __init__(self, path: str, current_index: int) -> None:
+        super().__init__(f"variable {path}: changed concurrently (ModifyIndex {current_index})", "cas", 409,
+                         "read it again and retry")  # fmt: skip
+        self.current_index = current_index
+
+
 # -- values -------------------------------------------------------------------------------------------------
 
 
@@ -142,6 +154,15 @@ class Evaluation:
         return "; ".join(
             f"{group}: {explain_metric(metric)}" for group, metric in sorted(self.failed_tg_allocs.items())
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NomadVariable:
+    """A Nomad Variable as read (``items`` are secrets: never log or show them)."""
+
+    path: str
+    items: Mapping[str, str] = field(repr=False)
+    modify_index: int = 0
 
 
 def explain_metric(metric: Mapping[str, Any]) -> str:
@@ -527,6 +548,57 @@ class NomadClient:
         except httpx.HTTPError as exc:
             raise self._unreachable(what, exc) from None
 
+    # -- variables (the secrets of a chute: nothing here puts items into a message) --
+
+    async def read_variable(self, path: str) -> NomadVariable | None:
+        """The variable at ``path`` (in this client's namespace), or None."""
+        try:
+            data = await self._call(
+                f"read variable {path}", lambda: self._nomad.variable.get_variable(path), NomadNotFound
+            )
+        except NomadNotFound:
+            return None
+        return NomadVariable(path, dict(data.get("Items") or {}), int(data.get("ModifyIndex") or 0))
+
+    async def put_variable(self, path: str, items: Mapping[str, str], *, cas: int | None = None) -> int:
+        """Create or replace the variable (``cas``: only if its ModifyIndex is that, 0: only if absent); the
+        ModifyIndex after the write. VariableConflict when ``cas`` lost."""
+        body: dict[str, Any] = {"Path": path, "Items": dict(items)}
+        if self._namespace:
+            body["Namespace"] = self._namespace
+
+        def put() -> Any:
+            try:
+                return self._nomad.variable.create_variable(path, body, cas=cas)
+            except nomad_exc.VariableConflict as exc:
+                return _conflict_index(exc)
+
+        data = await self._call(f"write variable {path}", put)
+        if isinstance(data, int):
+            raise VariableConflict(path, data)
+        return int(data.get("ModifyIndex") or 0)
+
+    async def delete_variable(self, path: str, *, cas: int | None = None) -> None:
+        """Delete the variable (a missing one is fine); VariableConflict when ``cas`` lost."""
+
+        def delete() -> int | None:
+            try:
+                self._nomad.variable.delete_variable(path, cas=cas)
+            except nomad_exc.VariableConflict as exc:
+                return _conflict_index(exc)
+            return None
+
+        conflict = await self._call(f"delete variable {path}", delete)
+        if conflict is not None:
+            raise VariableConflict(path, conflict)
+
+    async def list_variables(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Metadata (``Path``, ``ModifyIndex``, ...) of the variables under ``prefix``; never items."""
+        data: list[dict[str, Any]] = await self._call(
+            "list variables", lambda: self._nomad.variables.get_variables(prefix=prefix)
+        )
+        return data
+
     def _http_error(self, what: str, status: int, body: str) -> NomadError:
         detail = _detail_text(body)
         if status == 404:
@@ -536,6 +608,15 @@ class NomadClient:
         if status >= 500:
             return NomadUnavailable(f"{what}: Nomad answered {status} ({detail})")
         return NomadRejected(f"{what}: Nomad rejected the request ({detail})", detail, status)
+
+
+def _conflict_index(exc: nomad_exc.BaseNomadException) -> int:
+    """The current ModifyIndex from a 409 answer (its body is the variable, items included: read only this)."""
+    resp = exc.nomad_resp
+    try:
+        return int(resp.headers.get("X-Nomad-Index") or resp.json().get("ModifyIndex") or 0)
+    except (AttributeError, ValueError, TypeError):
+        return 0
 
 
 _ADDR_HINT = "check NOMAD_ADDR (or --nomad-addr) and that Nomad is running"

@@ -21,6 +21,7 @@ from chutes.devcluster.nomad.records import Allocation, Evaluation, now_ns
 from chutes.devcluster.nomad.scheduler import Plan, Scheduler
 from chutes.devcluster.nomad.services import ServiceRegistrar
 from chutes.devcluster.nomad.state import NomadState
+from chutes.devcluster.nomad.variables import VariableStore
 from chutes.devcluster.state.index import IndexStore
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,7 @@ def pick_free_port() -> int:
 class NomadCluster:
     def __init__(self, index: IndexStore, catalog: Catalog, data_dir: Path, nodes: list[Node]) -> None:
         self.state = NomadState(index)
+        self.variables = VariableStore(index)
         self.catalog = catalog
         for node in nodes:
             self.state.nodes[node.id] = node
