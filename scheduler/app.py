@@ -26,8 +26,10 @@ from chutes.scheduler.deploy import stop_watches
 from chutes.scheduler.events import EventHub
 from chutes.scheduler.loops import LeaderSupervisor
 from chutes.scheduler.nomad_api import NomadClient
+from chutes.scheduler.secret_box import SecretBox, SecretsKeyError, box_from, sealed_context
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import Store
+from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import users as users_repo
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,14 @@ async def open_services(config: SchedulerConfig, public_url: str) -> Services:
     await preflight("consul", config.consul_addr)
     store = Store(config.resolved_database_url)
     try:
+        box = box_from(config.secrets_key)
         await store.migrate()
         await bootstrap_admin(store, config)
+        await check_secrets_key(store, box)
+    except SecretsKeyError as exc:
+        log.error("cannot start: %s\nHint: %s", exc, exc.hint)
+        await store.close()
+        raise
     except BaseException:
         await store.close()
         raise
@@ -59,7 +67,29 @@ async def open_services(config: SchedulerConfig, public_url: str) -> Services:
         public_url=public_url,
         nomad=make_nomad(config),
         consul=make_consul(config),
+        secrets=box,
     )
+
+
+async def check_secrets_key(store: Store, box: SecretBox | None) -> None:
+    """Refuse to start with no key, or another key, than the stored secrets were sealed with."""
+    async with store.session() as session:
+        counts = await secrets_repo.key_ids(session)
+        if not counts:
+            return
+        total = sum(counts.values())
+        if box is None:
+            raise SecretsKeyError(f"the store holds {total} chute secret(s) but CHUTES_SECRETS_KEY is not set")
+        others = sorted(k for k in counts if k != box.key_id)
+        if others:
+            raise SecretsKeyError(
+                f"CHUTES_SECRETS_KEY (key id {box.key_id}) is not the key {sum(counts[k] for k in others)} "
+                f"stored secret(s) were sealed with (key id {', '.join(others)})",
+                "start the scheduler with the CHUTES_SECRETS_KEY the secrets were created with",
+            )
+        sample = await secrets_repo.one_sealed_with(session, box.key_id)
+    if sample is not None:
+        box.open(sample.sealed, sealed_context(sample.chute_id, sample.name))  # the key really opens them
 
 
 def make_nomad(config: SchedulerConfig) -> NomadClient:

@@ -12,6 +12,7 @@ from typing import Any
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.events import EventHub
 from chutes.scheduler.nomad_api import NomadClient
+from chutes.scheduler.secret_box import SecretBox
 from chutes.scheduler.store import Store
 
 
@@ -23,5 +24,6 @@ class Services:
     public_url: str
     nomad: NomadClient
     consul: Any  # py-consul's asyncio client (untyped)
+    secrets: SecretBox | None = None  # seals chute secrets at rest (CHUTES_SECRETS_KEY); None: none can be stored
     is_leader: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
