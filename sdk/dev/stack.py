@@ -3,11 +3,12 @@
 State (the devcluster's, the scheduler's SQLite database, the keys, the logs) lives in one data directory; a
 given one is kept between runs, a temporary one is removed at the end. Keys are generated here: an admin key
 (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses it) and a user whose name matches the
-examples' ``username="demo"`` by default.
+examples' ``username="demo"`` by default, and the key that seals chute secrets (``CHUTES_SECRETS_KEY``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -26,8 +27,10 @@ from typing import IO, Any
 import httpx
 
 from chutes.client import ChutesAPIError, Client
+from chutes.cluster_tls import ClusterTLS, Service
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+from chutes.dev.tls import StackTLS
 
 DEFAULT_USERNAME = "demo"
 ADMIN_USERNAME = "admin"
@@ -91,9 +94,12 @@ def local_gpu_count() -> int:
     return len(inventory.gpus) if inventory is not None else 0
 
 
-def _ok(url: str) -> bool:
+def _ok(url: str, tls: ClusterTLS | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        if tls is None:
+            return httpx.get(url, timeout=2.0).status_code == 200
+        with tls.httpx_client(timeout=2.0) as http:
+            return http.get(url).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -110,6 +116,7 @@ class DevStack:
         use_local_gpus: bool = True,
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
+        tls: StackTLS | None = None,
     ) -> None:
         self.keep_data = data_dir is not None
         self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
@@ -118,6 +125,7 @@ class DevStack:
         self.use_local_gpus = use_local_gpus
         self.timeout = timeout
         self.echo = echo
+        self.tls = tls  # mutual TLS to the devcluster (chutes.dev.tls)
         self.children: list[Child] = []
         self.info: StackInfo | None = None
         self._lock_handle: IO[str] | None = None
@@ -135,8 +143,12 @@ class DevStack:
         except (OSError, ValueError):
             loaded = {}
         data = {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        changed = False
         if "admin_key" not in data:
-            data["admin_key"] = new_key()
+            data["admin_key"], changed = new_key(), True
+        if "secrets_key" not in data:  # seals chute secrets in the scheduler's store (CHUTES_SECRETS_KEY)
+            data["secrets_key"], changed = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(), True
+        if changed:
             self._save_secrets(data)
         return data
 
@@ -149,7 +161,8 @@ class DevStack:
         os.replace(tmp, path)
 
     def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        child = Child(name=name, argv=argv, env=env or {}, log_path=self.logs_dir / f"{name}.log")
+        tls_env = self.tls.client_env() if self.tls is not None else {}
+        child = Child(name=name, argv=argv, env={**tls_env, **(env or {})}, log_path=self.logs_dir / f"{name}.log")
         child.start()
         self.children.append(child)
         return child
@@ -179,13 +192,15 @@ class DevStack:
             if node.simulated:
                 argv += ["--node", node.flag()]
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
+        argv += self.tls.devcluster_args() if self.tls is not None else []
         child = self._child("devcluster", argv)
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
-        nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
+        scheme = "https" if self.tls is not None else "http"
+        nomad, consul = f"{scheme}://127.0.0.1:{ports['nomad']}", f"{scheme}://127.0.0.1:{ports['consul']}"
         wait_for(
-            lambda: _ok(f"{nomad}/v1/nodes") and _ok(f"{consul}/v1/status/leader"),
+            lambda: _ok(f"{nomad}/v1/nodes", self._tls("nomad")) and _ok(f"{consul}/v1/status/leader", self._tls()),
             what="answering",
             child=child,
             timeout=self.timeout,
@@ -202,13 +217,16 @@ class DevStack:
             started.append((node, self._child(f"agent-{node.name}", argv, env)))
         for node, child in started:
             wait_for(
-                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}"),  # type: ignore[misc]
+                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}", self._tls()),  # type: ignore[misc]
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
             )
 
-    def _start_scheduler(self, nomad: str, consul: str, admin_key: str) -> str:
+    def _tls(self, service: Service = "consul") -> ClusterTLS | None:
+        return self.tls.client(service) if self.tls is not None else None
+
+    def _start_scheduler(self, nomad: str, consul: str, admin_key: str, secrets_key: str) -> str:
         port_file = self._port_file("scheduler")
         argv = [
             executable("chutes-scheduler"),
@@ -230,6 +248,7 @@ class DevStack:
             "CHUTES_ADMIN_KEY": admin_key,
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
+            "CHUTES_SECRETS_KEY": secrets_key,
         }
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
@@ -300,7 +319,7 @@ class DevStack:
             self.echo("starting the agents ...")
             self._start_agents(nodes, nomad, consul)
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(nomad, consul, keys["admin_key"])
+            api_url = self._start_scheduler(nomad, consul, keys["admin_key"], keys["secrets_key"])
             self.echo("starting the gateway ...")
             gateway_url = self._start_gateway(api_url, consul, keys["admin_key"])
             api_key = self._user_key(api_url, keys)
