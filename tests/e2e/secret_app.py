@@ -24,7 +24,8 @@ batch = Chute(username="demo", name="secret-batch", image="python:3.12", node_se
 
 def describe():
     value = os.environ["HF_TOKEN"]
-    return {"length": len(value), "sha256": hashlib.sha256(value.encode()).hexdigest(), "pid": os.getpid()}
+    return {"length": len(value), "sha256": hashlib.sha256(value.encode()).hexdigest(), "pid": os.getpid(),
+            "api_key": len(os.environ.get("API_KEY", ""))}
 
 
 @chute.cord(public_api_path="/token")

@@ -146,6 +146,17 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
         kinds = [e.get("type") for e in client.events("secret-echo")]
         assert "secrets" in kinds
 
+        # A new name changes the template: the job is registered again (its Meta lists names, never values);
+        # deleting it does the same.
+        client.create_secret("API_KEY", "k-123", chute="secret-echo")
+        job = n.job.get_job(job_id)
+        assert job["Meta"]["chute_secrets"] == "API_KEY,HF_TOKEN" and job["JobModifyIndex"] > modify_index
+        wait(lambda: client.invoke("secret-echo", "/token", {}).json()["api_key"] == 5, "API_KEY in the instance")
+        client.delete_secret("API_KEY", chute="secret-echo")
+        assert n.job.get_job(job_id)["Meta"]["chute_secrets"] == "HF_TOKEN"
+        assert "API_KEY" not in n.variable.get_variable(f"nomad/jobs/{job_id}")["Items"]
+        wait(lambda: client.invoke("secret-echo", "/token", {}).json()["api_key"] == 0, "API_KEY gone")
+
         # Deleting the chute deletes its variable and its secrets.
         client.delete_chute("secret-echo")
         with pytest.raises(nomad.api.exceptions.URLNotFoundNomadException):
