@@ -533,9 +533,10 @@ class NomadClient:
         what = f"logs of allocation {alloc_id}"
         timeout = httpx.Timeout(self._timeout, read=None if follow else self._timeout)
         try:
-            extensions = {"sni_hostname": self.tls.server_name} if self.tls.server_name else None
+            https = self.address.startswith("https://")
+            extensions = {"sni_hostname": self.tls.server_name} if https and self.tls.server_name else None
             async with (
-                httpx.AsyncClient(verify=self.tls.ssl_context(), timeout=timeout) as http,
+                httpx.AsyncClient(verify=self.tls.ssl_context() if https else True, timeout=timeout) as http,
                 http.stream("GET", url, params=params, headers=headers, extensions=extensions) as response,
             ):
                 if response.status_code != 200:

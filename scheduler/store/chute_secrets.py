@@ -51,8 +51,9 @@ async def for_chute(session: AsyncSession, chute_id: str) -> list[ChuteSecret]:
 
 
 async def names(session: AsyncSession, chute_id: str) -> tuple[str, ...]:
-    query = select(ChuteSecret.name).where(ChuteSecret.chute_id == chute_id).order_by(ChuteSecret.name)
-    return tuple((await session.execute(query)).scalars())
+    """The chute's secret names, sorted as Python sorts (the job lists them so; a database collation may not)."""
+    query = select(ChuteSecret.name).where(ChuteSecret.chute_id == chute_id)
+    return tuple(sorted((await session.execute(query)).scalars()))
 
 
 async def listing(

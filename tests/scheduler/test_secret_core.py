@@ -21,6 +21,7 @@ from chutes.scheduler.secret_env import (
     validate_value,
     variable_items,
 )
+from tests.support.nomad_openapi import assert_valid
 
 SHA = hashlib.sha256(b"v1").hexdigest()
 OLD = hashlib.sha256(b"v0").hexdigest()
@@ -96,6 +97,8 @@ def test_items_hold_every_version_token_and_escaped_values() -> None:
     }
     with pytest.raises(SecretInputError, match="64 KiB"):
         variable_items("inv", {}, {f"S{i}": "x" * 16000 for i in range(5)})
+    # What NomadClient.put_variable sends is a Variable as Nomad's OpenAPI spec has it.
+    assert_valid("Variable", {"Path": "nomad/jobs/chute-x", "Items": items, "Namespace": "default"})
 
 
 @settings(max_examples=200, deadline=None)
