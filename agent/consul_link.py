@@ -11,7 +11,7 @@ import aiohttp
 import consul
 import consul.aio
 
-from chutes.cluster_tls import consul_aio
+from chutes.consul_client import consul_aio
 
 from .config import Address
 from .kv import KVEntry
@@ -38,9 +38,9 @@ class ConsulLink:
 
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
-        # TLS from CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY, ... (chutes.cluster_tls); the explicit token wins over
-        # CONSUL_HTTP_TOKEN, which py-consul would otherwise prefer.
-        self.client: consul.aio.Consul = consul_aio(address.url, token, connections_timeout=timeout_s)
+        # The shared factory: TLS from CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY, ... (chutes.cluster_tls), and the
+        # agent's --consul-token wins over CONSUL_HTTP_TOKEN (which py-consul would otherwise prefer).
+        self.client: consul.aio.Consul = consul_aio(address.url, token, timeout=timeout_s)
 
     async def register(
         self,

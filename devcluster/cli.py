@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chutes.devcluster.config import ConfigError, DevclusterConfig, parse_node_spec, read_nodes_file
 from chutes.devcluster.durations import DurationError, parse_duration
+from chutes.devcluster.nomad.podman import DriverError
 from chutes.devcluster.server import Devcluster
 
 log = logging.getLogger("chutes.devcluster")
@@ -42,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
     p.add_argument("--session-min-ttl", default="10s", help="smallest Consul session TTL accepted (Consul: 10s)")
+    p.add_argument(
+        "--docker-driver",
+        choices=["auto", "on", "off"],
+        default=os.environ.get("CHUTES_DEVCLUSTER_DOCKER_DRIVER", "auto"),
+        help="run docker tasks with podman: auto = when podman works (env CHUTES_DEVCLUSTER_DOCKER_DRIVER)",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="pull from this registry without TLS verification (loopback registries always are)",
+    )
     p.add_argument("--log-level", default=os.environ.get("CHUTES_DEVCLUSTER_LOG_LEVEL", "info"))
     return p
 
@@ -70,6 +84,8 @@ def config_from_args(args: argparse.Namespace) -> DevclusterConfig:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
+        docker_driver=args.docker_driver,
+        insecure_registries=tuple(args.insecure_registry),
     )
     config.validate()
     return config
@@ -86,10 +102,12 @@ async def serve(config: DevclusterConfig) -> None:
         print(json.dumps(cluster.ports()), flush=True)
         nodes = ", ".join(f"{n.name} ({sum(len(d.instances) for d in n.devices)} GPU)"
                           for n in cluster.nomad.state.nodes.values())  # fmt: skip
+        docker = cluster.nomad.docker
+        drivers = f"raw_exec, docker (podman {docker.version})" if docker else "raw_exec (docker driver off)"
         log.info(
-            "devcluster ready: NOMAD_ADDR=%s://%s:%d CONSUL_HTTP_ADDR=%s://%s:%d nodes: %s; data in %s",
+            "devcluster ready: NOMAD_ADDR=%s://%s:%d CONSUL_HTTP_ADDR=%s://%s:%d nodes: %s; drivers: %s; data in %s",
             config.scheme, config.host, cluster.nomad_port, config.scheme, config.host, cluster.consul_port, nodes,
-            cluster.data_dir,
+            drivers, cluster.data_dir,
         )  # fmt: skip
         await stop.wait()
         log.info("stopping: killing every task")
@@ -107,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         asyncio.run(serve(config))
-    except ConfigError as exc:
+    except (ConfigError, DriverError) as exc:
         print(f"chutes-devcluster: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

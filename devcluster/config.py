@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from chutes import gpus
 
@@ -67,6 +68,9 @@ class DevclusterConfig:
     tls_cert: Path | None = None  # with tls_key: both APIs serve HTTPS
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # clients must present a certificate signed by this CA
+    # The docker task driver (run with podman): auto = on when podman works, on = required, off = raw_exec only.
+    docker_driver: Literal["auto", "on", "off"] = "auto"
+    insecure_registries: tuple[str, ...] = ()  # host or host:port pulled without TLS verification
 
     @property
     def scheme(self) -> str:
@@ -83,6 +87,8 @@ class DevclusterConfig:
             raise ConfigError("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
             raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (client certificates need HTTPS)")
+        if self.docker_driver not in ("auto", "on", "off"):
+            raise ConfigError(f"docker driver mode {self.docker_driver!r}: use auto, on or off")
         for port in (self.nomad_port, self.consul_port):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"port {port} is out of range (0 picks a free port)")

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
+from chutes.consul_client import consul_aio
 from chutes.gateway.balancer import Upstream
 
 log = logging.getLogger(__name__)
@@ -194,14 +195,7 @@ def _as_index(raw: Any) -> int:
 
 
 def consul_health(consul_addr: str, token: str | None = None, request_timeout: float = 60.0) -> Any:
-    """A py-consul asyncio client for ``consul_addr`` (TLS from ``CONSUL_CACERT`` & co.); its ``.health`` is a
-    HealthSource."""
-    from chutes.cluster_tls import consul_address, consul_aio
-
-    return consul_aio(
-        consul_address(consul_addr),
-        token,
-        connections_timeout=request_timeout,
-        # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
-        connections_limit=4096,
-    )
+    """A py-consul asyncio client for ``consul_addr`` (``http(s)://host:port``, or ``host:port`` with
+    ``CONSUL_HTTP_SSL``; TLS from ``CONSUL_CACERT`` & co.); its ``.health`` is a HealthSource."""
+    # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
+    return consul_aio(consul_addr, token, timeout=request_timeout, connections_limit=4096)

@@ -16,7 +16,8 @@ from fastapi import FastAPI
 # Imported first: importing chutes.manifest before chutes.chute hits an import cycle in the SDK.
 import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
-from chutes.cluster_tls import consul_aio, preflight
+from chutes.cluster_tls import preflight
+from chutes.consul_client import consul_aio
 from chutes.scheduler import api
 from chutes.scheduler.api import errors
 from chutes.scheduler.api.instances import MAX_OUTPUT_BYTES
@@ -24,13 +25,16 @@ from chutes.scheduler.api.limits import BodyLimit
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.deploy import stop_watches
 from chutes.scheduler.events import EventHub
+from chutes.scheduler.invalidation import InvalidationPublisher
 from chutes.scheduler.loops import LeaderSupervisor
+from chutes.scheduler.metrics import RequestMetrics, SchedulerMetrics
 from chutes.scheduler.nomad_api import NomadClient
 from chutes.scheduler.secret_box import SecretBox, SecretsKeyError, box_from, sealed_context
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import Store
 from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.ui import install as install_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,12 @@ async def bootstrap_admin(store: Store, config: SchedulerConfig) -> None:
         await users_repo.ensure_admin(session, config.admin_username, config.admin_key)
 
 
-async def open_services(config: SchedulerConfig, public_url: str) -> Services:
+async def open_services(config: SchedulerConfig, public_url: str, metrics: SchedulerMetrics) -> Services:
     # A wrong CA or a missing client certificate stops the scheduler here, with the variable to set.
     await preflight("nomad", config.nomad_addr)
     await preflight("consul", config.consul_addr)
     store = Store(config.resolved_database_url)
+    metrics.instrument_engine(store.engine)
     try:
         box = box_from(config.secrets_key)
         await store.migrate()
@@ -60,7 +65,7 @@ async def open_services(config: SchedulerConfig, public_url: str) -> Services:
     except BaseException:
         await store.close()
         raise
-    return Services(
+    services = Services(
         config=config,
         store=store,
         events=EventHub(store, config.watch_interval_s),
@@ -68,7 +73,10 @@ async def open_services(config: SchedulerConfig, public_url: str) -> Services:
         nomad=make_nomad(config),
         consul=make_consul(config),
         secrets=box,
+        metrics=metrics,
     )
+    services.invalidations = InvalidationPublisher(services.consul, config.invalidation_key, metrics)
+    return services
 
 
 async def check_secrets_key(store: Store, box: SecretBox | None) -> None:
@@ -119,10 +127,11 @@ async def close_services(services: Services) -> None:
 def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> FastAPI:
     """The scheduler app; ``public_url`` is what instances use to reach it (default from the config)."""
     url = public_url or config.resolved_public_url()
+    metrics = SchedulerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(config, url)
+        services = await open_services(config, url, metrics)
         app.state.services = services
         supervisor = None
         if config.run_loops:
@@ -134,6 +143,8 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
             if supervisor is not None:
                 await supervisor.stop()
             await stop_watches()
+            if services.invalidations is not None:
+                await services.invalidations.close()
             await close_services(services)
 
     app = FastAPI(
@@ -143,10 +154,12 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     # Uploads: a bundle (multipart, plus the manifest) or a job's outputs; JSON inputs are far smaller.
     app.add_middleware(BodyLimit, upload_limit=max(config.max_bundle_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024)
     for router in api.routers():
         app.include_router(router)
+    install_dashboard(app)  # /ui: the web dashboard and its session cookie
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""TLS to Nomad and Consul for every process: one reading of the standard variables, one client factory.
+"""TLS to Nomad and Consul for every process: one reading of the standard variables, one way to apply them.
 
 Operators run Nomad with ``verify_https_client`` and Consul with ``verify_incoming``; the scheduler, the
-gateway, the agent and the dev stack reach them through the clients made here, configured from the same
+gateway, the agent and the dev stack reach them through clients configured here (python-nomad's by
+:func:`python_nomad`; py-consul's by :mod:`chutes.consul_client`, which adds the token rule) from the same
 variables that Nomad's and Consul's own CLIs read:
 
 =========================  ===========================  ==============================================
@@ -30,7 +31,6 @@ import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     import httpx
@@ -218,108 +218,6 @@ def consul_address(value: str | None, env: Mapping[str, str] | None = None) -> s
     if "://" in text:
         return text
     return f"{'https' if _flag(env, 'CONSUL_HTTP_SSL') else 'http'}://{text}"
-
-
-def _split(address: str, default_port: int) -> tuple[str, str, int]:
-    parts = urlsplit(address if "://" in address else f"http://{address}")
-    scheme = parts.scheme or "http"
-    port = parts.port or (443 if scheme == "https" else default_port)
-    return scheme, parts.hostname or "127.0.0.1", port
-
-
-def consul_sync(address: str, token: str | None = None, *, tls: ClusterTLS | None = None, **kwargs: Any) -> Any:
-    """py-consul's sync client for ``address`` with TLS from the environment (or ``tls``)."""
-    import consul
-
-    tls = tls or ClusterTLS.from_env("consul")
-    scheme, host, port = _split(address, 8500)
-    client = consul.Consul(
-        host=host, port=port, scheme=scheme, token=token, verify=tls.requests_verify(), cert=tls.client_pair, **kwargs
-    )
-    client.token = token  # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; ours must win
-    tls.mount(client.http.session)
-    return client
-
-
-def consul_aio(address: str, token: str | None = None, *, tls: ClusterTLS | None = None, **kwargs: Any) -> Any:
-    """py-consul's asyncio client (create it inside the running loop) with TLS from the environment (or ``tls``).
-
-    py-consul's own aiohttp adapter cannot send a server name and builds its connector with arguments aiohttp
-    deprecated; the adapter here takes an ``ssl.SSLContext`` and the server name from ``tls`` instead.
-    """
-    import consul.aio
-
-    tls = tls or ClusterTLS.from_env("consul")
-    scheme, host, port = _split(address, 8500)
-    client = _tls_consul_class()(
-        host=host, port=port, scheme=scheme, token=token, tls_settings=tls, verify=tls.verify, **kwargs
-    )
-    client.token = token
-    assert isinstance(client, consul.aio.Consul)
-    return client
-
-
-_CONSUL_CLASS: Any = None
-
-
-def _tls_consul_class() -> Any:
-    global _CONSUL_CLASS
-    if _CONSUL_CLASS is not None:
-        return _CONSUL_CLASS
-    import aiohttp
-    import consul.aio
-    from consul import base
-
-    class TLSHTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
-        def __init__(self, host: str, port: int, scheme: str, *, tls: ClusterTLS, **kwargs: Any) -> None:
-            base.HTTPClient.__init__(self, host, port, scheme, tls.verify, tls.client_pair)
-            self.loop = kwargs.get("loop")
-            limit = kwargs.get("connections_limit")
-            timeout = kwargs.get("connections_timeout")
-            self._tls_kwargs = tls.aiohttp_request_kwargs() if scheme == "https" else {}
-            connector = aiohttp.TCPConnector(limit=limit) if limit else aiohttp.TCPConnector()
-            session_kwargs: dict[str, Any] = {}
-            if timeout:
-                session_kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
-            self._session = aiohttp.ClientSession(connector=connector, **session_kwargs)
-
-        async def _request(
-            self,
-            callback: Any,
-            method: str,
-            uri: str,
-            headers: Any,
-            data: Any = None,
-            connections_timeout: Any = None,
-            raw: bool = False,
-        ) -> Any:
-            extra: dict[str, Any] = dict(self._tls_kwargs)
-            if connections_timeout:
-                extra["timeout"] = aiohttp.ClientTimeout(total=connections_timeout)
-            resp = await self._session.request(method, uri, headers=headers, data=data, **extra)
-            body = await resp.read() if raw else await resp.text(encoding="utf-8")
-            if resp.status == 599:
-                raise consul.Timeout
-            return callback(base.Response(resp.status, resp.headers, body))
-
-    class TLSConsul(consul.aio.Consul):  # type: ignore[misc]
-        def __init__(self, *args: Any, tls_settings: ClusterTLS, **kwargs: Any) -> None:
-            self._tls_settings = tls_settings
-            super().__init__(*args, **kwargs)
-
-        def http_connect(self, host: str, port: int, scheme: str, verify: Any = True, cert: Any = None) -> Any:
-            return TLSHTTPClient(
-                host,
-                port,
-                scheme,
-                tls=self._tls_settings,
-                loop=self.loop,
-                connections_limit=self.connections_limit,
-                connections_timeout=self.connections_timeout,
-            )
-
-    _CONSUL_CLASS = TLSConsul
-    return _CONSUL_CLASS
 
 
 def python_nomad(

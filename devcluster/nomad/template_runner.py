@@ -231,8 +231,13 @@ class RestartQueue:
             await asyncio.sleep(0.1)
 
 
-def signal_task(task: TaskRunner, sig: int) -> None:
+async def signal_task(task: TaskRunner, sig: int) -> None:
+    """A template's ``change_mode = "signal"``: ``sig`` to the task's process group, or into its container."""
     proc = task.proc
-    if proc is not None and proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, sig)
+    if proc is None or proc.returncode is not None:
+        return
+    if task.container:  # the attached `podman start` does not proxy signals: podman kill sends it inside
+        await task.owner.docker_driver().signal(task.owner.alloc.id, task.name, signal.Signals(sig).name)
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)

@@ -1,9 +1,12 @@
 """The dev stack: devcluster → agents → scheduler → gateway, each a supervised child, each waited on until healthy.
 
-State (the devcluster's, the scheduler's SQLite database, the keys, the logs) lives in one data directory; a
-given one is kept between runs, a temporary one is removed at the end. Keys are generated here: an admin key
-(the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses it) and a user whose name matches the
-examples' ``username="demo"`` by default, and the key that seals chute secrets (``CHUTES_SECRETS_KEY``).
+State (the devcluster's, the scheduler's SQLite database, the keys, the logs, the ports) lives in one data
+directory; a given one is kept between runs, with the same ports when they are free, and a temporary one is
+removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.dev.supervise``).
+
+Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses
+it), a user whose name matches the examples' ``username="demo"`` by default, and the key that seals chute
+secrets (``CHUTES_SECRETS_KEY``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,16 @@ import httpx
 
 from chutes.client import ChutesAPIError, Client
 from chutes.cluster_tls import ClusterTLS, Service
+from chutes.dev.containers import (
+    ContainerPlan,
+    ContainersMode,
+    ContainersUnavailable,
+    plan_containers,
+    remove_leftovers,
+)
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+from chutes.dev.supervise import StablePorts, Supervisor, become_subreaper
 from chutes.dev.tls import StackTLS
 
 DEFAULT_USERNAME = "demo"
@@ -60,9 +71,19 @@ class StackInfo:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     local_gpus: int = 0
     pid: int = field(default_factory=os.getpid)
+    containers: bool = False  # instances with a built image run in containers (podman)
+    nomad_token: str | None = None  # the devcluster's APIs require these when containers are on
+    consul_token: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+
+def _free_port() -> int:
+    """A loopback port free right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def new_key() -> str:
@@ -94,12 +115,12 @@ def local_gpu_count() -> int:
     return len(inventory.gpus) if inventory is not None else 0
 
 
-def _ok(url: str, tls: ClusterTLS | None = None) -> bool:
+def _ok(url: str, headers: dict[str, str] | None = None, tls: ClusterTLS | None = None) -> bool:
     try:
         if tls is None:
-            return httpx.get(url, timeout=2.0).status_code == 200
+            return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
         with tls.httpx_client(timeout=2.0) as http:
-            return http.get(url).status_code == 200
+            return http.get(url, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -117,6 +138,7 @@ class DevStack:
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
         tls: StackTLS | None = None,
+        containers: ContainersMode = "auto",
     ) -> None:
         self.keep_data = data_dir is not None
         self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
@@ -128,7 +150,11 @@ class DevStack:
         self.tls = tls  # mutual TLS to the devcluster (chutes.dev.tls)
         self.children: list[Child] = []
         self.info: StackInfo | None = None
+        self.containers_mode: ContainersMode = containers
+        self.containers = ContainerPlan(False, "containers: not decided yet")
         self._lock_handle: IO[str] | None = None
+        self.supervisor = Supervisor(echo)
+        self.ports = StablePorts(self.data_dir / "run" / "ports.json", echo)
 
     # -- paths and keys
 
@@ -167,6 +193,13 @@ class DevStack:
         self.children.append(child)
         return child
 
+    def _keep_port(self, child: Child, name: str, flag: str, port: int) -> None:
+        """Restart ``child`` on the port it got (not 0 again), and ask for it again next time."""
+        argv = list(child.argv)
+        argv[argv.index(flag) + 1] = str(port)
+        child.argv = argv
+        self.ports.record(name, port)
+
     def _port_file(self, name: str) -> Path:
         path = self.data_dir / "run" / f"{name}.port"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -185,7 +218,8 @@ class DevStack:
 
     def _start_devcluster(self, nodes: list[NodeSpec]) -> tuple[str, str]:
         ports_file = self._port_file("devcluster")
-        argv = [executable("chutes-devcluster"), "--nomad-port", "0", "--consul-port", "0"]
+        argv = [executable("chutes-devcluster"), "--nomad-port", str(self.ports.ask("nomad"))]
+        argv += ["--consul-port", str(self.ports.ask("consul"))]
         local = [node for node in nodes if not node.simulated]
         argv += ["--local-node-name", local[0].name] if local else ["--no-local-node"]
         for node in nodes:
@@ -193,31 +227,47 @@ class DevStack:
                 argv += ["--node", node.flag()]
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
         argv += self.tls.devcluster_args() if self.tls is not None else []
-        child = self._child("devcluster", argv)
+        argv += self.containers.devcluster_args()
+        child = self._child("devcluster", argv, self.containers.devcluster_env())
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
         scheme = "https" if self.tls is not None else "http"
         nomad, consul = f"{scheme}://127.0.0.1:{ports['nomad']}", f"{scheme}://127.0.0.1:{ports['consul']}"
         wait_for(
-            lambda: _ok(f"{nomad}/v1/nodes", self._tls("nomad")) and _ok(f"{consul}/v1/status/leader", self._tls()),
+            lambda: (
+                _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers(), self._tls("nomad"))
+                and _ok(f"{consul}/v1/status/leader", tls=self._tls())
+            ),
             what="answering",
             child=child,
             timeout=self.timeout,
         )
+        self._keep_port(child, "nomad", "--nomad-port", ports["nomad"])
+        self._keep_port(child, "consul", "--consul-port", ports["consul"])
+        tasks = self.data_dir / "devcluster" / "tasks.json"
+        self.supervisor.watch(
+            child,
+            on_death=lambda: _reap_tasks(tasks),
+            is_up=lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers(), self._tls("nomad")),
+        )
         return nomad, consul
 
     def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
-        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul}
+        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul, **self.containers.client_env()}
         started: list[tuple[NodeSpec, Child]] = []
         for node in nodes:
             argv = [executable("chutes-agent"), "run", "--node-id", node.name]
             if node.model is not None:
                 argv += ["--simulate", f"{node.model}:{node.count}"]
-            started.append((node, self._child(f"agent-{node.name}", argv, env)))
+            child = self._child(f"agent-{node.name}", argv, env)
+            self.supervisor.watch(child)
+            started.append((node, child))
         for node, child in started:
             wait_for(
-                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}", self._tls()),  # type: ignore[misc]
+                lambda node=node: _ok(  # type: ignore[misc]
+                    f"{consul}/v1/kv/chutes/nodes/{node.name}", self.containers.consul_headers(), self._tls()
+                ),
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
@@ -226,7 +276,9 @@ class DevStack:
     def _tls(self, service: Service = "consul") -> ClusterTLS | None:
         return self.tls.client(service) if self.tls is not None else None
 
-    def _start_scheduler(self, nomad: str, consul: str, admin_key: str, secrets_key: str) -> str:
+    def _start_scheduler(
+        self, nomad: str, consul: str, admin_key: str, secrets_key: str, gateway_url: str | None = None
+    ) -> str:
         port_file = self._port_file("scheduler")
         argv = [
             executable("chutes-scheduler"),
@@ -234,7 +286,7 @@ class DevStack:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.ports.ask("scheduler")),
             "--port-file",
             str(port_file),
             "--data-dir",
@@ -249,32 +301,48 @@ class DevStack:
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
             "CHUTES_SECRETS_KEY": secrets_key,
+            # A chute file written for another username deploys for a local user of that name (dev only).
+            "CHUTES_DEV_ADOPT_USERS": "1",
+            **self.containers.scheduler_env(),
         }
+        if gateway_url:
+            env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        port = read_port_file(port_file)
+        assert isinstance(port, int)
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        self._keep_port(child, "scheduler", "--port", port)
+        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
-    def _start_gateway(self, api_url: str, consul: str, admin_key: str) -> str:
+    def _start_gateway(self, api_url: str, consul: str, admin_key: str, port: int) -> str:
         port_file = self._port_file("gateway")
         argv = [
             executable("chutes-gateway"),
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(port),
             "--port-file",
             str(port_file),
             "--scheduler-url",
             api_url,
             "--consul-addr",
             consul,
+            # Usage records wait on disk until the scheduler has them: a gateway killed hard loses none.
+            "--spool-dir",
+            str(self.data_dir / "gateway-spool"),
         ]
-        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key})
+        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key, **self.containers.client_env()})
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        bound = read_port_file(port_file)
+        assert isinstance(bound, int)
+        url = f"http://127.0.0.1:{bound}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        self._keep_port(child, "gateway", "--port", bound)
+        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
     def _user_key(self, api_url: str, keys: dict[str, str]) -> str:
@@ -305,8 +373,14 @@ class DevStack:
         """Start every part and wait until each is healthy; on failure stop what started and raise."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
+        become_subreaper()  # orphans of dead parts are re-parented here and reaped
         try:
             keys = self._secrets()
+            try:
+                self.containers = plan_containers(self.containers_mode)
+            except ContainersUnavailable as exc:
+                raise DevStackError(str(exc), hint=exc.hint) from None
+            self.echo(self.containers.message)
             nodes, local_gpus = self.plan_nodes()
             if local_gpus:
                 self.echo(f"GPU: {local_gpus} NVIDIA GPU(s) found through NVML; they are node {nodes[0].name}")
@@ -318,10 +392,14 @@ class DevStack:
             nomad, consul = self._start_devcluster(nodes)
             self.echo("starting the agents ...")
             self._start_agents(nodes, nomad, consul)
+            # The gateway's port is chosen first so that the scheduler (started before it) knows its address.
+            gateway_port = self.ports.ask("gateway") or _free_port()
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(nomad, consul, keys["admin_key"], keys["secrets_key"])
+            api_url = self._start_scheduler(
+                nomad, consul, keys["admin_key"], keys["secrets_key"], f"http://127.0.0.1:{gateway_port}"
+            )
             self.echo("starting the gateway ...")
-            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"])
+            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"], gateway_port)
             api_key = self._user_key(api_url, keys)
         except ChildFailed as exc:
             self.keep_data = True  # keep the logs to read
@@ -341,6 +419,9 @@ class DevStack:
             logs_dir=str(self.logs_dir),
             nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
             local_gpus=local_gpus,
+            containers=self.containers.enabled,
+            nomad_token=self.containers.nomad_token,
+            consul_token=self.containers.consul_token,
         )
         return self.info
 
@@ -369,6 +450,9 @@ class DevStack:
         for child in reversed(self.children):
             child.stop(timeout)
         self.children.clear()
+        if self.containers.enabled:
+            # A devcluster that had to be killed could not stop its containers: none may outlive the stack.
+            remove_leftovers(self.data_dir / "devcluster")
         if self._lock_handle is not None:
             self._lock_handle.close()  # releases the lock
             self._lock_handle = None
@@ -382,10 +466,15 @@ class DevStack:
         self.stop()
 
 
-def wait_forever(stack: DevStack, interval: float = 0.5) -> Child:
-    """Block until a child exits (returned); KeyboardInterrupt (Ctrl-C or SIGTERM) ends the wait."""
+def supervise(stack: DevStack, interval: float = 0.25) -> None:
+    """Keep every part running until KeyboardInterrupt (Ctrl-C or SIGTERM): a part that dies is restarted."""
     while True:
-        dead = stack.check()
-        if dead is not None:
-            return dead
+        stack.supervisor.poll()
         time.sleep(interval)
+
+
+def _reap_tasks(tasks_json: Path) -> None:
+    """Kill the tasks a dead devcluster left running (its restart starts them again in their allocations)."""
+    from chutes.devcluster.nomad.executor import ProcessTable
+
+    ProcessTable(tasks_json).reap_leftovers()

@@ -22,12 +22,11 @@ from chutes.cluster_tls import (
     ClusterTLS,
     ClusterTLSError,
     consul_address,
-    consul_aio,
-    consul_sync,
     explain,
     preflight,
     python_nomad,
 )
+from chutes.consul_client import consul_aio, consul_sync
 from chutes.scheduler.nomad_api import NomadClient, NomadUnavailable
 from tests.support.devcluster import DevclusterHandle, devcluster
 from tests.support.tls import PKI, make_pki

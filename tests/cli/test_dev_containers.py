@@ -1,0 +1,57 @@
+"""``chutes dev --containers auto|on|off``: the decision, and what it hands to each part of the stack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from chutes.dev.containers import HOST_ALIAS, ContainersUnavailable, plan_containers
+
+
+def _which(found: set[str]) -> Callable[[str], str | None]:
+    return lambda tool: f"/usr/bin/{tool}" if tool in found else None
+
+
+def test_auto_turns_containers_on_with_podman_and_buildah_and_locks_the_devcluster_apis() -> None:
+    tokens = iter(["nomad-tok", "consul-tok"])
+    plan = plan_containers(
+        "auto", which=_which({"podman", "buildah"}), version=lambda _: "4.3.1", token=lambda: next(tokens)
+    )
+    assert plan.enabled and "containers: on (podman 4.3.1)" in plan.message
+    assert plan.devcluster_args() == ["--docker-driver", "on"]
+    assert plan.devcluster_env() == {
+        "CHUTES_DEVCLUSTER_NOMAD_TOKEN": "nomad-tok",
+        "CHUTES_DEVCLUSTER_CONSUL_TOKEN": "consul-tok",
+    }
+    assert plan.client_env() == {"NOMAD_TOKEN": "nomad-tok", "CONSUL_HTTP_TOKEN": "consul-tok"}
+    scheduler = plan.scheduler_env()
+    assert scheduler["CHUTES_CONTAINER_SCHEDULER_HOST"] == HOST_ALIAS and "CHUTES_TASK_DRIVER" not in scheduler
+    assert plan.nomad_headers() == {"X-Nomad-Token": "nomad-tok"}
+
+
+@pytest.mark.parametrize(
+    ("found", "version", "why"),
+    [
+        (set(), "4.3.1", "podman and buildah not found"),
+        ({"podman"}, "4.3.1", "buildah not found"),
+        ({"podman", "buildah"}, None, "podman does not work"),
+    ],
+)
+def test_auto_falls_back_to_processes_and_says_why(found: set[str], version: str | None, why: str) -> None:
+    plan = plan_containers("auto", which=_which(found), version=lambda _: version)
+    assert not plan.enabled and why in plan.message and "raw_exec" in plan.message
+    assert plan.devcluster_args() == ["--docker-driver", "off"]
+    # No docker driver: the scheduler must not render docker tasks, whatever was built.
+    assert plan.scheduler_env() == {"CHUTES_TASK_DRIVER": "raw_exec"}
+    assert plan.client_env() == {} and plan.devcluster_env() == {}
+    with pytest.raises(ContainersUnavailable, match=why) as info:
+        plan_containers("on", which=_which(found), version=lambda _: version)
+    assert "--containers off" in info.value.hint
+
+
+def test_off_is_off_even_with_podman() -> None:
+    plan = plan_containers("off", which=_which({"podman", "buildah"}), version=lambda _: "4.3.1")
+    assert not plan.enabled and "--containers off" in plan.message
+    with pytest.raises(ContainersUnavailable, match="not a mode"):
+        plan_containers("sometimes")
