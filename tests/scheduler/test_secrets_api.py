@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from chutes.identity import chute_id
 from chutes.scheduler.app import close_services, open_services
+from chutes.scheduler.metrics import SchedulerMetrics
 from chutes.scheduler.secret_box import SecretsKeyError, generate_key
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
@@ -160,10 +161,10 @@ async def test_start_up_refuses_a_missing_or_different_key(tmp_path: Path) -> No
         async with api.client(alice) as http:
             await http.post("/v1/secrets", json={"chute": "c", "name": "A", "value": "v"})
     with pytest.raises(SecretsKeyError, match=r"holds 1 chute secret.*CHUTES_SECRETS_KEY is not set"):
-        await open_services(config.model_copy(update={"secrets_key": None}), "http://x")
+        await open_services(config.model_copy(update={"secrets_key": None}), "http://x", SchedulerMetrics())
     with pytest.raises(SecretsKeyError, match="is not the key 1 stored secret"):
-        await open_services(config.model_copy(update={"secrets_key": generate_key()}), "http://x")
-    services = await open_services(config, "http://x")  # the right key opens them
+        await open_services(config.model_copy(update={"secrets_key": generate_key()}), "http://x", SchedulerMetrics())
+    services = await open_services(config, "http://x", SchedulerMetrics())  # the right key opens them
     await close_services(services)
 
 
