@@ -46,6 +46,6 @@ def test_the_stack_over_mutual_tls(tmp_path: Path) -> None:
             answer = client.invoke("secret-echo", "/token", {}).json()
             assert answer["sha256"] == hashlib.sha256(b"over-mutual-tls").hexdigest()
 
-        n = python_nomad(info.nomad_addr, tls=tls.client("nomad"), timeout=10)
+        n = python_nomad(info.nomad_addr, info.nomad_token, tls=tls.client("nomad"), timeout=10)
         variable = n.variable.get_variable(f"nomad/jobs/chute-{chute['chute_id']}")
         assert variable["Items"]["HF_TOKEN"] == "over-mutual-tls"

@@ -70,7 +70,7 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
     assert [(s["name"], s["chute_name"]) for s in listed] == [("HF_TOKEN", "secret-echo")]
     assert FIRST not in json.dumps(listed)
 
-    n = nomad.Nomad(address=info.nomad_addr, timeout=10)
+    n = nomad.Nomad(address=info.nomad_addr, token=info.nomad_token, timeout=10)
     with Client(info.api_url, info.api_key, gateway_url=info.gateway_url) as client:
         chute = client.deploy(f"{tmp / 'app.py'}:chute")
         wait(lambda: ready_instances(client, "secret-echo") == 1, "the first instance")
@@ -166,7 +166,7 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
 
 def test_a_job_run_gets_its_secret_and_its_jobs_carry_none(stack: tuple[StackInfo, Path]) -> None:
     info, tmp = stack
-    n = nomad.Nomad(address=info.nomad_addr, timeout=10)
+    n = nomad.Nomad(address=info.nomad_addr, token=info.nomad_token, timeout=10)
     with Client(info.api_url, info.api_key) as client:
         client.create_secret("HF_TOKEN", FIRST, chute="secret-batch")
         chute = client.deploy(f"{tmp / 'app.py'}:batch")
