@@ -40,6 +40,7 @@ from chutes.devcluster.nomad.container_spec import (
     container_name,
     create_argv,
     env_file_text,
+    multiline_env,
     plan_gpus,
     published_ports,
 )
@@ -87,10 +88,14 @@ class Podman:
     def __init__(self, binary: str) -> None:
         self.binary = binary
 
-    async def run(self, *args: str, limit_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
+    async def run(
+        self, *args: str, limit_s: float = COMMAND_TIMEOUT_S, env: Mapping[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        """``env``: variables added to podman's own environment (the values an env file names only)."""
         proc = await asyncio.create_subprocess_exec(
             self.binary,
             *args,
+            env={**os.environ, **env} if env else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
@@ -127,8 +132,8 @@ class Podman:
         if code != 0:
             raise DriverError(f"failed to pull `{ref}`: {_tail(err)}")
 
-    async def create(self, argv: Sequence[str]) -> str:
-        code, out, err = await self.run(*argv[1:])
+    async def create(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+        code, out, err = await self.run(*argv[1:], env=env)
         if code != 0:
             raise DriverError(f"failed to create container: {_tail(err)}")
         return out.strip()
@@ -262,10 +267,15 @@ class DockerDriver:
         dirs: TaskDirs,
         logs: tuple[IO[bytes], IO[bytes]],
         event: Callable[[str, str], None],
+        template_env: Mapping[str, str] | None = None,
     ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
-        """Pull, create and start the task's container; returns the attached process and the task's env."""
+        """Pull, create and start the task's container; returns the attached process and the task's env.
+
+        ``template_env``: what the task's ``env = true`` templates rendered (a chute's secrets, instance token
+        and invoke secret); as in Nomad it overrides the task's Env."""
         name = task.Name or ""
         env = task_env(alloc, job, group, task, node, dirs, in_container=True)
+        env.update(template_env or {})
         try:
             config = parse_docker_config({k: self._interpolate(v, env, node) for k, v in (task.Config or {}).items()})
             gpus = self._gpus(alloc, task, node, config)
@@ -302,7 +312,7 @@ class DockerDriver:
             gpus=gpus,
         )
         try:
-            await self.podman.create(create_argv(self.podman.binary, spec))
+            await self.podman.create(create_argv(self.podman.binary, spec), env=multiline_env(env))
         except ContainerSpecError as exc:
             raise DriverError(str(exc)) from None
         finally:

@@ -5,11 +5,13 @@ directory; a given one is kept between runs, with the same ports when they are f
 removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.dev.supervise``).
 
 Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses
-it) and a user whose name matches the examples' ``username="demo"`` by default.
+it), a user whose name matches the examples' ``username="demo"`` by default, and the key that seals chute
+secrets (``CHUTES_SECRETS_KEY``).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -28,6 +30,7 @@ from typing import IO, Any
 import httpx
 
 from chutes.client import ChutesAPIError, Client
+from chutes.cluster_tls import ClusterTLS, Service
 from chutes.dev.containers import (
     ContainerPlan,
     ContainersMode,
@@ -38,6 +41,7 @@ from chutes.dev.containers import (
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
 from chutes.dev.supervise import StablePorts, Supervisor, become_subreaper
+from chutes.dev.tls import StackTLS
 
 DEFAULT_USERNAME = "demo"
 ADMIN_USERNAME = "admin"
@@ -111,9 +115,12 @@ def local_gpu_count() -> int:
     return len(inventory.gpus) if inventory is not None else 0
 
 
-def _ok(url: str, headers: dict[str, str] | None = None) -> bool:
+def _ok(url: str, headers: dict[str, str] | None = None, tls: ClusterTLS | None = None) -> bool:
     try:
-        return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        if tls is None:
+            return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        with tls.httpx_client(timeout=2.0) as http:
+            return http.get(url, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -130,6 +137,7 @@ class DevStack:
         use_local_gpus: bool = True,
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
+        tls: StackTLS | None = None,
         containers: ContainersMode = "auto",
     ) -> None:
         self.keep_data = data_dir is not None
@@ -139,6 +147,7 @@ class DevStack:
         self.use_local_gpus = use_local_gpus
         self.timeout = timeout
         self.echo = echo
+        self.tls = tls  # mutual TLS to the devcluster (chutes.dev.tls)
         self.children: list[Child] = []
         self.info: StackInfo | None = None
         self.containers_mode: ContainersMode = containers
@@ -160,8 +169,12 @@ class DevStack:
         except (OSError, ValueError):
             loaded = {}
         data = {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
+        changed = False
         if "admin_key" not in data:
-            data["admin_key"] = new_key()
+            data["admin_key"], changed = new_key(), True
+        if "secrets_key" not in data:  # seals chute secrets in the scheduler's store (CHUTES_SECRETS_KEY)
+            data["secrets_key"], changed = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(), True
+        if changed:
             self._save_secrets(data)
         return data
 
@@ -174,7 +187,8 @@ class DevStack:
         os.replace(tmp, path)
 
     def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        child = Child(name=name, argv=argv, env=env or {}, log_path=self.logs_dir / f"{name}.log")
+        tls_env = self.tls.client_env() if self.tls is not None else {}
+        child = Child(name=name, argv=argv, env={**tls_env, **(env or {})}, log_path=self.logs_dir / f"{name}.log")
         child.start()
         self.children.append(child)
         return child
@@ -212,14 +226,19 @@ class DevStack:
             if node.simulated:
                 argv += ["--node", node.flag()]
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
+        argv += self.tls.devcluster_args() if self.tls is not None else []
         argv += self.containers.devcluster_args()
         child = self._child("devcluster", argv, self.containers.devcluster_env())
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
-        nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
+        scheme = "https" if self.tls is not None else "http"
+        nomad, consul = f"{scheme}://127.0.0.1:{ports['nomad']}", f"{scheme}://127.0.0.1:{ports['consul']}"
         wait_for(
-            lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers()) and _ok(f"{consul}/v1/status/leader"),
+            lambda: (
+                _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers(), self._tls("nomad"))
+                and _ok(f"{consul}/v1/status/leader", tls=self._tls())
+            ),
             what="answering",
             child=child,
             timeout=self.timeout,
@@ -230,7 +249,7 @@ class DevStack:
         self.supervisor.watch(
             child,
             on_death=lambda: _reap_tasks(tasks),
-            is_up=lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers()),
+            is_up=lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers(), self._tls("nomad")),
         )
         return nomad, consul
 
@@ -247,14 +266,19 @@ class DevStack:
         for node, child in started:
             wait_for(
                 lambda node=node: _ok(  # type: ignore[misc]
-                    f"{consul}/v1/kv/chutes/nodes/{node.name}", self.containers.consul_headers()
+                    f"{consul}/v1/kv/chutes/nodes/{node.name}", self.containers.consul_headers(), self._tls()
                 ),
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
             )
 
-    def _start_scheduler(self, nomad: str, consul: str, admin_key: str, gateway_url: str | None = None) -> str:
+    def _tls(self, service: Service = "consul") -> ClusterTLS | None:
+        return self.tls.client(service) if self.tls is not None else None
+
+    def _start_scheduler(
+        self, nomad: str, consul: str, admin_key: str, secrets_key: str, gateway_url: str | None = None
+    ) -> str:
         port_file = self._port_file("scheduler")
         argv = [
             executable("chutes-scheduler"),
@@ -276,6 +300,7 @@ class DevStack:
             "CHUTES_ADMIN_KEY": admin_key,
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
+            "CHUTES_SECRETS_KEY": secrets_key,
             # A chute file written for another username deploys for a local user of that name (dev only).
             "CHUTES_DEV_ADOPT_USERS": "1",
             **self.containers.scheduler_env(),
@@ -370,7 +395,9 @@ class DevStack:
             # The gateway's port is chosen first so that the scheduler (started before it) knows its address.
             gateway_port = self.ports.ask("gateway") or _free_port()
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(nomad, consul, keys["admin_key"], f"http://127.0.0.1:{gateway_port}")
+            api_url = self._start_scheduler(
+                nomad, consul, keys["admin_key"], keys["secrets_key"], f"http://127.0.0.1:{gateway_port}"
+            )
             self.echo("starting the gateway ...")
             gateway_url = self._start_gateway(api_url, consul, keys["admin_key"], gateway_port)
             api_key = self._user_key(api_url, keys)
