@@ -18,6 +18,9 @@ from pathlib import Path
 
 import uvicorn
 
+from chutes import envfile
+from chutes.edge import limits as edge_limits
+from chutes.edge.protocol import EdgeGuard
 from chutes.gateway.app import Gateway
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import consul_health
@@ -47,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=1800.0)
     p.add_argument("--watch-idle", type=float, default=600.0)
     p.add_argument("--metering-interval", type=float, default=1.0)
+    p.add_argument("--nomad-addr", default=env("NOMAD_ADDR"),
+                   help="check instances against Nomad's allocations (recommended; env NOMAD_ADDR)")  # fmt: skip
+    p.add_argument("--nomad-token", default=env("NOMAD_TOKEN"), help="a token with read-job (env NOMAD_TOKEN)")
+    p.add_argument("--nomad-namespace", default=env("NOMAD_NAMESPACE"))
+    p.add_argument("--auth-failure-burst", type=int, default=int(env("CHUTES_AUTH_FAILURE_BURST", "10")),
+                   help="failed authentications an address may make at once (then 429)")  # fmt: skip
+    p.add_argument("--auth-failure-rate", type=float, default=float(env("CHUTES_AUTH_FAILURE_RATE", "1.0")),
+                   help="failed authentications per second an address may make after the burst")  # fmt: skip
+    edge_limits.add_arguments(p)
     p.add_argument("--access-log", action="store_true")
     p.add_argument("--log-level", default=env("CHUTES_LOG_LEVEL", "INFO"))
     return p
@@ -55,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     if not args.scheduler_key:
         raise SystemExit("chutes-gateway: set --scheduler-key or CHUTES_GATEWAY_KEY (an admin or gateway API key)")
+    try:
+        limits = edge_limits.from_args(args, os.environ)
+    except edge_limits.LimitsError as exc:
+        raise SystemExit(f"chutes-gateway: {exc}") from None
+    if args.auth_failure_burst < 1 or not args.auth_failure_rate > 0:
+        raise SystemExit("chutes-gateway: --auth-failure-burst must be >= 1 and --auth-failure-rate > 0")
+    if not args.nomad_addr:
+        log.warning("no --nomad-addr: every passing Consul registration of a chute's service gets its calls")
     return GatewaySettings(
         scheduler_url=args.scheduler_url,
         scheduler_key=args.scheduler_key,
@@ -71,20 +91,28 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         read_timeout=args.read_timeout,
         watch_idle=args.watch_idle,
         metering_interval=args.metering_interval,
+        limits=limits,
+        auth_failure_burst=args.auth_failure_burst,
+        auth_failure_rate=args.auth_failure_rate,
+        nomad_addr=args.nomad_addr or None,
+        nomad_token=args.nomad_token or None,
+        nomad_namespace=args.nomad_namespace or None,
     )
 
 
 def server_config(gateway: Gateway, access_log: bool = False, log_level: str = "warning") -> uvicorn.Config:
-    """uvicorn serving the gateway's ASGI app: httptools parser, no websockets, its own X-Forwarded-For."""
+    """uvicorn serving the gateway's ASGI app: httptools parser with the edge limits (``chutes.edge``), no
+    websockets, its own X-Forwarded-For. Half the file descriptors at most go to client connections: each
+    call also holds one to an instance."""
+    guard = EdgeGuard(gateway.settings.limits, "gateway", fd_fraction=0.5)
     return uvicorn.Config(
         gateway,
-        http="httptools",
+        http=guard.protocol(),
         ws="none",
         lifespan="on",
         access_log=access_log,
         server_header=False,
         proxy_headers=False,  # the gateway appends the peer to X-Forwarded-For itself
-        timeout_keep_alive=75,
         backlog=2048,
         log_level=log_level,
     )
@@ -142,6 +170,10 @@ def _stop(server: uvicorn.Server) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    try:
+        envfile.load()  # secrets (the gateway key, tokens) from a file rather than the environment
+    except envfile.EnvFileError as exc:
+        raise SystemExit(f"chutes-gateway: {exc}") from None
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(args)

@@ -1,0 +1,78 @@
+"""Failed authentications throttled per client address, without slowing anyone else.
+
+A token bucket per address that has failed: each failure takes a token; ``burst`` tokens, refilled at
+``per_second``. An address with an empty bucket gets 429 with ``Retry-After`` for the calls that would need a
+key lookup, before any lookup is made, so a flood of wrong keys costs the platform a dictionary lookup per
+call instead of a database query. Addresses that never failed are never looked at beyond one check of an
+empty dictionary; an address's bucket is dropped once it has refilled.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+
+class FailureThrottle:
+    """Per-client failure budget (see the module docstring)."""
+
+    def __init__(
+        self,
+        burst: int = 20,
+        per_second: float = 1.0,
+        max_clients: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst < 1 or not per_second > 0:
+            raise ValueError("a failure throttle needs burst >= 1 and per_second > 0")
+        self.burst = float(burst)
+        self.per_second = per_second
+        self.max_clients = max_clients
+        self._clock = clock
+        #: client -> (tokens left, when counted); insertion order = oldest first, for eviction
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _tokens(self, client: str, now: float) -> float | None:
+        entry = self._buckets.get(client)
+        if entry is None:
+            return None
+        tokens = min(self.burst, entry[0] + (now - entry[1]) * self.per_second)
+        if tokens >= self.burst:
+            del self._buckets[client]  # refilled: forget the address
+            return None
+        return tokens
+
+    def retry_after(self, client: str | None) -> int | None:
+        """Seconds the client must wait before its next attempt, or None when it may try now."""
+        if not self._buckets or client is None:
+            return None
+        tokens = self._tokens(client, self._clock())
+        if tokens is None or tokens >= 1.0:
+            return None
+        self.refused += 1
+        return max(1, math.ceil((1.0 - tokens) / self.per_second))
+
+    def failed(self, client: str | None) -> None:
+        """Record one failed authentication of ``client``."""
+        if client is None:
+            return
+        now = self._clock()
+        tokens = self._tokens(client, now)
+        if tokens is None:
+            tokens = self.burst
+            if len(self._buckets) >= self.max_clients:
+                self._evict(now)
+        self._buckets.pop(client, None)
+        self._buckets[client] = (max(0.0, tokens - 1.0), now)
+
+    def _evict(self, now: float) -> None:
+        for client in list(self._buckets):
+            self._tokens(client, now)  # drops the refilled ones
+        if len(self._buckets) >= self.max_clients:  # still full: forget the oldest half
+            for client in list(self._buckets)[: len(self._buckets) // 2]:
+                del self._buckets[client]
