@@ -15,7 +15,8 @@ Environment (DESIGN.md, "Runtime environment"; docs/internal-contracts.md, "Runt
 - ``CHUTES_MAX_HEADER_BYTES`` ... (``chutes.edge.limits``), ``CHUTES_MAX_JSON_DEPTH`` (default 64): limits on
   what a connection may send.
 - ``CHUTES_SCHEDULER_URL``, ``CHUTES_INSTANCE_TOKEN``, ``CHUTES_BUNDLE_SHA256``, ``CHUTES_CHUTE_ID``,
-  ``NOMAD_TASK_DIR``, ``CHUTES_JOB_RUN_ID``: where the chute comes from when no FILE:ATTR is given.
+  ``NOMAD_TASK_DIR``, ``CHUTES_JOB_RUN_ID``: where the chute comes from when no FILE:ATTR is given;
+  ``CHUTES_RUN_TOKEN``: uploads a job run's outputs (valid for that run, until it has finished).
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class ClusterEnv:
     chute_id: str | None = None
     task_dir: Path | None = None
     job_run_id: str | None = None
+    run_token: str | None = None
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> ClusterEnv:
@@ -86,6 +88,7 @@ class ClusterEnv:
             chute_id=env.get("CHUTES_CHUTE_ID") or None,
             task_dir=Path(task_dir) if task_dir else None,
             job_run_id=env.get("CHUTES_JOB_RUN_ID") or None,
+            run_token=env.get("CHUTES_RUN_TOKEN") or None,
         )
 
     def require_bundle_source(self) -> tuple[str, str, str]:

@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from chutes import envfile
+from chutes.edge import limits as edge_limits
+from chutes.edge.limits import EdgeLimits
 from chutes.scheduler.config import ConfigError, SchedulerConfig, load_config
 
 log = logging.getLogger("chutes.scheduler")
@@ -40,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
+    edge_limits.add_arguments(serve)
     for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
         p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")
         p.add_argument("--data-dir", type=Path, help="CHUTES_DATA_DIR")
@@ -53,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"command"}
-    return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("edge_") and v is not None}
+
+
+# The gateway's pool keeps connections to the scheduler for 30 s: stay open longer than that, so that it
+# never reuses a connection the scheduler is closing.
+SCHEDULER_LIMITS = EdgeLimits(idle_timeout=75.0)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -91,18 +100,25 @@ def _server_class() -> Any:
     return Server
 
 
-async def _serve(config: SchedulerConfig) -> None:
+async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> None:
     import uvicorn
 
+    from chutes.edge.protocol import EdgeGuard
     from chutes.scheduler.app import create_app
 
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
     app = create_app(config, public_url=public_url)
+    guard = EdgeGuard(limits, "scheduler", fd_fraction=0.8)
     server = _server_class()(
         uvicorn.Config(
-            app, log_level=config.log_level.lower(), access_log=False, lifespan="on", timeout_graceful_shutdown=5
+            app,
+            http=guard.protocol(),
+            log_level=config.log_level.lower(),
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=5,
         )
     )
 
@@ -147,8 +163,10 @@ def main(argv: list[str] | None = None) -> None:
         argv.insert(0, "serve")
     args = _parser().parse_args(argv)
     try:
+        envfile.load()  # secrets (the admin key, cluster tokens) from a file rather than the environment
         config = load_config(**_overrides(args))
-    except ConfigError as exc:
+        limits = edge_limits.from_args(args, os.environ, SCHEDULER_LIMITS) if args.command == "serve" else None
+    except (ConfigError, envfile.EnvFileError, edge_limits.LimitsError) as exc:
         print(f"chutes-scheduler: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(
@@ -161,7 +179,7 @@ def main(argv: list[str] | None = None) -> None:
             key = asyncio.run(_create_admin(config))
             print(f"admin user {config.admin_username!r}; API key (shown once): {key}")
             return
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, limits or SCHEDULER_LIMITS))
     except OSError as exc:
         print(f"chutes-scheduler: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

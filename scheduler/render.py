@@ -34,6 +34,7 @@ NODE_ID = "${node.unique.id}"
 BATCH_GROUP = "job"
 PAYLOAD_FILE = "payload.json"
 RUN_ID_META = "run_id"
+RUN_TOKEN_META = "run_token"  # noqa: S105 - a meta key, not a secret
 VERSION_CHARS = 12
 ENV_NAMES = (
     "CHUTES_CHUTE_ID",
@@ -174,18 +175,20 @@ def render_batch_job(
 ) -> dict[str, Any]:
     """The parameterized batch job that runs the chute's job ``job_name`` once per dispatch.
 
-    Dispatch it with a JSON payload (written to ``$NOMAD_TASK_DIR/payload.json``) and ``Meta.run_id``; the
-    runtime is started with ``--job NAME`` and sees the run id as ``CHUTES_JOB_RUN_ID``.
+    Dispatch it with a JSON payload (written to ``$NOMAD_TASK_DIR/payload.json``), ``Meta.run_id`` and
+    ``Meta.run_token``; the runtime is started with ``--job NAME`` and sees them as ``CHUTES_JOB_RUN_ID`` and
+    ``CHUTES_RUN_TOKEN`` (which uploads the run's outputs, and only until the run has finished).
     """
     cid = _check_identity(manifest)
     _check_release(release)
     spec = _job_spec(manifest, job_name)
     job = _job_skeleton(manifest, release, settings, batch_job_id(cid, spec.name), "batch")
-    job["ParameterizedJob"] = {"Payload": "required", "MetaRequired": [RUN_ID_META]}
+    job["ParameterizedJob"] = {"Payload": "required", "MetaRequired": [RUN_ID_META, RUN_TOKEN_META]}
     job["Meta"]["chute_job"] = spec.name
     task = _task(manifest, release, settings, args=["--job", spec.name])
     task["DispatchPayload"] = {"File": PAYLOAD_FILE}
     task["Env"]["CHUTES_JOB_RUN_ID"] = "${NOMAD_META_" + RUN_ID_META + "}"
+    task["Env"]["CHUTES_RUN_TOKEN"] = "${NOMAD_META_" + RUN_TOKEN_META + "}"
     group: dict[str, Any] = {
         "Name": BATCH_GROUP,
         "Count": 1,

@@ -1,8 +1,9 @@
 """Job runs: dispatch one run of a chute's job (a parameterized Nomad batch job) and follow its state.
 
 The run id is the dispatch's idempotency token, so a retried dispatch cannot start a run twice. The runtime
-reports the outcome itself (``status.json`` in its output upload); until it does, a run's state follows its
-dispatched job's allocation.
+reports the outcome itself (``status.json`` in its output upload, made with the run's own token); until it
+does, a run's state follows its dispatched job's allocation. Once a run has finished, its token is refused
+and its outputs can no longer change.
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ import logging
 from typing import Any
 
 from chutes.scheduler.api.errors import APIError
-from chutes.scheduler.deploy import nomad_failure
-from chutes.scheduler.nomad_api import JobNotFound, NomadError
-from chutes.scheduler.render import batch_job_id
+from chutes.scheduler.deploy import nomad_failure, submit
+from chutes.scheduler.nomad_api import JobNotFound, NomadError, NomadRejected
+from chutes.scheduler.render import RUN_ID_META, RUN_TOKEN_META, batch_job_id
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store.models import Chute, JobRun
+from chutes.scheduler.store.secrets import run_token, token_secret
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +38,18 @@ def last_task_message(alloc: dict[str, Any]) -> str:
 async def dispatch_run(services: Services, chute: Chute, run: JobRun) -> JobRun:
     """Dispatch one run (the run id is Nomad's idempotency token: a retry cannot start it twice)."""
     payload = json.dumps(run.input).encode()
+    async with services.store.session() as session:
+        meta = {RUN_ID_META: run.id, RUN_TOKEN_META: run_token(await token_secret(session), run.id)}
+    job_id = batch_job_id(chute.id, run.job_name)
     try:
-        result = await services.nomad.dispatch_job(
-            batch_job_id(chute.id, run.job_name), payload, meta={"run_id": run.id}, idempotency_token=run.id
-        )
+        try:
+            result = await services.nomad.dispatch_job(job_id, payload, meta=meta, idempotency_token=run.id)
+        except NomadRejected as exc:
+            if RUN_TOKEN_META not in str(exc):
+                raise
+            # A job registered before runs had tokens: register the current rendering, then dispatch again.
+            await submit(services, chute)
+            result = await services.nomad.dispatch_job(job_id, payload, meta=meta, idempotency_token=run.id)
     except JobNotFound:
         await _fail_run(services, run.id, "the job is not registered in Nomad (yet); retry shortly")
         raise APIError(503, f"job {run.job_name!r} of {chute.name!r} is not registered in Nomad yet",

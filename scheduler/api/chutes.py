@@ -40,11 +40,12 @@ async def find_chute(services: Services, principal: Principal, ref: str) -> Chut
     return chute
 
 
-async def owned_chute(services: Services, principal: Principal, ref: str) -> Chute:
-    """The chute ``ref`` names, if the caller owns it (or is an admin); 404 if invisible, 403 if only visible."""
+async def owned_chute(services: Services, principal: Principal, ref: str, action: str = "change it") -> Chute:
+    """The chute ``ref`` names, if the caller owns it (or is an admin); 404 if invisible, 403 if only visible
+    (shared with the caller, or public: sharing grants calling, nothing more)."""
     chute = await find_chute(services, principal, ref)
     if chute.owner_id != principal.user_id and not principal.is_admin:
-        raise APIError(403, f"only the owner of {chute.name!r} can change it")
+        raise APIError(403, f"only the owner of {chute.name!r} can {action}", "sharing a chute lets you call it")
     return chute
 
 
@@ -72,7 +73,9 @@ async def deploy_chute(
     A chute that no live node can take is refused with 409 and the reasons (nothing changes).
     """
     data = await _read_upload(bundle, services.config.max_bundle_bytes)
-    upload = await validate_upload(manifest, data, principal, services.config.max_bundle_bytes)
+    upload = await validate_upload(
+        manifest, data, principal, services.config.max_bundle_bytes, services.config.max_json_depth
+    )
     chute, placement = await deploy.deploy(services, principal, upload)
     async with services.store.session() as session:
         shared = await chutes_repo.shared_with(session, chute.id)

@@ -31,6 +31,11 @@ async def get_by_route(session: AsyncSession, username: str, slug: str) -> Chute
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def get_by_host_label(session: AsyncSession, label: str) -> Chute | None:
+    """The chute that owns the wildcard host label ``label`` (at most one does)."""
+    return (await session.execute(select(Chute).where(Chute.host_label == label))).scalar_one_or_none()
+
+
 async def is_shared_with(session: AsyncSession, chute_id: str, user_id: str) -> bool:
     return await session.get(Share, (chute_id, user_id)) is not None
 

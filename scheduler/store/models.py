@@ -69,6 +69,9 @@ class Chute(Base):
     status: Mapped[str] = mapped_column(String(32), default="deploying")
     status_detail: Mapped[str] = mapped_column(Text, default="")
     invoke_secret: Mapped[str] = mapped_column(String(128))
+    # The ``<username>-<slug>`` label of its wildcard host address, unique: one label, one chute (None: no
+    # host address, e.g. a label another chute already had when this one was created).
+    host_label: Mapped[str | None] = mapped_column(String(192), nullable=True, unique=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
 

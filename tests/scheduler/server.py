@@ -45,6 +45,8 @@ def make_config(tmp_path: Path, **overrides: Any) -> SchedulerConfig:
         "nomad_addr": "http://127.0.0.1:9",  # nothing listens there: tests that need Nomad pass their own
         "consul_addr": "http://127.0.0.1:9",
         "log_level": "warning",
+        # Tests call from one address and try many wrong keys on purpose; the throttle has its own tests.
+        "auth_failure_burst": 10_000,
     }
     values.update(overrides)
     return SchedulerConfig(**values)

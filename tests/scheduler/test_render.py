@@ -175,7 +175,7 @@ def test_batch_job_is_parameterized_and_runs_the_job() -> None:
     job = render_batch_job(m, "train", RELEASE, SETTINGS)
     assert job["ID"] == batch_job_id(m.chute_id, "train") == f"chute-{m.chute_id}-job-train"
     assert job["Type"] == "batch"
-    assert job["ParameterizedJob"] == {"Payload": "required", "MetaRequired": ["run_id"]}
+    assert job["ParameterizedJob"] == {"Payload": "required", "MetaRequired": ["run_id", "run_token"]}
     assert job["Meta"]["chute_job"] == "train"
     assert "Services" not in job["TaskGroups"][0]
     assert job["TaskGroups"][0]["Networks"] == [{"Mode": "host", "DynamicPorts": [{"Label": "tb", "To": 6006}]}]
@@ -183,6 +183,7 @@ def test_batch_job_is_parameterized_and_runs_the_job() -> None:
     assert task["Config"]["args"] == ["-m", "chutes.runtime", "--job", "train"]
     assert task["DispatchPayload"] == {"File": "payload.json"}
     assert task["Env"]["CHUTES_JOB_RUN_ID"] == "${NOMAD_META_run_id}"
+    assert task["Env"]["CHUTES_RUN_TOKEN"] == "${NOMAD_META_run_token}"  # per dispatch, never in the job
     assert task["Resources"]["Devices"][0]["Count"] == 2
     assert_valid("Job", job)
     docker = render_batch_job(m, "train", RELEASE, RenderSettings(scheduler_url="http://s", driver="docker"))

@@ -1,8 +1,11 @@
 """The authorisation matrix: every scheduler endpoint called by every kind of caller, each answer as designed.
 
-Callers: anonymous (no key), ``other`` (bob, a user who owns nothing here), ``owner`` (alice, who owns the
-chutes, keys and runs in the request), ``admin``, a ``gateway`` key and an ``instance`` token (of alice's job
-chute). The routes are read from the app itself: a route without an entry in ``MATRIX`` fails
+Callers: anonymous (no key), ``other`` (bob, a user who owns nothing here), ``shared`` (carol, whom alice
+shares her service chute with: sharing grants calling it, through the gateway, and seeing that it exists,
+never its instances, events or logs), ``owner`` (alice, who owns the chutes, keys and runs in the request),
+``admin``, a ``gateway`` key, an ``instance`` token (of alice's job chute) and a ``run`` token (of the
+finished run: it uploaded its outputs while running, and neither it nor anything else changes them now).
+The routes are read from the app itself: a route without an entry in ``MATRIX`` fails
 ``test_every_route_has_a_matrix_entry``, so a new endpoint cannot ship without deciding who may call it.
 
 The scheduler runs in this process on a real uvicorn server against a devcluster with one simulated node and
@@ -35,13 +38,14 @@ from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
-from chutes.scheduler.store.secrets import instance_token, token_secret
+from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.server import RunningScheduler, make_config, serve
 from tests.scheduler.stack import Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-WHO = ("anonymous", "other", "owner", "admin", "gateway", "instance")
+# "run" last: the unshare row re-shares with carol before each caller, and a refused last caller leaves it shared.
+WHO = ("anonymous", "other", "shared", "owner", "admin", "gateway", "instance", "run")
 
 SERVICE_CHUTE = """\
 from chutes.chute import Chute, NodeSelector
@@ -196,11 +200,16 @@ async def _wake(ctx: Ctx, who: str) -> Request:
 # Expected answers per caller. Users see only their own private chutes (another's is a 404, not a 403, so
 # names do not leak); gateway keys reach only /v1/internal; instance tokens reach only /v1/instances.
 OPEN = dict.fromkeys(WHO, 200)
-USER = {"anonymous": 401, "other": 200, "owner": 200, "admin": 200, "gateway": 403, "instance": 401}
-OWNED = {"anonymous": 401, "other": 404, "owner": 200, "admin": 200, "gateway": 403, "instance": 401}
-ADMIN = {"anonymous": 401, "other": 403, "owner": 403, "admin": 200, "gateway": 403, "instance": 401}
-INTERNAL = {"anonymous": 401, "other": 403, "owner": 403, "admin": 200, "gateway": 200, "instance": 401}
-INSTANCE = {"anonymous": 401, "other": 401, "owner": 401, "admin": 401, "gateway": 401, "instance": 200}
+USER = {"anonymous": 401, "other": 200, "shared": 200, "owner": 200, "admin": 200, "gateway": 403, "instance": 401,
+        "run": 401}  # fmt: skip
+OWNED = USER | {"other": 404, "shared": 404}
+ADMIN = USER | {"other": 403, "shared": 403, "owner": 403}
+INTERNAL = ADMIN | {"gateway": 200}
+INSTANCE = {who: 401 for who in WHO} | {"instance": 200}
+# Alice's service chute, shared with carol: carol may see that it exists (and call it through the gateway);
+# changing it, and its instances, events and logs, stay the owner's.
+SHARED_SEES = OWNED | {"shared": 200}
+SHARED_REFUSED = OWNED | {"shared": 403}
 
 
 def ok(base: dict[str, int], status: int, **changes: int) -> dict[str, int]:
@@ -216,19 +225,22 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("POST", "/v1/keys"): (fixed("POST", "/v1/keys", json={"name": "ci"}), ok(USER, 201)),
     # Keys belong to their user: nobody else revokes them, admins included (they revoke by deleting users).
     ("DELETE", "/v1/keys/{key_id}"): (_revoke_alices_key, ok(OWNED, 204, admin=404)),
-    ("POST", "/v1/chutes"): (_deploy, ok(OWNED, 202, other=403)),  # bob cannot upload a chute named for alice
+    ("POST", "/v1/chutes"): (_deploy, ok(OWNED, 202, other=403, shared=403)),  # only alice uploads for alice
     ("GET", "/v1/chutes"): (fixed("GET", "/v1/chutes"), USER),
-    ("GET", "/v1/chutes/{ref}"): (fixed("GET", "/v1/chutes/{secret}"), OWNED),
+    ("GET", "/v1/chutes/{ref}"): (fixed("GET", "/v1/chutes/{secret}"), SHARED_SEES),
     ("DELETE", "/v1/chutes/{ref}"): (_delete_chute, ok(OWNED, 204)),
-    ("POST", "/v1/chutes/{ref}/scale"): (fixed("POST", "/v1/chutes/{secret}/scale", json={"instances": 1}), OWNED),
+    ("POST", "/v1/chutes/{ref}/scale"): (
+        fixed("POST", "/v1/chutes/{secret}/scale", json={"instances": 1}),
+        SHARED_REFUSED,
+    ),
     ("POST", "/v1/chutes/{ref}/share"): (
         fixed("POST", "/v1/chutes/{secret}/share", json={"username": "carol"}),
-        OWNED,
+        SHARED_REFUSED,
     ),
-    ("DELETE", "/v1/chutes/{ref}/share/{username}"): (_unshare, ok(OWNED, 204)),
-    ("GET", "/v1/chutes/{ref}/instances"): (fixed("GET", "/v1/chutes/{secret}/instances"), OWNED),
-    ("GET", "/v1/chutes/{ref}/events"): (fixed("GET", "/v1/chutes/{secret}/events"), OWNED),
-    ("GET", "/v1/chutes/{ref}/logs"): (fixed("GET", "/v1/chutes/{secret}/logs"), OWNED),
+    ("DELETE", "/v1/chutes/{ref}/share/{username}"): (_unshare, ok(SHARED_REFUSED, 204)),
+    ("GET", "/v1/chutes/{ref}/instances"): (fixed("GET", "/v1/chutes/{secret}/instances"), SHARED_REFUSED),
+    ("GET", "/v1/chutes/{ref}/events"): (fixed("GET", "/v1/chutes/{secret}/events"), SHARED_REFUSED),
+    ("GET", "/v1/chutes/{ref}/logs"): (fixed("GET", "/v1/chutes/{secret}/logs"), SHARED_REFUSED),
     ("GET", "/v1/nodes"): (fixed("GET", "/v1/nodes"), USER),
     ("GET", "/v1/nodes/{node_id}"): (fixed("GET", "/v1/nodes/gpu-a"), USER),
     ("POST", "/v1/jobs/{ref}/{job_name}"): (_dispatch, ok(OWNED, 202)),
@@ -237,7 +249,8 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/v1/usage"): (fixed("GET", "/v1/usage"), USER),
     ("GET", "/v1/pricing"): (fixed("GET", "/v1/pricing"), USER),
     ("GET", "/v1/instances/bundle"): (fixed("GET", "/v1/instances/bundle"), INSTANCE),
-    ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE),
+    # Only the run's own token uploads, and only while the run is unfinished: this one has finished.
+    ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE | {"instance": 401, "run": 403}),
     ("POST", "/v1/internal/authenticate"): (
         fixed("POST", "/v1/internal/authenticate", json={"api_key": "cnk_x"}),
         ok(INTERNAL, 401),
@@ -289,20 +302,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 async def _setup(api: RunningScheduler) -> Ctx:
     keys: dict[str, str | None] = {"anonymous": None, "admin": api.admin_key}
-    for who, name in (("owner", "alice"), ("other", "bob")):
+    for who, name in (("owner", "alice"), ("other", "bob"), ("shared", "carol")):
         keys[who] = await api.new_user(name)
-    await api.new_user("carol")
     async with api.client(api.admin_key) as http:
         gateway = await http.post("/v1/keys", json={"name": "gw", "role": "gateway"})
         keys["gateway"] = gateway.json()["api_key"]
     ctx = Ctx(api, keys)
     ctx.secret_id = (await ctx.as_owner("POST", "/v1/chutes", **_deploy_form("secret"))).json()["chute_id"]
+    await ctx.as_owner("POST", f"/v1/chutes/{ctx.secret_id}/share", json={"username": "carol"})
     ctx.trainer_id = (await ctx.as_owner("POST", "/v1/chutes", **_deploy_form("trainer", job=True))).json()["chute_id"]
     ctx.run_id = (await ctx.as_owner("POST", f"/v1/jobs/{ctx.trainer_id}/train", json={})).json()["run_id"]
     async with api.services.store.session() as s:
         chute = await chutes_repo.get_chute(s, ctx.trainer_id)
         assert chute is not None
         keys["instance"] = instance_token(await token_secret(s), chute.id, chute.version)
+        keys["run"] = run_token(await token_secret(s), ctx.run_id)
     return ctx
 
 
