@@ -60,10 +60,17 @@ class DevclusterConfig:
     probe_gpus: bool = True
     data_dir: Path | None = None
     ports_file: Path | None = None
+    #: ACLs on both APIs (default policy deny); also on when a management token below is given
+    acl: bool = False
+    #: management token secrets the operator chose (created at start if missing)
     nomad_token: str | None = None
     consul_token: str | None = None
     session_min_ttl_s: float = 10.0
     reap_interval_s: float = 0.25
+
+    @property
+    def acl_enabled(self) -> bool:
+        return self.acl or bool(self.nomad_token) or bool(self.consul_token)
 
     def validate(self) -> None:
         names = [n.name for n in self.nodes]

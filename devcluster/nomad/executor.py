@@ -32,6 +32,21 @@ log = logging.getLogger(__name__)
 
 SIGNALS = {name: getattr(signal, name) for name in dir(signal) if name.startswith("SIG") and "_" not in name}
 
+# raw_exec tasks get the host's environment as in Nomad, minus Nomad's default ``env.denylist``, the
+# platform's own settings (CHUTES_*: admin and gateway keys, tokens, env files), the host's Nomad/Consul/Vault
+# settings and anything named like a credential: a task never inherits what the platform runs with.
+_DENIED_PREFIXES = ("CHUTES_", "NOMAD_", "CONSUL_", "VAULT_")
+_DENIED_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY", "ACCESS_KEY", "AUTH")
+
+
+def host_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
+    """What of the devcluster's environment a task inherits (see ``_DENIED_*``)."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if not k.upper().startswith(_DENIED_PREFIXES) and not any(w in k.upper() for w in _DENIED_WORDS)
+    }
+
 
 class ProcessTable:
     """Process groups of running tasks, kept on disk so a devcluster killed hard can reap them on restart."""
@@ -188,7 +203,7 @@ class TaskRunner:
         command = interpolate(str(config.get("command", "")), env, node)
         args = [interpolate(str(a), env, node) for a in config.get("args") or []]
         resolved = self._resolve(command, env)
-        full_env = {**os.environ, **env}
+        full_env = {**host_environment(os.environ), **env}
         stdout, stderr = self._open_logs()
         try:
             self.proc = await asyncio.create_subprocess_exec(
