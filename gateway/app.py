@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 _API_KEY = re.compile(rb"cnk_[A-Za-z0-9_-]{43}")
 _JSON_TYPE = (b"content-type", b"application/json")
 _INVOCATION_ID = b"x-chutes-invocation-id"
-_KNOWN_KEYS_MAX = 100_000
 
 
 async def send_error(
@@ -85,8 +84,6 @@ class Gateway:
             self._authenticate, settings.auth_ttl, settings.auth_negative_ttl, settings.stale_for
         )
         self.throttle = FailureThrottle(settings.auth_failure_burst, settings.auth_failure_rate)
-        #: keys the scheduler accepted lately: they pass a throttled address's gate (the cache still decides)
-        self._known_keys: dict[str, None] = {}
         self.routes: TTLCache[tuple[str, str], Route] = TTLCache(
             self._load_route, settings.route_ttl, settings.route_negative_ttl, settings.stale_for
         )
@@ -103,11 +100,9 @@ class Gateway:
     async def _authenticate(self, key: str) -> Identity | None:
         identity = await self.scheduler.authenticate(key)
         if identity is not None:
-            if len(self._known_keys) >= _KNOWN_KEYS_MAX:
-                self._known_keys.clear()
-            self._known_keys[key] = None
+            self.throttle.accepted(key)  # it passes a throttled address's gate (the cache still decides)
         else:
-            self._known_keys.pop(key, None)
+            self.throttle.rejected(key)
         return identity
 
     async def _load_route(self, key: tuple[str, str]) -> Route | None:
@@ -169,8 +164,8 @@ class Gateway:
         key = api_key_of(request.header(b"authorization"))
         client = request.client_ip
         if self.throttle:  # some address failed lately: it may not make the scheduler look up unknown keys
-            retry_after = self.throttle.retry_after(client)
-            if retry_after is not None and (key is None or key not in self._known_keys):
+            retry_after = self.throttle.gate(client, key)
+            if retry_after is not None:
                 self.metrics.observe("", "", 429, time.perf_counter() - started)
                 await send_error(
                     send, 429, "too many failed authentications from this address",

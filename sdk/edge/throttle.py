@@ -5,6 +5,10 @@ A token bucket per address that has failed: each failure takes a token; ``burst`
 key lookup, before any lookup is made, so a flood of wrong keys costs the platform a dictionary lookup per
 call instead of a database query. Addresses that never failed are never looked at beyond one check of an
 empty dictionary; an address's bucket is dropped once it has refilled.
+
+Keys that authenticated lately (``accepted``) pass the gate even from a throttled address: a valid caller
+behind the same address as an attacker (a NAT, a shared gateway host) keeps working, while every unknown
+key from that address waits. What a remembered key may do is still decided by the normal lookup.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ class FailureThrottle:
         self._clock = clock
         #: client -> (tokens left, when counted); insertion order = oldest first, for eviction
         self._buckets: dict[str, tuple[float, float]] = {}
+        #: credentials that authenticated lately (bounded; cleared when full)
+        self._known: dict[str, None] = {}
         self.refused = 0
 
     def __len__(self) -> int:
@@ -56,6 +62,24 @@ class FailureThrottle:
             return None
         self.refused += 1
         return max(1, math.ceil((1.0 - tokens) / self.per_second))
+
+    def gate(self, client: str | None, credential: str | None) -> int | None:
+        """Seconds to wait when ``client`` is throttled and ``credential`` is not one known to be valid."""
+        if not self._buckets:
+            return None
+        if credential is not None and credential in self._known:
+            return None
+        return self.retry_after(client)
+
+    def accepted(self, credential: str) -> None:
+        """``credential`` authenticated: let it through throttled addresses."""
+        if len(self._known) >= self.max_clients:
+            self._known.clear()
+        self._known[credential] = None
+
+    def rejected(self, credential: str) -> None:
+        """``credential`` failed (revoked): it no longer passes throttled addresses."""
+        self._known.pop(credential, None)
 
     def failed(self, client: str | None) -> None:
         """Record one failed authentication of ``client``."""
