@@ -42,6 +42,7 @@ def _summary(info: StackInfo, config_file: Path | None) -> None:
     console.print(f"  user             {info.username}")
     console.print(f"  API key          {info.api_key}")
     console.print(f"  data, logs       {info.data_dir}")
+    console.print(f"  cluster tokens   {info.data_dir}/nomad_token, {info.data_dir}/consul_token (ACLs are on)")
     if config_file is not None:
         console.print(f"  config written   {config_file}")
     console.print()
@@ -78,6 +79,10 @@ def dev(
         typer.Option("--ready-file", help="Write addresses and the API key here as JSON (mode 0600) once up."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each part may take to become healthy.")] = 60.0,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="Wildcard domain: the gateway also serves https://<user>-<chute>.<domain>/..."),
+    ] = None,
 ) -> None:
     """Run the devcluster, one agent per node, the scheduler and the gateway on this machine."""
     nodes = [parse_node(value) for value in node or []]
@@ -90,6 +95,7 @@ def dev(
         use_local_gpus=not simulate,
         timeout=timeout,
         echo=lambda line: console.print(line, highlight=False),
+        domain=domain,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -2,8 +2,13 @@
 
 State (the devcluster's, the scheduler's SQLite database, the keys, the logs) lives in one data directory; a
 given one is kept between runs, a temporary one is removed at the end. Keys are generated here: an admin key
-(the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses it) and a user whose name matches the
-examples' ``username="demo"`` by default.
+(the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``), a key with the ``gateway`` role for the gateway, and
+a user whose name matches the examples' ``username="demo"`` by default.
+
+The devcluster runs with ACLs (``chutes.dev.acl``): management tokens for Nomad and Consul (written to the
+data directory as ``nomad_token`` and ``consul_token``) and a least-privilege token per part. Secrets reach
+the parts through 0600 files named by ``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their
+environment or command line, which any process of the same user could read in ``/proc``.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import IO, Any
 import httpx
 
 from chutes.client import ChutesAPIError, Client
+from chutes.dev.acl import ACLSetupError, PartTokens, new_secret, provision
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
 
@@ -57,6 +63,11 @@ class StackInfo:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     local_gpus: int = 0
     pid: int = field(default_factory=os.getpid)
+    #: management tokens of the devcluster's ACLs (for the nomad and consul CLIs)
+    nomad_token: str = ""
+    consul_token: str = ""
+    #: wildcard domain of host addresses (<username>-<slug>.<domain>), if any
+    domain: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -91,11 +102,20 @@ def local_gpu_count() -> int:
     return len(inventory.gpus) if inventory is not None else 0
 
 
-def _ok(url: str) -> bool:
+def _ok(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2.0).status_code == 200
+        return httpx.get(url, timeout=2.0, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (created 0600, replaced atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 class DevStack:
@@ -110,6 +130,7 @@ class DevStack:
         use_local_gpus: bool = True,
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
+        domain: str | None = None,
     ) -> None:
         self.keep_data = data_dir is not None
         self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
@@ -118,6 +139,7 @@ class DevStack:
         self.use_local_gpus = use_local_gpus
         self.timeout = timeout
         self.echo = echo
+        self.domain = domain
         self.children: list[Child] = []
         self.info: StackInfo | None = None
         self._lock_handle: IO[str] | None = None
@@ -135,18 +157,26 @@ class DevStack:
         except (OSError, ValueError):
             loaded = {}
         data = {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-        if "admin_key" not in data:
-            data["admin_key"] = new_key()
+        fresh = {"admin_key": new_key, "nomad_token": new_secret, "consul_token": new_secret}
+        missing = [name for name in fresh if name not in data]
+        for name in missing:
+            data[name] = fresh[name]()
+        if missing:
             self._save_secrets(data)
+        # The management tokens, for the nomad and consul CLIs: NOMAD_TOKEN=$(cat <data dir>/nomad_token)
+        for name in ("nomad_token", "consul_token"):
+            _write_private(self.data_dir / name, data[name] + "\n")
         return data
 
     def _save_secrets(self, data: dict[str, str]) -> None:
-        path = self.data_dir / SECRETS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
+        _write_private(self.data_dir / SECRETS_FILE, json.dumps(data))
+
+    def _env_file(self, name: str, values: dict[str, str]) -> dict[str, str]:
+        """A child's secrets in a 0600 file; the child's environment only names it (``CHUTES_ENV_FILE``)."""
+        path = self.data_dir / "run" / f"{name}.env"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
+        return {"CHUTES_ENV_FILE": str(path)}
 
     def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         child = Child(name=name, argv=argv, env=env or {}, log_path=self.logs_dir / f"{name}.log")
@@ -170,9 +200,12 @@ class DevStack:
             return merge((local,), self.extra_nodes), gpus
         return merge(DEFAULT_NODES, self.extra_nodes), 0
 
-    def _start_devcluster(self, nodes: list[NodeSpec]) -> tuple[str, str]:
+    def _start_devcluster(self, nodes: list[NodeSpec], keys: dict[str, str]) -> tuple[str, str]:
         ports_file = self._port_file("devcluster")
         argv = [executable("chutes-devcluster"), "--nomad-port", "0", "--consul-port", "0"]
+        # ACLs on, with the management tokens read from files (not visible in the process's argv or environ).
+        argv += ["--nomad-token-file", str(self.data_dir / "nomad_token")]
+        argv += ["--consul-token-file", str(self.data_dir / "consul_token")]
         local = [node for node in nodes if not node.simulated]
         argv += ["--local-node-name", local[0].name] if local else ["--no-local-node"]
         for node in nodes:
@@ -185,30 +218,44 @@ class DevStack:
         assert isinstance(ports, dict)
         nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
         wait_for(
-            lambda: _ok(f"{nomad}/v1/nodes") and _ok(f"{consul}/v1/status/leader"),
+            lambda: (
+                _ok(f"{nomad}/v1/nodes", {"X-Nomad-Token": keys["nomad_token"]}) and _ok(f"{consul}/v1/status/leader")
+            ),
             what="answering",
             child=child,
             timeout=self.timeout,
         )
         return nomad, consul
 
-    def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
+    def _cluster_tokens(self, nomad: str, consul: str, keys: dict[str, str]) -> dict[str, PartTokens]:
+        try:
+            parts = provision(nomad, consul, keys["nomad_token"], keys["consul_token"], keys)
+        except (ACLSetupError, httpx.HTTPError) as exc:
+            raise DevStackError(
+                f"cannot set up the devcluster's ACL tokens: {exc}", hint=f"see {self.logs_dir}"
+            ) from None
+        self._save_secrets(keys)
+        return parts
+
+    def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str, tokens: PartTokens) -> None:
         env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul}
+        env |= self._env_file("agent", {"NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul})
         started: list[tuple[NodeSpec, Child]] = []
         for node in nodes:
             argv = [executable("chutes-agent"), "run", "--node-id", node.name]
             if node.model is not None:
                 argv += ["--simulate", f"{node.model}:{node.count}"]
             started.append((node, self._child(f"agent-{node.name}", argv, env)))
+        seen = {"X-Consul-Token": tokens.consul}
         for node, child in started:
             wait_for(
-                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}"),  # type: ignore[misc]
+                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}", seen),  # type: ignore[misc]
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
             )
 
-    def _start_scheduler(self, nomad: str, consul: str, admin_key: str) -> str:
+    def _start_scheduler(self, nomad: str, consul: str, admin_key: str, tokens: PartTokens) -> str:
         port_file = self._port_file("scheduler")
         argv = [
             executable("chutes-scheduler"),
@@ -226,18 +273,34 @@ class DevStack:
             "--consul-addr",
             consul,
         ]
-        env = {
-            "CHUTES_ADMIN_KEY": admin_key,
-            "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
-            "CHUTES_RUNTIME_PYTHON": sys.executable,
-        }
+        env = {"CHUTES_ADMIN_USERNAME": ADMIN_USERNAME, "CHUTES_RUNTIME_PYTHON": sys.executable}
+        env |= self._env_file(
+            "scheduler",
+            {"CHUTES_ADMIN_KEY": admin_key, "NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul},
+        )
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
         url = f"http://127.0.0.1:{read_port_file(port_file)}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
         return url
 
-    def _start_gateway(self, api_url: str, consul: str, admin_key: str) -> str:
+    def _gateway_key(self, api_url: str, keys: dict[str, str]) -> str:
+        """A key with the gateway role (the gateway never holds the admin key); kept while it works."""
+        stored = keys.get("gateway_key")
+        if stored:
+            with Client(api_url, stored) as client, contextlib.suppress(ChutesAPIError):
+                client.me()
+                return stored
+        with Client(api_url, keys["admin_key"]) as admin:
+            try:
+                created = admin.create_key("gateway", role="gateway")
+            except ChutesAPIError as exc:
+                raise DevStackError(f"cannot create the gateway's key: {exc}", hint=f"see {self.logs_dir}") from None
+        keys["gateway_key"] = str(created["api_key"])
+        self._save_secrets(keys)
+        return keys["gateway_key"]
+
+    def _start_gateway(self, api_url: str, nomad: str, consul: str, gateway_key: str, tokens: PartTokens) -> str:
         port_file = self._port_file("gateway")
         argv = [
             executable("chutes-gateway"),
@@ -251,8 +314,16 @@ class DevStack:
             api_url,
             "--consul-addr",
             consul,
+            "--nomad-addr",  # instances are checked against Nomad's allocations
+            nomad,
         ]
-        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key})
+        if self.domain:
+            argv += ["--domain", self.domain]
+        env = self._env_file(
+            "gateway",
+            {"CHUTES_GATEWAY_KEY": gateway_key, "NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul},
+        )
+        child = self._child("gateway", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
         url = f"http://127.0.0.1:{read_port_file(port_file)}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
@@ -295,14 +366,16 @@ class DevStack:
                 self.echo("GPU: none found on this machine; using simulated GPU nodes (instances run on the CPU)")
             for node in nodes:
                 self.echo(f"  node {node}")
-            self.echo("starting the devcluster (Nomad and Consul APIs) ...")
-            nomad, consul = self._start_devcluster(nodes)
+            self.echo("starting the devcluster (Nomad and Consul APIs, with ACLs) ...")
+            nomad, consul = self._start_devcluster(nodes, keys)
+            parts = self._cluster_tokens(nomad, consul, keys)
             self.echo("starting the agents ...")
-            self._start_agents(nodes, nomad, consul)
+            self._start_agents(nodes, nomad, consul, parts["agent"])
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(nomad, consul, keys["admin_key"])
+            api_url = self._start_scheduler(nomad, consul, keys["admin_key"], parts["scheduler"])
             self.echo("starting the gateway ...")
-            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"])
+            gateway_key = self._gateway_key(api_url, keys)
+            gateway_url = self._start_gateway(api_url, nomad, consul, gateway_key, parts["gateway"])
             api_key = self._user_key(api_url, keys)
         except ChildFailed as exc:
             self.keep_data = True  # keep the logs to read
@@ -322,6 +395,9 @@ class DevStack:
             logs_dir=str(self.logs_dir),
             nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
             local_gpus=local_gpus,
+            nomad_token=keys["nomad_token"],
+            consul_token=keys["consul_token"],
+            domain=self.domain,
         )
         return self.info
 
