@@ -100,27 +100,31 @@ def _server_class() -> Any:
     return Server
 
 
-async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> None:
+def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> Any:
+    """uvicorn serving the scheduler's app through the edge protocol (``chutes.edge``)."""
     import uvicorn
 
     from chutes.edge.protocol import EdgeGuard
+
+    guard = EdgeGuard(limits, "scheduler", fd_fraction=0.8)
+    return uvicorn.Config(
+        app,
+        http=guard.protocol(),
+        log_level=config.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> None:
     from chutes.scheduler.app import create_app
 
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
     app = create_app(config, public_url=public_url)
-    guard = EdgeGuard(limits, "scheduler", fd_fraction=0.8)
-    server = _server_class()(
-        uvicorn.Config(
-            app,
-            http=guard.protocol(),
-            log_level=config.log_level.lower(),
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=5,
-        )
-    )
+    server = _server_class()(server_config(app, config, limits))
 
     async def announce() -> None:
         while not server.started:
