@@ -21,6 +21,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = (
     "gateway_overhead", "placement", "cold_start", "discovery", "resources", "agent_resources", "runtime_overhead",
+    "edge",
 )  # fmt: skip
 
 
@@ -117,6 +118,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             figure = (f"p50 +{row.get('p50_added_ms')} ms, {row.get('throughput_ratio')}× direct throughput"
                       if row else "see the table")  # fmt: skip
             rows.append(_row(f"gateway: {label}", figure, met, "gateway_overhead"))
+    edge = results.get("edge")
+    if edge and "targets" in edge:
+        ratios = edge.get("p50_ratio_to_idle", {})
+        figures = {
+            "flood": f"p50 {ratios.get('wrong_key_flood')}× idle (throttle off: {ratios.get('unthrottled_flood')}×)",
+            "idle": f"p50 {ratios.get('idle_connections')}× idle",
+        }
+        for label, met in edge["targets"].items():
+            rows.append(_row(f"gateway: {label}", figures["flood" if "flood" in label else "idle"], met, "edge"))
     runtime = results.get("runtime_overhead")
     if runtime and "met" in runtime:
         rows.append(_row(str(runtime.get("target", "runtime overhead")),

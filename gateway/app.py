@@ -184,6 +184,8 @@ class Gateway:
                     invocation_id, [(b"www-authenticate", b"Bearer")],
                 )  # fmt: skip
                 return
+            if self.throttle:  # a token taken at a suspect address's gate goes back for a valid key
+                self.throttle.accepted(key, client)  # type: ignore[arg-type]
             route = await self.resolve(target)
         except SchedulerUnavailable as exc:
             log.warning("scheduler unavailable: %s", exc)

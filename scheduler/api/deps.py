@@ -82,7 +82,7 @@ async def any_principal(request: Request, services: Annotated[Services, Depends(
         throttle.failed(_client(request))
         throttle.rejected(token)
         raise _unauthorized("invalid or revoked API key", "create a new key with `chutes keys create`")
-    throttle.accepted(token)
+    throttle.accepted(token, _client(request))
     return principal
 
 
@@ -116,7 +116,7 @@ async def instance_version(request: Request, services: Annotated[Services, Depen
     if version is None:
         throttle.failed(_client(request))
         raise _unauthorized("invalid instance token", "the chute version may have been replaced or deleted")
-    throttle.accepted(token)
+    throttle.accepted(token, _client(request))
     return version
 
 
@@ -136,12 +136,12 @@ async def run_credential(request: Request, services: Services, run_id: str) -> J
     if run is None or not is_run_token(secret, run_id, token):
         throttle.failed(_client(request))
         raise _unauthorized("invalid job-run token", "each run has its own CHUTES_RUN_TOKEN")
+    throttle.accepted(token, _client(request))
     if run.status in jobs_repo.FINAL:
         raise APIError(
             403, f"job run {run_id} has finished ({run.status}): its token no longer works and its outputs "
             "cannot change", "a run uploads its outputs once, when it ends",
         )  # fmt: skip
-    throttle.accepted(token)
     return run
 
 

@@ -9,6 +9,9 @@ empty dictionary; an address's bucket is dropped once it has refilled.
 Keys that authenticated lately (``accepted``) pass the gate even from a throttled address: a valid caller
 behind the same address as an attacker (a NAT, a shared gateway host) keeps working, while every unknown
 key from that address waits. What a remembered key may do is still decided by the normal lookup.
+
+An address that has failed before pays its token when it passes the gate, before the lookup (and gets it
+back when the key turns out valid): otherwise many concurrent calls could all pass on the last token.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ class FailureThrottle:
         self._buckets: dict[str, tuple[float, float]] = {}
         #: credentials that authenticated lately (bounded; cleared when full)
         self._known: dict[str, None] = {}
+        #: tokens taken at the gate from an address whose lookup has not settled yet
+        self._charged: dict[str, int] = {}
         self.refused = 0
 
     def __len__(self) -> int:
@@ -50,6 +55,7 @@ class FailureThrottle:
         tokens = min(self.burst, entry[0] + (now - entry[1]) * self.per_second)
         if tokens >= self.burst:
             del self._buckets[client]  # refilled: forget the address
+            self._charged.pop(client, None)
             return None
         return tokens
 
@@ -64,26 +70,54 @@ class FailureThrottle:
         return max(1, math.ceil((1.0 - tokens) / self.per_second))
 
     def gate(self, client: str | None, credential: str | None) -> int | None:
-        """Seconds to wait when ``client`` is throttled and ``credential`` is not one known to be valid."""
-        if not self._buckets:
+        """Seconds to wait when ``client`` is throttled and ``credential`` is not one known to be valid.
+
+        When the address has failed before and may try, its token is taken now; ``accepted`` gives it back.
+        """
+        if not self._buckets or client is None:
             return None
         if credential is not None and credential in self._known:
             return None
-        return self.retry_after(client)
+        now = self._clock()
+        tokens = self._tokens(client, now)
+        if tokens is None:
+            return None
+        if tokens < 1.0:
+            self.refused += 1
+            return max(1, math.ceil((1.0 - tokens) / self.per_second))
+        self._buckets[client] = (tokens - 1.0, now)
+        self._charged[client] = min(int(self.burst), self._charged.get(client, 0) + 1)
+        return None
 
-    def accepted(self, credential: str) -> None:
-        """``credential`` authenticated: let it through throttled addresses."""
+    def accepted(self, credential: str, client: str | None = None) -> None:
+        """``credential`` authenticated (from ``client``): it passes throttled addresses; a token taken at the
+        gate is given back."""
         if len(self._known) >= self.max_clients:
             self._known.clear()
         self._known[credential] = None
+        if client is not None and self._uncharge(client):
+            now = self._clock()
+            tokens = self._tokens(client, now)
+            if tokens is not None:
+                self._buckets[client] = (min(self.burst, tokens + 1.0), now)
 
     def rejected(self, credential: str) -> None:
         """``credential`` failed (revoked): it no longer passes throttled addresses."""
         self._known.pop(credential, None)
 
+    def _uncharge(self, client: str) -> bool:
+        charged = self._charged.get(client, 0)
+        if not charged:
+            return False
+        if charged == 1:
+            del self._charged[client]
+        else:
+            self._charged[client] = charged - 1
+        return True
+
     def failed(self, client: str | None) -> None:
-        """Record one failed authentication of ``client``."""
-        if client is None:
+        """Record one failed authentication of ``client`` (its token was taken at the gate, or is taken now)."""
+        if client is None or self._uncharge(client):
             return
         now = self._clock()
         tokens = self._tokens(client, now)

@@ -46,6 +46,20 @@ def test_a_key_that_authenticated_passes_a_throttled_address() -> None:
     assert throttle.gate("10.0.0.1", "cnk_good") is not None
 
 
+def test_concurrent_lookups_from_a_suspect_address_cannot_share_its_last_token() -> None:
+    clock = Clock()
+    throttle = FailureThrottle(burst=2, per_second=0.1, clock=clock)
+    throttle.failed("10.0.0.1")  # one token left
+    assert throttle.gate("10.0.0.1", "cnk_a") is None  # takes the last token before its lookup ...
+    assert throttle.gate("10.0.0.1", "cnk_b") is not None  # ... so a concurrent one waits
+    throttle.failed("10.0.0.1")  # cnk_a was wrong: its token was already paid
+    assert throttle.gate("10.0.0.1", "cnk_c") is not None
+    clock.now += 10.0  # one token back
+    assert throttle.gate("10.0.0.1", "cnk_valid") is None
+    throttle.accepted("cnk_valid", "10.0.0.1")  # valid: the token goes back
+    assert throttle.gate("10.0.0.1", "cnk_d") is None
+
+
 def test_the_throttle_stays_bounded() -> None:
     clock = Clock()
     throttle = FailureThrottle(burst=5, per_second=1, max_clients=100, clock=clock)
