@@ -184,8 +184,8 @@ class Gateway:
                     invocation_id, [(b"www-authenticate", b"Bearer")],
                 )  # fmt: skip
                 return
-            if self.throttle:  # a token taken at a suspect address's gate goes back for a valid key
-                self.throttle.accepted(key, client)  # type: ignore[arg-type]
+            if self.throttle and key is not None:  # a token taken at a suspect address's gate goes back
+                self.throttle.accepted(key, client)
             route = await self.resolve(target)
         except SchedulerUnavailable as exc:
             log.warning("scheduler unavailable: %s", exc)
