@@ -184,7 +184,8 @@ class EdgeProtocol(HttpToolsProtocol):
         self._phase = NEW
         self._since = 0.0  # when the current phase began (BODY: when the last byte came)
         self._now = 0.0  # when the last chunk came
-        self._head_bytes = 0
+        self._head_bytes = 0  # bytes received while a request head was incomplete
+        self._in_head = False
         self._url_bytes = 0
         self._field_bytes = 0
         self._fields = 0
@@ -216,13 +217,10 @@ class EdgeProtocol(HttpToolsProtocol):
         phase = self._phase
         if phase == BODY:
             self._since = now
-        elif phase < BODY:
-            if phase != HEAD:
-                if phase == IDLE:
-                    self._since = now
-                self._phase = HEAD
-                self._head_bytes = 0
-            self._head_bytes += len(data)
+        elif phase < BODY and phase != HEAD:
+            if phase == IDLE:
+                self._since = now
+            self._phase = HEAD
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -238,14 +236,17 @@ class EdgeProtocol(HttpToolsProtocol):
             else:
                 self._refuse(400, "invalid", f"invalid HTTP request: {exc}", "send a valid HTTP/1.1 request")
             return
-        if self._phase == HEAD and self._head_bytes > self.max_head:
-            self._refuse(431, "header_bytes", f"request head over {self.max_head} bytes", _HEADER_HINT)
+        if self._in_head:  # this chunk ended inside a request head (also one pipelined behind a busy request)
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_head:
+                self._refuse(431, "header_bytes", f"request head over {self.max_head} bytes", _HEADER_HINT)
 
     # -- parser callbacks
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._url_bytes = self._field_bytes = self._fields = self._hosts = 0
+        self._in_head = True
+        self._url_bytes = self._field_bytes = self._fields = self._hosts = self._head_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -270,6 +271,7 @@ class EdgeProtocol(HttpToolsProtocol):
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._hosts != 1:
             if self._hosts > 1:
                 self._fail(400, "host", "more than one Host header", "send exactly one Host header")

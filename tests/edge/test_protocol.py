@@ -144,6 +144,28 @@ async def test_oversized_headers_are_431_before_the_server_buffers_them(caplog: 
     assert any("(431)" in r.getMessage() and "client 127.0.0.1" in r.getMessage() for r in caplog.records)
 
 
+async def test_a_huge_header_pipelined_behind_a_busy_request_is_refused_too() -> None:
+    async with serve() as s:
+        reader, writer = await s.open()
+        writer.write(b"GET /hold HTTP/1.1\r\nHost: t\r\n\r\nGET /next HTTP/1.1\r\nHost: t\r\nX-Huge: ")
+        while not s.held:
+            await asyncio.sleep(0.01)
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while sent < 4 * 2**20:
+                writer.write(b"a" * 65536)
+                await writer.drain()
+                sent += 65536
+                with contextlib.suppress(TimeoutError):
+                    if await asyncio.wait_for(reader.read(65536), 0.01) == b"":
+                        break
+        writer.close()
+        refused = s.guard.counts["header_bytes"]
+    # The head buffered behind /hold (still running) was counted, and the connection cut, within the limit.
+    assert refused == 1
+    assert sent < 2**20, f"{sent} bytes of one pipelined header were taken in"
+
+
 async def test_long_request_line_host_rules() -> None:
     async with serve() as s:
         long_target = await s.get("/" + "x" * 2000)
