@@ -9,7 +9,8 @@ from typing import Any
 
 import aiohttp
 import consul
-import consul.aio
+
+from chutes.consul_client import consul_aio
 
 from .config import Address
 from .kv import KVEntry
@@ -36,11 +37,8 @@ class ConsulLink:
 
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
-        self.client = consul.aio.Consul(
-            host=address.host, port=address.port, scheme=address.scheme, token=token, connections_timeout=timeout_s
-        )
-        # py-consul lets CONSUL_HTTP_TOKEN override an explicit token; the agent's --consul-token must win.
-        self.client.token = token
+        # The shared factory makes the agent's --consul-token win over CONSUL_HTTP_TOKEN (py-consul's order).
+        self.client = consul_aio(f"{address.scheme}://{address.host}:{address.port}", token, timeout=timeout_s)
 
     async def register(
         self,

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 
 from chutes.client import Client
+from chutes.dev.containers import ContainersMode
 from chutes.dev.stack import DevStack, StackInfo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,8 +39,15 @@ class Embedded:
 
     def consul_passing(self, chute_id: str) -> list[dict[str, Any]]:
         url = f"{self.info.consul_addr}/v1/health/service/chute-{chute_id}?passing=1"
-        result: list[dict[str, Any]] = httpx.get(url, timeout=5).json()
+        result: list[dict[str, Any]] = httpx.get(url, headers=self.consul_headers(), timeout=5).json()
         return result
+
+    def consul_headers(self) -> dict[str, str]:
+        """The devcluster's Consul management token (its APIs always run with ACLs under ``chutes dev``)."""
+        return {"X-Consul-Token": self.info.consul_token}
+
+    def nomad_headers(self) -> dict[str, str]:
+        return {"X-Nomad-Token": self.info.nomad_token}
 
     def pid_of(self, name: str) -> int:
         """The process id of one part of the stack: devcluster, scheduler, gateway, agent-<node>."""
@@ -50,14 +58,26 @@ class Embedded:
 
 
 @contextlib.contextmanager
-def embedded_stack() -> Iterator[Embedded]:
-    """The dev stack on simulated nodes (default nodes, no local GPUs), in a temporary data directory."""
+def embedded_stack(containers: ContainersMode = "off", env: dict[str, str] | None = None) -> Iterator[Embedded]:
+    """The dev stack on simulated nodes (default nodes, no local GPUs), in a temporary data directory.
+
+    Instances are host processes unless ``containers`` says otherwise (the figures of the other benchmarks
+    are for processes); ``env`` is added to the parts' environment."""
     # The parts inherit this environment: nothing of an outer cluster or dev session may leak into them.
     for var in [v for v in os.environ if v.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))]:
         del os.environ[var]
-    stack = DevStack(use_local_gpus=False, echo=lambda _: None, timeout=120)
+    saved = {key: os.environ.get(key) for key in env or {}}
+    os.environ.update(env or {})
+    stack = DevStack(use_local_gpus=False, echo=lambda _: None, timeout=120, containers=containers)
     try:
-        info = stack.start()
+        try:
+            info = stack.start()
+        finally:  # the parts have it; a second stack in this process must not
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         secrets = json.loads((stack.data_dir / "secrets.json").read_text())
         yield Embedded(stack, info, secrets["admin_key"])
     finally:

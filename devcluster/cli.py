@@ -13,6 +13,7 @@ from pathlib import Path
 
 from chutes.devcluster.config import ConfigError, DevclusterConfig, parse_node_spec, read_nodes_file
 from chutes.devcluster.durations import DurationError, parse_duration
+from chutes.devcluster.nomad.podman import DriverError
 from chutes.devcluster.server import Devcluster
 
 log = logging.getLogger("chutes.devcluster")
@@ -44,6 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the Nomad management token from this file (kept out of argv and environ)")  # fmt: skip
     p.add_argument("--consul-token-file", type=Path, help="read the Consul management token from this file")
     p.add_argument("--session-min-ttl", default="10s", help="smallest Consul session TTL accepted (Consul: 10s)")
+    p.add_argument(
+        "--docker-driver",
+        choices=["auto", "on", "off"],
+        default=os.environ.get("CHUTES_DEVCLUSTER_DOCKER_DRIVER", "auto"),
+        help="run docker tasks with podman: auto = when podman works (env CHUTES_DEVCLUSTER_DOCKER_DRIVER)",
+    )
+    p.add_argument(
+        "--insecure-registry",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT]",
+        help="pull from this registry without TLS verification (loopback registries always are)",
+    )
     p.add_argument("--log-level", default=os.environ.get("CHUTES_DEVCLUSTER_LOG_LEVEL", "info"))
     return p
 
@@ -82,6 +96,8 @@ def config_from_args(args: argparse.Namespace) -> DevclusterConfig:
         nomad_token=_token(args.nomad_token, args.nomad_token_file, "--nomad-token-file"),
         consul_token=_token(args.consul_token, args.consul_token_file, "--consul-token-file"),
         session_min_ttl_s=min_ttl,
+        docker_driver=args.docker_driver,
+        insecure_registries=tuple(args.insecure_registry),
     )
     config.validate()
     return config
@@ -98,9 +114,11 @@ async def serve(config: DevclusterConfig) -> None:
         print(json.dumps(cluster.ports()), flush=True)
         nodes = ", ".join(f"{n.name} ({sum(len(d.instances) for d in n.devices)} GPU)"
                           for n in cluster.nomad.state.nodes.values())  # fmt: skip
+        docker = cluster.nomad.docker
+        drivers = f"raw_exec, docker (podman {docker.version})" if docker else "raw_exec (docker driver off)"
         log.info(
-            "devcluster ready: NOMAD_ADDR=http://%s:%d CONSUL_HTTP_ADDR=%s:%d nodes: %s; data in %s",
-            config.host, cluster.nomad_port, config.host, cluster.consul_port, nodes, cluster.data_dir,
+            "devcluster ready: NOMAD_ADDR=http://%s:%d CONSUL_HTTP_ADDR=%s:%d nodes: %s; drivers: %s; data in %s",
+            config.host, cluster.nomad_port, config.host, cluster.consul_port, nodes, drivers, cluster.data_dir,
         )  # fmt: skip
         await stop.wait()
         log.info("stopping: killing every task")
@@ -118,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_from_args(args)
         asyncio.run(serve(config))
-    except ConfigError as exc:
+    except (ConfigError, DriverError) as exc:
         print(f"chutes-devcluster: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

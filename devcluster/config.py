@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from chutes import gpus
 
@@ -67,6 +68,9 @@ class DevclusterConfig:
     consul_token: str | None = None
     session_min_ttl_s: float = 10.0
     reap_interval_s: float = 0.25
+    # The docker task driver (run with podman): auto = on when podman works, on = required, off = raw_exec only.
+    docker_driver: Literal["auto", "on", "off"] = "auto"
+    insecure_registries: tuple[str, ...] = ()  # host or host:port pulled without TLS verification
 
     @property
     def acl_enabled(self) -> bool:
@@ -79,6 +83,8 @@ class DevclusterConfig:
             raise ConfigError(f"node name(s) given twice: {', '.join(dupes)}")
         if not self.nodes and not self.local_node:
             raise ConfigError("no nodes: give --node NAME=MODEL:COUNT or drop --no-local-node")
+        if self.docker_driver not in ("auto", "on", "off"):
+            raise ConfigError(f"docker driver mode {self.docker_driver!r}: use auto, on or off")
         for port in (self.nomad_port, self.consul_port):
             if not 0 <= port <= 65535:
                 raise ConfigError(f"port {port} is out of range (0 picks a free port)")

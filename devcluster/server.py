@@ -23,6 +23,7 @@ from chutes.devcluster.http_util import Handler, error_middleware
 from chutes.devcluster.nomad import api as nomad_api
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.nodes import Node, local_node, simulated_node
+from chutes.devcluster.nomad.podman import DockerDriver, owner_id
 from chutes.devcluster.state.index import IndexStore
 from chutes.devcluster.state.snapshot import SNAPSHOT_NAME, Snapshotter
 
@@ -72,10 +73,16 @@ class Devcluster:
     async def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         nodes = await asyncio.to_thread(self._nodes)
+        docker = await DockerDriver.detect(
+            self.config.docker_driver, owner_id(self.data_dir), frozenset(self.config.insecure_registries)
+        )
+        if docker is not None:
+            for node in nodes:
+                node.add_driver("docker", docker.attributes())
         self.index = IndexStore()
         local = next((n for n in nodes if not n.simulated), nodes[0])
         self.consul = ConsulState(self.index, local.name, self.config.session_min_ttl_s, self.config.reap_interval_s)
-        self.nomad = NomadCluster(self.index, self.consul.catalog, self.data_dir, nodes)
+        self.nomad = NomadCluster(self.index, self.consul.catalog, self.data_dir, nodes, docker)
         self.snapshots = Snapshotter(self.data_dir / SNAPSHOT_NAME, self._collect)
         saved = self.snapshots.load()
         if saved is not None:

@@ -19,7 +19,8 @@ from chutes.gateway.asgi import Incoming, Message, Receive, Scope, Send, json_er
 from chutes.gateway.cache import TTLCache
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, HealthSource
-from chutes.gateway.metering import InvocationRecorder
+from chutes.gateway.invalidation import GatewayCaches, InvalidationFollower, KVSource, key_alias
+from chutes.gateway.metering import InvocationRecorder, InvocationSpool
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.proxy import Call, Proxy
 from chutes.gateway.routes import Identity, Route, Target, parse_target
@@ -65,7 +66,9 @@ def api_key_of(authorization: bytes | None) -> str | None:
 class Gateway:
     """The state shared by every call: caches, discovery, the proxy, metering and metrics."""
 
-    def __init__(self, settings: GatewaySettings, scheduler: SchedulerAPI, health: HealthSource) -> None:
+    def __init__(
+        self, settings: GatewaySettings, scheduler: SchedulerAPI, health: HealthSource, kv: KVSource | None = None
+    ) -> None:
         self.settings = settings
         self.scheduler = scheduler
         self.metrics = GatewayMetrics()
@@ -81,12 +84,18 @@ class Gateway:
             health, wait=settings.consul_wait, idle_after=settings.watch_idle, verify=self.allocations
         )
         self.identities: TTLCache[str, Identity] = TTLCache(
-            self._authenticate, settings.auth_ttl, settings.auth_negative_ttl, settings.stale_for
+            self._authenticate, settings.auth_ttl, settings.auth_negative_ttl, settings.stale_for, alias=key_alias
         )
         self.throttle = FailureThrottle(settings.auth_failure_burst, settings.auth_failure_rate)
         self.routes: TTLCache[tuple[str, str], Route] = TTLCache(
             self._load_route, settings.route_ttl, settings.route_negative_ttl, settings.stale_for
         )
+        self.follower: InvalidationFollower | None = None
+        if kv is not None and settings.invalidation_key:
+            caches = GatewayCaches(self.routes, self.identities, self.metrics)
+            self.follower = InvalidationFollower(
+                kv, settings.invalidation_key, caches.apply, caches.reset, wait=settings.consul_wait
+            )
         self.recorder = InvocationRecorder(
             scheduler.report_invocations,
             interval=settings.metering_interval,
@@ -94,6 +103,7 @@ class Gateway:
             max_pending=settings.metering_max_pending,
             dropped=self.metrics.invocations_dropped,
             sent=self.metrics.invocations_sent,
+            spool=InvocationSpool(settings.spool_dir) if settings.spool_dir else None,
         )
         self.proxy = Proxy(settings, self.discovery, self.metrics, scheduler)
 
@@ -111,8 +121,12 @@ class Gateway:
 
     async def start(self) -> None:
         self.recorder.start()
+        if self.follower is not None:
+            self.follower.start()
 
     async def close(self) -> None:
+        if self.follower is not None:
+            await self.follower.close()
         await self.recorder.close()
         await self.proxy.close()
         await self.discovery.close()
@@ -217,6 +231,8 @@ class Gateway:
             await respond(send, 200, [_JSON_TYPE], body)
         elif path == "/metrics" and method == "GET":
             self.metrics.watches.set(len(self.discovery.watches))
+            following = self.follower is not None and self.follower.healthy
+            self.metrics.invalidations_following.set(1 if following else 0)
             await respond(send, 200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
         else:
             await send_error(

@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default=env("CHUTES_GATEWAY_HOST", "0.0.0.0"))
     p.add_argument("--port", type=int, default=int(env("CHUTES_GATEWAY_PORT", env("NOMAD_PORT_http", "8080"))))
     p.add_argument("--port-file", type=Path, help="write the bound port here once listening (use with --port 0)")
-    p.add_argument("--scheduler-url", default=env("CHUTES_SCHEDULER_URL", "http://127.0.0.1:8000"))
+    p.add_argument("--scheduler-url", default=env("CHUTES_SCHEDULER_URL", "http://127.0.0.1:8700"))
     p.add_argument("--scheduler-key", default=env("CHUTES_GATEWAY_KEY"), help="the gateway's own API key")
     p.add_argument("--consul-addr", default=env("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"))
     p.add_argument("--consul-token", default=env("CONSUL_HTTP_TOKEN"))
@@ -59,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--auth-failure-rate", type=float, default=float(env("CHUTES_AUTH_FAILURE_RATE", "1.0")),
                    help="failed authentications per second an address may make after the burst")  # fmt: skip
     edge_limits.add_arguments(p)
+    p.add_argument(
+        "--spool-dir", type=Path, default=env("CHUTES_GATEWAY_SPOOL_DIR"),
+        help="journal invocation records here until the scheduler has them (replayed after a crash)",
+    )  # fmt: skip
+    p.add_argument(
+        "--invalidation-key", default=env("CHUTES_INVALIDATION_KEY", "chutes/gateway/invalidations"),
+        help="Consul KV key of the scheduler's access-change notices ('' to rely on TTLs only)",
+    )  # fmt: skip
     p.add_argument("--access-log", action="store_true")
     p.add_argument("--log-level", default=env("CHUTES_LOG_LEVEL", "INFO"))
     return p
@@ -97,6 +105,8 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         nomad_addr=args.nomad_addr or None,
         nomad_token=args.nomad_token or None,
         nomad_namespace=args.nomad_namespace or None,
+        spool_dir=str(args.spool_dir) if args.spool_dir else None,
+        invalidation_key=args.invalidation_key or None,
     )
 
 
@@ -131,7 +141,7 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
     """Run the gateway until SIGINT or SIGTERM."""
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
     consul = consul_health(settings.consul_addr, settings.consul_token)
-    gateway = Gateway(settings, scheduler, consul.health)
+    gateway = Gateway(settings, scheduler, consul.health, kv=consul.kv)
     level = logging.getLevelName(logging.getLogger().level).lower()
     server = _Server(server_config(gateway, access_log, level))
     loop = asyncio.get_running_loop()

@@ -24,6 +24,8 @@ class GatewaySettings:
     route_ttl: float = 10.0
     route_negative_ttl: float = 2.0
     stale_for: float = 300.0  # serve a cached key or route this long past its TTL while the scheduler is down
+    # Consul KV key of the scheduler's access-change notices (None: rely on the TTLs alone).
+    invalidation_key: str | None = "chutes/gateway/invalidations"
 
     # Calls to instances.
     max_body_bytes: int = 50 * 1024 * 1024
@@ -48,6 +50,8 @@ class GatewaySettings:
     metering_interval: float = 1.0
     metering_batch: int = 500
     metering_max_pending: int = 100_000
+    # Invocation records are journalled here until the scheduler has them (None: memory only, lost on a crash).
+    spool_dir: str | None = None
 
     # Answers.
     retry_after_busy: int = 1

@@ -14,11 +14,10 @@ import contextlib
 import logging
 import random
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
+from chutes.consul_client import consul_aio
 from chutes.gateway.balancer import Upstream
 
 log = logging.getLogger(__name__)
@@ -218,18 +217,5 @@ def _as_index(raw: Any) -> int:
 
 def consul_health(consul_addr: str, token: str | None = None, request_timeout: float = 60.0) -> Any:
     """A py-consul asyncio client for ``consul_addr`` (``http://host:port``); its ``.health`` is a HealthSource."""
-    import consul.aio
-
-    parts = urlsplit(consul_addr if "://" in consul_addr else f"http://{consul_addr}")
-    with warnings.catch_warnings():
-        # py-consul builds its aiohttp connector with arguments aiohttp has deprecated (ssl_context/verify_ssl)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return consul.aio.Consul(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (443 if parts.scheme == "https" else 8500),
-            scheme=parts.scheme or "http",
-            token=token,
-            connections_timeout=request_timeout,
-            # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
-            connections_limit=4096,
-        )
+    # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
+    return consul_aio(consul_addr, token, timeout=request_timeout, connections_limit=4096)

@@ -2,18 +2,31 @@
 
 ``record`` only appends to a bounded queue, so metering never slows or fails a call. The flusher sends a
 batch every ``interval`` seconds (or as soon as ``batch_size`` records wait); a failed send keeps the batch
-and retries with backoff. When the queue is full (scheduler down for long), the oldest records are dropped
-and counted in ``chutes_gateway_invocations_dropped_total``.
+and retries with backoff. When the queue is full (scheduler down for long), the oldest records leave memory
+and are counted in ``chutes_gateway_invocations_dropped_total``.
+
+With a spool directory nothing is lost to a crash either: every record is appended to a journal file as it
+is queued (one ``write`` per call, no ``fsync``: a killed process loses nothing the kernel has), and a file
+is deleted once the scheduler has accepted every record in it. A gateway that starts replays the files no
+other live gateway holds (each holds a ``flock`` on its own). Records sent but not yet deleted when the
+process died are sent again; the scheduler ignores invocation ids it already has, so nothing counts twice.
+A record dropped from the full queue stays in its file and is replayed by the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import json
 import logging
+import os
 import random
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter
@@ -21,6 +34,118 @@ from prometheus_client import Counter
 log = logging.getLogger(__name__)
 
 Sink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+@dataclass(eq=False)
+class Segment:
+    """One journal file: its records are all sent once ``unsent`` is zero and it is no longer written to."""
+
+    path: Path
+    fd: int  # open (and flock'ed) until the file is deleted
+    unsent: int = 0
+    written: int = 0
+    sealed: bool = False
+
+
+class InvocationSpool:
+    """Journal files of invocation records in ``directory`` (one JSON object per line)."""
+
+    def __init__(self, directory: str | Path, max_segment_records: int = 10_000) -> None:
+        self.directory = Path(directory)
+        self.max_segment_records = max_segment_records
+        self.current: Segment | None = None
+        self._segments: set[Segment] = set()
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @property
+    def segments(self) -> int:
+        return len(self._segments)
+
+    def recover(self) -> list[tuple[dict[str, Any], Segment]]:
+        """The records of journal files left behind by a gateway that is gone (oldest first)."""
+        found: list[tuple[dict[str, Any], Segment]] = []
+        for path in sorted(self.directory.glob("*.jsonl"), key=lambda p: (p.stat().st_mtime, p.name)):
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                continue  # deleted by its owner meanwhile
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # a live gateway owns it
+                continue
+            records = list(_read_journal(path))
+            segment = Segment(path, fd, unsent=len(records), written=len(records), sealed=True)
+            self._segments.add(segment)
+            if not records:
+                self._done(segment)
+                continue
+            found.extend((rec, segment) for rec in records)
+        return found
+
+    def append(self, record: dict[str, Any]) -> Segment:
+        """Journal one record (a single write), starting a new file when needed; raises OSError."""
+        segment = self.current
+        if segment is None or segment.written >= self.max_segment_records:
+            self.seal()
+            segment = self._open()
+        os.write(segment.fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        segment.unsent += 1
+        segment.written += 1
+        return segment
+
+    def seal(self) -> None:
+        """Stop writing to the current file; it is deleted once all its records are sent."""
+        segment, self.current = self.current, None
+        if segment is not None:
+            segment.sealed = True
+            if segment.unsent <= 0:
+                self._done(segment)
+
+    def ack(self, segment: Segment, count: int) -> None:
+        segment.unsent -= count
+        if segment.sealed and segment.unsent <= 0:
+            self._done(segment)
+
+    def close(self) -> int:
+        """Release every file (kept on disk for the next start); returns the records still unsent."""
+        left = sum(max(0, s.unsent) for s in self._segments)
+        for segment in list(self._segments):
+            self._segments.discard(segment)
+            if segment.unsent <= 0:
+                segment.path.unlink(missing_ok=True)
+            os.close(segment.fd)
+        self.current = None
+        return left
+
+    def _open(self) -> Segment:
+        name = f"{time.time_ns():020d}-{os.getpid()}.jsonl"
+        path = self.directory / name
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        segment = Segment(path, fd)
+        self._segments.add(segment)
+        self.current = segment
+        return segment
+
+    def _done(self, segment: Segment) -> None:
+        if segment in self._segments:
+            self._segments.discard(segment)
+            segment.path.unlink(missing_ok=True)  # unlinked while still locked: no one else can replay it
+            os.close(segment.fd)
+
+
+def _read_journal(path: Path) -> list[dict[str, Any]]:
+    records = []
+    with path.open("rb") as handle:
+        for line in handle:
+            try:
+                value = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by the crash: that call's record was never complete
+            if isinstance(value, dict) and value.get("invocation_id"):
+                records.append(value)
+    return records
 
 
 class InvocationRecorder:
@@ -34,11 +159,14 @@ class InvocationRecorder:
         max_pending: int = 100_000,
         dropped: Counter | None = None,
         sent: Counter | None = None,
+        spool: InvocationSpool | None = None,
     ) -> None:
         self._sink = sink
         self._interval = interval
         self._batch_size = batch_size
-        self._pending: deque[dict[str, Any]] = deque()
+        self._spool = spool
+        self._spool_failed = False
+        self._pending: deque[tuple[dict[str, Any], Segment | None]] = deque()
         self._max_pending = max_pending
         self._dropped = dropped
         self._sent = sent
@@ -51,20 +179,36 @@ class InvocationRecorder:
 
     def record(self, rec: dict[str, Any]) -> None:
         """Queue one record (never blocks, never raises)."""
+        segment: Segment | None = None
+        if self._spool is not None:
+            try:
+                segment = self._spool.append(rec)
+                self._spool_failed = False
+            except OSError as exc:
+                if not self._spool_failed:  # once per outage, not once per call
+                    log.error("cannot journal invocation records (%r): keeping them in memory only", exc)
+                self._spool_failed = True
         if len(self._pending) >= self._max_pending:
-            self._pending.popleft()
+            self._pending.popleft()  # still in its journal file (if any): the next start replays it
             if self._dropped is not None:
                 self._dropped.inc()
-        self._pending.append(rec)
+        self._pending.append((rec, segment))
         if len(self._pending) >= self._batch_size:
             self._wakeup.set()
 
     def start(self) -> None:
+        """Replay what a previous gateway left in the spool, then start the flusher."""
+        if self._spool is not None:
+            recovered = self._spool.recover()
+            if recovered:
+                log.info("replaying %d invocation records left in %s", len(recovered), self._spool.directory)
+                self._pending.extendleft(reversed(recovered))
+                self._wakeup.set()
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="invocation-flusher")
 
     async def close(self, final_flush_timeout: float = 5.0) -> None:
-        """Stop the flusher and try once to send what is left."""
+        """Stop the flusher and try once to send what is left (what fails stays in the spool)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -72,16 +216,31 @@ class InvocationRecorder:
             self._task = None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.flush(), final_flush_timeout)
+        if self._spool is not None:
+            left = self._spool.close()
+            if left:
+                log.warning("%d invocation records kept in %s for the next start", left, self._spool.directory)
+        elif self._pending:
+            log.warning("%d invocation records could not be sent and are lost (no spool directory)", self.pending)
 
     async def flush(self) -> None:
         """Send every queued record, one batch at a time; on failure the unsent batch goes back to the front."""
+        if self._spool is not None and self._pending:
+            self._spool.seal()  # what is queued now lives in files that can go once it is sent
         while self._pending:
             batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
             try:
-                await self._sink(batch)
+                await self._sink([rec for rec, _ in batch])
             except BaseException:
                 self._pending.extendleft(reversed(batch))
                 raise
+            if self._spool is not None:
+                per_file: dict[Segment, int] = {}
+                for _, seg in batch:
+                    if seg is not None:
+                        per_file[seg] = per_file.get(seg, 0) + 1
+                for segment, count in per_file.items():
+                    self._spool.ack(segment, count)
             if self._sent is not None:
                 self._sent.inc(len(batch))
 

@@ -49,6 +49,25 @@ class GatewayMetrics:
         self.invocations_sent = Counter(
             "chutes_gateway_invocations_reported", "Invocation records sent to the scheduler", registry=r
         )
+        self.invalidations = Counter(
+            "chutes_gateway_invalidations",
+            "Cache entries dropped on the scheduler's access-change notices, by cache (route, identity)",
+            ["cache"],
+            registry=r,
+        )
+        self.invalidation_lag = Histogram(
+            "chutes_gateway_invalidation_lag_seconds",
+            "Time from the scheduler publishing an access change to this gateway applying it",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.cache_resets = Counter(
+            "chutes_gateway_cache_resets", "Times every cached route and identity was dropped (notices missed)",
+            registry=r,
+        )  # fmt: skip
+        self.invalidations_following = Gauge(
+            "chutes_gateway_invalidations_following", "1 while the gateway follows the notices in Consul", registry=r
+        )
         # Label children looked up once per label set: the hot path then costs a dict lookup and an add.
         self._requests: dict[tuple[str, str, int], Counter] = {}
         self._latency: dict[tuple[str, str], Histogram] = {}

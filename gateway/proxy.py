@@ -59,6 +59,13 @@ class Call:
     invocation_id: str
     started: float  # perf_counter() when the request arrived
     content_type: bytes | None = None  # of the instance's answer, once relayed
+    # Completes when the client disconnects (once the body is read, ASGI has nothing else to deliver).
+    client_left: asyncio.Future[Any] | None = None
+
+    def watch_client(self) -> asyncio.Future[Any]:
+        if self.client_left is None:
+            self.client_left = asyncio.ensure_future(self.request.receive())
+        return self.client_left
 
 
 class _Failed(Exception):
@@ -117,6 +124,8 @@ class Proxy:
         finally:
             if len(call.cords) > 1:
                 cord = pick_cord(call.cords, call.request.query, call.content_type)
+            if call.client_left is not None and not call.client_left.done():
+                call.client_left.cancel()
             elapsed = time.perf_counter() - call.started
             self.metrics.observe(label, cord.name, status, elapsed)
             recorder.record(
@@ -199,16 +208,24 @@ class Proxy:
             signature=sign(call.route.info.invoke_secret, method, target, body),  # a fresh nonce each time
         )
         data = encode_request(method, target, up.authority, headers, body)
+        client_left = call.watch_client()
         for fresh in (False, True):
             try:
                 conn, reused = await self.pool.acquire(up.host, up.port)
             except ConnectFailed as exc:
                 return self._unreachable(up, label, "connect", exc)
+            # A client that leaves while the instance works closes the instance's connection: the instance
+            # sees the disconnect, cancels the cord (an async one) and frees its slot.
+            abandon = _closer(conn)
+            client_left.add_done_callback(abandon)
             try:
                 head = await conn.send(data)
                 break
             except Disconnected as exc:
                 conn.close()
+                if client_left.done():
+                    log.info("client left during a call to %s: the instance's connection was closed", label)
+                    raise ClientGone from exc
                 if reused and not fresh:
                     continue  # a kept-alive connection the instance had just closed: once more on a new one
                 return self._unreachable(up, label, "disconnect", exc)
@@ -220,6 +237,8 @@ class Proxy:
                 conn.close()
                 self.metrics.upstream_errors.labels(label, "protocol").inc()
                 raise _Failed(502, f"bad answer from the instance: {exc}", None) from exc
+            finally:
+                client_left.remove_done_callback(abandon)
         try:
             if head.status in _RETRY_STATUSES:
                 self.metrics.upstream_errors.labels(label, str(head.status)).inc()
@@ -261,11 +280,8 @@ class Proxy:
             headers.append((b"content-length", b"%d" % length))
         await send({"type": "http.response.start", "status": head.status, "headers": headers})
         # A client that goes away mid-stream closes the instance's connection, which ends the loop below.
-        listener = asyncio.ensure_future(call.request.receive())
-
-        def client_left(_done: asyncio.Future[Any]) -> None:
-            conn.close()
-
+        listener = call.watch_client()
+        client_left = _closer(conn)
         listener.add_done_callback(client_left)
         sent = 0
         try:
@@ -284,7 +300,6 @@ class Proxy:
             gone = listener.done()
             if not gone:
                 listener.remove_done_callback(client_left)
-                listener.cancel()
         if gone:
             return _CLIENT_CLOSED, sent
         await send({"type": "http.response.body", "body": b"", "more_body": False})
@@ -345,3 +360,12 @@ class Proxy:
             headers.append((b"retry-after", str(failed.retry_after).encode()))
         await respond(call.request.send, failed.status, headers, json_error_body(failed.detail, failed.hint))
         return failed.status
+
+
+def _closer(conn: Connection) -> Any:
+    """A done callback that closes ``conn`` (the client left: the instance must see it)."""
+
+    def close(_done: asyncio.Future[Any]) -> None:
+        conn.close()
+
+    return close

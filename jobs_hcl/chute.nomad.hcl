@@ -200,15 +200,24 @@ job "chute" {
         args    = slice(var.runtime_command, 1, length(var.runtime_command))
       }
 
-      # With the docker driver instead:
+      # With the docker driver instead (what the scheduler renders for a chute with a built image):
       #   driver = "docker"
       #   config {
-      #     image   = "<the chute's image reference>"
-      #     command = "python3"
-      #     args    = ["-m", "chutes.runtime"]
-      #     ports   = ["http"]
+      #     image              = "<registry>/<user>/<name>:<tag>@sha256:<digest>"   # by digest
+      #     command            = "python3"
+      #     args               = ["-m", "chutes.runtime"]
+      #     ports              = ["http"]
+      #     image_pull_timeout = "1800s"
+      #     init               = true
+      #     pids_limit         = 16384
+      #     shm_size           = 2147483648
+      #     security_opt       = ["no-new-privileges"]
+      #     labels             = { "io.chutes.chute_id" = var.chute_id }
+      #     logging { type = "json-file"  config { max-size = "10m"  max-file = "3" } }
       #   }
       #   env { CHUTES_HOST = "0.0.0.0" }  (inside a container NOMAD_IP_http is the host's address)
+      # No runtime, privileged, volumes, mount or devices: the NVIDIA device plugin's NVIDIA_VISIBLE_DEVICES
+      # makes Nomad run a GPU task with the NVIDIA runtime, which exposes only the allocated GPUs.
 
       env {
         CHUTES_CHUTE_ID       = var.chute_id

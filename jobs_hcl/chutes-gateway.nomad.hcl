@@ -106,6 +106,9 @@ job "chutes-gateway" {
         CHUTES_GATEWAY_DOMAIN  = var.domain
         CONSUL_HTTP_ADDR       = "http://${attr.unique.network.ip-address}:8500"
         NOMAD_ADDR             = "http://${attr.unique.network.ip-address}:4646"
+        # Usage records wait here until the scheduler has them; the allocation's directory outlives a crash
+        # of the task (Nomad restarts it in place), so the restarted gateway sends what the dead one could not.
+        CHUTES_GATEWAY_SPOOL_DIR = "${NOMAD_ALLOC_DIR}/data/usage-spool"
       }
 
       template {

@@ -37,8 +37,8 @@ variable "public_url" {
 
 variable "task_driver" {
   type        = string
-  default     = "docker"
-  description = "driver of the chute jobs the scheduler submits: raw_exec or docker"
+  default     = "auto"
+  description = "driver of the chute jobs: auto (docker for a chute with a built image), docker, or raw_exec (trusted hosts only)"
 }
 
 variable "chute_datacenters" {

@@ -12,6 +12,12 @@ Return values: a Starlette/FastAPI ``Response`` is sent as is; ``bytes`` with th
 non-JSON ``output_content_type``; anything else as JSON (pydantic models, dataclasses, ``None``...).
 Streaming cords: see ``chutes.runtime.sse``.
 
+Cords with FastAPI request parameters (``Depends``, ``Header``, ``Request``, ``BackgroundTasks``...) or a
+``response_model`` / ``status_code`` take one more step after input validation: FastAPI solves those parameters
+(``chutes.runtime.dependencies``): 422 when a header or query parameter is invalid, the status of an
+``HTTPException`` a dependency raises; dependency cleanup runs after the answer (after a stream's end), then the
+background tasks. Plain cords skip all of it.
+
 Routes a user added to the Chute itself (it is a FastAPI app) are served as a fallback for paths that are no
 cord, behind the same signature check, phase and concurrency limit; their input and output are FastAPI's
 business (no cord timeout there).
@@ -21,19 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import Response
 
 from chutes.edge import strictjson
-from chutes.runtime import sse
+from chutes.runtime import dependencies, sse
 from chutes.runtime.asgi import (
     JSON,
     BodyTooLarge,
@@ -73,9 +82,12 @@ _SSE_HEADERS: Headers = [
 
 
 class _Call:
-    """One admitted cord call: where to answer, and whether a thread still holds its slot."""
+    """One admitted cord call: where to answer, and whether a thread still holds its slot.
 
-    __slots__ = ("body", "keep_slot", "receive", "route", "scope", "send")
+    ``status`` and ``headers`` are those of a successful answer (dependencies may change them).
+    """
+
+    __slots__ = ("body", "headers", "keep_slot", "receive", "route", "scope", "send", "status")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send, route: CordRoute, body: bytes) -> None:
         self.scope = scope
@@ -84,6 +96,8 @@ class _Call:
         self.route = route
         self.body = body
         self.keep_slot = False
+        self.status = 200
+        self.headers: Headers = []
 
 
 class RuntimeApp:
@@ -298,7 +312,11 @@ class RuntimeApp:
             try:
                 if route.query_input:
                     query = call.scope.get("query_string", b"").decode("latin-1")
-                    model = model_cls.model_validate(dict(parse_qsl(query, keep_blank_values=True)))
+                    fields = dict(parse_qsl(query, keep_blank_values=True))
+                    if route.binding is not None and route.binding.query_names:
+                        # Query() parameters are FastAPI's to read, not the cord's input.
+                        fields = {k: v for k, v in fields.items() if k not in route.binding.query_names}
+                    model = model_cls.model_validate(fields)
                 else:
                     strictjson.check_depth(call.body, self.config.max_json_depth)
                     model = model_cls.model_validate_json(call.body or b"{}")
@@ -314,6 +332,8 @@ class RuntimeApp:
         if route.passthrough_port is not None:
             return await self._passthrough(call)
         args, kwargs = call_arguments(self.chute, model, route.cord.takes_model)
+        if route.binding is not None:
+            return await self._with_dependencies(call, route.binding, model, args, kwargs)
         if route.stream:
             return await self._stream(call, args, kwargs)
         return await self._unary(call, args, kwargs)
@@ -321,35 +341,146 @@ class RuntimeApp:
     # ---- unary cords ----------------------------------------------------------------------------------------
 
     async def _unary(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-        route = call.route
-        func = route.cord.func
         try:
-            if route.kind is FuncKind.ASYNC:
-                work = asyncio.ensure_future(func(*args, **kwargs))
-                result = await self._guarded(call, work, route.timeout)
-            else:
-                steps = ThreadedSteps(self.executor)
-                try:
-                    async with asyncio.timeout(route.timeout):
-                        result = await steps.run(func, *args, **kwargs)
-                except TimeoutError:
-                    call.keep_slot = True  # the thread still runs: its slot stays taken until it returns
-                    steps.after_pending(self.limiter.release)
-                    raise
+            result = await self._call_unary(call, args, kwargs)
         except ClientGone:
             return CLIENT_CLOSED
         except TimeoutError:
-            await send_error(
-                call.send,
-                504,
-                f"cord {route.name!r} timed out after {route.timeout:g} s",
-                None,
-                self._conn_headers(),
-            )
-            return 504
+            return await self._send_timeout(call)
         except Exception as exc:
             return await self._send_failure(call, exc)
         return await self._send_result(call, result)
+
+    async def _call_unary(self, call: _Call, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The function's result within the cord's timeout: raises TimeoutError, ClientGone or what it raised."""
+        route = call.route
+        func = route.cord.func
+        if route.kind is FuncKind.ASYNC:
+            work = asyncio.ensure_future(func(*args, **kwargs))
+            try:
+                return await self._guarded(call, work, route.timeout)
+            except ClientGone:
+                log.info("cord %s: the client disconnected; the call was cancelled and its slot freed", route.name)
+                raise
+        steps = ThreadedSteps(self.executor)
+        try:
+            async with asyncio.timeout(route.timeout):
+                return await self._threaded(call, steps, func, args, kwargs)
+        except TimeoutError:
+            call.keep_slot = True  # the thread still runs: its slot stays taken until it returns
+            steps.after_pending(self.limiter.release)
+            raise
+
+    async def _send_timeout(self, call: _Call) -> int:
+        route = call.route
+        detail = f"cord {route.name!r} timed out after {route.timeout:g} s"
+        await send_error(call.send, 504, detail, None, self._conn_headers())
+        return 504
+
+    # ---- cords with FastAPI parameters ----------------------------------------------------------------------
+
+    async def _with_dependencies(
+        self,
+        call: _Call,
+        binding: dependencies.RequestBinding,
+        model: BaseModel | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> int:
+        """Solve the cord's FastAPI parameters, call it and answer, in FastAPI's order: function-scoped
+        dependencies close when the function returns; then the answer; then the background tasks; then the
+        other dependencies close (after a stream's last byte for a streaming cord).
+
+        Errors raised by the dependencies or the function go through the dependencies' exit stacks first (a
+        generator dependency sees them, as in FastAPI) and are answered after: HTTPException with its status,
+        invalid headers, query or cookies with 422, anything else with 500.
+        """
+        route = call.route
+        if model is not None and route.cord.takes_model and binding.model_param:
+            args, kwargs = (self.chute,), {binding.model_param: model}  # by name: request parameters may precede
+        scope = dependencies.request_scope(call.scope, self.chute)
+        request = Request(scope, dependencies.replay(call.body, call.receive))
+        answered = False
+        send = call.send
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal answered
+            answered = True
+            await send(message)
+
+        call.send = tracked_send
+        status = 500
+        try:
+            async with contextlib.AsyncExitStack() as request_stack:
+                scope[dependencies.REQUEST_STACK] = request_stack
+                async with contextlib.AsyncExitStack() as function_stack:
+                    scope[dependencies.FUNCTION_STACK] = function_stack
+                    solved = await dependencies.solve(binding, request, self.chute)
+                    kwargs.update(solved.values)  # after the body's fields: a body can never set a dependency
+                    if route.stream:
+                        call.status, call.headers = dependencies.answer_of(binding, solved)
+                        status = await self._stream(call, args, kwargs)
+                    else:
+                        result = await self._call_unary(call, args, kwargs)
+                if not route.stream:
+                    # After the call: the function may have set headers or a status on its `response: Response`.
+                    call.status, call.headers = dependencies.answer_of(binding, solved)
+                    if isinstance(result, Response):
+                        if result.background is None:  # the Response runs them after its body, as in FastAPI
+                            result.background, solved.background_tasks = solved.background_tasks, None
+                    elif binding.response_field is not None:
+                        result = await dependencies.serialize(binding, result)
+                    status = await self._send_result(call, result)
+                if solved.background_tasks is not None:
+                    await self._run_background(route.name, solved.background_tasks)
+        except Exception as exc:
+            if answered:  # e.g. a dependency's cleanup failed after the answer went out
+                log.error("cord %s: %s after the answer: %s", route.name, type(exc).__name__, exc, exc_info=exc)
+                return status
+            if isinstance(exc, ClientGone):
+                return CLIENT_CLOSED
+            if isinstance(exc, TimeoutError):
+                return await self._send_timeout(call)
+            return await self._send_failure(call, exc)
+        return status
+
+    @staticmethod
+    async def _run_background(name: str, tasks: Callable[[], Any]) -> None:
+        try:
+            await tasks()
+        except Exception as exc:
+            log.error("background task of cord %s failed: %s: %s", name, type(exc).__name__, exc, exc_info=exc)
+
+    async def _threaded(
+        self, call: _Call, steps: ThreadedSteps, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """A sync cord in a thread. Python cannot stop a thread: when the client disconnects the call ends
+        (ClientGone) but the thread runs on and keeps the concurrency slot until it returns; the log says so."""
+        work = asyncio.ensure_future(steps.run(func, *args, **kwargs))
+        watcher = asyncio.ensure_future(call.receive())
+        try:
+            await asyncio.wait({work, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # a timeout: the caller keeps the slot until the thread returns
+            watcher.cancel()
+            work.add_done_callback(_retrieved)
+            raise
+        if work.done():
+            watcher.cancel()
+            return work.result()
+        if watcher.result().get("type") != "http.disconnect":  # nothing else can arrive once the body is read
+            return await work
+        name = call.route.name
+        log.info("cord %s: the client disconnected; a sync cord cannot be interrupted: its thread runs on and "
+                 "its slot is freed when it returns", name)  # fmt: skip
+        call.keep_slot = True
+
+        def freed() -> None:
+            self.limiter.release()
+            log.info("cord %s: the thread of a disconnected call returned; its slot is free", name)
+
+        steps.after_pending(freed)
+        work.add_done_callback(_retrieved)
+        raise ClientGone
 
     async def _guarded(self, call: _Call, work: asyncio.Future[Any], seconds: float | None) -> Any:
         """Await ``work`` for at most ``seconds``; a client disconnect cancels it and raises ClientGone."""
@@ -367,6 +498,10 @@ class RuntimeApp:
 
     async def _send_result(self, call: _Call, result: Any) -> int:
         route = call.route
+        if call.headers and not isinstance(result, Response):
+            headers = self._conn_headers() + call.headers
+        else:
+            headers = self._conn_headers()
         if isinstance(result, Response):
             for key, value in self._conn_headers():
                 result.headers[key.decode()] = value.decode()
@@ -390,8 +525,8 @@ class RuntimeApp:
                 )
                 return 500
             content_type = route.content_type or JSON
-        await send_response(call.send, 200, body, content_type, self._conn_headers())
-        return 200
+        await send_response(call.send, call.status, body, content_type, headers)
+        return call.status
 
     async def _send_failure(self, call: _Call, exc: Exception) -> int:
         """A user exception before anything was sent: its HTTPException status, else 500."""
@@ -399,6 +534,11 @@ class RuntimeApp:
             headers = [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
             await send_error(call.send, exc.status_code, exc.detail, None, headers + self._conn_headers())
             return exc.status_code
+        if isinstance(exc, RequestValidationError):
+            detail = dependencies.validation_detail(exc)
+            hint = f"the request's headers, query or cookies do not fit cord {call.route.name!r}"
+            await send_error(call.send, 422, detail, hint, self._conn_headers())
+            return 422
         log.error("cord %s raised %s: %s", call.route.name, type(exc).__name__, exc, exc_info=exc)
         await send_error(
             call.send,
@@ -452,7 +592,8 @@ class RuntimeApp:
                 return 504
             except Exception as exc:
                 return await self._send_failure(call, exc)
-            start = {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS + self._conn_headers()}
+            headers = _SSE_HEADERS + self._conn_headers() + call.headers
+            start = {"type": "http.response.start", "status": call.status, "headers": headers}
             await send(start)
             while first is not _EMPTY:
                 if data:
@@ -469,7 +610,7 @@ class RuntimeApp:
                     )
                     break
             await send({"type": "http.response.body", "body": b""})
-            return 200
+            return call.status
         finally:
             aclose = getattr(chunks, "aclose", None)
             if aclose is not None:
@@ -524,15 +665,7 @@ class RuntimeApp:
             return
         if parsed is not None and self.verifier is not None:
             self.verifier.commit(parsed)
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
+        replay = dependencies.replay(body, receive)
         status = 500
 
         async def send_with_conn(message: Message) -> None:
@@ -568,6 +701,12 @@ _HEALTH: dict[str, Callable[[RuntimeApp, Scope, Send], Any]] = {
     "/_ready": RuntimeApp._ready,
     "/_metrics": RuntimeApp._metrics,
 }
+
+
+def _retrieved(future: asyncio.Future[Any]) -> None:
+    """Done callback of a call whose outcome has nowhere to go: retrieve it so asyncio does not warn."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _cancel_on_disconnect(receive: Receive, work: asyncio.Future[Any]) -> None:

@@ -2,8 +2,9 @@
 
 Serve: ``chutes run FILE:ATTR --port N [--host H] [--dev]``. Without FILE:ATTR the chute comes from the
 environment of a Nomad task (``chutes.runtime.source``). Run a job instead of serving: ``--job NAME [--input
-FILE] [--output-dir DIR]`` (in a cluster the input defaults to ``$NOMAD_TASK_DIR/payload.json``, the output
-folder to ``$NOMAD_TASK_DIR/outputs``, and the folder is uploaded when ``CHUTES_JOB_RUN_ID`` is set).
+JSON|@FILE|-] [--output-dir DIR]`` (``--input`` as ``chutes jobs run`` takes it; a plain path to a JSON file
+works too; in a cluster the input defaults to ``$NOMAD_TASK_DIR/payload.json``, the output folder to
+``$NOMAD_TASK_DIR/outputs``, and the folder is uploaded when ``CHUTES_JOB_RUN_ID`` is set).
 
 Exit codes: 0 served and drained (or the job succeeded); 1 a startup hook failed, the chute could not be
 loaded, or the job failed; 2 invalid settings (e.g. no invoke secret without ``--dev``).
@@ -63,7 +64,9 @@ def run(
     access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
     job: Annotated[str | None, typer.Option(help="Run this job once instead of serving cords.")] = None,
-    input_path: Annotated[Path | None, typer.Option("--input", help="Job input (a JSON file).")] = None,
+    input_value: Annotated[
+        str | None, typer.Option("--input", help="Job input: JSON, @FILE.json, or - for stdin.")
+    ] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Folder for the job's outputs and status.json.")] = None,
 ) -> None:
     """Serve a chute's cords on one instance (or run one of its jobs)."""
@@ -72,7 +75,7 @@ def run(
 
     try:
         if job is not None:
-            code = _run_job(ref, job, input_path, output_dir)
+            code = _run_job(ref, job, input_value, output_dir)
         else:
             code = _serve(
                 ref,
@@ -107,21 +110,19 @@ def _serve(ref: str | None, **options: Any) -> int:
     return serve(chute, config)
 
 
-def _run_job(ref: str | None, name: str, input_path: Path | None, output_dir: Path | None) -> int:
+def _run_job(ref: str | None, name: str, input_value: str | None, output_dir: Path | None) -> int:
     from chutes.runtime.config import ClusterEnv
-    from chutes.runtime.jobs import find_job, read_input, run_job, upload_outputs
+    from chutes.runtime.jobs import find_job, input_option, read_input, run_job, upload_outputs
     from chutes.runtime.source import load_from_environment, load_local
 
     env = ClusterEnv.from_environ(os.environ)
+    # The input is read first: a mistake in it is reported before the chute's module is imported.
+    if input_value is not None:
+        payload = input_option(input_value, sys.stdin)
+    else:
+        payload = read_input(env.task_dir / "payload.json" if env.task_dir is not None else None)
     chute = load_local(ref) if ref else load_from_environment(env)
     job = find_job(chute, name)
-    if input_path is None and env.task_dir is not None:
-        input_path = env.task_dir / "payload.json"
-    elif input_path is not None and not input_path.is_file():
-        from chutes.runtime.config import ConfigError
-
-        raise ConfigError(f"job input file {input_path} does not exist")
-    payload = read_input(input_path)
     if output_dir is None:
         output_dir = env.task_dir / "outputs" if env.task_dir else Path(tempfile.mkdtemp(prefix=f"chutes-job-{name}-"))
     outcome = run_job(chute, job, payload, output_dir, env.job_run_id)

@@ -44,7 +44,10 @@ def func_kind(func: Callable[..., Any]) -> FuncKind:
 def call_arguments(
     owner: Any, model: BaseModel | None, takes_model: bool, extra: dict[str, Any] | None = None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """``func(chute, model)`` or ``func(chute, **fields)`` (contract: ``takes_model``), plus ``extra`` kwargs."""
+    """``func(chute, model)`` or ``func(chute, **fields)`` (contract: ``takes_model``), plus ``extra`` kwargs.
+
+    The fields a model lets through beyond its own (a function with ``**kwargs``) are passed on too.
+    """
     kwargs: dict[str, Any] = dict(extra) if extra else {}
     if model is None:
         return (owner,), kwargs
@@ -52,6 +55,9 @@ def call_arguments(
         return (owner, model), kwargs
     for name in type(model).model_fields:
         kwargs[name] = getattr(model, name)
+    if model.model_extra:
+        for name, value in model.model_extra.items():
+            kwargs.setdefault(name, value)
     return (owner,), kwargs
 
 

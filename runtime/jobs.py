@@ -11,8 +11,9 @@ job (with its ``timeout``), then the shutdown hooks, and writes into the output 
   return value when its JSON is at most 64 KiB, else null: read ``result.json``).
 
 The output folder reaches the job as in Chutes: a job function that declares a parameter ``output_dir`` (or
-``**kwargs``) receives the folder's path (a ``str``) there, whatever the input says; every job also finds it
-in the environment as ``CHUTES_JOB_OUTPUT_DIR``. The input is validated by the job's input model: an invalid
+``**kwargs`` / ``**job_data``) receives the folder's path (a ``str``) there, whatever the input says; every job
+also finds it in the environment as ``CHUTES_JOB_OUTPUT_DIR``, and ``TMPDIR`` points at it (as in Chutes: the
+temporary files a job leaves are outputs too). The input is validated by the job's input model: an invalid
 input fails the run before any hook runs. SIGTERM (Nomad stopping the run) cancels an async job
 (``cancelled``); a sync job cannot be interrupted and is abandoned at exit.
 
@@ -24,17 +25,19 @@ with ``CHUTES_RUN_TOKEN`` (docs/internal-contracts.md: one multipart POST, parts
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import httpx
 from pydantic import ValidationError
@@ -93,6 +96,30 @@ def find_job(chute: ChuteLike, name: str) -> JobLike:
     raise ConfigError(f"the chute has no job named {name!r} (jobs: {names})")
 
 
+def input_option(value: str, stdin: TextIO) -> Any:
+    """The job input given as ``--input``: JSON text, ``@FILE``, ``-`` (standard input), or a JSON file's path."""
+    where = "--input"
+    if value == "-":
+        text, where = stdin.read(), "the input on stdin"
+    elif value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise ConfigError(f"job input file {path} does not exist", hint="--input takes JSON, @FILE or -")
+        text, where = path.read_text(encoding="utf-8"), str(path)
+    elif Path(value).is_file():  # a plain path, as `chutes run --input FILE` always took
+        text, where = Path(value).read_text(encoding="utf-8"), value
+    else:
+        text = value
+    if not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where} is not valid JSON: {exc}", hint="--input takes JSON (e.g. '{\"n\": 3}'), @FILE or -"
+        ) from None
+
+
 def read_input(path: Path | None) -> Any:
     """The job input from a JSON file; an absent or empty file means no input."""
     if path is None or not path.exists():
@@ -142,11 +169,30 @@ async def _run_function(job: JobLike, args: tuple[Any, ...], kwargs: dict[str, A
     return await run_in_daemon_thread(lambda: job.func(*args, **kwargs))
 
 
+@contextlib.contextmanager
+def _job_environment(output_dir: Path) -> Iterator[None]:
+    """CHUTES_JOB_OUTPUT_DIR and TMPDIR at the output folder while the job runs; the previous values after."""
+    names = (OUTPUT_DIR_ENV, "TMPDIR")
+    saved = {name: os.environ.get(name) for name in names}
+    for name in names:
+        os.environ[name] = str(output_dir)
+    tempfile.tempdir = None  # tempfile caches the folder it chose: choose again, from TMPDIR
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        tempfile.tempdir = None
+
+
 def run_job(chute: ChuteLike, job: JobLike, payload: Any, output_dir: Path, run_id: str | None = None) -> JobOutcome:
     """Hooks, job and outcome files (see the module docstring); never raises for a failing job."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    os.environ[OUTPUT_DIR_ENV] = str(output_dir)
-    outcome, result = asyncio.run(_execute(chute, job, payload, output_dir, run_id))
+    with _job_environment(output_dir):
+        outcome, result = asyncio.run(_execute(chute, job, payload, output_dir, run_id))
     if result is not None:
         try:
             encoded = to_json(result, indent=2)

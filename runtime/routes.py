@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 from chutes.edge import strictjson
 from chutes.runtime.config import ConfigError
+from chutes.runtime.dependencies import RequestBinding
 from chutes.runtime.invoke import FuncKind, func_kind
 from chutes.runtime.protocols import CordLike
 
@@ -34,6 +35,8 @@ class CordRoute:
     passthrough_port: int | None
     passthrough_path: str | None
     content_type: bytes | None
+    #: FastAPI's part in the call (Depends, Request, response_model...); None for a plain cord (the fast path)
+    binding: RequestBinding | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ def build_routes(cords: Sequence[CordLike], default_timeout: float) -> Routes:
         if (public_method, cord.public_api_path) != ("POST", cord.path):
             entries.append(("POST", cord.path, False))
         content_type = cord.output_content_type.encode("latin-1") if cord.output_content_type else None
+        binding = None if cord.passthrough else RequestBinding.of(cord)
         for method, path, query_input in entries:
             if path in HEALTH_PATHS:
                 raise ConfigError(f"cord {cord.name!r} uses {path}, which the runtime serves itself")
@@ -89,6 +93,7 @@ def build_routes(cords: Sequence[CordLike], default_timeout: float) -> Routes:
                 passthrough_port=cord.passthrough_port if cord.passthrough else None,
                 passthrough_path=(cord.passthrough_path or cord.path) if cord.passthrough else None,
                 content_type=content_type,
+                binding=binding,
             )
             by_method = routes.setdefault(path, {})
             other = by_method.get(method)

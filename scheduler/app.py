@@ -10,13 +10,13 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI
 
 # Imported first: importing chutes.manifest before chutes.chute hits an import cycle in the SDK.
 import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
+from chutes.consul_client import consul_aio
 from chutes.edge.throttle import FailureThrottle
 from chutes.scheduler import api
 from chutes.scheduler.api import errors
@@ -25,11 +25,14 @@ from chutes.scheduler.api.limits import BodyLimit
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.deploy import stop_watches
 from chutes.scheduler.events import EventHub
+from chutes.scheduler.invalidation import InvalidationPublisher
 from chutes.scheduler.loops import LeaderSupervisor
+from chutes.scheduler.metrics import RequestMetrics, SchedulerMetrics
 from chutes.scheduler.nomad_api import NomadClient
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import Store
 from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.ui import install as install_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -42,22 +45,26 @@ async def bootstrap_admin(store: Store, config: SchedulerConfig) -> None:
         await users_repo.ensure_admin(session, config.admin_username, config.admin_key)
 
 
-async def open_services(config: SchedulerConfig, public_url: str) -> Services:
+async def open_services(config: SchedulerConfig, public_url: str, metrics: SchedulerMetrics) -> Services:
     store = Store(config.resolved_database_url)
+    metrics.instrument_engine(store.engine)
     try:
         await store.migrate()
         await bootstrap_admin(store, config)
     except BaseException:
         await store.close()
         raise
-    return Services(
+    services = Services(
         config=config,
         store=store,
         events=EventHub(store, config.watch_interval_s),
         public_url=public_url,
         nomad=make_nomad(config),
         consul=make_consul(config),
+        metrics=metrics,
     )
+    services.invalidations = InvalidationPublisher(services.consul, config.invalidation_key, metrics)
+    return services
 
 
 def make_nomad(config: SchedulerConfig) -> NomadClient:
@@ -68,15 +75,7 @@ def make_nomad(config: SchedulerConfig) -> NomadClient:
 
 def make_consul(config: SchedulerConfig) -> Any:
     """py-consul's asyncio client for CONSUL_HTTP_ADDR (it makes no request until used)."""
-    import consul.aio
-
-    url = urlsplit(config.consul_addr)
-    return consul.aio.Consul(
-        host=url.hostname or "127.0.0.1",
-        port=url.port or (443 if url.scheme == "https" else 8500),
-        scheme=url.scheme,
-        token=config.consul_token,
-    )
+    return consul_aio(config.consul_addr, config.consul_token)
 
 
 async def close_services(services: Services) -> None:
@@ -95,10 +94,11 @@ async def close_services(services: Services) -> None:
 def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> FastAPI:
     """The scheduler app; ``public_url`` is what instances use to reach it (default from the config)."""
     url = public_url or config.resolved_public_url()
+    metrics = SchedulerMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = await open_services(config, url)
+        services = await open_services(config, url, metrics)
         app.state.services = services
         supervisor = None
         if config.run_loops:
@@ -110,6 +110,8 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
             if supervisor is not None:
                 await supervisor.stop()
             await stop_watches()
+            if services.invalidations is not None:
+                await services.invalidations.close()
             await close_services(services)
 
     app = FastAPI(
@@ -120,6 +122,7 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
     )
     errors.install(app)
     app.state.auth_throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
+    app.add_middleware(RequestMetrics, metrics=metrics)
     # Uploads: a bundle (multipart, plus the manifest) or a job's outputs; JSON inputs are far smaller.
     app.add_middleware(
         BodyLimit,
@@ -128,6 +131,7 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
     )
     for router in api.routers():
         app.include_router(router)
+    install_dashboard(app)  # /ui: the web dashboard and its session cookie
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, Any]:

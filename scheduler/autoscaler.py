@@ -6,13 +6,17 @@ Each tick, for every chute with cords: its passing instances come from Consul, e
 see calls that never reached an instance). One ``LoadSample`` per tick goes into the chute's window, the pure
 decision picks the count, and a change goes through ``deploy.set_desired`` (the store, then Nomad's job
 scale API). A scale-up is limited to what placement can fit now, so no allocation waits for capacity that
-does not exist. History lives in memory: a new leader starts with empty windows (and waits a full
-``shutdown_after_seconds`` before stopping an idle chute).
+does not exist.
+
+Each chute's history (load window, idle clock, last change) is read from the store at the start of a tick
+and written back at its end (``autoscaler_state``), so a new leader continues where the last one stopped: a
+leader change neither restarts a chute's idle period nor forgets the load that was seen.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -23,11 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import delete, select
 
 from chutes.registrations import AllocView, verify
 from chutes.scheduler import metering
 from chutes.scheduler.autoscale import AutoscaleParams, ChuteLoad, Decision, LoadSample, ScalingPolicy, decide
 from chutes.scheduler.store import chutes as chutes_repo
+from chutes.scheduler.store.control_models import AutoscalerState
 from chutes.scheduler.store.models import Chute
 
 if TYPE_CHECKING:
@@ -61,12 +67,44 @@ def parse_instance_metrics(text: str) -> InstanceLoad:
 
 @dataclass
 class ChuteHistory:
-    """What the loop remembers about one chute between ticks."""
+    """What the loop remembers about one chute between ticks (stored as JSON between leaders)."""
 
     samples: deque[LoadSample] = field(default_factory=deque)
     last_desired: int | None = None
     active_since: float | None = None
     last_change_at: float | None = None
+    last_request_at: float | None = None  # the latest call seen by any source so far
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "samples": [[s.at, s.in_flight, s.ready] for s in self.samples],
+            "last_desired": self.last_desired,
+            "active_since": self.active_since,
+            "last_change_at": self.last_change_at,
+            "last_request_at": self.last_request_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ChuteHistory:
+        """The stored history; anything unreadable in it is left out (a fresh start beats a crash)."""
+
+        def number(key: str) -> float | None:
+            value = data.get(key)
+            return float(value) if isinstance(value, int | float) else None
+
+        samples: deque[LoadSample] = deque()
+        for item in data.get("samples") or []:
+            if isinstance(item, list) and len(item) == 3:
+                with contextlib.suppress(TypeError, ValueError):
+                    samples.append(LoadSample(float(item[0]), float(item[1]), int(item[2])))
+        desired = data.get("last_desired")
+        return cls(
+            samples=samples,
+            last_desired=int(desired) if isinstance(desired, int) else None,
+            active_since=number("active_since"),
+            last_change_at=number("last_change_at"),
+            last_request_at=number("last_request_at"),
+        )
 
     def observe_desired(self, desired: int, now: float) -> None:
         """Track changes made by anyone (deploy, wake, manual scale): a chute just started is not idle.
@@ -120,9 +158,13 @@ class Autoscaler:
             chutes = [c for c in await chutes_repo.list_all(session) if _scalable(c)]
             lookback = max((float(c.manifest.get("shutdown_after_seconds", 300)) for c in chutes), default=0.0)
             gateway_calls = await metering.last_calls(session, now - lookback - self.params.long_window)
+            # The store is the memory: whatever another leader (or this one, in an earlier term) recorded.
+            stored = await session.execute(select(AutoscalerState))
+            self.histories = {row.chute_id: ChuteHistory.from_json(row.state) for row in stored.scalars()}
         for gone in set(self.histories) - {c.id for c in chutes}:
             del self.histories[gone]
-            self.last_decisions.pop(gone, None)
+        for gone in set(self.last_decisions) - {c.id for c in chutes}:
+            del self.last_decisions[gone]
         semaphore = asyncio.Semaphore(MAX_PARALLEL_SCRAPES)
         timeout = aiohttp.ClientTimeout(total=METRICS_TIMEOUT_S)
         async with aiohttp.ClientSession(timeout=timeout) as http:
@@ -130,11 +172,26 @@ class Autoscaler:
                 *(self._evaluate(chute, now, gateway_calls.get(chute.id), http, semaphore) for chute in chutes),
                 return_exceptions=True,
             )
+        await self._save({c.id for c in chutes}, now)
         failed = [(c, r) for c, r in zip(chutes, results, strict=True) if isinstance(r, BaseException)]
         for chute, exc in failed:
             log.error("autoscaler: chute %s (%s): %r", chute.id, chute.name, exc)
         if failed:
             raise RuntimeError(f"autoscaler: {len(failed)} of {len(chutes)} chutes failed (see above)")
+
+    async def _save(self, chute_ids: set[str], now: float) -> None:
+        """Write every chute's history back, and forget those of chutes that are gone."""
+        async with self.services.store.session() as session:
+            await session.execute(delete(AutoscalerState).where(AutoscalerState.chute_id.not_in(chute_ids)))
+            for chute_id in chute_ids:
+                history = self.histories.get(chute_id)
+                if history is None:
+                    continue
+                row = await session.get(AutoscalerState, chute_id)
+                if row is None:
+                    session.add(AutoscalerState(chute_id=chute_id, state=history.to_json(), updated_at=now))
+                else:
+                    row.state, row.updated_at = history.to_json(), now
 
     async def _evaluate(
         self,
@@ -152,7 +209,8 @@ class Autoscaler:
         read = [load for load in loads if load is not None]
         if read:
             history.add(LoadSample(now, sum(x.in_flight for x in read), len(read)), self.params.long_window * 2)
-        last_call = _latest([gateway_last_call, *(x.last_request_at for x in read)])
+        last_call = _latest([history.last_request_at, gateway_last_call, *(x.last_request_at for x in read)])
+        history.last_request_at = last_call
         load = ChuteLoad(
             desired=chute.desired_instances,
             ready=len(urls),
@@ -216,7 +274,10 @@ class Autoscaler:
         from chutes.manifest import Manifest
         from chutes.scheduler import deploy
 
-        placements, _ = await deploy.plan(self.services, Manifest.model_validate(chute.manifest), extra)
+        # Reserved like a deploy's: a concurrent deploy cannot be promised the GPUs this scale-up counts on.
+        placements, _, _ = await deploy.plan_and_reserve(
+            self.services, Manifest.model_validate(chute.manifest), extra, purpose="autoscale"
+        )
         return min(extra, len(placements))
 
 

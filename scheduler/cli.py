@@ -35,15 +35,31 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to bind, 0 for any free one (CHUTES_SCHEDULER_PORT, 8700)")
     serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
     serve.add_argument("--public-url", help="URL instances use to reach this scheduler (CHUTES_PUBLIC_URL)")
-    serve.add_argument("--task-driver", choices=["raw_exec", "docker"], help="Nomad driver (CHUTES_TASK_DRIVER)")
+    serve.add_argument(
+        "--task-driver",
+        choices=["auto", "raw_exec", "docker"],
+        help="Nomad driver of chute tasks: auto = docker when the chute has a built image (CHUTES_TASK_DRIVER)",
+    )
+    serve.add_argument(
+        "--container-scheduler-host",
+        help="host name containers reach this scheduler by (CHUTES_CONTAINER_SCHEDULER_HOST)",
+    )
     serve.add_argument("--datacenters", help="comma-separated Nomad datacenters (CHUTES_DATACENTERS, dc1)")
     serve.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float, help="seconds")
     serve.add_argument(
         "--check-interval", dest="check_interval_s", type=int, help="seconds between Consul checks of each instance"
     )
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
+    serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
     edge_limits.add_arguments(serve)
+    serve.add_argument(
+        "--dev-adopt-users",
+        dest="dev_adopt_users",
+        action="store_const",
+        const=True,
+        help="dev stacks only: deploy a chute whose username is not the caller's for a local user of that name",
+    )
     for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
         p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")
         p.add_argument("--data-dir", type=Path, help="CHUTES_DATA_DIR")

@@ -7,13 +7,16 @@ Environment variables follow the names that Nomad's and Consul's own tools use (
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-TaskDriver = Literal["raw_exec", "docker"]
+# auto: docker for a chute with a built image, raw_exec otherwise; raw_exec or docker: always that driver.
+TaskDriver = Literal["auto", "raw_exec", "docker"]
 
 DEFAULT_MAX_BUNDLE_BYTES = 50 * 1024 * 1024
 
@@ -43,7 +46,10 @@ class SchedulerConfig(BaseModel):
     nomad_region: str | None = None
     consul_addr: str = "http://127.0.0.1:8500"
     consul_token: str | None = None
-    task_driver: TaskDriver = "raw_exec"
+    task_driver: TaskDriver = "auto"
+    # The host name containers reach this scheduler by, when the public URL's host is not reachable from inside
+    # a container (a loopback address in `chutes dev`: podman names the host's loopback host.containers.internal).
+    container_scheduler_host: str | None = None
     datacenters: tuple[str, ...] = ("dc1",)
     admin_key: str | None = None
     admin_username: str = "admin"
@@ -65,6 +71,9 @@ class SchedulerConfig(BaseModel):
     deploy_watch_s: float = Field(600.0, ge=0)
     watch_interval_s: float = Field(1.0, gt=0)
     run_loops: bool = True
+    # `chutes dev` only: a chute whose username is not the caller's is deployed for a local user of that name
+    # (created when missing, and the chute shared with the caller). A real cluster keeps refusing it.
+    dev_adopt_users: bool = False
     # Fault injection for crash tests only: pause between storing a deploy and registering its job.
     deploy_register_delay_s: float = Field(0.0, ge=0)
     log_level: str = "info"
@@ -73,6 +82,16 @@ class SchedulerConfig(BaseModel):
     auth_failure_rate: float = Field(1.0, gt=0)
     # JSON bodies (and the manifest) nested deeper than this are refused with 422 before they are parsed.
     max_json_depth: int = Field(64, ge=1, le=512)
+    # The dashboard (/ui): where its "try a cord" form sends calls (the gateway, with the user's key), and how
+    # long a sign-in lasts.
+    gateway_url: str | None = None
+    ui_session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400)
+    # GET /metrics also accepts this bearer token (for Prometheus), besides admin and gateway keys.
+    metrics_token: str | None = Field(None, min_length=16)
+    # GPUs promised to a deploy stay reserved until Nomad places the instance, or this long at most.
+    reservation_ttl_s: float = Field(60.0, gt=0, le=3600)
+    # Consul KV key where access and routing changes are announced to the gateways.
+    invalidation_key: str = "chutes/gateway/invalidations"
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -96,6 +115,16 @@ class SchedulerConfig(BaseModel):
             raise ValueError(f"CHUTES_PUBLIC_URL {value!r} must start with http:// or https://")
         return value
 
+    @field_validator("gateway_url")
+    @classmethod
+    def _gateway(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"CHUTES_GATEWAY_URL {value!r} must start with http:// or https://")
+        return value
+
     @field_validator("datacenters", mode="before")
     @classmethod
     def _datacenters(cls, value: Any) -> Any:
@@ -104,6 +133,24 @@ class SchedulerConfig(BaseModel):
         if not value:
             raise ValueError("at least one datacenter is needed")
         return tuple(value)
+
+    @field_validator("container_scheduler_host")
+    @classmethod
+    def _container_host(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if not re.fullmatch(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]", value):
+            raise ValueError(f"{value!r} is not a host name or address")
+        return value
+
+    def container_url(self, public_url: str) -> str | None:
+        """``public_url`` with its host replaced by ``container_scheduler_host`` (None when that is unset)."""
+        if self.container_scheduler_host is None:
+            return None
+        parts = urlsplit(public_url)
+        netloc = self.container_scheduler_host + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
 
     @property
     def resolved_database_url(self) -> str:
@@ -134,6 +181,7 @@ ENV_VARS: dict[str, str] = {
     "CONSUL_HTTP_ADDR": "consul_addr",
     "CONSUL_HTTP_TOKEN": "consul_token",
     "CHUTES_TASK_DRIVER": "task_driver",
+    "CHUTES_CONTAINER_SCHEDULER_HOST": "container_scheduler_host",
     "CHUTES_DATACENTERS": "datacenters",
     "CHUTES_ADMIN_KEY": "admin_key",
     "CHUTES_ADMIN_USERNAME": "admin_username",
@@ -146,11 +194,17 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
     "CHUTES_WATCH_INTERVAL": "watch_interval_s",
     "CHUTES_RUN_LOOPS": "run_loops",
+    "CHUTES_DEV_ADOPT_USERS": "dev_adopt_users",
     "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
     "CHUTES_LOG_LEVEL": "log_level",
     "CHUTES_AUTH_FAILURE_BURST": "auth_failure_burst",
     "CHUTES_AUTH_FAILURE_RATE": "auth_failure_rate",
     "CHUTES_MAX_JSON_DEPTH": "max_json_depth",
+    "CHUTES_GATEWAY_URL": "gateway_url",
+    "CHUTES_UI_SESSION_TTL": "ui_session_ttl_s",
+    "CHUTES_METRICS_TOKEN": "metrics_token",
+    "CHUTES_RESERVATION_TTL": "reservation_ttl_s",
+    "CHUTES_INVALIDATION_KEY": "invalidation_key",
 }
 
 

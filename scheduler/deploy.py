@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chutes.identity import host_label, slugify
 from chutes.manifest import Manifest
-from chutes.scheduler import render
+from chutes.scheduler import drift, render, reservations
 from chutes.scheduler.api.errors import APIError, UpstreamError
 from chutes.scheduler.api.uploads import Upload
 from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
@@ -62,15 +63,12 @@ def nomad_failure(exc: NomadError) -> UpstreamError:
 
 def render_settings(services: Services) -> RenderSettings:
     config = services.config
-    if config.task_driver == "raw_exec":
-        command: tuple[str, ...] = (config.runtime_python or sys.executable, "-m", "chutes.runtime")
-    else:
-        command = ("python", "-m", "chutes.runtime")
     return RenderSettings(
         scheduler_url=services.public_url,
         datacenters=config.datacenters,
         driver=config.task_driver,
-        runtime_command=command,
+        runtime_command=(config.runtime_python or sys.executable, "-m", "chutes.runtime"),
+        container_scheduler_url=config.container_url(services.public_url),
         region=config.nomad_region,
         namespace=config.nomad_namespace,
         check_interval_s=config.check_interval_s,
@@ -91,10 +89,19 @@ async def release_for(services: Services, chute: Chute, placements: Sequence[Pla
 
 
 def rendered_jobs(manifest: Manifest, release: ChuteRelease, settings: RenderSettings) -> list[dict[str, Any]]:
-    """Every Nomad job of a chute: the service job (a chute with cords) or one batch job per job method."""
+    """Every Nomad job of a chute: the service job (a chute with cords) or one batch job per job method,
+    stamped with the digest of its rendered form (``drift``)."""
     if manifest.cords:
-        return [render.render_chute_job(manifest, release, settings)]
-    return [render.render_batch_job(manifest, spec.name, release, settings) for spec in manifest.jobs]
+        return [drift.stamp(render.render_chute_job(manifest, release, settings))]
+    return [drift.stamp(render.render_batch_job(manifest, spec.name, release, settings)) for spec in manifest.jobs]
+
+
+async def expected_specs(services: Services, chute: Chute) -> dict[str, str]:
+    """Job id → the digest of each of the chute's jobs as this scheduler would render them now."""
+    manifest = Manifest.model_validate(chute.manifest)
+    release = await release_for(services, chute)
+    jobs = rendered_jobs(manifest, release, render_settings(services))
+    return {job["ID"]: job["Meta"][drift.SPEC_META] for job in jobs}
 
 
 def nomad_job_ids(manifest: Manifest) -> list[str]:
@@ -165,13 +172,58 @@ def unschedulable_json(result: Unschedulable) -> dict[str, Any]:
 
 
 async def plan(
-    services: Services, manifest: Manifest, count: int, *, exclude_chute: str | None = None
+    services: Services,
+    manifest: Manifest,
+    count: int,
+    *,
+    exclude_chute: str | None = None,
+    purpose: str = "deploy",
 ) -> tuple[list[Placement], Unschedulable | None]:
-    """Where ``count`` instances would go now (all or some), and why the rest could not be placed."""
+    """Where ``count`` instances would go now (all or some), and why the rest could not be placed.
+
+    GPUs reserved by other decisions that Nomad has not placed yet count as taken (``reservations``).
+    """
     request = PlacementRequest.from_selector(manifest.chute_id, manifest.node_selector)
     nodes = await cluster_nodes(services, exclude_chute)
+    async with services.store.session() as session:
+        held = await reservations.active(session, time.time())
+    services.metrics.reservations.set(sum(r.gpu_count for r in held))
+    nodes = reservations.without_reserved(nodes, held, exclude_chute=exclude_chute)
     result = place_many(nodes, request, max(count, 1))
-    return list(result.placements), result.unschedulable
+    failure = result.unschedulable
+    services.metrics.placement(purpose, max(count, 1), len(result.placements), failure.counts() if failure else None)
+    return list(result.placements), failure
+
+
+async def plan_and_reserve(
+    services: Services,
+    manifest: Manifest,
+    count: int,
+    *,
+    exclude_chute: str | None = None,
+    purpose: str = "deploy",
+) -> tuple[list[Placement], Unschedulable | None, list[str]]:
+    """``plan``, and reserve the GPUs it found, as one step no other placement decision can interleave with.
+
+    Returns the placements, why the rest failed, and the reservation ids (release them if the caller gives
+    up before Nomad has the job).
+    """
+    async with services.store.lock(reservations.LOCK_NAME):
+        placements, failure = await plan(services, manifest, count, exclude_chute=exclude_chute, purpose=purpose)
+        ids: list[str] = []
+        if placements:
+            async with services.store.session() as session:
+                ids = await reservations.reserve(session, placements, services.config.reservation_ttl_s)
+    return placements, failure, ids
+
+
+async def release_reservations(services: Services, *, chute_id: str | None = None, ids: Sequence[str] = ()) -> None:
+    """Give reserved GPUs back (a deploy that failed, a chute deleted); best effort, they expire anyway."""
+    try:
+        async with services.store.session() as session:
+            await reservations.release(session, chute_id=chute_id, ids=ids)
+    except Exception as exc:
+        log.warning("releasing GPU reservations failed (they expire on their own): %r", exc)
 
 
 # -------------------------------------------------------------------------------------------- the deploy
@@ -213,9 +265,12 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     is_service = bool(manifest.cords)
     count = max(existing.desired_instances, 1) if (existing is not None and is_service) else 1
     count = min(count, manifest.max_instances)
-    placements, failure = await plan(services, manifest, count, exclude_chute=cid if existing else None)
+    placements, failure, held = await plan_and_reserve(
+        services, manifest, count, exclude_chute=cid if existing else None
+    )
     if not placements:
         assert failure is not None
+        services.metrics.deploys.labels("unschedulable").inc()
         detail = f"no node can run {manifest.name!r} now: {failure.explanation}"
         if existing is not None:
             await services.events.record(
@@ -226,9 +281,15 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     try:
         chute = await _store_intent(services, owner.id, upload, slug, count if is_service else 0, existing is not None)
     except IntegrityError:
+        await release_reservations(services, ids=held)
+        services.metrics.deploys.labels("conflict").inc()
         raise APIError(409, f"another deploy of {manifest.name!r} (or of a chute with its URL slug or host address "
                        "label) is under way", "retry in a moment") from None  # fmt: skip
+    except BaseException:
+        await release_reservations(services, ids=held)
+        raise
     services.events.announce()
+    await services.announce_change(routes=[(manifest.username, slug)])  # a new chute, or new cords
     if failure is not None:
         await services.events.record(
             cid, "unschedulable", f"only {len(placements)} of {count} instances fit now: {failure.explanation}",
@@ -240,6 +301,9 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     try:
         await submit(services, chute, placements)
     except UpstreamError as exc:
+        # Stored, not placed: the reconciler registers it later and places it anew, so the promise goes.
+        await release_reservations(services, ids=held)
+        services.metrics.deploys.labels("error").inc()
         await services.events.record(cid, "error", f"registering the job failed: {exc.detail}", version=upload.sha256)
         exc.hint = "the deploy is stored: the scheduler registers it once Nomad answers (follow the events)"
         raise
@@ -256,6 +320,7 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
         chute = row or chute
     if is_service:
         start_watch(services, cid, upload.sha256)
+    services.metrics.deploys.labels("accepted").inc()
     return chute, placement_json(placements[0])
 
 
@@ -364,7 +429,9 @@ async def set_desired(services: Services, chute: Chute, count: int, reason: str)
     try:
         await services.nomad.scale_job(job_id(chute.id), count, message=f"chutes: {reason}")
     except JobNotFound:
-        placements, _ = await plan(services, Manifest.model_validate(chute.manifest), count) if count else ([], None)
+        placements: list[Placement] = []
+        if count:
+            placements, _ = await plan(services, Manifest.model_validate(chute.manifest), count, purpose="scale")
         await submit(services, chute, placements)
     except NomadRejected as exc:
         if "active deployment" not in exc.detail:
@@ -389,14 +456,19 @@ async def scale(services: Services, chute: Chute, count: int) -> Chute:
         )  # fmt: skip
     if chute.status == "deleting":
         raise APIError(409, f"chute {chute.name!r} is being deleted")
+    held: list[str] = []
     if count > chute.desired_instances:
         extra = count - chute.desired_instances
-        placements, failure = await plan(services, manifest, extra)
+        placements, failure, held = await plan_and_reserve(services, manifest, extra, purpose="scale")
         if not placements:
             assert failure is not None
             detail = f"no node can run another instance of {chute.name!r} now: {failure.explanation}"
             raise APIError(409, detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
-    return await set_desired(services, chute, count, "scale request")
+    try:
+        return await set_desired(services, chute, count, "scale request")
+    except BaseException:
+        await release_reservations(services, ids=held)
+        raise
 
 
 async def wake(services: Services, chute: Chute) -> Chute:
@@ -452,6 +524,8 @@ async def delete(services: Services, chute: Chute) -> None:
         if row is None:
             return
         row.status = "deleting"
+    await services.announce_change(routes=[(chute.username, chute.slug)])  # its route answers 404 from now on
+    await release_reservations(services, chute_id=chute.id)
     watch = _watches.pop(chute.id, None)
     if watch is not None:
         watch.cancel()
@@ -476,5 +550,9 @@ async def finish_delete(services: Services, chute_id: str) -> None:
 
     await record_gone(services, chute_id)
     async with services.store.session() as session:
+        row = await chutes_repo.get_chute(session, chute_id)
+        route = (row.username, row.slug) if row is not None else None
         await chutes_repo.purge(session, chute_id)
     services.events.announce()
+    if route is not None:
+        await services.announce_change(routes=[route])

@@ -13,11 +13,13 @@ import contextlib
 import importlib
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from chutes.scheduler.metrics import SchedulerMetrics
     from chutes.scheduler.services import Services
 
 log = logging.getLogger(__name__)
@@ -59,10 +61,11 @@ def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
     return base * random.uniform(0.5, 1.0)
 
 
-async def run_forever(loop: LeaderLoop, stop: asyncio.Event) -> None:
+async def run_forever(loop: LeaderLoop, stop: asyncio.Event, metrics: SchedulerMetrics | None = None) -> None:
     """Run ``loop`` until ``stop`` is set; a failing tick is logged and retried with backoff."""
     failures = 0
     while not stop.is_set():
+        started = time.perf_counter()
         try:
             await loop.tick()
         except asyncio.CancelledError:
@@ -70,7 +73,11 @@ async def run_forever(loop: LeaderLoop, stop: asyncio.Event) -> None:
         except Exception:
             failures += 1
             log.exception("leader loop %s: tick failed (%d in a row)", loop.name, failures)
+            if metrics is not None:
+                metrics.tick(loop.name, time.perf_counter() - started, ok=False)
         else:
+            if metrics is not None:
+                metrics.tick(loop.name, time.perf_counter() - started, ok=True)
             if failures:
                 log.info("leader loop %s: recovered after %d failed ticks", loop.name, failures)
             failures = 0
@@ -82,8 +89,9 @@ async def run_forever(loop: LeaderLoop, stop: asyncio.Event) -> None:
 class LoopRunner:
     """Starts and stops a set of loops together (started on gaining leadership, stopped on losing it)."""
 
-    def __init__(self, loops: list[LeaderLoop]) -> None:
+    def __init__(self, loops: list[LeaderLoop], metrics: SchedulerMetrics | None = None) -> None:
         self.loops = loops
+        self.metrics = metrics
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,7 +103,9 @@ class LoopRunner:
         if self.running:
             return
         self._stop = asyncio.Event()
-        self._tasks = [asyncio.create_task(run_forever(lp, self._stop), name=f"loop:{lp.name}") for lp in self.loops]
+        self._tasks = [
+            asyncio.create_task(run_forever(lp, self._stop, self.metrics), name=f"loop:{lp.name}") for lp in self.loops
+        ]
         log.info("leader loops started: %s", ", ".join(lp.name for lp in self.loops) or "(none)")
 
     async def stop(self, grace: float = 5.0) -> None:
@@ -118,7 +128,7 @@ class LeaderSupervisor:
 
         config = services.config
         self.services = services
-        self.runner = LoopRunner(collect(services))
+        self.runner = LoopRunner(collect(services), services.metrics)
         self.elector = LeaderElector(
             services.consul,
             key=config.leader_key,
@@ -132,10 +142,12 @@ class LeaderSupervisor:
 
     async def _gain(self) -> None:
         self.services.is_leader = True
+        self.services.metrics.set_leader(True)
         self.runner.start()
 
     async def _loss(self) -> None:
         self.services.is_leader = False
+        self.services.metrics.set_leader(False)
         await self.runner.stop()
 
     async def start(self) -> None:

@@ -13,6 +13,7 @@ records into GPU-time rows) are the thin I/O shell around it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -97,7 +98,7 @@ def split_by_day(start: float, end: float) -> list[tuple[int, Decimal]]:
 
 @dataclass(frozen=True, slots=True)
 class GPUInterval:
-    """Billable GPU time of one instance (``end`` None: still running)."""
+    """Billable GPU time of one instance while it was ready (``end`` None: still running)."""
 
     owner_id: str
     owner_username: str
@@ -108,6 +109,7 @@ class GPUInterval:
     hourly_per_gpu: Decimal
     start: float
     end: float | None
+    alloc_id: str = ""  # the usage row (or instance) it comes from
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +143,7 @@ class UsageLine:
     gpu_seconds: Decimal = Decimal(0)
     cost: Decimal = Decimal(0)  # unrounded until ``finish``
     gpu_models: set[str] = field(default_factory=set)
+    running: int = 0  # instances still running whose time up to ``now`` is included
 
 
 def build_report(
@@ -173,6 +176,8 @@ def build_report(
                 ln.gpu_seconds += seconds * iv.gpu_count
                 ln.cost += gpu_cost(seconds, iv.gpu_count, iv.hourly_per_gpu)
                 ln.gpu_models.add(iv.gpu_model or "unknown")
+                if iv.end is None and day == epoch_day(end):
+                    ln.running += 1
     for c in calls:
         if first_day <= c.day <= last_day:
             ln = line(c.day, c.user_id, c.chute_id)
@@ -279,12 +284,54 @@ class SyncState:
     watermark: float = 0.0
 
 
+def segment_end(start: float, inst: Instance | None, fallback: float) -> float | None:
+    """When the billing segment of an instance that began at ``start`` (a ``ready_at``) ended; None: it runs.
+
+    GPU time is billed while an instance is ready: a segment ends when the instance stops, or when it stops
+    being ready while its allocation lives on (``unready_at``: a crash, a restart, a failing health check); a
+    later ``ready_at`` starts a new segment. ``fallback`` is the end when nothing recorded says more (the
+    instance record is gone: the last time it was seen).
+    """
+    if inst is None:
+        return fallback
+    if inst.ready_at is not None and inst.ready_at > start:  # ready again since: this segment ended between
+        unready = inst.unready_at
+        return unready if unready is not None and start <= unready <= inst.ready_at else inst.ready_at
+    if inst.state == "ready":
+        return None
+    if inst.unready_at is not None and inst.unready_at >= start:
+        return inst.unready_at
+    if inst.state in TERMINAL_STATES and inst.stopped_at is not None:
+        return max(start, inst.stopped_at)
+    return fallback
+
+
+def segment_id(alloc_id: str, first: InstanceUsage | None, ready_at: float) -> str:
+    """The usage row id of the segment starting at ``ready_at``: the allocation id for its first segment
+    (as before segments existed), ``<alloc id>/<microseconds>`` for the later ones."""
+    if first is None or first.ready_at == ready_at:
+        return alloc_id
+    return f"{alloc_id}/{round(ready_at * 1_000_000)}"
+
+
+def _base_id(usage_id: str) -> str:
+    return usage_id.split("/", 1)[0]
+
+
+async def _current_segment(session: AsyncSession, inst: Instance) -> tuple[str, InstanceUsage | None]:
+    """(row id, row or None) of the segment of the instance's latest ready period."""
+    assert inst.ready_at is not None
+    first = await session.get(InstanceUsage, inst.alloc_id)
+    sid = segment_id(inst.alloc_id, first, inst.ready_at)
+    return sid, first if sid == inst.alloc_id else await session.get(InstanceUsage, sid)
+
+
 async def sync_instance_usage(session: AsyncSession, now: float, state: SyncState) -> int:
     """Open, extend and close GPU-time rows from the scheduler's instance records; returns rows changed.
 
-    An instance that was ever ready gets a row (billed from ``ready_at``); it is closed at the instance's
-    ``stopped_at`` when it ends, or, when its record disappeared (its chute was deleted), at the last time it
-    was seen running.
+    An instance gets a row for each period it was ready (``segment_end``): opened from ``ready_at``, closed
+    when it stopped or stopped being ready, or, when its record disappeared (its chute was deleted), at the
+    last time it was seen running.
     """
     since = state.watermark
     query = select(Instance).where(
@@ -293,7 +340,7 @@ async def sync_instance_usage(session: AsyncSession, now: float, state: SyncStat
     )
     instances = list((await session.execute(query)).scalars())
     open_rows = {
-        u.alloc_id: u
+        _base_id(u.alloc_id): u
         for u in (await session.execute(select(InstanceUsage).where(InstanceUsage.stopped_at.is_(None)))).scalars()
     }
     chute_ids = {i.chute_id for i in instances}
@@ -302,47 +349,87 @@ async def sync_instance_usage(session: AsyncSession, now: float, state: SyncStat
     for inst in instances:
         assert inst.ready_at is not None
         usage = open_rows.pop(inst.alloc_id, None)
-        stopped = inst.state in TERMINAL_STATES
-        if usage is None:
-            if await session.get(InstanceUsage, inst.alloc_id) is not None:
-                continue  # already closed
-            chute = chutes.get(inst.chute_id)
-            if chute is None:
-                continue  # the chute is gone with its owner: nothing to bill to
-            price, count = _price_for(inst, chute.manifest)
-            session.add(
-                InstanceUsage(
-                    alloc_id=inst.alloc_id,
-                    chute_id=inst.chute_id,
-                    chute_name=chute.name,
-                    owner_id=chute.owner_id,
-                    owner_username=chute.username,
-                    node_id=inst.node_id,
-                    gpu_model=inst.gpu_model,
-                    gpu_count=count,
-                    hourly_usd_per_gpu=price,
-                    ready_at=inst.ready_at,
-                    stopped_at=max(inst.ready_at, inst.stopped_at or now) if stopped else None,
-                    last_seen_at=now,
-                )
+        if usage is not None:
+            end = segment_end(usage.ready_at, inst, usage.last_seen_at)
+            if end is None:
+                usage.last_seen_at = now
+                continue
+            usage.stopped_at = max(usage.ready_at, end)
+            changed += 1
+        sid, current = await _current_segment(session, inst)
+        if current is not None:
+            continue  # this ready period is billed already (open above, or closed before)
+        chute = chutes.get(inst.chute_id)
+        if chute is None:
+            continue  # the chute is gone with its owner: nothing to bill to
+        end = segment_end(inst.ready_at, inst, now)
+        price, count = _price_for(inst, chute.manifest)
+        session.add(
+            InstanceUsage(
+                alloc_id=sid,
+                chute_id=inst.chute_id,
+                chute_name=chute.name,
+                owner_id=chute.owner_id,
+                owner_username=chute.username,
+                node_id=inst.node_id,
+                gpu_model=inst.gpu_model,
+                gpu_count=count,
+                hourly_usd_per_gpu=price,
+                ready_at=inst.ready_at,
+                stopped_at=None if end is None else max(inst.ready_at, end),
+                last_seen_at=now,
             )
-            changed += 1
-        elif stopped:
-            usage.stopped_at = max(usage.ready_at, inst.stopped_at or usage.last_seen_at)
-            changed += 1
-        else:
-            usage.last_seen_at = now
+        )
+        await session.flush()
+        changed += 1
     for usage in open_rows.values():  # open rows whose instance was not among the live or recent ones
-        record = await session.get(Instance, usage.alloc_id)
-        if record is not None and record.state not in TERMINAL_STATES:
-            usage.last_seen_at = now  # live but not ready any more: the GPU is still held
+        record = await session.get(Instance, _base_id(usage.alloc_id))
+        if record is not None and record.state not in TERMINAL_STATES and record.ready_at == usage.ready_at:
+            usage.last_seen_at = now  # live (perhaps not ready) and recorded above as the same period
             continue
-        end = record.stopped_at if record is not None and record.stopped_at is not None else usage.last_seen_at
-        usage.stopped_at = max(usage.ready_at, end)
+        end = segment_end(usage.ready_at, record, usage.last_seen_at)
+        usage.stopped_at = max(usage.ready_at, end if end is not None else usage.last_seen_at)
         changed += 1
     # Instances recorded while this tick ran carry earlier times: look back a little further next time.
     state.watermark = now - WATERMARK_SLACK
     return changed
+
+
+async def live_intervals(
+    session: AsyncSession, start: float, end: float, owner_id: str | None, chute_id: str | None, now: float
+) -> list[GPUInterval]:
+    """``intervals_for`` brought up to ``now`` from the instance records, without waiting for the metering loop:
+    an open row whose instance has stopped being ready ends when it did, and an instance ready since the last
+    metering tick counts from its ``ready_at``. Running intervals keep ``end`` None (counted up to now)."""
+    stored = await intervals_for(session, start, end, owner_id, chute_id)
+    open_ids = {iv.alloc_id for iv in stored if iv.end is None}
+    records: dict[str, Instance] = {}
+    if open_ids:
+        query = select(Instance).where(Instance.alloc_id.in_({_base_id(a) for a in open_ids}))
+        records = {i.alloc_id: i for i in (await session.execute(query)).scalars()}
+    out: list[GPUInterval] = []
+    billed: set[tuple[str, float]] = set()
+    for iv in stored:
+        billed.add((_base_id(iv.alloc_id), iv.start))
+        if iv.end is None:
+            stop = segment_end(iv.start, records.get(_base_id(iv.alloc_id)), now)
+            iv = dataclasses.replace(iv, end=None if stop is None else max(iv.start, min(stop, now)))
+        out.append(iv)
+    ready = select(Instance, Chute).join(Chute, Chute.id == Instance.chute_id).where(Instance.state == "ready")
+    if owner_id is not None:
+        ready = ready.where(Chute.owner_id == owner_id)
+    if chute_id is not None:
+        ready = ready.where(Instance.chute_id == chute_id)
+    for inst, chute in (await session.execute(ready)).all():
+        if inst.ready_at is None or inst.ready_at >= end or (inst.alloc_id, inst.ready_at) in billed:
+            continue
+        price, count = _price_for(inst, chute.manifest)
+        interval = GPUInterval(
+            chute.owner_id, chute.username, inst.chute_id, chute.name, inst.gpu_model, count, price,
+            inst.ready_at, None, inst.alloc_id,
+        )  # fmt: skip
+        out.append(interval)
+    return out
 
 
 async def intervals_for(
@@ -366,6 +453,7 @@ async def intervals_for(
             Decimal(u.hourly_usd_per_gpu),
             u.ready_at,
             u.stopped_at,
+            u.alloc_id,
         )
         for u in (await session.execute(query)).scalars()
     ]

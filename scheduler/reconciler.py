@@ -11,6 +11,7 @@ the next one finishes the work.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -18,19 +19,21 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
+
 from chutes.inventory import KV_PREFIX
 from chutes.manifest import Manifest
-from chutes.scheduler import deploy, runs
+from chutes.scheduler import deploy, drift, reservations, runs, task_events
 from chutes.scheduler.loops import LeaderLoop
 from chutes.scheduler.nomad_api import JobNotFound, NomadError, allocation_gpu_ids
-from chutes.scheduler.render import GROUP, chute_version, job_id, service_name
+from chutes.scheduler.render import GROUP, RenderError, chute_version, job_id, service_name
 from chutes.scheduler.runs import last_task_message
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
 from chutes.scheduler.store import instances as instances_repo
 from chutes.scheduler.store.instances import TERMINAL, Observed, Transition
-from chutes.scheduler.store.models import Chute
+from chutes.scheduler.store.models import Chute, Instance
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,31 @@ def instance_state(alloc: dict[str, Any], healthy: bool) -> str:
     if status == "running":
         return "ready" if healthy else "running"
     return _CLIENT_STATES.get(status, "pending")
+
+
+def _assess(alloc: dict[str, Any], healthy: bool, row: Instance | None) -> tuple[str, str, float | None]:
+    """(state, message, when it stopped serving) of an allocation, from Nomad, Consul and its last record.
+
+    A live allocation that is not ready and whose task failed since it was last ready is ``failing``, with
+    Nomad's reason. An instance recorded ready whose task ended or restarted since stopped serving at that
+    moment (task events), not when this observation happens to see it.
+    """
+    state = instance_state(alloc, healthy)
+    since = row.ready_at if row is not None and row.ready_at is not None else 0.0
+    message = ""
+    if state in ("running", "pending"):
+        found = task_events.trouble(alloc, since)
+        if found is not None:
+            state, message = "failing", found.message
+    elif state in TERMINAL:
+        message = last_task_message(alloc)
+    left_at: float | None = None
+    if row is not None and row.state == "ready" and row.ready_at is not None:
+        # Event times come from Nomad's clock: only events clearly after the recorded ready time count.
+        ended = task_events.stopped_serving(alloc, row.ready_at + task_events.CLOCK_SLACK_S)
+        if ended is not None:
+            left_at = min(max(ended, row.ready_at), time.time())
+    return state, message, left_at
 
 
 async def consul_health(services: Services, chute_id: str) -> dict[str, tuple[bool, str | None, int | None]]:
@@ -126,6 +154,8 @@ def _event_for(t: Transition, chute: Chute, view: InstanceView) -> tuple[str, st
         return "ready", f"instance {short} ready on {where} (passing in Consul)"
     if t.new == "failed":
         return "failed", f"instance {short} on {where} failed: {view.message or 'no message'}"
+    if t.new == "failing":
+        return "failed", f"instance {short} on {where} is failing: {view.message or 'no message'}"
     if t.new == "lost":
         return "failed", f"instance {short} on {where} was lost (node down?)"
     if t.new == "stopped":
@@ -143,13 +173,14 @@ async def observe_chute(services: Services, chute: Chute) -> list[InstanceView]:
     health = await consul_health(services, chute.id)
     async with services.store.session() as session:
         known = {i.alloc_id: i for i in await instances_repo.list_for(session, chute.id)}
+        await reservations.confirm(session, chute.id, allocs)  # Nomad placed them: the promise is kept
     views: list[InstanceView] = []
     changes: list[tuple[Transition, InstanceView]] = []
     for alloc in allocs:
         alloc_id = alloc["ID"]
         healthy, address, port = health.get(alloc_id, (False, None, None))
-        state = instance_state(alloc, healthy)
         row = known.get(alloc_id)
+        state, message, left_at = _assess(alloc, healthy, row)
         uuids: tuple[str, ...] = ()
         node_id: str | None
         nomad_node_id: str | None
@@ -163,18 +194,22 @@ async def observe_chute(services: Services, chute: Chute) -> list[InstanceView]:
             gpu_model=model, gpu_count=len(uuids) or (row.gpu_count if row else 0), gpu_uuids=uuids,
             desired_status=alloc.get("DesiredStatus"), client_status=alloc.get("ClientStatus"), address=address,
             port=port, version=row.version if row else chute.version,
-            created_at=(alloc.get("CreateTime") or 0) / 1e9 or None,
-            message=last_task_message(alloc) if state in ("failed", "lost") else "",
+            created_at=(alloc.get("CreateTime") or 0) / 1e9 or None, message=message,
         )  # fmt: skip
         views.append(view)
-        async with services.store.session() as session:
-            t = await instances_repo.record(
-                session,
-                Observed(alloc_id, chute.id, view.version, state, node_id=node_id, nomad_node_id=nomad_node_id,
-                         gpu_model=model, gpu_count=view.gpu_count),
-            )  # fmt: skip
-        if t is not None:
-            changes.append((t, view))
+        observed = [
+            Observed(alloc_id, chute.id, view.version, state, node_id=node_id, nomad_node_id=nomad_node_id,
+                     gpu_model=model, gpu_count=view.gpu_count, at=left_at if state != "ready" else None)
+        ]  # fmt: skip
+        if state == "ready" and left_at is not None:
+            # Ready now and when last seen, but its task ended in between (a restart, a devcluster restart):
+            # it stopped serving then, and is ready again from now.
+            observed.insert(0, dataclasses.replace(observed[0], state="running", at=left_at))
+        for obs in observed:
+            async with services.store.session() as session:
+                t = await instances_repo.record(session, obs)
+            if t is not None:
+                changes.append((t, dataclasses.replace(view, state=obs.state)))
     # Records of allocations Nomad no longer lists (job purged, garbage-collected) end here.
     listed = {v.alloc_id for v in views}
     for alloc_id, row in known.items():
@@ -207,8 +242,13 @@ def _view_data(view: InstanceView) -> dict[str, Any]:
 async def _update_status(services: Services, chute: Chute, views: list[InstanceView]) -> None:
     live = [v for v in views if v.state not in TERMINAL]
     states = Counter(v.state for v in live)
+    failing = next((v for v in live if v.state == "failing"), None)
     if states["ready"]:
         status, detail = "ready", f"{states['ready']} of {chute.desired_instances} instances ready"
+        if failing is not None:
+            detail += f"; {states['failing']} failing: {failing.message}"
+    elif failing is not None:
+        status, detail = "failing", f"{states['failing']} instance(s) failing: {failing.message}"
     elif states["running"]:
         status, detail = "running", "starting: waiting for /_ready"
     elif states["pending"]:
@@ -246,8 +286,25 @@ async def _note_unschedulable(services: Services, chute: Chute, explanation: str
         await services.events.record(chute.id, "unschedulable", explanation, version=chute.version, data=data)
 
 
-async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[str, Any]]) -> None:
-    """Bring one chute's Nomad jobs in line with the store."""
+async def _url_answers(services: Services, url: str | None, checked: dict[str, bool]) -> bool:
+    """Whether a scheduler answers at ``url`` (this scheduler's own address, or no address: yes)."""
+    if url is None or url == services.public_url:
+        return True
+    if url not in checked:
+        try:
+            timeout = aiohttp.ClientTimeout(total=3)
+            async with aiohttp.ClientSession(timeout=timeout) as http, http.get(f"{url}/healthz") as resp:
+                checked[url] = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            checked[url] = False
+    return checked[url]
+
+
+async def converge_chute(
+    services: Services, chute: Chute, jobs: dict[str, dict[str, Any]], url_checks: dict[str, bool] | None = None
+) -> None:
+    """Bring one chute's Nomad jobs in line with the store (``url_checks``: scheduler addresses probed)."""
+    url_checks = {} if url_checks is None else url_checks
     if chute.status == "deleting":
         if time.time() - chute.updated_at < DELETE_GRACE_S:
             return  # the API call that is deleting it is still at work
@@ -257,14 +314,28 @@ async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[
         return
     manifest = Manifest.model_validate(chute.manifest)
     want_version = chute_version(chute.version)
+    try:
+        specs = await deploy.expected_specs(services, chute)
+    except RenderError as exc:  # stored before a rule tightened: nothing to register, say why once per tick
+        log.warning("reconciler: chute %s (%s) cannot be rendered: %s", chute.id, chute.name, exc)
+        specs = {}
     stale = []
     for jid in deploy.nomad_job_ids(manifest):
         job = jobs.get(jid)
         if job is None or job.get("Stop") or (job.get("Meta") or {}).get("chute_version") != want_version:
             stale.append(jid)
+        elif jid in specs and drift.drifted(job, specs[jid]):
+            # Rendered differently now (a new runtime version, new settings).
+            log.info("reconciler: the job %s differs from its current rendering: registering it again", jid)
+            stale.append(jid)
+        elif not await _url_answers(services, drift.registered_url(job), url_checks):
+            # Its instances fetch their bundle from a scheduler address that no longer answers (one that
+            # restarted elsewhere): a restarted instance could never start. Point them at this scheduler.
+            log.info("reconciler: the job %s names a scheduler that does not answer: registering it again", jid)
+            stale.append(jid)
     if stale:
         count = chute.desired_instances if manifest.cords else 1
-        placements, failure = await deploy.plan(services, manifest, count, exclude_chute=chute.id)
+        placements, failure = await deploy.plan(services, manifest, count, exclude_chute=chute.id, purpose="reconcile")
         if manifest.cords and count and not placements:
             assert failure is not None
             await _note_unschedulable(
@@ -273,7 +344,8 @@ async def converge_chute(services: Services, chute: Chute, jobs: dict[str, dict[
             return
         await deploy.submit(services, chute, placements)
         await services.events.record(
-            chute.id, "registered", f"reconciler registered {', '.join(stale)} (missing or another version)",
+            chute.id, "registered",
+            f"reconciler registered {', '.join(stale)} (missing, another version, or rendered differently now)",
             version=chute.version, data={"jobs": stale},
         )  # fmt: skip
         if manifest.cords:
@@ -331,9 +403,10 @@ async def reconcile_once(services: Services) -> None:
         if not stub.get("ParentID"):
             jobs[stub["ID"]] = stub
     failures = 0
+    url_checks: dict[str, bool] = {}  # each scheduler address probed once per tick
     for chute in chutes.values():
         try:
-            await converge_chute(services, chute, jobs)
+            await converge_chute(services, chute, jobs, url_checks)
         except Exception:
             failures += 1
             log.exception("reconciler: chute %s (%s)", chute.id, chute.name)

@@ -45,6 +45,8 @@ ENV_NAMES = (
 )
 
 _NS = 1_000_000_000  # Nomad's JSON durations are integer nanoseconds
+TaskDriver = Literal["raw_exec", "docker"]
+DriverChoice = Literal["auto", "raw_exec", "docker"]
 _INTERPOLATION = re.compile(r"\$\{")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -87,9 +89,17 @@ class RenderSettings:
 
     scheduler_url: str
     datacenters: tuple[str, ...] = ("dc1",)
-    driver: Literal["raw_exec", "docker"] = "raw_exec"
-    # The runtime's command line: an interpreter on the node for raw_exec, inside the image for docker.
+    # auto: docker when the release has a built image, raw_exec otherwise; raw_exec / docker force one.
+    driver: DriverChoice = "auto"
+    # The runtime's command line on the node (raw_exec): an interpreter with this package installed.
     runtime_command: tuple[str, ...] = ("python3", "-m", "chutes.runtime")
+    # The runtime's command line inside the image (docker): every built image ends with the runtime layer.
+    container_command: tuple[str, ...] = ("python3", "-m", "chutes.runtime")
+    # Where containers reach the scheduler when that differs from scheduler_url (None: the same URL).
+    container_scheduler_url: str | None = None
+    container_pids_limit: int = 16384  # threads count: inference engines start many
+    container_shm_mb: int = 2048  # /dev/shm; Docker's 64 MiB default is too small for PyTorch and NCCL
+    image_pull_timeout_s: int = 1800  # model images are large: Nomad's 5 min default is too short
     region: str | None = None
     namespace: str | None = None
     priority: int = 50
@@ -114,6 +124,8 @@ class ChuteRelease:
     count: int = 1
     preferred_model: str | None = None  # an affinity, from the placement decision
     preferred_nodes: tuple[str, ...] = ()  # Nomad node IDs, an affinity, from the placement decision
+    # The built image, ``<registry>/<user>/<name>:<tag>@sha256:<digest>`` (None: no image was built).
+    image_ref: str | None = None
 
     def with_placements(self, placements: Sequence[Placement]) -> ChuteRelease:
         """This release preferring where ``placements`` put the instances (most common model, their nodes)."""
@@ -237,33 +249,66 @@ def _job_skeleton(
     return job
 
 
+def task_driver(release: ChuteRelease, settings: RenderSettings) -> TaskDriver:
+    """The Nomad driver of a chute's task: the operator's choice, else docker exactly when an image was built."""
+    if settings.driver == "auto":
+        return "docker" if release.image_ref else "raw_exec"
+    if settings.driver not in ("raw_exec", "docker"):
+        raise RenderError(f"unknown task driver {settings.driver!r}: use auto, raw_exec or docker")
+    return settings.driver
+
+
+def _driver_config(
+    manifest: Manifest, release: ChuteRelease, settings: RenderSettings, driver: TaskDriver, args: list[str]
+) -> dict[str, Any]:
+    """The task's ``Config``: the runtime's command on the node (raw_exec), or in the image (docker)."""
+    if driver == "raw_exec":
+        command = [_literal(part, "runtime command") for part in settings.runtime_command]
+        if not command:
+            raise RenderError("runtime_command is empty: set the command that starts `python -m chutes.runtime`")
+        return {"command": command[0], "args": command[1:] + args}
+    command = [_literal(part, "container command") for part in settings.container_command]
+    if not command:
+        raise RenderError("container_command is empty: set the command that starts `python -m chutes.runtime`")
+    # By digest when built (what was pushed is what runs); a forced docker driver without a build runs the
+    # manifest's reference as is, which must then contain the runtime.
+    config: dict[str, Any] = {
+        "image": _image_ref(release.image_ref or manifest.image.ref),
+        "command": command[0],
+        "args": command[1:] + args,
+        "image_pull_timeout": f"{settings.image_pull_timeout_s}s",
+        # catatonit/tini as PID 1: signals reach the runtime and exited children are reaped.
+        "init": True,
+        "pids_limit": settings.container_pids_limit,
+        "shm_size": settings.container_shm_mb * 1024 * 1024,
+        "security_opt": ["no-new-privileges"],
+        "labels": {"io.chutes.chute_id": manifest.chute_id},
+        # Docker's own copy of the output, bounded (Nomad's LogConfig rotates the copy it collects).
+        "logging": {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}},
+    }
+    # No `runtime`: for a task with GPUs Nomad switches to the NVIDIA runtime itself (and refuses any other),
+    # and no `privileged`, `volumes`, `mount` or `devices`: the allocated GPUs are the only host access.
+    if not args:
+        config["ports"] = [PORT_LABEL]
+    return config
+
+
 def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, args: list[str]) -> dict[str, Any]:
     selector = manifest.node_selector
-    command = [_literal(part, "runtime command") for part in settings.runtime_command]
-    if not command:
-        raise RenderError("runtime_command is empty: set the command that starts `python -m chutes.runtime`")
-    config: dict[str, Any]
-    if settings.driver == "raw_exec":
-        config = {"command": command[0], "args": command[1:] + args}
-    elif settings.driver == "docker":
-        config = {
-            "image": _image_ref(manifest.image.ref),
-            "command": command[0],
-            "args": command[1:] + args,
-        }
-        if not args:
-            config["ports"] = [PORT_LABEL]
-    else:
-        raise RenderError(f"unknown task driver {settings.driver!r}: use raw_exec or docker")
+    driver = task_driver(release, settings)
+    config = _driver_config(manifest, release, settings, driver, args)
+    scheduler_url = settings.scheduler_url
+    if driver == "docker" and settings.container_scheduler_url:
+        scheduler_url = settings.container_scheduler_url
     env = {
         _literal(k, "environment name"): _literal(v, f"environment value of {k}") for k, v in settings.extra_env.items()
     }
-    if settings.driver == "docker":
+    if driver == "docker":
         env["CHUTES_HOST"] = "0.0.0.0"  # inside the container; NOMAD_IP_http is the host's address there
     env.update(
         {
             "CHUTES_CHUTE_ID": manifest.chute_id,
-            "CHUTES_SCHEDULER_URL": _literal(settings.scheduler_url, "scheduler URL"),
+            "CHUTES_SCHEDULER_URL": _literal(scheduler_url, "scheduler URL"),
             "CHUTES_BUNDLE_SHA256": release.bundle_sha256,
             "CHUTES_INSTANCE_TOKEN": release.instance_token,
             "CHUTES_INVOKE_SECRET": release.invoke_secret,
@@ -271,7 +316,7 @@ def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, a
     )
     return {
         "Name": TASK,
-        "Driver": settings.driver,
+        "Driver": driver,
         "Config": config,
         "Env": env,
         "KillSignal": "SIGTERM",
@@ -342,6 +387,8 @@ def _check_release(release: ChuteRelease) -> None:
         if not value:
             raise RenderError(f"the {name} is empty")
         _literal(value, name)
+    if release.image_ref is not None and "@sha256:" not in _image_ref(release.image_ref):
+        raise RenderError(f"built image {release.image_ref!r} is not pinned by digest (…@sha256:<digest>)")
 
 
 def _job_spec(manifest: Manifest, job_name: str) -> JobSpec:

@@ -6,11 +6,14 @@ receive it as their argument. ``extras`` lets other parts (autoscaler, metering)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.events import EventHub
+from chutes.scheduler.invalidation import InvalidationPublisher
+from chutes.scheduler.metrics import SchedulerMetrics
 from chutes.scheduler.nomad_api import NomadClient
 from chutes.scheduler.store import Store
 
@@ -25,3 +28,17 @@ class Services:
     consul: Any  # py-consul's asyncio client (untyped)
     is_leader: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
+    metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
+    # Set by the app (it needs the Consul client); None where nothing follows the notices (unit tests).
+    invalidations: InvalidationPublisher | None = None
+
+    async def announce_change(
+        self,
+        *,
+        routes: Iterable[tuple[str, str]] = (),
+        keys: Iterable[str] = (),
+        users: Iterable[str] = (),
+    ) -> None:
+        """Tell the gateways that these routes, API keys (sha256) or users' identities changed."""
+        if self.invalidations is not None:
+            await self.invalidations.publish(routes=routes, keys=keys, users=users)

@@ -118,7 +118,7 @@ def _ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
-def _prepare_deploy(chute: Chute | str) -> _Request:
+def _prepare_deploy(chute: Chute | str, public: bool = False) -> _Request:
     """Load the chute if given as ``FILE:ATTR``, build its manifest and bundle, describe the upload."""
     from chutes.bundle import build_bundle
     from chutes.loader import load_chute, locate_chute
@@ -134,7 +134,7 @@ def _prepare_deploy(chute: Chute | str) -> _Request:
     return _Request(
         "POST",
         "/v1/chutes",
-        data={"manifest": manifest.model_dump_json()},
+        data={"manifest": manifest.model_dump_json(), **({"public": "true"} if public else {})},
         files={"bundle": ("bundle.tar.gz", bundle.data, "application/gzip")},
     )
 
@@ -360,9 +360,11 @@ class Client:
 
     # -- chutes
 
-    def deploy(self, chute: Chute | str) -> JSON:
-        """Upload a chute (an object, or ``FILE:ATTR`` / ``module:attr``); answers as soon as it is accepted."""
-        return dict(self._json(_prepare_deploy(chute)))
+    def deploy(self, chute: Chute | str, *, public: bool = False) -> JSON:
+        """Upload a chute (an object, or ``FILE:ATTR`` / ``module:attr``); answers as soon as it is accepted.
+
+        ``public``: every user may call it (admins only)."""
+        return dict(self._json(_prepare_deploy(chute, public)))
 
     def list_chutes(self) -> list[JSON]:
         return _items(self._json(_Request("GET", "/v1/chutes")), "chutes", "items")
@@ -672,8 +674,8 @@ class AsyncClient:
     async def delete_key(self, key_id: str) -> None:
         await self._send(_Request("DELETE", f"/v1/keys/{_ref(key_id)}"))
 
-    async def deploy(self, chute: Chute | str) -> JSON:
-        return dict(await self._json(_prepare_deploy(chute)))
+    async def deploy(self, chute: Chute | str, *, public: bool = False) -> JSON:
+        return dict(await self._json(_prepare_deploy(chute, public)))
 
     async def list_chutes(self) -> list[JSON]:
         return _items(await self._json(_Request("GET", "/v1/chutes")), "chutes", "items")

@@ -6,6 +6,7 @@ typical NVML name and total memory (MiB) as the driver reports them, so simulate
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass
 
@@ -84,7 +85,12 @@ def get(gpu_id: str) -> GPUModel:
     """The catalog entry for ``gpu_id`` (case-insensitive); raises UnknownGPUError listing the valid ids."""
     gpu = CATALOG.get(gpu_id.strip().lower())
     if gpu is None:
-        raise UnknownGPUError(f"unknown GPU id {gpu_id!r}; valid ids are: {', '.join(all_ids())}")
+        close = difflib.get_close_matches(gpu_id.strip().lower(), all_ids(), n=1)
+        guess = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UnknownGPUError(
+            f"unknown GPU id {gpu_id!r}{guess}: this platform places chutes only on the GPU models of its catalog; "
+            f"use one of: {', '.join(all_ids())} (or leave it out)"
+        )
     return gpu
 
 

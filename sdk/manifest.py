@@ -113,6 +113,18 @@ class Manifest(_Strict):
     def _username(cls, value: str) -> str:
         return validate_username(value)
 
+    @field_validator("node_selector", mode="before")
+    @classmethod
+    def _known_selector_fields(cls, value: Any) -> Any:
+        # NodeSelector ignores unknown fields in users' code (as Chutes does, with a warning); on the wire the
+        # manifest stays strict: the SDK never sends one.
+        if isinstance(value, dict):
+            known = set(NodeSelector.model_fields) | set(NodeSelector.model_computed_fields)
+            unknown = sorted(str(k) for k in value if k not in known)
+            if unknown:
+                raise ValueError(f"unknown node_selector field(s): {', '.join(unknown)}")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:

@@ -4,7 +4,9 @@ A cord's JSON body is validated by a pydantic model before the user's function r
 the ``input_schema`` class the user passed, the class of the function's only parameter when it is a pydantic
 model, or a model derived here from the function's parameters after ``self``: each parameter becomes a field
 with its type hint (``Any`` without one) and its default (required without one). ``**kwargs`` lets unknown
-fields through; FastAPI ``Depends(...)`` parameters are left out (no request reaches them in a cord).
+fields through. Parameters that FastAPI fills from the request (``Depends``, ``Security``, ``Header``, ``Query``,
+``Cookie``, or a ``Request``, ``Response``, ``BackgroundTasks`` annotation) are no input fields: the runtime
+solves them with FastAPI's dependency machinery (``chutes.chute.dependencies``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import params as fastapi_params
+from fastapi.security import SecurityScopes
 from pydantic import BaseModel, ConfigDict, PydanticUserError, TypeAdapter, create_model
+from starlette.background import BackgroundTasks
+from starlette.requests import HTTPConnection
+from starlette.responses import Response
 
 _STREAM_ORIGINS = (
     collections.abc.AsyncGenerator,
@@ -46,9 +52,46 @@ class InputSpec:
 
     model: type[BaseModel] | None
     takes_model: bool
+    #: the parameter that receives the whole model when ``takes_model`` (derived from a lone model parameter)
+    model_param: str | None = None
 
     def json_schema(self) -> dict[str, Any] | None:
         return model_json_schema(self.model) if self.model is not None else None
+
+
+# Annotations FastAPI fills with request objects rather than with values read from the request.
+_REQUEST_OBJECTS = (HTTPConnection, Response, BackgroundTasks, SecurityScopes)
+
+
+def _fastapi_markers(default: Any, annotation: Any) -> list[Any]:
+    markers = [default] if isinstance(default, fastapi_params.Depends | fastapi_params.Param) else []
+    if typing.get_origin(annotation) is typing.Annotated:
+        markers += [
+            m for m in typing.get_args(annotation)[1:] if isinstance(m, fastapi_params.Depends | fastapi_params.Param)
+        ]
+    return markers
+
+
+def is_request_param(default: Any, annotation: Any) -> bool:
+    """True for a parameter FastAPI fills from the request instead of the JSON body.
+
+    ``Depends(...)``/``Security(...)``, ``Header()``, ``Query()``, ``Cookie()``, ``Path()`` (as a default or in
+    ``Annotated[...]``), and parameters annotated ``Request``, ``Response``, ``BackgroundTasks``,
+    ``HTTPConnection`` or ``SecurityScopes``.
+    """
+    if _fastapi_markers(default, annotation):
+        return True
+    base = typing.get_args(annotation)[0] if typing.get_origin(annotation) is typing.Annotated else annotation
+    return isinstance(base, type) and issubclass(base, _REQUEST_OBJECTS)
+
+
+def check_request_param(name: str, default: Any, annotation: Any, owner: str) -> None:
+    """SchemaError for request parameters a cord cannot have: ``Path()`` (cord paths have no placeholders)."""
+    if any(isinstance(m, fastapi_params.Path) for m in _fastapi_markers(default, annotation)):
+        raise SchemaError(
+            f"parameter {name!r} of {owner} is a Path() parameter, but a cord's path has no {{placeholders}}",
+            hint="read it from the JSON body (a plain parameter), or use Query() or Header()",
+        )
 
 
 def is_model_class(value: object) -> bool:
@@ -104,6 +147,17 @@ def _parameters(func: Callable[..., Any], *, skip_self: bool) -> list[inspect.Pa
     return params[1:]
 
 
+def request_params(func: Callable[..., Any], *, skip_self: bool = True) -> list[inspect.Parameter]:
+    """The parameters of ``func`` that FastAPI fills from the request, with their type hints resolved."""
+    hints = resolve_hints(func)
+    found = []
+    for param in _parameters(func, skip_self=skip_self):
+        annotation = hints.get(param.name, param.annotation)
+        if param.kind is not inspect.Parameter.VAR_KEYWORD and is_request_param(param.default, annotation):
+            found.append(param.replace(annotation=annotation))
+    return found
+
+
 def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part) or "Cord"
 
@@ -123,22 +177,28 @@ def derive_input(func: Callable[..., Any], *, skip_self: bool = True) -> InputSp
                 f"parameter {param.name!r} of {func.__qualname__} cannot be filled from a JSON object",
                 hint="use named parameters (no *args and no positional-only parameters)",
             )
-        if isinstance(param.default, fastapi_params.Depends):
+        annotation = hints.get(param.name, Any)
+        if is_request_param(param.default, annotation):
+            check_request_param(param.name, param.default, annotation, func.__qualname__)
             continue
+        if isinstance(param.default, fastapi_params.Form | fastapi_params.File):
+            raise SchemaError(
+                f"parameter {param.name!r} of {func.__qualname__} is a form field, but a cord's input is a JSON body",
+                hint="make it a plain parameter (a JSON field), or read the raw body from a `request: Request`",
+            )
         if param.name.startswith("_"):
             raise SchemaError(
                 f"parameter {param.name!r} of {func.__qualname__} starts with '_', which a JSON field cannot",
                 hint="rename the parameter",
             )
-        annotation = hints.get(param.name, Any)
         default = ... if param.default is inspect.Parameter.empty else param.default
         fields[param.name] = (annotation, default)
     if not fields and not extra_allowed:
         return InputSpec(model=None, takes_model=False)
     if len(fields) == 1 and not extra_allowed:
-        ((annotation, default),) = fields.values()
+        ((name, (annotation, default)),) = fields.items()
         if is_model_class(annotation) and default is ...:
-            return InputSpec(model=annotation, takes_model=True)
+            return InputSpec(model=annotation, takes_model=True, model_param=name)
     config = ConfigDict(extra="allow" if extra_allowed else "forbid", protected_namespaces=())
     model_name = f"{_camel(func.__name__)}Input"
     try:

@@ -7,6 +7,7 @@ import re
 from chutes.devcluster.durations import NS_PER_S
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.constraints import OPERATORS
+from chutes.devcluster.nomad.docker_config import docker_config_problems
 from chutes.devcluster.nomad.placement import SUPPORTED_DRIVERS
 
 JOB_TYPES = ("service", "batch", "system", "sysbatch")
@@ -151,6 +152,8 @@ def validate(job: models.Job) -> None:
             task_names.add(task.Name or "")
             if not task.Driver:
                 problems.append(f"{twhere}: Missing task driver")
+            elif task.Driver == "docker":
+                problems += [f"{twhere}: docker config: {p}" for p in docker_config_problems(task.Config)]
             elif task.Driver in SUPPORTED_DRIVERS:
                 command = (task.Config or {}).get("command")
                 if not isinstance(command, str) or not command:

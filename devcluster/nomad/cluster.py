@@ -17,6 +17,7 @@ from chutes.devcluster.consul.catalog import Catalog
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.executor import AllocRunner, ProcessTable
 from chutes.devcluster.nomad.nodes import Node
+from chutes.devcluster.nomad.podman import DockerDriver, DriverError
 from chutes.devcluster.nomad.records import Allocation, Evaluation, now_ns
 from chutes.devcluster.nomad.scheduler import Plan, Scheduler
 from chutes.devcluster.nomad.services import ServiceRegistrar
@@ -34,8 +35,16 @@ def pick_free_port() -> int:
 
 
 class NomadCluster:
-    def __init__(self, index: IndexStore, catalog: Catalog, data_dir: Path, nodes: list[Node]) -> None:
+    def __init__(
+        self,
+        index: IndexStore,
+        catalog: Catalog,
+        data_dir: Path,
+        nodes: list[Node],
+        docker: DockerDriver | None = None,
+    ) -> None:
         self.state = NomadState(index)
+        self.docker = docker
         self.catalog = catalog
         for node in nodes:
             self.state.nodes[node.id] = node
@@ -60,6 +69,14 @@ class NomadCluster:
         reaped = self.processes.reap_leftovers()
         if reaped:
             log.warning("killed %d task process group(s) left behind by a previous devcluster", reaped)
+        if self.docker is not None:
+            try:
+                removed = await self.docker.reap_leftovers()
+            except (DriverError, OSError, TimeoutError) as exc:
+                log.warning("could not look for containers left behind by a previous devcluster: %s", exc)
+            else:
+                if removed:
+                    log.warning("removed %d container(s) left behind by a previous devcluster", removed)
         for alloc in list(self.state.allocs.values()):
             job = self.state.jobs.get(alloc.job_id)
             if not alloc.terminal and (alloc.desired_status != "run" or job is None or job.Stop):
@@ -140,6 +157,7 @@ class NomadCluster:
             self.processes,
             self.registrar,
             self._client_update,
+            self.docker,
         )
         self.runners[alloc.id] = runner
         runner.start(restarted=restarted)

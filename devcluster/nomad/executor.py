@@ -1,4 +1,5 @@
-"""The raw_exec driver: each task a local process in its own process group, with restarts and kill timeouts.
+"""The task runners: raw_exec (a local process in its own process group) and docker (a podman container, see
+``podman.py``), with restarts and kill timeouts.
 
 An :class:`AllocRunner` runs one allocation's tasks, records Nomad's task events, registers the allocation's
 services once every task runs, and on stop deregisters them, sends the kill signal to each task's process group,
@@ -24,6 +25,7 @@ from typing import BinaryIO
 from chutes.devcluster.durations import NS_PER_S, ns_to_s
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.nodes import Node
+from chutes.devcluster.nomad.podman import DockerDriver, DriverError
 from chutes.devcluster.nomad.records import Allocation, TaskEvent, TaskState, now_ns
 from chutes.devcluster.nomad.services import ServiceRegistrar
 from chutes.devcluster.nomad.taskenv import TaskDirs, interpolate, task_env
@@ -108,6 +110,7 @@ class TaskRunner:
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self.restart_times: list[float] = []
+        self.container = task.Driver == "docker"
 
     @property
     def state(self) -> TaskState:
@@ -127,6 +130,9 @@ class TaskRunner:
             except OSError as exc:
                 failure = f"failed to launch command: {exc.strerror or exc}"
                 self._event("Driver Failure", failure, details={"driver_error": failure}, failed=False)
+            except DriverError as exc:
+                failure = str(exc)
+                self._event("Driver Failure", failure, details={"driver_error": failure}, failed=False)
             else:
                 assert self.proc is not None
                 if self.owner.stopping:
@@ -135,6 +141,9 @@ class TaskRunner:
                 exit_code = await self.proc.wait()
                 self.owner.processes.remove(self.proc.pid)
                 _kill_group(self.proc.pid, signal.SIGKILL)
+                if self.container:
+                    # Whatever ended it (exit, kill, `podman kill` from outside), no container stays behind.
+                    await self.owner.docker_driver().remove(self.owner.alloc.id, self.name)
                 self.exited.set()
                 sig = -exit_code if exit_code < 0 else 0
                 self._event(
@@ -195,6 +204,9 @@ class TaskRunner:
         self.owner.changed()
 
     async def _start(self) -> None:
+        if self.container:
+            await self._start_container()
+            return
         alloc, job, node = self.owner.alloc, self.owner.job, self.owner.node
         group = self.owner.group
         env = task_env(alloc, job, group, self.task, node, self.dirs)
@@ -219,12 +231,45 @@ class TaskRunner:
         finally:
             stdout.close()
             stderr.close()
+        self._started(self.proc)
+
+    def _started(self, proc: asyncio.subprocess.Process) -> None:
         self.exited.clear()
-        self.owner.processes.add(self.proc.pid, alloc.id)
+        self.owner.processes.add(proc.pid, self.owner.alloc.id)
         self.state.state = "running"
         self.state.started_ns = now_ns()
         self._event("Started", "Task started by client")
         self.owner.task_running()
+
+    async def _start_container(self) -> None:
+        """Pull, create and attach to the task's container; a stop during a long pull abandons the start."""
+        owner = self.owner
+        stdout, stderr = self._open_logs()
+        try:
+            starting = asyncio.ensure_future(
+                owner.docker_driver().start(
+                    owner.alloc, owner.job, owner.group, self.task, owner.node, self.dirs, (stdout, stderr),
+                    lambda kind, message: self._event(kind, message),
+                )
+            )  # fmt: skip
+            stopped = asyncio.ensure_future(owner.stop_event.wait())
+            try:
+                await asyncio.wait({starting, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DriverError):
+                    await starting
+                await owner.docker_driver().remove(owner.alloc.id, self.name)
+                raise DriverError("the allocation was stopped while its container was starting")
+            proc, env = starting.result()
+        finally:
+            stdout.close()
+            stderr.close()
+        self.proc = proc
+        owner.env[self.name] = env
+        self._started(proc)
 
     def _open_logs(self) -> tuple[BinaryIO, BinaryIO]:
         """Nomad's per-task log files (no rotation); the child writes to them directly."""
@@ -252,13 +297,34 @@ class TaskRunner:
         self._event(
             "Killing", f"Sent interrupt. Waiting {timeout:g}s before force killing", details={"kill_reason": reason}
         )
-        _kill_group(proc.pid, sig)
-        try:
-            await asyncio.wait_for(self.exited.wait(), timeout)
-        except TimeoutError:
-            _kill_group(proc.pid, signal.SIGKILL)
-            await self.exited.wait()
+        if self.container:
+            await self._kill_container(sig, timeout)
+        else:
+            _kill_group(proc.pid, sig)
+            try:
+                await asyncio.wait_for(self.exited.wait(), timeout)
+            except TimeoutError:
+                _kill_group(proc.pid, signal.SIGKILL)
+                await self.exited.wait()
         self._event("Killed", "Task successfully killed")
+
+    async def _kill_container(self, sig: int, kill_timeout_s: float) -> None:
+        """``podman kill`` with the kill signal, KillTimeout, then SIGKILL; the attached process then exits."""
+        driver, alloc_id = self.owner.docker_driver(), self.owner.alloc.id
+        await driver.signal(alloc_id, self.name, signal.Signals(sig).name)
+        try:
+            await asyncio.wait_for(self.exited.wait(), kill_timeout_s)
+            return
+        except TimeoutError:
+            pass
+        await driver.signal(alloc_id, self.name, "SIGKILL")
+        try:
+            await asyncio.wait_for(self.exited.wait(), 10.0)
+        except TimeoutError:
+            # The attached client hangs on a container that is gone: end it, run() removes what is left.
+            if self.proc is not None:
+                _kill_group(self.proc.pid, signal.SIGKILL)
+            await self.exited.wait()
 
 
 class AllocRunner:
@@ -271,8 +337,10 @@ class AllocRunner:
         processes: ProcessTable,
         registrar: ServiceRegistrar,
         notify: Callable[[Allocation], None],
+        docker: DockerDriver | None = None,
     ) -> None:
         self.alloc = alloc
+        self.docker = docker
         self.job = job
         self.node = node
         self.root = root
@@ -290,6 +358,11 @@ class AllocRunner:
     @property
     def stopping(self) -> bool:
         return self.stop_event.is_set()
+
+    def docker_driver(self) -> DockerDriver:
+        if self.docker is None:  # placement only puts docker tasks on nodes that have the driver
+            raise DriverError("the docker driver is not enabled on this devcluster (--docker-driver)")
+        return self.docker
 
     def changed(self) -> None:
         self._update_status()

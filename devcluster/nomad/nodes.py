@@ -37,6 +37,7 @@ class DeviceInstance:
     id: str
     healthy: bool = True
     pci_bus_id: str = ""
+    index: int | None = None  # NVML index, to name the GPU to a container runtime (CDI "nvidia.com/gpu=<index>")
 
 
 @dataclass
@@ -81,19 +82,29 @@ class Node:
     simulated: bool = True
     create_index: int = 1
     modify_index: int = 1
+    # Task drivers and their fingerprinted attributes (``driver.<name>`` and ``driver.<name>.*``).
+    drivers: dict[str, dict[str, str]] = field(default_factory=lambda: {"raw_exec": {"driver.raw_exec": "true"}})
 
     def all_meta(self) -> dict[str, str]:
         return {**self.meta, **self.dynamic_meta}
 
+    def add_driver(self, name: str, attributes: dict[str, str]) -> None:
+        """Fingerprint one more task driver: it shows in ``Drivers``, and ``driver.<name>`` = "1" plus its
+        ``driver.<name>.*`` attributes in ``Attributes`` (constraints on ``${attr.driver.docker}`` work)."""
+        self.drivers[name] = {f"driver.{name}": "true", **attributes}
+        self.attributes[f"driver.{name}"] = "1"
+        self.attributes.update(attributes)
+
     def drivers_json(self) -> dict[str, Any]:
         return {
-            "raw_exec": {
-                "Attributes": {"driver.raw_exec": "true"},
+            name: {
+                "Attributes": dict(attributes),
                 "Detected": True,
                 "Healthy": True,
                 "HealthDescription": "Healthy",
                 "UpdateTime": "2024-01-01T00:00:00Z",
             }
+            for name, attributes in self.drivers.items()
         }
 
     def resources_json(self) -> dict[str, Any]:
@@ -201,7 +212,12 @@ def gpu_groups(gpus: list[GPUInfo]) -> list[DeviceGroup]:
             )
             groups[gpu.name] = group
         group.instances.append(
-            DeviceInstance(id=gpu.uuid, healthy=gpu.healthy, pci_bus_id=f"00000000:{0x10 + gpu.index:02X}:00.0")
+            DeviceInstance(
+                id=gpu.uuid,
+                healthy=gpu.healthy,
+                pci_bus_id=f"00000000:{0x10 + gpu.index:02X}:00.0",
+                index=gpu.index,
+            )
         )
     return list(groups.values())
 

@@ -22,7 +22,8 @@ from chutes.devcluster.nomad.constraints import (
 )
 from chutes.devcluster.nomad.nodes import DeviceGroup, DeviceInstance, Node
 
-SUPPORTED_DRIVERS = frozenset({"raw_exec"})
+# Drivers the devcluster can run; a node offers ``raw_exec`` always and ``docker`` when podman is enabled.
+SUPPORTED_DRIVERS = frozenset({"raw_exec", "docker"})
 DEVICES_EXHAUSTED = "devices: no devices match request"
 
 
@@ -286,7 +287,7 @@ def _filter_reason(
     requests: list[tuple[str, models.RequestedDevice]],
 ) -> str | None:
     drivers = {t.Driver or "" for t in group.Tasks or []}
-    if not drivers <= SUPPORTED_DRIVERS:
+    if not drivers <= node.drivers.keys():
         return "missing drivers"
     for level, c in constraints:
         op = c.Operand or "="

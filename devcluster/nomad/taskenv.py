@@ -13,6 +13,10 @@ from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.records import Allocation
 
 _VAR = re.compile(r"\$\{([^}]+)\}")
+# Where Nomad's docker driver mounts the allocation's directories inside the container.
+CONTAINER_ALLOC_DIR = "/alloc"
+CONTAINER_TASK_DIR = "/local"
+CONTAINER_SECRETS_DIR = "/secrets"
 
 
 @dataclass(frozen=True)
@@ -47,12 +51,18 @@ def task_env(
     task: models.Task,
     node: Node,
     dirs: TaskDirs,
+    in_container: bool = False,
 ) -> dict[str, str]:
-    """The ``NOMAD_*`` variables, GPU visibility, meta, then the task's own ``Env`` (interpolated)."""
+    """The ``NOMAD_*`` variables, GPU visibility, meta, then the task's own ``Env`` (interpolated).
+
+    ``in_container``: as Nomad's docker driver sets them, the directories are where it mounts them
+    (``/alloc``, ``/local``, ``/secrets``), ``NOMAD_PORT_<label>`` is the port inside the container (``To``
+    when set) and only ``NVIDIA_VISIBLE_DEVICES`` names the GPUs (the container runtime applies it).
+    """
     env: dict[str, str] = {
-        "NOMAD_ALLOC_DIR": str(dirs.alloc_dir),
-        "NOMAD_TASK_DIR": str(dirs.task_dir),
-        "NOMAD_SECRETS_DIR": str(dirs.secrets_dir),
+        "NOMAD_ALLOC_DIR": CONTAINER_ALLOC_DIR if in_container else str(dirs.alloc_dir),
+        "NOMAD_TASK_DIR": CONTAINER_TASK_DIR if in_container else str(dirs.task_dir),
+        "NOMAD_SECRETS_DIR": CONTAINER_SECRETS_DIR if in_container else str(dirs.secrets_dir),
         "NOMAD_ALLOC_ID": alloc.id,
         "NOMAD_SHORT_ALLOC_ID": alloc.id[:8],
         "NOMAD_ALLOC_NAME": alloc.name,
@@ -71,7 +81,7 @@ def task_env(
         env["NOMAD_JOB_PARENT_ID"] = job.ParentID
     for port in alloc.ports:
         label = _env_key(port["Label"])
-        env[f"NOMAD_PORT_{label}"] = str(port["Value"])
+        env[f"NOMAD_PORT_{label}"] = str((port["To"] or port["Value"]) if in_container else port["Value"])
         env[f"NOMAD_HOST_PORT_{label}"] = str(port["Value"])
         env[f"NOMAD_IP_{label}"] = "127.0.0.1"
         env[f"NOMAD_HOST_IP_{label}"] = "127.0.0.1"
@@ -83,7 +93,8 @@ def task_env(
         # The NVIDIA device plugin's Reserve() sets NVIDIA_VISIBLE_DEVICES; CUDA_VISIBLE_DEVICES is added so that
         # raw_exec processes (no container runtime to apply the former) see only their GPUs too.
         env["NVIDIA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+        if not in_container:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
     meta: dict[str, str] = {**(job.Meta or {}), **(group.Meta or {}), **(task.Meta or {})}
     for key, value in meta.items():
         env[f"NOMAD_META_{_env_key(key)}"] = value

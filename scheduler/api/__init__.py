@@ -11,7 +11,7 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES = ("users", "observe", "chutes", "nodes", "instances", "internal", "jobs", "usage")
+ROUTER_MODULES = ("users", "observe", "chutes", "nodes", "instances", "internal", "jobs", "usage", "telemetry")
 # Order matters: "observe" declares /v1/chutes/{ref}/instances|events|logs before "chutes" declares /v1/chutes/{ref}.
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from chutes.scheduler import deploy
+from chutes.scheduler import deploy, dev_users
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import ChuteOut, ScaleIn, ShareIn
@@ -20,7 +21,7 @@ from chutes.scheduler.api.views import chute_out
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
-from chutes.scheduler.store.models import Chute
+from chutes.scheduler.store.models import Chute, User
 from chutes.scheduler.store.users import Principal
 
 router = APIRouter(
@@ -49,6 +50,11 @@ async def owned_chute(services: Services, principal: Principal, ref: str, action
     return chute
 
 
+async def user_by_ref(session: AsyncSession, ref: str) -> User | None:
+    """A user by name or by id (``chutes share --user-id`` takes either, as in Chutes)."""
+    return await users_repo.get_user_by_name(session, ref) or await users_repo.get_user(session, ref)
+
+
 async def _read_upload(upload: UploadFile, limit: int) -> bytes:
     data = await upload.read(limit + 1)
     if len(data) > limit:
@@ -67,17 +73,36 @@ async def deploy_chute(
     services: ServicesDep,
     manifest: Annotated[str, Form(description="the manifest, JSON (chutes inspect --json)")],
     bundle: Annotated[UploadFile, File(description="the bundle, a tar.gz built by chutes.bundle")],
+    public: Annotated[bool, Form(description="any user may call it (admins only)")] = False,
 ) -> ChuteOut:
     """Deploy a chute, or a new version of it. Answers once the job is registered; follow the events for progress.
 
-    A chute that no live node can take is refused with 409 and the reasons (nothing changes).
+    A chute that no live node can take is refused with 409 and the reasons (nothing changes). ``public`` (each
+    deploy sets it) lets every user call the chute; as Chutes asks a permission for it, only admins may set it.
     """
+    if public and not principal.is_admin:
+        raise APIError(
+            403,
+            "only admins may deploy a public chute (Chutes, too, asks a permission for public chutes)",
+            "deploy it without --public and let others call it with `chutes share --chute-id CHUTE --user-id USER`",
+        )
     data = await _read_upload(bundle, services.config.max_bundle_bytes)
+    adopt_users = services.config.dev_adopt_users
     upload = await validate_upload(
-        manifest, data, principal, services.config.max_bundle_bytes, services.config.max_json_depth
-    )
+        manifest, data, principal, services.config.max_bundle_bytes, services.config.max_json_depth,
+        any_username=adopt_users,
+    )  # fmt: skip
+    adoption = None
+    if adopt_users and dev_users.foreign(principal, upload.manifest.username):
+        adoption = await dev_users.adopt(services, upload.manifest.username)
     chute, placement = await deploy.deploy(services, principal, upload)
+    if adoption is not None:
+        await dev_users.share_with_caller(services, principal, chute.id, adoption)
     async with services.store.session() as session:
+        row = await chutes_repo.get_chute(session, chute.id)
+        if row is not None and row.public != public:
+            row.public = public
+        chute = row or chute
         shared = await chutes_repo.shared_with(session, chute.id)
     return chute_out(chute, shared, placement)
 
@@ -103,13 +128,14 @@ async def share_chute(ref: str, body: ShareIn, principal: UserDep, services: Ser
     """Let another user call this chute."""
     chute = await owned_chute(services, principal, ref)
     async with services.store.session() as session:
-        user = await users_repo.get_user_by_name(session, body.username)
+        user = await user_by_ref(session, body.username)
         if user is None:
-            raise APIError(404, f"user {body.username!r} not found")
+            raise APIError(404, f"user {body.username!r} not found", "name the user by username or user id")
         if user.id == chute.owner_id:
             raise APIError(422, "a chute is always shared with its owner")
         await chutes_repo.share(session, chute, user)
         shared = await chutes_repo.shared_with(session, chute.id)
+    await services.announce_change(routes=[(chute.username, chute.slug)])
     return chute_out(chute, shared)
 
 
@@ -118,10 +144,11 @@ async def unshare_chute(ref: str, username: str, principal: UserDep, services: S
     """Stop sharing this chute with a user (idempotent)."""
     chute = await owned_chute(services, principal, ref)
     async with services.store.session() as session:
-        user = await users_repo.get_user_by_name(session, username)
+        user = await user_by_ref(session, username)
         if user is None:
-            raise APIError(404, f"user {username!r} not found")
+            raise APIError(404, f"user {username!r} not found", "name the user by username or user id")
         await chutes_repo.unshare(session, chute, user)
+    await services.announce_change(routes=[(chute.username, chute.slug)])
     return Response(status_code=204)
 
 

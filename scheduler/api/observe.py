@@ -50,6 +50,7 @@ async def list_instances(services: Services, chute: Chute) -> list[InstanceOut]:
             address=v.address,
             port=v.port,
             created_at=v.created_at,
+            message=v.message,
         )
         for v in views
     ]

@@ -20,7 +20,7 @@ class Me(BaseModel):
 
 
 class UserCreate(_In):
-    username: str = Field(min_length=1, max_length=63)
+    username: str = Field(min_length=1, max_length=63, description="a username, or a user id")
     is_admin: bool = False
 
 
@@ -80,7 +80,7 @@ class ScaleIn(_In):
 
 
 class ShareIn(_In):
-    username: str = Field(min_length=1, max_length=63)
+    username: str = Field(min_length=1, max_length=63, description="a username, or a user id")
 
 
 class InstanceOut(BaseModel):
@@ -92,13 +92,14 @@ class InstanceOut(BaseModel):
     gpu_model: str | None
     gpu_count: int
     gpu_uuids: list[str] = Field(default_factory=list)
-    state: str = Field(description="pending | running | ready | stopped | failed | lost")
+    state: str = Field(description="pending | running | ready | failing | stopped | failed | lost")
     desired_status: str | None = None
     client_status: str | None = None
     healthy: bool
     address: str | None = None
     port: int | None = None
     created_at: float | None = None
+    message: str = Field("", description="why it is failing, failed or was lost (Nomad's task events)")
 
 
 class EventOut(BaseModel):

@@ -34,8 +34,13 @@ def _manifest_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     return f"invalid manifest: {detail}", errors
 
 
-def parse_manifest(text: str, principal: Principal, max_depth: int = strictjson.DEFAULT_MAX_DEPTH) -> Manifest:
-    """The manifest, validated (the NodeSelector's eligible GPUs and price are recomputed, never trusted)."""
+def parse_manifest(
+    text: str, principal: Principal, max_depth: int = strictjson.DEFAULT_MAX_DEPTH, *, any_username: bool = False
+) -> Manifest:
+    """The manifest, validated (the NodeSelector's eligible GPUs and price are recomputed, never trusted).
+
+    ``any_username`` (dev stacks: ``dev_adopt_users``) accepts a manifest whose username is not the caller's.
+    """
     try:
         data = strictjson.loads(text, max_depth)
     except strictjson.JSONTooDeep as exc:
@@ -51,7 +56,7 @@ def parse_manifest(text: str, principal: Principal, max_depth: int = strictjson.
     except ValidationError as exc:
         detail, errors = _manifest_errors(exc)
         raise APIError(422, detail, "fix the chute definition and deploy again", extra={"errors": errors}) from None
-    if manifest.username != principal.username and not principal.is_admin:
+    if manifest.username != principal.username and not principal.is_admin and not any_username:
         raise APIError(
             403,
             f"the manifest's username {manifest.username!r} is not yours ({principal.username!r})",
@@ -80,7 +85,9 @@ async def validate_upload(
     principal: Principal,
     max_bytes: int,
     max_depth: int = strictjson.DEFAULT_MAX_DEPTH,
+    *,
+    any_username: bool = False,
 ) -> Upload:
-    manifest = parse_manifest(manifest_text, principal, max_depth)
+    manifest = parse_manifest(manifest_text, principal, max_depth, any_username=any_username)
     sha256, meta = await asyncio.to_thread(check_bundle, bundle, max_bytes)
     return Upload(manifest=manifest, bundle=bundle, sha256=sha256, meta=meta)

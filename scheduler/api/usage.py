@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,6 +42,9 @@ class UsageLineOut(BaseModel):
     gpu_seconds: Decimal
     gpu_models: list[str]
     cost_usd: Decimal
+    running_instances: int = Field(
+        0, description="instances still running: their GPU time is counted up to as_of and keeps growing"
+    )
 
 
 class UsageTotal(BaseModel):
@@ -49,6 +52,7 @@ class UsageTotal(BaseModel):
     errors: int
     gpu_seconds: Decimal
     cost_usd: Decimal
+    running_instances: int = 0
 
 
 class UsageOut(BaseModel):
@@ -58,6 +62,7 @@ class UsageOut(BaseModel):
     start: date
     end: date
     currency: str = "USD"
+    as_of: float = Field(description="UNIX time the running instances' GPU time is counted up to")
     lines: list[UsageLineOut]
     total: UsageTotal
 
@@ -139,7 +144,7 @@ async def usage(
         first_day, last_day = metering.epoch_day_of(first), metering.epoch_day_of(last)
         start_t = float(first_day * metering.SECONDS_PER_DAY)
         end_t = float((last_day + 1) * metering.SECONDS_PER_DAY)
-        intervals = await metering.intervals_for(session, start_t, end_t, user_id, chute_id)
+        intervals = await metering.live_intervals(session, start_t, end_t, user_id, chute_id, now)
         calls = await metering.calls_for(session, first_day, last_day, user_id, chute_id)
         lines = metering.build_report(intervals, calls, first_day, last_day, now)
         await _fill_names(session, lines)
@@ -158,6 +163,7 @@ async def usage(
             gpu_seconds=ln.gpu_seconds.quantize(GPU_SECONDS),
             gpu_models=sorted(ln.gpu_models),
             cost_usd=ln.cost,
+            running_instances=ln.running,
         )
         for ln in lines
     ]
@@ -166,8 +172,9 @@ async def usage(
         errors=sum(ln.errors for ln in out),
         gpu_seconds=sum((ln.gpu_seconds for ln in lines), Decimal(0)).quantize(GPU_SECONDS),
         cost_usd=sum((ln.cost_usd for ln in out), Decimal("0.00")),
+        running_instances=sum(ln.running_instances for ln in out),
     )
-    return UsageOut(start=first, end=last, lines=out, total=total)
+    return UsageOut(start=first, end=last, as_of=now, lines=out, total=total)
 
 
 @router.post("/v1/internal/invocations", response_model=InvocationsAccepted, status_code=202)

@@ -70,6 +70,8 @@ async def list_keys(principal: UserDep, services: ServicesDep) -> list[KeyOut]:
 async def revoke_key(key_id: str, principal: UserDep, services: ServicesDep) -> Response:
     """Revoke one of the caller's keys (idempotent)."""
     async with services.store.session() as session:
-        if await users_repo.revoke_key(session, principal.user_id, key_id) is None:
+        key = await users_repo.revoke_key(session, principal.user_id, key_id)
+        if key is None:
             raise APIError(404, "key not found", "list your keys with GET /v1/keys")
+    await services.announce_change(keys=[key.key_hash])
     return Response(status_code=204)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import hashlib
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -101,6 +102,7 @@ class Store:
         self.url = url
         self.engine = create_engine(url, schema=schema)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._locks: dict[str, asyncio.Lock] = {}
         load_table_modules()
 
     @property
@@ -130,6 +132,30 @@ class Store:
         """A session in one transaction: committed when the block ends, rolled back if it raises."""
         async with self._sessions.begin() as session:
             yield session
+
+    @asynccontextmanager
+    async def lock(self, name: str) -> AsyncIterator[None]:
+        """An exclusive section named ``name`` among every process using this database.
+
+        One coroutine at a time in this process (an asyncio lock), then one process at a time: PostgreSQL
+        with a session advisory lock, SQLite with a lock on a file beside the database.
+        """
+        local = self._locks.setdefault(name, asyncio.Lock())
+        async with local:
+            if self.dialect == "postgresql":
+                key = int.from_bytes(hashlib.sha256(f"chutes:{name}".encode()).digest()[:8], "big", signed=True)
+                async with self.engine.connect() as conn:
+                    await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+                    try:
+                        yield
+                    finally:
+                        await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                        await conn.commit()
+                return
+            database = self.engine.url.database
+            path = Path(f"{database}.{name}.lock") if database not in (None, "", ":memory:") else None
+            async with _file_lock(path):
+                yield
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -28,6 +28,8 @@ class Observed:
     nomad_node_id: str | None = None
     gpu_model: str | None = None
     gpu_count: int = 0
+    # When the state began, if known better than "now" (from Nomad's task events); stamps use it.
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +50,7 @@ def _stamps(state: str, t: float) -> dict[str, float]:
 
 
 async def record(session: AsyncSession, obs: Observed) -> Transition | None:
-    t = now()
+    t = now() if obs.at is None else obs.at
     row = await session.get(Instance, obs.alloc_id, populate_existing=True)
     if row is None:
         try:
@@ -76,7 +78,9 @@ async def record(session: AsyncSession, obs: Observed) -> Transition | None:
     if row.state == obs.state:
         return None
     old = row.state
-    values: dict[str, object] = {"state": obs.state, "updated_at": t, **_stamps(obs.state, t)}
+    values: dict[str, object] = {"state": obs.state, "updated_at": now(), **_stamps(obs.state, t)}
+    if old == "ready" and obs.state not in TERMINAL:
+        values["unready_at"] = t  # alive but no longer serving: GPU time stops being billed here
     for field in ("node_id", "nomad_node_id", "gpu_model"):
         if getattr(obs, field) is not None:
             values[field] = getattr(obs, field)

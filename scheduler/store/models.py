@@ -124,12 +124,14 @@ class Instance(Base):
     nomad_node_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     gpu_model: Mapped[str | None] = mapped_column(String(32), nullable=True)
     gpu_count: Mapped[int] = mapped_column(Integer, default=0)
-    # pending | running | ready | stopped | failed | lost
+    # pending | running | ready | failing | stopped | failed | lost
     state: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When it last stopped being ready while its allocation lived on (GPU time is billed only while ready).
+    unready_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     stopped_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 

@@ -14,7 +14,7 @@ from chutes.chute.node_selector import NodeSelector
 if TYPE_CHECKING:
     from chutes.chute.base import Chute, ChutePack
     from chutes.chute.cord import Cord
-    from chutes.chute.errors import ChuteError, DuplicatePath, InvalidPath, ManifestError
+    from chutes.chute.errors import ChuteError, CompatibilityWarning, DuplicatePath, InvalidPath, ManifestError
     from chutes.chute.job import Job, Port
 
 _LAZY = {
@@ -22,6 +22,7 @@ _LAZY = {
     "ChutePack": "chutes.chute.base",
     "Cord": "chutes.chute.cord",
     "ChuteError": "chutes.chute.errors",
+    "CompatibilityWarning": "chutes.chute.errors",
     "DuplicatePath": "chutes.chute.errors",
     "InvalidPath": "chutes.chute.errors",
     "ManifestError": "chutes.chute.errors",
@@ -33,6 +34,7 @@ __all__ = [
     "Chute",
     "ChuteError",
     "ChutePack",
+    "CompatibilityWarning",
     "Cord",
     "DuplicatePath",
     "InvalidPath",

@@ -6,6 +6,9 @@ rule, not later on a GPU node. ``manifest()`` describes the chute for the schedu
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -14,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import chutes
 from chutes.chute.cord import Cord
-from chutes.chute.errors import ChuteError, DuplicatePath, ManifestError
+from chutes.chute.errors import ChuteError, CompatibilityWarning, DuplicatePath, ManifestError
 from chutes.chute.job import Job, Port
 from chutes.chute.node_selector import NodeSelector
 from chutes.identity import chute_id, validate_chute_name, validate_username
@@ -88,7 +91,7 @@ class Chute(FastAPI):
         encrypted_fs: bool = False,
         passthrough_headers: dict[str, str] | None = None,
         tee: bool = False,
-        lock_modules: Sequence[str] | None = None,
+        lock_modules: bool | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         from chutes.image import Image, validate_image_ref
@@ -114,9 +117,15 @@ class Chute(FastAPI):
         self.encrypted_fs = bool(encrypted_fs)
         self.passthrough_headers: dict[str, str] = dict(passthrough_headers or {})
         self.tee = bool(tee)
-        self.lock_modules: list[str] | None = list(lock_modules) if lock_modules is not None else None
+        # Chutes' container hardening (a bool there): recorded, not enforced here (docs: SDK compatibility).
+        if lock_modules is not None and not isinstance(lock_modules, bool):
+            if isinstance(lock_modules, str) or not all(isinstance(m, str) for m in lock_modules):
+                raise ChuteError("lock_modules must be True, False, None or a list of module names")
+            lock_modules = list(lock_modules)
+        self.lock_modules: bool | list[str] | None = lock_modules
         self._cords: list[Cord] = []
         self._jobs: list[Job] = []
+        self._initialized = False
         self._startup: list[tuple[int, int, Callable[..., Any]]] = []
         self._shutdown: list[tuple[int, int, Callable[..., Any]]] = []
         kwargs.setdefault("title", name)
@@ -196,6 +205,20 @@ class Chute(FastAPI):
         """Run the decorated function (sync or async, called with the chute) at shutdown; lower first."""
         return self._hook(self._shutdown, priority, "on_shutdown")
 
+    async def initialize(self) -> None:
+        """Run the startup hooks in order (sync ones in a thread), until they have all succeeded once.
+
+        The runtime runs them itself before an instance serves; this is for scripts and tests that use the chute
+        directly, as ``await chute.initialize()`` does in Chutes.
+        """
+        if self._initialized:
+            return
+        for hook in self.startup_hooks:
+            result = hook(self) if inspect.iscoroutinefunction(hook) else await asyncio.to_thread(hook, self)
+            if inspect.isawaitable(result):
+                await result
+        self._initialized = True
+
     # Cords and jobs.
     @overload
     def cord(self, func: Callable[..., Any], /) -> Cord: ...
@@ -228,20 +251,44 @@ class Chute(FastAPI):
                     f"cord {cord.name!r} uses path {cord.path!r}, which cord {other.name!r} already uses",
                     hint="pass a different path= (it defaults to the function name)",
                 )
-        same_public = [
-            c
-            for c in self._cords
-            if (c.public_api_method, c.public_api_path) == (cord.public_api_method, cord.public_api_path)
-        ]
+        same_public = self._at_public_address(cord)
         # One public address may serve a streaming and a non-streaming variant (the request's "stream" field
         # picks one), as the OpenAI-style templates do; anything else is ambiguous.
         if same_public and not (len(same_public) == 1 and same_public[0].stream != cord.stream):
-            raise DuplicatePath(
-                f"cord {cord.name!r} uses {cord.public_api_method} {cord.public_api_path}, which cord "
-                f"{same_public[0].name!r} already uses",
-                hint="give it another public_api_path (only a stream/non-stream pair may share one)",
-            )
+            other = same_public[0]
+            if not self._trailing_slash_twin(cord, other):
+                raise DuplicatePath(
+                    f"cord {cord.name!r} uses {cord.public_api_method} {cord.public_api_path}, which cord "
+                    f"{other.name!r} already uses",
+                    hint="give it another public_api_path (only a stream/non-stream pair may share one)",
+                )
         self._cords.append(cord)
+
+    def _at_public_address(self, cord: Cord) -> list[Cord]:
+        key = (cord.public_api_method, cord.public_api_path)
+        return [c for c in self._cords if (c.public_api_method, c.public_api_path) == key]
+
+    def _trailing_slash_twin(self, cord: Cord, other: Cord) -> bool:
+        """Serve ``cord`` at its own path when its public path differs from ``other``'s only by a trailing '/'.
+
+        The real Chutes SDK accepts such a pair (its public paths both normalize to '/x', and the first one
+        answers there); here the second answers at ``POST <its path>``, with a CompatibilityWarning saying so.
+        """
+        declared = (cord.declared_public_api_path, other.declared_public_api_path)
+        if None in declared or declared[0] == declared[1]:
+            return False
+        address = (cord.public_api_method, cord.path)
+        if any((c.public_api_method, c.public_api_path) == address for c in self._cords):
+            return False
+        warnings.warn(
+            f"cords {other.name!r} and {cord.name!r} declare public_api_path {declared[1]!r} and {declared[0]!r}, "
+            f"one address once the trailing '/' is dropped (as Chutes drops it): {other.name!r} answers at "
+            f"{cord.public_api_method} {cord.public_api_path}, {cord.name!r} at {cord.public_api_method} {cord.path}",
+            CompatibilityWarning,
+            stacklevel=4,
+        )
+        cord.public_api_path = cord.path
+        return True
 
     def job(
         self,

@@ -4,6 +4,9 @@ A cord either calls the user's function (sync, async, generator or async generat
 with ``passthrough=True``, forwards the JSON body to a server the chute started on 127.0.0.1 (an inference
 engine) at ``passthrough_port`` / ``passthrough_path`` with the HTTP verb ``method``. The runtime serves it at
 ``public_api_path`` with ``public_api_method`` (docs/internal-contracts.md, "Chute objects seen by the runtime").
+
+A cord's function may use FastAPI's request parameters (``Depends``, ``Header``, ``Request``, ...: see
+``chutes.chute.dependencies``) and declare ``response_model`` / ``status_code`` as a FastAPI route does.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from chutes import schema
+from chutes.chute.dependencies import request_dependant
 from chutes.chute.errors import ChuteError, InvalidPath
 from chutes.manifest import CORD_PATH_RE, CordSpec
 
@@ -54,6 +58,16 @@ def _method(value: str, allowed: tuple[str, ...], what: str, where: str) -> str:
     return str(method)
 
 
+def _first_body_param(func: Callable[..., Any]) -> str | None:
+    """The first parameter after ``self`` that the request does not fill: where ``input_schema``'s model goes."""
+    try:
+        request = {p.name for p in schema.request_params(func)}
+    except schema.SchemaError:
+        request = set()
+    params = list(inspect.signature(inspect.unwrap(func)).parameters.values())[1:]
+    return next((p.name for p in params if p.name not in request and p.kind is not p.VAR_KEYWORD), None)
+
+
 class Cord:
     """One endpoint of a chute. Calling it runs the function locally with the chute as ``self``."""
 
@@ -75,6 +89,8 @@ class Cord:
         minimal_input_schema: Any = None,
         output_content_type: str | None = None,
         output_schema: Any = None,
+        response_model: Any = None,
+        status_code: int | None = None,
         **session_kwargs: Any,
     ) -> None:
         if not callable(func):
@@ -88,6 +104,8 @@ class Cord:
             f"path of {where}",
             hint=None if path is not None else "pass path='/some_name' to @chute.cord, or rename the function",
         )
+        # As written (normalizing drops a trailing '/'): Chute tells '/x' and '/x/' apart when both are declared.
+        self.declared_public_api_path = public_api_path
         self.public_api_path = (
             normalize_path(public_api_path, f"public_api_path of {where}") if public_api_path is not None else self.path
         )
@@ -119,7 +137,19 @@ class Cord:
             self.passthrough_path = None
 
         self.stream = self._stream_flag(stream, where)
+        self.model_param: str | None = None
         self.input_model, self.takes_model, self.input_schema = self._input(input_schema, where)
+        # FastAPI's view of the parameters the request fills (None: a plain cord, served on the fast path).
+        self.dependant = None if self.passthrough else request_dependant(func, self.public_api_path, where)
+        self.response_model = self._response_model(response_model, where)
+        if status_code is not None and (
+            not isinstance(status_code, int) or isinstance(status_code, bool) or not 200 <= status_code <= 299
+        ):
+            raise ChuteError(
+                f"status_code of {where} must be a success status (200-299), got {status_code!r}",
+                hint="raise HTTPException(status_code=...) for error answers",
+            )
+        self.status_code: int | None = status_code
         self.minimal_input_schema = self._schema(minimal_input_schema, where) if minimal_input_schema else None
         if output_schema is not None:
             self.output_schema: dict[str, Any] | None = self._schema(output_schema, where)
@@ -148,6 +178,21 @@ class Cord:
             raise ChuteError(f"{where} has stream=False but its function is a generator", hint="drop stream=False")
         return bool(stream)
 
+    def _response_model(self, value: Any, where: str) -> Any:
+        if value is None:
+            return None
+        if self.stream or self.passthrough:
+            raise ChuteError(
+                f"{where}: response_model applies to cords that return one value, not streams or passthrough"
+            )
+        try:
+            from fastapi.utils import create_model_field
+
+            create_model_field(name="response", type_=value, mode="serialization")
+        except Exception as exc:
+            raise ChuteError(f"response_model of {where} is not a type FastAPI can serialize: {exc}") from exc
+        return value
+
     def _schema(self, value: Any, where: str) -> dict[str, Any]:
         try:
             return schema.schema_of(value)
@@ -172,11 +217,13 @@ class Cord:
                         f"argument after self, which its signature does not accept: {exc}",
                         hint=f"write it as `def {self.name}(self, data: {input_schema.__name__})`",
                     ) from exc
+                self.model_param = _first_body_param(self.func)
             return input_schema, True, self._schema(input_schema, where)
         if self.passthrough:
             return None, False, None
         try:
             spec = schema.derive_input(self.func)
+            self.model_param = spec.model_param
             return spec.model, spec.takes_model, spec.json_schema()
         except schema.SchemaError as exc:
             raise ChuteError(f"{where}: {exc}", hint=exc.hint) from exc

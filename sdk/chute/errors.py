@@ -21,3 +21,7 @@ class DuplicatePath(ChuteError):
 
 class ManifestError(ChuteError):
     """A chute that cannot be described by a valid manifest (e.g. it has no cords and no jobs)."""
+
+
+class CompatibilityWarning(UserWarning):
+    """Something the real Chutes SDK accepts that this platform takes differently (ignored, or adjusted)."""

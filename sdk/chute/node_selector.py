@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import difflib
+import sys
+import warnings
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, computed_field, field_validator, model_validator
 
 from chutes import gpus
+from chutes.chute.errors import CompatibilityWarning
 
 _COMPUTED = ("eligible_gpus", "hourly_price_usd")
 # Models Chutes once offered (or its docs still name) that are not in the catalog: accepted in ``exclude``.
 RETIRED_GPUS = frozenset({"k80", "m60", "p4", "p40", "p100", "t4", "v100"})
+
+
+def _user_frame() -> int:
+    """The stack level of the code that built the selector (past this module and pydantic's frames)."""
+    level, frame = 1, sys._getframe(1)
+    while frame is not None and str(frame.f_globals.get("__name__", "")).startswith((__name__, "pydantic")):
+        level, frame = level + 1, frame.f_back  # type: ignore[assignment]
+    return level
+
+
+def _unknown_field(key: str) -> str:
+    known = sorted(NodeSelector.model_fields)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    guess = f"; did you mean {close[0]!r}?" if close else f"; known fields: {', '.join(known)}"
+    return f"NodeSelector ignores the unknown field {key!r} (the real Chutes SDK ignores it too){guess}"
 
 
 class NodeSelector(BaseModel):
@@ -19,9 +38,12 @@ class NodeSelector(BaseModel):
     ``eligible_gpus`` starts from every schedulable catalog model, is replaced by ``include`` when given,
     loses ``exclude``, then keeps the models with enough VRAM and at or below the price cap.
     ``hourly_price_usd`` is ``gpu_count`` times the cheapest eligible model's hourly price.
+
+    Unknown fields are ignored with a ``CompatibilityWarning`` naming the closest known field, as the real Chutes
+    SDK and server ignore them (``min_vram_gpu_per_gpu`` → "did you mean 'min_vram_gb_per_gpu'?").
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     gpu_count: int = Field(1, ge=1, le=8)
     min_vram_gb_per_gpu: int = Field(16, ge=16, le=140)
@@ -34,7 +56,10 @@ class NodeSelector(BaseModel):
     def _drop_computed(cls, data: Any) -> Any:
         # A serialized selector carries its computed fields; they are always recomputed, never trusted.
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in _COMPUTED}
+            data = {k: v for k, v in data.items() if k not in _COMPUTED}
+            for key in data:
+                if key not in cls.model_fields:
+                    warnings.warn(_unknown_field(str(key)), CompatibilityWarning, stacklevel=_user_frame())
         return data
 
     @field_validator("include", "exclude")

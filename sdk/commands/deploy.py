@@ -2,7 +2,10 @@
 
 Progress comes from the scheduler's event stream (accepted → registered → placed on a node with its GPUs →
 running → ready). It ends with the invocation URL of each cord and a curl line to paste; an unschedulable chute
-ends with the reasons and exit status 1.
+ends with the reasons and exit status 1. Chutes' own flags are taken: ``--public`` (every user may call it; the
+platform lets admins set it) and ``--accept-fee`` (nothing to accept: this platform charges no deployment fee).
+On ``chutes dev`` a chute written for another username is deployed for a local user of that name and shared
+with you; it is then followed and named by its id.
 """
 
 from __future__ import annotations
@@ -184,6 +187,13 @@ def deploy(
     ref: Annotated[str, typer.Argument(help="The chute to deploy, as FILE:ATTR or module:attr.")],
     wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Follow the deployment until it is ready.")] = True,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for a ready instance.")] = 600.0,
+    public: Annotated[
+        bool, typer.Option("--public", help="Let every user call it (as in Chutes; admins only here).")
+    ] = False,
+    accept_fee: Annotated[
+        bool,
+        typer.Option("--accept-fee", help="Accepted as in Chutes; this platform charges no deployment fee."),
+    ] = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     gateway_url: GatewayUrl = None,
@@ -200,13 +210,22 @@ def deploy(
             f"(from ${selector.hourly_price_usd:.2f}/h)"
         )
     with client(api_url, api_key, gateway_url) as c:
-        after = _last_event_id(c, manifest.name) if wait else 0
+        # By id: it names the chute whoever owns it (on `chutes dev`, a local user of the file's username).
+        after = _last_event_id(c, manifest.chute_id) if wait else 0
         started = time.monotonic()
-        chute = c.deploy(loaded)
+        chute = c.deploy(loaded, public=public)
         name = str(chute.get("name") or manifest.name)
+        owner = str(chute.get("username") or manifest.username)
+        if owner != c.username():
+            name = str(chute.get("chute_id") or manifest.chute_id)
         version = str(chute.get("version") or "") or None
         if not as_json:
             console.print(f"uploaded version {(version or '?')[:12]} ({time.monotonic() - started:.1f}s)")
+            if name != manifest.name:
+                console.print(
+                    f"owner: the local user [bold]{escape(owner)}[/bold] (the chute's username); it is shared with "
+                    f"you: name it by its id, {name}"
+                )
             placement = chute.get("placement") or {}
             if placement.get("node_id"):
                 console.print(
@@ -226,13 +245,14 @@ def deploy(
             return
         if wait and manifest.cords:
             console.print(f"[green]Ready[/green] in {time.monotonic() - started:.1f}s.")
-        _print_addresses(c, manifest)
+        _print_addresses(c, manifest, name)
 
 
-def _print_addresses(c: Client, manifest: Manifest) -> None:
+def _print_addresses(c: Client, manifest: Manifest, ref: str) -> None:
+    """How to call it; ``ref`` names the chute for the CLI (its name, or its id when another user owns it)."""
     if not manifest.cords:
         for job in manifest.jobs:
-            console.print(f"run it:  chutes jobs run {shlex.quote(manifest.name)} {job.name} --input '{{}}'")
+            console.print(f"run it:  chutes jobs run {shlex.quote(ref)} {job.name} --input '{{}}'")
         return
     if not c.gateway_url:
         console.print("[dim]no gateway URL configured: set gateway_url to see invocation addresses[/dim]")
@@ -246,4 +266,6 @@ def _print_addresses(c: Client, manifest: Manifest) -> None:
         data = json.dumps(example_body(cord.input_schema))
         stream_flag = " --stream" if cord.stream else ""
         invoke = f"chutes invoke {shlex.quote(manifest.name)} {cord.public_api_path} -d {shlex.quote(data)}"
+        if ref != manifest.name:  # another user owns it: the gateway address names them
+            invoke += f" --user {shlex.quote(manifest.username)}"
         console.print(f"    {invoke}{stream_flag}", soft_wrap=True)

@@ -14,9 +14,10 @@ import typer
 
 from chutes import config
 from chutes.cli import app
-from chutes.commands._common import console, err_console
+from chutes.commands._common import console
+from chutes.dev.containers import MODES
 from chutes.dev.nodes import parse_node
-from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, wait_forever
+from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, supervise
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
@@ -37,12 +38,17 @@ def _summary(info: StackInfo, config_file: Path | None) -> None:
     console.print("[bold green]chutes dev is up[/bold green]")
     console.print(f"  scheduler (API)  {info.api_url}")
     console.print(f"  gateway          {info.gateway_url}")
+    console.print(f"  dashboard        {info.api_url}/ui/")
     console.print(f"  Nomad API        {info.nomad_addr}")
     console.print(f"  Consul API       {info.consul_addr}")
     console.print(f"  user             {info.username}")
     console.print(f"  API key          {info.api_key}")
     console.print(f"  data, logs       {info.data_dir}")
     console.print(f"  cluster tokens   {info.data_dir}/nomad_token, {info.data_dir}/consul_token (ACLs are on)")
+    if info.containers:
+        console.print("  instances        in containers (podman)")
+    else:
+        console.print("  instances        host processes (raw_exec: trusted code only)")
     if config_file is not None:
         console.print(f"  config written   {config_file}")
     console.print()
@@ -83,8 +89,21 @@ def dev(
         str | None,
         typer.Option("--domain", help="Wildcard domain: the gateway also serves https://<user>-<chute>.<domain>/..."),
     ] = None,
+    containers: Annotated[
+        str,
+        typer.Option(
+            "--containers",
+            help="Run instances in their images with podman: auto (when podman and buildah are installed), on, off.",
+        ),
+    ] = "auto",
 ) -> None:
-    """Run the devcluster, one agent per node, the scheduler and the gateway on this machine."""
+    """Run the devcluster, one agent per node, the scheduler and the gateway on this machine.
+
+    A part that dies is restarted (with back-off) while the others keep running; with --data-dir, the next
+    run keeps the same ports, so deployed chutes answer again without a redeploy.
+    """
+    if containers not in MODES:
+        raise DevStackError(f"--containers {containers!r} is not a mode", hint="use auto, on or off")
     nodes = [parse_node(value) for value in node or []]
     if data_dir is not None:
         data_dir = data_dir.expanduser()
@@ -96,6 +115,7 @@ def dev(
         timeout=timeout,
         echo=lambda line: console.print(line, highlight=False),
         domain=domain,
+        containers=containers,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -116,11 +136,7 @@ def dev(
         if ready_file is not None:
             _write_private(ready_file, info.to_json())
         _summary(info, config_file)
-        dead = wait_forever(stack)
-        err_console.print(f"[red]{dead.name} exited (status {dead.exited()}); stopping everything[/red]")
-        err_console.print(dead.tail(), markup=False, highlight=False)
-        stack.keep_data = True  # keep the logs to read
-        raise DevStackError(f"{dead.name} exited unexpectedly", hint=f"its log is {dead.log_path}")
+        supervise(stack)  # a part that dies is restarted; only Ctrl-C (or SIGTERM) ends this
     except KeyboardInterrupt:
         console.print("\nstopping ...")
     finally:

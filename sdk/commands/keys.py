@@ -21,11 +21,22 @@ def create_key(
     role: Annotated[
         str | None, typer.Option("--role", help="user (default); admins may create gateway or admin keys.")
     ] = None,
+    admin: Annotated[
+        bool,
+        typer.Option(
+            "--admin", help="Chutes' full-access key: every key here has full access to your account (no scopes)."
+        ),
+    ] = False,
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     as_json: AsJson = False,
 ) -> None:
     """Create an API key; its secret is printed once and never again."""
+    if admin and role not in (None, "user"):
+        raise typer.BadParameter(
+            "--admin is Chutes' full-access key of your own account (role user); --role picks a platform role",
+            param_hint="--admin",
+        )
     with client(api_url, api_key) as c:
         answer = c.create_key(name, role=role)
     if as_json:

@@ -50,14 +50,34 @@ def _price(row: dict[str, Any]) -> str:
     return f"${float(price):.2f}/h" if isinstance(price, int | float) else "-"
 
 
+def named(rows: list[dict[str, Any]], name: str | None) -> list[dict[str, Any]]:
+    """The rows whose name contains ``name`` (all of them without one), as Chutes' ``list --name``."""
+    return [r for r in rows if not name or name.lower() in str(r.get("name", "")).lower()]
+
+
+def page_of(rows: list[dict[str, Any]], limit: int, page: int) -> list[dict[str, Any]]:
+    """Page ``page`` (from 0) of ``limit`` rows, as Chutes' ``list --limit --page``."""
+    return rows[page * limit : (page + 1) * limit]
+
+
 @chutes_app.command("list")
-def list_chutes(api_url: ApiUrl = None, api_key: ApiKey = None, as_json: AsJson = False) -> None:
-    """List the chutes you own (and those shared with you)."""
+def list_chutes(
+    name: Annotated[str | None, typer.Option("--name", help="Only chutes whose name contains this.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Chutes per page.")] = 25,
+    page: Annotated[int, typer.Option("--page", min=0, help="The page to show, from 0.")] = 0,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+    as_json: AsJson = False,
+) -> None:
+    """List the chutes you own (and those shared with you), 25 a page as in Chutes."""
     with client(api_url, api_key) as c:
-        rows = c.list_chutes()
+        matching = named(c.list_chutes(), name)
+    rows = page_of(matching, limit, page)
     if as_json:
         print_json(rows)
         return
+    if len(matching) > len(rows):
+        console.print(f"[dim]{len(rows)} of {len(matching)} chute(s): page {page}, {limit} a page[/dim]")
     table(
         rows,
         [
@@ -177,6 +197,29 @@ def share(
         else:
             c.share_chute(ref, username)
             console.print(f"{ref} is now shared with {username}")
+
+
+@app.command("share")
+def share_top_level(
+    ref: Annotated[str | None, typer.Argument(help="The chute's name or id (or use --chute-id).")] = None,
+    username: Annotated[str | None, typer.Argument(help="The user (or use --user-id).")] = None,
+    chute_id: Annotated[str | None, typer.Option("--chute-id", help="The chute: its id or name (Chutes' form).")] = (
+        None
+    ),
+    user_id: Annotated[str | None, typer.Option("--user-id", help="The user: their id or username.")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Stop sharing instead.")] = False,
+    api_url: ApiUrl = None,
+    api_key: ApiKey = None,
+) -> None:
+    """Let another user call your chute: `chutes share CHUTE USER`, or Chutes' `--chute-id X --user-id Y`."""
+    for positional, option, flag in ((ref, chute_id, "--chute-id"), (username, user_id, "--user-id")):
+        if positional is not None and option is not None and positional != option:
+            raise typer.BadParameter(f"given twice: {positional!r} and {option!r}", param_hint=flag)
+    chute, user = chute_id or ref, user_id or username
+    if chute is None or user is None:
+        missing = "--chute-id" if chute is None else "--user-id"
+        raise typer.BadParameter("name the chute and the user: --chute-id X --user-id Y", param_hint=missing)
+    share(chute, user, remove=remove, api_url=api_url, api_key=api_key)
 
 
 @chutes_app.command("events")
@@ -316,7 +359,7 @@ def usage(
             ("CHUTE", lambda r: r.get("chute_name")),
             ("CALLS", lambda r: r.get("invocations")),
             ("ERRORS", lambda r: r.get("errors")),
-            ("GPU SECONDS", lambda r: r.get("gpu_seconds")),
+            ("GPU SECONDS", _gpu_seconds),
             ("GPU MODELS", lambda r: r.get("gpu_models")),
             ("COST USD", lambda r: r.get("cost_usd")),
         ],
@@ -327,6 +370,16 @@ def usage(
         f"total: {cell(total.get('invocations'))} calls, {cell(total.get('errors'))} errors, "
         f"{cell(total.get('gpu_seconds'))} GPU-seconds, {cell(total.get('cost_usd'))} {answer.get('currency', 'USD')}"
     )
+    if total.get("running_instances"):
+        console.print(
+            f"{total['running_instances']} instance(s) still running: their GPU time is counted up to now and grows"
+        )
+
+
+def _gpu_seconds(line: dict[str, Any]) -> str:
+    """A line's GPU seconds, marked while some of its instances still run (the figure keeps growing)."""
+    seconds = str(line.get("gpu_seconds"))
+    return f"{seconds} (running)" if line.get("running_instances") else seconds
 
 
 @app.command("pricing")
@@ -368,7 +421,6 @@ for _name, _func in (
     ("get", get_chute),
     ("delete", delete_chute),
     ("scale", scale),
-    ("share", share),
     ("instances", instances),
     ("events", events),
 ):

@@ -1,14 +1,18 @@
 """The dev stack: devcluster → agents → scheduler → gateway, each a supervised child, each waited on until healthy.
 
-State (the devcluster's, the scheduler's SQLite database, the keys, the logs) lives in one data directory; a
-given one is kept between runs, a temporary one is removed at the end. Keys are generated here: an admin key
-(the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``), a key with the ``gateway`` role for the gateway, and
-a user whose name matches the examples' ``username="demo"`` by default.
+State (the devcluster's, the scheduler's SQLite database, the keys, the logs, the ports) lives in one data
+directory; a given one is kept between runs, with the same ports when they are free, and a temporary one is
+removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.dev.supervise``), with the same
+command line, environment and env file, so with the same tokens.
 
-The devcluster runs with ACLs (``chutes.dev.acl``): management tokens for Nomad and Consul (written to the
-data directory as ``nomad_token`` and ``consul_token``) and a least-privilege token per part. Secrets reach
-the parts through 0600 files named by ``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their
-environment or command line, which any process of the same user could read in ``/proc``.
+Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``), a key with the
+``gateway`` role for the gateway, and a user whose name matches the examples' ``username="demo"`` by default.
+
+The devcluster always runs with ACLs (``chutes.dev.acl``), whether instances run in containers or not:
+management tokens for Nomad and Consul (written to the data directory as ``nomad_token`` and
+``consul_token``) and a least-privilege token per part. Secrets reach the parts through 0600 files named by
+``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their environment or command line, which any process
+of the same user could read in ``/proc``.
 """
 
 from __future__ import annotations
@@ -32,8 +36,16 @@ import httpx
 
 from chutes.client import ChutesAPIError, Client
 from chutes.dev.acl import ACLSetupError, PartTokens, new_secret, provision
+from chutes.dev.containers import (
+    ContainerPlan,
+    ContainersMode,
+    ContainersUnavailable,
+    plan_containers,
+    remove_leftovers,
+)
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+from chutes.dev.supervise import StablePorts, Supervisor, become_subreaper
 
 DEFAULT_USERNAME = "demo"
 ADMIN_USERNAME = "admin"
@@ -63,6 +75,7 @@ class StackInfo:
     nodes: list[dict[str, Any]] = field(default_factory=list)
     local_gpus: int = 0
     pid: int = field(default_factory=os.getpid)
+    containers: bool = False  # instances with a built image run in containers (podman)
     #: management tokens of the devcluster's ACLs (for the nomad and consul CLIs)
     nomad_token: str = ""
     consul_token: str = ""
@@ -71,6 +84,13 @@ class StackInfo:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+
+def _free_port() -> int:
+    """A loopback port free right now (the kernel's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def new_key() -> str:
@@ -104,7 +124,7 @@ def local_gpu_count() -> int:
 
 def _ok(url: str, headers: dict[str, str] | None = None) -> bool:
     try:
-        return httpx.get(url, timeout=2.0, headers=headers).status_code == 200
+        return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -130,6 +150,7 @@ class DevStack:
         use_local_gpus: bool = True,
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
+        containers: ContainersMode = "auto",
         domain: str | None = None,
     ) -> None:
         self.keep_data = data_dir is not None
@@ -142,7 +163,11 @@ class DevStack:
         self.domain = domain
         self.children: list[Child] = []
         self.info: StackInfo | None = None
+        self.containers_mode: ContainersMode = containers
+        self.containers = ContainerPlan(False, "containers: not decided yet")
         self._lock_handle: IO[str] | None = None
+        self.supervisor = Supervisor(echo)
+        self.ports = StablePorts(self.data_dir / "run" / "ports.json", echo)
 
     # -- paths and keys
 
@@ -184,6 +209,13 @@ class DevStack:
         self.children.append(child)
         return child
 
+    def _keep_port(self, child: Child, name: str, flag: str, port: int) -> None:
+        """Restart ``child`` on the port it got (not 0 again), and ask for it again next time."""
+        argv = list(child.argv)
+        argv[argv.index(flag) + 1] = str(port)
+        child.argv = argv
+        self.ports.record(name, port)
+
     def _port_file(self, name: str) -> Path:
         path = self.data_dir / "run" / f"{name}.port"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +234,8 @@ class DevStack:
 
     def _start_devcluster(self, nodes: list[NodeSpec], keys: dict[str, str]) -> tuple[str, str]:
         ports_file = self._port_file("devcluster")
-        argv = [executable("chutes-devcluster"), "--nomad-port", "0", "--consul-port", "0"]
+        argv = [executable("chutes-devcluster"), "--nomad-port", str(self.ports.ask("nomad"))]
+        argv += ["--consul-port", str(self.ports.ask("consul"))]
         # ACLs on, with the management tokens read from files (not visible in the process's argv or environ).
         argv += ["--nomad-token-file", str(self.data_dir / "nomad_token")]
         argv += ["--consul-token-file", str(self.data_dir / "consul_token")]
@@ -212,18 +245,24 @@ class DevStack:
             if node.simulated:
                 argv += ["--node", node.flag()]
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
+        argv += self.containers.devcluster_args()
         child = self._child("devcluster", argv)
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
         nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
+        management = {"X-Nomad-Token": keys["nomad_token"]}
         wait_for(
-            lambda: (
-                _ok(f"{nomad}/v1/nodes", {"X-Nomad-Token": keys["nomad_token"]}) and _ok(f"{consul}/v1/status/leader")
-            ),
+            lambda: _ok(f"{nomad}/v1/nodes", management) and _ok(f"{consul}/v1/status/leader"),
             what="answering",
             child=child,
             timeout=self.timeout,
+        )
+        self._keep_port(child, "nomad", "--nomad-port", ports["nomad"])
+        self._keep_port(child, "consul", "--consul-port", ports["consul"])
+        tasks = self.data_dir / "devcluster" / "tasks.json"
+        self.supervisor.watch(
+            child, on_death=lambda: _reap_tasks(tasks), is_up=lambda: _ok(f"{nomad}/v1/nodes", management)
         )
         return nomad, consul
 
@@ -245,7 +284,9 @@ class DevStack:
             argv = [executable("chutes-agent"), "run", "--node-id", node.name]
             if node.model is not None:
                 argv += ["--simulate", f"{node.model}:{node.count}"]
-            started.append((node, self._child(f"agent-{node.name}", argv, env)))
+            child = self._child(f"agent-{node.name}", argv, env)
+            self.supervisor.watch(child)
+            started.append((node, child))
         seen = {"X-Consul-Token": tokens.consul}
         for node, child in started:
             wait_for(
@@ -255,7 +296,9 @@ class DevStack:
                 timeout=self.timeout,
             )
 
-    def _start_scheduler(self, nomad: str, consul: str, admin_key: str, tokens: PartTokens) -> str:
+    def _start_scheduler(
+        self, nomad: str, consul: str, admin_key: str, tokens: PartTokens, gateway_url: str | None = None
+    ) -> str:
         port_file = self._port_file("scheduler")
         argv = [
             executable("chutes-scheduler"),
@@ -263,7 +306,7 @@ class DevStack:
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(self.ports.ask("scheduler")),
             "--port-file",
             str(port_file),
             "--data-dir",
@@ -273,15 +316,27 @@ class DevStack:
             "--consul-addr",
             consul,
         ]
-        env = {"CHUTES_ADMIN_USERNAME": ADMIN_USERNAME, "CHUTES_RUNTIME_PYTHON": sys.executable}
+        env = {
+            "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
+            "CHUTES_RUNTIME_PYTHON": sys.executable,
+            # A chute file written for another username deploys for a local user of that name (dev only).
+            "CHUTES_DEV_ADOPT_USERS": "1",
+            **self.containers.scheduler_env(),
+        }
+        if gateway_url:
+            env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
         env |= self._env_file(
             "scheduler",
             {"CHUTES_ADMIN_KEY": admin_key, "NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul},
         )
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        port = read_port_file(port_file)
+        assert isinstance(port, int)
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        self._keep_port(child, "scheduler", "--port", port)
+        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
     def _gateway_key(self, api_url: str, keys: dict[str, str]) -> str:
@@ -300,14 +355,16 @@ class DevStack:
         self._save_secrets(keys)
         return keys["gateway_key"]
 
-    def _start_gateway(self, api_url: str, nomad: str, consul: str, gateway_key: str, tokens: PartTokens) -> str:
+    def _start_gateway(
+        self, api_url: str, nomad: str, consul: str, gateway_key: str, tokens: PartTokens, port: int
+    ) -> str:
         port_file = self._port_file("gateway")
         argv = [
             executable("chutes-gateway"),
             "--host",
             "127.0.0.1",
             "--port",
-            "0",
+            str(port),
             "--port-file",
             str(port_file),
             "--scheduler-url",
@@ -316,6 +373,9 @@ class DevStack:
             consul,
             "--nomad-addr",  # instances are checked against Nomad's allocations
             nomad,
+            # Usage records wait on disk until the scheduler has them: a gateway killed hard loses none.
+            "--spool-dir",
+            str(self.data_dir / "gateway-spool"),
         ]
         if self.domain:
             argv += ["--domain", self.domain]
@@ -325,8 +385,12 @@ class DevStack:
         )
         child = self._child("gateway", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        url = f"http://127.0.0.1:{read_port_file(port_file)}"
+        bound = read_port_file(port_file)
+        assert isinstance(bound, int)
+        url = f"http://127.0.0.1:{bound}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
+        self._keep_port(child, "gateway", "--port", bound)
+        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
     def _user_key(self, api_url: str, keys: dict[str, str]) -> str:
@@ -357,8 +421,14 @@ class DevStack:
         """Start every part and wait until each is healthy; on failure stop what started and raise."""
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
+        become_subreaper()  # orphans of dead parts are re-parented here and reaped
         try:
             keys = self._secrets()
+            try:
+                self.containers = plan_containers(self.containers_mode)
+            except ContainersUnavailable as exc:
+                raise DevStackError(str(exc), hint=exc.hint) from None
+            self.echo(self.containers.message)
             nodes, local_gpus = self.plan_nodes()
             if local_gpus:
                 self.echo(f"GPU: {local_gpus} NVIDIA GPU(s) found through NVML; they are node {nodes[0].name}")
@@ -371,11 +441,16 @@ class DevStack:
             parts = self._cluster_tokens(nomad, consul, keys)
             self.echo("starting the agents ...")
             self._start_agents(nodes, nomad, consul, parts["agent"])
+            # The gateway's port is chosen first so that the scheduler (started before it) knows its address;
+            # the gateway starts after the scheduler, which makes its gateway-role key.
+            gateway_port = self.ports.ask("gateway") or _free_port()
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(nomad, consul, keys["admin_key"], parts["scheduler"])
+            api_url = self._start_scheduler(
+                nomad, consul, keys["admin_key"], parts["scheduler"], f"http://127.0.0.1:{gateway_port}"
+            )
             self.echo("starting the gateway ...")
             gateway_key = self._gateway_key(api_url, keys)
-            gateway_url = self._start_gateway(api_url, nomad, consul, gateway_key, parts["gateway"])
+            gateway_url = self._start_gateway(api_url, nomad, consul, gateway_key, parts["gateway"], gateway_port)
             api_key = self._user_key(api_url, keys)
         except ChildFailed as exc:
             self.keep_data = True  # keep the logs to read
@@ -395,6 +470,7 @@ class DevStack:
             logs_dir=str(self.logs_dir),
             nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
             local_gpus=local_gpus,
+            containers=self.containers.enabled,
             nomad_token=keys["nomad_token"],
             consul_token=keys["consul_token"],
             domain=self.domain,
@@ -426,6 +502,9 @@ class DevStack:
         for child in reversed(self.children):
             child.stop(timeout)
         self.children.clear()
+        if self.containers.enabled:
+            # A devcluster that had to be killed could not stop its containers: none may outlive the stack.
+            remove_leftovers(self.data_dir / "devcluster")
         if self._lock_handle is not None:
             self._lock_handle.close()  # releases the lock
             self._lock_handle = None
@@ -439,10 +518,15 @@ class DevStack:
         self.stop()
 
 
-def wait_forever(stack: DevStack, interval: float = 0.5) -> Child:
-    """Block until a child exits (returned); KeyboardInterrupt (Ctrl-C or SIGTERM) ends the wait."""
+def supervise(stack: DevStack, interval: float = 0.25) -> None:
+    """Keep every part running until KeyboardInterrupt (Ctrl-C or SIGTERM): a part that dies is restarted."""
     while True:
-        dead = stack.check()
-        if dead is not None:
-            return dead
+        stack.supervisor.poll()
         time.sleep(interval)
+
+
+def _reap_tasks(tasks_json: Path) -> None:
+    """Kill the tasks a dead devcluster left running (its restart starts them again in their allocations)."""
+    from chutes.devcluster.nomad.executor import ProcessTable
+
+    ProcessTable(tasks_json).reap_leftovers()

@@ -1,14 +1,16 @@
 """Image: a chainable Dockerfile builder (``from chutes.image import Image``), as in Chutes.
 
 ``str(image)`` is the Dockerfile. Every user string is validated or quoted so that it stays inside its own
-instruction: newlines are refused everywhere (they would start a new instruction), as are RUN commands that
-end in a line continuation or open a heredoc, and ``add`` sources must stay inside the build directory.
+instruction: newlines are refused everywhere (they would start a new instruction) except inside a RUN command
+after a line continuation (``\\`` at the end of the line, as a multi-line RUN is written), RUN commands that end
+in a line continuation or open a heredoc are refused, and ``add`` sources must stay inside the build directory.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
 import unicodedata
 import uuid
 from collections.abc import Iterable
@@ -63,6 +65,27 @@ def _one_line(value: str, what: str) -> str:
             hint="join shell commands with && on one line, or put a script in the build context and ADD it",
         )
     return value
+
+
+def _continued_lines(command: str) -> str:
+    """``command`` stripped, its lines joined as a Dockerfile RUN continues them; ImageError for a line break that
+    would end the instruction (one not preceded by ``\\``).
+
+    Blank lines and comment lines inside the command are dropped (Docker skips them inside a continuation too),
+    so what remains is unambiguous to every Dockerfile parser.
+    """
+    lines = [line.rstrip() for line in command.strip().replace("\r\n", "\n").split("\n")]
+    kept = [lines[0], *(line for line in lines[1:] if line.strip() and not line.lstrip().startswith("#"))]
+    for line in kept:
+        _one_line(line, "RUN command")
+    for line in kept[:-1]:
+        if not line.endswith("\\"):
+            raise ImageError(
+                f"RUN command line {line.strip()!r} is followed by a line break without '\\': "
+                "it would end the RUN and start a new Dockerfile instruction",
+                hint="end every line but the last with ' \\' (a line continuation), or join them with &&",
+            )
+    return "\n".join(kept).strip()
 
 
 def _quote(value: str) -> str:
@@ -178,8 +201,11 @@ class Image:
         dirs = [d.args for d in self._directives if d.kind == "WORKDIR"]
         return dirs[-1] if dirs else "/root"
 
-    def with_python(self, version: str = "3.12") -> Image:
-        """Build CPython ``version`` from source into /opt/python and put it first on PATH."""
+    def with_python(self, version: str = "3.10.15") -> Image:
+        """Build CPython ``version`` from source into /opt/python and put it first on PATH.
+
+        The default, 3.10.15, is the real Chutes SDK's; ``"3.11"`` picks that version's latest patch release.
+        """
         if not isinstance(version, str) or not PYTHON_VERSION_RE.fullmatch(version):
             raise ImageError(f"invalid Python version {version!r}: use e.g. '3.11' or '3.11.10'")
         full = PYTHON_PATCH.get(version, version)
@@ -241,13 +267,16 @@ class Image:
         return self._append("ENV", f"{key}={_quote(_one_line(str(value), f'value of {key}'))}")
 
     def run_command(self, command: str) -> Image:
-        command = _one_line(command, "RUN command").strip()
+        """RUN ``command``; a multi-line command continues each line with a trailing ``\\`` (as in a Dockerfile)."""
+        if not isinstance(command, str):
+            raise ImageError(f"RUN command must be a string, got {type(command).__name__}")
+        command = _continued_lines(command)
         if not command:
             raise ImageError("empty RUN command")
         if command.endswith("\\"):
             raise ImageError(
                 "a RUN command must not end with '\\': it would continue into the next instruction",
-                hint="join the commands with && on one line",
+                hint="remove the trailing backslash of the last line",
             )
         if _HEREDOC_RE.search(command):
             raise ImageError(
@@ -301,9 +330,27 @@ class Image:
         args = " ".join([*flags, json.dumps([source, dest])])
         return self._append("ADD", args)
 
-    def with_entrypoint(self, *args: str) -> Image:
-        """Set ENTRYPOINT (exec form, JSON-encoded), replacing any earlier one."""
-        if not args or not all(isinstance(a, str) for a in args):
-            raise ImageError("with_entrypoint takes one or more strings")
+    def with_entrypoint(self, *args: str | list[str]) -> Image:
+        """Set ENTRYPOINT (exec form, JSON-encoded), replacing any earlier one.
+
+        As in Chutes: ``with_entrypoint(["python", "-m", "app"])`` or one string; also several strings. One string
+        with spaces is split as a shell would (``"python -m app"``: three words), where the real SDK would keep it
+        as one word that no exec-form ENTRYPOINT could run.
+        """
+        if len(args) == 1 and isinstance(args[0], list | tuple):
+            words = list(args[0])
+        elif len(args) == 1 and isinstance(args[0], str):
+            try:
+                words = shlex.split(args[0])
+            except ValueError as exc:
+                raise ImageError(
+                    f"cannot split the entrypoint {args[0]!r}: {exc}", hint="pass a list of words"
+                ) from exc
+        else:
+            words = [a for a in args if isinstance(a, str)] if all(isinstance(a, str) for a in args) else []
+        if not words or not all(isinstance(w, str) for w in words):
+            raise ImageError("with_entrypoint takes one or more strings, or one list of strings")
+        for word in words:
+            _one_line(word, "entrypoint word")
         self._directives = [d for d in self._directives if d.kind != "ENTRYPOINT"]
-        return self._append("ENTRYPOINT", json.dumps(list(args)))
+        return self._append("ENTRYPOINT", json.dumps(words))

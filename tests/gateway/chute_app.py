@@ -1,8 +1,13 @@
-"""A chute for the gateway's tests: echo, a slow call, a stream. ``GW_TEST_CONCURRENCY`` sets its concurrency."""
+"""A chute for the gateway's tests: echo, a slow call, a stream, a cancellable call, a blocking sync call.
+
+``GW_TEST_CONCURRENCY`` sets its concurrency; ``GW_TEST_MARKS`` is where cancelled calls leave marks.
+"""
 
 import asyncio
 import os
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from chutes.chute import Chute, NodeSelector
 
@@ -31,3 +36,23 @@ async def stream(self: Chute, frames: int = 5, delay: float = 0.2) -> AsyncItera
     for i in range(frames):
         yield {"i": i}
         await asyncio.sleep(delay)
+
+
+@chute.cord(public_api_path="/cancellable")
+async def cancellable(self: Chute, seconds: float = 30.0, tag: str = "") -> dict[str, object]:
+    """Sleeps; when cancelled (its client left) it leaves a mark in ``$GW_TEST_MARKS`` for the test to see."""
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        marks = os.environ.get("GW_TEST_MARKS")
+        if marks and tag.isalnum():
+            Path(marks, f"cancelled-{tag}").write_text("cancelled")
+        raise
+    return {"slept": seconds}
+
+
+@chute.cord(public_api_path="/block")
+def block(self: Chute, seconds: float = 2.0) -> dict[str, object]:
+    """A sync cord: it blocks its thread, which nothing can interrupt."""
+    time.sleep(seconds)
+    return {"blocked": seconds}

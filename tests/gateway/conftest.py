@@ -44,8 +44,8 @@ class Instances:
         self.tmp_path = tmp_path
         self.started: list[RuntimeInstance] = []
 
-    async def start(self, concurrency: int = 8) -> RuntimeInstance:
-        inst = await start_instance(self.tmp_path, concurrency=concurrency)
+    async def start(self, concurrency: int = 8, log_level: str = "warning") -> RuntimeInstance:
+        inst = await start_instance(self.tmp_path, concurrency=concurrency, log_level=log_level)
         self.started.append(inst)
         return inst
 

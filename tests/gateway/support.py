@@ -48,6 +48,8 @@ CORDS = [
     {"name": "echo", "path": "/echo", "public_api_path": "/echo", "public_api_method": "POST"},
     {"name": "sleep", "path": "/sleep", "public_api_path": "/sleep", "public_api_method": "POST"},
     {"name": "stream", "path": "/stream", "public_api_path": "/stream", "public_api_method": "POST", "stream": True},
+    {"name": "cancellable", "path": "/cancellable", "public_api_path": "/cancellable", "public_api_method": "POST"},
+    {"name": "block", "path": "/block", "public_api_path": "/block", "public_api_method": "POST"},
 ]
 
 
@@ -97,16 +99,18 @@ class RuntimeInstance:
         return self.proc.poll()
 
 
-async def start_instance(tmp_path: Path, concurrency: int = 8, secret: str = SECRET) -> RuntimeInstance:
-    """Start a runtime and wait until ``/_ready`` answers 200."""
+async def start_instance(
+    tmp_path: Path, concurrency: int = 8, secret: str = SECRET, log_level: str = "warning"
+) -> RuntimeInstance:
+    """Start a runtime and wait until ``/_ready`` answers 200 (cancelled cords leave marks in ``tmp_path``)."""
     stamp = time.monotonic_ns()
     port_file = tmp_path / f"runtime-{stamp}.port"
     log_path = tmp_path / f"runtime-{stamp}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_"))}
-    env.update(PYTHONUNBUFFERED="1", GW_TEST_CONCURRENCY=str(concurrency))
+    env.update(PYTHONUNBUFFERED="1", GW_TEST_CONCURRENCY=str(concurrency), GW_TEST_MARKS=str(tmp_path))
     cmd = [
         sys.executable, "-m", "chutes.runtime", CHUTE_REF, "--host", "127.0.0.1", "--port", "0",
-        "--port-file", str(port_file), "--invoke-secret", secret, "--drain-timeout", "5", "--log-level", "warning",
+        "--port-file", str(port_file), "--invoke-secret", secret, "--drain-timeout", "5", "--log-level", log_level,
     ]  # fmt: skip
     with log_path.open("wb") as log:
         proc = subprocess.Popen(

@@ -97,3 +97,63 @@ async def test_bounded_size() -> None:
     for n in range(1000):
         await cache.get(str(n))
     assert len(cache) <= 100
+
+
+async def test_an_invalidated_entry_is_never_served_stale() -> None:
+    clock, loader = Clock(), Loader()
+    loader.values["k"] = "v"
+    cache: TTLCache[str, str] = TTLCache(loader, ttl=10, negative_ttl=1, stale_for=300, clock=clock)
+    assert await cache.get("k") == "v"
+    assert cache.invalidate("k") is True
+    assert cache.invalidate("k") is False  # already gone
+    loader.fail = True  # the scheduler is down: without the entry there is nothing to serve
+    with pytest.raises(RuntimeError, match="scheduler down"):
+        await cache.get("k")
+
+
+async def test_a_revoked_key_stays_refused_while_the_loader_fails() -> None:
+    clock, loader = Clock(), Loader()
+    loader.values["key-1"] = "alice"
+    cache: TTLCache[str, str] = TTLCache(
+        loader, ttl=30, negative_ttl=5, stale_for=300, clock=clock, alias=lambda k: k.upper()
+    )
+    assert await cache.get("key-1") == "alice"
+    assert cache.invalidate_alias("KEY-1", gone=True) is True
+    assert cache.invalidate_alias("KEY-2", gone=True) is False  # never cached: nothing to do
+    loader.fail = True
+    assert await cache.get("key-1") is None  # refused at once: no error, no stale value, no call to the loader
+    clock.now = 200
+    assert await cache.get("key-1") is None
+    assert loader.calls == ["key-1"]
+    clock.now = 301  # the tombstone is gone: the scheduler is asked again (and says so itself)
+    loader.fail = False
+    loader.values.pop("key-1")
+    assert await cache.get("key-1") is None
+    assert loader.calls == ["key-1", "key-1"]
+
+
+async def test_a_load_overtaken_by_an_invalidation_is_repeated_not_stored() -> None:
+    loader = Loader()
+    loader.values["k"] = "before"
+    loader.gate = asyncio.Event()
+    cache: TTLCache[str, str] = TTLCache(loader, ttl=10, negative_ttl=1)
+    waiter = asyncio.create_task(cache.get("k"))
+    await asyncio.sleep(0.01)
+    loader.values["k"] = "after"  # the change lands while the first answer is on its way
+    cache.invalidate("k")
+    loader.gate.set()
+    assert await waiter == "after"
+    assert await cache.get("k") == "after"
+    assert loader.calls == ["k", "k"]
+
+
+async def test_invalidate_where_and_clear() -> None:
+    loader = Loader()
+    loader.values.update({"a1": "alice", "a2": "alice", "b1": "bob"})
+    cache: TTLCache[str, str] = TTLCache(loader, ttl=10, negative_ttl=1)
+    for key in ("a1", "a2", "b1", "nobody"):
+        await cache.get(key)
+    assert cache.invalidate_where(lambda _k, v: v == "alice") == 2
+    assert "b1" in cache and "a1" not in cache and "nobody" in cache
+    cache.clear()
+    assert len(cache) == 0

@@ -131,3 +131,54 @@ def test_chutes_run_job_on_the_command_line(tmp_path: Path) -> None:
     assert _status(out)["status"] == "succeeded"
     assert (out / "model.txt").read_text() == "trained for 1 epochs\n"
     assert json.loads((out / "logs" / "epochs.json").read_text()) == [0]
+
+
+@pytest.mark.parametrize("form", ["json", "at-file", "stdin", "path"])
+def test_chutes_run_job_with_job_data_and_each_input_form(tmp_path: Path, form: str) -> None:
+    """A job declared ``**job_data`` gets ``output_dir`` there (and TMPDIR), and its files stay in the outputs."""
+    payload = json.dumps({"rows": 3})
+    (tmp_path / "in.json").write_text(payload)
+    value, stdin = {
+        "json": (payload, None),
+        "at-file": (f"@{tmp_path / 'in.json'}", None),
+        "stdin": ("-", payload),
+        "path": (str(tmp_path / "in.json"), None),
+    }[form]
+    out = tmp_path / "outputs"
+    chutes = Path(sys.executable).with_name("chutes")
+    command = [str(chutes), "run", "tests/runtime/chutes/jobs_app.py:chute", "--job", "export", "--input", value]
+    result = subprocess.run(
+        [*command, "--output-dir", str(out)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=runtime_env(),
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    status = _status(out)
+    assert status["status"] == "succeeded"
+    assert status["result"] == {"keys": ["output_dir", "rows"], "scratch_in_outputs": True}
+    assert (out / "export.csv").read_text() == "rows,3\n"
+    assert len(list(out.glob("*.tmp"))) == 1
+
+
+def test_chutes_run_job_refuses_input_that_is_no_json_nor_a_file(tmp_path: Path) -> None:
+    chutes = Path(sys.executable).with_name("chutes")
+    for value, message in (("{rows: 3}", "--input is not valid JSON"), ("@missing.json", "does not exist")):
+        command = [str(chutes), "run", "tests/runtime/chutes/jobs_app.py:chute", "--job", "export", "--input", value]
+        result = subprocess.run(command, capture_output=True, text=True, env=runtime_env(), cwd=REPO, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Hint: --input takes JSON" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_job_environment_is_restored_after_a_run(chute: Chute, tmp_path: Path) -> None:
+    import os
+    import tempfile
+
+    before = (os.environ.get("TMPDIR"), tempfile.gettempdir())
+    run_job(chute, find_job(chute, "from_env"), None, tmp_path)
+    assert (tmp_path / "note.txt").read_text() == "found it"
+    assert (os.environ.get("TMPDIR"), tempfile.gettempdir()) == before

@@ -168,3 +168,45 @@ async def test_a_woken_chute_gets_a_full_idle_period(sqlite_store: Store, tmp_pa
     clock.now += 10
     await autoscaler.tick()
     assert scaled == [0]
+
+
+async def test_a_leader_change_in_an_idle_period_keeps_the_idle_clock(
+    sqlite_store: Store, tmp_path: Path, instance: RuntimeInstance
+) -> None:
+    """Leader A sees a call, then idleness; A goes (a new process: nothing in memory) and leader B takes over
+    halfway through the idle period. The chute scales to zero when the period that began at the call ends
+    (± one tick), not a full period after the change, and nothing scales up meanwhile."""
+    async with sqlite_store.session() as s:
+        user = await users_repo.create_user(s, "alice")
+        chute = Chute(
+            id=chute_id("alice", "gwtest"), owner_id=user.id, username="alice", name="gwtest", slug="gwtest",
+            manifest=manifest("alice", "gwtest", concurrency=2, max_instances=3, scaling_threshold=0.9,
+                              shutdown_after_seconds=60),
+            version="0" * 64, invoke_secret=SECRET, desired_instances=1, status="ready",
+        )  # fmt: skip
+        s.add(chute)
+    clock = Clock(time.time())
+    leader_a, scaled_a = _autoscaler(sqlite_store, tmp_path, [instance.url], clock)
+    await leader_a.tick()
+    called_at = time.time()
+    tasks = await _slow_calls(instance, 1, 0.5)  # 1 of 2 slots in flight: utilisation 0.5, under 0.9
+    clock.now += PARAMS.interval
+    await leader_a.tick()
+    assert await asyncio.gather(*tasks) == [200]
+    for _ in range(4):  # 20 s of idleness under leader A
+        clock.now += PARAMS.interval
+        await leader_a.tick()
+    assert scaled_a == []
+    del leader_a  # the leader's process is gone; only the store remains
+
+    leader_b, scaled_b = _autoscaler(sqlite_store, tmp_path, [instance.url], clock)
+    zero_at = None
+    for _ in range(20):
+        clock.now += PARAMS.interval
+        await leader_b.tick()
+        if scaled_b:
+            zero_at = clock.now
+            break
+    assert scaled_b == [0], "the chute never scaled to zero"  # and never up
+    assert zero_at is not None
+    assert abs(zero_at - (called_at + 60)) <= PARAMS.interval, zero_at - called_at

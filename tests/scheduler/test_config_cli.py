@@ -39,10 +39,20 @@ def test_environment_then_flags() -> None:
     assert local.resolved_public_url(8123) == "http://127.0.0.1:8123"
 
 
+def test_task_driver_defaults_to_auto_and_containers_get_their_own_way_to_the_scheduler() -> None:
+    config = load_config({})
+    assert config.task_driver == "auto" and config.container_url("http://127.0.0.1:8700") is None
+    dev = load_config({"CHUTES_CONTAINER_SCHEDULER_HOST": "host.containers.internal"})
+    # The host changes, the bound port stays (the scheduler of `chutes dev` listens on a free port).
+    assert dev.container_url("http://127.0.0.1:41234") == "http://host.containers.internal:41234"
+    assert dev.container_url("https://sched.example/api") == "https://host.containers.internal/api"
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
         ({"CHUTES_TASK_DRIVER": "exec"}, "CHUTES_TASK_DRIVER"),
+        ({"CHUTES_CONTAINER_SCHEDULER_HOST": "evil/host:1"}, "CHUTES_CONTAINER_SCHEDULER_HOST"),
         ({"CHUTES_SCHEDULER_PORT": "70000"}, "CHUTES_SCHEDULER_PORT"),
         ({"CHUTES_PUBLIC_URL": "ftp://x"}, "CHUTES_PUBLIC_URL"),
         ({"NOMAD_ADDR": "ftp://x"}, "NOMAD_ADDR"),

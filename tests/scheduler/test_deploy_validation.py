@@ -74,6 +74,7 @@ async def test_bad_deploys_are_refused_with_reasons(small_api: RunningScheduler)
             "VRAM",
         ),
         ("unknown gpu", {**good, "node_selector": {"include": ["tpu"]}}, bundle(), 422, "tpu"),
+        ("unknown selector field", {**good, "node_selector": {"min_vram_gpu_per_gpu": 24}}, bundle(), 422, "unknown"),
         ("no cords and no jobs", {**good, "cords": []}, bundle(), 422, "cord"),
         ("empty bundle", good, b"", 422, "empty"),
         ("not gzip", good, b"hello world", 422, "gzip"),
@@ -122,3 +123,26 @@ async def test_unreachable_cluster_is_a_clear_503(small_api: RunningScheduler) -
         assert (await http.get("/v1/chutes")).json() == []
         nodes = await http.get("/v1/nodes")
         assert nodes.status_code == 503 and nodes.json()["hint"]
+
+
+async def test_public_chutes_are_for_admins_to_deploy(small_api: RunningScheduler) -> None:
+    key = await small_api.new_user("alice")
+    async with small_api.client(key) as http:
+        resp = await http.post(
+            "/v1/chutes",
+            data={"manifest": json.dumps(manifest("alice", "echo")), "public": "true"},
+            files={"bundle": ("bundle.tar.gz", bundle(), "application/gzip")},
+        )
+    assert resp.status_code == 403, resp.text
+    assert "only admins may deploy a public chute" in resp.json()["detail"]
+    assert "chutes share --chute-id" in resp.json()["hint"]
+
+
+async def test_dev_stacks_accept_a_chute_of_another_username(tmp_path: Path) -> None:
+    """With dev_adopt_users the username check lets the deploy through (it then needs the cluster: 503 here)."""
+    async with serve(make_config(tmp_path, dev_adopt_users=True)) as api:
+        key = await api.new_user("demo")
+        resp = await _deploy(api, key, manifest("chutes", "echo"), bundle())
+        assert resp.status_code == 503, resp.text
+        refused = await _deploy(api, key, manifest("admin", "echo"), bundle())
+        assert refused.status_code == 403 and "admin account" in refused.json()["detail"]

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
 
 from chutes.identity import chute_id
 from chutes.scheduler import metering
@@ -20,7 +23,7 @@ from chutes.scheduler.store import Store
 from chutes.scheduler.store import instances as instances_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.metering_models import InstanceUsage
-from chutes.scheduler.store.models import Chute
+from chutes.scheduler.store.models import Chute, Instance
 from tests.scheduler.helpers import manifest
 
 DAY = 86400
@@ -184,3 +187,80 @@ async def test_gpu_time_of_a_purged_chute_closes_at_last_seen(store: Store) -> N
     async with store.session() as s:
         row = await s.get(InstanceUsage, "alloc-9")
         assert row is not None and row.stopped_at == 3e9  # the last time it was seen running
+
+
+async def _record(store: Store, alloc: str, cid: str, state: str, at: float, model: str = "a100") -> None:
+    async with store.session() as s:
+        await instances_repo.record(s, instances_repo.Observed(alloc, cid, "v", state, "gpu-b", None, model, 2, at=at))
+
+
+async def _usage(store: Store, now: float, cid: str) -> list[metering.UsageLine]:
+    async with store.session() as s:
+        intervals = await metering.live_intervals(s, T0, T0 + 2 * DAY, None, cid, now)
+    return build_report(intervals, [], D0, D0 + 1, now)
+
+
+async def test_usage_counts_running_instances_up_to_now_and_the_final_figure_is_unchanged(store: Store) -> None:
+    chute = await _chute(store)
+    state = SyncState()
+    await _record(store, "alloc-live", chute.id, "running", T0 + 100)
+    await _record(store, "alloc-live", chute.id, "ready", T0 + 130)
+    # Before any metering tick: the ready instance counts already, marked running, and grows with time.
+    (early,) = await _usage(store, T0 + 190, chute.id)
+    assert early.gpu_seconds == Decimal(2 * 60) and early.running == 1
+    assert early.gpu_models == {"a100"}
+    async with store.session() as s:
+        assert await metering.sync_instance_usage(s, T0 + 200, state) == 1
+    (later,) = await _usage(store, T0 + 1930, chute.id)
+    assert later.gpu_seconds == Decimal(2 * 1800) and later.running == 1
+    assert later.cost == Decimal("1.20")  # a100 at $1.20/GPU/h, 2 GPUs, 30 minutes
+    # Stopped; the metering loop has not run yet: the figure already ends at the stop ...
+    await _record(store, "alloc-live", chute.id, "stopped", T0 + 3730)
+    (stopped,) = await _usage(store, T0 + 9000, chute.id)
+    assert stopped.running == 0 and stopped.gpu_seconds == Decimal(2 * 3600)
+    # ... and is the same to the cent once the loop has closed the row.
+    async with store.session() as s:
+        assert await metering.sync_instance_usage(s, T0 + 9000, state) == 1
+    (final,) = await _usage(store, T0 + 20000, chute.id)
+    assert (final.gpu_seconds, final.cost, final.running) == (stopped.gpu_seconds, stopped.cost, 0)
+    assert final.cost == Decimal("2.40")
+
+
+async def test_only_ready_time_is_billed_crash_loops_and_outages_are_not(store: Store) -> None:
+    chute = await _chute(store)
+    state = SyncState()
+    # Never ready (a crash loop from the start): never billed.
+    await _record(store, "alloc-loop", chute.id, "running", T0 + 10)
+    await _record(store, "alloc-loop", chute.id, "failing", T0 + 20)
+    # Ready for 10 minutes, then failing (its task crashed at T0+700), ready again at T0+1000, stopped at T0+1600.
+    await _record(store, "alloc-flaky", chute.id, "ready", T0 + 100)
+    async with store.session() as s:
+        await metering.sync_instance_usage(s, T0 + 150, state)
+    await _record(store, "alloc-flaky", chute.id, "failing", T0 + 700)
+    (during,) = await _usage(store, T0 + 900, chute.id)
+    assert during.gpu_seconds == Decimal(2 * 600) and during.running == 0  # stopped counting at the crash
+    async with store.session() as s:
+        await metering.sync_instance_usage(s, T0 + 900, state)
+    await _record(store, "alloc-flaky", chute.id, "ready", T0 + 1000)
+    async with store.session() as s:
+        await metering.sync_instance_usage(s, T0 + 1100, state)
+    await _record(store, "alloc-flaky", chute.id, "stopped", T0 + 1600)
+    async with store.session() as s:
+        await metering.sync_instance_usage(s, T0 + 1700, state)
+        rows = sorted((await s.execute(select(InstanceUsage))).scalars(), key=lambda u: u.ready_at)
+    assert [(r.ready_at - T0, (r.stopped_at or 0) - T0) for r in rows] == [(100, 700), (1000, 1600)]
+    assert rows[0].alloc_id == "alloc-flaky" and rows[1].alloc_id.startswith("alloc-flaky/")
+    (line,) = await _usage(store, T0 + 5000, chute.id)
+    assert line.gpu_seconds == Decimal(2 * 1200)
+
+
+def test_segment_end_rules() -> None:
+    def inst(state: str, ready: float | None, unready: float | None = None, stopped: float | None = None) -> Any:
+        return Instance(alloc_id="a", chute_id="c", state=state, ready_at=ready, unready_at=unready, stopped_at=stopped)
+
+    assert metering.segment_end(10, inst("ready", 10), 99) is None
+    assert metering.segment_end(10, inst("stopped", 10, None, 50), 99) == 50
+    assert metering.segment_end(10, inst("failed", 10, 30, 50), 99) == 30  # not ready from 30 on
+    assert metering.segment_end(10, inst("ready", 60, 30), 99) == 30  # ready again at 60: a new segment
+    assert metering.segment_end(10, inst("ready", 60, 5), 99) == 60  # the gap was not recorded
+    assert metering.segment_end(10, None, 99) == 99  # the record is gone: up to when it was last seen

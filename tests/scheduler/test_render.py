@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chutes.chute.node_selector import NodeSelector
+from chutes.devcluster.nomad.docker_config import docker_config_problems
 from chutes.identity import chute_id
 from chutes.manifest import CordSpec, ImageSpec, JobSpec, Manifest, PortSpec
 from chutes.scheduler.placement import Placement
@@ -24,6 +26,7 @@ from chutes.scheduler.render import (
     render_batch_job,
     render_chute_job,
     service_name,
+    task_driver,
 )
 from tests.support.nomad_openapi import assert_valid
 
@@ -117,17 +120,85 @@ def test_service_job_has_the_designed_shape() -> None:
     assert_valid("JobRegisterRequest", {"Job": job, "EnforceIndex": True, "JobModifyIndex": 0})
 
 
+BUILT = "registry.internal:5000/alice/llama:v1@sha256:" + "ab" * 32
+
+
 def test_docker_driver_runs_the_image_with_the_port_mapped() -> None:
     job = render_chute_job(manifest(), RELEASE, RenderSettings(scheduler_url="http://s:8000", driver="docker"))
-    config = task_of(job)["Config"]
-    assert config == {
-        "image": "parachutes/base-python:3.12",
-        "command": "python3",
-        "args": ["-m", "chutes.runtime"],
-        "ports": ["http"],
-    }
-    assert task_of(job)["Env"]["CHUTES_HOST"] == "0.0.0.0"  # NOMAD_IP_http is the host's address in a container
+    task = task_of(job)
+    config = task["Config"]
+    # Forced docker without a built image: the manifest's reference as is (it must carry the runtime).
+    assert config["image"] == "parachutes/base-python:3.12"
+    assert (config["command"], config["args"], config["ports"]) == ("python3", ["-m", "chutes.runtime"], ["http"])
+    assert task["Env"]["CHUTES_HOST"] == "0.0.0.0"  # NOMAD_IP_http is the host's address in a container
     assert_valid("Job", job)
+
+
+def test_a_built_image_runs_with_the_docker_driver_by_digest_and_locked_down() -> None:
+    release = replace(RELEASE, image_ref=BUILT)
+    settings = RenderSettings(scheduler_url="http://127.0.0.1:8700", container_scheduler_url="http://host.x:8700")
+    job = render_chute_job(manifest(), release, settings)
+    assert task_driver(release, settings) == "docker"
+    task = task_of(job)
+    assert task["Driver"] == "docker"
+    config = task["Config"]
+    assert config["image"] == BUILT and "@sha256:" in config["image"]
+    assert (config["command"], config["args"], config["ports"]) == ("python3", ["-m", "chutes.runtime"], ["http"])
+    assert config["init"] is True and config["security_opt"] == ["no-new-privileges"]
+    assert config["pids_limit"] == 16384 and config["shm_size"] == 2048 * 1024 * 1024
+    assert config["logging"] == {"type": "json-file", "config": {"max-size": "10m", "max-file": "3"}}
+    assert config["labels"] == {"io.chutes.chute_id": manifest().chute_id}
+    # Nothing that reaches the host: no privileged mode, no mounts or devices, and no runtime (Nomad switches a
+    # GPU task to the NVIDIA runtime by itself and refuses any other one).
+    assert not {"privileged", "volumes", "mount", "mounts", "devices", "runtime", "network_mode"} & set(config)
+    assert task["Resources"]["Devices"][0]["Name"] == "nvidia/gpu"
+    assert task["KillSignal"] == "SIGTERM" and task["KillTimeout"] > 30 * 1_000_000_000  # > the runtime's drain
+    assert task["LogConfig"] == {"MaxFiles": 5, "MaxFileSizeMB": 20}
+    assert task["Env"]["CHUTES_HOST"] == "0.0.0.0"
+    assert task["Env"]["CHUTES_SCHEDULER_URL"] == "http://host.x:8700"  # the containers' way to the scheduler
+    assert job["TaskGroups"][0]["Networks"] == [{"Mode": "host", "DynamicPorts": [{"Label": "http"}]}]
+    # What the devcluster's podman driver accepts is what the renderer emits.
+    assert docker_config_problems(config) == []
+    assert_valid("Job", job)
+    assert_valid("JobRegisterRequest", {"Job": job})
+
+
+def test_raw_exec_stays_the_operators_choice_and_the_default_without_an_image() -> None:
+    release = replace(RELEASE, image_ref=BUILT)
+    forced = render_chute_job(manifest(), release, RenderSettings(scheduler_url="http://s", driver="raw_exec"))
+    assert task_of(forced)["Driver"] == "raw_exec" and "image" not in task_of(forced)["Config"]
+    assert "CHUTES_HOST" not in task_of(forced)["Env"]
+    plain = render_chute_job(
+        manifest(), RELEASE, RenderSettings(scheduler_url="http://s", container_scheduler_url="http://c")
+    )
+    assert task_of(plain)["Driver"] == "raw_exec"
+    assert task_of(plain)["Env"]["CHUTES_SCHEDULER_URL"] == "http://s"  # a host process reaches it directly
+    assert_valid("Job", forced)
+
+
+def test_jobs_run_in_the_built_image_too() -> None:
+    m = manifest(jobs=[JobSpec(name="train", ports=[PortSpec(name="tb", port=6006)])])
+    job = render_batch_job(m, "train", replace(RELEASE, image_ref=BUILT), SETTINGS)
+    task = task_of(job)
+    assert task["Driver"] == "docker" and task["Config"]["image"] == BUILT
+    assert task["Config"]["args"] == ["-m", "chutes.runtime", "--job", "train"]
+    assert "ports" not in task["Config"]
+    assert docker_config_problems(task["Config"]) == []
+    assert_valid("Job", job)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "registry.internal/alice/llama:v1",  # not pinned by digest
+        "registry.internal/alice/${NOMAD_META_x}@sha256:" + "a" * 64,
+        "registry.internal/Alice/llama@sha256:" + "a" * 64,
+        "",
+    ],
+)
+def test_a_built_image_must_be_a_clean_digest_reference(ref: str) -> None:
+    with pytest.raises(RenderError):
+        render_chute_job(manifest(), replace(RELEASE, image_ref=ref), SETTINGS)
 
 
 def test_placement_becomes_affinities_to_its_model_and_nodes() -> None:

@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI
 
 import chutes
-from chutes.chute import Chute, ChuteError, ManifestError, NodeSelector
+from chutes.chute import Chute, ChuteError, CompatibilityWarning, DuplicatePath, ManifestError, NodeSelector
 from chutes.identity import InvalidNameError
 from chutes.image import Image, ImageError
 from chutes.manifest import Manifest
@@ -185,3 +185,53 @@ def test_manifest_revalidates_attributes_changed_after_construction() -> None:
     chute.concurrency = 0
     with pytest.raises(ManifestError, match="concurrency"):
         chute.manifest()
+
+
+def test_lock_modules_takes_a_bool_as_in_chutes_or_module_names() -> None:
+    assert new_chute(lock_modules=True).lock_modules is True
+    assert new_chute(lock_modules=False).lock_modules is False
+    assert new_chute(lock_modules=("os", "sys")).lock_modules == ["os", "sys"]
+    assert new_chute().lock_modules is None
+    with pytest.raises(ChuteError, match="lock_modules must be"):
+        new_chute(lock_modules="os")
+
+
+def test_same_public_path_written_the_same_way_is_still_refused() -> None:
+    chute = new_chute()
+
+    @chute.cord(public_api_path="/x")
+    async def first(self: Any) -> None: ...
+
+    with pytest.raises(DuplicatePath, match="already uses"):
+
+        @chute.cord(public_api_path="/x")
+        async def second(self: Any) -> None: ...
+
+    with pytest.warns(CompatibilityWarning, match="trailing '/'"):
+
+        @chute.cord(public_api_path="/x/")
+        async def third(self: Any) -> None: ...
+
+    assert [(c.name, c.public_api_path) for c in chute.cords] == [("first", "/x"), ("third", "/third")]
+
+
+def test_initialize_runs_sync_and_async_startup_hooks_in_order_until_they_succeed() -> None:
+    chute = new_chute()
+    ran: list[str] = []
+    failures = [RuntimeError("weights missing")]
+
+    @chute.on_startup(priority=10)
+    def first(self: Any) -> None:
+        ran.append("sync")
+
+    @chute.on_startup(priority=20)
+    async def second(self: Any) -> None:
+        if failures:
+            raise failures.pop()
+        ran.append("async")
+
+    with pytest.raises(RuntimeError, match="weights missing"):
+        asyncio.run(chute.initialize())
+    asyncio.run(chute.initialize())
+    asyncio.run(chute.initialize())
+    assert ran == ["sync", "sync", "async"]

@@ -1,8 +1,10 @@
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
+from fastapi import Depends, Form, Header, Query, Request
+from fastapi import Path as FastAPIPath
 from pydantic import BaseModel, ValidationError
 
 from chutes.chute import Chute, ChuteError, Cord, DuplicatePath, InvalidPath
@@ -303,3 +305,89 @@ def test_derived_input_model_validates_bodies(chute: Chute) -> None:
     assert asyncio.run(sum_numbers(**parsed.model_dump())) == 3.5
     with pytest.raises(ValidationError):
         model.model_validate({"numbers": "nope"})
+
+
+# ---- FastAPI request parameters ------------------------------------------------------------------------------
+
+
+def _api_key(x_api_key: str | None = Header(None)) -> str | None:
+    return x_api_key
+
+
+def test_request_parameters_are_no_input_fields_and_get_a_dependant(chute: Chute) -> None:
+    @chute.cord()
+    async def secure(
+        self: Any,
+        data: str,
+        request: Request,
+        key: str | None = Depends(_api_key),
+        page: Annotated[int, Query()] = 1,
+    ) -> dict[str, Any]:
+        return {}
+
+    assert secure.input_model is not None and list(secure.input_model.model_fields) == ["data"]
+    assert secure.dependant is not None
+    assert secure.dependant.request_param_name == "request"
+    assert [d.name for d in secure.dependant.dependencies] == ["key"]
+    assert [q.name for q in secure.dependant.query_params] == ["page"]
+
+
+def test_plain_cords_have_no_dependant(chute: Chute) -> None:
+    @chute.cord()
+    async def plain(self: Any, text: str) -> str:
+        return text
+
+    assert plain.dependant is None and plain.response_model is None and plain.status_code is None
+
+
+def test_path_parameters_are_refused(chute: Chute) -> None:
+    with pytest.raises(ChuteError, match=r"Path\(\) parameter.*no \{placeholders\}") as info:
+
+        @chute.cord()
+        async def item(self: Any, item_id: Annotated[int, FastAPIPath()]) -> None: ...
+
+    assert "Query() or Header()" in str(info.value.hint)
+
+
+def test_form_fields_are_refused(chute: Chute) -> None:
+    with pytest.raises(ChuteError, match="form field"):
+
+        @chute.cord()
+        async def upload(self: Any, name: str = Form()) -> None: ...
+
+
+def test_dependencies_that_read_the_body_as_a_model_are_refused(chute: Chute) -> None:
+    class Payload(BaseModel):
+        x: int
+
+    def reads_body(payload: Payload) -> int:
+        return payload.x
+
+    with pytest.raises(ChuteError, match="reads the request body as a model") as info:
+
+        @chute.cord()
+        async def cord_with_body_dep(self: Any, value: int = Depends(reads_body)) -> None: ...
+
+    assert "request.json()" in str(info.value.hint)
+
+
+def test_response_model_and_status_code_are_checked(chute: Chute) -> None:
+    class Out(BaseModel):
+        a: int
+
+    @chute.cord(response_model=Out, status_code=201)
+    def created(self: Any) -> dict[str, int]:
+        return {"a": 1}
+
+    assert created.response_model is Out and created.status_code == 201
+    assert created.session_kwargs == {}
+    with pytest.raises(ChuteError, match="success status"):
+
+        @chute.cord(status_code=404)
+        def missing(self: Any) -> None: ...
+
+    with pytest.raises(ChuteError, match="response_model applies to cords that return one value"):
+
+        @chute.cord(response_model=Out)
+        async def streamed(self: Any) -> AsyncIterator[dict[str, int]]:
+            yield {"a": 1}

@@ -63,7 +63,7 @@ def test_every_catalog_entry_identifies_its_own_typical_name() -> None:
 
 def test_get_is_case_insensitive_and_lists_valid_ids_on_error() -> None:
     assert gpus.get("H100_SXM").id == "h100_sxm"
-    with pytest.raises(gpus.UnknownGPUError, match=r"valid ids are: .*h100_sxm"):
+    with pytest.raises(gpus.UnknownGPUError, match=r"did you mean .h100.\?.*use one of: .*h100_sxm"):
         gpus.get("h1000")
 
 

@@ -18,11 +18,25 @@ def image() -> Image:
     return Image(username="myuser", name="my-ai-app", tag="1.0")
 
 
+def instructions(dockerfile: str) -> list[str]:
+    """The Dockerfile's instructions as a Dockerfile parser reads them: a line ending in '\\' continues."""
+    out: list[str] = []
+    continued = False
+    for line in dockerfile.splitlines():
+        if continued:
+            out[-1] += "\n" + line
+        elif not line.startswith("#"):
+            out.append(line)
+        continued = line.rstrip().endswith("\\")
+    return out
+
+
 def assert_one_line_per_directive(img: Image) -> None:
-    lines = [line for line in str(img).splitlines() if not line.startswith("#")]
+    lines = instructions(str(img))
     assert len(lines) == len(img.directives)
-    for line in lines:
+    for line, directive in zip(lines, img.directives, strict=True):
         assert line.split(" ", 1)[0] in INSTRUCTIONS, line
+        assert line == str(directive)
 
 
 def test_defaults_and_identity() -> None:
@@ -94,7 +108,9 @@ def test_every_builder_method() -> None:
         (lambda: image().with_env("A B", "x"), "invalid environment variable name"),
         (lambda: image().with_env("OK", "line1\nRUN evil"), "must be one line"),
         (lambda: image().with_maintainer("me\rUSER root"), "must be one line"),
-        (lambda: image().run_command("echo hi\nUSER root"), "must be one line"),
+        (lambda: image().run_command("echo hi\nUSER root"), "followed by a line break without '\\'"),
+        (lambda: image().run_command("a \\\nb\nUSER root"), "line 'b' is followed by a line break"),
+        (lambda: image().run_command("a \\\nb\rUSER root"), "must be one line"),
         (lambda: image().run_command("echo hi \\"), "must not end with '\\'"),
         (lambda: image().run_command("cat <<EOF"), "must not contain '<<'"),
         (lambda: image().run_command("   "), "empty RUN command"),
@@ -107,12 +123,39 @@ def test_every_builder_method() -> None:
         (lambda: image().with_python("3"), "invalid Python version"),
         (lambda: image().with_python("3.8"), "unknown Python version"),
         (lambda: image().with_entrypoint(), "one or more strings"),
+        (lambda: image().with_entrypoint([]), "one or more strings"),
+        (lambda: image().with_entrypoint("python 'unclosed"), "cannot split the entrypoint"),
     ],
 )
 def test_invalid_inputs_are_refused(make: object, message: str) -> None:
     with pytest.raises(ImageError) as exc:
         make()  # type: ignore[operator]
     assert message in str(exc.value)
+
+
+def test_run_command_with_line_continuations() -> None:
+    command = (
+        "apt-get update && \\\n    # the tools\n\n    apt-get install -y git curl \\\r\n"
+        "    && rm -rf /var/lib/apt/lists/*\n"
+    )
+    img = image().run_command(command)
+    assert img.directives[-1].args == (
+        "apt-get update && \\\n    apt-get install -y git curl \\\n    && rm -rf /var/lib/apt/lists/*"
+    )
+    assert instructions(str(img))[-1] == str(img.directives[-1])
+    assert_one_line_per_directive(img)
+
+
+def test_entrypoint_forms_of_the_real_sdk() -> None:
+    assert image().with_entrypoint(["python", "-m", "app"]).directives[-1].args == '["python", "-m", "app"]'
+    assert image().with_entrypoint("python -m app").directives[-1].args == '["python", "-m", "app"]'
+    assert image().with_entrypoint("chutes").directives[-1].args == '["chutes"]'
+    assert image().with_entrypoint("python", "-m", "app").directives[-1].args == '["python", "-m", "app"]'
+
+
+def test_with_python_defaults_to_the_real_sdks_version() -> None:
+    rendered = str(image().with_python())
+    assert "Python-3.10.15.tgz" in rendered and "pip3.10" in rendered
 
 
 @settings(max_examples=200, deadline=None)

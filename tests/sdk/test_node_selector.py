@@ -2,7 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from chutes import gpus
-from chutes.chute import NodeSelector
+from chutes.chute import CompatibilityWarning, NodeSelector
 
 
 def error_text(exc: pytest.ExceptionInfo[ValidationError]) -> str:
@@ -40,8 +40,9 @@ def test_unknown_id_lists_the_valid_ones() -> None:
     with pytest.raises(ValidationError) as exc:
         NodeSelector(include=["a1000"])
     text = error_text(exc)
-    assert "unknown GPU id 'a1000'" in text
-    assert "valid ids are: 3090, 4090" in text and "h100_sxm" in text
+    assert "unknown GPU id 'a1000' (did you mean 'a100'?)" in text
+    assert "only on the GPU models of its catalog" in text  # the rule
+    assert "use one of: 3090, 4090" in text and "h100_sxm" in text and "(or leave it out)" in text  # the fix
     with pytest.raises(ValidationError, match="unknown GPU id 'rtx9090'"):
         NodeSelector(exclude=["rtx9090"])
 
@@ -87,12 +88,23 @@ def test_price_cap_keeps_models_at_or_below_it() -> None:
         {"min_vram_gb_per_gpu": 141},
         {"max_hourly_price_per_gpu": 0},
         {"max_hourly_price_per_gpu": 10},
-        {"require_sxm": True},
     ],
 )
-def test_bounds_and_unknown_fields(kwargs: dict[str, object]) -> None:
+def test_bounds(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):
         NodeSelector(**kwargs)  # type: ignore[arg-type]
+
+
+def test_unknown_fields_are_ignored_with_a_warning_naming_the_closest_field() -> None:
+    with pytest.warns(CompatibilityWarning) as caught:
+        sel = NodeSelector(gpu_count=2, min_vram_gpu_per_gpu=80, require_sxm=True)  # type: ignore[call-arg]
+    messages = [str(w.message) for w in caught]
+    assert "unknown field 'min_vram_gpu_per_gpu'" in messages[0]
+    assert "did you mean 'min_vram_gb_per_gpu'?" in messages[0]
+    assert "unknown field 'require_sxm'" in messages[1] and "known fields: exclude, gpu_count" in messages[1]
+    assert caught[0].filename == __file__  # the warning points at the user's line
+    assert sel == NodeSelector(gpu_count=2)  # the misspelt minimum is not applied: still the default 16 GB
+    assert "min_vram_gpu_per_gpu" not in sel.model_dump()
 
 
 def test_serialized_selector_round_trips_and_computed_fields_are_recomputed() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from chutes.chute import ChuteError, ChutePack, NodeSelector
+from chutes.chute import ChuteError, ChutePack, CompatibilityWarning, NodeSelector
 from chutes.chute.template import helpers
-from chutes.chute.template.diffusion import GenerationInput, build_diffusion_chute
+from chutes.chute.template.diffusion import GenerationInput, build_diffusion_chute, civitai_model
 from chutes.chute.template.embedding import build_embedding_chute, pooling_type_for
 from chutes.chute.template.openai import ChatCompletionRequest
 from chutes.chute.template.sglang import build_sglang_chute, sglang_command
@@ -188,6 +188,27 @@ def test_diffusion_template() -> None:
     assert pack.chute.concurrency == 3 and pack.chute.standard_template == "diffusion"
     assert pack.chute.image == DIFFUSION and pack.generate is generate
     pack.chute.manifest()
+
+
+def test_diffusion_civitai_urls_and_version() -> None:
+    assert civitai_model("https://civitai.com/models/112902/dreamshaper-xl") == ("112902", False)
+    assert civitai_model("https://civitai.com/api/download/models/351306") == ("351306", True)
+    assert civitai_model("stabilityai/stable-diffusion-xl-base-1.0") is None
+    assert civitai_model("https://example.com/models/1") is None
+    with pytest.raises(ChuteError, match=r"no civitai\.com model URL"):
+        civitai_model("https://civitai.com/images/42")
+    with pytest.warns(CompatibilityWarning, match=r"version=.7. picks a civitai\.com model version"):
+        build_diffusion_chute(
+            username="demo", name="sd", model_name_or_url="org/model", node_selector=NodeSelector(), version="7"
+        )
+    with pytest.raises(ChuteError, match="model version id"):
+        build_diffusion_chute(
+            username="demo",
+            name="sd",
+            model_name_or_url="https://civitai.com/models/1",
+            node_selector=NodeSelector(),
+            version="latest",
+        )
 
 
 # Engine process helpers, with a stand-in engine (a short Python script) instead of vLLM.

@@ -193,6 +193,15 @@ async def _upload(ctx: Ctx, who: str) -> Request:
     return "POST", f"/v1/instances/jobs/{ctx.run_id}/outputs", {"files": files}
 
 
+async def _sign_in(ctx: Ctx, who: str) -> Request:
+    """The dashboard's sign-in with the caller's own key (anonymous: a key that does not exist)."""
+    return "POST", "/ui/api/session", {"json": {"api_key": ctx.keys[who] or "cnk_" + "x" * 43}}
+
+
+async def _try_cord(ctx: Ctx, who: str) -> Request:
+    return "POST", "/ui/api/try", {"json": {"chute": ctx.secret_id, "cord": "echo"}}
+
+
 async def _wake(ctx: Ctx, who: str) -> Request:
     return "POST", f"/v1/internal/chutes/{ctx.secret_id}/wake", {}
 
@@ -219,6 +228,7 @@ def ok(base: dict[str, int], status: int, **changes: int) -> dict[str, int]:
 
 MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/healthz"): (fixed("GET", "/healthz"), OPEN),
+    ("GET", "/metrics"): (fixed("GET", "/metrics"), INTERNAL),  # operators: admin, gateway (or the metrics token)
     ("GET", "/v1/me"): (fixed("GET", "/v1/me"), USER | {"gateway": 200}),  # a gateway may ask who it is
     ("POST", "/v1/users"): (_new_user, ok(ADMIN, 201)),
     ("GET", "/v1/keys"): (fixed("GET", "/v1/keys"), USER),
@@ -261,6 +271,21 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
         fixed("POST", "/v1/internal/invocations", json={"records": []}),
         ok(INTERNAL, 202),
     ),
+    # The dashboard (docs/dashboard.md): its files are public; sign-in checks the key in the body (a gateway
+    # key or an instance token cannot sign in); sign-out only clears the caller's own cookie.
+    ("GET", "/ui"): (fixed("GET", "/ui"), ok(OPEN, 308)),
+    ("GET", "/ui/"): (fixed("GET", "/ui/"), OPEN),
+    ("GET", "/ui/static/{name}"): (fixed("GET", "/ui/static/app.js"), OPEN),
+    ("POST", "/ui/api/session"): (_sign_in, {**USER, "gateway": 403}),
+    ("GET", "/ui/api/session"): (fixed("GET", "/ui/api/session"), USER),
+    ("DELETE", "/ui/api/session"): (fixed("DELETE", "/ui/api/session"), ok(OPEN, 204)),
+    ("GET", "/ui/api/chutes"): (fixed("GET", "/ui/api/chutes"), USER),
+    ("GET", "/ui/api/chute"): (fixed("GET", "/ui/api/chute?ref={secret}"), OWNED),
+    ("GET", "/ui/api/nodes"): (fixed("GET", "/ui/api/nodes?chute={secret}"), OWNED),
+    ("GET", "/ui/api/usage/running"): (fixed("GET", "/ui/api/usage/running"), USER),
+    ("GET", "/ui/api/usage/models"): (fixed("GET", "/ui/api/usage/models"), USER),
+    # No gateway is configured here: the callers who may see the chute learn that (503); others get 404.
+    ("POST", "/ui/api/try"): (_try_cord, ok(OWNED, 503)),
 }
 
 
@@ -346,6 +371,7 @@ async def test_every_endpoint_answers_every_caller_as_designed(cluster: Stack, t
                     if not (isinstance(body, dict) and body.get("detail")):
                         wrong.append(f"{method} {route} as {who}: error without a JSON detail: {resp.text[:160]}")
                 exempt = (method, route) == ("POST", "/v1/internal/authenticate") and who in ("gateway", "admin")
+                exempt |= (method, route) == ("POST", "/ui/api/session")  # a wrong key in the body: no challenge
                 if resp.status_code == 401 and resp.headers.get("www-authenticate") != "Bearer" and not exempt:
                     wrong.append(f"{method} {route} as {who}: 401 without WWW-Authenticate: Bearer")
         assert not wrong, "\n".join(wrong)

@@ -290,6 +290,8 @@ async def test_odd_valid_names_reach_nomad_as_values_only(cluster: Stack, live_a
         jobs[name] = await asyncio.to_thread(nomad.job.get_job, f"chute-{cid}")
         async with live_api.client(key) as http:  # gone again, so the instances do not pile up
             assert (await http.delete(f"/v1/chutes/{cid}")).status_code in (202, 204)
+    for job in jobs.values():  # a digest of everything compared below: it differs with the names by design
+        job["Meta"].pop("chutes_spec", None)
     reference = jobs.pop("plain")
     for name, job in jobs.items():
         swap = {chute_id("alice", "plain"): chute_id("alice", name), "plain": name}

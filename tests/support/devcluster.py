@@ -8,7 +8,8 @@
 
 The devcluster runs as a subprocess in its own process group on port 0; the handle is yielded once its ports
 file exists. On exit it gets SIGTERM (it stops every task it started) and, if it does not exit in time, its
-group gets SIGKILL and the task process groups it recorded are killed too, so no test leaves processes behind.
+group gets SIGKILL and the task process groups it recorded are killed and its containers removed too, so no
+test leaves processes or containers behind.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chutes.devcluster.nomad.container_spec import LABEL_OWNER
 from chutes.devcluster.nomad.executor import ProcessTable
+from chutes.devcluster.nomad.podman import owner_id
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -135,6 +138,7 @@ class DevclusterHandle:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                remove_containers(self.data_dir)
         ProcessTable(self.data_dir / "tasks.json").reap_leftovers()
         self.proc = None
         return proc.returncode
@@ -150,6 +154,19 @@ class DevclusterHandle:
         """Stop (SIGTERM) and start again on the same ports and data dir."""
         self.stop()
         self.start(timeout_s)
+
+
+def remove_containers(data_dir: Path) -> int:
+    """Remove the podman containers of the devcluster using ``data_dir`` (after it was killed); how many."""
+    if shutil.which("podman") is None:
+        return 0
+    label = f"label={LABEL_OWNER}={owner_id(data_dir)}"
+    ids = subprocess.run(
+        ["podman", "ps", "--all", "--quiet", "--filter", label], capture_output=True, text=True, timeout=60
+    ).stdout.split()
+    if ids:
+        subprocess.run(["podman", "rm", "--force", "--time", "0", *ids], capture_output=True, timeout=120)
+    return len(ids)
 
 
 @contextlib.contextmanager

@@ -3,6 +3,10 @@ model, launching an engine on 127.0.0.1 and waiting until it answers, and callin
 
 Nothing here imports torch, vllm, sglang or huggingface_hub at module level: a template must be importable
 (and ``chutes inspect``-able) on a laptop without a GPU.
+
+What chute files import from Chutes' own ``helpers`` is here too, with the same arguments:
+``get_current_hf_commit``, ``set_default_cache_dirs``, ``set_nccl_flags`` and, from ``engine_health``,
+``prompt_one``, ``warmup_model``, ``validate_auth`` and ``monitor_engine``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ import httpx
 from pydantic import BaseModel
 
 from chutes.chute.errors import ChuteError
+from chutes.chute.template.engine_health import EngineCheckError as EngineCheckError
+from chutes.chute.template.engine_health import monitor_engine as monitor_engine
+from chutes.chute.template.engine_health import prompt_one as prompt_one
+from chutes.chute.template.engine_health import validate_auth as validate_auth
+from chutes.chute.template.engine_health import warmup_model as warmup_model
 
 if TYPE_CHECKING:
     from chutes.chute.base import Chute
@@ -32,6 +41,48 @@ log = logging.getLogger("chutes.template")
 ENGINE_HOST = "127.0.0.1"
 REVISION_RE = re.compile(r"^[A-Za-z0-9._/-]{1,128}$")
 TP_FLAGS = ("--tensor-parallel-size", "--tp", "--tp-size", "-tp")
+
+
+# Compiler and kernel caches that engines fill on first use: kept beside the model, so they survive restarts.
+CACHE_DIR_VARIABLES = (
+    "TRITON_CACHE_DIR",
+    "TORCHINDUCTOR_CACHE_DIR",
+    "FLASHINFER_WORKSPACE_BASE",
+    "XFORMERS_CACHE_DIR",
+    "DG_JIT_CACHE_DIR",
+    "SGL_DG_CACHE_DIR",
+    "SGLANG_DG_CACHE_DIR",
+    "VLLM_CACHE_ROOT",
+)
+# GPU models whose multi-GPU servers have working peer-to-peer / InfiniBand paths.
+_NCCL_CAPABLE = re.compile(r"h[12]0|b[23]00|5090|l40s|6000 ada|a100|h800|pro 6000|sxm", re.IGNORECASE)
+_NCCL_LIMITS = ("NCCL_P2P_DISABLE", "NCCL_IB_DISABLE", "NCCL_NET_GDR_LEVEL")
+
+
+def get_current_hf_commit(model_name: str) -> str | None:
+    """The commit at the head of ``main`` of a Hugging Face model (what ``revision=`` should lock), or None."""
+    try:
+        hf_api = importlib.import_module("huggingface_hub").HfApi
+    except ImportError as exc:
+        raise ChuteError("get_current_hf_commit needs huggingface_hub", hint="pip install huggingface_hub") from exc
+    for ref in hf_api().list_repo_refs(model_name).branches:
+        if ref.ref == "refs/heads/main":
+            return str(ref.target_commit)
+    return None
+
+
+def set_default_cache_dirs(download_path: str) -> None:
+    """Point the engines' compiler caches (Triton, TorchInductor, vLLM...) into ``download_path`` unless set."""
+    for key in CACHE_DIR_VARIABLES:
+        if not os.environ.get(key):
+            os.environ[key] = os.path.join(download_path, f"_{key.lower()}")
+
+
+def set_nccl_flags(gpu_count: int, model_name: str) -> None:
+    """On a multi-GPU instance of a model with fast interconnects, drop settings that disable NCCL's fast paths."""
+    if gpu_count > 1 and _NCCL_CAPABLE.search(model_name):
+        for key in _NCCL_LIMITS:
+            os.environ.pop(key, None)
 
 
 def require_revision(builder: str, model_name: str, revision: str | None) -> str:

@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template import helpers
 from chutes.chute.template.llm import ENGINE_PORT, LLMChute, build_llm_chute
+from chutes.chute.template.openai import ChatCompletionRequest as ChatCompletionRequest
+from chutes.chute.template.openai import ChatCompletionResponse as ChatCompletionResponse
+from chutes.chute.template.openai import CompletionRequest as CompletionRequest
+from chutes.chute.template.openai import CompletionResponse as CompletionResponse
 from chutes.image import Image
 from chutes.image.standard import VLLM
 

@@ -34,3 +34,14 @@ async def hang(self: Chute) -> None:
     import asyncio
 
     await asyncio.sleep(3600)
+
+
+@chute.job(timeout=60)
+def export(self: Chute, **job_data):  # type: ignore[no-untyped-def]  # written as in Chutes' own examples
+    import tempfile
+
+    out = Path(job_data["output_dir"])
+    (out / "export.csv").write_text(f"rows,{job_data.get('rows', 0)}\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".tmp", delete=False) as scratch:
+        scratch.write("a temporary file lands in TMPDIR, the output folder")
+    return {"keys": sorted(job_data), "scratch_in_outputs": Path(scratch.name).parent == out}

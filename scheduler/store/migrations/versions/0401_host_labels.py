@@ -6,7 +6,7 @@ the first chute found, so ``acme``'s chute ``research-chat`` could take ``acme-r
 older chute already holds gets none (it keeps its path address, and its owner sees ``host_label: null``).
 
 Revision ID: 0401
-Revises: 0101_metering
+Revises: 0301
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0401"
-down_revision = "0101_metering"
+down_revision = "0301"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,339 @@
+"""The devcluster's ``docker`` driver (podman) through python-nomad and py-consul, with a real image and registry.
+
+The image is this checkout's runtime on ``localhost/chutes-base:bookworm`` (tests/support/containers.py: built
+once per code version), pushed to a docker-registry on a free loopback port, so the first task pulls it.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nomad.api.exceptions
+import pytest
+
+from chutes.devcluster.nomad.container_spec import LABEL_ALLOC
+from tests.devcluster.waiting import wait_for
+from tests.support.containers import (
+    MARKER,
+    containers_labelled,
+    local_registry,
+    private_storage,
+    require_containers,
+    runtime_image,
+)
+from tests.support.devcluster import DevclusterHandle, devcluster
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.containers, pytest.mark.slow]
+
+S = 1_000_000_000
+NODES = ("gpu-a=h100_sxm:4",)
+
+# The task: an HTTP server on NOMAD_PORT_http that describes the container it runs in, prints its start, and
+# on SIGTERM says so and exits 0 (or ignores SIGTERM when IGNORE_TERM is set).
+APP = f"""
+import http.server, json, os, signal, socket, sys, urllib.request
+def term(*_):
+    print("got SIGTERM", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN if os.environ.get("IGNORE_TERM") else term)
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        out = {{"hostname": socket.gethostname(), "env": dict(os.environ), "uid": os.getuid(),
+               "marker": open("{MARKER}").read().strip() if os.path.exists("{MARKER}") else None,
+               "pid1": open("/proc/1/cmdline", "rb").read().split(b"\\0")[0].decode(),
+               "task_dir": sorted(os.listdir(os.environ["NOMAD_TASK_DIR"]))}}
+        if self.path == "/host":
+            out["host"] = urllib.request.urlopen(os.environ["TARGET"], timeout=5).read().decode()
+        body = json.dumps(out).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+print("serving on", os.environ["NOMAD_PORT_http"], flush=True)
+print("to stderr", file=sys.stderr, flush=True)
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["NOMAD_PORT_http"])), Handler).serve_forever()
+"""
+
+
+def docker_job(job_id: str, image: str, *, env: dict[str, str] | None = None, **task: Any) -> dict[str, Any]:
+    return {
+        "ID": job_id,
+        "Type": "service",
+        "TaskGroups": [
+            {
+                "Name": "web",
+                "Count": 1,
+                "Networks": [{"Mode": "host", "DynamicPorts": [{"Label": "http"}]}],
+                "RestartPolicy": {"Attempts": 2, "Interval": 300 * S, "Delay": 2 * S, "Mode": "fail"},
+                "Services": [
+                    {
+                        "Name": job_id,
+                        "PortLabel": "http",
+                        "Provider": "consul",
+                        "Checks": [{"Name": "up", "Type": "http", "Path": "/", "Interval": S // 2, "Timeout": S}],
+                    }
+                ],
+                "Tasks": [
+                    {
+                        "Name": "main",
+                        "Driver": "docker",
+                        "Config": {
+                            "image": image,
+                            "command": "python3",
+                            "args": ["-c", APP],
+                            "ports": ["http"],
+                            "init": True,
+                            "pids_limit": 256,
+                        },
+                        "Env": {"CHUTES_SECRET": "s3cret", **(env or {})},
+                        "KillSignal": "SIGTERM",
+                        "KillTimeout": 5 * S,
+                        "Resources": {
+                            "CPU": 750,
+                            "MemoryMB": 256,
+                            "Devices": [{"Name": "nvidia/gpu", "Count": 2}],
+                        },
+                        **task,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_containers()
+    with local_registry(tmp_path_factory.mktemp("registry")) as registry:
+        yield runtime_image(registry)
+
+
+@pytest.fixture(scope="module")
+def storage(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The module's podman storage of its own: the image is not pulled yet when the first task starts."""
+    with private_storage(tmp_path_factory.mktemp("storage")) as conf:
+        yield conf
+
+
+@pytest.fixture(scope="module")
+def ddc(storage: Path) -> Iterator[DevclusterHandle]:
+    with devcluster(NODES, local_node=False, extra_args=["--docker-driver", "on"]) as handle:
+        yield handle
+
+
+@pytest.fixture
+def host_server() -> Iterator[str]:
+    """A server on the host's loopback only, which a container must still reach (as it reaches the scheduler)."""
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"hello from the host"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://host.containers.internal:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _alloc(n: Any, job_id: str) -> dict[str, Any]:
+    [stub] = wait_for(lambda: n.job.get_allocations(job_id), what="an allocation")
+    result: dict[str, Any] = n.allocation.get_allocation(stub["ID"])
+    return result
+
+
+def _port(alloc: dict[str, Any]) -> int:
+    return int(next(p["Value"] for p in alloc["AllocatedResources"]["Shared"]["Ports"] if p["Label"] == "http"))
+
+
+def _passing(c: Any, name: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = c.health.service(name, passing=True)[1]
+    return result
+
+
+def _events(n: Any, alloc_id: str) -> list[str]:
+    events = n.allocation.get_allocation(alloc_id)["TaskStates"]["main"]["Events"]
+    return [f"{e['Type']}: {e['DisplayMessage']}" for e in events]
+
+
+def _inspect(name: str) -> dict[str, Any]:
+    out = subprocess.run(["podman", "inspect", name], capture_output=True, text=True, check=True).stdout
+    result: dict[str, Any] = json.loads(out)[0]
+    return result
+
+
+def _gone(n: Any, alloc_id: str) -> bool:
+    return n.allocation.get_allocation(alloc_id)["ClientStatus"] in ("complete", "failed")
+
+
+def test_task_runs_in_its_image_pulled_by_digest_with_ports_env_limits_gpus_logs(
+    ddc: DevclusterHandle, image: str, host_server: str
+) -> None:
+    n, c = ddc.nomad(), ddc.consul()
+    n.jobs.register_job({"Job": docker_job("box", image, env={"TARGET": host_server})})
+    alloc = _alloc(n, "box")
+    wait_for(lambda: _passing(c, "box"), timeout_s=180, what=f"a passing check; events {_events(n, alloc['ID'])}")
+    events = _events(n, alloc["ID"])
+    assert "Driver: Downloading image" in events, events  # not in local storage under the registry's name
+    port = _port(alloc)
+    inside = httpx.get(f"http://127.0.0.1:{port}/host", timeout=10).json()
+
+    # It is the image's file system, its own hostname, catatonit as PID 1 (init), and it reaches the host's
+    # loopback through host.containers.internal.
+    assert inside["marker"] == "chutes-test-image"
+    assert inside["hostname"] != socket.gethostname()
+    assert inside["pid1"] == "/run/podman-init"  # catatonit, mounted there by podman
+    assert inside["host"] == "hello from the host"
+    env = inside["env"]
+    assert env["NOMAD_PORT_http"] == str(port)  # listens on the mapped port; the host port maps to it
+    assert (env["NOMAD_TASK_DIR"], env["NOMAD_ALLOC_DIR"], env["NOMAD_SECRETS_DIR"]) == ("/local", "/alloc", "/secrets")
+    assert env["NOMAD_ALLOC_ID"] == alloc["ID"] and env["CHUTES_SECRET"] == "s3cret"
+    [device] = alloc["AllocatedResources"]["Tasks"]["main"]["Devices"]
+    assert env["NVIDIA_VISIBLE_DEVICES"] == ",".join(device["DeviceIDs"])  # simulated GPUs: the variable only
+    assert "CUDA_VISIBLE_DEVICES" not in env
+
+    # Limits and labels, as podman applied them; the env file with the secret was removed once read.
+    [name] = containers_labelled(LABEL_ALLOC, alloc["ID"])
+    assert name == f"main-{alloc['ID']}"
+    host_config = _inspect(name)["HostConfig"]
+    assert host_config["Memory"] == 256 * 1024 * 1024 and host_config["PidsLimit"] == 256
+    assert host_config["CpuShares"] == 750 and not host_config["Privileged"]
+    assert not (ddc.data_dir / "allocs" / alloc["ID"] / "main" / "container.env").exists()
+    assert "s3cret" not in json.dumps(host_config)
+
+    # Logs through the same API as raw_exec.
+    stdout = wait_for(lambda: n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True), what="stdout")
+    assert f"serving on {port}" in stdout
+    assert "to stderr" in n.client.stream_logs.stream(alloc["ID"], "main", "stderr", plain=True)
+
+    # Stop: the kill signal reaches the process (it says so and exits 0), the container is gone.
+    n.job.deregister_job("box", purge=True)
+    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    assert "got SIGTERM" in n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True)
+    assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+    assert _passing(c, "box") == []
+
+
+def test_kill_timeout_then_sigkill_and_nothing_left(ddc: DevclusterHandle, image: str) -> None:
+    n = ddc.nomad()
+    n.jobs.register_job({"Job": docker_job("stubborn", image, env={"IGNORE_TERM": "1"}, KillTimeout=1 * S)})
+    alloc = _alloc(n, "stubborn")
+    wait_for(lambda: _passing(ddc.consul(), "stubborn"), timeout_s=120, what="a passing check")
+    started = time.monotonic()
+    n.job.deregister_job("stubborn")
+    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    assert time.monotonic() - started < 15
+    events = _events(n, alloc["ID"])
+    assert "Killing: Sent interrupt. Waiting 1s before force killing" in events
+    assert "Terminated: Exit Code: 137" in events  # SIGKILL after KillTimeout
+    assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+    n.job.deregister_job("stubborn", purge=True)
+
+
+def test_container_killed_from_outside_goes_critical_then_restarts(ddc: DevclusterHandle, image: str) -> None:
+    n, c = ddc.nomad(), ddc.consul()
+    n.jobs.register_job({"Job": docker_job("victim", image)})
+    alloc = _alloc(n, "victim")
+    wait_for(lambda: _passing(c, "victim"), timeout_s=120, what="a passing check")
+    name = f"main-{alloc['ID']}"
+    first = _inspect(name)["Id"]
+    subprocess.run(["podman", "kill", name], check=True, capture_output=True)
+
+    def critical() -> bool:
+        checks = c.health.checks("victim")[1]
+        return bool(checks) and all(ch["Status"] == "critical" for ch in checks)
+
+    wait_for(critical, timeout_s=10, interval_s=0.05, what="Consul marking the instance critical")
+    wait_for(lambda: _passing(c, "victim"), timeout_s=60, what="the restarted task passing again")
+    after = n.allocation.get_allocation(alloc["ID"])
+    state = after["TaskStates"]["main"]
+    assert after["ClientStatus"] == "running" and state["Restarts"] == 1
+    assert any(e.startswith("Terminated: Exit Code: 137") for e in _events(n, alloc["ID"]))
+    assert any(e.startswith("Restarting:") for e in _events(n, alloc["ID"]))
+    assert _inspect(name)["Id"] != first  # a new container for the same allocation
+    n.job.deregister_job("victim", purge=True)
+    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+
+
+def test_a_pull_failure_is_a_driver_failure_and_fails_the_allocation(ddc: DevclusterHandle, image: str) -> None:
+    n = ddc.nomad()
+    missing = image.split("/", 1)[0] + "/test/does-not-exist:v1"
+    job = docker_job("nopull", missing)
+    job["TaskGroups"][0]["RestartPolicy"] = {"Attempts": 0, "Interval": 60 * S, "Delay": S, "Mode": "fail"}
+    job["TaskGroups"][0]["ReschedulePolicy"] = {"Attempts": 0, "Unlimited": False}
+    n.jobs.register_job({"Job": job})
+    alloc = _alloc(n, "nopull")
+    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=60, what="the allocation failed")
+    failures = [e for e in _events(n, alloc["ID"]) if e.startswith("Driver Failure")]
+    assert failures and "failed to pull" in failures[0] and "does-not-exist" in failures[0], failures
+    assert n.allocation.get_allocation(alloc["ID"])["ClientStatus"] == "failed"
+    n.job.deregister_job("nopull", purge=True)
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ({"privileged": True}, "privileged mode is disabled"),
+        ({"volumes": ["/:/host"]}, "host mounts"),
+        ({"network_mode": "host"}, "network_mode"),
+    ],
+)
+def test_configs_that_would_escape_are_refused_at_register(
+    ddc: DevclusterHandle, image: str, config: dict[str, Any], needle: str
+) -> None:
+    job = docker_job("escape", image)
+    job["TaskGroups"][0]["Tasks"][0]["Config"].update(config)
+    with pytest.raises(nomad.api.exceptions.BaseNomadException) as info:
+        ddc.nomad().jobs.register_job({"Job": job})
+    assert needle in info.value.nomad_resp.text
+
+
+def test_nodes_fingerprint_the_docker_driver(ddc: DevclusterHandle) -> None:
+    node = ddc.nomad().node.get_node(ddc.nomad().nodes.get_nodes()[0]["ID"])
+    assert node["Drivers"]["docker"]["Healthy"] and node["Attributes"]["driver.docker"] == "1"
+    assert node["Attributes"]["driver.docker.privileged.enabled"] == "false"
+
+
+def test_a_devcluster_killed_hard_leaves_containers_the_next_start_removes(
+    image: str, storage: Path, tmp_path: Path
+) -> None:
+    with devcluster(NODES, local_node=False, data_dir=tmp_path / "data", extra_args=["--docker-driver", "on"]) as dc:
+        n = dc.nomad()
+        n.jobs.register_job({"Job": docker_job("crashy", image)})
+        alloc = _alloc(n, "crashy")
+        wait_for(lambda: _passing(dc.consul(), "crashy"), timeout_s=120, what="a passing check")
+        name = f"main-{alloc['ID']}"
+        before = _inspect(name)["Id"]
+        dc.kill()  # SIGKILL: no task is stopped; the container keeps running
+        assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == [name]
+        dc.start()
+        # The leftover is removed at start-up and the allocation's task started again in a new container.
+        wait_for(lambda: _passing(dc.consul(), "crashy"), timeout_s=60, what="the task running again")
+        assert _inspect(name)["Id"] != before
+        assert "removed 1 container(s) left behind" in dc.log()
+        n = dc.nomad()
+        n.job.deregister_job("crashy", purge=True)
+        wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []

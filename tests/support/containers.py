@@ -1,0 +1,265 @@
+"""Containers for tests: podman's settings, a local registry, and an image with this project's runtime.
+
+    require_containers()                       # skip (or fail under CHUTES_REQUIRE_CONTAINERS=1) without podman
+    with local_registry(tmp) as registry:      # docker-registry on a free loopback port: "127.0.0.1:PORT"
+        ref = runtime_image(registry)           # "127.0.0.1:PORT/test/chutes-runtime:<key>@sha256:..."
+
+The image is ``localhost/chutes-base:bookworm`` plus this checkout's wheel and the runtime's dependencies
+(``pip install`` from PyPI inside the build, through the host's CA bundle). It is built once per code version:
+its tag is a hash of the wheel's contents and the base image, so a second session (or a second test module) on
+unchanged code reuses it from local storage; tags of it older than a day are removed when a new one is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRE_VAR = "CHUTES_REQUIRE_CONTAINERS"
+BASE_IMAGE = "localhost/chutes-base:bookworm"
+TEST_IMAGE = "localhost/chutes-test-runtime"
+REMOTE_PATH = "test/chutes-runtime"
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+MARKER = "/etc/chutes-test-image"  # a file only the test image has: proof that code ran inside it
+# What `python -m chutes.runtime` imports (the control-plane dependencies stay out of the image).
+RUNTIME_DEPENDENCIES = {
+    "fastapi", "uvicorn", "httptools", "pydantic", "typer", "rich", "httpx", "aiohttp", "prometheus-client",
+    "pyyaml", "python-multipart",
+}  # fmt: skip
+BUILD_TIMEOUT_S = 900
+
+
+def containers_missing() -> str | None:
+    """Why container tests cannot run here, or None."""
+    for tool in ("podman", "buildah", "docker-registry"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (container tests need podman, buildah and docker-registry)"
+    return None
+
+
+def require_containers() -> None:
+    """Skip when podman and friends are absent; fail instead when CHUTES_REQUIRE_CONTAINERS=1 (CI)."""
+    reason = containers_missing()
+    if reason is None:
+        ensure_containers_conf()
+        if subprocess.run(["podman", "image", "exists", BASE_IMAGE], capture_output=True).returncode != 0:
+            reason = f"the base image {BASE_IMAGE} is not in local storage (make base-image builds it)"
+    if reason is None:
+        return
+    if os.environ.get(REQUIRE_VAR) == "1":
+        pytest.fail(f"{REQUIRE_VAR}=1 but {reason}")
+    pytest.skip(reason)
+
+
+def ensure_containers_conf() -> None:
+    """Point podman at the settings these machines need (runc; raised rlimits) unless CONTAINERS_CONF is set.
+    Children (the devcluster, `chutes dev`) inherit the variable."""
+    if os.environ.get("CONTAINERS_CONF"):
+        return
+    folder = Path(tempfile.gettempdir()) / f"chutes-tests-containers-{os.getuid()}"
+    folder.mkdir(exist_ok=True)
+    lines = ["[containers]", 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]']
+    if shutil.which("runc"):
+        lines += ["[engine]", 'runtime = "runc"']
+    path = folder / "containers.conf"
+    tmp = folder / f"containers.conf.{os.getpid()}"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+    os.environ["CONTAINERS_CONF"] = str(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def local_registry(root: Path) -> Iterator[str]:
+    """A docker-registry serving ``root`` on a free loopback port (no TLS, no auth); yields ``127.0.0.1:PORT``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for _attempt in range(3):
+        port = _free_port()
+        config = root / "config.yml"
+        config.write_text(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: 127.0.0.1:{port}\n"
+        )
+        log = (root / "registry.log").open("ab")
+        proc = subprocess.Popen(
+            ["docker-registry", "serve", str(config)], stdout=log, stderr=log, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + 20
+        while proc.poll() is None and time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.05)
+        if proc.poll() is None and time.monotonic() < deadline:
+            try:
+                yield f"127.0.0.1:{port}"
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait()
+    raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+
+
+def _run(argv: list[str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:4])} … failed ({result.returncode}):\n{result.stderr[-3000:]}")
+    return result
+
+
+def build_wheel(out: Path) -> Path:
+    """This checkout's wheel (no dependencies), built from a clean copy of its files (no stale build/ dir)."""
+    files = _run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO).stdout.split("\0")
+    with tempfile.TemporaryDirectory(prefix="chutes-wheel-src-") as tmp:
+        src = Path(tmp)
+        for name in filter(None, files):
+            source = REPO / name
+            if source.is_file():
+                (src / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, src / name)
+        pip = [sys.executable, "-m", "pip"]
+        _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)], timeout=300)
+    [wheel] = out.glob("chutes_nomad-*.whl")
+    return wheel
+
+
+def wheel_key(wheel: Path, base_id: str) -> str:
+    """A hash of the wheel's contents (not its zip timestamps) and the base image's ID."""
+    digest = hashlib.sha256(base_id.encode())
+    with zipfile.ZipFile(wheel) as archive:
+        for name in sorted(archive.namelist()):
+            digest.update(name.encode() + b"\0" + archive.read(name))
+    return digest.hexdigest()[:16]
+
+
+def runtime_requirements() -> list[str]:
+    """The runtime's dependencies with the version bounds pyproject.toml gives them."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    out = []
+    for spec in project["dependencies"]:
+        name = spec.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        if name in RUNTIME_DEPENDENCIES:
+            out.append(spec)
+    return out
+
+
+def local_test_image() -> str:
+    """The test image's local tag, built now unless this code version's image is already in local storage."""
+    base_id = _run(["podman", "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE]).stdout.strip()
+    with tempfile.TemporaryDirectory(prefix="chutes-test-image-") as tmp:
+        context = Path(tmp)
+        wheel = build_wheel(context)
+        tag = f"{TEST_IMAGE}:{wheel_key(wheel, base_id)}"
+        if subprocess.run(["podman", "image", "exists", tag], capture_output=True).returncode == 0:
+            return tag
+        requirements = " ".join(f"'{r}'" for r in runtime_requirements())
+        (context / "Containerfile").write_text(
+            f"FROM {BASE_IMAGE}\n"
+            f"COPY {wheel.name} /tmp/\n"
+            f"RUN python3 -m pip install -q --break-system-packages --no-cache-dir --no-deps /tmp/{wheel.name} && "
+            f"python3 -m pip install -q --break-system-packages --no-cache-dir {requirements} && "
+            f"rm /tmp/{wheel.name} && echo chutes-test-image > {MARKER}\n"
+        )
+        argv = ["buildah", "bud", "-q", "--layers=false", "-f", str(context / "Containerfile"), "-t", tag]
+        if CA_BUNDLE.exists():
+            argv += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
+        _run([*argv, str(context)], timeout=BUILD_TIMEOUT_S)
+    _prune_old_tags(keep=tag)
+    return tag
+
+
+def _prune_old_tags(keep: str) -> None:
+    """Remove tags of the test image older than a day (a younger one may be another checkout's, in use)."""
+    listed = subprocess.run(
+        ["podman", "images", "--filter", f"reference={TEST_IMAGE}", "--filter", "until=24h",
+         "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    for tag in listed:
+        if tag != keep and tag.startswith(TEST_IMAGE + ":"):
+            subprocess.run(["podman", "rmi", tag], capture_output=True)
+
+
+def push(local: str, registry: str, path: str = REMOTE_PATH) -> str:
+    """Push ``local`` to ``registry``; returns the pushed reference pinned by digest."""
+    tag = local.rsplit(":", 1)[1]
+    remote = f"{registry}/{path}:{tag}"
+    with tempfile.TemporaryDirectory(prefix="chutes-push-") as tmp:
+        digest_file = Path(tmp) / "digest"
+        _run(
+            [
+                "buildah",
+                "push",
+                "-q",
+                "--tls-verify=false",
+                "--digestfile",
+                str(digest_file),
+                local,
+                f"docker://{remote}",
+            ],
+            timeout=300,
+        )
+        digest = digest_file.read_text().strip()
+    return f"{remote}@{digest}"
+
+
+def runtime_image(registry: str) -> str:
+    """The test image (built if needed) pushed to ``registry``, as a digest reference."""
+    return push(local_test_image(), registry)
+
+
+@contextlib.contextmanager
+def private_storage(root: Path) -> Iterator[Path]:
+    """Podman image and container storage of its own under ``root`` for the block (CONTAINERS_STORAGE_CONF in
+    this process, so the devclusters it starts use it too): images start not pulled. Removed afterwards."""
+    root.mkdir(parents=True, exist_ok=True)
+    conf = root / "storage.conf"
+    conf.write_text(f'[storage]\ndriver = "overlay"\ngraphroot = "{root / "graph"}"\nrunroot = "{root / "run"}"\n')
+    previous = os.environ.get("CONTAINERS_STORAGE_CONF")
+    os.environ["CONTAINERS_STORAGE_CONF"] = str(conf)
+    try:
+        yield conf
+    finally:
+        # Containers first (their layers are mounted), then images, then the files.
+        subprocess.run(["podman", "rm", "--all", "--force", "--time", "0"], capture_output=True, timeout=120)
+        subprocess.run(["podman", "rmi", "--all", "--force"], capture_output=True, timeout=120)
+        if previous is None:
+            os.environ.pop("CONTAINERS_STORAGE_CONF", None)
+        else:
+            os.environ["CONTAINERS_STORAGE_CONF"] = previous
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def containers_labelled(label: str, value: str) -> list[str]:
+    """Names of the containers (any state) that carry ``label=value``."""
+    result = _run(["podman", "ps", "--all", "--filter", f"label={label}={value}", "--format", "{{.Names}}"])
+    return result.stdout.split()
