@@ -68,6 +68,24 @@ def _gate(request: Request, token: str) -> FailureThrottle:
     return throttle
 
 
+async def throttled_authenticate(request: Request, services: Services, key: str) -> Principal | None:
+    """The principal of API key ``key`` (None: unknown or revoked), looked up through the failure throttle.
+
+    429 before any lookup when the client's address is throttled and the key is not one known to be valid;
+    a failure is counted against the address. Every place that checks a key a client sent uses this (the
+    API's dependencies and the dashboard's sign-in).
+    """
+    throttle = _gate(request, key)
+    async with services.store.session() as session:
+        principal = await users_repo.authenticate(session, key)
+    if principal is None:
+        throttle.failed(_client(request))
+        throttle.rejected(key)
+        return None
+    throttle.accepted(key, _client(request))
+    return principal
+
+
 async def any_principal(request: Request, services: Annotated[Services, Depends(get_services)]) -> Principal:
     """The caller behind a valid, unrevoked API key of any role."""
     token = bearer_token(request)
@@ -75,14 +93,9 @@ async def any_principal(request: Request, services: Annotated[Services, Depends(
         raise _unauthorized("an instance or job-run token cannot call this endpoint", "use an API key")
     if not looks_like_api_key(token):  # refused without a lookup: it cannot be a key
         raise _unauthorized("invalid API key", "API keys look like cnk_ and 43 more characters")
-    throttle = _gate(request, token)
-    async with services.store.session() as session:
-        principal = await users_repo.authenticate(session, token)
+    principal = await throttled_authenticate(request, services, token)
     if principal is None:
-        throttle.failed(_client(request))
-        throttle.rejected(token)
         raise _unauthorized("invalid or revoked API key", "create a new key with `chutes keys create`")
-    throttle.accepted(token, _client(request))
     return principal
 
 

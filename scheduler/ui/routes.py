@@ -21,7 +21,7 @@ from chutes.chute.node_selector import NodeSelector
 from chutes.scheduler import metering
 from chutes.scheduler.api import nodes as nodes_api
 from chutes.scheduler.api.chutes import find_chute
-from chutes.scheduler.api.deps import ServicesDep, UserDep, bearer_token
+from chutes.scheduler.api.deps import ServicesDep, UserDep, bearer_token, throttled_authenticate
 from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.api.views import chute_out
 from chutes.scheduler.nomad_api import NomadError
@@ -29,7 +29,6 @@ from chutes.scheduler.placement import Placement, PlacementRequest, place
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import instances as instances_repo
-from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.metering_models import InstanceUsage
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import API_KEY_PREFIX, looks_like_api_key
@@ -97,8 +96,7 @@ async def sign_in(body: SignIn, request: Request, response: Response, services: 
     if not key.startswith(API_KEY_PREFIX) or not looks_like_api_key(key):
         raise APIError(401, "that is not an API key: keys start with 'cnk_' and have 47 characters",
                        "copy the whole key that `chutes keys create` or your admin gave you")  # fmt: skip
-    async with services.store.session() as session:
-        principal = await users_repo.authenticate(session, key)
+    principal = await throttled_authenticate(request, services, key)  # 429 for an address guessing keys
     if principal is None:
         hint = "check that you pasted the right key, or create a new one with `chutes keys create`"
         raise APIError(401, "this API key is not valid: it is unknown or has been revoked", hint)

@@ -64,3 +64,21 @@ async def test_failed_lookups_are_throttled_per_address_and_known_keys_pass(api:
         assert (await http.get("/v1/me")).status_code == 429
     async with api.client("not-a-key") as http:
         assert (await http.get("/v1/me")).status_code == 401  # malformed: refused without a lookup, not counted
+
+
+async def test_the_dashboards_sign_in_shares_the_failure_throttle(api: RunningScheduler) -> None:
+    """Guessing keys at the dashboard's sign-in form costs the same budget as at the API: past it, 429 before
+    any lookup; a key that authenticated lately still signs in."""
+    alice = await api.new_user("alice")
+    async with api.client() as http:
+        assert (await http.post("/ui/api/session", json={"api_key": alice})).status_code == 200
+        statuses = []
+        for i in range(6):
+            resp = await http.post("/ui/api/session", json={"api_key": "cnk_" + str(i).rjust(43, "y")})
+            statuses.append(resp.status_code)
+        assert statuses == [401] * 4 + [429] * 2
+        assert int(resp.headers["retry-after"]) >= 1 and "failed authentications" in resp.json()["detail"]
+    async with api.client("cnk_" + "w" * 43) as http:
+        assert (await http.get("/v1/me")).status_code == 429  # the same address, the same budget, at the API
+    async with api.client() as http:
+        assert (await http.post("/ui/api/session", json={"api_key": alice})).status_code == 200
