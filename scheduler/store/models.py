@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from chutes.scheduler.store.base import Base, new_id, now
 
@@ -96,6 +97,9 @@ class Share(Base):
     chute_id: Mapped[str] = mapped_column(ForeignKey("chutes.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    # Dev stacks only (``dev_adopt_users``): the user deployed this chute for its adopted owner, and manages it
+    # as the owner would (events, logs, instances, scale, delete). A plain share grants calling only.
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Event(Base):

@@ -143,20 +143,17 @@ async def _summaries(services: Services, chutes: list[Chute]) -> dict[str, Insta
     return out
 
 
-def _owned(principal: Principal, chute: Chute) -> bool:
-    return principal.is_admin or chute.owner_id == principal.user_id
-
-
 @router.get("/ui/api/chutes", response_model=list[ChuteRow])
 async def chutes(principal: UserDep, services: ServicesDep, all: bool = False) -> list[ChuteRow]:
     """The chutes list (yours and shared with you; ``all``: every chute, for admins) with instance counts
     from the scheduler's records (no Nomad call per chute)."""
     async with services.store.session() as session:
         found = await chutes_repo.list_visible(session, principal, everyone=all)
-        rows = [(c, await chutes_repo.shared_with(session, c.id) if _owned(principal, c) else []) for c in found]
+        owned = {c.id for c in found if await chutes_repo.manages(session, principal, c)}
+        rows = [(c, await chutes_repo.shared_with(session, c.id) if c.id in owned else []) for c in found]
     summaries = await _summaries(services, found)
     return [
-        ChuteRow(**chute_out(c, shared).model_dump(), instances=summaries[c.id], owned=_owned(principal, c))
+        ChuteRow(**chute_out(c, shared).model_dump(), instances=summaries[c.id], owned=c.id in owned)
         for c, shared in rows
     ]
 
@@ -167,8 +164,8 @@ async def chute_detail(ref: str, principal: UserDep, services: ServicesDep) -> C
     from chutes.commands.deploy import example_body  # the CLI's "first try" body, so both suggest the same
 
     chute = await find_chute(services, principal, ref)
-    owned = _owned(principal, chute)
     async with services.store.session() as session:
+        owned = await chutes_repo.manages(session, principal, chute)
         shared = await chutes_repo.shared_with(session, chute.id) if owned else []
     summary = (await _summaries(services, [chute]))[chute.id]
     manifest = chute.manifest

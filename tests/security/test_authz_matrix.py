@@ -384,3 +384,40 @@ async def _async_wait(check: Callable[[], Awaitable[bool]], what: str, timeout: 
             return
         await asyncio.sleep(0.3)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_a_dev_stacks_adopter_manages_the_chute_it_deployed_and_a_plain_share_only_calls(
+    cluster: Stack, tmp_path: Path
+) -> None:
+    """``dev_adopt_users`` (``chutes dev``): demo deploys a chute written for ``carla``; carla's chute is shared
+    with demo as its adopter, who watches and manages it; a user it is merely shared with may not."""
+    config = make_config(
+        tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr, dev_adopt_users=True
+    )
+    async with serve(config) as api:
+        demo, bob = await api.new_user("demo"), await api.new_user("bob")
+        form = _deploy_form("adopted")
+        manifest = json.loads(form["data"]["manifest"]) | {
+            "username": "carla",
+            "chute_id": chute_id("carla", "adopted"),
+        }
+        form["data"]["manifest"] = json.dumps(manifest)
+        async with api.client(demo) as http:
+            deployed = await http.post("/v1/chutes", **form)
+            assert deployed.status_code == 202, deployed.text
+            cid = deployed.json()["chute_id"]
+            assert deployed.json()["username"] == "carla" and deployed.json()["shared_with"] == ["demo"]
+        async with api.client(api.admin_key) as http:
+            shared = await http.post(f"/v1/chutes/{cid}/share", json={"username": "bob"})
+            assert shared.status_code == 200, shared.text
+        watch = ("instances", "events", "logs")
+        async with api.client(bob) as http:
+            assert (await http.get(f"/v1/chutes/{cid}")).status_code == 200
+            for what in watch:
+                assert (await http.get(f"/v1/chutes/{cid}/{what}")).status_code == 403, what
+            assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 403
+        async with api.client(demo) as http:
+            for what in watch:
+                resp = await http.get(f"/v1/chutes/{cid}/{what}")
+                assert resp.status_code == 200, (what, resp.text)
+            assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 204

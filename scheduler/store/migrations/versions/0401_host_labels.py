@@ -5,6 +5,9 @@ the first chute found, so ``acme``'s chute ``research-chat`` could take ``acme-r
 (``acme-research-chat.<domain>``). Existing chutes get their label in creation order; a chute whose label an
 older chute already holds gets none (it keeps its path address, and its owner sees ``host_label: null``).
 
+Also ``shares.adopted``: sharing grants calling only, except to the user who deployed a chute for an adopted
+owner on a dev stack (``dev_adopt_users``), who manages it as the owner would.
+
 Revision ID: 0401
 Revises: 0301
 """
@@ -46,9 +49,13 @@ def upgrade() -> None:
         bind.execute(sa.update(chutes).where(chutes.c.id == chute_id).values(host_label=label))
     with op.batch_alter_table("chutes") as batch:
         batch.create_unique_constraint(op.f("uq_chutes_host_label"), ["host_label"])
+    with op.batch_alter_table("shares") as batch:
+        batch.add_column(sa.Column("adopted", sa.Boolean(), nullable=False, server_default=sa.false()))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("shares") as batch:
+        batch.drop_column("adopted")
     with op.batch_alter_table("chutes") as batch:
         batch.drop_constraint(op.f("uq_chutes_host_label"), type_="unique")
         batch.drop_column("host_label")
