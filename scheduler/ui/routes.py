@@ -225,7 +225,8 @@ async def nodes(principal: UserDep, services: ServicesDep, chute: str | None = N
         names: dict[str, str] = {}
         for chute_id in {h.chute_id for h in holders.values() if h.chute_id}:
             found = await session.get(Chute, chute_id)
-            if found is not None and await chutes_repo.can_see(session, principal, found):
+            # Which instance holds a GPU is the chute owner's to know (sharing grants calling only).
+            if found is not None and await chutes_repo.manages(session, principal, found):
                 names[chute_id] = found.name
     verdicts: dict[str, VerdictOut] = {}
     explanation = hint = None

@@ -280,12 +280,12 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/ui/api/session"): (fixed("GET", "/ui/api/session"), USER),
     ("DELETE", "/ui/api/session"): (fixed("DELETE", "/ui/api/session"), ok(OPEN, 204)),
     ("GET", "/ui/api/chutes"): (fixed("GET", "/ui/api/chutes"), USER),
-    ("GET", "/ui/api/chute"): (fixed("GET", "/ui/api/chute?ref={secret}"), OWNED),
-    ("GET", "/ui/api/nodes"): (fixed("GET", "/ui/api/nodes?chute={secret}"), OWNED),
+    ("GET", "/ui/api/chute"): (fixed("GET", "/ui/api/chute?ref={secret}"), SHARED_SEES),
+    ("GET", "/ui/api/nodes"): (fixed("GET", "/ui/api/nodes?chute={secret}"), SHARED_SEES),
     ("GET", "/ui/api/usage/running"): (fixed("GET", "/ui/api/usage/running"), USER),
     ("GET", "/ui/api/usage/models"): (fixed("GET", "/ui/api/usage/models"), USER),
-    # No gateway is configured here: the callers who may see the chute learn that (503); others get 404.
-    ("POST", "/ui/api/try"): (_try_cord, ok(OWNED, 503)),
+    # No gateway is configured here: the callers who may call the chute learn that (503); others get 404.
+    ("POST", "/ui/api/try"): (_try_cord, ok(SHARED_SEES, 503)),
 }
 
 
