@@ -421,3 +421,35 @@ async def test_a_dev_stacks_adopter_manages_the_chute_it_deployed_and_a_plain_sh
                 resp = await http.get(f"/v1/chutes/{cid}/{what}")
                 assert resp.status_code == 200, (what, resp.text)
             assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 204
+
+
+async def test_the_nodes_view_names_gpu_holders_only_to_whom_manages_the_chute(cluster: Stack, tmp_path: Path) -> None:
+    """Which instance holds which GPU is the owner's (and admins') to know: carol, whom the chute is shared
+    with, sees the GPU taken but not by what."""
+    config = make_config(tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr)
+    async with serve(config) as api:
+        alice, carol = await api.new_user("alice"), await api.new_user("carol")
+        async with api.client(alice) as http:
+            deployed = await http.post("/v1/chutes", **_deploy_form("holder"))
+            assert deployed.status_code == 202, deployed.text
+            cid = deployed.json()["chute_id"]
+            assert (await http.post(f"/v1/chutes/{cid}/share", json={"username": "carol"})).status_code == 200
+
+            async def held() -> list[dict[str, Any]]:
+                nodes = (await http.get("/ui/api/nodes")).json()["nodes"]
+                return [g["held_by"] for n in nodes for g in n["gpus"] if (g["held_by"] or {}).get("chute_id") == cid]
+
+            await _async_wait(lambda: _nonempty(held()), "alice's instance holding a GPU", 60)
+            [mine] = await held()
+            assert mine["chute_name"] == "holder" and mine["instance_id"]
+        async with api.client(carol) as http:
+            nodes = (await http.get(f"/ui/api/nodes?chute={cid}")).json()
+            taken = [g["held_by"] for n in nodes["nodes"] for g in n["gpus"] if g["held_by"]]
+            assert taken and nodes["chute"] == "holder"  # the GPU is taken, and carol may ask where one more fits
+            assert all(h["chute_id"] != cid and h["instance_id"] != mine["instance_id"] for h in taken), taken
+        async with api.client(alice) as http:
+            assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 204
+
+
+async def _nonempty(values: Awaitable[list[Any]]) -> bool:
+    return bool(await values)
