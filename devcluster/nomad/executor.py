@@ -28,26 +28,11 @@ from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.podman import DockerDriver, DriverError
 from chutes.devcluster.nomad.records import Allocation, TaskEvent, TaskState, now_ns
 from chutes.devcluster.nomad.services import ServiceRegistrar
-from chutes.devcluster.nomad.taskenv import TaskDirs, interpolate, task_env
+from chutes.devcluster.nomad.taskenv import TaskDirs, host_environment, interpolate, task_env
 
 log = logging.getLogger(__name__)
 
 SIGNALS = {name: getattr(signal, name) for name in dir(signal) if name.startswith("SIG") and "_" not in name}
-
-# raw_exec tasks get the host's environment as in Nomad, minus Nomad's default ``env.denylist``, the
-# platform's own settings (CHUTES_*: admin and gateway keys, tokens, env files), the host's Nomad/Consul/Vault
-# settings and anything named like a credential: a task never inherits what the platform runs with.
-_DENIED_PREFIXES = ("CHUTES_", "NOMAD_", "CONSUL_", "VAULT_")
-_DENIED_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY", "ACCESS_KEY", "AUTH")
-
-
-def host_environment(environ: dict[str, str] | os._Environ[str]) -> dict[str, str]:
-    """What of the devcluster's environment a task inherits (see ``_DENIED_*``)."""
-    return {
-        k: v
-        for k, v in environ.items()
-        if not k.upper().startswith(_DENIED_PREFIXES) and not any(w in k.upper() for w in _DENIED_WORDS)
-    }
 
 
 class ProcessTable:

@@ -52,7 +52,7 @@ from chutes.devcluster.nomad.docker_config import (
 )
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.records import Allocation
-from chutes.devcluster.nomad.taskenv import TaskDirs, interpolate, task_env
+from chutes.devcluster.nomad.taskenv import TaskDirs, host_environment, interpolate, task_env
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,26 @@ def _tail(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
+#: podman's own settings that the credential scrub would drop (a path, not a secret)
+_PODMAN_SETTINGS = ("REGISTRY_AUTH_FILE",)
+
+
+def podman_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment podman runs with: the devcluster's, scrubbed as for raw_exec tasks (no platform keys or
+    tokens), podman's own settings kept. Containers get none of it (``create_argv``: only the task's env file)."""
+    source = os.environ if environ is None else environ
+    env = host_environment(source)
+    env.update({name: source[name] for name in _PODMAN_SETTINGS if name in source})
+    return env
+
+
 class Podman:
     """podman's command line, run asynchronously with a time limit (the process is killed when it expires or
-    when the caller is cancelled)."""
+    when the caller is cancelled), in a scrubbed environment (``podman_environment``)."""
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
+        self.env = podman_environment()
 
     async def run(self, *args: str, limit_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
         proc = await asyncio.create_subprocess_exec(
@@ -95,6 +109,7 @@ class Podman:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            env=self.env,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), limit_s)
@@ -145,6 +160,7 @@ class Podman:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            env=self.env,
         )
 
     async def kill(self, name: str, signal_name: str) -> bool:
