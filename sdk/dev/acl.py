@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 
+from chutes.invalidation import DEFAULT_KEY
+
 #: Nomad and Consul policies per part (docs/cluster.md §5 explains each line)
 POLICIES: dict[str, tuple[str, str]] = {
     "scheduler": (
@@ -38,9 +40,11 @@ node_prefix "" { policy = "read" }
         """
 namespace "default" { policy = "read" }
 """,
-        """
-service_prefix "chute-" { policy = "read" }
-node_prefix "" { policy = "read" }
+        # The access-change notices (chutes.invalidation.DEFAULT_KEY), read with blocking queries: that key only.
+        f"""
+service_prefix "chute-" {{ policy = "read" }}
+node_prefix "" {{ policy = "read" }}
+key "{DEFAULT_KEY}" {{ policy = "read" }}
 """,
     ),
     "agent": (

@@ -225,6 +225,13 @@ def test_nomad_and_consul_refuse_calls_without_a_token(dev: Dev) -> None:
     gateway = dev.consul(token=dev.secrets["gateway_consul_token"])
     with pytest.raises(consul.ACLPermissionDenied):
         gateway.kv.put("chutes/nodes/gpu-a", "{}")
+    # ... and follows the scheduler's access-change notices with blocking queries: that one key, read only.
+    index, _ = gateway.kv.get("chutes/gateway/invalidations")
+    assert gateway.kv.get("chutes/gateway/invalidations", index=index, wait="50ms")[0] is not None
+    with pytest.raises(consul.ACLPermissionDenied):
+        gateway.kv.put("chutes/gateway/invalidations", "{}")
+    with pytest.raises(consul.ACLPermissionDenied):
+        gateway.kv.get("chutes/nodes/gpu-a")
     with pytest.raises(nomad.api.exceptions.URLNotAuthorizedNomadException):
         dev.nomad(token=dev.secrets["gateway_nomad_token"]).jobs.register_job({"Job": {"ID": "x"}})
 
