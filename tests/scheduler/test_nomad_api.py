@@ -200,9 +200,15 @@ async def test_dispatch_is_idempotent_per_token(client: NomadClient) -> None:
     m = manifest("batchy", ["h100_sxm"], jobs=[JobSpec(name="train")])
     job = render_batch_job(m, "train", ChuteRelease(SHA, "tok", "sec"), settings())
     await client.register_job(job)
-    one = await client.dispatch_job(job["ID"], b'{"x": 1}', meta={"run_id": "r1"}, idempotency_token="r1")
-    again = await client.dispatch_job(job["ID"], b'{"x": 1}', meta={"run_id": "r1"}, idempotency_token="r1")
-    other = await client.dispatch_job(job["ID"], b'{"x": 2}', meta={"run_id": "r2"}, idempotency_token="r2")
+    one = await client.dispatch_job(
+        job["ID"], b'{"x": 1}', meta={"run_id": "r1", "run_token": "t1"}, idempotency_token="r1"
+    )
+    again = await client.dispatch_job(
+        job["ID"], b'{"x": 1}', meta={"run_id": "r1", "run_token": "t1"}, idempotency_token="r1"
+    )
+    other = await client.dispatch_job(
+        job["ID"], b'{"x": 2}', meta={"run_id": "r2", "run_token": "t2"}, idempotency_token="r2"
+    )
     assert one.dispatched_job_id.startswith(job["ID"] + "/dispatch-")
     assert again.dispatched_job_id == one.dispatched_job_id
     assert other.dispatched_job_id != one.dispatched_job_id
