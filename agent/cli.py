@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chutes import envfile
+from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
 from chutes.inventory import NodeInventory
 
 from .config import AgentConfig, ConfigError, Intervals, env, parse_address
@@ -133,9 +134,7 @@ def _config(args: argparse.Namespace) -> AgentConfig:
     return AgentConfig(
         node_id=args.node_id or env("CHUTES_NODE_ID"),
         hostname=socket.gethostname(),
-        consul=parse_address(
-            getattr(args, "consul_addr", None) or env("CONSUL_HTTP_ADDR") or "127.0.0.1:8500", 8500, "CONSUL_HTTP_ADDR"
-        ),
+        consul=parse_address(consul_address(getattr(args, "consul_addr", None)), 8500, "CONSUL_HTTP_ADDR"),
         consul_token=getattr(args, "consul_token", None) or env("CONSUL_HTTP_TOKEN"),
         nomad=parse_address(nomad_addr, 4646, "NOMAD_ADDR") if nomad_addr else None,
         nomad_token=args.nomad_token or env("NOMAD_TOKEN"),
@@ -205,6 +204,10 @@ async def _run(config: AgentConfig) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # A wrong CA or a missing client certificate stops the agent here, with the variable to set (not a retry loop).
+    await preflight("consul", config.consul.url)
+    if config.nomad is not None:
+        await preflight("nomad", config.nomad.url)
     node_id, nomad_node_id = await _identify(config, timeout_s=5.0)
     source = make_source(config, node_id)
     agent = Agent(config, source, node_id=node_id, nomad_node_id=nomad_node_id)
@@ -231,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except (ConfigError, SimulationError, envfile.EnvFileError) as exc:
         print(f"chutes-agent: {exc}", file=sys.stderr)
+        return 2
+    except ClusterTLSError as exc:
+        print(f"chutes-agent: {exc}\nHint: {exc.hint}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `chutes-agent probe --json | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import consul
+import consul.aio
 
 from chutes.consul_client import consul_aio
 
@@ -37,8 +38,9 @@ class ConsulLink:
 
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
-        # The shared factory makes the agent's --consul-token win over CONSUL_HTTP_TOKEN (py-consul's order).
-        self.client = consul_aio(f"{address.scheme}://{address.host}:{address.port}", token, timeout=timeout_s)
+        # The shared factory: TLS from CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY, ... (chutes.cluster_tls), and the
+        # agent's --consul-token wins over CONSUL_HTTP_TOKEN (which py-consul would otherwise prefer).
+        self.client: consul.aio.Consul = consul_aio(address.url, token, timeout=timeout_s)
 
     async def register(
         self,

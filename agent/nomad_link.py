@@ -11,6 +11,8 @@ from typing import Any
 
 import aiohttp
 
+from chutes.cluster_tls import ClusterTLS
+
 from .config import Address
 
 log = logging.getLogger(__name__)
@@ -30,12 +32,15 @@ class NomadLink:
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
         headers = {"X-Nomad-Token": token} if token else {}
+        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.cluster_tls).
+        self._tls = ClusterTLS.from_env("nomad")
+        self._tls_kwargs = self._tls.aiohttp_request_kwargs() if address.scheme == "https" else {}
         self._session = aiohttp.ClientSession(
             base_url=address.url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
         )
 
     async def _call(self, method: str, path: str, body: Any = None) -> Any:
-        async with self._session.request(method, path, json=body) as resp:
+        async with self._session.request(method, path, json=body, **self._tls_kwargs) as resp:
             text = await resp.text()
             if resp.status >= 400:
                 raise NomadError(f"{method} {path}: HTTP {resp.status}: {text.strip()[:300]}")

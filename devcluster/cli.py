@@ -44,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nomad-token-file", type=Path,
                    help="read the Nomad management token from this file (kept out of argv and environ)")  # fmt: skip
     p.add_argument("--consul-token-file", type=Path, help="read the Consul management token from this file")
+    p.add_argument("--tls-cert", type=Path, help="serve both APIs over HTTPS with this PEM certificate")
+    p.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
     p.add_argument("--session-min-ttl", default="10s", help="smallest Consul session TTL accepted (Consul: 10s)")
     p.add_argument(
         "--docker-driver",
@@ -96,6 +99,9 @@ def config_from_args(args: argparse.Namespace) -> DevclusterConfig:
         nomad_token=_token(args.nomad_token, args.nomad_token_file, "--nomad-token-file"),
         consul_token=_token(args.consul_token, args.consul_token_file, "--consul-token-file"),
         session_min_ttl_s=min_ttl,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
         docker_driver=args.docker_driver,
         insecure_registries=tuple(args.insecure_registry),
     )
@@ -117,8 +123,9 @@ async def serve(config: DevclusterConfig) -> None:
         docker = cluster.nomad.docker
         drivers = f"raw_exec, docker (podman {docker.version})" if docker else "raw_exec (docker driver off)"
         log.info(
-            "devcluster ready: NOMAD_ADDR=http://%s:%d CONSUL_HTTP_ADDR=%s:%d nodes: %s; drivers: %s; data in %s",
-            config.host, cluster.nomad_port, config.host, cluster.consul_port, nodes, drivers, cluster.data_dir,
+            "devcluster ready: NOMAD_ADDR=%s://%s:%d CONSUL_HTTP_ADDR=%s://%s:%d nodes: %s; drivers: %s; data in %s",
+            config.scheme, config.host, cluster.nomad_port, config.scheme, config.host, cluster.consul_port, nodes,
+            drivers, cluster.data_dir,
         )  # fmt: skip
         await stop.wait()
         log.info("stopping: killing every task")

@@ -68,6 +68,9 @@ class DevclusterConfig:
     consul_token: str | None = None
     session_min_ttl_s: float = 10.0
     reap_interval_s: float = 0.25
+    tls_cert: Path | None = None  # with tls_key: both APIs serve HTTPS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # clients must present a certificate signed by this CA
     # The docker task driver (run with podman): auto = on when podman works, on = required, off = raw_exec only.
     docker_driver: Literal["auto", "on", "off"] = "auto"
     insecure_registries: tuple[str, ...] = ()  # host or host:port pulled without TLS verification
@@ -76,6 +79,10 @@ class DevclusterConfig:
     def acl_enabled(self) -> bool:
         return self.acl or bool(self.nomad_token) or bool(self.consul_token)
 
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert is not None else "http"
+
     def validate(self) -> None:
         names = [n.name for n in self.nodes]
         dupes = sorted({n for n in names if names.count(n) > 1})
@@ -83,6 +90,10 @@ class DevclusterConfig:
             raise ConfigError(f"node name(s) given twice: {', '.join(dupes)}")
         if not self.nodes and not self.local_node:
             raise ConfigError("no nodes: give --node NAME=MODEL:COUNT or drop --no-local-node")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigError("--tls-cert and --tls-key go together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (client certificates need HTTPS)")
         if self.docker_driver not in ("auto", "on", "off"):
             raise ConfigError(f"docker driver mode {self.docker_driver!r}: use auto, on or off")
         for port in (self.nomad_port, self.consul_port):

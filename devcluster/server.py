@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import socket
+import ssl
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from chutes.devcluster.consul import api_agent, api_kv
 from chutes.devcluster.consul.state import ConsulState
 from chutes.devcluster.http_util import Handler, error_middleware
 from chutes.devcluster.nomad import api as nomad_api
+from chutes.devcluster.nomad import api_vars
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.nodes import Node, local_node, simulated_node
 from chutes.devcluster.nomad.podman import DockerDriver, owner_id
 from chutes.devcluster.state.index import IndexStore
 from chutes.devcluster.state.snapshot import SNAPSHOT_NAME, Snapshotter
+from chutes.devcluster.tls import server_context
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,7 @@ class Devcluster:
         self.nomad_port = 0
         self.consul_port = 0
         self._runners: list[web.AppRunner] = []
+        self._ssl: ssl.SSLContext | None = None
         self.index: IndexStore
         self.consul: ConsulState
         self.nomad: NomadCluster
@@ -71,6 +75,9 @@ class Devcluster:
         return nodes
 
     async def start(self) -> None:
+        if self.config.tls_cert is not None and self.config.tls_key is not None:
+            # Before anything starts: a bad certificate must not leave restored tasks running.
+            self._ssl = server_context(self.config.tls_cert, self.config.tls_key, self.config.tls_client_ca)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         nodes = await asyncio.to_thread(self._nodes)
         docker = await DockerDriver.detect(
@@ -91,12 +98,14 @@ class Devcluster:
             self.nomad.state.restore(saved.get("nomad", {}))
             self.nomad_acl.restore(saved.get("acl", {}).get("nomad", {}))
             self.consul_acl.restore(saved.get("acl", {}).get("consul", {}))
+            self.nomad.variables.restore(saved.get("variables", []))
             log.info("restored state from %s (index %d)", self.snapshots.path, self.index.index)
         self._setup_acl()
         self.consul.on_change(self.snapshots.mark)
         self.nomad.state.on_change.append(self.snapshots.mark)
         self.nomad_acl.on_change.append(self.snapshots.mark)
         self.consul_acl.on_change.append(self.snapshots.mark)
+        self.nomad.variables.on_persist.append(self.snapshots.mark)
         await self.consul.open()
         await self.nomad.open()
         self.snapshots.start()
@@ -130,6 +139,7 @@ class Devcluster:
             "consul": self.consul.snapshot(),
             "nomad": self.nomad.state.snapshot(),
             "acl": {"nomad": self.nomad_acl.snapshot(), "consul": self.consul_acl.snapshot()},
+            "variables": self.nomad.variables.snapshot(),
         }
 
     @web.middleware
@@ -172,13 +182,14 @@ class Devcluster:
         app[acl_http.NOMAD_ACL] = self.nomad_acl
         app.add_routes(nomad_api.routes)
         app.add_routes(acl_http.nomad_routes)
+        app.add_routes(api_vars.routes)
         return app
 
     async def _serve(self, app: web.Application, port: int) -> int:
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         sock = _listen(self.config.host, port)
-        site = web.SockSite(runner, sock)
+        site = web.SockSite(runner, sock, ssl_context=self._ssl)
         await site.start()
         self._runners.append(runner)
         return int(sock.getsockname()[1])

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from chutes.cluster_tls import ClusterTLS
 from chutes.registrations import AllocView, Instance, verify
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,9 @@ class _JobAllocs:
 
 
 class NomadAllocations:
-    """The check above over Nomad's HTTP API (a token with ``read-job`` on the namespace)."""
+    """The check above over Nomad's HTTP API (a token with ``read-job`` on the namespace); an ``https://``
+    address is reached with the TLS settings of ``NOMAD_*`` variables (``chutes.cluster_tls``) unless ``tls``
+    is given."""
 
     def __init__(
         self,
@@ -49,8 +52,11 @@ class NomadAllocations:
         min_interval: float = 0.5,
         timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        tls: ClusterTLS | None = None,
     ) -> None:
         self._base = nomad_addr.rstrip("/")
+        https = self._base.startswith("https://")
+        self._tls_kwargs = (tls or ClusterTLS.from_env("nomad")).aiohttp_request_kwargs() if https else {}
         self._headers = {"X-Nomad-Token": token} if token else {}
         self._namespace = namespace
         self._ttl = ttl
@@ -73,7 +79,7 @@ class NomadAllocations:
         url = f"{self._base}/v1/allocations?resources=true&task_states=false&filter={quote(expr)}"
         if self._namespace:
             url += f"&namespace={quote(self._namespace)}"
-        async with self._session.get(url) as resp:
+        async with self._session.get(url, **self._tls_kwargs) as resp:
             if resp.status != 200:
                 raise RuntimeError(f"Nomad answered {resp.status}: {(await resp.text())[:200]}")
             data = await resp.json(content_type=None)

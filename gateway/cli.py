@@ -19,6 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from chutes import envfile
+from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
 from chutes.edge import limits as edge_limits
 from chutes.edge.protocol import EdgeGuard
 from chutes.gateway.app import Gateway
@@ -139,6 +140,10 @@ class _Server(uvicorn.Server):
 
 async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
+    # A wrong CA or a missing client certificate stops the gateway here, with the variable to set.
+    await preflight("consul", consul_address(settings.consul_addr))
+    if settings.nomad_addr:  # the allocation check reads Nomad: the same start-up check
+        await preflight("nomad", settings.nomad_addr)
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health, kv=consul.kv)
@@ -197,6 +202,9 @@ def main(argv: list[str] | None = None) -> None:
             runner.run(serve(settings, args.host, args.port, args.port_file, args.access_log))
     except KeyboardInterrupt:
         sys.exit(130)
+    except ClusterTLSError as exc:
+        sys.stderr.write(f"chutes-gateway: {exc}\nHint: {exc.hint}\n")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -216,6 +216,7 @@ def _as_index(raw: Any) -> int:
 
 
 def consul_health(consul_addr: str, token: str | None = None, request_timeout: float = 60.0) -> Any:
-    """A py-consul asyncio client for ``consul_addr`` (``http://host:port``); its ``.health`` is a HealthSource."""
+    """A py-consul asyncio client for ``consul_addr`` (``http(s)://host:port``, or ``host:port`` with
+    ``CONSUL_HTTP_SSL``; TLS from ``CONSUL_CACERT`` & co.); its ``.health`` is a HealthSource."""
     # Each watched chute holds one blocking query open: aiohttp's default pool of 100 would queue the rest.
     return consul_aio(consul_addr, token, timeout=request_timeout, connections_limit=4096)

@@ -2,11 +2,16 @@
 # (chutes.scheduler.render.render_chute_job) and submits as JSON. The scheduler never reads this file; it
 # documents the job for operators and lets you run a chute by hand:
 #
+#   nomad var put nomad/jobs/chute-<chute_id> CHUTES_INVOKE_SECRET=... \
+#     CHUTES_INSTANCE_TOKEN_<first 12 hex digits of bundle_sha256>=... HF_TOKEN=...
 #   nomad job run \
 #     -var chute_id=... -var username=... -var chute_name=... -var bundle_sha256=... \
-#     -var instance_token=... -var invoke_secret=... -var scheduler_url=http://scheduler:8700 \
+#     -var scheduler_url=http://scheduler:8700 -var 'secret_names=["HF_TOKEN"]' \
 #     -var 'eligible_gpus=["a100","h100_sxm"]' -var gpu_count=2 -var min_vram_mib=38146 \
 #     jobs_hcl/chute.nomad.hcl
+#
+# No credential is in the job: the instance token, the invoke secret and the chute's secrets are items of the
+# job's Nomad Variable (values escaped for an env file: \\ \" \n \t), read by the task's template.
 #
 # tests/scheduler/test_hcl.py parses this file and checks that it agrees with the renderer.
 #
@@ -33,14 +38,10 @@ variable "bundle_sha256" {
   description = "sha256 of the chute's bundle; its first 12 hex digits are the chute version"
 }
 
-variable "instance_token" {
-  type        = string
-  description = "lets an instance download its bundle from the scheduler"
-}
-
-variable "invoke_secret" {
-  type        = string
-  description = "the gateway signs each call with it; the runtime checks the signature"
+variable "secret_names" {
+  type        = list(string)
+  default     = []
+  description = "names of the chute's secrets (environment variables); their values are in the job's Nomad Variable"
 }
 
 variable "scheduler_url" {
@@ -109,6 +110,7 @@ job "chute" {
     chute_name    = var.chute_name
     username      = var.username
     managed_by    = "chutes"
+    chute_secrets = join(",", sort(var.secret_names))
   }
 
   # Only nodes with an eligible GPU model (dynamic node meta set by chutes-agent).
@@ -220,11 +222,28 @@ job "chute" {
       # makes Nomad run a GPU task with the NVIDIA runtime, which exposes only the allocated GPUs.
 
       env {
-        CHUTES_CHUTE_ID       = var.chute_id
-        CHUTES_SCHEDULER_URL  = var.scheduler_url
-        CHUTES_BUNDLE_SHA256  = var.bundle_sha256
-        CHUTES_INSTANCE_TOKEN = var.instance_token
-        CHUTES_INVOKE_SECRET  = var.invoke_secret
+        CHUTES_CHUTE_ID      = var.chute_id
+        CHUTES_SCHEDULER_URL = var.scheduler_url
+        CHUTES_BUNDLE_SHA256 = var.bundle_sha256
+      }
+
+      # The credentials: from the job's Nomad Variable, which Nomad's workload identity lets only this job's
+      # tasks read (no ACL policy needed). A changed value re-renders the file and restarts the task.
+      template {
+        data        = <<-EOT
+          {{ with nomadVar "nomad/jobs/chute-${var.chute_id}" }}
+          CHUTES_INSTANCE_TOKEN="{{ index . "CHUTES_INSTANCE_TOKEN_${substr(var.bundle_sha256, 0, 12)}" }}"
+          CHUTES_INVOKE_SECRET="{{ index . "CHUTES_INVOKE_SECRET" }}"
+          %{~for name in sort(var.secret_names)}
+          ${name}="{{ index . "${name}" }}"
+          %{~endfor}
+          {{ end }}
+        EOT
+        destination = "secrets/chutes.env"
+        env         = true
+        change_mode = "restart"
+        splay       = "5s"
+        perms       = "0600"
       }
 
       # Longer than the runtime's drain (CHUTES_DRAIN_TIMEOUT, 30 s): in-flight calls finish on SIGTERM.

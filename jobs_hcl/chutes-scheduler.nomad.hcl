@@ -1,7 +1,7 @@
 # chutes-scheduler: the control plane (HTTP API + leader-elected loops) as a Nomad service job.
 #
 #   nomad var put nomad/jobs/chutes-scheduler database_url=postgresql+asyncpg://... admin_key=cnk_... \
-#       nomad_token=... consul_token=...
+#       secrets_key=$(chutes-scheduler secrets-key) nomad_token=... consul_token=...
 #   nomad job run -var image=ghcr.io/example/chutes-nomad:0.1.0 jobs_hcl/chutes-scheduler.nomad.hcl
 #
 # Several instances serve the API; a Consul session lock on chutes/scheduler/leader decides which one runs
@@ -114,6 +114,8 @@ job "chutes-scheduler" {
         CHUTES_DATACENTERS    = var.chute_datacenters
         NOMAD_ADDR            = "http://${attr.unique.network.ip-address}:4646"
         CONSUL_HTTP_ADDR      = "http://${attr.unique.network.ip-address}:8500"
+        # With TLS on the cluster: https:// above, plus NOMAD_CACERT, NOMAD_CLIENT_CERT, NOMAD_CLIENT_KEY and the
+        # CONSUL_* equivalents pointing at files mounted from the host (docs/cluster.md, "TLS").
       }
 
       template {
@@ -124,6 +126,7 @@ job "chutes-scheduler" {
           {{ with nomadVar "nomad/jobs/chutes-scheduler" }}
           CHUTES_DATABASE_URL={{ .database_url }}
           CHUTES_ADMIN_KEY={{ .admin_key }}
+          CHUTES_SECRETS_KEY={{ .secrets_key }}
           NOMAD_TOKEN={{ .nomad_token }}
           CONSUL_HTTP_TOKEN={{ .consul_token }}
           {{ end }}

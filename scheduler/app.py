@@ -16,6 +16,7 @@ from fastapi import FastAPI
 # Imported first: importing chutes.manifest before chutes.chute hits an import cycle in the SDK.
 import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
+from chutes.cluster_tls import preflight
 from chutes.consul_client import consul_aio
 from chutes.edge.throttle import FailureThrottle
 from chutes.scheduler import api
@@ -29,8 +30,10 @@ from chutes.scheduler.invalidation import InvalidationPublisher
 from chutes.scheduler.loops import LeaderSupervisor
 from chutes.scheduler.metrics import RequestMetrics, SchedulerMetrics
 from chutes.scheduler.nomad_api import NomadClient
+from chutes.scheduler.secret_box import SecretBox, SecretsKeyError, box_from, sealed_context
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import Store
+from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.ui import install as install_dashboard
 
@@ -46,11 +49,20 @@ async def bootstrap_admin(store: Store, config: SchedulerConfig) -> None:
 
 
 async def open_services(config: SchedulerConfig, public_url: str, metrics: SchedulerMetrics) -> Services:
+    # A wrong CA or a missing client certificate stops the scheduler here, with the variable to set.
+    await preflight("nomad", config.nomad_addr)
+    await preflight("consul", config.consul_addr)
     store = Store(config.resolved_database_url)
     metrics.instrument_engine(store.engine)
     try:
+        box = box_from(config.secrets_key)
         await store.migrate()
         await bootstrap_admin(store, config)
+        await check_secrets_key(store, box)
+    except SecretsKeyError as exc:
+        log.error("cannot start: %s\nHint: %s", exc, exc.hint)
+        await store.close()
+        raise
     except BaseException:
         await store.close()
         raise
@@ -61,10 +73,32 @@ async def open_services(config: SchedulerConfig, public_url: str, metrics: Sched
         public_url=public_url,
         nomad=make_nomad(config),
         consul=make_consul(config),
+        secrets=box,
         metrics=metrics,
     )
     services.invalidations = InvalidationPublisher(services.consul, config.invalidation_key, metrics)
     return services
+
+
+async def check_secrets_key(store: Store, box: SecretBox | None) -> None:
+    """Refuse to start with no key, or another key, than the stored secrets were sealed with."""
+    async with store.session() as session:
+        counts = await secrets_repo.key_ids(session)
+        if not counts:
+            return
+        total = sum(counts.values())
+        if box is None:
+            raise SecretsKeyError(f"the store holds {total} chute secret(s) but CHUTES_SECRETS_KEY is not set")
+        others = sorted(k for k in counts if k != box.key_id)
+        if others:
+            raise SecretsKeyError(
+                f"CHUTES_SECRETS_KEY (key id {box.key_id}) is not the key {sum(counts[k] for k in others)} "
+                f"stored secret(s) were sealed with (key id {', '.join(others)})",
+                "start the scheduler with the CHUTES_SECRETS_KEY the secrets were created with",
+            )
+        sample = await secrets_repo.one_sealed_with(session, box.key_id)
+    if sample is not None:
+        box.open(sample.sealed, sealed_context(sample.chute_id, sample.name))  # the key really opens them
 
 
 def make_nomad(config: SchedulerConfig) -> NomadClient:
@@ -74,7 +108,7 @@ def make_nomad(config: SchedulerConfig) -> NomadClient:
 
 
 def make_consul(config: SchedulerConfig) -> Any:
-    """py-consul's asyncio client for CONSUL_HTTP_ADDR (it makes no request until used)."""
+    """py-consul's asyncio client for CONSUL_HTTP_ADDR, TLS from CONSUL_CACERT & co. (no request until used)."""
     return consul_aio(config.consul_addr, config.consul_token)
 
 

@@ -1,4 +1,5 @@
-"""``chutes-scheduler``: ``serve`` (the default) runs the API and the leader loops; ``create-admin`` prints a key.
+"""``chutes-scheduler``: ``serve`` (the default) runs the API and the leader loops; ``create-admin`` prints a key;
+``secrets-key`` prints a new ``CHUTES_SECRETS_KEY``.
 
 Configuration comes from the environment (see ``config.ENV_VARS``) and these flags, which win. With
 ``--port 0`` the kernel picks a free port; the bound address is printed and, with ``--port-file``, written
@@ -68,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", help="debug, info, warning (CHUTES_LOG_LEVEL)")
     admin = sub.choices["create-admin"]
     admin.add_argument("--username", dest="admin_username", help="admin username (default: admin)")
+    sub.add_parser("secrets-key", help="print a new CHUTES_SECRETS_KEY (the key that seals chute secrets)")
     return parser
 
 
@@ -134,8 +136,17 @@ def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDU
 
 
 async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> None:
+    from chutes.cluster_tls import ClusterTLSError, preflight
     from chutes.scheduler.app import create_app
+    from chutes.scheduler.secret_box import SecretsKeyError, box_from
 
+    try:  # a malformed secrets key, a wrong CA or a missing client certificate: stop before binding, say what to set
+        box_from(config.secrets_key)
+        await preflight("nomad", config.nomad_addr)
+        await preflight("consul", config.consul_addr)
+    except (ClusterTLSError, SecretsKeyError) as exc:
+        print(f"chutes-scheduler: cannot start: {exc}\nHint: {exc.hint}", file=sys.stderr)
+        raise SystemExit(2) from None
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
@@ -179,9 +190,14 @@ async def _create_admin(config: SchedulerConfig) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("serve", "create-admin", "-h", "--help"):
+    if not argv or argv[0] not in ("serve", "create-admin", "secrets-key", "-h", "--help"):
         argv.insert(0, "serve")
     args = _parser().parse_args(argv)
+    if args.command == "secrets-key":
+        from chutes.scheduler.secret_box import generate_key
+
+        print(generate_key())
+        return
     try:
         envfile.load()  # secrets (the admin key, cluster tokens) from a file rather than the environment
         config = load_config(**_overrides(args))

@@ -53,6 +53,8 @@ class SchedulerConfig(BaseModel):
     datacenters: tuple[str, ...] = ("dc1",)
     admin_key: str | None = None
     admin_username: str = "admin"
+    # Seals chute secrets at rest (32 bytes, URL-safe base64); every scheduler of one store needs the same key.
+    secrets_key: str | None = Field(None, repr=False)
     runtime_python: str | None = None
     max_bundle_bytes: int = Field(DEFAULT_MAX_BUNDLE_BYTES, ge=1024)
     bundle_versions_kept: int = Field(3, ge=1)
@@ -185,6 +187,7 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_DATACENTERS": "datacenters",
     "CHUTES_ADMIN_KEY": "admin_key",
     "CHUTES_ADMIN_USERNAME": "admin_username",
+    "CHUTES_SECRETS_KEY": "secrets_key",
     "CHUTES_RUNTIME_PYTHON": "runtime_python",
     "CHUTES_MAX_BUNDLE_BYTES": "max_bundle_bytes",
     "CHUTES_LEADER_TTL": "leader_ttl_s",

@@ -27,7 +27,7 @@ from sqlalchemy.exc import IntegrityError
 
 from chutes.identity import host_label, slugify
 from chutes.manifest import Manifest
-from chutes.scheduler import drift, render, reservations
+from chutes.scheduler import drift, render, reservations, secret_sync
 from chutes.scheduler.api.errors import APIError, UpstreamError
 from chutes.scheduler.api.uploads import Upload
 from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
@@ -41,6 +41,7 @@ from chutes.scheduler.nomad_api import (
 from chutes.scheduler.placement import NodeState, Placement, PlacementRequest, Unschedulable, place_many
 from chutes.scheduler.render import ChuteRelease, RenderError, RenderSettings, batch_job_id, job_id, service_name
 from chutes.scheduler.services import Services
+from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
 from chutes.scheduler.store import users as users_repo
@@ -78,13 +79,8 @@ def render_settings(services: Services) -> RenderSettings:
 
 async def release_for(services: Services, chute: Chute, placements: Sequence[Placement] = ()) -> ChuteRelease:
     async with services.store.session() as session:
-        secret = await token_secret(session)
-    release = ChuteRelease(
-        bundle_sha256=chute.version,
-        instance_token=instance_token(secret, chute.id, chute.version),
-        invoke_secret=chute.invoke_secret,
-        count=chute.desired_instances,
-    )
+        names = await secrets_repo.names(session, chute.id)
+    release = ChuteRelease(bundle_sha256=chute.version, count=chute.desired_instances, secret_names=names)
     return release.with_placements(placements)
 
 
@@ -111,13 +107,17 @@ def nomad_job_ids(manifest: Manifest) -> list[str]:
 
 
 async def submit(services: Services, chute: Chute, placements: Sequence[Placement] = ()) -> None:
-    """Render and register the chute's Nomad jobs for its current version and desired count (idempotent)."""
+    """Render and register the chute's Nomad jobs for its current version and desired count (idempotent).
+
+    The jobs' Nomad Variables (secrets, instance tokens, invoke secret) are written first: a task's template
+    waits for its variable, and no credential is ever part of a job."""
     manifest = Manifest.model_validate(chute.manifest)
     release = await release_for(services, chute, placements)
     try:
         jobs = rendered_jobs(manifest, release, render_settings(services))
     except RenderError as exc:
         raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
+    await secret_sync.write_variables(services, chute, manifest)
     try:
         for job in jobs:
             await services.nomad.register_job(job)
@@ -257,8 +257,7 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
         raise APIError(409, f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
     # Values that reach the Nomad job are checked before anything is stored.
     try:
-        probe = ChuteRelease(bundle_sha256=upload.sha256, instance_token="cit_probe", invoke_secret="probe")  # noqa: S106
-        rendered_jobs(manifest, probe, render_settings(services))
+        rendered_jobs(manifest, ChuteRelease(bundle_sha256=upload.sha256), render_settings(services))
     except RenderError as exc:
         raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
 
@@ -490,6 +489,7 @@ async def purge_nomad(services: Services, chute_id: str, manifest: Manifest | No
                 await services.nomad.deregister_job(jid, purge=True)
     except NomadError as exc:
         raise nomad_failure(exc) from None
+    await secret_sync.delete_variables(services, chute_id)
 
 
 async def wait_gone(services: Services, chute_id: str, within_s: float) -> bool:
@@ -553,6 +553,7 @@ async def finish_delete(services: Services, chute_id: str) -> None:
         row = await chutes_repo.get_chute(session, chute_id)
         route = (row.username, row.slug) if row is not None else None
         await chutes_repo.purge(session, chute_id)
+        await secrets_repo.purge_chute(session, chute_id)  # a chute's secrets go with it
     services.events.announce()
     if route is not None:
         await services.announce_change(routes=[route])

@@ -24,7 +24,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOOP_MODULES = ("chutes.scheduler.reconciler", "chutes.scheduler.autoscaler", "chutes.scheduler.metering")
+LOOP_MODULES = (
+    "chutes.scheduler.reconciler",
+    "chutes.scheduler.autoscaler",
+    "chutes.scheduler.metering",
+    "chutes.scheduler.secret_sync",
+)
 
 
 @dataclass(frozen=True)

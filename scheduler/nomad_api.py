@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-import nomad
 import requests
 from nomad.api import exceptions as nomad_exc
 from nomad.api.base import Requester
+
+from chutes.cluster_tls import ClusterTLS, explain, python_nomad
 
 T = TypeVar("T")
 
@@ -82,6 +83,18 @@ class AllocationNotFound(NomadNotFound):
 
 class EvaluationNotFound(NomadNotFound):
     pass
+
+
+class VariableConflict(NomadRejected):
+    """A variable write or delete with ``cas`` lost: ``current_index`` is the variable's ModifyIndex now (0: none).
+
+    The message never carries the variable's items (Nomad's 409 body holds them).
+    """
+
+    def __init__(self, path: str, current_index: int) -> None:
+        super().__init__(f"variable {path}: changed concurrently (ModifyIndex {current_index})", "cas", 409,
+                         "read it again and retry")  # fmt: skip
+        self.current_index = current_index
 
 
 # -- values -------------------------------------------------------------------------------------------------
@@ -141,6 +154,15 @@ class Evaluation:
         return "; ".join(
             f"{group}: {explain_metric(metric)}" for group, metric in sorted(self.failed_tg_allocs.items())
         )
+
+
+@dataclass(frozen=True, slots=True)
+class NomadVariable:
+    """A Nomad Variable as read (``items`` are secrets: never log or show them)."""
+
+    path: str
+    items: Mapping[str, str] = field(repr=False)
+    modify_index: int = 0
 
 
 def explain_metric(metric: Mapping[str, Any]) -> str:
@@ -206,7 +228,7 @@ class NomadClient:
         namespace: str | None = None,
         region: str | None = None,
         timeout_s: float = 10.0,
-        verify: bool | str = True,
+        tls: ClusterTLS | None = None,
         max_threads: int = 16,
     ) -> None:
         self.address = address.rstrip("/")
@@ -214,18 +236,19 @@ class NomadClient:
         self._token = token
         self._namespace = namespace
         self._region = region
-        self._verify = verify
+        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.cluster_tls).
+        self.tls = tls or ClusterTLS.from_env("nomad")
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max_threads)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
-        self._nomad = nomad.Nomad(
-            address=self.address,
-            token=token,
+        self._nomad = python_nomad(
+            self.address,
+            token,
+            tls=self.tls,
             namespace=namespace,
             region=region,
             timeout=timeout_s,
-            verify=verify,
             session=self._session,
         )
         self._raw = _Raw(**self._nomad.requester_settings)
@@ -254,7 +277,7 @@ class NomadClient:
         except nomad_exc.BaseNomadException as exc:
             raise self._translate(what, exc, not_found) from None
         except requests.RequestException as exc:  # raised outside python-nomad's wrapper (e.g. while streaming)
-            raise NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({exc})", _ADDR_HINT) from None
+            raise self._unreachable(what, exc) from None
         except RuntimeError:
             if self._closed:
                 raise NomadUnavailable(f"{what}: the Nomad client is closed") from None
@@ -265,7 +288,7 @@ class NomadClient:
     ) -> NomadError:
         resp = exc.nomad_resp
         if not isinstance(resp, requests.Response):
-            return NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({resp})", _ADDR_HINT)
+            return self._unreachable(what, exc)
         detail = _detail(resp)
         status = resp.status_code
         if _INDEX_CONFLICT in detail:
@@ -284,6 +307,14 @@ class NomadClient:
         if status >= 500 or status == 429:
             return NomadUnavailable(f"{what}: Nomad answered {status} ({detail})", "retry; check the Nomad servers")
         return NomadRejected(f"{what}: Nomad rejected the request ({detail})", detail, status)
+
+    def _unreachable(self, what: str, exc: BaseException) -> NomadUnavailable:
+        """A connection failure; a TLS one names the variable to set (chutes.cluster_tls.explain)."""
+        tls_error = explain(exc, self.tls, self.address)
+        if tls_error is not None:
+            return NomadUnavailable(f"{what}: {tls_error}", tls_error.hint or _ADDR_HINT)
+        cause = getattr(exc, "nomad_resp", exc)
+        return NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({cause})", _ADDR_HINT)
 
     def _raw_call(self, *path: str, method: str, **kwargs: Any) -> requests.Response:
         response: requests.Response = self._raw.request(*path, method=method, **kwargs)
@@ -502,9 +533,11 @@ class NomadClient:
         what = f"logs of allocation {alloc_id}"
         timeout = httpx.Timeout(self._timeout, read=None if follow else self._timeout)
         try:
+            https = self.address.startswith("https://")
+            extensions = {"sni_hostname": self.tls.server_name} if https and self.tls.server_name else None
             async with (
-                httpx.AsyncClient(verify=self._verify, timeout=timeout) as http,
-                http.stream("GET", url, params=params, headers=headers) as response,
+                httpx.AsyncClient(verify=self.tls.ssl_context() if https else True, timeout=timeout) as http,
+                http.stream("GET", url, params=params, headers=headers, extensions=extensions) as response,
             ):
                 if response.status_code != 200:
                     body = (await response.aread()).decode(errors="replace")
@@ -514,7 +547,58 @@ class NomadClient:
                     for data in frames.feed(chunk):
                         yield data
         except httpx.HTTPError as exc:
-            raise NomadUnavailable(f"{what}: Nomad at {self.address} is unreachable ({exc})", _ADDR_HINT) from None
+            raise self._unreachable(what, exc) from None
+
+    # -- variables (the secrets of a chute: nothing here puts items into a message) --
+
+    async def read_variable(self, path: str) -> NomadVariable | None:
+        """The variable at ``path`` (in this client's namespace), or None."""
+        try:
+            data = await self._call(
+                f"read variable {path}", lambda: self._nomad.variable.get_variable(path), NomadNotFound
+            )
+        except NomadNotFound:
+            return None
+        return NomadVariable(path, dict(data.get("Items") or {}), int(data.get("ModifyIndex") or 0))
+
+    async def put_variable(self, path: str, items: Mapping[str, str], *, cas: int | None = None) -> int:
+        """Create or replace the variable (``cas``: only if its ModifyIndex is that, 0: only if absent); the
+        ModifyIndex after the write. VariableConflict when ``cas`` lost."""
+        body: dict[str, Any] = {"Path": path, "Items": dict(items)}
+        if self._namespace:
+            body["Namespace"] = self._namespace
+
+        def put() -> Any:
+            try:
+                return self._nomad.variable.create_variable(path, body, cas=cas)
+            except nomad_exc.VariableConflict as exc:
+                return _conflict_index(exc)
+
+        data = await self._call(f"write variable {path}", put)
+        if isinstance(data, int):
+            raise VariableConflict(path, data)
+        return int(data.get("ModifyIndex") or 0)
+
+    async def delete_variable(self, path: str, *, cas: int | None = None) -> None:
+        """Delete the variable (a missing one is fine); VariableConflict when ``cas`` lost."""
+
+        def delete() -> int | None:
+            try:
+                self._nomad.variable.delete_variable(path, cas=cas)
+            except nomad_exc.VariableConflict as exc:
+                return _conflict_index(exc)
+            return None
+
+        conflict = await self._call(f"delete variable {path}", delete)
+        if conflict is not None:
+            raise VariableConflict(path, conflict)
+
+    async def list_variables(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Metadata (``Path``, ``ModifyIndex``, ...) of the variables under ``prefix``; never items."""
+        data: list[dict[str, Any]] = await self._call(
+            "list variables", lambda: self._nomad.variables.get_variables(prefix=prefix)
+        )
+        return data
 
     def _http_error(self, what: str, status: int, body: str) -> NomadError:
         detail = _detail_text(body)
@@ -525,6 +609,15 @@ class NomadClient:
         if status >= 500:
             return NomadUnavailable(f"{what}: Nomad answered {status} ({detail})")
         return NomadRejected(f"{what}: Nomad rejected the request ({detail})", detail, status)
+
+
+def _conflict_index(exc: nomad_exc.BaseNomadException) -> int:
+    """The current ModifyIndex from a 409 answer (its body is the variable, items included: read only this)."""
+    resp = exc.nomad_resp
+    try:
+        return int(resp.headers.get("X-Nomad-Index") or resp.json().get("ModifyIndex") or 0)
+    except (AttributeError, ValueError, TypeError):
+        return 0
 
 
 _ADDR_HINT = "check NOMAD_ADDR (or --nomad-addr) and that Nomad is running"

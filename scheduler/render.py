@@ -21,6 +21,7 @@ from chutes.identity import chute_id as compute_chute_id
 from chutes.identity import validate_chute_name, validate_username
 from chutes.manifest import JOB_NAME_RE, JobSpec, Manifest
 from chutes.scheduler.placement import Placement, min_vram_mib
+from chutes.scheduler.secret_env import SecretInputError, template_block, validate_name
 
 JOB_PREFIX = "chute-"
 GROUP = "instance"
@@ -36,13 +37,10 @@ PAYLOAD_FILE = "payload.json"
 RUN_ID_META = "run_id"
 RUN_TOKEN_META = "run_token"  # noqa: S105 - a meta key, not a secret
 VERSION_CHARS = 12
-ENV_NAMES = (
-    "CHUTES_CHUTE_ID",
-    "CHUTES_SCHEDULER_URL",
-    "CHUTES_BUNDLE_SHA256",
-    "CHUTES_INSTANCE_TOKEN",
-    "CHUTES_INVOKE_SECRET",
-)
+ENV_NAMES = ("CHUTES_CHUTE_ID", "CHUTES_SCHEDULER_URL", "CHUTES_BUNDLE_SHA256")
+# Credentials never enter the job: the task's template reads them from the job's Nomad Variable (secret_env.py).
+TEMPLATE_ENV_NAMES = ("CHUTES_INSTANCE_TOKEN", "CHUTES_INVOKE_SECRET")
+SECRETS_META = "chute_secrets"  # job Meta: the names (never the values) of the user secrets the template lists
 
 _NS = 1_000_000_000  # Nomad's JSON durations are integer nanoseconds
 TaskDriver = Literal["raw_exec", "docker"]
@@ -116,12 +114,11 @@ class RenderSettings:
 
 @dataclass(frozen=True, slots=True)
 class ChuteRelease:
-    """The per-version values of a chute: its bundle, its secrets, how many instances, where it should go."""
+    """The per-version values of a chute: its bundle, the names of its secrets, how many instances, where."""
 
     bundle_sha256: str
-    instance_token: str
-    invoke_secret: str
     count: int = 1
+    secret_names: tuple[str, ...] = ()  # the user secrets its instances get as environment variables
     preferred_model: str | None = None  # an affinity, from the placement decision
     preferred_nodes: tuple[str, ...] = ()  # Nomad node IDs, an affinity, from the placement decision
     # The built image, ``<registry>/<user>/<name>:<tag>@sha256:<digest>`` (None: no image was built).
@@ -157,7 +154,7 @@ def render_chute_job(manifest: Manifest, release: ChuteRelease, settings: Render
         affinities.append(_affinity(NODE_ID, "set_contains_any", nodes, 50))
     if affinities:
         job["Affinities"] = affinities
-    task = _task(manifest, release, settings, args=[])
+    task = _task(manifest, release, settings, args=[], nomad_job_id=job["ID"])
     job["TaskGroups"] = [
         {
             "Name": GROUP,
@@ -197,7 +194,7 @@ def render_batch_job(
     job = _job_skeleton(manifest, release, settings, batch_job_id(cid, spec.name), "batch")
     job["ParameterizedJob"] = {"Payload": "required", "MetaRequired": [RUN_ID_META, RUN_TOKEN_META]}
     job["Meta"]["chute_job"] = spec.name
-    task = _task(manifest, release, settings, args=["--job", spec.name])
+    task = _task(manifest, release, settings, args=["--job", spec.name], nomad_job_id=job["ID"])
     task["DispatchPayload"] = {"File": PAYLOAD_FILE}
     task["Env"]["CHUTES_JOB_RUN_ID"] = "${NOMAD_META_" + RUN_ID_META + "}"
     task["Env"]["CHUTES_RUN_TOKEN"] = "${NOMAD_META_" + RUN_TOKEN_META + "}"
@@ -233,6 +230,7 @@ def _job_skeleton(
             "chute_name": manifest.name,
             "username": manifest.username,
             "managed_by": "chutes",
+            SECRETS_META: ",".join(sorted(release.secret_names)),
         },
         "Constraints": [
             {
@@ -293,7 +291,9 @@ def _driver_config(
     return config
 
 
-def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, args: list[str]) -> dict[str, Any]:
+def _task(
+    manifest: Manifest, release: ChuteRelease, settings: RenderSettings, args: list[str], nomad_job_id: str
+) -> dict[str, Any]:
     selector = manifest.node_selector
     driver = task_driver(release, settings)
     config = _driver_config(manifest, release, settings, driver, args)
@@ -310,8 +310,6 @@ def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, a
             "CHUTES_CHUTE_ID": manifest.chute_id,
             "CHUTES_SCHEDULER_URL": _literal(scheduler_url, "scheduler URL"),
             "CHUTES_BUNDLE_SHA256": release.bundle_sha256,
-            "CHUTES_INSTANCE_TOKEN": release.instance_token,
-            "CHUTES_INVOKE_SECRET": release.invoke_secret,
         }
     )
     return {
@@ -319,6 +317,7 @@ def _task(manifest: Manifest, release: ChuteRelease, settings: RenderSettings, a
         "Driver": driver,
         "Config": config,
         "Env": env,
+        "Templates": [template_block(nomad_job_id, release.bundle_sha256, release.secret_names)],
         "KillSignal": "SIGTERM",
         "KillTimeout": settings.kill_timeout_s * _NS,
         "Resources": {
@@ -383,10 +382,11 @@ def _check_release(release: ChuteRelease) -> None:
         raise RenderError("bundle_sha256 must be 64 lower-case hex digits")
     if not 0 <= release.count <= 1000:
         raise RenderError(f"instance count {release.count} is out of range (0..1000)")
-    for name, value in (("instance token", release.instance_token), ("invoke secret", release.invoke_secret)):
-        if not value:
-            raise RenderError(f"the {name} is empty")
-        _literal(value, name)
+    for name in release.secret_names:
+        try:
+            validate_name(name)
+        except SecretInputError as exc:
+            raise RenderError(str(exc)) from None
     if release.image_ref is not None and "@sha256:" not in _image_ref(release.image_ref):
         raise RenderError(f"built image {release.image_ref!r} is not pinned by digest (…@sha256:<digest>)")
 

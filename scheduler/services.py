@@ -15,6 +15,7 @@ from chutes.scheduler.events import EventHub
 from chutes.scheduler.invalidation import InvalidationPublisher
 from chutes.scheduler.metrics import SchedulerMetrics
 from chutes.scheduler.nomad_api import NomadClient
+from chutes.scheduler.secret_box import SecretBox
 from chutes.scheduler.store import Store
 
 
@@ -26,6 +27,7 @@ class Services:
     public_url: str
     nomad: NomadClient
     consul: Any  # py-consul's asyncio client (untyped)
+    secrets: SecretBox | None = None  # seals chute secrets at rest (CHUTES_SECRETS_KEY); None: none can be stored
     is_leader: bool = False
     extras: dict[str, Any] = field(default_factory=dict)
     metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)

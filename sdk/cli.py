@@ -22,7 +22,7 @@ app = typer.Typer(
 
 # Modules under chutes.commands that register commands on `app`; a missing one is skipped so that the CLI
 # keeps working while parts of the platform are absent from an installation.
-COMMAND_MODULES = ("inspect", "build", "run", "dev", "deploy", "manage", "invoke", "keys", "jobs")
+COMMAND_MODULES = ("inspect", "build", "run", "dev", "deploy", "manage", "invoke", "keys", "jobs", "secrets")
 
 
 def _register_commands() -> None:

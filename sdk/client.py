@@ -247,6 +247,21 @@ def _usage_params(
     return out
 
 
+def _secret_create(name: str, chute: str, value: str) -> _Request:
+    return _Request("POST", "/v1/secrets", json={"chute": chute, "name": name, "value": value})
+
+
+def _secret_list(chute: str | None, everyone: bool) -> _Request:
+    params = {"chute": chute} if chute else {}
+    if everyone:
+        params["all"] = "true"
+    return _Request("GET", "/v1/secrets", params=params)
+
+
+def _secret_delete(name: str, chute: str) -> _Request:
+    return _Request("DELETE", f"/v1/secrets/{_ref(name)}", params={"chute": chute})
+
+
 def invocation_path(username: str, chute_name: str, path: str) -> str:
     """The gateway path of a cord: ``/<username>/<chute_slug>/<public_api_path>``."""
     return f"/{quote(username, safe='')}/{slugify(chute_name)}/{path.lstrip('/')}"
@@ -357,6 +372,20 @@ class Client:
 
     def delete_key(self, key_id: str) -> None:
         self._send(_Request("DELETE", f"/v1/keys/{_ref(key_id)}"))
+
+    # -- secrets
+
+    def create_secret(self, name: str, value: str, *, chute: str) -> JSON:
+        """Create or replace the secret ``name`` of ``chute`` (id, name or slug; a name may be of a chute not
+        deployed yet). The chute's instances get it as an environment variable; the value is never shown again."""
+        return dict(self._json(_secret_create(name, chute, value)))
+
+    def list_secrets(self, chute: str | None = None, *, everyone: bool = False) -> list[JSON]:
+        """Names, chutes and times of your secrets (``everyone``: all users', admins only); never values."""
+        return _items(self._json(_secret_list(chute, everyone)), "secrets", "items")
+
+    def delete_secret(self, name: str, *, chute: str) -> None:
+        self._send(_secret_delete(name, chute))
 
     # -- chutes
 
@@ -673,6 +702,15 @@ class AsyncClient:
 
     async def delete_key(self, key_id: str) -> None:
         await self._send(_Request("DELETE", f"/v1/keys/{_ref(key_id)}"))
+
+    async def create_secret(self, name: str, value: str, *, chute: str) -> JSON:
+        return dict(await self._json(_secret_create(name, chute, value)))
+
+    async def list_secrets(self, chute: str | None = None, *, everyone: bool = False) -> list[JSON]:
+        return _items(await self._json(_secret_list(chute, everyone)), "secrets", "items")
+
+    async def delete_secret(self, name: str, *, chute: str) -> None:
+        await self._send(_secret_delete(name, chute))
 
     async def deploy(self, chute: Chute | str, *, public: bool = False) -> JSON:
         return dict(await self._json(_prepare_deploy(chute, public)))

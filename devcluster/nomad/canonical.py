@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from chutes.devcluster.durations import NS_PER_S
-from chutes.devcluster.nomad import models
+from chutes.devcluster.nomad import models, templates
 from chutes.devcluster.nomad.constraints import OPERATORS
 from chutes.devcluster.nomad.docker_config import docker_config_problems
 from chutes.devcluster.nomad.placement import SUPPORTED_DRIVERS
@@ -165,6 +165,7 @@ def validate(job: models.Job) -> None:
                 problems.append(f"{twhere}: KillTimeout must be a positive value")
             _constraints(task.Constraints, twhere, problems)
             _affinities(task.Affinities, twhere, problems)
+            problems.extend(templates.problems(task.Templates, twhere))
             for device in (task.Resources.Devices if task.Resources else None) or []:
                 if not device.Name:
                     problems.append(f"{twhere}: device request is missing Name")

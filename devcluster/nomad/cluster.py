@@ -22,6 +22,8 @@ from chutes.devcluster.nomad.records import Allocation, Evaluation, now_ns
 from chutes.devcluster.nomad.scheduler import Plan, Scheduler
 from chutes.devcluster.nomad.services import ServiceRegistrar
 from chutes.devcluster.nomad.state import NomadState
+from chutes.devcluster.nomad.template_runner import RestartQueue, signal_task
+from chutes.devcluster.nomad.variables import VariableStore
 from chutes.devcluster.state.index import IndexStore
 
 log = logging.getLogger(__name__)
@@ -44,6 +46,7 @@ class NomadCluster:
         docker: DockerDriver | None = None,
     ) -> None:
         self.state = NomadState(index)
+        self.variables = VariableStore(index)
         self.docker = docker
         self.catalog = catalog
         for node in nodes:
@@ -58,6 +61,8 @@ class NomadCluster:
         self._background: set[asyncio.Task[None]] = set()
         self._last_status: dict[str, str] = {}
         self.scaling_events: dict[str, dict[str, list[dict[str, object]]]] = {}
+        self.template_restarts = RestartQueue(self._spawn, self._template_healthy)
+        self.variables.on_change.append(self._variable_changed)
 
     @property
     def local_node(self) -> Node:
@@ -158,6 +163,7 @@ class NomadCluster:
             self.registrar,
             self._client_update,
             self.docker,
+            variables=self.variables,
         )
         self.runners[alloc.id] = runner
         runner.start(restarted=restarted)
@@ -198,6 +204,33 @@ class NomadCluster:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    # -- templates -------------------------------------------------------------------------------------------
+
+    def _variable_changed(self, namespace: str, path: str) -> None:
+        """Templates reading the variable render again; restarts queue up one allocation at a time."""
+        if self.closing:
+            return
+        for runner in list(self.runners.values()):
+            if runner.done or runner.stopping:
+                continue
+            for task in runner.tasks:
+                if task.templates is None or not task.templates.reads(namespace, path):
+                    continue
+                mode = task.templates.changed(namespace, path)
+                if mode == "restart":
+                    self.template_restarts.request(runner, task.name)
+                elif mode == "signal":
+                    self._spawn(signal_task(task, task.templates.change_signal()))
+
+    def _template_healthy(self, runner: AllocRunner) -> bool:
+        """Every task runs again and, if the group registers services, they are back with passing checks."""
+        if not runner.tasks or not all(t.state.state == "running" for t in runner.tasks):
+            return False
+        has_services = bool(runner.group.Services) or any(t.task.Services for t in runner.tasks)
+        if has_services and not runner.services_registered:
+            return False
+        return self.alloc_healthy(runner.alloc)
 
     # -- nodes ---------------------------------------------------------------------------------------------
 

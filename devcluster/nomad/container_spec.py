@@ -121,15 +121,27 @@ def published_ports(config_ports: Sequence[str], alloc_ports: Sequence[Mapping[s
 
 
 def env_file_text(env: Mapping[str, str]) -> str:
-    """An env file for ``podman create --env-file`` (secrets stay off the command line, where ``ps`` shows it)."""
+    """An env file for ``podman create --env-file`` (secrets stay off the command line, where ``ps`` shows it).
+
+    A value that spans lines (a PEM key kept as a chute secret) cannot be written in an env file: its line names
+    the variable only, and podman takes the value from its own environment (see :func:`multiline_env`)."""
     lines = []
     for name, value in env.items():
         if not check_env_name(name):
             raise ContainerSpecError(f"environment variable name {name!r} cannot be passed to a container")
-        if "\n" in value or "\r" in value or "\x00" in value:
-            raise ContainerSpecError(f"the value of environment variable {name} spans lines; containers refuse it")
-        lines.append(f"{name}={value}")
+        if "\x00" in value:
+            raise ContainerSpecError(f"the value of environment variable {name} contains a NUL byte")
+        lines.append(name if _spans_lines(value) else f"{name}={value}")
     return "\n".join(lines) + "\n"
+
+
+def multiline_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` whose values span lines: ``podman create`` must run with them in its environment."""
+    return {name: value for name, value in env.items() if _spans_lines(value)}
+
+
+def _spans_lines(value: str) -> bool:
+    return "\n" in value or "\r" in value
 
 
 def _bind(host: Path, inside: str) -> list[str]:

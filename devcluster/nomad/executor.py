@@ -29,6 +29,9 @@ from chutes.devcluster.nomad.podman import DockerDriver, DriverError
 from chutes.devcluster.nomad.records import Allocation, TaskEvent, TaskState, now_ns
 from chutes.devcluster.nomad.services import ServiceRegistrar
 from chutes.devcluster.nomad.taskenv import TaskDirs, host_environment, interpolate, task_env
+from chutes.devcluster.nomad.template_runner import RESTART_REASON, TaskTemplates
+from chutes.devcluster.nomad.templates import TemplateFailed
+from chutes.devcluster.nomad.variables import VariableStore
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,11 @@ class TaskRunner:
         self.proc: asyncio.subprocess.Process | None = None
         self.exited = asyncio.Event()
         self.restart_times: list[float] = []
+        # Template blocks (template_runner.py): rendered before each start; a change may restart the task.
+        variables = owner.variables
+        self.templates = TaskTemplates.of(owner, task, variables) if variables is not None else None
+        self.template_env: dict[str, str] = {}
+        self.restart_requested = False
         self.container = task.Driver == "docker"
 
     @property
@@ -110,6 +118,17 @@ class TaskRunner:
         while not self.owner.stopping:
             exit_code: int | None = None
             failure = ""
+            if self.templates is not None:
+                try:
+                    rendered = await self.templates.prestart(self.owner.stop_event)
+                except TemplateFailed as exc:
+                    self._event("Task hook failed", f'prestart hook "template" failed: {exc}', failed=True)
+                    self._finish(failed=True)
+                    self.owner.sibling_failed(self)
+                    return
+                if rendered is None:
+                    break
+                self.template_env = rendered
             try:
                 await self._start()
             except OSError as exc:
@@ -140,6 +159,14 @@ class TaskRunner:
                 )
             if self.owner.stopping:
                 break
+            if self.restart_requested:  # a template changed: start again now, outside the restart policy
+                self.restart_requested = False
+                self.state.state = "pending"
+                self.state.restarts += 1
+                self.state.last_restart_ns = now_ns()
+                self._event("Restarting", "Task restarting in 0s",
+                            details={"restart_reason": RESTART_REASON, "start_delay": "0"})  # fmt: skip
+                continue
             if exit_code == 0 and job_type in ("batch", "sysbatch"):
                 self._finish(failed=False)
                 return
@@ -195,6 +222,7 @@ class TaskRunner:
         alloc, job, node = self.owner.alloc, self.owner.job, self.owner.node
         group = self.owner.group
         env = task_env(alloc, job, group, self.task, node, self.dirs)
+        env.update(self.template_env)  # as in Nomad, template env vars override the task's Env
         self.owner.env[self.name] = env
         config = self.task.Config or {}
         command = interpolate(str(config.get("command", "")), env, node)
@@ -234,7 +262,7 @@ class TaskRunner:
             starting = asyncio.ensure_future(
                 owner.docker_driver().start(
                     owner.alloc, owner.job, owner.group, self.task, owner.node, self.dirs, (stdout, stderr),
-                    lambda kind, message: self._event(kind, message),
+                    lambda kind, message: self._event(kind, message), template_env=self.template_env,
                 )
             )  # fmt: skip
             stopped = asyncio.ensure_future(owner.stop_event.wait())
@@ -271,6 +299,16 @@ class TaskRunner:
         if found is None:
             raise FileNotFoundError(2, f"executable {command!r} not found in $PATH", command)
         return found
+
+    async def restart(self, reason: str) -> None:
+        """Restart the running task (a template's ``change_mode = "restart"``): its services go first."""
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return
+        self.restart_requested = True
+        self._event("Restart Signaled", reason)
+        self.owner.deregister_services()
+        await self.kill(reason)
 
     async def kill(self, reason: str) -> None:
         proc = self.proc
@@ -323,7 +361,9 @@ class AllocRunner:
         registrar: ServiceRegistrar,
         notify: Callable[[Allocation], None],
         docker: DockerDriver | None = None,
+        variables: VariableStore | None = None,
     ) -> None:
+        self.variables = variables
         self.alloc = alloc
         self.docker = docker
         self.job = job
@@ -415,6 +455,24 @@ class AllocRunner:
             for task in self.tasks:
                 if task is not failed:
                     self.spawn_kill(task, f"Sibling task {failed.name} failed")
+
+    @property
+    def services_registered(self) -> bool:
+        return self._services_registered
+
+    def deregister_services(self) -> None:
+        self._deregister()
+
+    def task_event(self, task: str, kind: str, message: str) -> None:
+        state = self.alloc.task_states.get(task)
+        if state is not None:
+            state.event(TaskEvent(type=kind, message=message))
+            self.changed()
+
+    async def restart_task(self, task: str, reason: str) -> None:
+        for runner in self.tasks:
+            if runner.name == task:
+                await runner.restart(reason)
 
     def _deregister(self) -> None:
         if self._services_registered:

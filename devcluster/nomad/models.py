@@ -242,6 +242,28 @@ class TaskLifecycle(NomadModel):
     Sidecar: bool | None = None
 
 
+class Template(NomadModel):
+    """A ``template`` block; docs/devcluster.md says which parts the devcluster renders."""
+
+    SourcePath: str | None = None
+    DestPath: str | None = None
+    EmbeddedTmpl: str | None = None
+    ChangeMode: str | None = None
+    ChangeScript: dict[str, Any] | None = None
+    ChangeSignal: str | None = None
+    Splay: int | None = None
+    Perms: str | None = None
+    Uid: int | None = None
+    Gid: int | None = None
+    LeftDelim: str | None = None
+    RightDelim: str | None = None
+    Envvars: bool | None = None
+    VaultGrace: int | None = None
+    Wait: dict[str, Any] | None = None
+    ErrMissingKey: bool | None = None  # Nomad 1.5+
+    Once: bool | None = None  # Nomad 1.11+
+
+
 class Task(NomadModel):
     Name: str | None = None
     Driver: str | None = None
@@ -259,7 +281,7 @@ class Task(NomadModel):
     LogConfig: LogConfigT | None = None
     Artifacts: list[dict[str, Any]] | None = None
     Vault: dict[str, Any] | None = None
-    Templates: list[dict[str, Any]] | None = None
+    Templates: list[Template] | None = None
     DispatchPayload: DispatchPayloadConfig | None = None
     VolumeMounts: list[dict[str, Any]] | None = None
     CSIPluginConfig: dict[str, Any] | None = None
@@ -412,6 +434,7 @@ SPEC_SCHEMAS: dict[type[NomadModel], tuple[str, frozenset[str]]] = {
     ParameterizedJobConfig: ("ParameterizedJobConfig", frozenset()),
     DispatchPayloadConfig: ("DispatchPayloadConfig", frozenset()),
     TaskLifecycle: ("TaskLifecycle", frozenset()),
+    Template: ("Template", frozenset({"ErrMissingKey", "Once"})),
     Task: ("Task", frozenset()),
     TaskGroup: ("TaskGroup", frozenset()),
     Job: ("Job", frozenset()),

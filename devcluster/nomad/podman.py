@@ -40,6 +40,7 @@ from chutes.devcluster.nomad.container_spec import (
     container_name,
     create_argv,
     env_file_text,
+    multiline_env,
     plan_gpus,
     published_ports,
 )
@@ -101,7 +102,11 @@ class Podman:
         self.binary = binary
         self.env = podman_environment()
 
-    async def run(self, *args: str, limit_s: float = COMMAND_TIMEOUT_S) -> tuple[int, str, str]:
+    async def run(
+        self, *args: str, limit_s: float = COMMAND_TIMEOUT_S, env: Mapping[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        """``env``: variables added to podman's (scrubbed) environment: the multi-line values a container's env
+        file names only, which podman takes from its own environment."""
         proc = await asyncio.create_subprocess_exec(
             self.binary,
             *args,
@@ -109,7 +114,7 @@ class Podman:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            env=self.env,
+            env={**self.env, **env} if env else self.env,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), limit_s)
@@ -142,8 +147,8 @@ class Podman:
         if code != 0:
             raise DriverError(f"failed to pull `{ref}`: {_tail(err)}")
 
-    async def create(self, argv: Sequence[str]) -> str:
-        code, out, err = await self.run(*argv[1:])
+    async def create(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+        code, out, err = await self.run(*argv[1:], env=env)
         if code != 0:
             raise DriverError(f"failed to create container: {_tail(err)}")
         return out.strip()
@@ -278,10 +283,15 @@ class DockerDriver:
         dirs: TaskDirs,
         logs: tuple[IO[bytes], IO[bytes]],
         event: Callable[[str, str], None],
+        template_env: Mapping[str, str] | None = None,
     ) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
-        """Pull, create and start the task's container; returns the attached process and the task's env."""
+        """Pull, create and start the task's container; returns the attached process and the task's env.
+
+        ``template_env``: what the task's ``env = true`` templates rendered (a chute's secrets, instance token
+        and invoke secret); as in Nomad it overrides the task's Env."""
         name = task.Name or ""
         env = task_env(alloc, job, group, task, node, dirs, in_container=True)
+        env.update(template_env or {})
         try:
             config = parse_docker_config({k: self._interpolate(v, env, node) for k, v in (task.Config or {}).items()})
             gpus = self._gpus(alloc, task, node, config)
@@ -318,7 +328,7 @@ class DockerDriver:
             gpus=gpus,
         )
         try:
-            await self.podman.create(create_argv(self.podman.binary, spec))
+            await self.podman.create(create_argv(self.podman.binary, spec), env=multiline_env(env))
         except ContainerSpecError as exc:
             raise DriverError(str(exc)) from None
         finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,10 @@ class Snapshotter:
         data = json.dumps(self.collect())
         tmp = self.path.with_name(self.path.name + ".tmp")
         # No fsync: the file must survive the devcluster being killed (the OS keeps the data), not power loss.
-        tmp.write_text(data)
+        # Owner-only: it holds Nomad Variables (secrets) in clear.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(data)
         tmp.replace(self.path)
         self.dirty = False
 

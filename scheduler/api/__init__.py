@@ -11,7 +11,18 @@ import importlib
 
 from fastapi import APIRouter
 
-ROUTER_MODULES = ("users", "observe", "chutes", "nodes", "instances", "internal", "jobs", "usage", "telemetry")
+ROUTER_MODULES = (
+    "users",
+    "observe",
+    "chutes",
+    "nodes",
+    "instances",
+    "internal",
+    "jobs",
+    "usage",
+    "telemetry",
+    "secrets",
+)
 # Order matters: "observe" declares /v1/chutes/{ref}/instances|events|logs before "chutes" declares /v1/chutes/{ref}.
 
 

@@ -26,6 +26,7 @@ NAMING_CONVENTION = {
 TABLE_MODULES = (
     "chutes.scheduler.store.models",
     "chutes.scheduler.store.metering_models",
+    "chutes.scheduler.store.secret_models",
     "chutes.scheduler.store.control_models",
 )
 

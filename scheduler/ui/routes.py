@@ -10,6 +10,7 @@ The routes are left out of the OpenAPI document: they serve this page, not API c
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -63,8 +64,22 @@ router = APIRouter(include_in_schema=False)
 FEATURE_PREFIXES = {"images": "/v1/images", "secrets": "/v1/secrets", "live_usage": "/v1/usage/live"}
 
 
+def route_paths(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:
+    """Every path an app serves. Recent FastAPI versions include a router lazily, as one route holding the
+    original router (``original_router``, its prefix in ``include_context``), so its paths are found inside."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if included is not None:
+            inner = str(getattr(getattr(route, "include_context", None), "prefix", "") or "")
+            yield from route_paths(getattr(included, "routes", ()), prefix + inner)
+            continue
+        path = getattr(route, "path", None)
+        if isinstance(path, str):
+            yield prefix + path
+
+
 def features(request: Request, services: Services) -> Features:
-    paths = [str(getattr(route, "path", "")) for route in request.app.routes]
+    paths = list(route_paths(request.app.routes))
     found = {name: any(p.startswith(prefix) for p in paths) for name, prefix in FEATURE_PREFIXES.items()}
     return Features(gateway=bool(services.config.gateway_url), **found)
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from chutes.cluster_tls import ClusterTLS
 from chutes.invalidation import DEFAULT_KEY
 
 #: Nomad and Consul policies per part (docs/cluster.md §5 explains each line)
@@ -98,13 +99,15 @@ def provision(
     consul_management: str,
     stored: dict[str, str],
     timeout: float = 10.0,
+    tls: ClusterTLS | None = None,
 ) -> dict[str, PartTokens]:
     """Put each part's policies and make (or keep) its tokens; ``stored`` holds secrets of earlier runs and
-    is updated with the new ones (``<part>_nomad_token``, ``<part>_consul_token``)."""
+    is updated with the new ones (``<part>_nomad_token``, ``<part>_consul_token``). ``tls``: how to reach a
+    devcluster serving HTTPS (the dev stack gives both APIs the same CA and client certificate)."""
     tokens: dict[str, PartTokens] = {}
     nomad_h = {"X-Nomad-Token": nomad_management}
     consul_h = {"X-Consul-Token": consul_management}
-    with httpx.Client(timeout=timeout) as client:
+    with tls.httpx_client(timeout=timeout) if tls is not None else httpx.Client(timeout=timeout) as client:
         for part, (nomad_rules, consul_rules) in POLICIES.items():
             name = f"chutes-{part}"
             _check(

@@ -6,17 +6,19 @@ removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.d
 command line, environment and env file, so with the same tokens.
 
 Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``), a key with the
-``gateway`` role for the gateway, and a user whose name matches the examples' ``username="demo"`` by default.
+``gateway`` role for the gateway, a user whose name matches the examples' ``username="demo"`` by default, and
+the key that seals chute secrets (``CHUTES_SECRETS_KEY``).
 
-The devcluster always runs with ACLs (``chutes.dev.acl``), whether instances run in containers or not:
-management tokens for Nomad and Consul (written to the data directory as ``nomad_token`` and
-``consul_token``) and a least-privilege token per part. Secrets reach the parts through 0600 files named by
-``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their environment or command line, which any process
-of the same user could read in ``/proc``.
+The devcluster always runs with ACLs (``chutes.dev.acl``), whether instances run in containers or not, and
+optionally over mutual TLS (``StackTLS``): management tokens for Nomad and Consul (written to the data
+directory as ``nomad_token`` and ``consul_token``) and a least-privilege token per part. Secrets reach the
+parts through 0600 files named by ``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their environment or
+command line, which any process of the same user could read in ``/proc``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -35,6 +37,7 @@ from typing import IO, Any
 import httpx
 
 from chutes.client import ChutesAPIError, Client
+from chutes.cluster_tls import ClusterTLS, Service
 from chutes.dev.acl import ACLSetupError, PartTokens, new_secret, provision
 from chutes.dev.containers import (
     ContainerPlan,
@@ -46,6 +49,7 @@ from chutes.dev.containers import (
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
 from chutes.dev.supervise import StablePorts, Supervisor, become_subreaper
+from chutes.dev.tls import StackTLS
 
 DEFAULT_USERNAME = "demo"
 ADMIN_USERNAME = "admin"
@@ -98,6 +102,11 @@ def new_key() -> str:
     return "cnk_" + secrets.token_urlsafe(32)
 
 
+def new_secrets_key() -> str:
+    """A ``CHUTES_SECRETS_KEY``: 32 random bytes, URL-safe base64."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
+
+
 def executable(name: str) -> str:
     """A console script of this installation: beside the running interpreter first, then on PATH."""
     beside = Path(sys.executable).parent / name
@@ -122,9 +131,12 @@ def local_gpu_count() -> int:
     return len(inventory.gpus) if inventory is not None else 0
 
 
-def _ok(url: str, headers: dict[str, str] | None = None) -> bool:
+def _ok(url: str, headers: dict[str, str] | None = None, tls: ClusterTLS | None = None) -> bool:
     try:
-        return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        if tls is None:
+            return httpx.get(url, headers=headers, timeout=2.0).status_code == 200
+        with tls.httpx_client(timeout=2.0) as http:
+            return http.get(url, headers=headers).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -150,6 +162,7 @@ class DevStack:
         use_local_gpus: bool = True,
         timeout: float = 60.0,
         echo: Callable[[str], None] = print,
+        tls: StackTLS | None = None,
         containers: ContainersMode = "auto",
         domain: str | None = None,
     ) -> None:
@@ -161,6 +174,7 @@ class DevStack:
         self.timeout = timeout
         self.echo = echo
         self.domain = domain
+        self.tls = tls  # mutual TLS to the devcluster (chutes.dev.tls)
         self.children: list[Child] = []
         self.info: StackInfo | None = None
         self.containers_mode: ContainersMode = containers
@@ -182,7 +196,12 @@ class DevStack:
         except (OSError, ValueError):
             loaded = {}
         data = {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-        fresh = {"admin_key": new_key, "nomad_token": new_secret, "consul_token": new_secret}
+        fresh = {
+            "admin_key": new_key,
+            "nomad_token": new_secret,
+            "consul_token": new_secret,
+            "secrets_key": new_secrets_key,  # seals chute secrets in the scheduler's store (CHUTES_SECRETS_KEY)
+        }
         missing = [name for name in fresh if name not in data]
         for name in missing:
             data[name] = fresh[name]()
@@ -204,7 +223,8 @@ class DevStack:
         return {"CHUTES_ENV_FILE": str(path)}
 
     def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
-        child = Child(name=name, argv=argv, env=env or {}, log_path=self.logs_dir / f"{name}.log")
+        tls_env = self.tls.client_env() if self.tls is not None else {}
+        child = Child(name=name, argv=argv, env={**tls_env, **(env or {})}, log_path=self.logs_dir / f"{name}.log")
         child.start()
         self.children.append(child)
         return child
@@ -245,15 +265,20 @@ class DevStack:
             if node.simulated:
                 argv += ["--node", node.flag()]
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
+        argv += self.tls.devcluster_args() if self.tls is not None else []
         argv += self.containers.devcluster_args()
         child = self._child("devcluster", argv)
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
-        nomad, consul = f"http://127.0.0.1:{ports['nomad']}", f"http://127.0.0.1:{ports['consul']}"
+        scheme = "https" if self.tls is not None else "http"
+        nomad, consul = f"{scheme}://127.0.0.1:{ports['nomad']}", f"{scheme}://127.0.0.1:{ports['consul']}"
         management = {"X-Nomad-Token": keys["nomad_token"]}
         wait_for(
-            lambda: _ok(f"{nomad}/v1/nodes", management) and _ok(f"{consul}/v1/status/leader"),
+            lambda: (
+                _ok(f"{nomad}/v1/nodes", management, self._tls("nomad"))
+                and _ok(f"{consul}/v1/status/leader", tls=self._tls())
+            ),
             what="answering",
             child=child,
             timeout=self.timeout,
@@ -262,13 +287,15 @@ class DevStack:
         self._keep_port(child, "consul", "--consul-port", ports["consul"])
         tasks = self.data_dir / "devcluster" / "tasks.json"
         self.supervisor.watch(
-            child, on_death=lambda: _reap_tasks(tasks), is_up=lambda: _ok(f"{nomad}/v1/nodes", management)
+            child,
+            on_death=lambda: _reap_tasks(tasks),
+            is_up=lambda: _ok(f"{nomad}/v1/nodes", management, self._tls("nomad")),
         )
         return nomad, consul
 
     def _cluster_tokens(self, nomad: str, consul: str, keys: dict[str, str]) -> dict[str, PartTokens]:
         try:
-            parts = provision(nomad, consul, keys["nomad_token"], keys["consul_token"], keys)
+            parts = provision(nomad, consul, keys["nomad_token"], keys["consul_token"], keys, tls=self._tls())
         except (ACLSetupError, httpx.HTTPError) as exc:
             raise DevStackError(
                 f"cannot set up the devcluster's ACL tokens: {exc}", hint=f"see {self.logs_dir}"
@@ -290,14 +317,22 @@ class DevStack:
         seen = {"X-Consul-Token": tokens.consul}
         for node, child in started:
             wait_for(
-                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}", seen),  # type: ignore[misc]
+                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}", seen, self._tls()),  # type: ignore[misc]
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
             )
 
+    def _tls(self, service: Service = "consul") -> ClusterTLS | None:
+        return self.tls.client(service) if self.tls is not None else None
+
     def _start_scheduler(
-        self, nomad: str, consul: str, admin_key: str, tokens: PartTokens, gateway_url: str | None = None
+        self,
+        nomad: str,
+        consul: str,
+        keys: dict[str, str],
+        tokens: PartTokens,
+        gateway_url: str | None = None,
     ) -> str:
         port_file = self._port_file("scheduler")
         argv = [
@@ -327,7 +362,12 @@ class DevStack:
             env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
         env |= self._env_file(
             "scheduler",
-            {"CHUTES_ADMIN_KEY": admin_key, "NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul},
+            {
+                "CHUTES_ADMIN_KEY": keys["admin_key"],
+                "CHUTES_SECRETS_KEY": keys["secrets_key"],
+                "NOMAD_TOKEN": tokens.nomad,
+                "CONSUL_HTTP_TOKEN": tokens.consul,
+            },
         )
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
@@ -445,9 +485,7 @@ class DevStack:
             # the gateway starts after the scheduler, which makes its gateway-role key.
             gateway_port = self.ports.ask("gateway") or _free_port()
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(
-                nomad, consul, keys["admin_key"], parts["scheduler"], f"http://127.0.0.1:{gateway_port}"
-            )
+            api_url = self._start_scheduler(nomad, consul, keys, parts["scheduler"], f"http://127.0.0.1:{gateway_port}")
             self.echo("starting the gateway ...")
             gateway_key = self._gateway_key(api_url, keys)
             gateway_url = self._start_gateway(api_url, nomad, consul, gateway_key, parts["gateway"], gateway_port)

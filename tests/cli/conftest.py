@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chutes.scheduler.secret_box import generate_key
+
 BIN = Path(sys.executable).parent
 
 
@@ -23,6 +25,8 @@ class Scheduler:
     url: str
     admin_key: str
     log: Path
+    secrets_key: str = ""
+    data_dir: Path | None = None
 
     def new_user(self, username: str) -> str:
         resp = httpx.post(
@@ -48,9 +52,11 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduler]:
     tmp = tmp_path_factory.mktemp("scheduler")
     port_file, log = tmp / "port", tmp / "scheduler.log"
     admin_key = "cnk_" + secrets.token_urlsafe(32)
+    secrets_key = generate_key()
     env = {
         **os.environ,
         "CHUTES_ADMIN_KEY": admin_key,
+        "CHUTES_SECRETS_KEY": secrets_key,
         "NOMAD_ADDR": "http://127.0.0.1:9",
         "CONSUL_HTTP_ADDR": "http://127.0.0.1:9",
         "CHUTES_LOG_LEVEL": "warning",
@@ -65,7 +71,8 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduler]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"chutes-scheduler did not start:\n{log.read_text()}")
             time.sleep(0.05)
-        yield Scheduler(f"http://127.0.0.1:{int(port_file.read_text())}", admin_key, log)
+        url = f"http://127.0.0.1:{int(port_file.read_text())}"
+        yield Scheduler(url, admin_key, log, secrets_key=secrets_key, data_dir=tmp / "data")
     finally:
         _stop(proc)
 

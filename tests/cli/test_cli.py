@@ -17,11 +17,15 @@ pytestmark = pytest.mark.timeout(60)
 CHUTES = str(Path(sys.executable).parent / "chutes")
 
 
-def run(*args: str, env: dict[str, str] | None = None, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, env: dict[str, str] | None = None, config: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
     base["CHUTES_CONFIG"] = str(config or "/nonexistent/chutes-config.ini")
     base["COLUMNS"] = "200"
-    return subprocess.run([CHUTES, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=30)
+    return subprocess.run(
+        [CHUTES, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=30, input=stdin or ""
+    )
 
 
 def _refused_url() -> str:

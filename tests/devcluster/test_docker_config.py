@@ -13,6 +13,7 @@ from chutes.devcluster.nomad.container_spec import (
     container_name,
     create_argv,
     env_file_text,
+    multiline_env,
     plan_gpus,
     published_ports,
 )
@@ -143,9 +144,16 @@ def test_ports_map_host_to_container_and_unknown_labels_fail() -> None:
 
 def test_env_file_keeps_secrets_off_the_command_line_and_refuses_what_it_cannot_hold() -> None:
     assert env_file_text({"A": "1", "B": "x=y #z"}) == "A=1\nB=x=y #z\n"
-    for bad in ({"A": "two\nlines"}, {"A=B": "1"}, {"#A": "1"}):
+    for bad in ({"A": "a\x00b"}, {"A=B": "1"}, {"#A": "1"}):
         with pytest.raises(ContainerSpecError):
             env_file_text(bad)
+
+
+def test_values_spanning_lines_are_named_in_the_env_file_and_given_through_podmans_environment() -> None:
+    env = {"A": "1", "PEM": "-----BEGIN-----\nAAAA\n-----END-----", "CR": "x\ry"}
+    assert env_file_text(env) == "A=1\nPEM\nCR\n"  # a bare name: podman reads the value from its environment
+    assert multiline_env(env) == {"PEM": env["PEM"], "CR": "x\ry"}
+    assert multiline_env({"A": "1"}) == {}
 
 
 def test_create_argv_is_isolated_limited_and_labelled(tmp_path: Path) -> None:

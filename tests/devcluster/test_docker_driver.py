@@ -21,6 +21,7 @@ import nomad.api.exceptions
 import pytest
 
 from chutes.devcluster.nomad.container_spec import LABEL_ALLOC
+from chutes.scheduler.secret_env import template_block, variable_items, variable_path
 from tests.devcluster.waiting import wait_for
 from tests.support.containers import (
     MARKER,
@@ -245,6 +246,55 @@ def test_task_runs_in_its_image_pulled_by_digest_with_ports_env_limits_gpus_logs
     assert "got SIGTERM" in n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True)
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
     assert _passing(c, "box") == []
+
+
+def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
+    ddc: DevclusterHandle, image: str
+) -> None:
+    """What the scheduler renders for a chute in its image: the template of secret_env.py reads the job's
+    Variable, and its secrets, instance token and invoke secret are in the container's environment."""
+    n, c = ddc.nomad(), ddc.consul()
+    sha = "ab" * 32
+    pem = '-----BEGIN KEY-----\nAAAA "q" \\x\n-----END KEY-----'  # spans lines: not in an env file
+    items = variable_items("inv-s3cret", {sha: "cit_tok3n"}, {"HF_TOKEN": "hf_s3cret v1", "PEM": pem})
+    n.variable.create_variable(variable_path("boxsecret"), {"Items": items})
+    job = docker_job("boxsecret", image, Templates=[template_block("boxsecret", sha, ["HF_TOKEN", "PEM"])])
+    n.jobs.register_job({"Job": job})
+    alloc = _alloc(n, "boxsecret")
+    wait_for(lambda: _passing(c, "boxsecret"), timeout_s=180, what=f"a passing check; {_events(n, alloc['ID'])}")
+
+    def inside() -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(f"http://127.0.0.1:{_port(alloc)}/", timeout=10).json()
+        return result
+
+    first = inside()
+    env = first["env"]
+    assert env["HF_TOKEN"] == "hf_s3cret v1" and env["PEM"] == pem
+    assert env["CHUTES_INSTANCE_TOKEN"] == "cit_tok3n" and env["CHUTES_INVOKE_SECRET"] == "inv-s3cret"
+    assert env["CHUTES_SECRET"] == "s3cret"  # the task's own Env stays
+    registered = json.dumps(n.job.get_job("boxsecret"))
+    assert "hf_s3cret" not in registered and "cit_tok3n" not in registered and "inv-s3cret" not in registered
+    name = f"main-{alloc['ID']}"
+    assert "hf_s3cret" not in json.dumps(_inspect(name)["HostConfig"])
+    assert not (ddc.data_dir / "allocs" / alloc["ID"] / "main" / "container.env").exists()
+
+    # A new value: the container restarts in place (change_mode restart) and has it.
+    items["HF_TOKEN"] = "hf_s3cret v2"
+    n.variable.create_variable(variable_path("boxsecret"), {"Items": items})
+
+    def rotated() -> bool:
+        try:
+            return bool(inside()["env"]["HF_TOKEN"] == "hf_s3cret v2")
+        except (httpx.HTTPError, ValueError):
+            return False
+
+    wait_for(rotated, timeout_s=90, what=f"the restarted container with the new value; {_events(n, alloc['ID'])}")
+    assert "Restart Signaled: Template with change_mode restart re-rendered" in _events(n, alloc["ID"])
+    assert n.allocation.get_allocation(alloc["ID"])["TaskStates"]["main"]["Restarts"] == 1
+    assert inside()["env"]["PEM"] == pem
+    n.job.deregister_job("boxsecret", purge=True)
+    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
 
 
 def test_kill_timeout_then_sigkill_and_nothing_left(ddc: DevclusterHandle, image: str) -> None:

@@ -7,11 +7,13 @@ chute runs that image by digest (until images are built by the platform, a chute
 - Inside its container a chute finds no platform key or cluster token, and the devcluster's APIs refuse it.
 - Kill one instance's container from outside while calls flow: Consul marks it critical, the gateway stops
   routing to it, the restart policy starts a new container, and no call fails while the second instance serves.
+- A secret created with ``chutes secrets create`` is in the container's environment (the job's template).
 - Scale to zero, ``chutes chutes delete`` and a stopped ``chutes dev`` leave no container and no allocation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHUTES = str(Path(sys.executable).parent / "chutes")
 
 CHUTE = """
+import hashlib
 import os
 import socket
 from pathlib import Path
@@ -60,6 +63,7 @@ async def where(self: Chute) -> dict[str, object]:
         "marker": marker.read_text().strip() if marker.exists() else None,
         "alloc": os.environ.get("NOMAD_ALLOC_ID"),
         "env": dict(os.environ),
+        "hf_sha256": hashlib.sha256(os.environ.get("HF_TOKEN", "").encode()).hexdigest(),
     }}
 
 
@@ -187,11 +191,15 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
 ) -> None:
     source = tmp_path / "boxed.py"
     source.write_text(CHUTE.format(image=registry_image))
+    secret = "hf_in-a-container-" + "x" * 20
+    created = stack.cli("secrets", "create", "HF_TOKEN", "--chute", "boxed", "--value", secret)
+    assert created.returncode == 0, created.stdout + created.stderr
     deployed = stack.cli("deploy", f"{source}:chute", "--timeout", "180")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     chute_id = json.loads(stack.cli("chutes", "get", "boxed", "--json").stdout)["chute_id"]
 
-    # It answers from inside its image: the marker only the image has, a hostname that is not the host's.
+    # It answers from inside its image: the marker only the image has, a hostname that is not the host's, and
+    # the secret its template rendered from the job's Nomad Variable (which the job itself does not carry).
     first = stack.call()
     assert first.status_code == 200, first.text
     assert first.json()["marker"] == "chutes-test-image"
@@ -211,6 +219,9 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
             headers={"Authorization": f"Bearer {stack.info['api_key']}"},
         )  # fmt: skip
         assert reached.status_code == 200 and reached.json() == {"status": 403}, (api, reached.text)
+    assert first.json()["hf_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
+    job = stack.nomad(f"/v1/job/chute-{chute_id}")
+    assert job["TaskGroups"][0]["Tasks"][0]["Driver"] == "docker" and secret not in json.dumps(job)
 
     scaled = stack.cli("chutes", "scale", "boxed", "2")
     assert scaled.returncode == 0, scaled.stderr

@@ -37,3 +37,20 @@ def test_the_digest_ignores_count_affinities_and_the_address_but_not_the_rest() 
     assert other_runtime["Meta"][drift.SPEC_META] != digest
     assert drift.drifted({"Meta": {drift.SPEC_META: digest}}, digest) is False
     assert drift.drifted({"Meta": {}}, digest) is True  # registered before digests existed
+
+
+def test_the_digest_covers_the_secrets_template_by_name_only() -> None:
+    """Credentials live in the job's Nomad Variable: the digest hashes the template (which names them), so a
+    new secret name is a new rendering, while rendering again gives the same digest and no value is hashed."""
+    base = drift.stamp(render_chute_job(manifest(), RELEASE, SETTINGS))
+    again = drift.stamp(render_chute_job(manifest(), dataclasses.replace(RELEASE), SETTINGS))
+    assert again["Meta"][drift.SPEC_META] == base["Meta"][drift.SPEC_META]
+    [task] = base["TaskGroups"][0]["Tasks"]
+    assert [t["DestPath"] for t in task["Templates"]] == ["secrets/chutes.env"]
+    assert not {"CHUTES_INSTANCE_TOKEN", "CHUTES_INVOKE_SECRET", *RELEASE.secret_names} & set(task["Env"])
+
+    renamed = dataclasses.replace(RELEASE, secret_names=(*RELEASE.secret_names, "WANDB_KEY"))
+    added = drift.stamp(render_chute_job(manifest(), renamed, SETTINGS))
+    assert added["Meta"][drift.SPEC_META] != base["Meta"][drift.SPEC_META]
+    fewer = drift.stamp(render_chute_job(manifest(), dataclasses.replace(RELEASE, secret_names=()), SETTINGS))
+    assert fewer["Meta"][drift.SPEC_META] != base["Meta"][drift.SPEC_META]

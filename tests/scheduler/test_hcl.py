@@ -54,6 +54,8 @@ class Evaluator:
             return self.vars[m.group(1)][int(m.group(2))]
         if m := re.fullmatch(r'join\("(.*)", var\.(\w+)\)', text):
             return m.group(1).join(self.vars[m.group(2)])
+        if m := re.fullmatch(r'join\("(.*)", sort\(var\.(\w+)\)\)', text):
+            return m.group(1).join(sorted(self.vars[m.group(2)]))
         if m := re.fullmatch(r"substr\(var\.(\w+), (\d+), (\d+)\)", text):
             start, length = int(m.group(2)), int(m.group(3))
             return self.vars[m.group(1)][start : start + length]
@@ -102,15 +104,14 @@ def rendered_and_hcl() -> tuple[dict[str, Any], dict[str, Any], Evaluator]:
         cords=[CordSpec(name="f", path="/f", public_api_path="/f")],
         sdk_version="0.1.0",
     )
-    release = ChuteRelease(sha, "tok", "sec", count=3, preferred_model="a100")
+    release = ChuteRelease(sha, count=3, preferred_model="a100", secret_names=("HF_TOKEN", "API_KEY"))
     job = render_chute_job(manifest, release, RenderSettings(scheduler_url="http://sched:8700"))
     variables = {
         "chute_id": manifest.chute_id,
         "username": username,
         "chute_name": name,
         "bundle_sha256": sha,
-        "instance_token": "tok",
-        "invoke_secret": "sec",
+        "secret_names": ["HF_TOKEN", "API_KEY"],
         "scheduler_url": "http://sched:8700",
         "count": 3,
         "eligible_gpus": selector.eligible_gpus,
@@ -185,6 +186,21 @@ def test_chute_hcl_agrees_with_the_renderer(
     env = {k: ev.value(v) for k, v in block(task["env"]).items()}
     assert env == task_json["Env"]
     assert set(ENV_NAMES) == set(env)
+    template, template_json = block(task["template"]), task_json["Templates"][0]
+    assert (template["destination"], template["env"], template["change_mode"], template["perms"]) == (
+        template_json["DestPath"], template_json["Envvars"], template_json["ChangeMode"], template_json["Perms"],
+    )  # fmt: skip
+    assert duration_ns(template["splay"]) == template_json["Splay"]
+    data = template["data"]
+    for line in template_json["EmbeddedTmpl"].splitlines():  # the same lookups, written with HCL expressions
+        if "CHUTES_INSTANCE_TOKEN" in line:
+            assert 'CHUTES_INSTANCE_TOKEN_${substr(var.bundle_sha256, 0, 12)}"' in data
+        elif "nomadVar" in line:
+            assert 'nomadVar "nomad/jobs/chute-${var.chute_id}"' in data and job["ID"] in line
+        elif line.startswith(("HF_TOKEN", "API_KEY")):
+            assert '${name}="{{ index . "${name}" }}"' in data and "for name in sort(var.secret_names)" in data
+        else:
+            assert line.strip() in data
     assert duration_ns(task["kill_timeout"]) == task_json["KillTimeout"]
     resources, resources_json = block(task["resources"]), task_json["Resources"]
     assert ev.value(resources["cpu"]) == resources_json["CPU"]

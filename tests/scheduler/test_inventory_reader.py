@@ -256,7 +256,7 @@ def chute_job(name: str, include: list[str], gpu_count: int, count: int) -> dict
         cpu_mhz_per_gpu=100,
         memory_mb_per_gpu=64,
     )
-    return render_chute_job(m, ChuteRelease(hashlib.sha256(b"x").hexdigest(), "t", "s", count=count), settings)
+    return render_chute_job(m, ChuteRelease(hashlib.sha256(b"x").hexdigest(), count=count), settings)
 
 
 @pytest.mark.timeout(60)
@@ -273,6 +273,8 @@ async def test_snapshot_of_the_e2e_cluster_drives_placement(reader: InventoryRea
     # Nomad runs a 4-GPU chute on gpu-b: the reader sees the GPUs in use and the instance.
     job = chute_job("four", ["a100"], gpu_count=4, count=1)
     assert reader.nomad is not None
+    token_item = "CHUTES_INSTANCE_TOKEN_" + hashlib.sha256(b"x").hexdigest()[:12]
+    await reader.nomad.put_variable(f"nomad/jobs/{job['ID']}", {"CHUTES_INVOKE_SECRET": "s", token_item: "t"})
     await reader.nomad.register_job(job)
     snap = await snapshot_until(reader, lambda s: all(g.in_use for g in s.node("gpu-b").gpus))
     b = snap.node("gpu-b")

@@ -84,8 +84,15 @@ def settings() -> RenderSettings:
 
 
 def chute_job(name: str, include: list[str], count: int = 1, gpu_count: int = 1) -> dict[str, Any]:
-    release = ChuteRelease(SHA, "tok", "sec", count=count)
+    release = ChuteRelease(SHA, count=count)
     return render_chute_job(manifest(name, include, gpu_count=gpu_count), release, settings())
+
+
+async def register(client: NomadClient, job: dict[str, Any]) -> None:
+    """Write the job's Nomad Variable (its template waits for it), then register the job."""
+    items = {"CHUTES_INVOKE_SECRET": "sec", f"CHUTES_INSTANCE_TOKEN_{SHA[:12]}": "tok"}
+    await client.put_variable(f"nomad/jobs/{job['ID']}", items)
+    await client.register_job(job)
 
 
 async def until(predicate: Any, timeout_s: float = 10.0) -> Any:
@@ -122,7 +129,7 @@ async def test_register_read_list_and_enforced_index(client: NomadClient) -> Non
 
 async def test_scale_blocking_allocations_and_gpu_ids(client: NomadClient) -> None:
     job = chute_job("scale", ["a100"], count=0)
-    await client.register_job(job)
+    await register(client, job)
     first = await client.watch_job_allocations(job["ID"], index=0, wait_s=1)
     assert first.value == [] and first.index > 0
     # Nothing changes: the blocking query returns after about its wait, with the same index.
@@ -198,17 +205,11 @@ def test_explain_metric_reads_nomads_allocation_metric() -> None:
 
 async def test_dispatch_is_idempotent_per_token(client: NomadClient) -> None:
     m = manifest("batchy", ["h100_sxm"], jobs=[JobSpec(name="train")])
-    job = render_batch_job(m, "train", ChuteRelease(SHA, "tok", "sec"), settings())
-    await client.register_job(job)
-    one = await client.dispatch_job(
-        job["ID"], b'{"x": 1}', meta={"run_id": "r1", "run_token": "t1"}, idempotency_token="r1"
-    )
-    again = await client.dispatch_job(
-        job["ID"], b'{"x": 1}', meta={"run_id": "r1", "run_token": "t1"}, idempotency_token="r1"
-    )
-    other = await client.dispatch_job(
-        job["ID"], b'{"x": 2}', meta={"run_id": "r2", "run_token": "t2"}, idempotency_token="r2"
-    )
+    job = render_batch_job(m, "train", ChuteRelease(SHA), settings())
+    await register(client, job)
+    one = await client.dispatch_job(job["ID"], b'{"x": 1}', meta={"run_id": "r1"}, idempotency_token="r1")
+    again = await client.dispatch_job(job["ID"], b'{"x": 1}', meta={"run_id": "r1"}, idempotency_token="r1")
+    other = await client.dispatch_job(job["ID"], b'{"x": 2}', meta={"run_id": "r2"}, idempotency_token="r2")
     assert one.dispatched_job_id.startswith(job["ID"] + "/dispatch-")
     assert again.dispatched_job_id == one.dispatched_job_id
     assert other.dispatched_job_id != one.dispatched_job_id
@@ -221,7 +222,7 @@ async def test_dispatch_is_idempotent_per_token(client: NomadClient) -> None:
 
 async def test_logs_whole_and_followed(client: NomadClient) -> None:
     job = chute_job("loggy", ["h100_sxm"])
-    await client.register_job(job)
+    await register(client, job)
 
     async def running_alloc() -> str | None:
         allocs = await client.job_allocations(job["ID"])

@@ -18,6 +18,7 @@ from chutes.manifest import CordSpec, ImageSpec, JobSpec, Manifest, PortSpec
 from chutes.scheduler.placement import Placement
 from chutes.scheduler.render import (
     ENV_NAMES,
+    TEMPLATE_ENV_NAMES,
     ChuteRelease,
     RenderError,
     RenderSettings,
@@ -32,7 +33,7 @@ from tests.support.nomad_openapi import assert_valid
 
 SHA = hashlib.sha256(b"bundle").hexdigest()
 SETTINGS = RenderSettings(scheduler_url="http://127.0.0.1:8000", datacenters=("dc1",))
-RELEASE = ChuteRelease(bundle_sha256=SHA, instance_token="tok_abc", invoke_secret="sec_xyz", count=2)
+RELEASE = ChuteRelease(bundle_sha256=SHA, count=2, secret_names=("HF_TOKEN", "API_KEY"))
 
 
 def manifest(
@@ -102,10 +103,26 @@ def test_service_job_has_the_designed_shape() -> None:
         "CHUTES_CHUTE_ID": cid,
         "CHUTES_SCHEDULER_URL": "http://127.0.0.1:8000",
         "CHUTES_BUNDLE_SHA256": SHA,
-        "CHUTES_INSTANCE_TOKEN": "tok_abc",
-        "CHUTES_INVOKE_SECRET": "sec_xyz",
     }
-    assert set(ENV_NAMES) <= set(task["Env"])
+    assert set(ENV_NAMES) <= set(task["Env"]) and not set(TEMPLATE_ENV_NAMES) & set(task["Env"])
+    # Credentials and secrets come from the job's Nomad Variable through an env template, never from the job.
+    (template,) = task["Templates"]
+    assert template == {
+        "EmbeddedTmpl": (
+            f'{{{{ with nomadVar "nomad/jobs/chute-{cid}" }}}}\n'
+            f'CHUTES_INSTANCE_TOKEN="{{{{ index . "CHUTES_INSTANCE_TOKEN_{SHA[:12]}" }}}}"\n'
+            'CHUTES_INVOKE_SECRET="{{ index . "CHUTES_INVOKE_SECRET" }}"\n'
+            'API_KEY="{{ index . "API_KEY" }}"\n'
+            'HF_TOKEN="{{ index . "HF_TOKEN" }}"\n'
+            "{{ end }}\n"
+        ),
+        "DestPath": "secrets/chutes.env",
+        "Envvars": True,
+        "ChangeMode": "restart",
+        "Splay": 5_000_000_000,
+        "Perms": "0600",
+    }
+    assert job["Meta"]["chute_secrets"] == "API_KEY,HF_TOKEN"  # names only
     resources = task["Resources"]
     assert (resources["CPU"], resources["MemoryMB"]) == (2000, 8192)  # sized per GPU
     assert resources["Devices"] == [
@@ -256,6 +273,9 @@ def test_batch_job_is_parameterized_and_runs_the_job() -> None:
     assert task["Env"]["CHUTES_JOB_RUN_ID"] == "${NOMAD_META_run_id}"
     assert task["Env"]["CHUTES_RUN_TOKEN"] == "${NOMAD_META_run_token}"  # per dispatch, never in the job
     assert task["Resources"]["Devices"][0]["Count"] == 2
+    # A dispatched run's workload identity is its parent's: the template reads the parent job's variable.
+    assert f'nomadVar "nomad/jobs/{job["ID"]}"' in task["Templates"][0]["EmbeddedTmpl"]
+    assert not set(TEMPLATE_ENV_NAMES) & set(task["Env"])
     assert_valid("Job", job)
     docker = render_batch_job(m, "train", RELEASE, RenderSettings(scheduler_url="http://s", driver="docker"))
     assert "ports" not in task_of(docker)["Config"]
@@ -366,12 +386,13 @@ def test_ordinary_image_references_are_accepted(ref: str) -> None:
 @pytest.mark.parametrize(
     "release",
     [
-        ChuteRelease("nothex", "t", "s"),
-        ChuteRelease(SHA, "", "s"),
-        ChuteRelease(SHA, "t${x}", "s"),
-        ChuteRelease(SHA, "t", "s", count=-1),
-        ChuteRelease(SHA, "t", "s", preferred_model="tpu_v5"),
-        ChuteRelease(SHA, "t", "s", preferred_nodes=("${node.unique.id}",)),
+        ChuteRelease("nothex"),
+        ChuteRelease(SHA, count=-1),
+        ChuteRelease(SHA, preferred_model="tpu_v5"),
+        ChuteRelease(SHA, preferred_nodes=("${node.unique.id}",)),
+        ChuteRelease(SHA, secret_names=("BAD NAME",)),
+        ChuteRelease(SHA, secret_names=('X" }}{{ key "consul"',)),
+        ChuteRelease(SHA, secret_names=("CHUTES_INVOKE_SECRET",)),
     ],
 )
 def test_bad_release_values_are_refused(release: ChuteRelease) -> None:

@@ -69,9 +69,11 @@ async def test_sign_in_sets_a_sealed_httponly_strict_session_cookie(api: Running
     cookie = resp.cookies[COOKIE]
     assert alice not in cookie and alice[4:] not in cookie  # the key is sealed, not readable
     assert body["username"] == "alice" and body["is_admin"] is False and body["csrf_token"]
-    assert body["features"] == {"gateway": False, "images": False, "secrets": False, "live_usage": False}
+    # The scheduler serves /v1/secrets: the dashboard shows its Secrets page (names only, through the cookie).
+    assert body["features"] == {"gateway": False, "images": False, "secrets": True, "live_usage": False}
     async with browser(api, cookie) as http:
         assert (await http.get("/v1/me")).json()["username"] == "alice"
+        assert (await http.get("/v1/secrets")).json() == []
         again = (await http.get("/ui/api/session")).json()
         assert again["csrf_token"] == body["csrf_token"] and again["expires_at"] == body["expires_at"]
 

@@ -35,6 +35,7 @@ from starlette.routing import Mount
 from chutes.identity import chute_id
 from chutes.scheduler.app import create_app
 from chutes.scheduler.config import SchedulerConfig
+from chutes.scheduler.secret_box import generate_key
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
@@ -193,6 +194,18 @@ async def _upload(ctx: Ctx, who: str) -> Request:
     return "POST", f"/v1/instances/jobs/{ctx.run_id}/outputs", {"files": files}
 
 
+async def _create_secret(ctx: Ctx, who: str) -> Request:
+    """A secret for one of alice's chutes (stored, no Nomad job), named by its id: bob may not even see it."""
+    vault = await ctx.store_chute(f"vault-{who}")
+    return "POST", "/v1/secrets", {"json": {"chute": vault, "name": "HF_TOKEN", "value": f"hf_{who}"}}
+
+
+async def _delete_secret(ctx: Ctx, who: str) -> Request:
+    vault = await ctx.store_chute(f"vault-del-{who}")
+    await ctx.as_owner("POST", "/v1/secrets", json={"chute": vault, "name": "HF_TOKEN", "value": "hf"})
+    return "DELETE", f"/v1/secrets/HF_TOKEN?chute={vault}", {}
+
+
 async def _sign_in(ctx: Ctx, who: str) -> Request:
     """The dashboard's sign-in with the caller's own key (anonymous: a key that does not exist)."""
     return "POST", "/ui/api/session", {"json": {"api_key": ctx.keys[who] or "cnk_" + "x" * 43}}
@@ -258,6 +271,10 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/v1/jobs/{run_id}/outputs/{name}"): (fixed("GET", "/v1/jobs/{run}/outputs/status.json"), OWNED),
     ("GET", "/v1/usage"): (fixed("GET", "/v1/usage"), USER),
     ("GET", "/v1/pricing"): (fixed("GET", "/v1/pricing"), USER),
+    # Secrets: only the owner writes them; admins see names only (403 on writes); bob sees nothing (404).
+    ("POST", "/v1/secrets"): (_create_secret, ok(OWNED, 201, admin=403)),
+    ("GET", "/v1/secrets"): (fixed("GET", "/v1/secrets"), USER),
+    ("DELETE", "/v1/secrets/{name}"): (_delete_secret, ok(OWNED, 204, admin=403)),
     ("GET", "/v1/instances/bundle"): (fixed("GET", "/v1/instances/bundle"), INSTANCE),
     # Only the run's own token uploads, and only while the run is unfinished: this one has finished.
     ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE | {"instance": 401, "run": 403}),
@@ -346,7 +363,9 @@ async def _setup(api: RunningScheduler) -> Ctx:
 
 
 async def test_every_endpoint_answers_every_caller_as_designed(cluster: Stack, tmp_path: Path) -> None:
-    config = make_config(tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr)
+    config = make_config(
+        tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr, secrets_key=generate_key()
+    )
     async with serve(config) as api:
         ctx = await _setup(api)
         # The run uploads its own outputs (status.json) when it finishes: wait, so the output read has a file.

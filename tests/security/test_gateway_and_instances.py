@@ -65,11 +65,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         route = httpx.get(
             f"{fs.sched.url}/v1/internal/routes/alice/vault", headers={"Authorization": f"Bearer {keys['gateway key']}"}
         ).json()
-        allocs = fs.dc.nomad().allocations.get_allocations(filter_=f'JobID == "chute-{cid}"')
-        env = fs.dc.nomad().allocation.get_allocation(allocs[0]["ID"])["Job"]["TaskGroups"][0]["Tasks"][0]["Env"]
-        keys["instance token"] = env["CHUTES_INSTANCE_TOKEN"]
+        # The instance's credentials are in its job's Nomad Variable (never in the job).
+        version = fs.dc.nomad().job.get_job(f"chute-{cid}")["Meta"]["chute_version"]
+        items = fs.dc.nomad().variable.get_variable(f"nomad/jobs/chute-{cid}")["Items"]
+        keys["instance token"] = items[f"CHUTES_INSTANCE_TOKEN_{version}"]
+        assert items["CHUTES_INVOKE_SECRET"] == route["invoke_secret"]
         url = f"http://{service['Address']}:{service['Port']}"
-        yield World(fs, keys, url, route["invoke_secret"], env["CHUTES_INSTANCE_TOKEN"])
+        yield World(fs, keys, url, route["invoke_secret"], items[f"CHUTES_INSTANCE_TOKEN_{version}"])
 
 
 CALLERS = ("anonymous", "wrong key", "other", "owner", "shared", "admin", "gateway key", "instance token")

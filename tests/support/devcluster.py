@@ -58,12 +58,17 @@ class DevclusterHandle:
         self._ports_file = self.data_dir.parent / f"{self.data_dir.name}.ports.json"
 
     @property
+    def scheme(self) -> str:
+        """``https`` when started with ``--tls-cert`` (see tests/support/tls.py for certificates)."""
+        return "https" if "--tls-cert" in self.args else "http"
+
+    @property
     def nomad_addr(self) -> str:
-        return f"http://127.0.0.1:{self.nomad_port}"
+        return f"{self.scheme}://127.0.0.1:{self.nomad_port}"
 
     @property
     def consul_addr(self) -> str:
-        return f"http://127.0.0.1:{self.consul_port}"
+        return f"{self.scheme}://127.0.0.1:{self.consul_port}"
 
     @property
     def pid(self) -> int:
