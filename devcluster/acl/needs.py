@@ -19,7 +19,9 @@ from urllib.parse import unquote
 
 @dataclass(frozen=True)
 class NomadNeed:
-    """``kind``: open | token (any valid token) | management | namespace | variable | node | agent | operator."""
+    """``kind``: open | token (any valid token) | management | namespace | variable | variables (a list: any
+    token, the anonymous one included, and the answer leaves out what it may not ``list``) | node | agent |
+    operator."""
 
     kind: str
     capabilities: tuple[str, ...] = ()  # namespace: any one of these; node/agent/operator: (access,)
@@ -98,7 +100,7 @@ def nomad_needs(method: str, path: str) -> list[NomadNeed]:
             return [NomadNeed("node", ("read",))]
         return [NomadNeed("agent", ("read" if read else "write",))]
     if path == "/v1/vars":
-        return [NomadNeed("variable", ("list",), "")]
+        return [NomadNeed("variables")]  # filtered per variable by its path's "list" (Nomad never refuses it)
     if path.startswith("/v1/var/"):
         var_path = unquote(path.removeprefix("/v1/var/"))
         access = {"GET": "read", "HEAD": "read", "DELETE": "destroy"}.get(method, "write")

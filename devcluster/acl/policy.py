@@ -145,7 +145,8 @@ class NomadRules:
         if not matches:
             return False
         caps = rule.variables[max(matches)[1]]
-        return "deny" not in caps and (capability in caps or (capability in (READ, LIST) and WRITE in caps))
+        # Nomad: "read" and "write" each include "list"; "write" does not include "read" (nor "destroy").
+        return "deny" not in caps and (capability in caps or (capability == LIST and bool({READ, WRITE} & caps)))
 
     def allows(self, kind: str, access: str) -> bool:
         """``node``/``agent``/``operator`` at ``read`` or ``write``."""

@@ -90,7 +90,11 @@ async def upload_outputs(run_id: str, request: Request, services: ServicesDep) -
                 error = status_doc.get("error")
                 jobs_repo.set_status(run, str(outcome), error=str(error) if error else None)
         stored = [name for name, _, _ in await jobs_repo.list_outputs(session, run_id)]
-        return {"run_id": run_id, "status": run.status, "outputs": stored}
+    if run.status in jobs_repo.FINAL:
+        from chutes.scheduler.runs import forget_token
+
+        await forget_token(services, run)  # its token leaves the job's variable
+    return {"run_id": run_id, "status": run.status, "outputs": stored}
 
 
 def _parse_status(raw: bytes) -> dict[str, Any]:

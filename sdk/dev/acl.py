@@ -24,7 +24,7 @@ POLICIES: dict[str, tuple[str, str]] = {
 namespace "default" {
   policy = "write"
   variables {
-    path "nomad/jobs/*" { capabilities = ["read", "write", "list", "destroy"] }
+    path "nomad/jobs/chute-*" { capabilities = ["write", "read", "list", "destroy"] }
   }
 }
 node { policy = "read" }

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import consul
 import httpx
@@ -132,6 +133,59 @@ def test_consul_rules_exact_over_prefix_deny_wins_and_lists_are_filtered(acl_dc:
     assert c.acl.token.read_self()["Description"] == "t"
 
 
+def test_variables_need_their_paths_capabilities_and_lists_leave_out_the_rest(tmp_path: Path) -> None:
+    """The scheduler's policy (chutes.dev.acl) on Nomad Variables, with python-nomad, as Nomad checks it: read,
+    write and destroy per path; a list never refuses but leaves out what the token may not list; a lost
+    check-and-set shows the items only to a token that may read them."""
+    from chutes.dev.acl import POLICIES
+
+    with devcluster(("gpu-a=a10:1",), nomad_token="n-mgmt") as dc:
+        admin = dc.nomad(token="n-mgmt")
+        admin.variable.create_variable("nomad/jobs/other", {"Items": {"K": "theirs"}})
+        admin.acl.create_policy("sched", {"Name": "sched", "Rules": POLICIES["scheduler"][0]})
+        writer_rules = 'namespace "default" { variables { path "nomad/jobs/chute-*" { capabilities = ["write"] } } }'
+        admin.acl.create_policy("writer", {"Name": "writer", "Rules": writer_rules})
+
+        def client(policy: str) -> Any:
+            made = admin.acl.create_token({"Name": policy, "Type": "client", "Policies": [policy]})
+            return dc.nomad(token=made["SecretID"])
+
+        sched, writer = client("sched"), client("writer")
+
+        sched.variable.create_variable("nomad/jobs/chute-1", {"Items": {"CHUTES_INVOKE_SECRET": "s1"}})
+        assert sched.variable.get_variable("nomad/jobs/chute-1")["Items"] == {"CHUTES_INVOKE_SECRET": "s1"}
+        assert [v["Path"] for v in sched.variables.get_variables(prefix="nomad/jobs/")] == ["nomad/jobs/chute-1"]
+        for call in (lambda: sched.variable.get_variable("nomad/jobs/other"),
+                     lambda: sched.variable.create_variable("nomad/jobs/other", {"Items": {"K": "mine"}}),
+                     lambda: sched.variable.delete_variable("nomad/jobs/other")):  # fmt: skip
+            with pytest.raises(URLNotAuthorizedNomadException):
+                call()
+        assert admin.variable.get_variable("nomad/jobs/other")["Items"] == {"K": "theirs"}
+        # Another namespace named in the body is checked too (the request's namespace is "default").
+        other_ns = httpx.put(f"{dc.nomad_addr}/v1/var/nomad/jobs/chute-1", headers={"X-Nomad-Token": sched.token},
+                             json={"Namespace": "prod", "Items": {"K": "v"}})  # fmt: skip
+        assert other_ns.status_code == 403, other_ns.text
+
+        # write includes list, not read: the writer sees the path, never the items, even in a 409.
+        assert [v["Path"] for v in writer.variables.get_variables()] == ["nomad/jobs/chute-1"]
+        with pytest.raises(URLNotAuthorizedNomadException):
+            writer.variable.get_variable("nomad/jobs/chute-1")
+        lost = httpx.put(f"{dc.nomad_addr}/v1/var/nomad/jobs/chute-1", params={"cas": 1},
+                         headers={"X-Nomad-Token": writer.token}, json={"Items": {"X": "y"}})  # fmt: skip
+        assert lost.status_code == 409 and lost.json()["Path"] == "nomad/jobs/chute-1"
+        assert "Items" not in lost.json(), lost.json()
+        seen = httpx.put(f"{dc.nomad_addr}/v1/var/nomad/jobs/chute-1", params={"cas": 1},
+                         headers={"X-Nomad-Token": sched.token}, json={"Items": {"X": "y"}})  # fmt: skip
+        assert seen.status_code == 409 and "Items" in seen.json()
+
+        # No token: reads refused, lists empty (Nomad filters them rather than refusing).
+        anonymous = dc.nomad()
+        with pytest.raises(URLNotAuthorizedNomadException):
+            anonymous.variable.get_variable("nomad/jobs/chute-1")
+        assert anonymous.variables.get_variables() == []
+        assert sched.variable.delete_variable("nomad/jobs/chute-1").status_code == 204
+
+
 def test_tokens_survive_a_restart(tmp_path: Path) -> None:
     with devcluster(("gpu-a=a10:1",), data_dir=tmp_path / "data", nomad_token="n-mgmt", consul_token="c-mgmt") as dc:
         admin = dc.nomad(token="n-mgmt")
@@ -152,7 +206,11 @@ def test_rules_parser_accepts_hcl_and_json_and_names_errors() -> None:
     allows = nomad_rules.allows_namespace
     assert allows("prod-eu", "dispatch-job") and allows("prod-eu", "read-job")
     assert not allows("prod-eu", "submit-job") and not allows("dev", "read-job")
-    assert nomad_rules.allows_variable("prod-eu", "nomad/jobs/chute-1", "read")
+    # As Nomad: write includes list, not read or destroy.
+    assert nomad_rules.allows_variable("prod-eu", "nomad/jobs/chute-1", "list")
+    assert nomad_rules.allows_variable("prod-eu", "nomad/jobs/chute-1", "write")
+    assert not nomad_rules.allows_variable("prod-eu", "nomad/jobs/chute-1", "read")
+    assert not nomad_rules.allows_variable("prod-eu", "nomad/jobs/chute-1", "destroy")
     assert nomad_rules.allows("node", "read") and not nomad_rules.allows("agent", "read")
     merged = NomadRules.merged([nomad_rules, NomadRules.parse('namespace "prod-eu" { policy = "deny" }')])
     assert not merged.allows_namespace("prod-eu", "read-job")  # deny wins

@@ -100,7 +100,10 @@ chute = Chute(username="demo", name="trainer", image="python:3.12", node_selecto
 
 @chute.job(timeout=60)
 async def train(self, steps: int = 1) -> dict:
-    return {"steps": steps}
+    import os
+
+    # A chute that keeps its run token (here: shows it) to try it again once the run has finished.
+    return {"steps": steps, "kept_token": os.environ.get("CHUTES_RUN_TOKEN", "")}
 """
 
 
@@ -342,18 +345,29 @@ def test_a_finished_runs_outputs_cannot_be_changed(dev: Dev) -> None:
             time.sleep(0.5)
         assert run["status"] == "succeeded", run
         before = owner.job_output(run_id, "status.json")
+    kept = run["result"]["kept_token"]
+    assert kept.startswith("cjt_"), run["result"]  # the run had its token, from its template
     n = dev.nomad(token=dev.info["nomad_token"])
     cid = chute_id("demo", "trainer")
     [child] = [j for j in n.jobs.get_jobs(prefix=f"chute-{cid}-job-train/") if j.get("ParentID")]
-    meta = n.job.get_job(child["ID"])["Meta"]
-    assert meta["run_id"] == run_id
+    dispatched = n.job.get_job(child["ID"])
+    # No credential in the job Nomad holds: the dispatch's meta names the run, its token was in the variable.
+    assert dispatched["Meta"]["run_id"] == run_id and kept not in json.dumps(dispatched)
+    assert kept not in json.dumps(n.job.get_job(f"chute-{cid}-job-train"))
+    variable = f"nomad/jobs/chute-{cid}-job-train"
+    deadline = time.monotonic() + 30
+    while f"CHUTES_RUN_TOKEN_{run_id}" in n.variable.get_variable(variable)["Items"]:
+        assert time.monotonic() < deadline, "a finished run's token stayed in its job's variable"
+        time.sleep(0.2)
     forged = {"job": "train", "run_id": run_id, "status": "failed", "error": "rewritten", "result": {"steps": 0}}
     files = {"files": ("status.json", json.dumps(forged).encode(), "application/json")}
     url = f"{dev.api}/v1/instances/jobs/{run_id}/outputs"
-    attempts = [(meta["run_token"], 403), (dev.info["api_key"], 401), (dev.secrets["admin_key"], 401)]
-    # The chute version's instance token (where the job still carries it in its environment) is no run token.
-    tasks = [t for g in n.job.get_job(child["ID"])["TaskGroups"] for t in g["Tasks"]]
-    attempts += [(t["Env"]["CHUTES_INSTANCE_TOKEN"], 401) for t in tasks if "CHUTES_INSTANCE_TOKEN" in (t["Env"] or {})]
+    attempts = [(kept, 403), (dev.info["api_key"], 401), (dev.secrets["admin_key"], 401)]
+    # The chute version's instance token (an item of the same variable) is no run token.
+    items = n.variable.get_variable(variable)["Items"]
+    instance_tokens = [v for k, v in items.items() if k.startswith("CHUTES_INSTANCE_TOKEN_")]
+    assert instance_tokens, sorted(items)
+    attempts += [(token, 401) for token in instance_tokens]
     for token, status in attempts:
         refused = httpx.post(url, files=files, headers={"Authorization": f"Bearer {token}"}, timeout=30)
         assert refused.status_code == status, refused.text
