@@ -263,8 +263,9 @@ def _cmdline(pid: str) -> str:
 
 def test_a_chute_finds_no_platform_secret_in_any_environment_it_can_read(dev: Dev, probe: str) -> None:
     secrets = _platform_secrets(dev)
-    assert {"admin_key", "gateway_key", "user_key", "nomad_token", "consul_token", "scheduler_nomad_token",
-            "scheduler_consul_token", "gateway_consul_token", "agent_consul_token"} <= set(secrets)  # fmt: skip
+    assert {"admin_key", "gateway_key", "user_key", "secrets_key", "nomad_token", "consul_token",
+            "scheduler_nomad_token", "scheduler_consul_token", "gateway_consul_token",
+            "agent_consul_token"} <= set(secrets)  # fmt: skip
     answer = _call(dev, dev.info["api_key"], "/demo/probe/scan")
     assert answer.status_code == 200, answer.text
     scan = answer.json()
