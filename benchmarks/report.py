@@ -96,7 +96,7 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             crash = round(f["killed_to_critical_s"]["p50"] + f["gone_to_unrouted_s"]["p50"], 3)
             for label, value in (
                 ("ready → routed", f["ready_to_routed_s"]["p50"]),
-                ("deregistered → unrouted", f["gone_to_unrouted_s"]["p50"]),
+                ("stopped → unrouted", f["gone_to_unrouted_s"]["p50"]),
                 ("killed → unrouted", crash),
             ):
                 shown = f"{value} s (median)" if value else "< 0.01 s (below the polling resolution)"
