@@ -256,9 +256,12 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
     n, c = ddc.nomad(), ddc.consul()
     sha = "ab" * 32
     pem = '-----BEGIN KEY-----\nAAAA "q" \\x\n-----END KEY-----'  # spans lines: not in an env file
-    items = variable_items("inv-s3cret", {sha: "cit_tok3n"}, {"HF_TOKEN": "hf_s3cret v1", "PEM": pem})
+    # Named like a credential and spanning lines: podman's scrubbed environment must still carry it to the env file.
+    ssh = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----"
+    secrets = {"HF_TOKEN": "hf_s3cret v1", "PEM": pem, "DEPLOY_TOKEN": ssh}
+    items = variable_items("inv-s3cret", {sha: "cit_tok3n"}, secrets)
     n.variable.create_variable(variable_path("boxsecret"), {"Items": items})
-    job = docker_job("boxsecret", image, Templates=[template_block("boxsecret", sha, ["HF_TOKEN", "PEM"])])
+    job = docker_job("boxsecret", image, Templates=[template_block("boxsecret", sha, sorted(secrets))])
     n.jobs.register_job({"Job": job})
     alloc = _alloc(n, "boxsecret")
     wait_for(lambda: _passing(c, "boxsecret"), timeout_s=180, what=f"a passing check; {_events(n, alloc['ID'])}")
@@ -269,7 +272,7 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
 
     first = inside()
     env = first["env"]
-    assert env["HF_TOKEN"] == "hf_s3cret v1" and env["PEM"] == pem
+    assert env["HF_TOKEN"] == "hf_s3cret v1" and env["PEM"] == pem and env["DEPLOY_TOKEN"] == ssh
     assert env["CHUTES_INSTANCE_TOKEN"] == "cit_tok3n" and env["CHUTES_INVOKE_SECRET"] == "inv-s3cret"
     assert env["CHUTES_SECRET"] == "s3cret"  # the task's own Env stays
     registered = json.dumps(n.job.get_job("boxsecret"))
