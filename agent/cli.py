@@ -18,6 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from chutes import envfile
 from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
 from chutes.inventory import NodeInventory
 
@@ -224,13 +225,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
+        envfile.load()  # tokens from a 0600 file rather than the environment (chutes dev)
         config = _config(args)
         if args.command == "probe":
             return _probe(config, args.json)
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(config))
         return 0
-    except (ConfigError, SimulationError) as exc:
+    except (ConfigError, SimulationError, envfile.EnvFileError) as exc:
         print(f"chutes-agent: {exc}", file=sys.stderr)
         return 2
     except ClusterTLSError as exc:

@@ -23,6 +23,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "cold_start": ["--runs", "2"],
     "container_cold_start": ["--runs", "1"],
     "discovery": ["--reps", "1"],
+    "edge": ["--calls", "150", "--flood-seconds", "8"],
     "gateway_overhead": ["--requests", "1500", "--rounds", "3", "--clients", "16,64"],
     "invalidation": ["--rounds", "8", "--ttl-rounds", "1"],
     "placement": ["--decisions", "150"],

@@ -43,11 +43,11 @@ class Embedded:
         return result
 
     def consul_headers(self) -> dict[str, str]:
-        """The devcluster's Consul token (set when the stack runs containers)."""
-        return {"X-Consul-Token": self.info.consul_token} if self.info.consul_token else {}
+        """The devcluster's Consul management token (its APIs always run with ACLs under ``chutes dev``)."""
+        return {"X-Consul-Token": self.info.consul_token}
 
     def nomad_headers(self) -> dict[str, str]:
-        return {"X-Nomad-Token": self.info.nomad_token} if self.info.nomad_token else {}
+        return {"X-Nomad-Token": self.info.nomad_token}
 
     def pid_of(self, name: str) -> int:
         """The process id of one part of the stack: devcluster, scheduler, gateway, agent-<node>."""

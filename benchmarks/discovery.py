@@ -1,36 +1,33 @@
-"""Discovery: from an instance turning ready to the gateway routing to it, and from its deregistration (or
-death) to the gateway no longer routing to it.
+"""Discovery: from an instance turning ready to the gateway routing to it, and from its stop (or death) to the
+gateway no longer routing to it.
 
     python -m benchmarks.discovery [--reps 3] [--intervals 5,1]
 
-On the embedded stack (``chutes dev``'s parts, defaults), a copy of examples/hello.py (it answers with its
-process id) runs one instance under Nomad. The benchmark then starts a second runtime of the same chute itself
-and registers it in Consul as Nomad's service block would (service ``chute-<id>``, HTTP check on ``/_ready``,
-registered before the runtime answers, as Nomad registers at task start), with each check interval in
-``--intervals`` side by side (the scheduler renders ``CHUTES_CHECK_INTERVAL``, 1 s by default; 5 s before).
-It times, on one clock:
+On the embedded stack (``chutes dev``'s parts, defaults: ACLs on, the gateway checking every Consul
+registration against Nomad's allocations), a copy of examples/hello.py (it answers with its process id; the
+copy allows two instances) runs under Nomad. Every instance measured is a real allocation of the chute's Nomad
+job, registered in Consul by Nomad's service block with the check interval the scheduler renders
+(``CHUTES_CHECK_INTERVAL``; each value of ``--intervals`` gets its own stack, side by side in one run; 1 s by
+default, 5 s before). Nomad and Consul are read with the stack's management tokens. Each repetition, on one clock:
 
-- ready → routed: the runtime's ``/_ready`` answering 200 (polled every 5 ms) → Consul listing it passing
-  (polled) → the first call through the gateway answered by it (calls back to back);
-- deregistered → unrouted: the service removed from Consul (what Nomad does first when it stops a task,
-  ``shutdown_delay`` before the kill) → the last call the gateway sent to it;
-- killed → critical: SIGKILL → Consul no longer listing it passing (bounded by the check interval); the
-  gateway drops it from there as fast as after a deregistration, and retries calls that hit it meanwhile on
-  the other instance (failed calls in that window are counted).
+- ready → routed: the chute scaled from 1 to 2 instances (the scheduler's scale API); the new allocation's
+  ``/_ready`` answering 200 (polled every 5 ms on the port Nomad gave it) → Consul listing it passing
+  (polled) → the first call through the gateway answered by it (calls back to back). The gateway's share
+  includes its check of the registration against Nomad's allocations;
+- stopped → unrouted: that allocation stopped through Nomad's API (Nomad deregisters its service, then stops
+  the task) → the last call the gateway sent to it (failed calls in that window are counted);
+- killed → critical: the replacement Nomad places is SIGKILLed → Consul no longer listing it passing; calls
+  go on meanwhile, and the ones that hit the dead instance and fail are counted.
 
-Target from the issue: under 1 s both ways (reported, not asserted). Loopback only. Writes JSON and markdown to
-benchmarks/results/.
+Then the chute is scaled back to one instance. Target from the issue: under 1 s both ways (reported, not
+asserted). Loopback only. Writes JSON and markdown to benchmarks/results/.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -40,14 +37,10 @@ import httpx
 
 from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
 from benchmarks.report import machine
+from chutes.registrations import alloc_id_of
 
 TARGET_S = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+SLUG = "hello-disc"
 
 
 class Probe:
@@ -63,132 +56,164 @@ class Probe:
         """(start time, pid of the instance that answered, or None for a failed call)."""
         self.n += 1
         started = time.time()
-        resp = self.http.post(self.url, json={"name": f"d{self.n}"})
+        try:
+            resp = self.http.post(self.url, json={"name": f"d{self.n}"})
+        except httpx.HTTPError:
+            self.failed += 1
+            return started, None
         if resp.status_code != 200:
             self.failed += 1
             return started, None
         return started, int(resp.json()["pid"])
 
-
-def _register(es: Embedded, chute_id: str, service_id: str, port: int, interval: float) -> None:
-    body = {
-        "Name": f"chute-{chute_id}", "ID": service_id, "Address": "127.0.0.1", "Port": port, "Tags": ["chutes"],
-        "Check": {"HTTP": f"http://127.0.0.1:{port}/_ready", "Interval": f"{interval:g}s", "Timeout": "2s"},
-    }  # fmt: skip
-    httpx.put(f"{es.info.consul_addr}/v1/agent/service/register", json=body, timeout=5).raise_for_status()
+    def pids(self, calls: int = 20) -> set[int]:
+        return {pid for _, pid in (self.call() for _ in range(calls)) if pid is not None}
 
 
-def _deregister(es: Embedded, service_id: str) -> None:
-    httpx.put(f"{es.info.consul_addr}/v1/agent/service/deregister/{service_id}", timeout=5).raise_for_status()
+class Cluster:
+    """The stack's Nomad and Consul, read with its management tokens."""
 
+    def __init__(self, es: Embedded, chute_id: str) -> None:
+        self.es = es
+        self.job = f"chute-{chute_id}"
+        self.http = httpx.Client(timeout=10)
 
-def _passing_ids(es: Embedded, chute_id: str) -> set[str]:
-    return {e["Service"]["ID"] for e in es.consul_passing(chute_id)}
-
-
-def _start_runtime(ref: str, port: int, secret: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_"))}
-    argv = [sys.executable, "-m", "chutes.runtime", ref, "--host", "127.0.0.1", "--port", str(port),
-            "--invoke-secret", secret, "--log-level", "warning"]  # fmt: skip
-    with log.open("ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=out, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-
-
-def _ready(port: int) -> bool:
-    try:
-        return httpx.get(f"http://127.0.0.1:{port}/_ready", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-def one_rep(es: Embedded, probe: Probe, ref: str, chute_id: str, secret: str, interval: float, n: int,
-            tmp: Path) -> dict[str, Any]:  # fmt: skip
-    port = _free_port()
-    service_id = f"bench-discovery-{n}"
-    _register(es, chute_id, service_id, port, interval)
-    proc = _start_runtime(ref, port, secret, tmp / f"runtime-{n}.log")
-    try:
-        wait_for(lambda: _ready(port), "the runtime ready", 60, 0.005)
-        ready_at = time.time()
-        wait_for(lambda: service_id in _passing_ids(es, chute_id), "passing in Consul", 60, 0.005)
-        passing_at = time.time()
-
-        def routed() -> float | None:
-            started, pid = probe.call()
-            return started if pid == proc.pid else None
-
-        routed_at = wait_for(routed, "a call answered by the new instance", 60, 0.0)
-        # Deregistration (Nomad's first step when it stops a task): when did the gateway stop sending calls?
-        _deregister(es, service_id)
-        gone_at = time.time()
-        last_hit = gone_at
-        quiet = 0
-        deadline = time.monotonic() + 30
-        while quiet < 40 and time.monotonic() < deadline:
-            started, pid = probe.call()
-            if pid == proc.pid:
-                last_hit, quiet = started, 0
-            else:
-                quiet += 1
-        unrouted = max(0.0, last_hit - gone_at)
-        # Death: register it again, let it pass, SIGKILL it; how long until Consul stops listing it?
-        _register(es, chute_id, service_id, port, interval)
-        wait_for(lambda: service_id in _passing_ids(es, chute_id), "passing again", 60, 0.005)
-        failed_before = probe.failed
-        os.killpg(proc.pid, signal.SIGKILL)
-        killed_at = time.time()
-
-        def critical() -> bool:
-            probe.call()  # calls go on meanwhile: the ones sent to the dead instance are retried elsewhere
-            return service_id not in _passing_ids(es, chute_id)
-
-        wait_for(critical, "critical in Consul", 60, 0.0)
-        critical_at = time.time()
+    def allocs(self) -> dict[str, dict[str, Any]]:
+        """The job's allocations Nomad wants running (pending or running)."""
+        url = f"{self.es.info.nomad_addr}/v1/job/{self.job}/allocations"
+        found = self.http.get(url, headers=self.es.nomad_headers()).json()
         return {
+            a["ID"]: a for a in found if a["DesiredStatus"] == "run" and a["ClientStatus"] in ("pending", "running")
+        }
+
+    def port(self, alloc_id: str) -> int | None:
+        alloc = self.http.get(f"{self.es.info.nomad_addr}/v1/allocation/{alloc_id}", headers=self.es.nomad_headers())
+        ports = ((alloc.json().get("AllocatedResources") or {}).get("Shared") or {}).get("Ports") or []
+        return next((int(p["Value"]) for p in ports if p.get("Label") == "http"), None)
+
+    def stop(self, alloc_id: str) -> None:
+        url = f"{self.es.info.nomad_addr}/v1/allocation/{alloc_id}/stop"
+        self.http.post(url, headers=self.es.nomad_headers()).raise_for_status()
+
+    def passing(self) -> set[str]:
+        """Allocation ids of the chute's registrations Consul lists passing."""
+        return {
+            a for e in self.es.consul_passing(self.job.removeprefix("chute-")) if (a := alloc_id_of(e["Service"]["ID"]))
+        }
+
+    def ready(self, port: int) -> bool:
+        try:
+            return self.http.get(f"http://127.0.0.1:{port}/_ready", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def _new_instance(
+    cluster: Cluster, probe: Probe, before: set[str], known: set[int]
+) -> tuple[str, int, dict[str, float]]:
+    """Wait for an allocation not in ``before`` to be ready, passing and routed; (alloc id, pid, figures)."""
+    alloc_id = wait_for(lambda: next(iter(set(cluster.allocs()) - before), None), "a new allocation", 120, 0.01)
+    port = wait_for(lambda: cluster.port(alloc_id), "its port", 30, 0.01)
+    wait_for(lambda: cluster.ready(port), "its runtime ready", 120, 0.005)
+    ready_at = time.time()
+    wait_for(lambda: alloc_id in cluster.passing(), "its registration passing in Consul", 60, 0.005)
+    passing_at = time.time()
+
+    def routed() -> tuple[float, int] | None:
+        started, pid = probe.call()
+        return (started, pid) if pid is not None and pid not in known else None
+
+    routed_at, pid = wait_for(routed, "a call answered by the new instance", 60, 0.0)
+    return (
+        alloc_id,
+        pid,
+        {
             "ready_to_passing_s": round(passing_at - ready_at, 3),
             "passing_to_routed_s": round(max(0.0, routed_at - passing_at), 3),
             "ready_to_routed_s": round(max(0.0, routed_at - ready_at), 3),
-            "gone_to_unrouted_s": round(unrouted, 3),
-            "killed_to_critical_s": round(critical_at - killed_at, 3),
-            "failed_calls_while_dying": probe.failed - failed_before,
-        }
+        },
+    )
+
+
+def one_rep(es: Embedded, cluster: Cluster, probe: Probe) -> dict[str, Any]:
+    before = set(cluster.allocs())
+    known = probe.pids()
+    with es.client() as client:
+        client.scale_chute(SLUG, 2)
+    try:
+        alloc_id, pid, figures = _new_instance(cluster, probe, before, known)
+        # Stop it as Nomad stops an allocation (deregister, then kill): when did the gateway stop sending calls?
+        failed_before = probe.failed
+        others = set(cluster.allocs()) - {alloc_id}
+        cluster.stop(alloc_id)
+        stopped_at = last_hit = time.time()
+        quiet = 0
+        deadline = time.monotonic() + 30
+        while quiet < 40 and time.monotonic() < deadline:
+            started, answered = probe.call()
+            if answered == pid:
+                last_hit, quiet = started, 0
+            else:
+                quiet += 1
+        figures["gone_to_unrouted_s"] = round(max(0.0, last_hit - stopped_at), 3)
+        figures["failed_calls_while_stopping"] = probe.failed - failed_before
+        # Death: the replacement Nomad places (the job still wants two) is killed; how long until Consul stops
+        # listing it passing, and how many calls fail meanwhile?
+        replacement, victim, _ = _new_instance(cluster, probe, others | {alloc_id}, known | {pid})
+        failed_before = probe.failed
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.time()
+
+        def critical() -> bool:
+            probe.call()  # calls go on meanwhile: the ones sent to the dead instance fail or are retried
+            return replacement not in cluster.passing()
+
+        wait_for(critical, "the killed instance not passing in Consul", 60, 0.0)
+        figures["killed_to_critical_s"] = round(time.time() - killed_at, 3)
+        figures["failed_calls_while_dying"] = probe.failed - failed_before
+        return figures
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-        with contextlib.suppress(httpx.HTTPError):
-            _deregister(es, service_id)
+        with es.client() as client:
+            client.scale_chute(SLUG, 1)
+        wait_for(lambda: len(cluster.allocs()) == 1 and len(cluster.passing()) == 1, "back to one instance", 120, 0.1)
 
 
 KEYS = ("ready_to_passing_s", "passing_to_routed_s", "ready_to_routed_s", "gone_to_unrouted_s",
         "killed_to_critical_s")  # fmt: skip
+COUNTS = ("failed_calls_while_stopping", "failed_calls_while_dying")
 
 
-def run(reps: int, intervals: list[float]) -> dict[str, Any]:
-    by_interval: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="discovery-") as tmp, embedded_stack() as es:
-        ref = chute_copy(Path(tmp), REPO / "examples" / "hello.py", "hello", "hello-disc")
+def run_interval(reps: int, interval: int) -> tuple[dict[str, Any], int]:
+    """One stack whose scheduler renders ``interval`` as the instances' check interval; (figures, calls)."""
+    with (
+        tempfile.TemporaryDirectory(prefix="discovery-") as tmp,
+        embedded_stack(env={"CHUTES_CHECK_INTERVAL": str(interval)}) as es,
+    ):
+        ref = chute_copy(Path(tmp), REPO / "examples" / "hello.py", "hello", SLUG)
+        source = Path(ref.rsplit(":", 1)[0])
+        text = source.read_text()
+        source.write_text(text.replace("    concurrency=4,\n", "    concurrency=4,\n    max_instances=2,\n", 1))
+        assert source.read_text() != text, "examples/hello.py no longer sets concurrency=4"
         with es.client(timeout=120) as client:
             chute_id = str(client.deploy(ref)["chute_id"])
-        wait_for(lambda: es.consul_passing(chute_id), "the Nomad instance passing", 120, 0.05)
-        route = httpx.get(
-            f"{es.info.api_url}/v1/internal/routes/{es.info.username}/hello-disc",
-            headers={"Authorization": f"Bearer {es.admin_key}"},
-        ).json()
-        probe = Probe(es, "hello-disc")
+        cluster = Cluster(es, chute_id)
+        wait_for(lambda: len(cluster.passing()) == 1, "the first instance passing", 120, 0.05)
+        probe = Probe(es, SLUG)
         wait_for(lambda: probe.call()[1], "the chute routable", 60, 0.05)
-        n = 0
-        for interval in intervals:
-            rows = []
-            for _ in range(reps):
-                n += 1
-                rows.append(one_rep(es, probe, ref, chute_id, route["invoke_secret"], interval, n, Path(tmp)))
-            by_interval[f"{interval:g}"] = {
-                "reps": rows,
-                **{key: distribution([r[key] for r in rows]) for key in KEYS},
-                "failed_calls_while_dying": sum(r["failed_calls_while_dying"] for r in rows),
-            }
-        calls = probe.n
+        rows = [one_rep(es, cluster, probe) for _ in range(reps)]
+        return {
+            "reps": rows,
+            **{key: distribution([r[key] for r in rows]) for key in KEYS},
+            **{key: sum(r[key] for r in rows) for key in COUNTS},
+        }, probe.n
+
+
+def run(reps: int, intervals: list[int]) -> dict[str, Any]:
+    by_interval: dict[str, Any] = {}
+    calls = 0
+    for interval in intervals:
+        by_interval[str(interval)], n = run_interval(reps, interval)
+        calls += n
     return {
         "benchmark": "discovery",
         "machine": machine(),
@@ -200,25 +225,28 @@ def run(reps: int, intervals: list[float]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> list[str]:
     lines = [
-        "# Discovery: instance ready → routed, deregistered or dead → unrouted",
+        "# Discovery: instance ready → routed, stopped or dead → unrouted",
         "",
         f"Target: {report['target']}. Medians (min–max) over the repetitions, per Consul check interval of the "
-        f"instance (the scheduler renders CHUTES_CHECK_INTERVAL, 1 s by default, 5 s before); {report['calls']} "
+        f"instances (the scheduler renders CHUTES_CHECK_INTERVAL, 1 s by default, 5 s before); real Nomad "
+        f"allocations on `chutes dev`'s stack, with ACLs and the gateway's allocation check; {report['calls']} "
         "calls through the gateway in all.",
         "",
-        "| check interval | ready → passing | passing → routed | **ready → routed** | **deregistered → unrouted** "
-        "| killed → critical | failed calls while dying |",
+        "| check interval | ready → passing | passing → routed | **ready → routed** | **stopped → unrouted** "
+        "| killed → critical | failed calls while stopping / dying |",
         "|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for interval, figures in report["by_check_interval"].items():
         cells = [f"{figures[k]['p50']} ({figures[k]['min']}–{figures[k]['max']})" for k in KEYS]
-        lines.append(f"| {interval} s | " + " | ".join(cells) + f" | {figures['failed_calls_while_dying']} |")
+        failed = " / ".join(str(figures[k]) for k in COUNTS)
+        lines.append(f"| {interval} s | " + " | ".join(cells) + f" | {failed} |")
     lines += [
         "",
         "Times in seconds. ready → passing waits for Consul's next check of /_ready (up to one interval); "
-        "passing → routed and deregistered → unrouted are the gateway's own share (a Consul blocking query). "
-        "A crashed instance stops being routed at killed → critical plus the gateway's share; calls that reach it "
-        "meanwhile are retried on the other instance.",
+        "passing → routed is the gateway's own share (a Consul blocking query, then Nomad confirming the "
+        "allocation); stopped → unrouted follows Nomad deregistering the stopped allocation's service. A "
+        "killed instance's registration turns critical at Consul's next check (up to one interval) and stops "
+        "being routed the gateway's share later; calls that reach it meanwhile are retried on the other instance.",
     ]
     return lines
 
@@ -226,9 +254,9 @@ def markdown(report: dict[str, Any]) -> list[str]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--intervals", default="5,1", help="Consul check intervals to compare, seconds")
+    parser.add_argument("--intervals", default="5,1", help="Consul check intervals to compare, whole seconds")
     args = parser.parse_args(argv)
-    report = run(args.reps, [float(x) for x in args.intervals.split(",")])
+    report = run(args.reps, [int(x) for x in args.intervals.split(",")])
     write_results("discovery", report, markdown(report))
     return report
 

@@ -21,7 +21,7 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = (
     "gateway_overhead", "placement", "cold_start", "container_cold_start", "discovery", "invalidation", "resources",
-    "agent_resources", "runtime_overhead",
+    "agent_resources", "runtime_overhead", "edge",
 )  # fmt: skip
 
 
@@ -96,7 +96,7 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             crash = round(f["killed_to_critical_s"]["p50"] + f["gone_to_unrouted_s"]["p50"], 3)
             for label, value in (
                 ("ready → routed", f["ready_to_routed_s"]["p50"]),
-                ("deregistered → unrouted", f["gone_to_unrouted_s"]["p50"]),
+                ("stopped → unrouted", f["gone_to_unrouted_s"]["p50"]),
                 ("killed → unrouted", crash),
             ):
                 shown = f"{value} s (median)" if value else "< 0.01 s (below the polling resolution)"
@@ -128,6 +128,15 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             figure = (f"p50 +{row.get('p50_added_ms')} ms, {row.get('throughput_ratio')}× direct throughput"
                       if row else "see the table")  # fmt: skip
             rows.append(_row(f"gateway: {label}", figure, met, "gateway_overhead"))
+    edge = results.get("edge")
+    if edge and "targets" in edge:
+        ratios = edge.get("p50_ratio_to_idle", {})
+        figures = {
+            "flood": f"p50 {ratios.get('wrong_key_flood')}× idle (throttle off: {ratios.get('unthrottled_flood')}×)",
+            "idle": f"p50 {ratios.get('idle_connections')}× idle",
+        }
+        for label, met in edge["targets"].items():
+            rows.append(_row(f"gateway: {label}", figures["flood" if "flood" in label else "idle"], met, "edge"))
     runtime = results.get("runtime_overhead")
     if runtime and "met" in runtime:
         rows.append(_row(str(runtime.get("target", "runtime overhead")),

@@ -35,10 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-gpu-probe", action="store_true", help="do not read this machine's GPUs through NVML")
     p.add_argument("--ports-file", type=Path, help='write {"nomad": N, "consul": N} here once listening')
     p.add_argument("--data-dir", type=Path, help="state and task directories (default: a temporary directory)")
+    p.add_argument("--acl", action="store_true",
+                   help="enforce ACLs (default deny) on both APIs; bootstrap: POST /v1/acl/bootstrap")  # fmt: skip
     p.add_argument("--nomad-token", default=os.environ.get("CHUTES_DEVCLUSTER_NOMAD_TOKEN"),
-                   help="require this ACL token on the Nomad API (env CHUTES_DEVCLUSTER_NOMAD_TOKEN)")  # fmt: skip
+                   help="ACLs on, with this Nomad management token (env CHUTES_DEVCLUSTER_NOMAD_TOKEN)")  # fmt: skip
     p.add_argument("--consul-token", default=os.environ.get("CHUTES_DEVCLUSTER_CONSUL_TOKEN"),
-                   help="require this ACL token on the Consul API (env CHUTES_DEVCLUSTER_CONSUL_TOKEN)")  # fmt: skip
+                   help="ACLs on, with this Consul management token (env CHUTES_DEVCLUSTER_CONSUL_TOKEN)")  # fmt: skip
+    p.add_argument("--nomad-token-file", type=Path,
+                   help="read the Nomad management token from this file (kept out of argv and environ)")  # fmt: skip
+    p.add_argument("--consul-token-file", type=Path, help="read the Consul management token from this file")
     p.add_argument("--tls-cert", type=Path, help="serve both APIs over HTTPS with this PEM certificate")
     p.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
@@ -60,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _token(value: str | None, file: Path | None, flag: str) -> str | None:
+    if file is None:
+        return value or None
+    try:
+        token = file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{flag} {file}: {exc.strerror}") from None
+    if not token:
+        raise ConfigError(f"{flag} {file} is empty")
+    return token
+
+
 def config_from_args(args: argparse.Namespace) -> DevclusterConfig:
     nodes = [parse_node_spec(text) for text in args.node]
     if args.nodes_file is not None:
@@ -78,8 +95,9 @@ def config_from_args(args: argparse.Namespace) -> DevclusterConfig:
         probe_gpus=not args.no_gpu_probe,
         data_dir=args.data_dir,
         ports_file=args.ports_file,
-        nomad_token=args.nomad_token or None,
-        consul_token=args.consul_token or None,
+        acl=args.acl,
+        nomad_token=_token(args.nomad_token, args.nomad_token_file, "--nomad-token-file"),
+        consul_token=_token(args.consul_token, args.consul_token_file, "--consul-token-file"),
         session_min_ttl_s=min_ttl,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

@@ -61,6 +61,9 @@ class DevclusterConfig:
     probe_gpus: bool = True
     data_dir: Path | None = None
     ports_file: Path | None = None
+    #: ACLs on both APIs (default policy deny); also on when a management token below is given
+    acl: bool = False
+    #: management token secrets the operator chose (created at start if missing)
     nomad_token: str | None = None
     consul_token: str | None = None
     session_min_ttl_s: float = 10.0
@@ -71,6 +74,10 @@ class DevclusterConfig:
     # The docker task driver (run with podman): auto = on when podman works, on = required, off = raw_exec only.
     docker_driver: Literal["auto", "on", "off"] = "auto"
     insecure_registries: tuple[str, ...] = ()  # host or host:port pulled without TLS verification
+
+    @property
+    def acl_enabled(self) -> bool:
+        return self.acl or bool(self.nomad_token) or bool(self.consul_token)
 
     @property
     def scheme(self) -> str:

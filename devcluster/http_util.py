@@ -1,8 +1,7 @@
-"""HTTP plumbing shared by the Nomad and Consul servers: errors, ACL tokens, blocking-query parameters."""
+"""HTTP plumbing shared by the Nomad and Consul servers: errors, blocking-query parameters (ACLs: ``acl``)."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import random
@@ -83,31 +82,6 @@ def error_middleware(service: str) -> Any:
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return error_body(500, f"internal error in the devcluster while serving {request.path}", "see its log")
-
-    return middleware
-
-
-def request_token(request: web.Request, header: str) -> str | None:
-    token = request.headers.get(header)
-    if token:
-        return token
-    auth = request.headers.get("Authorization", "")
-    if auth.lower().startswith("bearer "):
-        return auth[7:].strip()
-    return request.query.get("token") or None
-
-
-def token_middleware(expected: str | None, header: str, open_paths: tuple[str, ...] = ()) -> Any:
-    """Require ``expected`` in ``header`` (or ``Authorization: Bearer``) when an ACL token is configured."""
-
-    @web.middleware
-    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if expected and request.path not in open_paths:
-            given = request_token(request, header)
-            if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
-                detail = "Permission denied" if given else "Permission denied: no ACL token given"
-                return error_body(403, detail, f"send the token in the {header} header")
-        return await handler(request)
 
     return middleware
 

@@ -14,10 +14,13 @@ from typing import Any
 
 from aiohttp import web
 
+from chutes.devcluster.acl import http as acl_http
+from chutes.devcluster.acl.policy import ConsulRules, NomadRules
+from chutes.devcluster.acl.state import ACLState
 from chutes.devcluster.config import DevclusterConfig
 from chutes.devcluster.consul import api_agent, api_kv
 from chutes.devcluster.consul.state import ConsulState
-from chutes.devcluster.http_util import Handler, error_middleware, token_middleware
+from chutes.devcluster.http_util import Handler, error_middleware
 from chutes.devcluster.nomad import api as nomad_api
 from chutes.devcluster.nomad import api_vars
 from chutes.devcluster.nomad.cluster import NomadCluster
@@ -59,6 +62,8 @@ class Devcluster:
         self.consul: ConsulState
         self.nomad: NomadCluster
         self.snapshots: Snapshotter
+        self.nomad_acl: ACLState[NomadRules] = ACLState.nomad()
+        self.consul_acl: ACLState[ConsulRules] = ACLState.consul()
 
     def _nodes(self) -> list[Node]:
         nodes = [simulated_node(spec.name, spec.model or "", spec.count) for spec in self.config.nodes]
@@ -91,10 +96,15 @@ class Devcluster:
             self.index.restore(int(saved.get("index", 1)), saved.get("topics", {}))
             self.consul.restore(saved.get("consul", {}))
             self.nomad.state.restore(saved.get("nomad", {}))
+            self.nomad_acl.restore(saved.get("acl", {}).get("nomad", {}))
+            self.consul_acl.restore(saved.get("acl", {}).get("consul", {}))
             self.nomad.variables.restore(saved.get("variables", []))
             log.info("restored state from %s (index %d)", self.snapshots.path, self.index.index)
+        self._setup_acl()
         self.consul.on_change(self.snapshots.mark)
         self.nomad.state.on_change.append(self.snapshots.mark)
+        self.nomad_acl.on_change.append(self.snapshots.mark)
+        self.consul_acl.on_change.append(self.snapshots.mark)
         self.nomad.variables.on_persist.append(self.snapshots.mark)
         await self.consul.open()
         await self.nomad.open()
@@ -106,6 +116,19 @@ class Devcluster:
             tmp.write_text(json.dumps(self.ports()))
             tmp.replace(self.config.ports_file)
 
+    def _setup_acl(self) -> None:
+        """ACLs on when asked for (or when a management token is given); that token is created if missing."""
+        enabled = self.config.acl_enabled
+        self.nomad_acl.enabled = self.consul_acl.enabled = enabled
+        if self.config.nomad_token:
+            self.nomad_acl.ensure_management(self.config.nomad_token, "devcluster management token")
+        if self.config.consul_token:
+            self.consul_acl.ensure_management(self.config.consul_token, "devcluster management token")
+        if enabled:
+            log.info("ACLs enforced (default policy deny); Nomad %s, Consul %s",
+                     "bootstrapped" if self.nomad_acl.bootstrap_index else "not bootstrapped",
+                     "bootstrapped" if self.consul_acl.bootstrap_index else "not bootstrapped")  # fmt: skip
+
     def ports(self) -> dict[str, int]:
         return {"nomad": self.nomad_port, "consul": self.consul_port}
 
@@ -115,6 +138,7 @@ class Devcluster:
             "topics": self.index.topics(),
             "consul": self.consul.snapshot(),
             "nomad": self.nomad.state.snapshot(),
+            "acl": {"nomad": self.nomad_acl.snapshot(), "consul": self.consul_acl.snapshot()},
             "variables": self.nomad.variables.snapshot(),
         }
 
@@ -134,13 +158,15 @@ class Devcluster:
             middlewares=[
                 error_middleware("Consul"),
                 self._persist,
-                token_middleware(self.config.consul_token, "X-Consul-Token", ("/v1/status/leader",)),
+                acl_http.consul_middleware(self.consul_acl, lambda: self.consul),
             ],
             client_max_size=2 * 1024 * 1024,
         )
         app[api_agent.CONSUL] = self.consul
+        app[acl_http.CONSUL_ACL] = self.consul_acl
         app.add_routes(api_agent.routes)
         app.add_routes(api_kv.routes)
+        app.add_routes(acl_http.consul_routes)
         return app
 
     def _nomad_app(self) -> web.Application:
@@ -148,12 +174,14 @@ class Devcluster:
             middlewares=[
                 error_middleware("Nomad"),
                 self._persist,
-                token_middleware(self.config.nomad_token, "X-Nomad-Token", ("/v1/status/leader",)),
+                acl_http.nomad_middleware(self.nomad_acl),
             ],
             client_max_size=8 * 1024 * 1024,
         )
         app[nomad_api.NOMAD] = self.nomad
+        app[acl_http.NOMAD_ACL] = self.nomad_acl
         app.add_routes(nomad_api.routes)
+        app.add_routes(acl_http.nomad_routes)
         app.add_routes(api_vars.routes)
         return app
 

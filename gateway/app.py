@@ -13,6 +13,8 @@ import os
 import re
 import time
 
+from chutes.edge.throttle import FailureThrottle
+from chutes.gateway.allocations import NomadAllocations
 from chutes.gateway.asgi import Incoming, Message, Receive, Scope, Send, json_error_body, respond
 from chutes.gateway.cache import TTLCache
 from chutes.gateway.config import GatewaySettings
@@ -70,10 +72,21 @@ class Gateway:
         self.settings = settings
         self.scheduler = scheduler
         self.metrics = GatewayMetrics()
-        self.discovery = ConsulDiscovery(health, wait=settings.consul_wait, idle_after=settings.watch_idle)
-        self.identities: TTLCache[str, Identity] = TTLCache(
-            scheduler.authenticate, settings.auth_ttl, settings.auth_negative_ttl, settings.stale_for, alias=key_alias
+        self.allocations = (
+            None
+            if settings.nomad_addr is None
+            else NomadAllocations(
+                settings.nomad_addr, settings.nomad_token, namespace=settings.nomad_namespace,
+                ttl=settings.allocation_ttl,
+            )
+        )  # fmt: skip
+        self.discovery = ConsulDiscovery(
+            health, wait=settings.consul_wait, idle_after=settings.watch_idle, verify=self.allocations
         )
+        self.identities: TTLCache[str, Identity] = TTLCache(
+            self._authenticate, settings.auth_ttl, settings.auth_negative_ttl, settings.stale_for, alias=key_alias
+        )
+        self.throttle = FailureThrottle(settings.auth_failure_burst, settings.auth_failure_rate)
         self.routes: TTLCache[tuple[str, str], Route] = TTLCache(
             self._load_route, settings.route_ttl, settings.route_negative_ttl, settings.stale_for
         )
@@ -94,6 +107,14 @@ class Gateway:
         )
         self.proxy = Proxy(settings, self.discovery, self.metrics, scheduler)
 
+    async def _authenticate(self, key: str) -> Identity | None:
+        identity = await self.scheduler.authenticate(key)
+        if identity is not None:
+            self.throttle.accepted(key)  # it passes a throttled address's gate (the cache still decides)
+        else:
+            self.throttle.rejected(key)
+        return identity
+
     async def _load_route(self, key: tuple[str, str]) -> Route | None:
         info = await self.scheduler.route(*key)
         return None if info is None else Route.of(info)
@@ -109,12 +130,16 @@ class Gateway:
         await self.recorder.close()
         await self.proxy.close()
         await self.discovery.close()
+        if self.allocations is not None:
+            await self.allocations.close()
 
     async def resolve(self, target: Target) -> Route | None:
-        """The route of the first candidate (username, slug) that names a chute."""
+        """The route of the chute ``target`` addresses: the candidate that names a chute and (for a host
+        address) owns the host label. Deploys are refused when a label could name two chutes, so at most one
+        candidate answers."""
         for key in target.candidates:
             route = await self.routes.get(key)
-            if route is not None:
+            if route is not None and route.answers(target):
                 return route
         return None
 
@@ -151,9 +176,21 @@ class Gateway:
             return
         send = request.send
         key = api_key_of(request.header(b"authorization"))
+        client = request.client_ip
+        if self.throttle:  # some address failed lately: it may not make the scheduler look up unknown keys
+            retry_after = self.throttle.gate(client, key)
+            if retry_after is not None:
+                self.metrics.observe("", "", 429, time.perf_counter() - started)
+                await send_error(
+                    send, 429, "too many failed authentications from this address",
+                    "check the API key; retry after the time in Retry-After", invocation_id,
+                    [(b"retry-after", str(retry_after).encode())],
+                )  # fmt: skip
+                return
         try:
             caller = None if key is None else await self.identities.get(key)
             if caller is None:
+                self.throttle.failed(client)
                 self.metrics.observe("", "", 401, time.perf_counter() - started)
                 await send_error(
                     send, 401, "missing or invalid API key",
@@ -161,6 +198,8 @@ class Gateway:
                     invocation_id, [(b"www-authenticate", b"Bearer")],
                 )  # fmt: skip
                 return
+            if self.throttle and key is not None:  # a token taken at a suspect address's gate goes back
+                self.throttle.accepted(key, client)
             route = await self.resolve(target)
         except SchedulerUnavailable as exc:
             log.warning("scheduler unavailable: %s", exc)

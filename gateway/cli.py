@@ -18,7 +18,10 @@ from pathlib import Path
 
 import uvicorn
 
+from chutes import envfile
 from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.edge import limits as edge_limits
+from chutes.edge.protocol import EdgeGuard
 from chutes.gateway.app import Gateway
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import consul_health
@@ -48,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--read-timeout", type=float, default=1800.0)
     p.add_argument("--watch-idle", type=float, default=600.0)
     p.add_argument("--metering-interval", type=float, default=1.0)
+    p.add_argument("--nomad-addr", default=env("NOMAD_ADDR"),
+                   help="check instances against Nomad's allocations (recommended; env NOMAD_ADDR)")  # fmt: skip
+    p.add_argument("--nomad-token", default=env("NOMAD_TOKEN"), help="a token with read-job (env NOMAD_TOKEN)")
+    p.add_argument("--nomad-namespace", default=env("NOMAD_NAMESPACE"))
+    p.add_argument("--auth-failure-burst", type=int, default=int(env("CHUTES_AUTH_FAILURE_BURST", "10")),
+                   help="failed authentications an address may make at once (then 429)")  # fmt: skip
+    p.add_argument("--auth-failure-rate", type=float, default=float(env("CHUTES_AUTH_FAILURE_RATE", "1.0")),
+                   help="failed authentications per second an address may make after the burst")  # fmt: skip
+    edge_limits.add_arguments(p)
     p.add_argument(
         "--spool-dir", type=Path, default=env("CHUTES_GATEWAY_SPOOL_DIR"),
         help="journal invocation records here until the scheduler has them (replayed after a crash)",
@@ -64,6 +76,14 @@ def _parser() -> argparse.ArgumentParser:
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
     if not args.scheduler_key:
         raise SystemExit("chutes-gateway: set --scheduler-key or CHUTES_GATEWAY_KEY (an admin or gateway API key)")
+    try:
+        limits = edge_limits.from_args(args, os.environ)
+    except edge_limits.LimitsError as exc:
+        raise SystemExit(f"chutes-gateway: {exc}") from None
+    if args.auth_failure_burst < 1 or not args.auth_failure_rate > 0:
+        raise SystemExit("chutes-gateway: --auth-failure-burst must be >= 1 and --auth-failure-rate > 0")
+    if not args.nomad_addr:
+        log.warning("no --nomad-addr: every passing Consul registration of a chute's service gets its calls")
     return GatewaySettings(
         scheduler_url=args.scheduler_url,
         scheduler_key=args.scheduler_key,
@@ -80,22 +100,30 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         read_timeout=args.read_timeout,
         watch_idle=args.watch_idle,
         metering_interval=args.metering_interval,
+        limits=limits,
+        auth_failure_burst=args.auth_failure_burst,
+        auth_failure_rate=args.auth_failure_rate,
+        nomad_addr=args.nomad_addr or None,
+        nomad_token=args.nomad_token or None,
+        nomad_namespace=args.nomad_namespace or None,
         spool_dir=str(args.spool_dir) if args.spool_dir else None,
         invalidation_key=args.invalidation_key or None,
     )
 
 
 def server_config(gateway: Gateway, access_log: bool = False, log_level: str = "warning") -> uvicorn.Config:
-    """uvicorn serving the gateway's ASGI app: httptools parser, no websockets, its own X-Forwarded-For."""
+    """uvicorn serving the gateway's ASGI app: httptools parser with the edge limits (``chutes.edge``), no
+    websockets, its own X-Forwarded-For. Half the file descriptors at most go to client connections: each
+    call also holds one to an instance."""
+    guard = EdgeGuard(gateway.settings.limits, "gateway", fd_fraction=0.5)
     return uvicorn.Config(
         gateway,
-        http="httptools",
+        http=guard.protocol(),
         ws="none",
         lifespan="on",
         access_log=access_log,
         server_header=False,
         proxy_headers=False,  # the gateway appends the peer to X-Forwarded-For itself
-        timeout_keep_alive=75,
         backlog=2048,
         log_level=log_level,
     )
@@ -114,6 +142,8 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
     """Run the gateway until SIGINT or SIGTERM."""
     # A wrong CA or a missing client certificate stops the gateway here, with the variable to set.
     await preflight("consul", consul_address(settings.consul_addr))
+    if settings.nomad_addr:  # the allocation check reads Nomad: the same start-up check
+        await preflight("nomad", settings.nomad_addr)
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health, kv=consul.kv)
@@ -155,6 +185,10 @@ def _stop(server: uvicorn.Server) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
+    try:
+        envfile.load()  # secrets (the gateway key, tokens) from a file rather than the environment
+    except envfile.EnvFileError as exc:
+        raise SystemExit(f"chutes-gateway: {exc}") from None
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = settings_from(args)

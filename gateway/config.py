@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from chutes.edge.limits import EdgeLimits
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +56,15 @@ class GatewaySettings:
     # Answers.
     retry_after_busy: int = 1
     retry_after_unavailable: int = 5
+
+    # The edge: limits per client connection (chutes.edge), failed authentications per client address.
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    auth_failure_burst: int = 10  # failed authentications an address may make at once ...
+    auth_failure_rate: float = 1.0  # ... and per second after that; past it: 429 without a key lookup
+
+    # Instances are checked against Nomad's allocations when set (docs/security.md); None: every passing
+    # Consul registration of a chute's service gets calls.
+    nomad_addr: str | None = None
+    nomad_token: str | None = None
+    nomad_namespace: str | None = None
+    allocation_ttl: float = 5.0

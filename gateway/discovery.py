@@ -14,13 +14,18 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from chutes.consul_client import consul_aio
 from chutes.gateway.balancer import Upstream
 
 log = logging.getLogger(__name__)
+
+
+#: Narrows a service's passing instances to those that may get calls; True when some could not be checked yet
+#: (the watch then asks again shortly). ``chutes.gateway.allocations.NomadAllocations`` is one.
+Verifier = Callable[[str, list[tuple[str, str, int]]], Awaitable[tuple[list[tuple[str, str, int]], bool]]]
 
 
 class HealthSource(Protocol):
@@ -100,8 +105,12 @@ class ConsulDiscovery:
         min_interval: float = 0.05,
         backoff_max: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        verify: Verifier | None = None,
+        verify_retry: float = 1.0,
     ) -> None:
         self._health = health
+        self._verify = verify
+        self._verify_retry = verify_retry
         self._wait = wait
         self._idle_after = idle_after
         self._min_interval = min_interval
@@ -169,9 +178,21 @@ class ConsulDiscovery:
             index = _as_index(raw_index)
             # Consul's rules for blocking queries: an index that goes backwards resets the watch to 0.
             state.index = index if index >= state.index else 0
-            if state.update(instances_from_health(entries)):
+            found = instances_from_health(entries)
+            pending = False
+            if self._verify is not None:
+                try:
+                    found, pending = await self._verify(state.name, found)
+                except Exception:  # a failing check must not end the watch: keep the table, ask again
+                    log.exception("checking the instances of %s failed", state.name)
+                    found, pending = [(u.key, u.host, u.port) for u in state.upstreams], True
+            if state.update(found):
                 log.info("service %s: %d passing instances", state.name, len(state.upstreams))
             state.loaded.set()
+            if pending:  # some instances could not be checked yet: ask again soon, without blocking
+                state.index = 0
+                await asyncio.sleep(self._verify_retry)
+                continue
             elapsed = self._clock() - started
             if elapsed < self._min_interval:  # rate-limit a watch whose answers come back at once
                 await asyncio.sleep(self._min_interval - elapsed)

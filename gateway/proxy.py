@@ -50,7 +50,7 @@ _CLIENT_CLOSED = 499  # recorded (never sent) when the client went away before t
 
 @dataclass(slots=True)
 class Call:
-    """One authorised call to one cord (or to a stream/non-stream pair, settled once the body is read)."""
+    """One authorised call to one cord (or to a stream/non-stream pair, settled by the instance's answer)."""
 
     request: Incoming
     route: Route
@@ -58,6 +58,7 @@ class Call:
     caller: Identity
     invocation_id: str
     started: float  # perf_counter() when the request arrived
+    content_type: bytes | None = None  # of the instance's answer, once relayed
     # Completes when the client disconnects (once the body is read, ASGI has nothing else to deliver).
     client_left: asyncio.Future[Any] | None = None
 
@@ -112,7 +113,6 @@ class Proxy:
             body = await call.request.read_body(self.settings.max_body_bytes)
             bytes_in = len(body)
             query = call.request.query
-            cord = pick_cord(call.cords, body, query)
             status, bytes_out = await self._send(call, cord, query, label, body)
         except BodyTooLarge:
             limit = self.settings.max_body_bytes
@@ -122,6 +122,8 @@ class Proxy:
         except _Failed as failed:
             status = await self._error(call, failed)
         finally:
+            if len(call.cords) > 1:
+                cord = pick_cord(call.cords, call.request.query, call.content_type)
             if call.client_left is not None and not call.client_left.done():
                 call.client_left.cancel()
             elapsed = time.perf_counter() - call.started
@@ -260,6 +262,8 @@ class Proxy:
 
     async def _relay(self, call: Call, conn: Connection, head: Head, label: str) -> tuple[int, int]:
         send = call.request.send
+        if len(call.cords) > 1:
+            call.content_type = next((v for n, v in head.headers if n.lower() == b"content-type"), None)
         headers = client_response_headers(head.headers)
         headers.append((_INVOCATION_ID, call.invocation_id.encode()))
         length = head.content_length

@@ -7,7 +7,6 @@ answer (docs/internal-contracts.md); unknown fields are ignored so that the sche
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
@@ -43,6 +42,9 @@ class RouteInfo(BaseModel):
     service: str
     cords: list[CordSpec] = Field(default_factory=list)
     max_instances: int = 1
+    #: the ``<username>-<slug>`` host label this chute owns (the scheduler gives each label to one chute at
+    #: most); None: the chute has no host address
+    host_label: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,17 +71,22 @@ class Route:
             found = self.cords.get((method, path.rstrip("/")))
         return found
 
+    def answers(self, target: Target) -> bool:
+        """Whether this chute is the one ``target`` addresses: a host label must be the one the chute owns."""
+        return target.label is None or self.info.host_label == target.label
+
     def allows(self, caller: Identity) -> bool:
         """The owner, users the chute is shared with, and anyone for a public chute may call it."""
         info = self.info
         return info.public or caller.username == info.username or caller.username in self.shared_with
 
 
-def pick_cord(cords: tuple[CordSpec, ...], body: bytes, query: str) -> CordSpec:
-    """Which cord of those sharing an address serves a call (for metrics and metering; the instance picks too).
+def pick_cord(cords: tuple[CordSpec, ...], query: str, content_type: bytes | None = None) -> CordSpec:
+    """Which cord of those sharing an address served a call (for metrics and metering; the instance picks).
 
-    A streaming and a non-streaming cord may share an address: the JSON body's ``"stream": true`` (or, for
-    GET, ``?stream=true|1``) picks the streaming one, as the runtime does.
+    A streaming and a non-streaming cord may share an address. For GET, ``?stream=true|1`` picks the
+    streaming one, as the runtime does; for a body, the instance's answer tells (``content_type``: an event
+    stream comes from the streaming cord), so the gateway never parses a request body to know.
     """
     if len(cords) == 1:
         return cords[0]
@@ -88,11 +95,7 @@ def pick_cord(cords: tuple[CordSpec, ...], body: bytes, query: str) -> CordSpec:
     if streaming.public_api_method == "GET":
         wanted = parse_qs(query).get("stream", [""])[-1].lower() in ("true", "1")
     else:
-        try:
-            payload = json.loads(body) if body else None
-        except ValueError:
-            payload = None
-        wanted = isinstance(payload, dict) and payload.get("stream") is True
+        wanted = content_type is not None and content_type.lower().startswith(b"text/event-stream")
     return streaming if wanted else unary
 
 
@@ -101,12 +104,15 @@ class Target:
     """Which chute a request addresses, and the cord path inside it.
 
     ``candidates`` holds (username, slug) pairs in the order to try them: a host label
-    ``<username>-<slug>`` is ambiguous when either part contains '-', so every valid split is a candidate,
-    shortest username first; a path address has exactly one.
+    ``<username>-<slug>`` splits several ways when either part contains '-', so every valid split is a
+    candidate; ``label`` is then set, and only the chute that owns that label answers (the scheduler gives a
+    label to one chute at most, refusing deploys that would make one ambiguous). A path address has exactly
+    one candidate and no label.
     """
 
     candidates: tuple[tuple[str, str], ...]
     path: str
+    label: str | None = None
 
 
 _SLUG_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
@@ -152,7 +158,7 @@ def parse_target(host: str, path: str, domain: str | None) -> Target | None:
     label = host_label(host, domain)
     if label is not None:
         candidates = split_label(label)
-        return Target(candidates, path or "/") if candidates else None
+        return Target(candidates, path or "/", label) if candidates else None
     parts = path.split("/", 3)  # ["", username, slug, rest]
     if len(parts) < 3:
         return None

@@ -1,10 +1,11 @@
 # chutes-gateway: the stateless data plane as a Nomad service job, one or more per datacenter.
 #
-#   nomad var put nomad/jobs/chutes-gateway gateway_key=cnk_... consul_token=...
+#   nomad var put nomad/jobs/chutes-gateway gateway_key=cnk_... consul_token=... nomad_token=...
 #   nomad job run -var image=ghcr.io/example/chutes-nomad:0.1.0 jobs_hcl/chutes-gateway.nomad.hcl
 #
-# Each gateway watches Consul for passing instances of each chute, authenticates calls against the
-# scheduler and forwards them signed. Put a load balancer (or DNS) in front of the static port.
+# Each gateway watches Consul for passing instances of each chute, keeps those that are running
+# allocations of the chute's Nomad job (its Nomad token needs read-job only), authenticates calls against
+# the scheduler and forwards them signed. Put a load balancer (or DNS) in front of the static port.
 
 variable "image" {
   type        = string
@@ -104,6 +105,7 @@ job "chutes-gateway" {
         CHUTES_SCHEDULER_URL   = var.scheduler_url
         CHUTES_GATEWAY_DOMAIN  = var.domain
         CONSUL_HTTP_ADDR       = "http://${attr.unique.network.ip-address}:8500"
+        NOMAD_ADDR             = "http://${attr.unique.network.ip-address}:4646"
         # Usage records wait here until the scheduler has them; the allocation's directory outlives a crash
         # of the task (Nomad restarts it in place), so the restarted gateway sends what the dead one could not.
         CHUTES_GATEWAY_SPOOL_DIR = "${NOMAD_ALLOC_DIR}/data/usage-spool"
@@ -117,6 +119,7 @@ job "chutes-gateway" {
           {{ with nomadVar "nomad/jobs/chutes-gateway" }}
           CHUTES_GATEWAY_KEY={{ .gateway_key }}
           CONSUL_HTTP_TOKEN={{ .consul_token }}
+          NOMAD_TOKEN={{ .nomad_token }}
           {{ end }}
         EOT
       }

@@ -1,9 +1,10 @@
 """The ASGI application of one instance: health, signatures, concurrency, cords, streams, passthrough.
 
 Order of checks on a cord call: body read (413 past the limit) → signature (401 missing, 403 wrong, stale or
-replayed; skipped with ``--dev``) → route (404, 405) → phase (503 while starting or draining) → concurrency
-(429 with ``Retry-After``) → input validation (422 with pydantic's field errors) → the call (504 past the
-cord's timeout, 500 with a JSON body when it raises, the status of a raised ``HTTPException``). A signature
+replayed; skipped with ``--dev``; nothing of the body is parsed before it) → route (404, 405) → phase (503
+while starting or draining) → concurrency (429 with ``Retry-After``) → input validation (422 for JSON nested
+deeper than ``max_json_depth``, 422 with pydantic's field errors) → the call (504 past the cord's timeout, 500
+with a JSON body when it raises, the status of a raised ``HTTPException``). A signature
 is only recorded as used once its call is admitted, so a 429/503 answer can be retried with the same one.
 
 Return values: a Starlette/FastAPI ``Response`` is sent as is; ``bytes`` with the cord's
@@ -40,6 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from chutes.edge import strictjson
 from chutes.runtime import dependencies, sse
 from chutes.runtime.asgi import (
     JSON,
@@ -243,17 +245,18 @@ class RuntimeApp:
         method: str = scope["method"]
         by_method = self.routes.get(path)
         entry = by_method.get(method) if by_method is not None else None
-        route = entry.pick(body, scope.get("query_string", b"")) if isinstance(entry, CordPair) else entry
 
+        # The signature first: nothing of an unsigned body is parsed.
         parsed: ParsedSignature | None = None
         if self.verifier is not None:
             try:
                 parsed = self.verifier.check(_signature(scope), method, _target(scope), body)
             except SignatureError as exc:
-                if route is not None:
-                    self.metrics.count(route.name, exc.status)
+                if entry is not None:
+                    self.metrics.count(entry.unary.name if isinstance(entry, CordPair) else entry.name, exc.status)
                 await send_error(send, exc.status, str(exc), _signature_hint(exc.status))
                 return
+        route = entry.pick(body, scope.get("query_string", b"")) if isinstance(entry, CordPair) else entry
 
         if route is None:
             if by_method is not None:
@@ -315,7 +318,11 @@ class RuntimeApp:
                         fields = {k: v for k, v in fields.items() if k not in route.binding.query_names}
                     model = model_cls.model_validate(fields)
                 else:
+                    strictjson.check_depth(call.body, self.config.max_json_depth)
                     model = model_cls.model_validate_json(call.body or b"{}")
+            except strictjson.JSONTooDeep as exc:
+                await send_error(call.send, 422, str(exc), "send flatter JSON", self._conn_headers())
+                return 422
             except ValidationError as exc:
                 detail = exc.errors(include_url=False, include_context=False, include_input=False)
                 await send_error(

@@ -128,11 +128,9 @@ def _run_job(ref: str | None, name: str, input_value: str | None, output_dir: Pa
     outcome = run_job(chute, job, payload, output_dir, env.job_run_id)
     log.info("outputs in %s", output_dir)
     if env.job_run_id:
-        scheduler_url, token = env.scheduler_url, env.instance_token
+        scheduler_url, token = env.scheduler_url, env.run_token
         if not scheduler_url or not token:
-            log.error(
-                "CHUTES_JOB_RUN_ID is set but CHUTES_SCHEDULER_URL or CHUTES_INSTANCE_TOKEN is not: not uploading"
-            )
+            log.error("CHUTES_JOB_RUN_ID is set but CHUTES_SCHEDULER_URL or CHUTES_RUN_TOKEN is not: not uploading")
             return 1
         upload_outputs(scheduler_url, token, env.job_run_id, output_dir, include_all=job.upload)
     return 0 if outcome.ok else 1

@@ -12,22 +12,29 @@ Environment (DESIGN.md, "Runtime environment"; docs/internal-contracts.md, "Runt
 - ``NOMAD_IP_http``: the address to bind in a cluster (raw_exec), when neither of the above is set.
 - ``CHUTES_CORD_TIMEOUT`` (seconds, default 1800), ``CHUTES_DRAIN_TIMEOUT`` (seconds, default 30): Nomad's
   ``kill_timeout`` for the task must be longer than the drain timeout or Nomad kills the drain.
+- ``CHUTES_MAX_HEADER_BYTES`` ... (``chutes.edge.limits``), ``CHUTES_MAX_JSON_DEPTH`` (default 64): limits on
+  what a connection may send.
 - ``CHUTES_SCHEDULER_URL``, ``CHUTES_INSTANCE_TOKEN``, ``CHUTES_BUNDLE_SHA256``, ``CHUTES_CHUTE_ID``,
-  ``NOMAD_TASK_DIR``, ``CHUTES_JOB_RUN_ID``: where the chute comes from when no FILE:ATTR is given.
+  ``NOMAD_TASK_DIR``, ``CHUTES_JOB_RUN_ID``: where the chute comes from when no FILE:ATTR is given;
+  ``CHUTES_RUN_TOKEN``: uploads a job run's outputs (valid for that run, until it has finished).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from chutes.edge import limits as edge_limits
+from chutes.edge.limits import EdgeLimits
 
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_CORD_TIMEOUT = 1800.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_JSON_DEPTH = 64
 
 
 class ConfigError(Exception):
@@ -52,8 +59,11 @@ class ServeConfig:
     port_file: Path | None = None
     access_log: bool = False
     log_level: str = "info"
-    # Longer than the idle timeout of aiohttp's pool (15 s) so the gateway never reuses a closing connection.
-    keep_alive_seconds: int = 75
+    # Connection limits (CHUTES_MAX_HEADER_BYTES ...). The idle keep-alive timeout stays longer than the idle
+    # timeout of the gateway's pool, so the gateway never reuses a connection the instance is closing.
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    #: JSON bodies nested deeper than this are refused (422) before they are parsed (CHUTES_MAX_JSON_DEPTH)
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +76,7 @@ class ClusterEnv:
     chute_id: str | None = None
     task_dir: Path | None = None
     job_run_id: str | None = None
+    run_token: str | None = None
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> ClusterEnv:
@@ -77,6 +88,7 @@ class ClusterEnv:
             chute_id=env.get("CHUTES_CHUTE_ID") or None,
             task_dir=Path(task_dir) if task_dir else None,
             job_run_id=env.get("CHUTES_JOB_RUN_ID") or None,
+            run_token=env.get("CHUTES_RUN_TOKEN") or None,
         )
 
     def require_bundle_source(self) -> tuple[str, str, str]:
@@ -152,6 +164,13 @@ def resolve_serve(
     body_limit = DEFAULT_MAX_BODY_BYTES if max_body_bytes is None else max_body_bytes
     if body_limit < 1:
         raise ConfigError(f"--max-body-bytes must be positive, got {body_limit}")
+    try:
+        limits = edge_limits.from_env(env)
+    except edge_limits.LimitsError as exc:
+        raise ConfigError(str(exc)) from None
+    raw_depth = env.get("CHUTES_MAX_JSON_DEPTH") or str(DEFAULT_MAX_JSON_DEPTH)
+    if not raw_depth.isdigit() or int(raw_depth) < 1:
+        raise ConfigError(f"CHUTES_MAX_JSON_DEPTH must be a positive whole number, got {raw_depth!r}")
     return ServeConfig(
         host=resolved_host,
         port=resolved_port,
@@ -165,4 +184,6 @@ def resolve_serve(
         port_file=port_file,
         access_log=access_log,
         log_level=log_level,
+        limits=limits,
+        max_json_depth=int(raw_depth),
     )

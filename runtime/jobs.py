@@ -18,7 +18,7 @@ input fails the run before any hook runs. SIGTERM (Nomad stopping the run) cance
 (``cancelled``); a sync job cannot be interrupted and is abandoned at exit.
 
 In a cluster the folder is then uploaded to ``$CHUTES_SCHEDULER_URL/v1/instances/jobs/$CHUTES_JOB_RUN_ID/outputs``
-with ``CHUTES_INSTANCE_TOKEN`` (docs/internal-contracts.md: one multipart POST, parts named ``files``); with
+with ``CHUTES_RUN_TOKEN`` (docs/internal-contracts.md: one multipart POST, parts named ``files``); with
 ``upload=False`` only ``status.json`` and ``result.json`` are sent.
 """
 

@@ -11,11 +11,11 @@ or anything else: the other), or for a GET address the ``stream`` query paramete
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
+from chutes.edge import strictjson
 from chutes.runtime.config import ConfigError
 from chutes.runtime.dependencies import RequestBinding
 from chutes.runtime.invoke import FuncKind, func_kind
@@ -51,8 +51,8 @@ class CordPair:
             wanted = dict(parse_qsl(query.decode("latin-1"))).get("stream", "").lower() in ("true", "1")
         else:
             try:
-                payload = json.loads(body) if body else None
-            except ValueError:
+                payload = strictjson.loads(body) if body else None
+            except ValueError:  # not JSON, or nested too deep
                 payload = None  # the non-streaming cord's validation answers 422
             wanted = isinstance(payload, dict) and payload.get("stream") is True
         return self.streaming if wanted else self.unary

@@ -1,6 +1,6 @@
 """uvicorn around the runtime app: signals, draining, the exit code.
 
-uvicorn (uvloop and httptools when installed: ``loop="auto"``, ``http="auto"``) serves ``RuntimeApp``. Its
+uvicorn (uvloop when installed, httptools with the edge limits of ``chutes.edge``) serves ``RuntimeApp``. Its
 own signal handling would close the listener at once; an instance instead drains: on SIGTERM (or SIGINT)
 ``/_ready`` and new cord calls turn 503 at once (so Consul takes the instance out of rotation and the
 gateway retries elsewhere), the calls in flight finish (up to the drain timeout), then uvicorn stops, the
@@ -21,6 +21,7 @@ from types import FrameType
 
 import uvicorn
 
+from chutes.edge.protocol import EdgeGuard
 from chutes.runtime.app import RuntimeApp
 from chutes.runtime.config import ServeConfig
 from chutes.runtime.protocols import ChuteLike
@@ -100,17 +101,17 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def build_server(chute: ChuteLike, config: ServeConfig) -> RuntimeServer:
     app = RuntimeApp(chute, config)
+    guard = EdgeGuard(config.limits, "runtime", fd_fraction=0.8)
     uv_config = uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         loop="auto",
-        http="auto",
+        http=guard.protocol(),
         lifespan="on",
         access_log=config.access_log,
         log_config=None,
         log_level=config.log_level,
-        timeout_keep_alive=config.keep_alive_seconds,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
         server_header=False,
     )

@@ -18,6 +18,7 @@ import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
 from chutes.cluster_tls import preflight
 from chutes.consul_client import consul_aio
+from chutes.edge.throttle import FailureThrottle
 from chutes.scheduler import api
 from chutes.scheduler.api import errors
 from chutes.scheduler.api.instances import MAX_OUTPUT_BYTES
@@ -154,9 +155,14 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
         lifespan=lifespan,
     )
     errors.install(app)
+    app.state.auth_throttle = FailureThrottle(config.auth_failure_burst, config.auth_failure_rate)
     app.add_middleware(RequestMetrics, metrics=metrics)
     # Uploads: a bundle (multipart, plus the manifest) or a job's outputs; JSON inputs are far smaller.
-    app.add_middleware(BodyLimit, upload_limit=max(config.max_bundle_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024)
+    app.add_middleware(
+        BodyLimit,
+        upload_limit=max(config.max_bundle_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024,
+        max_json_depth=config.max_json_depth,
+    )
     for router in api.routers():
         app.include_router(router)
     install_dashboard(app)  # /ui: the web dashboard and its session cookie

@@ -29,6 +29,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
+from chutes.registrations import AllocView, verify
 from chutes.scheduler import metering
 from chutes.scheduler.autoscale import AutoscaleParams, ChuteLoad, Decision, LoadSample, ScalingPolicy, decide
 from chutes.scheduler.store import chutes as chutes_repo
@@ -249,15 +250,20 @@ class Autoscaler:
     async def _consul_endpoints(self, chute_id: str) -> list[str]:
         from chutes.scheduler.deploy import service_name
 
-        _, entries = await self.services.consul.health.service(service_name(chute_id), passing=True)
-        urls = []
+        name = service_name(chute_id)
+        _, entries = await self.services.consul.health.service(name, passing=True)
+        found = []
         for entry in entries or []:
             service = entry.get("Service") or {}
             address = service.get("Address") or (entry.get("Node") or {}).get("Address")
             if address and service.get("Port"):
-                host = f"[{address}]" if ":" in address else address
-                urls.append(f"http://{host}:{service['Port']}")
-        return urls
+                found.append((str(service.get("ID") or ""), str(address), int(service["Port"])))
+        if not found:
+            return []
+        # Only instances Nomad runs: a registration anyone could make must not steer the scale (or the bill).
+        allocs = await self.services.nomad.allocations(filter_=f'JobID == "{name}"', resources=True)
+        kept, _ = verify(name, found, {str(a["ID"]): AllocView.of(a) for a in allocs})
+        return [f"http://{f'[{host}]' if ':' in host else host}:{port}" for _, host, port in kept]
 
     async def _set_desired(self, chute: Chute, count: int, reason: str) -> None:
         from chutes.scheduler import deploy

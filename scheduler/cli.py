@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from chutes import envfile
+from chutes.edge import limits as edge_limits
+from chutes.edge.limits import EdgeLimits
 from chutes.scheduler.config import ConfigError, SchedulerConfig, load_config
 
 log = logging.getLogger("chutes.scheduler")
@@ -50,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
     serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
+    edge_limits.add_arguments(serve)
     serve.add_argument(
         "--dev-adopt-users",
         dest="dev_adopt_users",
@@ -71,7 +75,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     skip = {"command"}
-    return {k: v for k, v in vars(args).items() if k not in skip and v is not None}
+    return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("edge_") and v is not None}
+
+
+# The gateway's pool keeps connections to the scheduler for 30 s: stay open longer than that, so that it
+# never reuses a connection the scheduler is closing.
+SCHEDULER_LIMITS = EdgeLimits(idle_timeout=75.0)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -109,9 +118,24 @@ def _server_class() -> Any:
     return Server
 
 
-async def _serve(config: SchedulerConfig) -> None:
+def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> Any:
+    """uvicorn serving the scheduler's app through the edge protocol (``chutes.edge``)."""
     import uvicorn
 
+    from chutes.edge.protocol import EdgeGuard
+
+    guard = EdgeGuard(limits, "scheduler", fd_fraction=0.8)
+    return uvicorn.Config(
+        app,
+        http=guard.protocol(),
+        log_level=config.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+
+
+async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> None:
     from chutes.cluster_tls import ClusterTLSError, preflight
     from chutes.scheduler.app import create_app
     from chutes.scheduler.secret_box import SecretsKeyError, box_from
@@ -127,11 +151,7 @@ async def _serve(config: SchedulerConfig) -> None:
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
     app = create_app(config, public_url=public_url)
-    server = _server_class()(
-        uvicorn.Config(
-            app, log_level=config.log_level.lower(), access_log=False, lifespan="on", timeout_graceful_shutdown=5
-        )
-    )
+    server = _server_class()(server_config(app, config, limits))
 
     async def announce() -> None:
         while not server.started:
@@ -179,8 +199,10 @@ def main(argv: list[str] | None = None) -> None:
         print(generate_key())
         return
     try:
+        envfile.load()  # secrets (the admin key, cluster tokens) from a file rather than the environment
         config = load_config(**_overrides(args))
-    except ConfigError as exc:
+        limits = edge_limits.from_args(args, os.environ, SCHEDULER_LIMITS) if args.command == "serve" else None
+    except (ConfigError, envfile.EnvFileError, edge_limits.LimitsError) as exc:
         print(f"chutes-scheduler: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logging.basicConfig(
@@ -193,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
             key = asyncio.run(_create_admin(config))
             print(f"admin user {config.admin_username!r}; API key (shown once): {key}")
             return
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, limits or SCHEDULER_LIMITS))
     except OSError as exc:
         print(f"chutes-scheduler: cannot start: {exc}", file=sys.stderr)
         raise SystemExit(1) from None

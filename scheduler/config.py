@@ -79,6 +79,11 @@ class SchedulerConfig(BaseModel):
     # Fault injection for crash tests only: pause between storing a deploy and registering its job.
     deploy_register_delay_s: float = Field(0.0, ge=0)
     log_level: str = "info"
+    # Failed authentications per client address: a burst, then this many per second; past it 429.
+    auth_failure_burst: int = Field(20, ge=1)
+    auth_failure_rate: float = Field(1.0, gt=0)
+    # JSON bodies (and the manifest) nested deeper than this are refused with 422 before they are parsed.
+    max_json_depth: int = Field(64, ge=1, le=512)
     # The dashboard (/ui): where its "try a cord" form sends calls (the gateway, with the user's key), and how
     # long a sign-in lasts.
     gateway_url: str | None = None
@@ -195,6 +200,9 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_DEV_ADOPT_USERS": "dev_adopt_users",
     "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
     "CHUTES_LOG_LEVEL": "log_level",
+    "CHUTES_AUTH_FAILURE_BURST": "auth_failure_burst",
+    "CHUTES_AUTH_FAILURE_RATE": "auth_failure_rate",
+    "CHUTES_MAX_JSON_DEPTH": "max_json_depth",
     "CHUTES_GATEWAY_URL": "gateway_url",
     "CHUTES_UI_SESSION_TTL": "ui_session_ttl_s",
     "CHUTES_METRICS_TOKEN": "metrics_token",

@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
-from chutes.identity import slugify
+from chutes.identity import host_label, slugify
 from chutes.manifest import Manifest
 from chutes.scheduler import drift, render, reservations, secret_sync
 from chutes.scheduler.api.errors import APIError, UpstreamError
@@ -234,14 +234,25 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     manifest = upload.manifest
     cid = manifest.chute_id
     slug = slugify(manifest.name)
+    label = host_label(manifest.username, slug)
     async with services.store.session() as session:
         owner = await users_repo.get_user_by_name(session, manifest.username)
         if owner is None:
             raise APIError(422, f"user {manifest.username!r} does not exist", "create the user first (admin)")
         existing = await chutes_repo.get_chute(session, cid)
         clash = await chutes_repo.get_by_route(session, manifest.username, slug)
+        holder = await chutes_repo.get_by_host_label(session, label) if label else None
     if clash is not None and clash.id != cid:
         raise APIError(409, f"the URL slug {slug!r} is taken by your chute {clash.name!r}", "rename one of them")
+    if existing is None and holder is not None and holder.id != cid:
+        # '<username>-<slug>' splits more than one way ('acme' + 'research-chat', 'acme-research' + 'chat'):
+        # a second chute with the same label would make its wildcard host address name two chutes.
+        raise APIError(
+            409,
+            f"the host address label {label!r} (https://{label}.<domain>) already belongs to another chute: "
+            f"'{manifest.username}' + '-' + '{slug}' reads the same as another user's name and chute",
+            "choose another chute name (its URL slug makes the label); your path address would be unaffected",
+        )
     if existing is not None and existing.status == "deleting":
         raise APIError(409, f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
     # Values that reach the Nomad job are checked before anything is stored.
@@ -271,8 +282,8 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     except IntegrityError:
         await release_reservations(services, ids=held)
         services.metrics.deploys.labels("conflict").inc()
-        raise APIError(409, f"another deploy of {manifest.name!r} (or of a chute with its URL slug) is under way",
-                       "retry in a moment") from None  # fmt: skip
+        raise APIError(409, f"another deploy of {manifest.name!r} (or of a chute with its URL slug or host address "
+                       "label) is under way", "retry in a moment") from None  # fmt: skip
     except BaseException:
         await release_reservations(services, ids=held)
         raise
@@ -321,12 +332,20 @@ async def _store_intent(
     async with services.store.session() as session:
         secret = await token_secret(session)
         chute = await chutes_repo.get_chute(session, cid)
+        label = host_label(manifest.username, slug)
         if chute is None:
             chute = Chute(
                 id=cid, owner_id=owner_id, username=manifest.username, name=manifest.name, slug=slug,
-                manifest={}, version=upload.sha256, invoke_secret=new_invoke_secret(),
+                manifest={}, version=upload.sha256, invoke_secret=new_invoke_secret(), host_label=label,
             )  # fmt: skip
             session.add(chute)
+        elif (
+            chute.host_label is None
+            and label is not None
+            and await chutes_repo.get_by_host_label(session, label) is None
+        ):
+            # A chute without a host address (its label was taken when it was created) gets one once it is free.
+            chute.host_label = label
         chute.manifest = manifest.model_dump(mode="json")
         chute.version = upload.sha256
         chute.desired_instances = desired

@@ -2,8 +2,9 @@
 
 Every public chute file names its author (``Chute(username="chutes", ...)``). On a real cluster a caller may only
 deploy chutes of their own username. A ``chutes dev`` stack is one person's machine: there the chute is deployed
-for a local user of that name (created when missing) and shared with the caller, who can then call, watch and
-delete it by its id. Admin accounts are never adopted.
+for a local user of that name (created when missing) and shared with the caller as its adopter: unlike a plain
+share (calling only), the adopter watches and manages it as its owner would (events, logs, instances, scale,
+delete), by its id. Admin accounts are never adopted.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ async def share_with_caller(services: Services, principal: Principal, chute_id: 
         caller = await users_repo.get_user(session, principal.user_id)
         if chute is None or caller is None:
             return
-        await chutes_repo.share(session, chute, caller)
+        await chutes_repo.share(session, chute, caller, adopted=True)  # the caller manages it, as its author
     created = "created on the fly by the dev stack" if adoption.created else "already known to the dev stack"
     await services.events.record(
         chute_id,

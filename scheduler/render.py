@@ -21,7 +21,7 @@ from chutes.identity import chute_id as compute_chute_id
 from chutes.identity import validate_chute_name, validate_username
 from chutes.manifest import JOB_NAME_RE, JobSpec, Manifest
 from chutes.scheduler.placement import Placement, min_vram_mib
-from chutes.scheduler.secret_env import SecretInputError, template_block, validate_name
+from chutes.scheduler.secret_env import SecretInputError, run_template_block, template_block, validate_name
 
 JOB_PREFIX = "chute-"
 GROUP = "instance"
@@ -184,7 +184,9 @@ def render_batch_job(
     """The parameterized batch job that runs the chute's job ``job_name`` once per dispatch.
 
     Dispatch it with a JSON payload (written to ``$NOMAD_TASK_DIR/payload.json``) and ``Meta.run_id``; the
-    runtime is started with ``--job NAME`` and sees the run id as ``CHUTES_JOB_RUN_ID``.
+    runtime is started with ``--job NAME`` and sees the run id as ``CHUTES_JOB_RUN_ID``. The run's token
+    (``CHUTES_RUN_TOKEN``, which uploads the run's outputs until the run has finished) is no part of the job or
+    the dispatch: a second template picks it from the job's Nomad Variable by that run id (``secret_env``).
     """
     cid = _check_identity(manifest)
     _check_release(release)
@@ -195,6 +197,7 @@ def render_batch_job(
     task = _task(manifest, release, settings, args=["--job", spec.name], nomad_job_id=job["ID"])
     task["DispatchPayload"] = {"File": PAYLOAD_FILE}
     task["Env"]["CHUTES_JOB_RUN_ID"] = "${NOMAD_META_" + RUN_ID_META + "}"
+    task["Templates"].append(run_template_block(job["ID"], RUN_ID_META))
     group: dict[str, Any] = {
         "Name": BATCH_GROUP,
         "Count": 1,

@@ -1,8 +1,13 @@
 """Job runs: dispatch one run of a chute's job (a parameterized Nomad batch job) and follow its state.
 
 The run id is the dispatch's idempotency token, so a retried dispatch cannot start a run twice. The runtime
-reports the outcome itself (``status.json`` in its output upload); until it does, a run's state follows its
-dispatched job's allocation.
+reports the outcome itself (``status.json`` in its output upload, made with the run's own token); until it
+does, a run's state follows its dispatched job's allocation. Once a run has finished, its token is refused
+and its outputs can no longer change.
+
+The run's token is never in the job or the dispatch (whose ``Meta`` carries only the run id): it is written to
+the job's Nomad Variable just before the dispatch, where the run's template finds it by its run id, and taken
+out again once the run has finished.
 """
 
 from __future__ import annotations
@@ -11,11 +16,13 @@ import json
 import logging
 from typing import Any
 
+from chutes.scheduler import secret_sync
 from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.deploy import nomad_failure
 from chutes.scheduler.nomad_api import JobNotFound, NomadError
-from chutes.scheduler.render import batch_job_id
+from chutes.scheduler.render import RUN_ID_META, batch_job_id
 from chutes.scheduler.services import Services
+from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store.models import Chute, JobRun
 
@@ -36,9 +43,16 @@ def last_task_message(alloc: dict[str, Any]) -> str:
 async def dispatch_run(services: Services, chute: Chute, run: JobRun) -> JobRun:
     """Dispatch one run (the run id is Nomad's idempotency token: a retry cannot start it twice)."""
     payload = json.dumps(run.input).encode()
+    job_id = batch_job_id(chute.id, run.job_name)
+    try:
+        # The run's token goes to the job's variable first (the run's template waits for nothing else).
+        await secret_sync.write_variables(services, chute, only_job=run.job_name)
+    except APIError as exc:
+        await _fail_run(services, run.id, f"its token could not be stored: {exc.detail}")
+        raise
     try:
         result = await services.nomad.dispatch_job(
-            batch_job_id(chute.id, run.job_name), payload, meta={"run_id": run.id}, idempotency_token=run.id
+            job_id, payload, meta={RUN_ID_META: run.id}, idempotency_token=run.id
         )
     except JobNotFound:
         await _fail_run(services, run.id, "the job is not registered in Nomad (yet); retry shortly")
@@ -60,6 +74,21 @@ async def _fail_run(services: Services, run_id: str, error: str) -> None:
         row = await jobs_repo.get_run(session, run_id)
         if row is not None:
             jobs_repo.set_status(row, "failed", error=error)
+    if row is not None:
+        await forget_token(services, row)
+
+
+async def forget_token(services: Services, run: JobRun) -> None:
+    """Take a finished run's token out of its job's variable (best effort: the token is refused anyway once
+    the run has finished, and the next write of that variable leaves it out)."""
+    try:
+        async with services.store.session() as session:
+            chute = await chutes_repo.get_chute(session, run.chute_id)
+        if chute is not None and chute.status != "deleting":
+            await secret_sync.write_variables(services, chute, only_job=run.job_name)
+    except Exception as exc:  # never fails what finished the run
+        log.warning("run %s finished; its token stays in its job's variable for now: %s", run.id,
+                    getattr(exc, "detail", exc))  # fmt: skip
 
 
 _RUN_STATES = {"pending": "pending", "running": "running", "complete": "succeeded", "failed": "failed",
@@ -91,7 +120,9 @@ async def refresh_run(services: Services, run: JobRun) -> JobRun:
                 error = last_task_message(latest) or f"allocation {state}"
             if state != row.status:
                 jobs_repo.set_status(row, state, error=error)
-        return row
+    if row.status in jobs_repo.FINAL:
+        await forget_token(services, row)
+    return row
 
 
 async def refresh_unfinished(services: Services) -> None:

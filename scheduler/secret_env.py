@@ -6,12 +6,17 @@ Per Nomad job of a chute (``chute-<id>``, and ``chute-<id>-job-<name>`` for its 
 - each user secret under its own name (an environment variable name);
 - ``CHUTES_INVOKE_SECRET``;
 - ``CHUTES_INSTANCE_TOKEN_<version>`` for every stored version of the chute (``version`` = the bundle sha256's
-  first 12 hex digits), so that writing a new version's token changes nothing for the instances of the old one.
+  first 12 hex digits), so that writing a new version's token changes nothing for the instances of the old one;
+- in the variable of a chute's *job* (``chute-<id>-job-<name>``), ``CHUTES_RUN_TOKEN_<run id>`` for each of its
+  runs that has not finished: a run's token lives here from just before its dispatch until it finishes, never
+  in the job or in the dispatch (whose ``Meta`` carries only the run id).
 
 The job's task gets one ``template`` (``env = true``, ``change_mode = "restart"``) that lists the variables it
 needs by name: the instance token of *its* version, the invoke secret and the user secrets the chute has. Item
 values are stored already escaped for the env file the template renders (go-envparse's double-quoted form), so
-the template stays a plain lookup and any printable value survives unchanged.
+the template stays a plain lookup and any printable value survives unchanged. A job's task has a second one
+(``change_mode = "noop"``) that picks its own run's token by the run id in its ``NOMAD_META_run_id``: other
+runs' tokens coming and going, or its own leaving once the run has finished, never restart a run.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ MAX_SECRETS = 64
 NOMAD_VARIABLE_LIMIT = 64 * 1024
 INVOKE_SECRET_KEY = "CHUTES_INVOKE_SECRET"  # noqa: S105 - an item name
 TOKEN_KEY_PREFIX = "CHUTES_INSTANCE_TOKEN_"  # noqa: S105 - an item name
+RUN_TOKEN_KEY_PREFIX = "CHUTES_RUN_TOKEN_"  # noqa: S105 - an item name
+RUN_TEMPLATE_DEST = "secrets/run.env"
 VERSION_CHARS = 12
 TEMPLATE_DEST = "secrets/chutes.env"
 TEMPLATE_SPLAY_S = 5  # Nomad's default; a real cluster restarts each allocation after a random delay below it
@@ -93,17 +100,31 @@ def token_key(bundle_sha256: str) -> str:
     return TOKEN_KEY_PREFIX + bundle_sha256[:VERSION_CHARS]
 
 
-def variable_items(invoke_secret: str, tokens: Mapping[str, str], secrets: Mapping[str, str]) -> dict[str, str]:
-    """The items of a chute's Variable: ``tokens`` maps bundle sha256 → instance token, ``secrets`` name → value."""
+def run_token_key(run_id: str) -> str:
+    return RUN_TOKEN_KEY_PREFIX + run_id
+
+
+def variable_items(
+    invoke_secret: str,
+    tokens: Mapping[str, str],
+    secrets: Mapping[str, str],
+    run_tokens: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The items of a chute's Variable: ``tokens`` maps bundle sha256 → instance token, ``secrets`` name → value,
+    ``run_tokens`` (a job's variable) run id → run token of each run that has not finished."""
     if len(secrets) > MAX_SECRETS:
         raise SecretInputError(f"a chute may have at most {MAX_SECRETS} secrets", "delete some")
     items = {validate_name(name): escape(value) for name, value in secrets.items()}
     items[INVOKE_SECRET_KEY] = escape(invoke_secret)
     for sha, token in tokens.items():
         items[token_key(sha)] = escape(token)
+    for run_id, token in (run_tokens or {}).items():
+        items[run_token_key(run_id)] = escape(token)
     if sum(len(k.encode()) + len(v.encode()) for k, v in items.items()) > NOMAD_VARIABLE_LIMIT:
         raise SecretInputError(
-            "the chute's secrets are over Nomad's 64 KiB limit for one variable", "store fewer or smaller secrets"
+            "the chute's secrets (with the tokens of its unfinished job runs) are over Nomad's 64 KiB limit for "
+            "one variable",
+            "store fewer or smaller secrets, or let running job runs finish before starting more",
         )
     return items
 
@@ -117,6 +138,24 @@ def env_template(nomad_job_id: str, bundle_sha256: str, secret_names: Iterable[s
     lines += [f'{name}="{{{{ index . "{name}" }}}}"' for name in sorted(validate_name(n) for n in secret_names)]
     body = "\n".join(lines)
     return f'{{{{ with nomadVar "{variable_path(nomad_job_id)}" }}}}\n{body}\n{{{{ end }}}}\n'
+
+
+def run_env_template(nomad_job_id: str, run_id_meta: str) -> str:
+    """The template text of a job's run token: the item named after the run id of the dispatch's meta."""
+    key = f'(printf "{RUN_TOKEN_KEY_PREFIX}%s" (env "NOMAD_META_{run_id_meta}"))'
+    line = f'CHUTES_RUN_TOKEN="{{{{ index . {key} }}}}"'
+    return f'{{{{ with nomadVar "{variable_path(nomad_job_id)}" }}}}\n{line}\n{{{{ end }}}}\n'
+
+
+def run_template_block(nomad_job_id: str, run_id_meta: str) -> dict[str, Any]:
+    """A job task's second ``Templates`` entry: its run's token (``noop``: a run is never restarted for it)."""
+    return {
+        "EmbeddedTmpl": run_env_template(nomad_job_id, run_id_meta),
+        "DestPath": RUN_TEMPLATE_DEST,
+        "Envvars": True,
+        "ChangeMode": "noop",
+        "Perms": "0600",
+    }
 
 
 def template_block(nomad_job_id: str, bundle_sha256: str, secret_names: Iterable[str]) -> dict[str, Any]:

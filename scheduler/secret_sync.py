@@ -1,10 +1,12 @@
 """Keeping each chute's Nomad Variables in line with the store: secrets, instance tokens, the invoke secret.
 
-``write_variables`` computes a chute's items from the store (opening the sealed secrets) and writes them to the
-Variable of each of its Nomad jobs with check-and-set, so two schedulers writing at once cannot leave an older
-set behind. The deploy flow calls it before every job registration; a secrets change calls ``apply``, which also
-registers the chute's jobs again when the *names* of its secrets changed (the template lists them). Whatever an
-API call could not finish (Nomad down) the leader's ``secrets`` loop finishes: chutes whose secrets changed after
+``write_variables`` computes a chute's items from the store (opening the sealed secrets; for a job's variable,
+also the tokens of its unfinished runs) and writes them to the Variable of each of its Nomad jobs with
+check-and-set, computing them again after each conflict, so two schedulers (or two dispatches) writing at once
+cannot leave an older set behind. The deploy flow calls it before every job registration, a dispatch before it
+dispatches (and again once the run has finished); a secrets change calls ``apply``, which also registers the
+chute's jobs again when the *names* of its secrets changed (the template lists them). Whatever an API call could
+not finish (Nomad down) the leader's ``secrets`` loop finishes: chutes whose secrets changed after
 Nomad last saw them, and Variables of chutes that no longer exist.
 
 Nothing here logs, records or raises a secret value: messages name chutes, paths and secret names only.
@@ -14,19 +16,21 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 
 from chutes.manifest import Manifest
 from chutes.scheduler import secret_env
 from chutes.scheduler.api.errors import APIError, UpstreamError
 from chutes.scheduler.loops import LeaderLoop
 from chutes.scheduler.nomad_api import JobNotFound, NomadError, VariableConflict
-from chutes.scheduler.render import SECRETS_META, job_id
+from chutes.scheduler.render import SECRETS_META, batch_job_id, job_id
 from chutes.scheduler.secret_box import SecretsKeyError, sealed_context
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import chutes as chutes_repo
+from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store.models import Chute, ChuteVersion
-from chutes.scheduler.store.secrets import instance_token, token_secret
+from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,9 @@ CAS_ATTEMPTS = 5
 _CHUTE_PATH = re.compile(r"^nomad/jobs/chute-([0-9a-f-]{36})(?:-job-.+)?$")
 
 
-async def desired_items(services: Services, chute: Chute) -> tuple[dict[str, str], int]:
-    """The chute's Variable items and the secrets generation they reflect."""
+async def desired_items(services: Services, chute: Chute, job_name: str | None = None) -> tuple[dict[str, str], int]:
+    """The items of the chute's Variable (of its job ``job_name``'s, with its unfinished runs' tokens) and the
+    secrets generation they reflect."""
     from sqlalchemy import select
 
     async with services.store.session() as session:
@@ -44,6 +49,7 @@ async def desired_items(services: Services, chute: Chute) -> tuple[dict[str, str
         shas = list((await session.execute(query)).scalars())
         rows = await secrets_repo.for_chute(session, chute.id)
         generation = await secrets_repo.generation(session, chute.id)
+        runs = await jobs_repo.list_runs(session, chute_id=chute.id, unfinished=True) if job_name else []
     if chute.version not in shas:
         shas.append(chute.version)
     values: dict[str, str] = {}
@@ -56,36 +62,54 @@ async def desired_items(services: Services, chute: Chute) -> tuple[dict[str, str
             )
         values = {row.name: box.open(row.sealed, sealed_context(chute.id, row.name)) for row in rows}
     tokens = {sha: instance_token(store_secret, chute.id, sha) for sha in shas}
-    return secret_env.variable_items(chute.invoke_secret, tokens, values), generation
+    run_tokens = {run.id: run_token(store_secret, run.id) for run in runs if run.job_name == job_name}
+    return secret_env.variable_items(chute.invoke_secret, tokens, values, run_tokens), generation
 
 
-async def _put(services: Services, path: str, items: dict[str, str]) -> None:
+async def _put(services: Services, path: str, items: Callable[[], Awaitable[dict[str, str]]]) -> None:
     for _ in range(CAS_ATTEMPTS):
         current = [v for v in await services.nomad.list_variables(path) if v.get("Path") == path]
         cas = int(current[0].get("ModifyIndex") or 0) if current else 0
         try:
-            await services.nomad.put_variable(path, items, cas=cas)
+            # Computed after reading the index: whatever the store held before this write is in it.
+            await services.nomad.put_variable(path, await items(), cas=cas)
             return
         except VariableConflict:
-            continue  # another scheduler wrote it in between: read its index again and write ours
+            continue  # another scheduler wrote it in between: read its index again, compute and write ours
     raise UpstreamError("Nomad", f"variable {path} kept changing while it was written", unreachable=True,
                         hint="retry shortly")  # fmt: skip
 
 
-async def write_variables(services: Services, chute: Chute, manifest: Manifest | None = None) -> int:
-    """Write the chute's items to the Variable of each of its Nomad jobs; the generation written."""
-    from chutes.scheduler.deploy import nomad_job_ids
+def _jobs(manifest: Manifest) -> list[tuple[str, str | None]]:
+    """(Nomad job id, job name: None for the service job) of each of the chute's Nomad jobs."""
+    if manifest.cords:
+        return [(job_id(manifest.chute_id), None)]
+    return [(batch_job_id(manifest.chute_id, spec.name), spec.name) for spec in manifest.jobs]
 
+
+async def write_variables(
+    services: Services, chute: Chute, manifest: Manifest | None = None, *, only_job: str | None = None
+) -> int:
+    """Write the chute's items to the Variable of each of its Nomad jobs (``only_job``: of that job method's
+    only); the generation written."""
     manifest = manifest or Manifest.model_validate(chute.manifest)
+    generation = 0
+
+    async def items(job_name: str | None) -> dict[str, str]:
+        nonlocal generation
+        found, generation = await desired_items(services, chute, job_name)
+        return found
+
     try:
-        items, generation = await desired_items(services, chute)
+        targets = [(jid, name) for jid, name in _jobs(manifest) if only_job is None or name == only_job]
+        for jid, job_name in targets:
+            await _put(services, secret_env.variable_path(jid), lambda name=job_name: items(name))  # type: ignore[misc]
+        if not targets:
+            _, generation = await desired_items(services, chute)
     except SecretsKeyError as exc:
         raise APIError(503, str(exc), exc.hint) from None
     except secret_env.SecretInputError as exc:
         raise APIError(422, f"chute {chute.name!r}: {exc}", exc.hint) from None
-    try:
-        for jid in nomad_job_ids(manifest):
-            await _put(services, secret_env.variable_path(jid), items)
     except NomadError as exc:
         from chutes.scheduler.deploy import nomad_failure
 

@@ -51,3 +51,17 @@ def chute_id(username: str, name: str) -> str:
 def slugify(name: str) -> str:
     """A chute name's URL slug: lower-cased, each run of other characters than a-z0-9 made one '-', trimmed."""
     return _SLUG_SEPARATORS.sub("-", name.lower()).strip("-")
+
+
+#: the longest DNS label: a longer ``<username>-<slug>`` can never be a host name
+MAX_HOST_LABEL = 63
+
+
+def host_label(username: str, slug: str) -> str | None:
+    """The wildcard host label of a chute, ``<username>-<slug>`` (DESIGN.md, "Invocation addresses").
+
+    None when it cannot be a DNS label (over 63 characters). Usernames and slugs may both contain '-', so one
+    label can split into several (username, slug) pairs: the scheduler gives each label to one chute at most.
+    """
+    label = f"{username}-{slug}"
+    return label if len(label) <= MAX_HOST_LABEL else None

@@ -3,6 +3,8 @@
 Answers have Nomad's shapes: a variable with ``Items`` on read and write, metadata only in lists, ``204`` with no
 body on delete, ``409`` with the current variable on a lost check-and-set (python-nomad raises
 ``VariableConflict``). Reads block on ``?index=&wait=`` like Nomad's, which is how templates watch a variable.
+With ACLs, the middleware checks a path's ``read``/``write``/``destroy``; a list leaves out the variables whose
+path the token may not ``list``, and a conflict answer carries ``Items`` only for a token that may read them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chutes.devcluster.acl.http import variable_allowed
 from chutes.devcluster.http_util import APIError, Blocking, bad_request, json_response, not_found, read_json
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.variables import DEFAULT_NAMESPACE, CASConflict, VariableError, topic
@@ -62,10 +65,12 @@ def _reply(data: Any, index: int, status: int = 200) -> web.Response:
     return resp
 
 
-def _conflict(exc: CASConflict) -> web.Response:
-    """409 with the current variable (a zero-valued one when missing); X-Nomad-Index is its ModifyIndex."""
+def _conflict(request: web.Request, exc: CASConflict) -> web.Response:
+    """409 with the current variable (a zero-valued one when missing; its items only for a token that may read
+    them); X-Nomad-Index is its ModifyIndex."""
     current = exc.current
-    body = current.to_json() if current.modify_index else current.metadata()
+    readable = variable_allowed(request, current.namespace, current.path, "read")
+    body = current.to_json() if current.modify_index and readable else current.metadata()
     resp = _reply(body, current.modify_index, status=409)
     resp.headers["X-Nomad-Index"] = str(current.modify_index)
     return resp
@@ -78,7 +83,8 @@ async def list_variables(request: web.Request) -> web.Response:
     if blocking.active:
         await cluster.state.index.wait_topics(("vars",), blocking.index, blocking.wait_s)
     found = cluster.variables.matching(_namespace(request), request.query.get("prefix", ""))
-    return _reply([v.metadata() for v in found], cluster.state.index.of("vars"))
+    listed = [v.metadata() for v in found if variable_allowed(request, v.namespace, v.path, "list")]
+    return _reply(listed, cluster.state.index.of("vars"))
 
 
 @routes.get("/v1/var/{path:.*}")
@@ -115,10 +121,13 @@ async def write_variable(request: web.Request) -> web.Response:
     ):
         raise bad_request("Items must be an object of string values", "Nomad variable items are strings")
     namespace = body.get("Namespace") or _namespace(request)
+    if not variable_allowed(request, str(namespace), path, "write"):
+        # The middleware checked the request's namespace; the body may name another one (Nomad checks that one).
+        raise APIError(403, "Permission denied", f"the token lacks variable write on {path!r} in {namespace!r}")
     try:
         var = cluster.variables.put(str(namespace), path, dict(items or {}), cas)
     except CASConflict as exc:
-        return _conflict(exc)
+        return _conflict(request, exc)
     except VariableError as exc:
         raise bad_request(str(exc)) from None
     return _reply(var.to_json(), var.modify_index)
@@ -132,7 +141,7 @@ async def delete_variable(request: web.Request) -> web.Response:
     try:
         index = cluster.variables.delete(_namespace(request), path, cas)
     except CASConflict as exc:
-        return _conflict(exc)
+        return _conflict(request, exc)
     except VariableError as exc:
         raise bad_request(str(exc)) from None
     return web.Response(status=204, headers={"X-Nomad-Index": str(max(1, index))})

@@ -157,7 +157,9 @@ def create_argv(podman: str, spec: ContainerSpec) -> list[str]:
     argument, so that no value from a job can be read as another option."""
     cfg = spec.config
     argv = [podman, "create", f"--name={spec.name}", "--replace", "--rm", "--pull=never", "--log-driver=none"]
-    argv.append(f"--env-file={spec.env_file}")
+    # The task's environment and nothing of the host's, whatever containers.conf says (env_host, http_proxy):
+    # as with Nomad's docker driver, no variable of the devcluster (or of podman) reaches the container.
+    argv += ["--env-host=false", "--http-proxy=false", f"--env-file={spec.env_file}"]
     argv += [f"--label={key}={value}" for key, value in {**cfg.labels, **spec.labels}.items()]
     argv.append(f"--network={NETWORK}")
     argv += [f"--add-host={name}:{HOST_LOOPBACK}" for name in HOST_NAMES]

@@ -28,7 +28,7 @@ from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.podman import DockerDriver, DriverError
 from chutes.devcluster.nomad.records import Allocation, TaskEvent, TaskState, now_ns
 from chutes.devcluster.nomad.services import ServiceRegistrar
-from chutes.devcluster.nomad.taskenv import TaskDirs, interpolate, task_env
+from chutes.devcluster.nomad.taskenv import TaskDirs, host_environment, interpolate, task_env
 from chutes.devcluster.nomad.template_runner import RESTART_REASON, TaskTemplates
 from chutes.devcluster.nomad.templates import TemplateFailed
 from chutes.devcluster.nomad.variables import VariableStore
@@ -228,7 +228,7 @@ class TaskRunner:
         command = interpolate(str(config.get("command", "")), env, node)
         args = [interpolate(str(a), env, node) for a in config.get("args") or []]
         resolved = self._resolve(command, env)
-        full_env = {**os.environ, **env}
+        full_env = {**host_environment(os.environ), **env}
         stdout, stderr = self._open_logs()
         try:
             self.proc = await asyncio.create_subprocess_exec(

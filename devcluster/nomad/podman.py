@@ -53,7 +53,7 @@ from chutes.devcluster.nomad.docker_config import (
 )
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.records import Allocation
-from chutes.devcluster.nomad.taskenv import TaskDirs, interpolate, task_env
+from chutes.devcluster.nomad.taskenv import TaskDirs, host_environment, interpolate, task_env
 
 log = logging.getLogger(__name__)
 
@@ -81,25 +81,40 @@ def _tail(text: str, limit: int = 600) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
+#: podman's own settings that the credential scrub would drop (a path, not a secret)
+_PODMAN_SETTINGS = ("REGISTRY_AUTH_FILE",)
+
+
+def podman_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment podman runs with: the devcluster's, scrubbed as for raw_exec tasks (no platform keys or
+    tokens), podman's own settings kept. Containers get none of it (``create_argv``: only the task's env file)."""
+    source = os.environ if environ is None else environ
+    env = host_environment(source)
+    env.update({name: source[name] for name in _PODMAN_SETTINGS if name in source})
+    return env
+
+
 class Podman:
     """podman's command line, run asynchronously with a time limit (the process is killed when it expires or
-    when the caller is cancelled)."""
+    when the caller is cancelled), in a scrubbed environment (``podman_environment``)."""
 
     def __init__(self, binary: str) -> None:
         self.binary = binary
+        self.env = podman_environment()
 
     async def run(
         self, *args: str, limit_s: float = COMMAND_TIMEOUT_S, env: Mapping[str, str] | None = None
     ) -> tuple[int, str, str]:
-        """``env``: variables added to podman's own environment (the values an env file names only)."""
+        """``env``: variables added to podman's (scrubbed) environment: the multi-line values a container's env
+        file names only, which podman takes from its own environment."""
         proc = await asyncio.create_subprocess_exec(
             self.binary,
             *args,
-            env={**os.environ, **env} if env else None,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
+            env={**self.env, **env} if env else self.env,
         )
         try:
             out, err = await asyncio.wait_for(proc.communicate(), limit_s)
@@ -150,6 +165,7 @@ class Podman:
             stdout=stdout,
             stderr=stderr,
             start_new_session=True,
+            env=self.env,
         )
 
     async def kill(self, name: str, signal_name: str) -> bool:

@@ -13,6 +13,24 @@ from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.records import Allocation
 
 _VAR = re.compile(r"\$\{([^}]+)\}")
+
+# raw_exec tasks get the host's environment as in Nomad, minus Nomad's default ``env.denylist``, the
+# platform's own settings (CHUTES_*: admin and gateway keys, tokens, env files), the host's Nomad/Consul/Vault
+# settings and anything named like a credential: a task never inherits what the platform runs with. (docker
+# tasks get nothing of the host's environment, as in Nomad; podman itself runs with this one.)
+_DENIED_PREFIXES = ("CHUTES_", "NOMAD_", "CONSUL_", "VAULT_")
+_DENIED_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "APIKEY", "ACCESS_KEY", "AUTH")
+
+
+def host_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of the devcluster's environment a task (or the podman running a container) inherits."""
+    return {
+        k: v
+        for k, v in environ.items()
+        if not k.upper().startswith(_DENIED_PREFIXES) and not any(w in k.upper() for w in _DENIED_WORDS)
+    }
+
+
 # Where Nomad's docker driver mounts the allocation's directories inside the container.
 CONTAINER_ALLOC_DIR = "/alloc"
 CONTAINER_TASK_DIR = "/local"

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from chutes.devcluster.nomad import models
+from chutes.devcluster.nomad.taskenv import TaskDirs, task_env
 from chutes.devcluster.nomad.templates import (
     Blocked,
     EnvParseError,
@@ -68,6 +69,8 @@ class TaskTemplates:
     event: Callable[[str, str], None]
     items: list[_One] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    #: the task's environment before templates (``NOMAD_*``, meta, ``Env``): what ``env "NAME"`` reads
+    environment: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, runner: AllocRunner, task: models.Task, variables: VariableStore) -> TaskTemplates | None:
@@ -83,7 +86,11 @@ class TaskTemplates:
             task=name,
             task_root=runner.root / name,
             event=lambda kind, message: runner.task_event(name, kind, message),
-        )
+            environment=task_env(
+                runner.alloc, job, runner.group, task, runner.node, TaskDirs.of(runner.root, name),
+                in_container=task.Driver == "docker",
+            ),
+        )  # fmt: skip
         for spec in task.Templates:
             templates.items.append(_One(spec, parse(spec.EmbeddedTmpl or "", spec.LeftDelim, spec.RightDelim)))
         return templates
@@ -103,7 +110,13 @@ class TaskTemplates:
         return var.items
 
     def _render(self, one: _One) -> str:
-        return render(one.parsed, self._lookup, self.namespace, missing_key_error=bool(one.spec.ErrMissingKey))
+        return render(
+            one.parsed,
+            self._lookup,
+            self.namespace,
+            missing_key_error=bool(one.spec.ErrMissingKey),
+            env=self.environment,
+        )
 
     def _write(self, one: _One, text: str) -> None:
         target = (self.task_root / (one.spec.DestPath or "")).resolve()

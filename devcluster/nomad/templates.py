@@ -8,9 +8,14 @@ The language subset, with Go's ``{{-``/``-}}`` whitespace trimming and ``{{/* co
 
     {{ with nomadVar "nomad/jobs/<job>" }} ... {{ end }}    the variable's items become "."
     {{ index . "KEY" }}   {{ .KEY }}                          one item's value ("" when absent)
+    {{ env "NAME" }}                                          the task's environment variable ("" when unset)
+    {{ index . (env "NAME") }}                                the item named by a task variable
+    {{ index . (printf "PREFIX_%s" (env "NAME")) }}           ... or by a name made with it (%s and %% only)
 
 ``nomadVar "path@namespace"`` names another namespace. A variable that does not exist (or that the task may
-not read) makes the template *block*, as in Nomad: :class:`Blocked`.
+not read) makes the template *block*, as in Nomad: :class:`Blocked`. ``env`` reads the task's environment as
+Nomad's template runner gives it (``NOMAD_*``, ``NOMAD_META_*``, the task's ``Env``), e.g. a dispatched job's
+meta.
 """
 
 from __future__ import annotations
@@ -23,10 +28,15 @@ from typing import Any
 NS_PER_S = 1_000_000_000
 DEFAULT_DELIMS = ("{{", "}}")
 SUPPORTED_CHANGE_MODES = ("restart", "noop", "signal")
-SUPPORTED = 'text, {{ with nomadVar "path" }} ... {{ end }}, {{ index . "KEY" }}, {{ .KEY }} and {{/* comments */}}'
+SUPPORTED = (
+    'text, {{ with nomadVar "path" }} ... {{ end }}, {{ index . "KEY" }}, {{ .KEY }}, {{ env "NAME" }}, '
+    '{{ index . (env "NAME") }}, {{ index . (printf "FMT" (env "NAME")) }} and {{/* comments */}}'
+)
 
 _WITH = re.compile(r'^with\s+nomadVar\s+"((?:[^"\\]|\\.)*)"$')
-_INDEX = re.compile(r'^index\s+\.\s+"((?:[^"\\]|\\.)*)"$')
+_INDEX = re.compile(r"^index\s+\.\s+(.+)$", re.DOTALL)
+_ENV = re.compile(r'^env\s+"((?:[^"\\]|\\.)*)"$')
+_ARG_TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<open>\()|(?P<close>\))|(?P<word>[^\s()"]+))')
 _FIELD = re.compile(r"^\.([A-Za-z_][A-Za-z0-9_]*)$")
 
 
@@ -56,8 +66,33 @@ class Text:
 
 
 @dataclass(frozen=True)
+class Env:
+    """``env "NAME"``: the task's environment variable."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Printf:
+    """``printf "FMT" ARG...`` with ``%s`` and ``%%`` only."""
+
+    fmt: str
+    args: tuple[Expr, ...]
+
+
+Expr = str | Env | Printf  # a str is a literal
+
+
+@dataclass(frozen=True)
 class Item:
-    key: str
+    key: Expr
+
+
+@dataclass(frozen=True)
+class EnvOut:
+    """``{{ env "NAME" }}`` as output."""
+
+    name: str
 
 
 @dataclass(frozen=True)
@@ -67,7 +102,7 @@ class WithVar:
     body: list[Node] = field(default_factory=list)
 
 
-Node = Text | Item | WithVar
+Node = Text | Item | EnvOut | WithVar
 
 
 @dataclass(frozen=True)
@@ -119,6 +154,71 @@ def _tokens(source: str, left: str, right: str) -> list[tuple[str, str]]:
         pos = end + len(right)
 
 
+def _arg(text: str) -> Expr:
+    """The argument of ``index .``: a quoted key, ``(env "NAME")`` or ``(printf "FMT" ARG...)``."""
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        m = _ARG_TOKEN.match(text, pos)
+        if m is None or m.end() == pos:
+            if text[pos:].strip():
+                raise TemplateUnsupported(f"cannot read {text!r} as an argument; the devcluster renders {SUPPORTED}")
+            break
+        kind = next(k for k, v in m.groupdict().items() if v is not None)
+        tokens.append((kind, m.group(kind)))
+        pos = m.end()
+    expr, used = _expr(tokens, 0, text)
+    if used != len(tokens):
+        raise TemplateUnsupported(f"unexpected {tokens[used][1]!r} in {text!r}; the devcluster renders {SUPPORTED}")
+    return expr
+
+
+def _expr(tokens: list[tuple[str, str]], i: int, text: str) -> tuple[Expr, int]:
+    def unsupported() -> TemplateUnsupported:
+        return TemplateUnsupported(
+            f"template argument {text!r} is not supported by the devcluster; it renders {SUPPORTED}"
+        )
+
+    if i >= len(tokens):
+        raise unsupported()
+    kind, value = tokens[i]
+    if kind == "str":
+        return _unquote(value[1:-1]), i + 1
+    if kind != "open" or i + 1 >= len(tokens) or tokens[i + 1][0] != "word":
+        raise unsupported()
+    func = tokens[i + 1][1]
+    i += 2
+    if func == "env":
+        if i + 1 >= len(tokens) or tokens[i][0] != "str" or tokens[i + 1][0] != "close":
+            raise unsupported()
+        return Env(_unquote(tokens[i][1][1:-1])), i + 2
+    if func == "printf":
+        if i >= len(tokens) or tokens[i][0] != "str":
+            raise unsupported()
+        fmt = _unquote(tokens[i][1][1:-1])
+        args: list[Expr] = []
+        i += 1
+        while i < len(tokens) and tokens[i][0] != "close":
+            arg, i = _expr(tokens, i, text)
+            args.append(arg)
+        if i >= len(tokens):
+            raise unsupported()
+        verbs = re.findall(r"%.", fmt.replace("%%", ""))
+        if any(v != "%s" for v in verbs) or len(verbs) != len(args) or fmt.replace("%%", "").endswith("%"):
+            raise TemplateUnsupported(f"printf {fmt!r} with {len(args)} argument(s): the devcluster formats %s only")
+        return Printf(fmt, tuple(args)), i + 1
+    raise unsupported()
+
+
+def _evaluate(expr: Expr, env: Mapping[str, str]) -> str:
+    if isinstance(expr, str):
+        return expr
+    if isinstance(expr, Env):
+        return env.get(expr.name, "")
+    values = iter(_evaluate(arg, env) for arg in expr.args)
+    return re.sub(r"%[s%]", lambda m: "%" if m.group(0) == "%%" else next(values), expr.fmt)
+
+
 def parse(source: str, left: str | None = None, right: str | None = None) -> Parsed:
     """The template's tree; TemplateUnsupported for anything outside the supported subset."""
     left, right = left or DEFAULT_DELIMS[0], right or DEFAULT_DELIMS[1]
@@ -143,10 +243,12 @@ def parse(source: str, left: str | None = None, right: str | None = None) -> Par
             if not stack:
                 raise TemplateUnsupported("{{ end }} without a {{ with nomadVar ... }}")
             stack.pop()
+        elif m := _ENV.match(value):
+            target.append(EnvOut(_unquote(m.group(1))))
         elif (m := _INDEX.match(value)) or (m := _FIELD.match(value)):
             if not stack:
                 raise TemplateUnsupported(f"{{{{ {value} }}}} outside a {{{{ with nomadVar ... }}}} block")
-            target.append(Item(_unquote(m.group(1))))
+            target.append(Item(_arg(m.group(1)) if value.startswith("index") else m.group(1)))
         else:
             raise TemplateUnsupported(
                 f"template action {{{{ {value} }}}} is not supported by the devcluster; it renders {SUPPORTED}"
@@ -159,22 +261,35 @@ def parse(source: str, left: str | None = None, right: str | None = None) -> Par
 Lookup = Callable[[str, str], Mapping[str, str]]  # (namespace, path) -> items; raises Blocked
 
 
-def render(parsed: Parsed, lookup: Lookup, default_namespace: str, *, missing_key_error: bool = False) -> str:
+def render(
+    parsed: Parsed,
+    lookup: Lookup,
+    default_namespace: str,
+    *,
+    missing_key_error: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> str:
     """The rendered text; Blocked when a variable is missing, TemplateFailed for a missing key with
-    ``missing_key_error`` (Nomad's ``error_on_missing_key``)."""
+    ``missing_key_error`` (Nomad's ``error_on_missing_key``). ``env``: the task's environment (``env "X"``)."""
+    task_env = env or {}
     out: list[str] = []
     for node in parsed.nodes:
         if isinstance(node, Text):
             out.append(node.text)
+        elif isinstance(node, EnvOut):
+            out.append(task_env.get(node.name, ""))
         elif isinstance(node, WithVar):
             items = lookup(node.namespace or default_namespace, node.path)
             for inner in node.body:
                 if isinstance(inner, Text):
                     out.append(inner.text)
+                elif isinstance(inner, EnvOut):
+                    out.append(task_env.get(inner.name, ""))
                 elif isinstance(inner, Item):
-                    if inner.key not in items and missing_key_error:
-                        raise TemplateFailed(f"map has no entry for key {inner.key!r} in variable {node.path}")
-                    out.append(items.get(inner.key, ""))
+                    key = _evaluate(inner.key, task_env)
+                    if key not in items and missing_key_error:
+                        raise TemplateFailed(f"map has no entry for key {key!r} in variable {node.path}")
+                    out.append(items.get(key, ""))
     return "".join(out)
 
 

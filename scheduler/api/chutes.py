@@ -41,11 +41,16 @@ async def find_chute(services: Services, principal: Principal, ref: str) -> Chut
     return chute
 
 
-async def owned_chute(services: Services, principal: Principal, ref: str) -> Chute:
-    """The chute ``ref`` names, if the caller owns it (or is an admin); 404 if invisible, 403 if only visible."""
+async def owned_chute(services: Services, principal: Principal, ref: str, action: str = "change it") -> Chute:
+    """The chute ``ref`` names, if the caller owns it (or is an admin); 404 if invisible, 403 if only visible
+    (shared with the caller, or public: sharing grants calling, nothing more)."""
     chute = await find_chute(services, principal, ref)
-    if chute.owner_id != principal.user_id and not principal.is_admin:
-        raise APIError(403, f"only the owner of {chute.name!r} can change it")
+    if chute.owner_id == principal.user_id or principal.is_admin:
+        return chute
+    async with services.store.session() as session:
+        allowed = await chutes_repo.manages(session, principal, chute)  # a dev stack's adopter
+    if not allowed:
+        raise APIError(403, f"only the owner of {chute.name!r} can {action}", "sharing a chute lets you call it")
     return chute
 
 
@@ -88,8 +93,9 @@ async def deploy_chute(
     data = await _read_upload(bundle, services.config.max_bundle_bytes)
     adopt_users = services.config.dev_adopt_users
     upload = await validate_upload(
-        manifest, data, principal, services.config.max_bundle_bytes, any_username=adopt_users
-    )
+        manifest, data, principal, services.config.max_bundle_bytes, services.config.max_json_depth,
+        any_username=adopt_users,
+    )  # fmt: skip
     adoption = None
     if adopt_users and dev_users.foreign(principal, upload.manifest.username):
         adoption = await dev_users.adopt(services, upload.manifest.username)

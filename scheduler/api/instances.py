@@ -1,4 +1,5 @@
-"""Endpoints for instances, authenticated with the instance token of a chute version (never a user key)."""
+"""Endpoints for instances: the bundle (the instance token of a chute version) and a job run's outputs (the
+run's own token, only while the run has not finished). Never a user key."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from chutes.scheduler.api.deps import InstanceDep, ServicesDep
+from chutes.scheduler.api.deps import InstanceDep, ServicesDep, run_credential
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.store import jobs as jobs_repo
 
@@ -49,12 +50,15 @@ def _safe_output_name(name: str) -> str:
     "/v1/instances/jobs/{run_id}/outputs",
     responses={404: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}},
 )
-async def upload_outputs(run_id: str, request: Request, version: InstanceDep, services: ServicesDep) -> dict[str, Any]:
+async def upload_outputs(run_id: str, request: Request, services: ServicesDep) -> dict[str, Any]:
     """Multipart upload of a job run's files (parts named ``files``, filename = path in the output folder).
 
-    ``status.json`` (always sent by the runtime) sets the run's outcome: ``status`` succeeded | failed |
-    cancelled, ``error``, ``result``. Every file, status.json included, is kept as an output of the run.
+    Authenticated with the run's token (``CHUTES_RUN_TOKEN``), which works only until the run has finished:
+    the outputs of a finished run never change. ``status.json`` (always sent by the runtime) sets the run's
+    outcome: ``status`` succeeded | failed | cancelled, ``error``, ``result``. Every file, status.json
+    included, is kept as an output of the run.
     """
+    await run_credential(request, services, run_id)
     form = await request.form(max_files=1024, max_part_size=MAX_OUTPUT_BYTES)
     files: list[tuple[str, bytes]] = []
     try:
@@ -68,8 +72,10 @@ async def upload_outputs(run_id: str, request: Request, version: InstanceDep, se
     status_doc = next((_parse_status(c) for n, c in files if n == "status.json"), None)
     async with services.store.session() as session:
         run = await jobs_repo.get_run(session, run_id)
-        if run is None or run.chute_id != version.chute_id:
+        if run is None:
             raise APIError(404, f"job run {run_id} not found")
+        if run.status in jobs_repo.FINAL:  # finished while this upload was arriving
+            raise APIError(403, f"job run {run_id} has finished ({run.status}): its outputs cannot change")
         total = await jobs_repo.outputs_size(session, run_id) + sum(len(c) for _, c in files)
         if total > MAX_OUTPUT_BYTES:
             raise APIError(413, f"outputs of run {run_id} exceed {MAX_OUTPUT_BYTES} bytes")
@@ -84,7 +90,11 @@ async def upload_outputs(run_id: str, request: Request, version: InstanceDep, se
                 error = status_doc.get("error")
                 jobs_repo.set_status(run, str(outcome), error=str(error) if error else None)
         stored = [name for name, _, _ in await jobs_repo.list_outputs(session, run_id)]
-        return {"run_id": run_id, "status": run.status, "outputs": stored}
+    if run.status in jobs_repo.FINAL:
+        from chutes.scheduler.runs import forget_token
+
+        await forget_token(services, run)  # its token leaves the job's variable
+    return {"run_id": run_id, "status": run.status, "outputs": stored}
 
 
 def _parse_status(raw: bytes) -> dict[str, Any]:

@@ -50,6 +50,7 @@ async def route(username: str, slug: str, _: GatewayDep, services: ServicesDep) 
         service=deploy.service_name(chute.id),
         cords=[CordSpec.model_validate(c) for c in manifest.get("cords", [])],
         max_instances=int(manifest.get("max_instances", 1)),
+        host_label=chute.host_label,
     )
 
 

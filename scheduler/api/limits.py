@@ -5,6 +5,9 @@ without a ceiling an anonymous caller could make the scheduler hold a body of an
 (every JSON input of the API is small) are capped at ``json_limit``; other bodies (multipart uploads:
 bundles, job outputs) at ``upload_limit``. A declared ``Content-Length`` over the cap is refused before a byte
 is read; a chunked body is counted as it arrives. The answer is 413 with the API's JSON error body.
+
+A JSON body is also measured for nesting (``chutes.edge.strictjson``) once it has arrived, before the route
+parses it: deeper than ``max_json_depth`` is a 422, where the parser would otherwise overflow its stack.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from chutes.edge import strictjson
 
 JSON_LIMIT = 1024 * 1024
 
@@ -25,6 +30,13 @@ class BodyTooLarge(HTTPException):
         super().__init__(413, f"request body over the {limit}-byte limit")
 
 
+class TooDeep(HTTPException):
+    """Raised from ``receive`` when a JSON body nests too deep (passed on by FastAPI as it is, like BodyTooLarge)."""
+
+    def __init__(self, max_depth: int) -> None:
+        super().__init__(422, f"JSON body nested deeper than {max_depth} levels")
+
+
 def _body(limit: int) -> bytes:
     hint = "JSON inputs are small; pass large data by reference (a URL)" if limit == JSON_LIMIT else "send less"
     return json.dumps({"detail": f"request body over the {limit}-byte limit", "hint": hint}).encode()
@@ -33,10 +45,18 @@ def _body(limit: int) -> bytes:
 class BodyLimit:
     """ASGI middleware: 413 for a request body over its ceiling (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, *, upload_limit: int, json_limit: int = JSON_LIMIT) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        upload_limit: int,
+        json_limit: int = JSON_LIMIT,
+        max_json_depth: int = strictjson.DEFAULT_MAX_DEPTH,
+    ) -> None:
         self.app = app
         self.upload_limit = upload_limit
         self.json_limit = json_limit
+        self.max_json_depth = max_json_depth
 
     def _limit(self, scope: Scope) -> int:
         for name, value in scope.get("headers", ()):
@@ -55,14 +75,24 @@ class BodyLimit:
                 return
         received = 0
         started = False
+        is_json = limit == self.json_limit  # small bodies: kept until complete, then measured
+        parts: list[bytes] = []
 
         async def counted_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
                     raise BodyTooLarge(limit)
+                if is_json:
+                    parts.append(chunk)
+                    if not message.get("more_body", False):
+                        try:
+                            strictjson.check_depth(b"".join(parts), self.max_json_depth)
+                        except strictjson.JSONTooDeep:
+                            raise TooDeep(self.max_json_depth) from None
             return message
 
         async def tracked_send(message: Message) -> None:

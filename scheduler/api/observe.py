@@ -1,7 +1,8 @@
 """Watching a chute: its instances (Nomad allocations joined with Consul health), deployment events, logs.
 
 These routes are declared before ``chutes.py``'s ``/v1/chutes/{ref}`` so that a ref followed by one of
-these suffixes reaches them.
+these suffixes reaches them. They are the owner's (and admins'): a user a chute is shared with may call it,
+not read its instances' addresses, events or logs (403).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
-from chutes.scheduler.api.chutes import find_chute
+from chutes.scheduler.api.chutes import owned_chute
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import EventOut, InstanceOut
@@ -100,7 +101,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 @router.get("/v1/chutes/{ref:path}/instances", response_model=list[InstanceOut])
 async def instances(ref: str, principal: UserDep, services: ServicesDep) -> list[InstanceOut]:
     """The chute's instances: Nomad allocations with their node, GPU model and Consul health."""
-    chute = await find_chute(services, principal, ref)
+    chute = await owned_chute(services, principal, ref, "see its instances")
     return await list_instances(services, chute)
 
 
@@ -118,7 +119,7 @@ async def events(
     after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
 ) -> list[EventOut] | StreamingResponse:
     """Deployment events, oldest first; ``?follow=true`` streams them (and new ones) as Server-Sent Events."""
-    chute = await find_chute(services, principal, ref)
+    chute = await owned_chute(services, principal, ref, "read its events")
     if not follow:
         return [EventOut(**event_dict(e)) for e in await services.events.list(chute.id, after)]
 
@@ -148,7 +149,7 @@ async def logs(
     ``?instance=`` picks one allocation (an id or a unique prefix; default: every instance of the chute),
     ``?stream=stderr`` the other stream, ``?follow=true`` keeps streaming.
     """
-    chute = await find_chute(services, principal, ref)
+    chute = await owned_chute(services, principal, ref, "read its logs")
     lines = await log_lines(services, chute, instance=instance, stream=stream, follow=follow)
 
     async def body() -> AsyncIterator[bytes]:

@@ -69,6 +69,7 @@ class ChuteOut(BaseModel):
     jobs: list[str] = Field(default_factory=list)
     shared_with: list[str] = Field(default_factory=list)
     nomad_job_id: str
+    host_label: str | None = Field(None, description="its wildcard address is https://<host_label>.<domain>")
     created_at: float
     updated_at: float
     placement: dict[str, Any] | None = Field(None, description="where the deploy's first instance was placed")
@@ -152,6 +153,7 @@ class RouteInfoOut(BaseModel):
     service: str
     cords: list[CordSpec]
     max_instances: int
+    host_label: str | None = Field(None, description="the <username>-<slug> host label this chute owns, if any")
 
 
 class WakeOut(BaseModel):

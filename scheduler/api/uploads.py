@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chutes.bundle import BundleError, BundleMeta, safe_extract
+from chutes.edge import strictjson
 from chutes.manifest import Manifest
 from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.store.users import Principal
@@ -34,13 +34,19 @@ def _manifest_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
     return f"invalid manifest: {detail}", errors
 
 
-def parse_manifest(text: str, principal: Principal, *, any_username: bool = False) -> Manifest:
+def parse_manifest(
+    text: str, principal: Principal, max_depth: int = strictjson.DEFAULT_MAX_DEPTH, *, any_username: bool = False
+) -> Manifest:
     """The manifest, validated (the NodeSelector's eligible GPUs and price are recomputed, never trusted).
 
     ``any_username`` (dev stacks: ``dev_adopt_users``) accepts a manifest whose username is not the caller's.
     """
     try:
-        data = json.loads(text)
+        data = strictjson.loads(text, max_depth)
+    except strictjson.JSONTooDeep as exc:
+        raise APIError(
+            422, f"the manifest is not acceptable: {exc}", "send the output of `chutes inspect --json`"
+        ) from None
     except ValueError as exc:
         raise APIError(422, f"the manifest is not JSON: {exc}", "send the output of `chutes inspect --json`") from None
     if not isinstance(data, dict):
@@ -74,8 +80,14 @@ def check_bundle(data: bytes, max_bytes: int) -> tuple[str, BundleMeta]:
 
 
 async def validate_upload(
-    manifest_text: str, bundle: bytes, principal: Principal, max_bytes: int, *, any_username: bool = False
+    manifest_text: str,
+    bundle: bytes,
+    principal: Principal,
+    max_bytes: int,
+    max_depth: int = strictjson.DEFAULT_MAX_DEPTH,
+    *,
+    any_username: bool = False,
 ) -> Upload:
-    manifest = parse_manifest(manifest_text, principal, any_username=any_username)
+    manifest = parse_manifest(manifest_text, principal, max_depth, any_username=any_username)
     sha256, meta = await asyncio.to_thread(check_bundle, bundle, max_bytes)
     return Upload(manifest=manifest, bundle=bundle, sha256=sha256, meta=meta)

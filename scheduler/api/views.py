@@ -41,6 +41,7 @@ def chute_out(chute: Chute, shared_with: list[str] | None = None, placement: dic
         jobs=[j.get("name", "") for j in manifest.get("jobs", [])],
         shared_with=shared_with or [],
         nomad_job_id=job_id(chute.id),
+        host_label=chute.host_label,
         created_at=chute.created_at,
         updated_at=chute.updated_at,
         placement=placement,

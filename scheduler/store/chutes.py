@@ -31,6 +31,11 @@ async def get_by_route(session: AsyncSession, username: str, slug: str) -> Chute
     return (await session.execute(query)).scalar_one_or_none()
 
 
+async def get_by_host_label(session: AsyncSession, label: str) -> Chute | None:
+    """The chute that owns the wildcard host label ``label`` (at most one does)."""
+    return (await session.execute(select(Chute).where(Chute.host_label == label))).scalar_one_or_none()
+
+
 async def is_shared_with(session: AsyncSession, chute_id: str, user_id: str) -> bool:
     return await session.get(Share, (chute_id, user_id)) is not None
 
@@ -112,13 +117,27 @@ async def prune_versions(session: AsyncSession, chute_id: str, keep: int, curren
     return len(doomed)
 
 
-async def share(session: AsyncSession, chute: Chute, user: User) -> bool:
-    """Share ``chute`` with ``user``; False when it already was."""
-    if await session.get(Share, (chute.id, user.id)) is not None:
+async def share(session: AsyncSession, chute: Chute, user: User, *, adopted: bool = False) -> bool:
+    """Share ``chute`` with ``user``; False when it already was. ``adopted``: the user deployed it for its
+    owner on a dev stack and manages it (``manages``); an existing share becomes such a one."""
+    existing = await session.get(Share, (chute.id, user.id))
+    if existing is not None:
+        if adopted and not existing.adopted:
+            existing.adopted = True
+            await session.flush()
         return False
-    session.add(Share(chute_id=chute.id, user_id=user.id))
+    session.add(Share(chute_id=chute.id, user_id=user.id, adopted=adopted))
     await session.flush()
     return True
+
+
+async def manages(session: AsyncSession, principal: Principal, chute: Chute) -> bool:
+    """Whether ``principal`` may watch and change ``chute``: its owner, an admin, or (dev stacks) the user who
+    deployed it for an adopted owner. Sharing alone grants calling, not this."""
+    if principal.is_admin or chute.owner_id == principal.user_id:
+        return True
+    found = await session.get(Share, (chute.id, principal.user_id))
+    return found is not None and bool(found.adopted)
 
 
 async def unshare(session: AsyncSession, chute: Chute, user: User) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 from chutes.scheduler.store.base import Base, new_id, now
 
@@ -69,6 +70,9 @@ class Chute(Base):
     status: Mapped[str] = mapped_column(String(32), default="deploying")
     status_detail: Mapped[str] = mapped_column(Text, default="")
     invoke_secret: Mapped[str] = mapped_column(String(128))
+    # The ``<username>-<slug>`` label of its wildcard host address, unique: one label, one chute (None: no
+    # host address, e.g. a label another chute already had when this one was created).
+    host_label: Mapped[str | None] = mapped_column(String(192), nullable=True, unique=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
 
@@ -93,6 +97,9 @@ class Share(Base):
     chute_id: Mapped[str] = mapped_column(ForeignKey("chutes.id", ondelete="CASCADE"), primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
+    # Dev stacks only (``dev_adopt_users``): the user deployed this chute for its adopted owner, and manages it
+    # as the owner would (events, logs, instances, scale, delete). A plain share grants calling only.
+    adopted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Event(Base):

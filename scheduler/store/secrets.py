@@ -3,6 +3,8 @@
 API keys are ``cnk_`` + 43 url-safe characters (256 random bits). An instance token is derived from a
 store-wide secret and the chute version (HMAC), so that any scheduler of the same store can render a job
 for that version again (e.g. the reconciler recreating a lost job) while the database keeps only its hash.
+A run token is derived the same way from the job run's id: it lets that one run upload its outputs, and
+only until the run has finished (the scheduler checks the run's state, so nothing needs revoking).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from chutes.scheduler.store.models import Setting
 
 API_KEY_PREFIX = "cnk_"
 INSTANCE_TOKEN_PREFIX = "cit_"  # noqa: S105 - a prefix, not a secret
+RUN_TOKEN_PREFIX = "cjt_"  # noqa: S105 - a prefix, not a secret
 KEY_DISPLAY_CHARS = 12  # "cnk_" + 8: enough to tell keys apart in a listing, useless to an attacker
 TOKEN_SECRET_SETTING = "instance_token_secret"  # noqa: S105 - a settings key
 
@@ -49,6 +52,16 @@ def instance_token(store_secret: str, chute_id: str, version: str) -> str:
     """The instance token of one chute version: HMAC-SHA256(store secret, "<chute_id>:<version>")."""
     digest = hmac.new(store_secret.encode(), f"{chute_id}:{version}".encode(), hashlib.sha256).digest()
     return INSTANCE_TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def run_token(store_secret: str, run_id: str) -> str:
+    """The token of one job run: HMAC-SHA256(store secret, "run:<run_id>")."""
+    digest = hmac.new(store_secret.encode(), f"run:{run_id}".encode(), hashlib.sha256).digest()
+    return RUN_TOKEN_PREFIX + base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def is_run_token(store_secret: str, run_id: str, token: str) -> bool:
+    return hmac.compare_digest(token.encode(), run_token(store_secret, run_id).encode())
 
 
 async def token_secret(session: AsyncSession) -> str:

@@ -22,7 +22,7 @@ from chutes.chute.node_selector import NodeSelector
 from chutes.scheduler import metering
 from chutes.scheduler.api import nodes as nodes_api
 from chutes.scheduler.api.chutes import find_chute
-from chutes.scheduler.api.deps import ServicesDep, UserDep, bearer_token
+from chutes.scheduler.api.deps import ServicesDep, UserDep, bearer_token, throttled_authenticate
 from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.api.views import chute_out
 from chutes.scheduler.nomad_api import NomadError
@@ -30,7 +30,6 @@ from chutes.scheduler.placement import Placement, PlacementRequest, place
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import instances as instances_repo
-from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.metering_models import InstanceUsage
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import API_KEY_PREFIX, looks_like_api_key
@@ -112,8 +111,7 @@ async def sign_in(body: SignIn, request: Request, response: Response, services: 
     if not key.startswith(API_KEY_PREFIX) or not looks_like_api_key(key):
         raise APIError(401, "that is not an API key: keys start with 'cnk_' and have 47 characters",
                        "copy the whole key that `chutes keys create` or your admin gave you")  # fmt: skip
-    async with services.store.session() as session:
-        principal = await users_repo.authenticate(session, key)
+    principal = await throttled_authenticate(request, services, key)  # 429 for an address guessing keys
     if principal is None:
         hint = "check that you pasted the right key, or create a new one with `chutes keys create`"
         raise APIError(401, "this API key is not valid: it is unknown or has been revoked", hint)
@@ -160,20 +158,17 @@ async def _summaries(services: Services, chutes: list[Chute]) -> dict[str, Insta
     return out
 
 
-def _owned(principal: Principal, chute: Chute) -> bool:
-    return principal.is_admin or chute.owner_id == principal.user_id
-
-
 @router.get("/ui/api/chutes", response_model=list[ChuteRow])
 async def chutes(principal: UserDep, services: ServicesDep, all: bool = False) -> list[ChuteRow]:
     """The chutes list (yours and shared with you; ``all``: every chute, for admins) with instance counts
     from the scheduler's records (no Nomad call per chute)."""
     async with services.store.session() as session:
         found = await chutes_repo.list_visible(session, principal, everyone=all)
-        rows = [(c, await chutes_repo.shared_with(session, c.id) if _owned(principal, c) else []) for c in found]
+        owned = {c.id for c in found if await chutes_repo.manages(session, principal, c)}
+        rows = [(c, await chutes_repo.shared_with(session, c.id) if c.id in owned else []) for c in found]
     summaries = await _summaries(services, found)
     return [
-        ChuteRow(**chute_out(c, shared).model_dump(), instances=summaries[c.id], owned=_owned(principal, c))
+        ChuteRow(**chute_out(c, shared).model_dump(), instances=summaries[c.id], owned=c.id in owned)
         for c, shared in rows
     ]
 
@@ -184,8 +179,8 @@ async def chute_detail(ref: str, principal: UserDep, services: ServicesDep) -> C
     from chutes.commands.deploy import example_body  # the CLI's "first try" body, so both suggest the same
 
     chute = await find_chute(services, principal, ref)
-    owned = _owned(principal, chute)
     async with services.store.session() as session:
+        owned = await chutes_repo.manages(session, principal, chute)
         shared = await chutes_repo.shared_with(session, chute.id) if owned else []
     summary = (await _summaries(services, [chute]))[chute.id]
     manifest = chute.manifest
@@ -245,7 +240,8 @@ async def nodes(principal: UserDep, services: ServicesDep, chute: str | None = N
         names: dict[str, str] = {}
         for chute_id in {h.chute_id for h in holders.values() if h.chute_id}:
             found = await session.get(Chute, chute_id)
-            if found is not None and await chutes_repo.can_see(session, principal, found):
+            # Which instance holds a GPU is the chute owner's to know (sharing grants calling only).
+            if found is not None and await chutes_repo.manages(session, principal, found):
                 names[chute_id] = found.name
     verdicts: dict[str, VerdictOut] = {}
     explanation = hint = None

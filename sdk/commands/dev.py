@@ -44,10 +44,11 @@ def _summary(info: StackInfo, config_file: Path | None) -> None:
     console.print(f"  user             {info.username}")
     console.print(f"  API key          {info.api_key}")
     console.print(f"  data, logs       {info.data_dir}")
+    console.print(f"  cluster tokens   {info.data_dir}/nomad_token, {info.data_dir}/consul_token (ACLs are on)")
     if info.containers:
-        console.print("  instances        in containers (podman); Nomad and Consul need the tokens in the ready file")
+        console.print("  instances        in containers (podman)")
     else:
-        console.print("  instances        host processes (raw_exec)")
+        console.print("  instances        host processes (raw_exec: trusted code only)")
     if config_file is not None:
         console.print(f"  config written   {config_file}")
     console.print()
@@ -84,6 +85,10 @@ def dev(
         typer.Option("--ready-file", help="Write addresses and the API key here as JSON (mode 0600) once up."),
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds each part may take to become healthy.")] = 60.0,
+    domain: Annotated[
+        str | None,
+        typer.Option("--domain", help="Wildcard domain: the gateway also serves https://<user>-<chute>.<domain>/..."),
+    ] = None,
     containers: Annotated[
         str,
         typer.Option(
@@ -109,6 +114,7 @@ def dev(
         use_local_gpus=not simulate,
         timeout=timeout,
         echo=lambda line: console.print(line, highlight=False),
+        domain=domain,
         containers=containers,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)

@@ -7,14 +7,14 @@ works; ``on`` requires them; ``off`` keeps every instance a host process (``raw_
 - the scheduler renders ``docker`` tasks for chutes with a built image (its default ``CHUTES_TASK_DRIVER=auto``)
   and tells them to reach it at ``host.containers.internal`` (podman's name, inside a container, for the
   host's loopback, where the scheduler listens);
-- the devcluster's Nomad and Consul APIs require tokens (random per run, handed to the agents, the scheduler
-  and the gateway): a container reaches the host's loopback, and must not reach an open Nomad API there;
+- a container reaches the host's loopback, where the devcluster's Nomad and Consul APIs listen: they are
+  closed to it by the devcluster's ACLs, which ``chutes dev`` turns on in every mode (``chutes.dev.acl``: each
+  part gets a least-privilege token; instances get none);
 - when the stack stops, containers its devcluster left (it was killed before stopping them) are removed.
 """
 
 from __future__ import annotations
 
-import secrets
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -42,38 +42,16 @@ class ContainerPlan:
     enabled: bool
     message: str  # one line for the console: the mode and why
     podman_version: str | None = None
-    nomad_token: str | None = None
-    consul_token: str | None = None
 
     def devcluster_args(self) -> list[str]:
         return ["--docker-driver", "on" if self.enabled else "off"]
 
-    def devcluster_env(self) -> dict[str, str]:
-        if not self.enabled:
-            return {}
-        assert self.nomad_token and self.consul_token
-        return {"CHUTES_DEVCLUSTER_NOMAD_TOKEN": self.nomad_token, "CHUTES_DEVCLUSTER_CONSUL_TOKEN": self.consul_token}
-
-    def client_env(self) -> dict[str, str]:
-        """For the processes that talk to the devcluster (agents, scheduler, gateway)."""
-        out: dict[str, str] = {}
-        if self.nomad_token:
-            out["NOMAD_TOKEN"] = self.nomad_token
-        if self.consul_token:
-            out["CONSUL_HTTP_TOKEN"] = self.consul_token
-        return out
-
     def scheduler_env(self) -> dict[str, str]:
+        """Settings (no secrets) for the scheduler: which driver its chutes get and how they reach it."""
         if self.enabled:
-            return {**self.client_env(), "CHUTES_CONTAINER_SCHEDULER_HOST": HOST_ALIAS}
+            return {"CHUTES_CONTAINER_SCHEDULER_HOST": HOST_ALIAS}
         # Without the docker driver every chute must run as a process, whatever was built for it.
         return {"CHUTES_TASK_DRIVER": "raw_exec"}
-
-    def nomad_headers(self) -> dict[str, str]:
-        return {"X-Nomad-Token": self.nomad_token} if self.nomad_token else {}
-
-    def consul_headers(self) -> dict[str, str]:
-        return {"X-Consul-Token": self.consul_token} if self.consul_token else {}
 
 
 def _podman_version(podman: str) -> str | None:
@@ -92,7 +70,6 @@ def plan_containers(
     mode: ContainersMode,
     which: Callable[[str], str | None] = shutil.which,
     version: Callable[[str], str | None] = _podman_version,
-    token: Callable[[], str] = lambda: secrets.token_urlsafe(24),
 ) -> ContainerPlan:
     """Decide for ``mode``; ContainersUnavailable when ``on`` cannot be honoured."""
     if mode not in MODES:
@@ -116,8 +93,6 @@ def plan_containers(
         f"containers: on (podman {found}): instances run in their images; "
         "chutes without a built image run as host processes",
         podman_version=found,
-        nomad_token=token(),
-        consul_token=token(),
     )
 
 

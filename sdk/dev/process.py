@@ -20,6 +20,14 @@ from pathlib import Path
 from typing import IO
 
 PR_SET_PDEATHSIG = 1
+# Not passed on from the caller's environment: what is named like a credential (the stack hands each child
+# its own secrets through a 0600 file), so no /proc/<pid>/environ of the stack's processes holds one.
+_CREDENTIAL_WORDS = ("TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "API_KEY", "ADMIN_KEY", "GATEWAY_KEY")
+
+
+def inherited_environment() -> dict[str, str]:
+    """The caller's environment minus anything named like a credential."""
+    return {k: v for k, v in os.environ.items() if not any(w in k.upper() for w in _CREDENTIAL_WORDS)}
 
 
 class ChildFailed(RuntimeError):
@@ -60,7 +68,7 @@ class Child:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **self.env},
+            env={**inherited_environment(), **self.env},
             preexec_fn=session_with_parent_death,
             close_fds=True,
         )

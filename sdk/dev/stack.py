@@ -2,11 +2,18 @@
 
 State (the devcluster's, the scheduler's SQLite database, the keys, the logs, the ports) lives in one data
 directory; a given one is kept between runs, with the same ports when they are free, and a temporary one is
-removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.dev.supervise``).
+removed at the end. Once up, ``supervise`` restarts a part that dies (``chutes.dev.supervise``), with the same
+command line, environment and env file, so with the same tokens.
 
-Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``; the gateway uses
-it), a user whose name matches the examples' ``username="demo"`` by default, and the key that seals chute
-secrets (``CHUTES_SECRETS_KEY``).
+Keys are generated here: an admin key (the scheduler bootstraps it from ``CHUTES_ADMIN_KEY``), a key with the
+``gateway`` role for the gateway, a user whose name matches the examples' ``username="demo"`` by default, and
+the key that seals chute secrets (``CHUTES_SECRETS_KEY``).
+
+The devcluster always runs with ACLs (``chutes.dev.acl``), whether instances run in containers or not, and
+optionally over mutual TLS (``StackTLS``): management tokens for Nomad and Consul (written to the data
+directory as ``nomad_token`` and ``consul_token``) and a least-privilege token per part. Secrets reach the
+parts through 0600 files named by ``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their environment or
+command line, which any process of the same user could read in ``/proc``.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import httpx
 
 from chutes.client import ChutesAPIError, Client
 from chutes.cluster_tls import ClusterTLS, Service
+from chutes.dev.acl import ACLSetupError, PartTokens, new_secret, provision
 from chutes.dev.containers import (
     ContainerPlan,
     ContainersMode,
@@ -72,8 +80,11 @@ class StackInfo:
     local_gpus: int = 0
     pid: int = field(default_factory=os.getpid)
     containers: bool = False  # instances with a built image run in containers (podman)
-    nomad_token: str | None = None  # the devcluster's APIs require these when containers are on
-    consul_token: str | None = None
+    #: management tokens of the devcluster's ACLs (for the nomad and consul CLIs)
+    nomad_token: str = ""
+    consul_token: str = ""
+    #: wildcard domain of host addresses (<username>-<slug>.<domain>), if any
+    domain: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -89,6 +100,11 @@ def _free_port() -> int:
 def new_key() -> str:
     """An API key in the scheduler's format: ``cnk_`` and 43 URL-safe characters."""
     return "cnk_" + secrets.token_urlsafe(32)
+
+
+def new_secrets_key() -> str:
+    """A ``CHUTES_SECRETS_KEY``: 32 random bytes, URL-safe base64."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).decode()
 
 
 def executable(name: str) -> str:
@@ -125,6 +141,15 @@ def _ok(url: str, headers: dict[str, str] | None = None, tls: ClusterTLS | None 
         return False
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` readable by its owner only (created 0600, replaced atomically)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
 class DevStack:
     """Start, watch and stop the platform's processes on this machine."""
 
@@ -139,6 +164,7 @@ class DevStack:
         echo: Callable[[str], None] = print,
         tls: StackTLS | None = None,
         containers: ContainersMode = "auto",
+        domain: str | None = None,
     ) -> None:
         self.keep_data = data_dir is not None
         self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
@@ -147,6 +173,7 @@ class DevStack:
         self.use_local_gpus = use_local_gpus
         self.timeout = timeout
         self.echo = echo
+        self.domain = domain
         self.tls = tls  # mutual TLS to the devcluster (chutes.dev.tls)
         self.children: list[Child] = []
         self.info: StackInfo | None = None
@@ -169,22 +196,31 @@ class DevStack:
         except (OSError, ValueError):
             loaded = {}
         data = {k: str(v) for k, v in loaded.items()} if isinstance(loaded, dict) else {}
-        changed = False
-        if "admin_key" not in data:
-            data["admin_key"], changed = new_key(), True
-        if "secrets_key" not in data:  # seals chute secrets in the scheduler's store (CHUTES_SECRETS_KEY)
-            data["secrets_key"], changed = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(), True
-        if changed:
+        fresh = {
+            "admin_key": new_key,
+            "nomad_token": new_secret,
+            "consul_token": new_secret,
+            "secrets_key": new_secrets_key,  # seals chute secrets in the scheduler's store (CHUTES_SECRETS_KEY)
+        }
+        missing = [name for name in fresh if name not in data]
+        for name in missing:
+            data[name] = fresh[name]()
+        if missing:
             self._save_secrets(data)
+        # The management tokens, for the nomad and consul CLIs: NOMAD_TOKEN=$(cat <data dir>/nomad_token)
+        for name in ("nomad_token", "consul_token"):
+            _write_private(self.data_dir / name, data[name] + "\n")
         return data
 
     def _save_secrets(self, data: dict[str, str]) -> None:
-        path = self.data_dir / SECRETS_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle)
-        os.replace(tmp, path)
+        _write_private(self.data_dir / SECRETS_FILE, json.dumps(data))
+
+    def _env_file(self, name: str, values: dict[str, str]) -> dict[str, str]:
+        """A child's secrets in a 0600 file; the child's environment only names it (``CHUTES_ENV_FILE``)."""
+        path = self.data_dir / "run" / f"{name}.env"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in values.items()))
+        return {"CHUTES_ENV_FILE": str(path)}
 
     def _child(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
         tls_env = self.tls.client_env() if self.tls is not None else {}
@@ -216,10 +252,13 @@ class DevStack:
             return merge((local,), self.extra_nodes), gpus
         return merge(DEFAULT_NODES, self.extra_nodes), 0
 
-    def _start_devcluster(self, nodes: list[NodeSpec]) -> tuple[str, str]:
+    def _start_devcluster(self, nodes: list[NodeSpec], keys: dict[str, str]) -> tuple[str, str]:
         ports_file = self._port_file("devcluster")
         argv = [executable("chutes-devcluster"), "--nomad-port", str(self.ports.ask("nomad"))]
         argv += ["--consul-port", str(self.ports.ask("consul"))]
+        # ACLs on, with the management tokens read from files (not visible in the process's argv or environ).
+        argv += ["--nomad-token-file", str(self.data_dir / "nomad_token")]
+        argv += ["--consul-token-file", str(self.data_dir / "consul_token")]
         local = [node for node in nodes if not node.simulated]
         argv += ["--local-node-name", local[0].name] if local else ["--no-local-node"]
         for node in nodes:
@@ -228,15 +267,16 @@ class DevStack:
         argv += ["--ports-file", str(ports_file), "--data-dir", str(self.data_dir / "devcluster")]
         argv += self.tls.devcluster_args() if self.tls is not None else []
         argv += self.containers.devcluster_args()
-        child = self._child("devcluster", argv, self.containers.devcluster_env())
+        child = self._child("devcluster", argv)
         wait_for(lambda: isinstance(read_port_file(ports_file), dict), what="listening", child=child, timeout=30)
         ports = read_port_file(ports_file)
         assert isinstance(ports, dict)
         scheme = "https" if self.tls is not None else "http"
         nomad, consul = f"{scheme}://127.0.0.1:{ports['nomad']}", f"{scheme}://127.0.0.1:{ports['consul']}"
+        management = {"X-Nomad-Token": keys["nomad_token"]}
         wait_for(
             lambda: (
-                _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers(), self._tls("nomad"))
+                _ok(f"{nomad}/v1/nodes", management, self._tls("nomad"))
                 and _ok(f"{consul}/v1/status/leader", tls=self._tls())
             ),
             what="answering",
@@ -249,12 +289,23 @@ class DevStack:
         self.supervisor.watch(
             child,
             on_death=lambda: _reap_tasks(tasks),
-            is_up=lambda: _ok(f"{nomad}/v1/nodes", self.containers.nomad_headers(), self._tls("nomad")),
+            is_up=lambda: _ok(f"{nomad}/v1/nodes", management, self._tls("nomad")),
         )
         return nomad, consul
 
-    def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str) -> None:
-        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul, **self.containers.client_env()}
+    def _cluster_tokens(self, nomad: str, consul: str, keys: dict[str, str]) -> dict[str, PartTokens]:
+        try:
+            parts = provision(nomad, consul, keys["nomad_token"], keys["consul_token"], keys, tls=self._tls())
+        except (ACLSetupError, httpx.HTTPError) as exc:
+            raise DevStackError(
+                f"cannot set up the devcluster's ACL tokens: {exc}", hint=f"see {self.logs_dir}"
+            ) from None
+        self._save_secrets(keys)
+        return parts
+
+    def _start_agents(self, nodes: list[NodeSpec], nomad: str, consul: str, tokens: PartTokens) -> None:
+        env = {"NOMAD_ADDR": nomad, "CONSUL_HTTP_ADDR": consul}
+        env |= self._env_file("agent", {"NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul})
         started: list[tuple[NodeSpec, Child]] = []
         for node in nodes:
             argv = [executable("chutes-agent"), "run", "--node-id", node.name]
@@ -263,11 +314,10 @@ class DevStack:
             child = self._child(f"agent-{node.name}", argv, env)
             self.supervisor.watch(child)
             started.append((node, child))
+        seen = {"X-Consul-Token": tokens.consul}
         for node, child in started:
             wait_for(
-                lambda node=node: _ok(  # type: ignore[misc]
-                    f"{consul}/v1/kv/chutes/nodes/{node.name}", self.containers.consul_headers(), self._tls()
-                ),
+                lambda node=node: _ok(f"{consul}/v1/kv/chutes/nodes/{node.name}", seen, self._tls()),  # type: ignore[misc]
                 what="publishing its inventory",
                 child=child,
                 timeout=self.timeout,
@@ -277,7 +327,12 @@ class DevStack:
         return self.tls.client(service) if self.tls is not None else None
 
     def _start_scheduler(
-        self, nomad: str, consul: str, admin_key: str, secrets_key: str, gateway_url: str | None = None
+        self,
+        nomad: str,
+        consul: str,
+        keys: dict[str, str],
+        tokens: PartTokens,
+        gateway_url: str | None = None,
     ) -> str:
         port_file = self._port_file("scheduler")
         argv = [
@@ -297,16 +352,23 @@ class DevStack:
             consul,
         ]
         env = {
-            "CHUTES_ADMIN_KEY": admin_key,
             "CHUTES_ADMIN_USERNAME": ADMIN_USERNAME,
             "CHUTES_RUNTIME_PYTHON": sys.executable,
-            "CHUTES_SECRETS_KEY": secrets_key,
             # A chute file written for another username deploys for a local user of that name (dev only).
             "CHUTES_DEV_ADOPT_USERS": "1",
             **self.containers.scheduler_env(),
         }
         if gateway_url:
             env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
+        env |= self._env_file(
+            "scheduler",
+            {
+                "CHUTES_ADMIN_KEY": keys["admin_key"],
+                "CHUTES_SECRETS_KEY": keys["secrets_key"],
+                "NOMAD_TOKEN": tokens.nomad,
+                "CONSUL_HTTP_TOKEN": tokens.consul,
+            },
+        )
         child = self._child("scheduler", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
         port = read_port_file(port_file)
@@ -317,7 +379,25 @@ class DevStack:
         self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 
-    def _start_gateway(self, api_url: str, consul: str, admin_key: str, port: int) -> str:
+    def _gateway_key(self, api_url: str, keys: dict[str, str]) -> str:
+        """A key with the gateway role (the gateway never holds the admin key); kept while it works."""
+        stored = keys.get("gateway_key")
+        if stored:
+            with Client(api_url, stored) as client, contextlib.suppress(ChutesAPIError):
+                client.me()
+                return stored
+        with Client(api_url, keys["admin_key"]) as admin:
+            try:
+                created = admin.create_key("gateway", role="gateway")
+            except ChutesAPIError as exc:
+                raise DevStackError(f"cannot create the gateway's key: {exc}", hint=f"see {self.logs_dir}") from None
+        keys["gateway_key"] = str(created["api_key"])
+        self._save_secrets(keys)
+        return keys["gateway_key"]
+
+    def _start_gateway(
+        self, api_url: str, nomad: str, consul: str, gateway_key: str, tokens: PartTokens, port: int
+    ) -> str:
         port_file = self._port_file("gateway")
         argv = [
             executable("chutes-gateway"),
@@ -331,11 +411,19 @@ class DevStack:
             api_url,
             "--consul-addr",
             consul,
+            "--nomad-addr",  # instances are checked against Nomad's allocations
+            nomad,
             # Usage records wait on disk until the scheduler has them: a gateway killed hard loses none.
             "--spool-dir",
             str(self.data_dir / "gateway-spool"),
         ]
-        child = self._child("gateway", argv, {"CHUTES_GATEWAY_KEY": admin_key, **self.containers.client_env()})
+        if self.domain:
+            argv += ["--domain", self.domain]
+        env = self._env_file(
+            "gateway",
+            {"CHUTES_GATEWAY_KEY": gateway_key, "NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul},
+        )
+        child = self._child("gateway", argv, env)
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
         bound = read_port_file(port_file)
         assert isinstance(bound, int)
@@ -388,18 +476,19 @@ class DevStack:
                 self.echo("GPU: none found on this machine; using simulated GPU nodes (instances run on the CPU)")
             for node in nodes:
                 self.echo(f"  node {node}")
-            self.echo("starting the devcluster (Nomad and Consul APIs) ...")
-            nomad, consul = self._start_devcluster(nodes)
+            self.echo("starting the devcluster (Nomad and Consul APIs, with ACLs) ...")
+            nomad, consul = self._start_devcluster(nodes, keys)
+            parts = self._cluster_tokens(nomad, consul, keys)
             self.echo("starting the agents ...")
-            self._start_agents(nodes, nomad, consul)
-            # The gateway's port is chosen first so that the scheduler (started before it) knows its address.
+            self._start_agents(nodes, nomad, consul, parts["agent"])
+            # The gateway's port is chosen first so that the scheduler (started before it) knows its address;
+            # the gateway starts after the scheduler, which makes its gateway-role key.
             gateway_port = self.ports.ask("gateway") or _free_port()
             self.echo("starting the scheduler ...")
-            api_url = self._start_scheduler(
-                nomad, consul, keys["admin_key"], keys["secrets_key"], f"http://127.0.0.1:{gateway_port}"
-            )
+            api_url = self._start_scheduler(nomad, consul, keys, parts["scheduler"], f"http://127.0.0.1:{gateway_port}")
             self.echo("starting the gateway ...")
-            gateway_url = self._start_gateway(api_url, consul, keys["admin_key"], gateway_port)
+            gateway_key = self._gateway_key(api_url, keys)
+            gateway_url = self._start_gateway(api_url, nomad, consul, gateway_key, parts["gateway"], gateway_port)
             api_key = self._user_key(api_url, keys)
         except ChildFailed as exc:
             self.keep_data = True  # keep the logs to read
@@ -420,8 +509,9 @@ class DevStack:
             nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
             local_gpus=local_gpus,
             containers=self.containers.enabled,
-            nomad_token=self.containers.nomad_token,
-            consul_token=self.containers.consul_token,
+            nomad_token=keys["nomad_token"],
+            consul_token=keys["consul_token"],
+            domain=self.domain,
         )
         return self.info
 

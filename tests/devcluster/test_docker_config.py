@@ -24,6 +24,7 @@ from chutes.devcluster.nomad.docker_config import (
     parse_image_ref,
     tls_verify,
 )
+from chutes.devcluster.nomad.podman import podman_environment
 
 DIGEST = "sha256:" + "0f" * 32
 
@@ -184,6 +185,9 @@ def test_create_argv_is_isolated_limited_and_labelled(tmp_path: Path) -> None:
     assert "--publish=127.0.0.1:23456:23456" in options  # loopback only
     assert {"--memory=256m", "--memory-swap=256m", "--pids-limit=64", "--cpu-shares=500", "--init"} <= set(options)
     assert f"--env-file={tmp_path / 'env'}" in options
+    # Nothing of the host's environment, whatever containers.conf says: only the task's env file.
+    assert {"--env-host=false", "--http-proxy=false"} <= set(options)
+    assert not any(o.startswith(("--env=", "-e")) for o in options)
     assert "--label=io.chutes.devcluster=owner" in options and "--rm" in options
     assert [o for o in options if o.startswith("--volume=")] == [
         f"--volume={tmp_path / 'alloc'}:/alloc:rw",
@@ -191,3 +195,13 @@ def test_create_argv_is_isolated_limited_and_labelled(tmp_path: Path) -> None:
         f"--volume={tmp_path / 't' / 'secrets'}:/secrets:rw",
     ]
     assert container_name("../evil task", "abc") == "evil-task-abc"
+
+
+def test_podman_runs_with_the_platforms_credentials_scrubbed() -> None:
+    host = {
+        "CHUTES_ADMIN_KEY": "cnk_admin", "NOMAD_TOKEN": "n", "CONSUL_HTTP_TOKEN": "c", "MY_API_KEY": "k",
+        "PATH": "/usr/bin", "HOME": "/root", "CONTAINERS_CONF": "/etc/c.conf", "REGISTRY_AUTH_FILE": "/run/auth.json",
+    }  # fmt: skip
+    assert podman_environment(host) == {
+        "PATH": "/usr/bin", "HOME": "/root", "CONTAINERS_CONF": "/etc/c.conf", "REGISTRY_AUTH_FILE": "/run/auth.json",
+    }  # fmt: skip

@@ -37,6 +37,15 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.containers, pytest.mark.slow
 
 S = 1_000_000_000
 NODES = ("gpu-a=h100_sxm:4",)
+# What the devcluster runs with besides the usual: the platform's credentials, a setting of the host's and
+# proxy variables with a password (podman passes these into containers unless told not to). None of it may
+# reach a container: as in Nomad's docker driver, a container gets its task's environment only.
+HOST_ENV = {
+    "CHUTES_ADMIN_KEY": "cnk_admin-secret", "NOMAD_TOKEN": "nomad-secret", "CONSUL_HTTP_TOKEN": "consul-secret",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret", "HOST_ONLY_SETTING": "host-only",
+    "http_proxy": "http://proxy-user:proxy-secret@127.0.0.1:9", "HTTPS_PROXY": "http://proxy-user:proxy-secret@127.0.0.1:9",
+    "no_proxy": "127.0.0.1,localhost",
+}  # fmt: skip
 
 # The task: an HTTP server on NOMAD_PORT_http that describes the container it runs in, prints its start, and
 # on SIGTERM says so and exits 0 (or ignores SIGTERM when IGNORE_TERM is set).
@@ -129,7 +138,7 @@ def storage(image: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pa
 
 @pytest.fixture(scope="module")
 def ddc(storage: Path) -> Iterator[DevclusterHandle]:
-    with devcluster(NODES, local_node=False, extra_args=["--docker-driver", "on"]) as handle:
+    with devcluster(NODES, local_node=False, extra_args=["--docker-driver", "on"], env=HOST_ENV) as handle:
         yield handle
 
 
@@ -213,6 +222,9 @@ def test_task_runs_in_its_image_pulled_by_digest_with_ports_env_limits_gpus_logs
     [device] = alloc["AllocatedResources"]["Tasks"]["main"]["Devices"]
     assert env["NVIDIA_VISIBLE_DEVICES"] == ",".join(device["DeviceIDs"])  # simulated GPUs: the variable only
     assert "CUDA_VISIBLE_DEVICES" not in env
+    # Nothing of the devcluster's environment: no platform credential, no host setting, no proxy.
+    leaked = {k for k, v in env.items() if v in HOST_ENV.values() or "-secret" in v or k.lower().endswith("_proxy")}
+    assert not leaked and "HOST_ONLY_SETTING" not in env, sorted(leaked)
 
     # Limits and labels, as podman applied them; the env file with the secret was removed once read.
     [name] = containers_labelled(LABEL_ALLOC, alloc["ID"])
@@ -244,9 +256,12 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
     n, c = ddc.nomad(), ddc.consul()
     sha = "ab" * 32
     pem = '-----BEGIN KEY-----\nAAAA "q" \\x\n-----END KEY-----'  # spans lines: not in an env file
-    items = variable_items("inv-s3cret", {sha: "cit_tok3n"}, {"HF_TOKEN": "hf_s3cret v1", "PEM": pem})
+    # Named like a credential and spanning lines: podman's scrubbed environment must still carry it to the env file.
+    ssh = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----"
+    secrets = {"HF_TOKEN": "hf_s3cret v1", "PEM": pem, "DEPLOY_TOKEN": ssh}
+    items = variable_items("inv-s3cret", {sha: "cit_tok3n"}, secrets)
     n.variable.create_variable(variable_path("boxsecret"), {"Items": items})
-    job = docker_job("boxsecret", image, Templates=[template_block("boxsecret", sha, ["HF_TOKEN", "PEM"])])
+    job = docker_job("boxsecret", image, Templates=[template_block("boxsecret", sha, sorted(secrets))])
     n.jobs.register_job({"Job": job})
     alloc = _alloc(n, "boxsecret")
     wait_for(lambda: _passing(c, "boxsecret"), timeout_s=180, what=f"a passing check; {_events(n, alloc['ID'])}")
@@ -257,7 +272,7 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
 
     first = inside()
     env = first["env"]
-    assert env["HF_TOKEN"] == "hf_s3cret v1" and env["PEM"] == pem
+    assert env["HF_TOKEN"] == "hf_s3cret v1" and env["PEM"] == pem and env["DEPLOY_TOKEN"] == ssh
     assert env["CHUTES_INSTANCE_TOKEN"] == "cit_tok3n" and env["CHUTES_INVOKE_SECRET"] == "inv-s3cret"
     assert env["CHUTES_SECRET"] == "s3cret"  # the task's own Env stays
     registered = json.dumps(n.job.get_job("boxsecret"))

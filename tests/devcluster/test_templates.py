@@ -235,6 +235,30 @@ def test_the_template_language() -> None:
             parse(bad)
 
 
+def test_env_and_keys_made_from_the_task_environment() -> None:
+    """``env "NAME"`` reads the task's environment (Nomad's template runner gives it the task's, NOMAD_META_*
+    included), and an item can be named by it: how a dispatched run finds its own item of the job's variable."""
+    parsed = parse(
+        '{{ with nomadVar "nomad/jobs/j" }}'
+        'T="{{ index . (printf "TOKEN_%s" (env "NOMAD_META_run_id")) }}" R={{ env "NOMAD_META_run_id" }} '
+        'K={{ index . (env "WHICH") }} P={{ index . (printf "%s_%s%%" (env "A") "lit") }}{{ end }}'
+    )
+    items = {"TOKEN_r1": "t-one", "TOKEN_r2": "t-two", "picked": "yes", "a_lit%": "pct"}
+    env = {"NOMAD_META_run_id": "r1", "WHICH": "picked", "A": "a"}
+    assert render(parsed, lambda ns, path: items, "default", env=env) == 'T="t-one" R=r1 K=yes P=pct'
+    assert render(parsed, lambda ns, path: items, "default", env={"NOMAD_META_run_id": "r2"}).startswith('T="t-two"')
+    with pytest.raises(TemplateFailed, match="TOKEN_r9"):
+        render(parsed, lambda ns, path: items, "default", env={"NOMAD_META_run_id": "r9"}, missing_key_error=True)
+    assert render(parse('{{ env "X" }}-{{ env "Y" }}'), lambda ns, path: {}, "default", env={"X": "x"}) == "x-"
+    for bad in ('{{ with nomadVar "a" }}{{ index . (printf "%d" (env "X")) }}{{ end }}',
+                '{{ with nomadVar "a" }}{{ index . (printf "%s %s" (env "X")) }}{{ end }}',
+                '{{ with nomadVar "a" }}{{ index . (env "X" }}{{ end }}',
+                '{{ with nomadVar "a" }}{{ index . (key "X") }}{{ end }}',
+                '{{ with nomadVar "a" }}{{ index . "X" "Y" }}{{ end }}'):  # fmt: skip
+        with pytest.raises(TemplateUnsupported):
+            parse(bad)
+
+
 def test_env_files_as_go_envparse_reads_them() -> None:
     text = (
         "# comment\n\nA=plain value # trailing\nexport B='single $quoted # kept'\n"

@@ -4,6 +4,7 @@ The chute's image is this checkout's runtime on ``localhost/chutes-base:bookworm
 pushed to a docker-registry on a free loopback port; the scheduler is told ``CHUTES_TASK_DRIVER=docker``, so the
 chute runs that image by digest (until images are built by the platform, a chute has no built image of its own).
 
+- Inside its container a chute finds no platform key or cluster token, and the devcluster's APIs refuse it.
 - Kill one instance's container from outside while calls flow: Consul marks it critical, the gateway stops
   routing to it, the restart policy starts a new container, and no call fails while the second instance serves.
 - A secret created with ``chutes secrets create`` is in the container's environment (the job's template).
@@ -61,8 +62,23 @@ async def where(self: Chute) -> dict[str, object]:
         "hostname": socket.gethostname(),
         "marker": marker.read_text().strip() if marker.exists() else None,
         "alloc": os.environ.get("NOMAD_ALLOC_ID"),
+        "env": dict(os.environ),
         "hf_sha256": hashlib.sha256(os.environ.get("HF_TOKEN", "").encode()).hexdigest(),
     }}
+
+
+@chute.cord(public_api_path="/reach")
+async def reach(self: Chute, url: str = "") -> dict[str, object]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return {{"status": resp.status}}
+    except urllib.error.HTTPError as exc:
+        return {{"status": exc.code}}
+    except OSError as exc:
+        return {{"status": 0, "error": str(exc)}}
 """
 
 JOB_CHUTE = """
@@ -188,6 +204,21 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     assert first.status_code == 200, first.text
     assert first.json()["marker"] == "chutes-test-image"
     assert first.json()["hostname"] != os.uname().nodename
+    # Nothing of the platform's reaches the container: no key or cluster token in its environment, and the
+    # devcluster's APIs (on the host's loopback, which a container reaches) refuse it without one.
+    stored = json.loads((Path(stack.info["data_dir"]) / "secrets.json").read_text())
+    platform = {k: v for k, v in stored.items() if k.endswith(("_key", "_token"))}  # keys and cluster tokens
+    assert {"admin_key", "gateway_key", "nomad_token", "consul_token"} <= set(platform), sorted(stored)
+    env = first.json()["env"]
+    leaked = {k for k, v in env.items() if v in platform.values() or k in ("NOMAD_TOKEN", "CONSUL_HTTP_TOKEN")}
+    assert not leaked, sorted(leaked)
+    for api, path in (("nomad_addr", "/v1/jobs"), ("consul_addr", "/v1/kv/chutes/nodes/gpu-a")):
+        url = f"http://host.containers.internal:{stack.info[api].rsplit(':', 1)[1]}{path}"
+        reached = httpx.post(
+            f"{stack.info['gateway_url']}/demo/boxed/reach", json={"url": url}, timeout=30,
+            headers={"Authorization": f"Bearer {stack.info['api_key']}"},
+        )  # fmt: skip
+        assert reached.status_code == 200 and reached.json() == {"status": 403}, (api, reached.text)
     assert first.json()["hf_sha256"] == hashlib.sha256(secret.encode()).hexdigest()
     job = stack.nomad(f"/v1/job/chute-{chute_id}")
     assert job["TaskGroups"][0]["Tasks"][0]["Driver"] == "docker" and secret not in json.dumps(job)

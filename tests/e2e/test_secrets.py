@@ -4,8 +4,9 @@ A chute whose cord answers ``len(os.environ["HF_TOKEN"])`` and its sha256: right
 a deploy answers with the right values, and the job Nomad holds carries neither the value nor the instance token
 nor the invoke secret (they are in the job's Nomad Variable, read by its template). Rotating the secret with two
 instances restarts them one at a time, in place, with no failed call; the answers show the new hash. A job
-method (a dispatched batch job) gets its secrets the same way. No log, event, chute view or metric shows a
-value; deleting the chute deletes its variable and its secrets.
+method (a dispatched batch job) gets its secrets the same way, and its run token too, which neither its job nor
+the dispatch carries. No log, event, chute view or metric shows a value; deleting the chute deletes its variable
+and its secrets.
 """
 
 from __future__ import annotations
@@ -178,6 +179,9 @@ def test_a_job_run_gets_its_secret_and_its_jobs_carry_none(stack: tuple[StackInf
         parent = f"chute-{chute['chute_id']}-job-check"
         items = n.variable.get_variable(f"nomad/jobs/{parent}")["Items"]
         credentials = [v for k, v in items.items() if k != "HF_TOKEN"] + [FIRST]
+        # The run's token reached the run (through its template) and is in neither job nor dispatch.
+        assert done["result"]["run_token"].startswith("cjt_"), done["result"]
+        credentials.append(done["result"]["run_token"])
         children = [j for j in n.jobs.get_jobs(prefix=parent) if j.get("ParentID") == parent]
         assert children, "the run was a dispatched child job"
         for job_id in [parent, *(c["ID"] for c in children)]:

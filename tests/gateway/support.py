@@ -67,6 +67,7 @@ def route_info(concurrency: int = 8, public: bool = False, shared_with: list[str
         "service": SERVICE,
         "cords": CORDS,
         "max_instances": 4,
+        "host_label": "alice-gwtest",
     }
 
 

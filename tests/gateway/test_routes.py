@@ -47,6 +47,26 @@ def test_host_address_takes_precedence_and_keeps_the_whole_path() -> None:
     assert target is not None
     assert target.path == "/alice/other/echo"
     assert target.candidates == (("alice", "my-chute"), ("alice-my", "chute"))
+    assert target.label == "alice-my-chute"
+
+
+def test_a_host_label_answers_only_by_the_chute_that_owns_it() -> None:
+    """acme's chute research-chat and acme-research's chute chat both split out of acme-research-chat: only
+    the one the scheduler gave the label to answers (the other deploy is refused, or has no host address)."""
+    target = parse_target("acme-research-chat.chutes.test", "/v1/x", "chutes.test")
+    assert target is not None and target.label == "acme-research-chat"
+    victim = _route(username="acme-research", name="chat", slug="chat", host_label="acme-research-chat")
+    intruder = _route(username="acme", name="research-chat", slug="research-chat", host_label=None)
+    assert victim.answers(target)
+    assert not intruder.answers(target)
+    by_path = parse_target("gw", "/acme/research-chat/v1/x", "chutes.test")
+    assert by_path is not None and by_path.label is None and intruder.answers(by_path)
+
+
+def test_an_encoded_slash_is_no_path_separator() -> None:
+    # The edge protocol keeps %2F encoded in the path, so it cannot split a segment into two.
+    assert parse_target("gw", "/alice%2Fmy-chute/echo", None) is None
+    assert parse_target("gw", "/alice/my%2Fchute/echo", None) is None
 
 
 def test_host_label() -> None:
@@ -74,7 +94,7 @@ def test_cord_by_method_and_path() -> None:
     assert route.cords_at("POST", "/nope") is None
 
 
-def test_stream_pair_is_picked_by_the_body_or_query() -> None:
+def test_stream_pair_is_told_apart_by_the_answer_or_query_never_the_body() -> None:
     chat = CordSpec(name="chat", path="/chat", public_api_path="/v1/chat", public_api_method="POST")
     chat_stream = CordSpec(
         name="chat_stream", path="/chat_stream", public_api_path="/v1/chat", public_api_method="POST", stream=True
@@ -82,14 +102,13 @@ def test_stream_pair_is_picked_by_the_body_or_query() -> None:
     route = _route(cords=[chat_stream, chat])
     pair = route.cords_at("POST", "/v1/chat")
     assert pair is not None and len(pair) == 2
-    assert pick_cord(pair, b'{"stream": true, "x": 1}', "").name == "chat_stream"
-    assert pick_cord(pair, b'{"stream": false}', "").name == "chat"
-    assert pick_cord(pair, b"", "").name == "chat"
-    assert pick_cord(pair, b"not json", "").name == "chat"
+    assert pick_cord(pair, "", b"text/event-stream; charset=utf-8").name == "chat_stream"
+    assert pick_cord(pair, "", b"application/json").name == "chat"
+    assert pick_cord(pair, "", None).name == "chat"  # no answer (an error before the instance answered)
     get_s = CordSpec(name="gs", path="/gs", public_api_path="/g", public_api_method="GET", stream=True)
     get_u = CordSpec(name="gu", path="/gu", public_api_path="/g", public_api_method="GET")
-    assert pick_cord((get_u, get_s), b"", "stream=1").name == "gs"
-    assert pick_cord((get_u, get_s), b"", "a=b").name == "gu"
+    assert pick_cord((get_u, get_s), "stream=1").name == "gs"
+    assert pick_cord((get_u, get_s), "a=b").name == "gu"
 
 
 def test_access_owner_shared_public() -> None:

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 TOKEN = "instance-token-123"
+RUN_TOKEN = "cjt_run-token-456"
 
 
 @dataclass
@@ -38,8 +39,8 @@ class FakeScheduler:
             return Response(self.bundle, media_type="application/gzip")
 
         async def outputs(request: Request) -> Response:
-            if request.headers.get("authorization") != f"Bearer {TOKEN}":
-                return JSONResponse({"detail": "bad instance token"}, status_code=401)
+            if request.headers.get("authorization") != f"Bearer {RUN_TOKEN}":  # the run's token, never the instance's
+                return JSONResponse({"detail": "bad run token"}, status_code=401)
             form = await request.form()
             files: dict[str, bytes] = {}
             for key, value in form.multi_items():

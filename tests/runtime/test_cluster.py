@@ -13,7 +13,7 @@ from chutes.bundle import build_bundle
 from chutes.runtime.config import ClusterEnv
 from chutes.runtime.jobs import UploadError, upload_outputs
 from chutes.runtime.source import SourceError, fetch_bundle, load_from_environment
-from tests.runtime.fake_scheduler import TOKEN, fake_scheduler
+from tests.runtime.fake_scheduler import RUN_TOKEN, TOKEN, fake_scheduler
 from tests.runtime.support import SECRET, run_process, signed, wait_ready
 
 pytestmark = pytest.mark.timeout(90)
@@ -110,7 +110,7 @@ def test_job_run_in_a_cluster_uploads_its_outputs(tmp_path: Path, jobs_bundle: t
     data, sha = jobs_bundle
     (tmp_path / "payload.json").write_text(json.dumps({"epochs": 3, "output_dir": "/etc"}))
     with fake_scheduler(data) as scheduler:
-        env = _cluster_env(scheduler.url, sha, tmp_path, CHUTES_JOB_RUN_ID="run-42")
+        env = _cluster_env(scheduler.url, sha, tmp_path, CHUTES_JOB_RUN_ID="run-42", CHUTES_RUN_TOKEN=RUN_TOKEN)
         with run_process(tmp_path, "--job", "train", env=env) as rt:
             code = rt.wait(60)
         assert code == 0, rt.log()
@@ -128,7 +128,7 @@ def test_job_without_upload_sends_only_its_status(tmp_path: Path, jobs_bundle: t
     data, sha = jobs_bundle
     (tmp_path / "payload.json").write_text(json.dumps({"epochs": -1}))
     with fake_scheduler(data) as scheduler:
-        env = _cluster_env(scheduler.url, sha, tmp_path, CHUTES_JOB_RUN_ID="run-43")
+        env = _cluster_env(scheduler.url, sha, tmp_path, CHUTES_JOB_RUN_ID="run-43", CHUTES_RUN_TOKEN=RUN_TOKEN)
         with run_process(tmp_path, "--job", "crunch", env=env) as rt:
             code = rt.wait(60)
         files = scheduler.uploads["run-43"]
@@ -145,7 +145,7 @@ def test_refused_outputs_still_deliver_the_status(tmp_path: Path) -> None:
     for n in range(3):
         (tmp_path / f"part-{n}.bin").write_bytes(b"x")
     with fake_scheduler() as scheduler:
-        assert upload_outputs(scheduler.url, TOKEN, "r1", tmp_path, include_all=True, backoff=(0,)) == [
+        assert upload_outputs(scheduler.url, RUN_TOKEN, "r1", tmp_path, include_all=True, backoff=(0,)) == [
             "part-0.bin",
             "part-1.bin",
             "part-2.bin",
@@ -153,5 +153,5 @@ def test_refused_outputs_still_deliver_the_status(tmp_path: Path) -> None:
         ]
         scheduler.max_files = 2
         with pytest.raises(UploadError, match="HTTP 413"):
-            upload_outputs(scheduler.url, TOKEN, "r2", tmp_path, include_all=True, backoff=(0,))
+            upload_outputs(scheduler.url, RUN_TOKEN, "r2", tmp_path, include_all=True, backoff=(0,))
         assert sorted(scheduler.uploads["r2"]) == ["status.json"]

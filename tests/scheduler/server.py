@@ -15,6 +15,7 @@ import httpx
 import uvicorn
 
 from chutes.scheduler.app import create_app
+from chutes.scheduler.cli import server_config
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.services import Services
 
@@ -45,6 +46,8 @@ def make_config(tmp_path: Path, **overrides: Any) -> SchedulerConfig:
         "nomad_addr": "http://127.0.0.1:9",  # nothing listens there: tests that need Nomad pass their own
         "consul_addr": "http://127.0.0.1:9",
         "log_level": "warning",
+        # Tests call from one address and try many wrong keys on purpose; the throttle has its own tests.
+        "auth_failure_burst": 10_000,
     }
     values.update(overrides)
     return SchedulerConfig(**values)
@@ -58,7 +61,7 @@ async def serve(config: SchedulerConfig) -> AsyncIterator[RunningScheduler]:
     port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     app = create_app(config, public_url=url)
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    server = uvicorn.Server(server_config(app, config))  # the scheduler's own: edge limits included
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

@@ -1,4 +1,5 @@
-"""Instance endpoints: job output uploads (names checked, status.json sets the outcome), scoped to the token."""
+"""Instance endpoints: job output uploads (names checked, status.json sets the outcome), scoped to the run's own
+token, which stops working once the run has finished (its outputs never change after that)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,15 @@ from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
-from chutes.scheduler.store.secrets import instance_token, token_secret
+from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.helpers import manifest
 from tests.scheduler.server import RunningScheduler
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _job_chute(api: RunningScheduler, name: str) -> tuple[str, str, str]:
-    """(chute id, instance token, run id) of a chute with a pending run."""
+async def _job_chute(api: RunningScheduler, name: str) -> tuple[str, str, str, str]:
+    """(chute id, instance token, run id, run token) of a chute with a pending run."""
     man = manifest("alice", name, cords=[], jobs=[{"name": "train"}])
     cid = chute_id("alice", name)
     async with api.services.store.session() as s:
@@ -31,21 +32,22 @@ async def _job_chute(api: RunningScheduler, name: str) -> tuple[str, str, str]:
         token = instance_token(await token_secret(s), cid, "1" * 64)
         await chutes_repo.put_version(s, cid, "1" * 64, b"b", man, token)
         run = await jobs_repo.create_run(s, chute_id=cid, job_name="train", user_id=user.id, version="1" * 64, input={})
-    return cid, token, run.id
+        return cid, token, run.id, run_token(await token_secret(s), run.id)
 
 
 async def test_outputs_upload_and_outcome(api: RunningScheduler) -> None:
     key = await api.new_user("alice")
-    _, token, run_id = await _job_chute(api, "trainer")
-    _, other_token, _ = await _job_chute(api, "other")
+    _, instance, run_id, token = await _job_chute(api, "trainer")
+    _, other_instance, _, other_token = await _job_chute(api, "other")
     status = {"job": "train", "run_id": run_id, "status": "succeeded", "error": None, "result": {"loss": 0.1}}
     files = [
         ("files", ("status.json", json.dumps(status).encode(), "application/json")),
         ("files", ("plots/loss.csv", b"1,0.5\n2,0.1\n", "text/csv")),
     ]
-    async with api.client(other_token) as http:
-        # Another chute's token cannot write this run's outputs.
-        assert (await http.post(f"/v1/instances/jobs/{run_id}/outputs", files=files)).status_code == 404
+    for wrong in (other_token, instance, other_instance, key):
+        # Another run's token, an instance token (even of the run's own chute), a user key: refused alike.
+        async with api.client(wrong) as http:
+            assert (await http.post(f"/v1/instances/jobs/{run_id}/outputs", files=files)).status_code == 401
     async with api.client(token) as http:
         for bad in ("../escape", "/etc/passwd", ".hidden", "a/../../b"):
             resp = await http.post(f"/v1/instances/jobs/{run_id}/outputs", files=[("files", (bad, b"x", "text/plain"))])
@@ -55,6 +57,12 @@ async def test_outputs_upload_and_outcome(api: RunningScheduler) -> None:
         resp = await http.post(f"/v1/instances/jobs/{run_id}/outputs", files=files)
         assert resp.status_code == 200, resp.text
         assert resp.json() == {"run_id": run_id, "status": "succeeded", "outputs": ["plots/loss.csv", "status.json"]}
+        # The run has finished: its token no longer works, and nothing can change its outputs or outcome.
+        forged = {"job": "train", "run_id": run_id, "status": "failed", "error": "tampered", "result": {"loss": 9}}
+        again = [("files", ("status.json", json.dumps(forged).encode(), "application/json")),
+                 ("files", ("plots/loss.csv", b"tampered\n", "text/csv"))]  # fmt: skip
+        refused = await http.post(f"/v1/instances/jobs/{run_id}/outputs", files=again)
+        assert refused.status_code == 403 and "finished" in refused.json()["detail"], refused.text
     async with api.client(key) as http:
         run = (await http.get(f"/v1/jobs/{run_id}")).json()
         assert run["status"] == "succeeded" and run["result"] == {"loss": 0.1} and run["finished_at"]

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chutes.chute.node_selector import NodeSelector
+from chutes.devcluster.nomad import templates as devcluster_templates
 from chutes.devcluster.nomad.docker_config import docker_config_problems
 from chutes.identity import chute_id
 from chutes.manifest import CordSpec, ImageSpec, JobSpec, Manifest, PortSpec
@@ -272,9 +273,22 @@ def test_batch_job_is_parameterized_and_runs_the_job() -> None:
     assert task["DispatchPayload"] == {"File": "payload.json"}
     assert task["Env"]["CHUTES_JOB_RUN_ID"] == "${NOMAD_META_run_id}"
     assert task["Resources"]["Devices"][0]["Count"] == 2
-    # A dispatched run's workload identity is its parent's: the template reads the parent job's variable.
+    # A dispatched run's workload identity is its parent's: the templates read the parent job's variable.
     assert f'nomadVar "nomad/jobs/{job["ID"]}"' in task["Templates"][0]["EmbeddedTmpl"]
-    assert not set(TEMPLATE_ENV_NAMES) & set(task["Env"])
+    assert not (set(TEMPLATE_ENV_NAMES) | {"CHUTES_RUN_TOKEN"}) & set(task["Env"])
+    # The run token is neither in the job nor in the dispatch (Meta: run_id only): the second template picks
+    # the run's own item of the variable by its run id, and a change of it never restarts a run.
+    run_tmpl = task["Templates"][1]
+    assert (run_tmpl["ChangeMode"], run_tmpl["Envvars"], run_tmpl["Perms"]) == ("noop", True, "0600")
+    items = {"CHUTES_RUN_TOKEN_r1": "cjt_one", "CHUTES_RUN_TOKEN_r2": "cjt_two", "CHUTES_INVOKE_SECRET": "s"}
+    for run_id, token in (("r1", "cjt_one"), ("r2", "cjt_two")):
+        text = devcluster_templates.render(
+            devcluster_templates.parse(run_tmpl["EmbeddedTmpl"]),
+            lambda ns, path: items if path == f"nomad/jobs/{job['ID']}" else {},
+            "default",
+            env={"NOMAD_META_run_id": run_id},
+        )
+        assert devcluster_templates.parse_env(text) == {"CHUTES_RUN_TOKEN": token}
     assert_valid("Job", job)
     docker = render_batch_job(m, "train", RELEASE, RenderSettings(scheduler_url="http://s", driver="docker"))
     assert "ports" not in task_of(docker)["Config"]

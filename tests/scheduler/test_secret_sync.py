@@ -4,6 +4,7 @@ deleting a chute deletes its variable and its secrets. Against a real devcluster
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from chutes.identity import chute_id
-from chutes.scheduler import secret_sync
+from chutes.scheduler import runs, secret_sync
 from chutes.scheduler.secret_box import generate_key
 from chutes.scheduler.store import chute_secrets as secrets_repo
+from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
+from chutes.scheduler.store.secrets import run_token, token_secret
 from tests.scheduler.helpers import manifest
 from tests.scheduler.server import make_config, serve
 from tests.support.devcluster import DevclusterHandle, devcluster
@@ -69,3 +72,52 @@ async def test_a_change_made_while_nomad_is_down_is_applied_later(dc: Devcluster
         assert dc.nomad().variables.get_variables(prefix="nomad/jobs/chute-") == []
         async with api.services.store.session() as s:
             assert await secrets_repo.for_chute(s, cid) == []
+
+
+async def test_run_tokens_enter_the_jobs_variable_before_dispatch_and_leave_when_runs_finish(
+    dc: DevclusterHandle, tmp_path: Path
+) -> None:
+    """Each unfinished run of a job has its token in the job's variable, runs created and written concurrently
+    included; a finished run's token leaves it, the others stay."""
+    config = make_config(tmp_path, nomad_addr=dc.nomad_addr, consul_addr=dc.consul_addr, secrets_key=generate_key())
+    async with serve(config) as api:
+        await api.new_user("alice")
+        cid = chute_id("alice", "trainer")
+        jobs = [{"name": "train", "timeout": 60}]
+        async with api.services.store.session() as s:
+            user = await users_repo.get_user_by_name(s, "alice")
+            assert user is not None
+            chute = Chute(id=cid, owner_id=user.id, username="alice", name="trainer", slug="trainer",
+                          manifest=manifest("alice", "trainer", cords=[], jobs=jobs), version="0" * 64,
+                          invoke_secret="inv-" + "0" * 28, desired_instances=0, status="ready")  # fmt: skip
+            s.add(chute)
+
+        async def new_run_then_write() -> str:
+            async with api.services.store.session() as s:
+                run = await jobs_repo.create_run(s, chute_id=cid, job_name="train", user_id=chute.owner_id,
+                                                 version="0" * 64, input={})  # fmt: skip
+                run_id = run.id
+            await secret_sync.write_variables(api.services, chute, only_job="train")
+            return run_id
+
+        run_ids = await asyncio.gather(*(new_run_then_write() for _ in range(6)))
+        path = f"nomad/jobs/chute-{cid}-job-train"
+        async with api.services.store.session() as s:
+            store_secret = await token_secret(s)
+        items = dc.nomad().variable.get_variable(path)["Items"]
+        assert {k: v for k, v in items.items() if k.startswith("CHUTES_RUN_TOKEN_")} == {
+            f"CHUTES_RUN_TOKEN_{r}": run_token(store_secret, r) for r in run_ids
+        }
+        assert items["CHUTES_INVOKE_SECRET"] == "inv-" + "0" * 28  # the job's own items stay alongside
+
+        finished = run_ids[:2]
+        for run_id in finished:
+            async with api.services.store.session() as s:
+                row = await jobs_repo.get_run(s, run_id)
+                assert row is not None
+                jobs_repo.set_status(row, "succeeded")
+            await runs.forget_token(api.services, row)
+        left = dc.nomad().variable.get_variable(path)["Items"]
+        assert {k.removeprefix("CHUTES_RUN_TOKEN_") for k in left if k.startswith("CHUTES_RUN_TOKEN_")} == set(
+            run_ids[2:]
+        )

@@ -1,8 +1,11 @@
 """The authorisation matrix: every scheduler endpoint called by every kind of caller, each answer as designed.
 
-Callers: anonymous (no key), ``other`` (bob, a user who owns nothing here), ``owner`` (alice, who owns the
-chutes, keys and runs in the request), ``admin``, a ``gateway`` key and an ``instance`` token (of alice's job
-chute). The routes are read from the app itself: a route without an entry in ``MATRIX`` fails
+Callers: anonymous (no key), ``other`` (bob, a user who owns nothing here), ``shared`` (carol, whom alice
+shares her service chute with: sharing grants calling it, through the gateway, and seeing that it exists,
+never its instances, events or logs), ``owner`` (alice, who owns the chutes, keys and runs in the request),
+``admin``, a ``gateway`` key, an ``instance`` token (of alice's job chute) and a ``run`` token (of the
+finished run: it uploaded its outputs while running, and neither it nor anything else changes them now).
+The routes are read from the app itself: a route without an entry in ``MATRIX`` fails
 ``test_every_route_has_a_matrix_entry``, so a new endpoint cannot ship without deciding who may call it.
 
 The scheduler runs in this process on a real uvicorn server against a devcluster with one simulated node and
@@ -36,13 +39,14 @@ from chutes.scheduler.secret_box import generate_key
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
-from chutes.scheduler.store.secrets import instance_token, token_secret
+from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.server import RunningScheduler, make_config, serve
 from tests.scheduler.stack import Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
-WHO = ("anonymous", "other", "owner", "admin", "gateway", "instance")
+# "run" last: the unshare row re-shares with carol before each caller, and a refused last caller leaves it shared.
+WHO = ("anonymous", "other", "shared", "owner", "admin", "gateway", "instance", "run")
 
 SERVICE_CHUTE = """\
 from chutes.chute import Chute, NodeSelector
@@ -218,11 +222,16 @@ async def _wake(ctx: Ctx, who: str) -> Request:
 # Expected answers per caller. Users see only their own private chutes (another's is a 404, not a 403, so
 # names do not leak); gateway keys reach only /v1/internal; instance tokens reach only /v1/instances.
 OPEN = dict.fromkeys(WHO, 200)
-USER = {"anonymous": 401, "other": 200, "owner": 200, "admin": 200, "gateway": 403, "instance": 401}
-OWNED = {"anonymous": 401, "other": 404, "owner": 200, "admin": 200, "gateway": 403, "instance": 401}
-ADMIN = {"anonymous": 401, "other": 403, "owner": 403, "admin": 200, "gateway": 403, "instance": 401}
-INTERNAL = {"anonymous": 401, "other": 403, "owner": 403, "admin": 200, "gateway": 200, "instance": 401}
-INSTANCE = {"anonymous": 401, "other": 401, "owner": 401, "admin": 401, "gateway": 401, "instance": 200}
+USER = {"anonymous": 401, "other": 200, "shared": 200, "owner": 200, "admin": 200, "gateway": 403, "instance": 401,
+        "run": 401}  # fmt: skip
+OWNED = USER | {"other": 404, "shared": 404}
+ADMIN = USER | {"other": 403, "shared": 403, "owner": 403}
+INTERNAL = ADMIN | {"gateway": 200}
+INSTANCE = {who: 401 for who in WHO} | {"instance": 200}
+# Alice's service chute, shared with carol: carol may see that it exists (and call it through the gateway);
+# changing it, and its instances, events and logs, stay the owner's.
+SHARED_SEES = OWNED | {"shared": 200}
+SHARED_REFUSED = OWNED | {"shared": 403}
 
 
 def ok(base: dict[str, int], status: int, **changes: int) -> dict[str, int]:
@@ -239,19 +248,22 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("POST", "/v1/keys"): (fixed("POST", "/v1/keys", json={"name": "ci"}), ok(USER, 201)),
     # Keys belong to their user: nobody else revokes them, admins included (they revoke by deleting users).
     ("DELETE", "/v1/keys/{key_id}"): (_revoke_alices_key, ok(OWNED, 204, admin=404)),
-    ("POST", "/v1/chutes"): (_deploy, ok(OWNED, 202, other=403)),  # bob cannot upload a chute named for alice
+    ("POST", "/v1/chutes"): (_deploy, ok(OWNED, 202, other=403, shared=403)),  # only alice uploads for alice
     ("GET", "/v1/chutes"): (fixed("GET", "/v1/chutes"), USER),
-    ("GET", "/v1/chutes/{ref}"): (fixed("GET", "/v1/chutes/{secret}"), OWNED),
+    ("GET", "/v1/chutes/{ref}"): (fixed("GET", "/v1/chutes/{secret}"), SHARED_SEES),
     ("DELETE", "/v1/chutes/{ref}"): (_delete_chute, ok(OWNED, 204)),
-    ("POST", "/v1/chutes/{ref}/scale"): (fixed("POST", "/v1/chutes/{secret}/scale", json={"instances": 1}), OWNED),
+    ("POST", "/v1/chutes/{ref}/scale"): (
+        fixed("POST", "/v1/chutes/{secret}/scale", json={"instances": 1}),
+        SHARED_REFUSED,
+    ),
     ("POST", "/v1/chutes/{ref}/share"): (
         fixed("POST", "/v1/chutes/{secret}/share", json={"username": "carol"}),
-        OWNED,
+        SHARED_REFUSED,
     ),
-    ("DELETE", "/v1/chutes/{ref}/share/{username}"): (_unshare, ok(OWNED, 204)),
-    ("GET", "/v1/chutes/{ref}/instances"): (fixed("GET", "/v1/chutes/{secret}/instances"), OWNED),
-    ("GET", "/v1/chutes/{ref}/events"): (fixed("GET", "/v1/chutes/{secret}/events"), OWNED),
-    ("GET", "/v1/chutes/{ref}/logs"): (fixed("GET", "/v1/chutes/{secret}/logs"), OWNED),
+    ("DELETE", "/v1/chutes/{ref}/share/{username}"): (_unshare, ok(SHARED_REFUSED, 204)),
+    ("GET", "/v1/chutes/{ref}/instances"): (fixed("GET", "/v1/chutes/{secret}/instances"), SHARED_REFUSED),
+    ("GET", "/v1/chutes/{ref}/events"): (fixed("GET", "/v1/chutes/{secret}/events"), SHARED_REFUSED),
+    ("GET", "/v1/chutes/{ref}/logs"): (fixed("GET", "/v1/chutes/{secret}/logs"), SHARED_REFUSED),
     ("GET", "/v1/nodes"): (fixed("GET", "/v1/nodes"), USER),
     ("GET", "/v1/nodes/{node_id}"): (fixed("GET", "/v1/nodes/gpu-a"), USER),
     ("POST", "/v1/jobs/{ref}/{job_name}"): (_dispatch, ok(OWNED, 202)),
@@ -264,7 +276,8 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/v1/secrets"): (fixed("GET", "/v1/secrets"), USER),
     ("DELETE", "/v1/secrets/{name}"): (_delete_secret, ok(OWNED, 204, admin=403)),
     ("GET", "/v1/instances/bundle"): (fixed("GET", "/v1/instances/bundle"), INSTANCE),
-    ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE),
+    # Only the run's own token uploads, and only while the run is unfinished: this one has finished.
+    ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE | {"instance": 401, "run": 403}),
     ("POST", "/v1/internal/authenticate"): (
         fixed("POST", "/v1/internal/authenticate", json={"api_key": "cnk_x"}),
         ok(INTERNAL, 401),
@@ -284,12 +297,12 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("GET", "/ui/api/session"): (fixed("GET", "/ui/api/session"), USER),
     ("DELETE", "/ui/api/session"): (fixed("DELETE", "/ui/api/session"), ok(OPEN, 204)),
     ("GET", "/ui/api/chutes"): (fixed("GET", "/ui/api/chutes"), USER),
-    ("GET", "/ui/api/chute"): (fixed("GET", "/ui/api/chute?ref={secret}"), OWNED),
-    ("GET", "/ui/api/nodes"): (fixed("GET", "/ui/api/nodes?chute={secret}"), OWNED),
+    ("GET", "/ui/api/chute"): (fixed("GET", "/ui/api/chute?ref={secret}"), SHARED_SEES),
+    ("GET", "/ui/api/nodes"): (fixed("GET", "/ui/api/nodes?chute={secret}"), SHARED_SEES),
     ("GET", "/ui/api/usage/running"): (fixed("GET", "/ui/api/usage/running"), USER),
     ("GET", "/ui/api/usage/models"): (fixed("GET", "/ui/api/usage/models"), USER),
-    # No gateway is configured here: the callers who may see the chute learn that (503); others get 404.
-    ("POST", "/ui/api/try"): (_try_cord, ok(OWNED, 503)),
+    # No gateway is configured here: the callers who may call the chute learn that (503); others get 404.
+    ("POST", "/ui/api/try"): (_try_cord, ok(SHARED_SEES, 503)),
 }
 
 
@@ -331,20 +344,21 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 async def _setup(api: RunningScheduler) -> Ctx:
     keys: dict[str, str | None] = {"anonymous": None, "admin": api.admin_key}
-    for who, name in (("owner", "alice"), ("other", "bob")):
+    for who, name in (("owner", "alice"), ("other", "bob"), ("shared", "carol")):
         keys[who] = await api.new_user(name)
-    await api.new_user("carol")
     async with api.client(api.admin_key) as http:
         gateway = await http.post("/v1/keys", json={"name": "gw", "role": "gateway"})
         keys["gateway"] = gateway.json()["api_key"]
     ctx = Ctx(api, keys)
     ctx.secret_id = (await ctx.as_owner("POST", "/v1/chutes", **_deploy_form("secret"))).json()["chute_id"]
+    await ctx.as_owner("POST", f"/v1/chutes/{ctx.secret_id}/share", json={"username": "carol"})
     ctx.trainer_id = (await ctx.as_owner("POST", "/v1/chutes", **_deploy_form("trainer", job=True))).json()["chute_id"]
     ctx.run_id = (await ctx.as_owner("POST", f"/v1/jobs/{ctx.trainer_id}/train", json={})).json()["run_id"]
     async with api.services.store.session() as s:
         chute = await chutes_repo.get_chute(s, ctx.trainer_id)
         assert chute is not None
         keys["instance"] = instance_token(await token_secret(s), chute.id, chute.version)
+        keys["run"] = run_token(await token_secret(s), ctx.run_id)
     return ctx
 
 
@@ -389,3 +403,72 @@ async def _async_wait(check: Callable[[], Awaitable[bool]], what: str, timeout: 
             return
         await asyncio.sleep(0.3)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def test_a_dev_stacks_adopter_manages_the_chute_it_deployed_and_a_plain_share_only_calls(
+    cluster: Stack, tmp_path: Path
+) -> None:
+    """``dev_adopt_users`` (``chutes dev``): demo deploys a chute written for ``carla``; carla's chute is shared
+    with demo as its adopter, who watches and manages it; a user it is merely shared with may not."""
+    config = make_config(
+        tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr, dev_adopt_users=True
+    )
+    async with serve(config) as api:
+        demo, bob = await api.new_user("demo"), await api.new_user("bob")
+        form = _deploy_form("adopted")
+        manifest = json.loads(form["data"]["manifest"]) | {
+            "username": "carla",
+            "chute_id": chute_id("carla", "adopted"),
+        }
+        form["data"]["manifest"] = json.dumps(manifest)
+        async with api.client(demo) as http:
+            deployed = await http.post("/v1/chutes", **form)
+            assert deployed.status_code == 202, deployed.text
+            cid = deployed.json()["chute_id"]
+            assert deployed.json()["username"] == "carla" and deployed.json()["shared_with"] == ["demo"]
+        async with api.client(api.admin_key) as http:
+            shared = await http.post(f"/v1/chutes/{cid}/share", json={"username": "bob"})
+            assert shared.status_code == 200, shared.text
+        watch = ("instances", "events", "logs")
+        async with api.client(bob) as http:
+            assert (await http.get(f"/v1/chutes/{cid}")).status_code == 200
+            for what in watch:
+                assert (await http.get(f"/v1/chutes/{cid}/{what}")).status_code == 403, what
+            assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 403
+        async with api.client(demo) as http:
+            for what in watch:
+                resp = await http.get(f"/v1/chutes/{cid}/{what}")
+                assert resp.status_code == 200, (what, resp.text)
+            assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 204
+
+
+async def test_the_nodes_view_names_gpu_holders_only_to_whom_manages_the_chute(cluster: Stack, tmp_path: Path) -> None:
+    """Which instance holds which GPU is the owner's (and admins') to know: carol, whom the chute is shared
+    with, sees the GPU taken but not by what."""
+    config = make_config(tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr)
+    async with serve(config) as api:
+        alice, carol = await api.new_user("alice"), await api.new_user("carol")
+        async with api.client(alice) as http:
+            deployed = await http.post("/v1/chutes", **_deploy_form("holder"))
+            assert deployed.status_code == 202, deployed.text
+            cid = deployed.json()["chute_id"]
+            assert (await http.post(f"/v1/chutes/{cid}/share", json={"username": "carol"})).status_code == 200
+
+            async def held() -> list[dict[str, Any]]:
+                nodes = (await http.get("/ui/api/nodes")).json()["nodes"]
+                return [g["held_by"] for n in nodes for g in n["gpus"] if (g["held_by"] or {}).get("chute_id") == cid]
+
+            await _async_wait(lambda: _nonempty(held()), "alice's instance holding a GPU", 60)
+            [mine] = await held()
+            assert mine["chute_name"] == "holder" and mine["instance_id"]
+        async with api.client(carol) as http:
+            nodes = (await http.get(f"/ui/api/nodes?chute={cid}")).json()
+            taken = [g["held_by"] for n in nodes["nodes"] for g in n["gpus"] if g["held_by"]]
+            assert taken and nodes["chute"] == "holder"  # the GPU is taken, and carol may ask where one more fits
+            assert all(h["chute_id"] != cid and h["instance_id"] != mine["instance_id"] for h in taken), taken
+        async with api.client(alice) as http:
+            assert (await http.delete(f"/v1/chutes/{cid}")).status_code == 204
+
+
+async def _nonempty(values: Awaitable[list[Any]]) -> bool:
+    return bool(await values)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -229,3 +230,53 @@ def test_agent_refuses_to_start_with_a_wrong_consul_ca(world: World) -> None:
     done = _run([str(BIN / "chutes-agent"), "run", "--node-id", "gpu-a", "--simulate", "l4:1"], env)
     assert done.returncode == 2, done.stderr
     assert f"Consul at {world.dc.consul_addr}" in done.stderr and "set CONSUL_CACERT" in done.stderr
+
+
+def test_gateway_refuses_to_start_when_nomad_tls_fails(world: World) -> None:
+    """With --nomad-addr (the allocation check) the gateway checks TLS to Nomad at start-up too."""
+    env = world.env(NOMAD_CACERT=str(world.other.ca_cert), CHUTES_GATEWAY_KEY="cnk_x")
+    argv = [str(BIN / "chutes-gateway"), "--port", "0", "--scheduler-url", "http://127.0.0.1:9"]
+    done = _run([*argv, "--nomad-addr", world.dc.nomad_addr], env)
+    assert done.returncode == 2, done.stderr
+    assert f"Nomad at {world.dc.nomad_addr}" in done.stderr and "set NOMAD_CACERT" in done.stderr
+
+
+async def test_the_gateways_allocation_check_reads_nomad_over_mutual_tls(world: World) -> None:
+    """A running allocation's own Consul registration is kept once Nomad (over mutual TLS) confirms it; with a
+    CA that does not trust the server Nomad cannot be asked, and the registration waits instead."""
+    from chutes.gateway.allocations import NomadAllocations
+    from tests.devcluster.jobspecs import gpu_service_job
+
+    n = python_nomad(world.dc.nomad_addr, tls=world.tls(), timeout=10)
+    c = consul_sync(world.dc.consul_addr, tls=world.tls("consul"))
+    n.jobs.register_job({"Job": gpu_service_job("chute-tls", gpus=1, min_vram="20 GiB")})
+    try:
+        deadline = time.monotonic() + 60
+        while not (entries := c.health.service("chute-tls", passing=True)[1]):
+            assert time.monotonic() < deadline, "the instance never passed its check"
+            time.sleep(0.2)
+        found = [(e["Service"]["ID"], e["Service"]["Address"], e["Service"]["Port"]) for e in entries]
+        checked = NomadAllocations(world.dc.nomad_addr, tls=world.tls(), timeout=5)
+        untrusted = NomadAllocations(world.dc.nomad_addr, tls=world.tls(ca_cert=str(world.other.ca_cert)), timeout=5)
+        try:
+            assert await checked("chute-tls", found) == (found, False)
+            assert await untrusted("chute-tls", found) == ([], True)
+        finally:
+            await checked.close()
+            await untrusted.close()
+    finally:
+        n.job.deregister_job("chute-tls", purge=True)
+
+
+def test_tls_and_acls_together(tmp_path: Path) -> None:
+    """The certificate admits the connection, the token decides what the request may do."""
+    pki = make_pki(tmp_path / "pki")
+    args = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key), "--tls-client-ca", str(pki.ca_cert)]
+    tls = ClusterTLS("nomad", str(pki.ca_cert), str(pki.client_cert), str(pki.client_key))
+    with devcluster(["gpu-a=l4:1"], local_node=False, extra_args=args, nomad_token="n-mgmt") as dc:
+        with tls.httpx_client(timeout=10) as http:
+            assert http.get(f"{dc.nomad_addr}/v1/status/leader").status_code == 200  # open, as in Nomad
+            assert http.get(f"{dc.nomad_addr}/v1/nodes").status_code == 403
+            assert http.get(f"{dc.nomad_addr}/v1/nodes", headers={"X-Nomad-Token": "n-mgmt"}).status_code == 200
+        n = python_nomad(dc.nomad_addr, tls=tls, token="n-mgmt", timeout=10)
+        assert [node["Name"] for node in n.nodes.get_nodes()] == ["gpu-a"]

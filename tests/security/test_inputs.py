@@ -30,7 +30,7 @@ from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import jobs as jobs_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
-from chutes.scheduler.store.secrets import instance_token, token_secret
+from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.conftest import PG_URL, _pg_reachable
 from tests.scheduler.helpers import bundle, manifest
 from tests.scheduler.server import RunningScheduler, make_config, serve
@@ -318,6 +318,7 @@ async def test_job_output_names_cannot_escape_the_output_folder(api: RunningSche
         await chutes_repo.put_version(s, cid, "0" * 64, b"bundle", _manifest("trainer", job=True), token)
         run = await jobs_repo.create_run(s, chute_id=cid, job_name="train", user_id=user.id, version="0" * 64, input={})
         run_id = run.id
+        token = run_token(await token_secret(s), run_id)
     async with api.client(token) as http:
         for name in ("../../etc/passwd", "/etc/passwd", "a/../../b", "..", ".hidden", "a/.git/config", "a\\..\\..\\b",
                      "x" * 300):  # fmt: skip

@@ -1,7 +1,7 @@
 """Chute secrets: chute_secrets (sealed values) and secret_syncs (what the chute's Nomad Variables hold).
 
 Revision ID: 0501
-Revises: 0301
+Revises: 0401
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0501"
-down_revision = "0301"
+down_revision = "0401"
 branch_labels = None
 depends_on = None
 
