@@ -61,7 +61,7 @@ from chutes.scheduler.ui.views import gpu_holders, node_verdicts, running_cost, 
 router = APIRouter(include_in_schema=False)
 
 # Optional APIs written by other parts of the scheduler: the dashboard shows their pages when they are served.
-FEATURE_PREFIXES = {"images": "/v1/images", "secrets": "/v1/secrets", "live_usage": "/v1/usage/live"}
+FEATURE_PREFIXES = {"images": "/v1/images", "secrets": "/v1/secrets"}
 
 
 def route_paths(routes: Iterable[Any], prefix: str = "") -> Iterator[str]:

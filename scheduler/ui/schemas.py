@@ -22,7 +22,6 @@ class Features(BaseModel):
     gateway: bool = Field(description="a gateway is configured: the cord form can call chutes")
     images: bool = False
     secrets: bool = False
-    live_usage: bool = False
 
 
 class SessionOut(BaseModel):
