@@ -20,6 +20,7 @@ import httpx
 import nomad.api.exceptions
 import pytest
 
+from chutes.dev.containers import remove_leftovers
 from chutes.devcluster.nomad.container_spec import LABEL_ALLOC
 from chutes.scheduler.secret_env import template_block, variable_items, variable_path
 from tests.devcluster.waiting import wait_for
@@ -402,3 +403,29 @@ def test_a_devcluster_killed_hard_leaves_containers_the_next_start_removes(
         n.job.deregister_job("crashy", purge=True)
         wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+
+
+def test_chutes_devs_clean_up_removes_what_a_killed_devcluster_left_and_nothing_else(
+    ddc: DevclusterHandle, image: str, storage: Path, tmp_path: Path
+) -> None:
+    """``chutes dev`` stops its devcluster last; one that had to be killed could not stop its containers, so the
+    stack removes them (``remove_leftovers``), and only them: another devcluster's container keeps running."""
+    n = ddc.nomad()
+    n.jobs.register_job({"Job": docker_job("bystander", image)})
+    other = _alloc(n, "bystander")
+    wait_for(lambda: _passing(ddc.consul(), "bystander"), timeout_s=120, what="the other devcluster's task")
+    data = tmp_path / "devcluster"
+    with devcluster(NODES, local_node=False, data_dir=data, extra_args=["--docker-driver", "on"]) as dc:
+        dc.nomad().jobs.register_job({"Job": docker_job("orphan", image)})
+        alloc = _alloc(dc.nomad(), "orphan")
+        wait_for(lambda: _passing(dc.consul(), "orphan"), timeout_s=120, what="a passing check")
+        dc.kill()  # as `chutes dev` does to a devcluster that does not stop in time
+        assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == [f"main-{alloc['ID']}"]
+        assert remove_leftovers(data) == 1
+        assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+        assert remove_leftovers(data) == 0
+    assert containers_labelled(LABEL_ALLOC, other["ID"]) == [f"main-{other['ID']}"]
+    assert httpx.get(f"http://127.0.0.1:{_port(other)}/", timeout=10).status_code == 200
+    n.job.deregister_job("bystander", purge=True)
+    wait_for(lambda: _gone(n, other["ID"]), timeout_s=30, what="the allocation stopped")
+    assert containers_labelled(LABEL_ALLOC, other["ID"]) == []

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,7 @@ REQUIRE_VAR = "CHUTES_REQUIRE_CONTAINERS"
 BASE_IMAGE = "localhost/chutes-base:bookworm"
 TEST_IMAGE = "localhost/chutes-test-runtime"
 REMOTE_PATH = "test/chutes-runtime"
+CONTAINERS_CONF = REPO / "scripts" / "containers.conf"  # the one copy of the project's podman settings
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MARKER = "/etc/chutes-test-image"  # a file only the test image has: proof that code ran inside it
 # What `python -m chutes.runtime` imports (the control-plane dependencies stay out of the image).
@@ -67,18 +69,20 @@ def require_containers() -> None:
 
 
 def ensure_containers_conf() -> None:
-    """Point podman at the settings these machines need (runc; raised rlimits) unless CONTAINERS_CONF is set.
-    Children (the devcluster, `chutes dev`) inherit the variable."""
+    """Point podman at the project's settings (scripts/containers.conf: runc, raised rlimits) unless
+    CONTAINERS_CONF is set already. Children (the devcluster, `chutes dev`) inherit the variable. Without runc
+    (a laptop with crun) the file's ``[engine]`` section is dropped from a copy, leaving podman's runtime."""
     if os.environ.get("CONTAINERS_CONF"):
         return
+    if shutil.which("runc"):
+        os.environ["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
+        return
+    text = re.split(r"(?m)^\[engine\]", CONTAINERS_CONF.read_text(), maxsplit=1)[0]
     folder = Path(tempfile.gettempdir()) / f"chutes-tests-containers-{os.getuid()}"
     folder.mkdir(exist_ok=True)
-    lines = ["[containers]", 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]']
-    if shutil.which("runc"):
-        lines += ["[engine]", 'runtime = "runc"']
     path = folder / "containers.conf"
     tmp = folder / f"containers.conf.{os.getpid()}"
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
     os.environ["CONTAINERS_CONF"] = str(path)
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chutes.devcluster.nomad.container_spec import LABEL_OWNER
+from chutes.dev.containers import remove_leftovers
 from chutes.devcluster.nomad.executor import ProcessTable
-from chutes.devcluster.nomad.podman import owner_id
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -162,16 +161,9 @@ class DevclusterHandle:
 
 
 def remove_containers(data_dir: Path) -> int:
-    """Remove the podman containers of the devcluster using ``data_dir`` (after it was killed); how many."""
-    if shutil.which("podman") is None:
-        return 0
-    label = f"label={LABEL_OWNER}={owner_id(data_dir)}"
-    ids = subprocess.run(
-        ["podman", "ps", "--all", "--quiet", "--filter", label], capture_output=True, text=True, timeout=60
-    ).stdout.split()
-    if ids:
-        subprocess.run(["podman", "rm", "--force", "--time", "0", *ids], capture_output=True, timeout=120)
-    return len(ids)
+    """Remove the podman containers of the devcluster using ``data_dir`` (after it was killed); how many.
+    What ``chutes dev`` does when it stops (``chutes.dev.containers.remove_leftovers``)."""
+    return remove_leftovers(data_dir)
 
 
 @contextlib.contextmanager
