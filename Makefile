@@ -44,6 +44,7 @@ bench: install  # `make bench BENCH_ARGS=--quick`: every figure in about three m
 containers:
 	bash scripts/containers_setup.sh
 	bash scripts/base_image.sh
+	@echo "podman's settings for these hosts: export CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf"
 
 # localhost/chutes-base:bookworm: debootstrap bookworm + python3, pip (about 1.5 minutes; cached in podman's storage).
 base-image:

@@ -110,6 +110,27 @@ async def crash(self: Chute, output_dir: str = ".") -> None:
     raise ValueError("no such dataset inside the image")
 """
 
+BROKEN_CHUTE = """
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(
+    username="demo",
+    name="boxed-broken",
+    image="{image}",
+    node_selector=NodeSelector(gpu_count=1, min_vram_gb_per_gpu=16),
+)
+
+
+@chute.on_startup()
+async def load(self: Chute) -> None:
+    import package_not_in_the_image  # noqa: F401
+
+
+@chute.cord(public_api_path="/ping")
+async def ping(self: Chute) -> dict[str, object]:
+    return {{}}
+"""
+
 
 def wait_until(check: Callable[[], Any], what: str, timeout: float = 120, interval: float = 0.2) -> Any:
     deadline = time.monotonic() + timeout
@@ -378,13 +399,26 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
 def test_a_chutes_dev_killed_hard_leaves_no_container_and_no_process(
     stack: Stack, registry_image: str, tmp_path: Path
 ) -> None:
-    """SIGKILL of `chutes dev` itself (a crash, an OOM kill): its parts get the parent-death signal, the
-    devcluster stops its containers, and nothing of the stack is left running."""
+    """A chute whose code needs what its image lacks fails with the reason in `chutes logs`; the logs of a
+    container instance come through the same command. Then SIGKILL of `chutes dev` itself (a crash, an OOM
+    kill): its parts get the parent-death signal, the devcluster stops its containers, and nothing of the stack
+    is left running."""
+    broken = tmp_path / "broken.py"
+    broken.write_text(BROKEN_CHUTE.format(image=registry_image))
+    deployed = stack.cli("deploy", f"{broken}:chute", "--timeout", "45")
+    assert deployed.returncode != 0, deployed.stdout + deployed.stderr
+    missing = "ModuleNotFoundError: No module named 'package_not_in_the_image'"
+    wait_until(lambda: missing in stack.cli("logs", "boxed-broken", "--stream", "stderr").stdout, "the import error")
+    assert stack.cli("chutes", "delete", "boxed-broken", "--yes").returncode == 0
+    wait_until(lambda: not stack.containers(), "the broken chute's containers removed", timeout=120)
+
     source = tmp_path / "boxed.py"
     source.write_text(CHUTE.format(image=registry_image))
     deployed = stack.cli("deploy", f"{source}:chute", "--timeout", "180")
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     assert stack.call().json()["marker"] == "chutes-test-image"
+    logs = stack.cli("logs", "boxed", "--stream", "stderr")
+    assert logs.returncode == 0 and "chutes.runtime: listening on http://0.0.0.0:" in logs.stdout, logs.stdout
     [container] = stack.containers()
     assert stack.processes(), "the stack's parts should be running"
     stack.proc.kill()

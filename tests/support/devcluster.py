@@ -52,6 +52,7 @@ class DevclusterHandle:
     consul_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     _ports_file: Path = field(init=False)
+    _killed: bool = field(default=False, init=False)  # killed and not started again: its tasks still run
 
     def __post_init__(self) -> None:
         self._ports_file = self.data_dir.parent / f"{self.data_dir.name}.ports.json"
@@ -95,6 +96,7 @@ class DevclusterHandle:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self._ports_file.unlink(missing_ok=True)
+        self._killed = False  # the new process reaps what the killed one left
         cmd = [
             *_command(),
             "--nomad-port", str(self.nomad_port),
@@ -132,6 +134,10 @@ class DevclusterHandle:
         """SIGTERM and wait; SIGKILL the group (and reap its tasks) when it does not exit in time."""
         proc = self.proc
         if proc is None:
+            if self._killed:  # a test that killed it and did not start it again: nothing may outlive the test
+                remove_containers(self.data_dir)
+                ProcessTable(self.data_dir / "tasks.json").reap_leftovers()
+                self._killed = False
             return None
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -152,6 +158,7 @@ class DevclusterHandle:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            self._killed = True
         self.proc = None
 
     def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
