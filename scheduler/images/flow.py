@@ -248,10 +248,21 @@ async def refresh(services: Services, image_id: str) -> ImageRow | None:
 
     step = outcome.failed_step or "the build"
     last = "\n".join(outcome.tail[-15:])
-    reason = last_task_message(alloc) or f"allocation {status}"
+    reason = _exit_reason(alloc) or last_task_message(alloc) or f"allocation {status}"
     return await _finish(
         services, image_id, "failed", error=f"failed at {step} ({reason})\n{last}".strip(), log_text=kept
     )
+
+
+def _exit_reason(alloc: dict[str, object]) -> str | None:
+    """``exit code N`` from the build task's Terminated event, if it has one."""
+    states = alloc.get("TaskStates") or {}
+    state = states.get(build.TASK) if isinstance(states, dict) else None
+    for event in reversed((state or {}).get("Events") or []):
+        if event.get("Type") == "Terminated":
+            code = event.get("ExitCode", (event.get("Details") or {}).get("exit_code"))
+            return f"exit code {code}"
+    return None
 
 
 async def read_build_log(services: Services, alloc_id: str) -> str:
