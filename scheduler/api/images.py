@@ -4,6 +4,7 @@ delete; and the endpoint a build task fetches its context from, with its own bui
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 
@@ -17,12 +18,14 @@ from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.images import flow
 from chutes.scheduler.images.build import build_context
 from chutes.scheduler.images.wheel import runtime_wheel
+from chutes.scheduler.nomad_api import NomadError
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import images as images_repo
 from chutes.scheduler.store.image_models import ImageRow
 from chutes.scheduler.store.secrets import token_secret
 from chutes.scheduler.store.users import Principal
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["images"], responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
 CONTEXT_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar+gzip", "application/octet-stream")
@@ -131,7 +134,10 @@ async def get_image(ref: str, principal: UserDep, services: ServicesDep) -> Imag
     """One image by id (or a unique id prefix, or ``name:tag``)."""
     row = await find_image(services, principal, ref)
     if row.status in images_repo.ACTIVE:
-        row = await flow.refresh(services, row.id) or row
+        try:
+            row = await flow.refresh(services, row.id) or row
+        except NomadError as exc:  # the stored state, until Nomad answers again
+            log.warning("refreshing image %s: %s", row.id[:12], exc)
     return image_out(row)
 
 

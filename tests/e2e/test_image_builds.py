@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ from chutes.image import Image
 image = (
     Image(username="demo", name="{name}", tag="1")
     .from_base("{base}")
+    .with_env("CHUTES_TEST_NONCE", "{nonce}")
     .run_command("{run}")
 )
 chute = Chute(username="demo", name="{name}", image=image, node_selector=NodeSelector(gpu_count=1))
@@ -70,6 +72,8 @@ def wait_until(check: Callable[[], Any], what: str, timeout: float = 120, interv
 class Stack:
     def __init__(self, info: dict[str, Any], env: dict[str, str], tmp: Path) -> None:
         self.info, self.env, self.tmp = info, env, tmp
+        # New in every session: buildah's layer cache (the host's) cannot serve this module's builds.
+        self.nonce = secrets.token_hex(8)
 
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -86,7 +90,7 @@ class Stack:
 
     def chute_file(self, name: str, run: str) -> str:
         path = self.tmp / f"{name}.py"
-        path.write_text(CHUTE.format(name=name, base=BASE_IMAGE, run=run, package=PACKAGE))
+        path.write_text(CHUTE.format(name=name, base=BASE_IMAGE, run=run, package=PACKAGE, nonce=self.nonce))
         return f"{path.name}:chute"
 
 
@@ -158,9 +162,9 @@ def test_a_failing_run_step_fails_the_build_and_the_deploy(stack: Stack) -> None
     ref = stack.chute_file("broken", "echo about to fail && exit 3")
     failed = stack.cli("build", ref, "--wait")
     assert failed.returncode == 1, failed.stdout + failed.stderr
-    assert "STEP 2/" in failed.stdout and "RUN echo about to fail && exit 3" in failed.stdout
+    assert "STEP 3/" in failed.stdout and "RUN echo about to fail && exit 3" in failed.stdout
     assert "about to fail" in failed.stdout  # the step's own output, live
-    assert "failed at STEP 2/" in failed.stderr and "exit code 3" in failed.stderr, failed.stderr
+    assert "failed at STEP 3/" in failed.stderr and "exit code 3" in failed.stderr, failed.stderr
     assert "about to fail" in failed.stderr  # and among the last lines of the error
     assert "Traceback" not in failed.stderr
     image = json.loads(stack.cli("images", "get", "broken:1", "--json").stdout)
