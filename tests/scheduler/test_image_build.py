@@ -128,3 +128,11 @@ def test_reading_a_build_log() -> None:
         + "\nError: x\n"
     )
     assert spoofed.digest is None
+
+
+def test_the_build_job_is_a_valid_nomad_job() -> None:
+    from tests.support.nomad_openapi import assert_valid
+
+    job = render_build_job(IMAGE_ID, "127.0.0.1:5000/demo/tiny:1", "demo", SETTINGS)
+    assert_valid("Job", job)
+    assert_valid("JobRegisterRequest", {"Job": job})
