@@ -203,3 +203,31 @@ def test_the_deployed_chute_runs_in_its_image_and_as_a_host_process_fails_the_im
         timeout=60,
     )
     assert "ModuleNotFoundError" in logs
+
+
+def test_a_base_without_python_fails_with_a_hint_to_use_with_python(stack: Stack) -> None:
+    ref = stack.chute_file("nopython", "rm -f /usr/bin/python3 /usr/bin/python3.* /usr/local/bin/python3")
+    failed = stack.cli("build", ref, "--wait")
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "this image has no Python" in failed.stdout and "Image(...).with_python(...)" in failed.stdout
+    assert "exit code 3" in failed.stderr and "with_python" in failed.stderr
+
+
+def test_a_string_image_gets_the_runtime_layer_on_top(stack: Stack) -> None:
+    path = stack.tmp / "plain.py"
+    path.write_text(
+        "from chutes.chute import Chute, NodeSelector\n"
+        f"chute = Chute(username='demo', name='plain', image='{BASE_IMAGE}', node_selector=NodeSelector(gpu_count=1))\n"
+        "@chute.cord(public_api_path='/x')\nasync def x(self: Chute) -> dict[str, str]:\n    return {}\n"
+    )
+    built = stack.cli("build", f"{path.name}:chute", "--wait", "--json")
+    assert built.returncode == 0, built.stdout + built.stderr
+    image = json.loads(built.stdout)
+    assert image["status"] == "ready" and image["kind"] == "base" and image["base"] == BASE_IMAGE
+    assert image["ref"].startswith(f"{stack.info['registry']}/demo/base-chutes-base:bookworm@sha256:")
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{image['ref']}"], capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["Labels"]["io.chutes.runtime"] == image["runtime_version"]
