@@ -225,8 +225,9 @@ def test_a_string_image_gets_the_runtime_layer_on_top(stack: Stack) -> None:
     image = json.loads(built.stdout)
     assert image["status"] == "ready" and image["kind"] == "base" and image["base"] == BASE_IMAGE
     assert image["ref"].startswith(f"{stack.info['registry']}/demo/base-chutes-base:bookworm@sha256:")
+    by_digest = image["ref"].split("@")[0].rsplit(":", 1)[0] + "@" + image["digest"]  # skopeo: no tag with a digest
     inspected = subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", f"docker://{image['ref']}"], capture_output=True, text=True,
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{by_digest}"], capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
     assert inspected.returncode == 0, inspected.stderr
