@@ -112,7 +112,7 @@ def markdown(report: dict[str, Any]) -> list[str]:
     cold, hit = report["cold_s"], report["cache_hit_s"]
     return [
         *lines,
-        f"Runs: {report['runs']}. Machine: {report['machine']}.",
+        f"Runs: {report['runs']} (load average at the end: {report['machine'].get('load_average_1_5_15')}).",
         "",
         "| case | p50 s | min s | max s |",
         "|---|---|---|---|",
