@@ -462,6 +462,16 @@ class Client:
     def list_images(self) -> list[JSON]:
         return _items(self._json(_Request("GET", "/v1/images")), "images", "items")
 
+    def builds_available(self) -> bool:
+        """Whether the platform builds images (a scheduler without the image API: no)."""
+        try:
+            response = self._send(_Request("GET", "/v1/images"))
+        except ChutesAPIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return str(response.headers.get("x-chutes-builds", "off")) == "on"
+
     def get_image(self, ref: str) -> JSON:
         """An image by id (or a unique prefix of it, or ``name:tag``)."""
         return dict(self._json(_Request("GET", f"/v1/images/{_ref(ref)}")))
@@ -814,6 +824,16 @@ class AsyncClient:
 
     async def list_images(self) -> list[JSON]:
         return _items(await self._json(_Request("GET", "/v1/images")), "images", "items")
+
+    async def builds_available(self) -> bool:
+        """As ``Client.builds_available``."""
+        try:
+            response = await self._send(_Request("GET", "/v1/images"))
+        except ChutesAPIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return str(response.headers.get("x-chutes-builds", "off")) == "on"
 
     async def get_image(self, ref: str) -> JSON:
         return dict(await self._json(_Request("GET", f"/v1/images/{_ref(ref)}")))

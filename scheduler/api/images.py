@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["images"], responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 
 CONTEXT_TYPES = ("application/gzip", "application/x-gzip", "application/x-tar+gzip", "application/octet-stream")
+BUILDS_HEADER = "X-Chutes-Builds"
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -98,7 +99,7 @@ async def find_image(services: Services, principal: Principal, ref: str) -> Imag
     response_model=ImageOut,
     status_code=202,
     responses={
-        413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}, 503: {"model": ErrorOut}
+        409: {"model": ErrorOut}, 413: {"model": ErrorOut}, 422: {"model": ErrorOut}, 429: {"model": ErrorOut}
     },
 )  # fmt: skip
 async def upload(request: Request, principal: UserDep, services: ServicesDep, rebuild: bool = False) -> ImageOut:
@@ -122,8 +123,10 @@ async def upload(request: Request, principal: UserDep, services: ServicesDep, re
 
 
 @router.get("/v1/images", response_model=list[ImageOut])
-async def list_images(principal: UserDep, services: ServicesDep) -> list[ImageOut]:
-    """Your images (an admin: everyone's), newest first."""
+async def list_images(principal: UserDep, services: ServicesDep, response: Response) -> list[ImageOut]:
+    """Your images (an admin: everyone's), newest first. The header ``X-Chutes-Builds: on|off`` says whether
+    this scheduler builds images (a registry is configured)."""
+    response.headers[BUILDS_HEADER] = "on" if services.config.registry else "off"
     async with services.store.session() as session:
         rows = await images_repo.list_images(session, None if principal.is_admin else principal.user_id)
     return [image_out(r) for r in rows]

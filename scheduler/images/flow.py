@@ -37,8 +37,9 @@ _followers: dict[str, asyncio.Task[None]] = {}
 
 
 def not_configured() -> APIError:
+    # A 4xx: the request is fine, this scheduler does not offer the feature (GET /v1/images says so beforehand).
     return APIError(
-        503,
+        409,
         "image builds are not configured on this scheduler (no registry)",
         "set CHUTES_REGISTRY (host[:port]) on the scheduler; `chutes dev` does when buildah and docker-registry "
         "are installed (see docs/images.md)",

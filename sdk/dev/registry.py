@@ -2,7 +2,7 @@
 loopback port, and the decision whether builds are on.
 
 ``--builds auto`` (the default) turns builds on when buildah, docker-registry and curl are installed; ``on``
-requires them; ``off`` leaves the scheduler without a registry (its image API then answers 503 with a hint).
+requires them; ``off`` leaves the scheduler without a registry (its image API then answers 409 with a hint).
 With builds on, the scheduler gets ``CHUTES_REGISTRY=127.0.0.1:<port>`` (plain HTTP on loopback, so
 ``CHUTES_REGISTRY_TLS_VERIFY=false``) and the host's CA bundle as ``CHUTES_BUILD_CA_BUNDLE`` (for a
 TLS-intercepting proxy), and the first node gets the builder node meta (``chutes_builder=true``).

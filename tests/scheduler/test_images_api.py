@@ -92,7 +92,9 @@ async def test_wrong_content_type_another_users_name_and_builds_off(api: Running
         key = await off.new_user("alice")
         async with off.client(key) as http:
             answer = await http.post("/v1/images", content=context(tmp_path), headers=GZIP)
-            assert answer.status_code == 503 and "CHUTES_REGISTRY" in answer.json()["hint"]
+            assert answer.status_code == 409 and "CHUTES_REGISTRY" in answer.json()["hint"]
+            listed = await http.get("/v1/images")
+            assert listed.status_code == 200 and listed.headers["x-chutes-builds"] == "off"
 
 
 async def test_a_valid_context_reaches_nomad_and_records_the_failure_when_nomad_is_away(
@@ -102,7 +104,9 @@ async def test_a_valid_context_reaches_nomad_and_records_the_failure_when_nomad_
     async with api.client(alice) as http:
         answer = await http.post("/v1/images", content=context(tmp_path), headers=GZIP)
         assert answer.status_code == 503, answer.text  # Nomad does not listen at 127.0.0.1:9
-        [row] = (await http.get("/v1/images")).json()
+        listed = await http.get("/v1/images")
+        assert listed.headers["x-chutes-builds"] == "on"
+        [row] = listed.json()
         assert row["status"] == "failed" and "could not be registered" in row["error"]
         assert row["name"] == "app" and len(row["image_id"]) == 64
 

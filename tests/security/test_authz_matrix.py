@@ -305,9 +305,9 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("POST", "/v1/secrets"): (_create_secret, ok(OWNED, 201, admin=403)),
     ("GET", "/v1/secrets"): (fixed("GET", "/v1/secrets"), USER),
     ("DELETE", "/v1/secrets/{name}"): (_delete_secret, ok(OWNED, 204, admin=403)),
-    # Images: each user's own (another's answers 404); no registry here, so an upload is a 503 once authorised;
+    # Images: each user's own (another's answers 404); no registry here, so an upload is a 409 once authorised;
     # a build's context only for that build's own credential (none of these callers has one).
-    ("POST", "/v1/images"): (fixed("POST", "/v1/images"), ok(USER, 503)),
+    ("POST", "/v1/images"): (fixed("POST", "/v1/images"), ok(USER, 409)),
     ("GET", "/v1/images"): (fixed("GET", "/v1/images"), USER),
     ("GET", "/v1/images/{ref}"): (_get_image, OWNED),
     ("GET", "/v1/images/{ref}/logs"): (_image_logs, OWNED),
