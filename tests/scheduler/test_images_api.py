@@ -145,3 +145,36 @@ async def test_ownership_limits_and_the_build_credential(api: RunningScheduler, 
     assert served.status_code == 200, served.text
     with tarfile.open(fileobj=io.BytesIO(gzip.decompress(served.content))) as tar:
         assert f".chutes/runtime/{wheel.filename}" in tar.getnames() and "app.py" in tar.getnames()
+
+
+async def test_a_build_no_node_can_run_fails_with_the_reason(tmp_path: Path) -> None:
+    """A real devcluster, none of whose nodes has the builder meta: the build fails, saying so, and nothing runs."""
+    import asyncio
+
+    from tests.scheduler.stack import scheduler_stack
+
+    (tmp_path / "cluster").mkdir()
+    with scheduler_stack(tmp_path / "cluster", nodes=("gpu-a=l4:1",)) as cluster:
+        config = make_config(
+            tmp_path, nomad_addr=cluster.dc.nomad_addr, consul_addr=cluster.dc.consul_addr,
+            registry="127.0.0.1:5000", builder_node_meta="chutes_builder=nowhere",
+        )  # fmt: skip
+        async with serve(config) as api:
+            alice = await api.new_user("alice")
+            async with api.client(alice) as http:
+                started = await http.post("/v1/images", content=context(tmp_path), headers=GZIP)
+                assert started.status_code == 202, started.text
+                image_id = started.json()["image_id"]
+                assert started.json()["status"] == "building" and started.json()["cache_hit"] is False
+                for _ in range(100):
+                    row = (await http.get(f"/v1/images/{image_id}")).json()
+                    if row["status"] == "failed":
+                        break
+                    await asyncio.sleep(0.2)
+                assert row["status"] == "failed", row
+                assert "no node can build images" in row["error"] and "CHUTES_BUILDER_NODE_META" in row["error"]
+                allocs = await api.services.nomad.job_allocations(f"chutes-build-{image_id}", all_=True)
+                assert allocs == []
+                # The failed build stays failed: the same context again starts nothing.
+                again = await http.post("/v1/images", content=context(tmp_path), headers=GZIP)
+                assert again.json()["status"] == "failed" and again.json()["cache_hit"] is True
