@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 LOG_KEPT_BYTES = 256 * 1024
 PLACEMENT_GRACE_S = 3.0  # a build not placed this long after a placement failure is refused with the reason
 POLL_S = 0.5
+QUEUED_STALE_S = 60.0  # a queued build this old was never started (its scheduler stopped): the leader starts it
 _followers: dict[str, asyncio.Task[None]] = {}
 
 
@@ -396,7 +397,8 @@ async def ready_ref(services: Services, principal: Principal, image_id: str) -> 
 
 
 async def follow_orphans(services: Services) -> None:
-    """The leader's tick: follow every build under way that no task of this process follows."""
+    """The leader's tick: follow every build under way that no task of this process follows, and start the
+    builds that were stored but never registered."""
     if not services.config.registry:
         return
     async with services.store.session() as session:
@@ -404,6 +406,11 @@ async def follow_orphans(services: Services) -> None:
     for row in active:
         if row.status == "building":
             follow(services, row.id)
+        elif time.time() - row.queued_at > QUEUED_STALE_S:
+            # Stored, never registered (its scheduler stopped in between): start it now.
+            settings = build_settings(services)
+            ref = build.target_ref(settings.registry, row.username, row.name, row.tag)
+            await _start(services, row.id, row.attempt, ref, row.username, settings)
 
 
 def leader_loops(services: Services) -> list[LeaderLoop]:

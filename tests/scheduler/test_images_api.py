@@ -13,6 +13,7 @@ import pytest
 
 from chutes.image import Image
 from chutes.image.pack import DOCKERFILE, META_FILE, ImageMeta, pack
+from chutes.scheduler.images import flow
 from chutes.scheduler.images.wheel import runtime_wheel
 from chutes.scheduler.store import images as images_repo
 from chutes.scheduler.store import users as users_repo
@@ -178,3 +179,14 @@ async def test_a_build_no_node_can_run_fails_with_the_reason(tmp_path: Path) -> 
                 # The failed build stays failed: the same context again starts nothing.
                 again = await http.post("/v1/images", content=context(tmp_path), headers=GZIP)
                 assert again.json()["status"] == "failed" and again.json()["cache_hit"] is True
+            # A build stored but never registered (its scheduler stopped in between): the leader's tick starts it.
+            async with api.services.store.session() as session:
+                owner = await users_repo.get_user_by_name(session, "alice")
+                assert owner is not None
+                session.add(ImageRow(id="d" * 64, owner_id=owner.id, username="alice", name="stale", tag="1",
+                                     status="queued", context=context(tmp_path), attempt=1, queued_at=1.0,
+                                     runtime_version=runtime_wheel().version))  # fmt: skip
+            await flow.follow_orphans(api.services)
+            assert await api.services.nomad.find_job(f"chutes-build-{'d' * 64}") is not None
+            async with api.client(alice) as http:
+                assert (await http.get(f"/v1/images/{'d' * 64}")).json()["status"] in ("building", "failed")
