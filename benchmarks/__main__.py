@@ -22,6 +22,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "agent_resources": ["--seconds", "15", "--settle", "4"],
     "cold_start": ["--runs", "2"],
     "container_cold_start": ["--runs", "1"],
+    "image_build": ["--runs", "1"],
     "discovery": ["--reps", "1"],
     "edge": ["--calls", "150", "--flood-seconds", "8"],
     "gateway_overhead": ["--requests", "1500", "--rounds", "3", "--clients", "16,64"],

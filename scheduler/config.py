@@ -94,6 +94,20 @@ class SchedulerConfig(BaseModel):
     reservation_ttl_s: float = Field(60.0, gt=0, le=3600)
     # Consul KV key where access and routing changes are announced to the gateways.
     invalidation_key: str = "chutes/gateway/invalidations"
+    # Image builds (docs/images.md). No registry: builds are off (the API answers 503 with this hint).
+    registry: str | None = None
+    registry_tls_verify: bool = True
+    # A containers-auth.json for the registry: its contents reach build tasks through their Nomad Variable.
+    registry_auth_file: Path | None = None
+    # The CA bundle mounted read-only into RUN steps (a TLS-intercepting proxy, a corporate CA), on builder nodes.
+    build_ca_bundle: str | None = None
+    build_timeout_s: int = Field(1800, ge=30, le=24 * 3600)
+    max_context_bytes: int = Field(DEFAULT_MAX_BUNDLE_BYTES, ge=1024)
+    max_concurrent_builds: int = Field(2, ge=1, le=100)  # per user
+    # Where builds run: nodes whose meta KEY=VALUE (empty: no meta constraint) and/or of this node class.
+    builder_node_meta: str = "chutes_builder=true"
+    builder_node_class: str | None = None
+    build_isolation: Literal["oci", "chroot", "rootless"] = "oci"
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -125,6 +139,19 @@ class SchedulerConfig(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"CHUTES_GATEWAY_URL {value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("registry", "build_ca_bundle", "builder_node_class")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip().rstrip("/") if value and value.strip() else None
+
+    @field_validator("builder_node_meta")
+    @classmethod
+    def _node_meta(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}=[^\s$]{1,128}", value):
+            raise ValueError(f"{value!r} is not KEY=VALUE (e.g. chutes_builder=true), or empty for any node")
         return value
 
     @field_validator("datacenters", mode="before")
@@ -208,6 +235,16 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_METRICS_TOKEN": "metrics_token",
     "CHUTES_RESERVATION_TTL": "reservation_ttl_s",
     "CHUTES_INVALIDATION_KEY": "invalidation_key",
+    "CHUTES_REGISTRY": "registry",
+    "CHUTES_REGISTRY_TLS_VERIFY": "registry_tls_verify",
+    "CHUTES_REGISTRY_AUTH_FILE": "registry_auth_file",
+    "CHUTES_BUILD_CA_BUNDLE": "build_ca_bundle",
+    "CHUTES_BUILD_TIMEOUT": "build_timeout_s",
+    "CHUTES_MAX_CONTEXT_BYTES": "max_context_bytes",
+    "CHUTES_MAX_CONCURRENT_BUILDS": "max_concurrent_builds",
+    "CHUTES_BUILDER_NODE_META": "builder_node_meta",
+    "CHUTES_BUILDER_NODE_CLASS": "builder_node_class",
+    "CHUTES_BUILD_ISOLATION": "build_isolation",
 }
 
 

@@ -80,7 +80,9 @@ def render_settings(services: Services) -> RenderSettings:
 async def release_for(services: Services, chute: Chute, placements: Sequence[Placement] = ()) -> ChuteRelease:
     async with services.store.session() as session:
         names = await secrets_repo.names(session, chute.id)
-    release = ChuteRelease(bundle_sha256=chute.version, count=chute.desired_instances, secret_names=names)
+    release = ChuteRelease(
+        bundle_sha256=chute.version, count=chute.desired_instances, secret_names=names, image_ref=chute.image_ref
+    )
     return release.with_placements(placements)
 
 
@@ -257,7 +259,8 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
         raise APIError(409, f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
     # Values that reach the Nomad job are checked before anything is stored.
     try:
-        rendered_jobs(manifest, ChuteRelease(bundle_sha256=upload.sha256), render_settings(services))
+        release = ChuteRelease(bundle_sha256=upload.sha256, image_ref=upload.image_ref)
+        rendered_jobs(manifest, release, render_settings(services))
     except RenderError as exc:
         raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
 
@@ -349,6 +352,7 @@ async def _store_intent(
         chute.manifest = manifest.model_dump(mode="json")
         chute.version = upload.sha256
         chute.desired_instances = desired
+        chute.image_ref = upload.image_ref
         chute.status = "deploying"
         chute.status_detail = ""
         await chutes_repo.put_version(

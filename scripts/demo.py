@@ -70,7 +70,17 @@ def _quote(arg: str) -> str:
 def start_stack(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, object], Path]:
     ready = workdir / "ready.json"
     log = workdir / "chutes-dev.log"
-    argv = [CHUTES, "dev", "--simulate", "--data-dir", str(workdir / "data"), "--ready-file", str(ready)]
+    argv = [
+        CHUTES,
+        "dev",
+        "--simulate",
+        "--builds",
+        "off",
+        "--data-dir",
+        str(workdir / "data"),
+        "--ready-file",
+        str(ready),
+    ]
     print("$ chutes dev --simulate --data-dir ... --ready-file ...   (in the background)", flush=True)
     with log.open("wb") as out:
         # Its own process group, and SIGTERM if this script dies (even by SIGKILL), so no stack outlives the demo.
