@@ -55,6 +55,7 @@ def canonicalize(job: models.Job) -> models.Job:
     job.Type = job.Type or "service"
     job.Priority = 50 if job.Priority is None else job.Priority
     job.Datacenters = job.Datacenters or ["*"]
+    job.NodePool = job.NodePool or "default"
     job.AllAtOnce = bool(job.AllAtOnce)
     job.Meta = job.Meta or None
     if job.ParameterizedJob is not None:
@@ -221,10 +222,8 @@ def _port_labels(group: models.TaskGroup, where: str, problems: list[str]) -> se
 
 
 def _service(service: models.Service, labels: set[str], where: str, problems: list[str], task_names: set[str]) -> None:
-    if (service.Provider or "consul") != "consul":
-        problems.append(
-            f"{where}: service provider {service.Provider!r} is not supported by the devcluster (use consul)"
-        )
+    if (service.Provider or "consul") not in ("consul", "nomad"):
+        problems.append(f"{where}: Service {service.Name!r} has invalid provider {service.Provider!r}")
     label = service.PortLabel or ""
     if label and not label.isdigit() and label not in labels:
         problems.append(f"{where}: service {service.Name!r} uses undefined port label {label!r}")

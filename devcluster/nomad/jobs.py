@@ -133,6 +133,9 @@ def register(cluster: NomadCluster, request: models.JobRegisterRequest, path_id:
         raise APIError(400, f"1 error occurred: {exc}", "fix the job and register it again") from None
     assert job.ID is not None
     state = cluster.state
+    pools = {"all", "default"} | {n.node_pool for n in state.nodes.values()}
+    if job.NodePool not in pools:
+        raise bad_request(f'job "{job.ID}" is in nonexistent node pool "{job.NodePool}"')
     old = state.jobs.get(job.ID)
     if request.EnforceIndex:
         current = old.JobModifyIndex if old is not None else 0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import nomad.api.exceptions
@@ -145,6 +147,37 @@ def test_logs_follow_streams_until_the_task_ends(dc: DevclusterHandle) -> None:
     bad = httpx.get(f"{dc.nomad_addr}/v1/client/fs/logs/{alloc['ID']}", params={"task": "main", "type": "x"})
     assert bad.status_code == 400
     n.job.deregister_job("talker", purge=True)
+
+
+def test_job_run_output_json_of_a_docker_job_registers(dc: DevclusterHandle) -> None:
+    """What ``nomad job run -output`` prints for a current docker job: NodePool, identity, actions, nulls."""
+    body = json.loads((Path(__file__).parent / "data" / "job_run_output_docker.json").read_text())
+    n = dc.nomad()
+    result = n.jobs.register_job(body)
+    assert result["EvalID"]
+    stored = n.job.get_job("web-output")
+    assert stored["NodePool"] == "default" and stored["UI"]["Links"][0]["Label"] == "docs"
+    [task] = stored["TaskGroups"][0]["Tasks"]
+    assert task["Identity"]["Env"] is True and task["Actions"][0]["Name"] == "hello"
+    assert [s["Provider"] for s in stored["TaskGroups"][0]["Services"]] == ["consul", "nomad"]
+    # This devcluster runs raw_exec only: everything else about the job is accepted, the driver filters it.
+    evaluation = wait_for(lambda: _finished(n, result["EvalID"]), what="the evaluation")
+    assert evaluation["FailedTGAllocs"]["web"]["ConstraintFiltered"] == {"missing drivers": 4}
+    body["Job"]["NodePool"] = "gpu-hosts"
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        n.jobs.register_job(body)
+    assert err.value.nomad_resp.json()["detail"] == 'job "web-output" is in nonexistent node pool "gpu-hosts"'
+    body["Job"]["TaskGroups"][0]["Services"][1]["Provider"] = "etcd"
+    body["Job"]["NodePool"] = "all"
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        n.jobs.register_job(body)
+    assert "invalid provider" in err.value.nomad_resp.text
+    n.job.deregister_job("web-output", purge=True)
+
+
+def _finished(n: object, eval_id: str) -> dict | None:
+    evaluation: dict = n.evaluation.get_evaluation(eval_id)  # type: ignore[attr-defined]
+    return evaluation if evaluation["Status"] != "pending" else None
 
 
 def test_other_drivers_fail_placement_with_missing_drivers(dc: DevclusterHandle) -> None:
