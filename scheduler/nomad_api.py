@@ -362,7 +362,8 @@ class NomadClient:
         return data
 
     async def deregister_job(self, job_id: str, *, purge: bool = True) -> str | None:
-        """Stop the job (and with ``purge`` forget it); the evaluation ID. JobNotFound when there is none."""
+        """Stop the job (and with ``purge`` forget it); the evaluation ID, None for a job that is gone (Nomad
+        1.4.6+ answers 200 without an evaluation; older ones 404, which is JobNotFound)."""
         data = await self._call(
             f"deregister job {job_id}", lambda: self._nomad.job.deregister_job(job_id, purge=purge), JobNotFound
         )

@@ -48,6 +48,14 @@ def test_parse_answers_501_with_a_hint(dc: DevclusterHandle) -> None:
     assert "HCL" in resp.json()["detail"] and resp.json()["hint"]
 
 
+def test_deleting_a_job_that_is_gone_is_200_without_an_evaluation(dc: DevclusterHandle) -> None:
+    n = dc.nomad()
+    result = n.job.deregister_job("never-registered", purge=True)
+    assert result["EvalID"] == "" and result["EvalCreateIndex"] == 0 and result["JobModifyIndex"] == 0
+    with pytest.raises(nomad.api.exceptions.URLNotFoundNomadException):
+        n.job.get_job("never-registered")
+
+
 def test_register_returns_indexes_and_enforce_index_guards_updates(dc: DevclusterHandle) -> None:
     n = dc.nomad()
     job = _batch("enforced", "print('hi')")
