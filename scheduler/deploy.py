@@ -45,6 +45,7 @@ from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
 from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.store.instances import TERMINAL
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import instance_token, new_invoke_secret, token_secret
 from chutes.scheduler.store.users import Principal
@@ -387,6 +388,7 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + services.config.deploy_watch_s
+    waiting_told: tuple[str, int] | None = None
     while loop.time() < deadline:
         try:
             async with services.store.session() as session:
@@ -397,11 +399,41 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
             ready = sum(1 for v in views if v.state == "ready")
             if chute.desired_instances and ready >= chute.desired_instances:
                 return
+            placed = sum(1 for v in views if v.state not in TERMINAL)
+            if placed < chute.desired_instances:
+                waiting_told = await _tell_waiting(services, chute, placed, waiting_told)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the reconciler catches up; keep watching
             log.warning("deploy watch of %s: %r", chute_id, exc)
         await asyncio.sleep(services.config.watch_interval_s)
+
+
+async def _tell_waiting(
+    services: Services, chute: Chute, placed: int, told: tuple[str, int] | None
+) -> tuple[str, int] | None:
+    """Fewer instances placed than wanted and Nomad holds the rest in a blocked evaluation: say once (per
+    blocked evaluation and shortfall) that the deploy waits for capacity; Nomad places them when a GPU frees."""
+    try:
+        evaluations = await services.nomad.job_evaluations(job_id(chute.id))
+    except JobNotFound:
+        return told
+    blocked = [e for e in evaluations if e.status == "blocked"]
+    if not blocked:
+        return told
+    key = (blocked[-1].id, chute.desired_instances - placed)
+    if told == key:
+        return told
+    missing = chute.desired_instances - placed
+    reason = blocked[-1].explanation() or "no room now"
+    await services.events.record(
+        chute.id, "waiting",
+        f"waiting for capacity: {placed} of {chute.desired_instances} instance(s) placed; Nomad places the other "
+        f"{missing} as soon as a node has room ({reason})",
+        version=chute.version, data={"placed": placed, "desired": chute.desired_instances, "nomad": reason,
+                                     "blocked_evaluation": blocked[-1].id},
+    )  # fmt: skip
+    return key
 
 
 async def stop_watches() -> None:

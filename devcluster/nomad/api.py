@@ -19,12 +19,13 @@ from chutes.devcluster.http_util import (
     read_json,
     validation_detail,
 )
-from chutes.devcluster.nomad import jobs, models
+from chutes.devcluster.nomad import deployments, jobs, models
 from chutes.devcluster.nomad.canonical import JobInvalid
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.logs import stream_logs
 from chutes.devcluster.nomad.nodes import NOMAD_VERSION
 from chutes.devcluster.nomad.plan import plan_job
+from chutes.devcluster.nomad.records import Deployment, Evaluation
 from chutes.devcluster.nomad.state import NotFound
 
 NOMAD: web.AppKey[NomadCluster] = web.AppKey("nomad", NomadCluster)
@@ -228,7 +229,7 @@ async def _job_dispatch(request: web.Request, cluster: NomadCluster, job_id: str
 
 async def _job_evaluate(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
     _job(cluster, job_id)
-    evaluation = cluster.evaluate(job_id, "job-register")
+    evaluation = cluster.submit_eval(job_id, "job-register")
     return json_response({"EvalID": evaluation.id, "EvalCreateIndex": evaluation.create_index,
                           "JobModifyIndex": cluster.state.jobs[job_id].JobModifyIndex})  # fmt: skip
 
@@ -249,13 +250,103 @@ async def _job_versions(request: web.Request, cluster: NomadCluster, job_id: str
 
 
 async def _job_deployments(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
-    _job(cluster, job_id)
-    return _reply([], cluster.state.index.of(f"job:{job_id}"))
+    index = await _wait(request, f"job_deployments:{job_id}")
+    job = cluster.state.jobs.get(job_id)
+    found = cluster.state.job_deployments(job_id)
+    if job is not None and not query_bool(request, "all"):
+        found = [d for d in found if d.job_create_index == job.CreateIndex]
+    return _reply([d.to_json() for d in reversed(found)], index)
 
 
 async def _job_deployment(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
-    _job(cluster, job_id)
-    return _reply(None, cluster.state.index.of(f"job:{job_id}"))
+    """The latest deployment, or ``null`` (also for an unknown job), as Nomad answers."""
+    index = await _wait(request, f"job_deployments:{job_id}")
+    latest = cluster.state.latest_deployment(job_id)
+    return _reply(latest.to_json() if latest is not None else None, index)
+
+
+# -- deployments -------------------------------------------------------------------------------------------
+
+
+def _deployment(cluster: NomadCluster, ref: str) -> Deployment:
+    try:
+        return cluster.state.deployment(ref)
+    except NotFound:
+        raise not_found("deployment not found") from None
+
+
+@routes.get("/v1/deployments")
+async def deployments_list(request: web.Request) -> web.Response:
+    index = await _wait(request, "deployments")
+    cluster = _cluster(request)
+    items = [d.to_json() for d in sorted(cluster.state.deployments.values(), key=lambda d: d.create_index)]
+    return _reply(_select(request, items), index)
+
+
+@routes.get("/v1/deployment/{deployment_id}")
+async def deployment_read(request: web.Request) -> web.Response:
+    index = await _wait(request, f"deployment:{request.match_info['deployment_id']}")
+    return _reply(_deployment(_cluster(request), request.match_info["deployment_id"]).to_json(), index)
+
+
+@routes.get("/v1/deployment/allocations/{deployment_id}")
+async def deployment_allocs(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    index = await _wait(request, "allocs")
+    allocs = [a.stub_json() for a in cluster.state.job_allocs(deployment.job_id) if a.deployment_id == deployment.id]
+    return _reply(allocs, index)
+
+
+def _deployment_reply(cluster: NomadCluster, deployment: Deployment, evaluation: Evaluation) -> web.Response:
+    return json_response({"EvalID": evaluation.id, "EvalCreateIndex": evaluation.create_index,
+                          "DeploymentModifyIndex": deployment.modify_index, "RevertedJobVersion": None,
+                          "Index": cluster.state.index.index})  # fmt: skip
+
+
+async def _deployment_body(request: web.Request) -> dict[str, Any]:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    deployments.check_body_id(request.match_info["deployment_id"], data.get("DeploymentID"))
+    return data
+
+
+@routes.route("POST", "/v1/deployment/fail/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/fail/{deployment_id}")
+async def deployment_fail(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    return _deployment_reply(cluster, deployment, cluster.deployments.fail(deployment))
+
+
+@routes.route("POST", "/v1/deployment/pause/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/pause/{deployment_id}")
+async def deployment_pause(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    body = await _deployment_body(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    return _deployment_reply(cluster, deployment, cluster.deployments.pause(deployment, bool(body.get("Pause"))))
+
+
+@routes.route("POST", "/v1/deployment/promote/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/promote/{deployment_id}")
+async def deployment_promote(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    await _deployment_body(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    return _deployment_reply(cluster, deployment, cluster.deployments.promote(deployment))
+
+
+@routes.route("POST", "/v1/deployment/allocation-health/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/allocation-health/{deployment_id}")
+async def deployment_alloc_health(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    body = await _deployment_body(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    healthy = [str(x) for x in body.get("HealthyAllocationIDs") or []]
+    unhealthy = [str(x) for x in body.get("UnhealthyAllocationIDs") or []]
+    return _deployment_reply(cluster, deployment, cluster.deployments.set_health(deployment, healthy, unhealthy))
 
 
 _JobHandler = Callable[[web.Request, NomadCluster, str], Awaitable[web.StreamResponse]]

@@ -161,7 +161,7 @@ def register(cluster: NomadCluster, request: models.JobRegisterRequest, path_id:
     state.put_job(job)
     if job.ParameterizedJob is not None and not job.Dispatched:
         return _register_response(cluster, "", job)
-    evaluation = cluster.evaluate(job.ID, "job-register")
+    evaluation = cluster.submit_eval(job.ID, "job-register")
     return _register_response(cluster, evaluation.id, job)
 
 
@@ -176,7 +176,7 @@ def deregister(cluster: NomadCluster, job_id: str, purge: bool) -> dict[str, Any
     job.Stop = True
     job.JobModifyIndex = state.index.index + 1
     state.put_job(job)
-    evaluation = cluster.evaluate(job_id, "job-deregister")
+    evaluation = cluster.submit_eval(job_id, "job-deregister")
     for child in [c for c in state.jobs.values() if c.ParentID == job_id and not c.Stop]:
         deregister(cluster, child.ID or "", purge)
     if purge:
@@ -212,6 +212,12 @@ def scale(cluster: NomadCluster, job_id: str, request: models.ScalingRequest) ->
     previous = group.Count or 0
     eval_id = ""
     if request.Count is not None:
+        deployment = state.latest_deployment(job_id)
+        if deployment is not None and deployment.active and deployment.job_create_index == job.CreateIndex:
+            raise bad_request(
+                "job scaling blocked due to active deployment",
+                f"deployment {deployment.id} is {deployment.status}: retry once it ends (or fail it)",
+            )
         if request.Count < 0:
             raise bad_request("scaling action count can't be negative")
         if group.Scaling is not None and not request.PolicyOverride:
@@ -229,7 +235,7 @@ def scale(cluster: NomadCluster, job_id: str, request: models.ScalingRequest) ->
         job.SubmitTime = now_ns()
         job.Stop = False
         state.put_job(job)
-        eval_id = cluster.evaluate(job_id, "job-scaling").id
+        eval_id = cluster.submit_eval(job_id, "job-scaling").id
     events = cluster.scaling_events.setdefault(job_id, {}).setdefault(group_name, [])
     events.insert(
         0,
@@ -338,7 +344,7 @@ def dispatch(
     state.put_job(child)
     if token:
         state.dispatch_tokens[f"{job_id}/{token}"] = child_id
-    evaluation = cluster.evaluate(child_id, "job-register")
+    evaluation = cluster.submit_eval(child_id, "job-register")
     return {
         "DispatchedJobID": child_id,
         "EvalID": evaluation.id,

@@ -8,7 +8,7 @@ from typing import Any
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.placement import NodeUsage
-from chutes.devcluster.nomad.records import Allocation, Evaluation
+from chutes.devcluster.nomad.records import Allocation, Deployment, Evaluation, now_ns
 from chutes.devcluster.state.index import IndexStore
 
 
@@ -23,6 +23,7 @@ class NomadState:
         self.jobs: dict[str, models.Job] = {}
         self.allocs: dict[str, Allocation] = {}
         self.evals: dict[str, Evaluation] = {}
+        self.deployments: dict[str, Deployment] = {}
         self.dispatch_tokens: dict[str, str] = {}
         self.on_change: list[Callable[[], None]] = []
 
@@ -60,6 +61,23 @@ class NomadState:
 
     def job_allocs(self, job_id: str) -> list[Allocation]:
         return sorted((a for a in self.allocs.values() if a.job_id == job_id), key=lambda a: a.create_index)
+
+    def job_deployments(self, job_id: str) -> list[Deployment]:
+        return sorted((d for d in self.deployments.values() if d.job_id == job_id), key=lambda d: d.create_index)
+
+    def latest_deployment(self, job_id: str) -> Deployment | None:
+        """The job's newest deployment of its current incarnation (a purged-and-registered job starts over)."""
+        job = self.jobs.get(job_id)
+        found = [d for d in self.job_deployments(job_id) if job is None or d.job_create_index == job.CreateIndex]
+        return found[-1] if found else None
+
+    def deployment(self, ref: str) -> Deployment:
+        if ref in self.deployments:
+            return self.deployments[ref]
+        found = [d for d in self.deployments.values() if d.id.startswith(ref)] if len(ref) >= 8 else []
+        if len(found) != 1:
+            raise NotFound(ref)
+        return found[0]
 
     def job_evals(self, job_id: str) -> list[Evaluation]:
         return sorted((e for e in self.evals.values() if e.job_id == job_id), key=lambda e: e.create_index)
@@ -104,6 +122,16 @@ class NomadState:
         self.evals[evaluation.id] = evaluation
         self.bump("evals", f"eval:{evaluation.id}", f"job_evals:{evaluation.job_id}", f"job:{evaluation.job_id}")
 
+    def put_deployment(self, deployment: Deployment) -> None:
+        idx = self.index.index + 1
+        if deployment.id not in self.deployments:
+            deployment.create_index = idx
+        deployment.modify_index = idx
+        deployment.modify_time = now_ns()
+        self.deployments[deployment.id] = deployment
+        self.bump("deployments", f"deployment:{deployment.id}", f"job_deployments:{deployment.job_id}",
+                  f"job:{deployment.job_id}")  # fmt: skip
+
     def put_job(self, job: models.Job) -> int:
         idx = self.index.index + 1
         assert job.ID is not None
@@ -128,6 +156,7 @@ class NomadState:
             "jobs": [j.model_dump(mode="json") for j in self.jobs.values()],
             "allocs": [a.model_dump(mode="json") for a in self.allocs.values()],
             "evals": [e.model_dump(mode="json") for e in self.evals.values()],
+            "deployments": [d.model_dump(mode="json") for d in self.deployments.values()],
             "node_meta": {n.name: n.dynamic_meta for n in self.nodes.values() if n.dynamic_meta},
             "dispatch_tokens": dict(self.dispatch_tokens),
         }
@@ -144,6 +173,9 @@ class NomadState:
         for item in data.get("evals", []):
             evaluation = Evaluation.model_validate(item)
             self.evals[evaluation.id] = evaluation
+        for item in data.get("deployments", []):
+            deployment = Deployment.model_validate(item)
+            self.deployments[deployment.id] = deployment
         for name, meta in data.get("node_meta", {}).items():
             for node in self.nodes.values():
                 if node.name == name:

@@ -56,6 +56,23 @@ def test_deleting_a_job_that_is_gone_is_200_without_an_evaluation(dc: Devcluster
         n.job.get_job("never-registered")
 
 
+def test_evaluations_are_processed_after_the_register_reply(dc: DevclusterHandle) -> None:
+    """The reply names a pending evaluation; a worker completes it (and places) moments later."""
+    n = dc.nomad()
+    started = time.perf_counter()
+    result = n.jobs.register_job({"Job": _batch("async-eval", "import time; time.sleep(30)")})
+    created = result["EvalCreateIndex"]
+    # Blocking on the evaluation past its creation index returns once the worker has processed it.
+    resp = httpx.get(f"{dc.nomad_addr}/v1/evaluation/{result['EvalID']}", params={"index": created, "wait": "5s"})
+    evaluation = resp.json()
+    assert evaluation["CreateIndex"] == created < evaluation["ModifyIndex"]
+    assert evaluation["Status"] == "complete" and evaluation["TriggeredBy"] == "job-register"
+    [alloc] = n.job.get_allocations("async-eval")
+    assert alloc["EvalID"] == result["EvalID"] and alloc["CreateIndex"] > created
+    assert time.perf_counter() - started < 2, "placement stays fast"
+    n.job.deregister_job("async-eval", purge=True)
+
+
 def test_register_returns_indexes_and_enforce_index_guards_updates(dc: DevclusterHandle) -> None:
     n = dc.nomad()
     job = _batch("enforced", "print('hi')")
