@@ -37,6 +37,7 @@ from chutes.scheduler.nomad_api import (
     NomadRejected,
     NomadUnavailable,
     allocation_gpu_ids,
+    scaling_blocked,
 )
 from chutes.scheduler.placement import NodeState, Placement, PlacementRequest, Unschedulable, place_many
 from chutes.scheduler.render import ChuteRelease, RenderError, RenderSettings, batch_job_id, job_id, service_name
@@ -44,6 +45,7 @@ from chutes.scheduler.services import Services
 from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
+from chutes.scheduler.store import instances as instances_repo
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.instances import TERMINAL
 from chutes.scheduler.store.models import Chute
@@ -75,6 +77,7 @@ def render_settings(services: Services) -> RenderSettings:
         namespace=config.nomad_namespace,
         check_interval_s=config.check_interval_s,
         check_timeout_s=min(2, config.check_interval_s),
+        healthy_deadline_s=config.healthy_deadline_s,
     )
 
 
@@ -396,6 +399,7 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
             if chute is None or chute.version != version or chute.status == "deleting":
                 return
             views = await observe_chute(services, chute)
+            await report_rollout(services, chute)
             ready = sum(1 for v in views if v.state == "ready")
             if chute.desired_instances and ready >= chute.desired_instances:
                 return
@@ -436,6 +440,41 @@ async def _tell_waiting(
     return key
 
 
+_rollouts_reported: set[str] = set()
+
+
+async def report_rollout(services: Services, chute: Chute) -> None:
+    """A Nomad deployment of the chute's current version that failed is told once, as a ``failed`` event:
+    Nomad stopped replacing instances, so those of the previous version that it had not replaced yet keep
+    serving (the job keeps the new version: the reconciler does not register it again)."""
+    try:
+        deployment = await services.nomad.latest_deployment(job_id(chute.id))
+        if deployment is None or deployment.get("Status") != "failed" or deployment["ID"] in _rollouts_reported:
+            return
+        job = await services.nomad.find_job(job_id(chute.id))
+    except (JobNotFound, NomadError) as exc:
+        log.debug("rollout of %s: %r", chute.id, exc)
+        return
+    if job is None or job.get("Version") != deployment.get("JobVersion"):
+        return
+    if (job.get("Meta") or {}).get("chute_version") != render.chute_version(chute.version):
+        return
+    _rollouts_reported.add(deployment["ID"])
+    async with services.store.session() as session:
+        last = await events_repo.last_event(session, chute.id, "failed")
+        if last is not None and (last.data or {}).get("deployment") == deployment["ID"]:
+            return  # told by this or another scheduler before
+        serving = [i for i in await instances_repo.list_for(session, chute.id) if i.state == "ready"]
+    description = deployment.get("StatusDescription") or "failed"
+    await services.events.record(
+        chute.id, "failed",
+        f"the rollout of version {chute.version[:12]} failed (Nomad: {description}); instances not replaced yet "
+        f"keep serving the previous version ({len(serving)} ready); deploy a fixed version to continue",
+        version=chute.version, data={"deployment": deployment["ID"], "nomad": description,
+                                     "serving": len(serving)},
+    )  # fmt: skip
+
+
 async def stop_watches() -> None:
     tasks = list(_watches.values())
     for task in tasks:
@@ -465,9 +504,12 @@ async def set_desired(services: Services, chute: Chute, count: int, reason: str)
             placements, _ = await plan(services, Manifest.model_validate(chute.manifest), count, purpose="scale")
         await submit(services, chute, placements)
     except NomadRejected as exc:
-        if "active deployment" not in exc.detail:
+        if not scaling_blocked(exc):
             raise nomad_failure(exc) from None
-        await submit(services, chute)  # scaling is blocked while a deployment runs: register the new count
+        # Nomad refuses to scale while a rollout is under way. Registering the job again with the new count
+        # would be a new version that restarts the rollout (and, rendered anew, may replace healthy instances):
+        # the count is stored, and the reconciler applies it once the rollout ends.
+        log.info("scaling %s to %d waits for its rollout to end", chute.id, count)
     except NomadError as exc:
         raise nomad_failure(exc) from None
     if count:

@@ -61,6 +61,11 @@ class NomadRejected(NomadError):
         self.status = status
 
 
+def scaling_blocked(exc: NomadError) -> bool:
+    """Nomad refused a scale because a deployment of the job is active (it answers 400 until that ends)."""
+    return isinstance(exc, NomadRejected) and "blocked due to active deployment" in exc.detail
+
+
 class NomadForbidden(NomadRejected):
     """The ACL token is missing or lacks a capability."""
 
@@ -455,6 +460,13 @@ class NomadClient:
             f"list evaluations of job {job_id}", lambda: self._nomad.job.get_evaluations(job_id), JobNotFound
         )
         return [Evaluation.from_json(e) for e in data]
+
+    async def latest_deployment(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest deployment (``GET /v1/job/:id/deployment``), None when it has none."""
+        data: dict[str, Any] | None = await self._call(
+            f"read deployment of job {job_id}", lambda: self._nomad.job.get_deployment(job_id), JobNotFound
+        )
+        return data or None
 
     # -- nodes --
 
