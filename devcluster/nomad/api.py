@@ -489,6 +489,47 @@ async def node_read(request: web.Request) -> web.Response:
     return _reply(node.full_json(), index)
 
 
+def _node_update_reply(cluster: NomadCluster, node: Any) -> web.Response:
+    return json_response({"NodeModifyIndex": node.modify_index, "EvalIDs": None, "EvalCreateIndex": 0,
+                          "Index": cluster.state.index.index})  # fmt: skip
+
+
+async def _node_for_write(request: web.Request) -> Any:
+    try:
+        return _cluster(request).state.node(request.match_info["node_id"])
+    except NotFound:
+        raise APIError(500, "node not found") from None  # Nomad's RPC error is uncoded: a 500
+
+
+@routes.route("POST", "/v1/node/{node_id}/drain")
+@routes.route("PUT", "/v1/node/{node_id}/drain")
+async def node_drain(request: web.Request) -> web.Response:
+    """``{"DrainSpec": {"Deadline": ns, "IgnoreSystemJobs": bool} | null, "MarkEligible": bool, "Meta": {}}``."""
+    data = await read_json(request) or {}
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    unknown = sorted(set(data) - {"DrainSpec", "MarkEligible", "Meta", "NodeID"})
+    spec = data.get("DrainSpec")
+    if unknown or (spec is not None and (not isinstance(spec, dict) or set(spec) - {"Deadline", "IgnoreSystemJobs"})):
+        raise bad_request(f"unknown field(s) in the drain request: {unknown or sorted(spec or {})}")
+    node = await _node_for_write(request)
+    cluster = _cluster(request)
+    cluster.drainer.set_drain(node, spec, bool(data.get("MarkEligible")), dict(data.get("Meta") or {}))
+    return _node_update_reply(cluster, node)
+
+
+@routes.route("POST", "/v1/node/{node_id}/eligibility")
+@routes.route("PUT", "/v1/node/{node_id}/eligibility")
+async def node_eligibility(request: web.Request) -> web.Response:
+    data = await read_json(request) or {}
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    node = await _node_for_write(request)
+    cluster = _cluster(request)
+    cluster.drainer.set_eligibility(node, str(data.get("Eligibility") or ""))
+    return _node_update_reply(cluster, node)
+
+
 @routes.get("/v1/node/{node_id}/allocations")
 async def node_allocs(request: web.Request) -> web.Response:
     cluster = _cluster(request)

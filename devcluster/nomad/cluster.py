@@ -19,6 +19,7 @@ from typing import Any
 from chutes.devcluster.consul.catalog import Catalog
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.deployments import TICK_S, DeploymentWatcher
+from chutes.devcluster.nomad.drain import Drainer
 from chutes.devcluster.nomad.executor import AllocRunner, ProcessTable
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.podman import DockerDriver, DriverError
@@ -69,6 +70,8 @@ class NomadCluster:
         self._queue: collections.deque[str] = collections.deque()
         self._worker_scheduled = False
         self.deployments = DeploymentWatcher(self.state, self.deployment_healthy, self.submit_eval)
+        self.drainer = Drainer(self.state, self.deployment_healthy, self.evaluate, self._stop_runners,
+                               self.retry_blocked)  # fmt: skip
         self.variables.on_change.append(self._variable_changed)
 
     @property
@@ -108,8 +111,9 @@ class NomadCluster:
         while not self.closing:
             try:
                 self.deployments.tick()
+                self.drainer.tick()
             except Exception:
-                log.exception("the deployment watcher failed (retrying)")
+                log.exception("the deployment watcher or the drainer failed (retrying)")
             await asyncio.sleep(TICK_S)
 
     async def close(self) -> None:
@@ -164,6 +168,9 @@ class NomadCluster:
                 self.state.put_eval(evaluation)
                 continue
             self._apply(self.scheduler.evaluate(evaluation))
+
+    def _stop_runners(self, allocs: list[Allocation]) -> None:
+        self._apply(Plan(Evaluation(id="", job_id="", type="", triggered_by=""), stopped=allocs))
 
     def _apply(self, plan: Plan) -> None:
         if self.closing:

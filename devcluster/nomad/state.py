@@ -158,6 +158,11 @@ class NomadState:
             "evals": [e.model_dump(mode="json") for e in self.evals.values()],
             "deployments": [d.model_dump(mode="json") for d in self.deployments.values()],
             "node_meta": {n.name: n.dynamic_meta for n in self.nodes.values() if n.dynamic_meta},
+            "node_scheduling": {
+                n.name: {"eligibility": n.eligibility, "drain_strategy": n.drain_strategy, "last_drain": n.last_drain}
+                for n in self.nodes.values()
+                if n.eligibility != "eligible" or n.last_drain is not None
+            },
             "dispatch_tokens": dict(self.dispatch_tokens),
         }
 
@@ -180,4 +185,10 @@ class NomadState:
             for node in self.nodes.values():
                 if node.name == name:
                     node.dynamic_meta = dict(meta)
+        for name, sched in data.get("node_scheduling", {}).items():
+            for node in self.nodes.values():
+                if node.name == name:
+                    node.eligibility = sched.get("eligibility") or "eligible"
+                    node.drain_strategy = sched.get("drain_strategy")
+                    node.last_drain = sched.get("last_drain")
         self.dispatch_tokens.update(data.get("dispatch_tokens", {}))
