@@ -1,7 +1,8 @@
-"""A redeploy through Nomad's deployments (issue 18): a chute with two instances is replaced one instance at a
-time, each after it is healthy, with no failed call through the gateway; scaling during the rollout meets
+"""Rollouts and drains through Nomad's deployments and drainer (issue 18): a chute with two instances is
+replaced one instance at a time, each after it is healthy, with no failed call through the gateway; scaling during the rollout meets
 Nomad's 400 and the scheduler handles it; a version that never gets healthy fails its rollout, which
-``chutes chutes events`` reports while the previous version keeps serving.
+``chutes chutes events`` reports while the previous version keeps serving. Draining the node that runs a
+chute's two instances moves them to another node with no failed call.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ HANG = """
 async def never_ready(self) -> None:
     await asyncio.sleep(3600)
 """
+MOVER = CHUTE.replace('name="rolling"', 'name="mover"').replace('"/version"', '"/where"')
 CID = chute_id("alice", "rolling")
 JOB = f"chute-{CID}"
 
@@ -63,7 +65,7 @@ def _write(tmp: Path, version: int, hang: bool = False) -> str:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Scheduler, str, str]]:
     tmp = tmp_path_factory.mktemp("rollout")
-    with scheduler_stack(tmp, nodes=("gpu-b=a100:4",)) as stack:
+    with scheduler_stack(tmp, nodes=("gpu-b=a100:4", "gpu-d=a100:4")) as stack:
         sched = stack.scheduler(
             "sched", CHUTES_AUTOSCALE_DOWN_DELAY="600", CHUTES_RECONCILE_INTERVAL="2", CHUTES_HEALTHY_DEADLINE="15"
         )
@@ -180,3 +182,57 @@ def test_redeploy_rolls_one_at_a_time_scaling_waits_and_a_failed_rollout_keeps_t
         assert caller.versions[-10:] == [2] * 10, "the previous version keeps serving"
         assert _deployment(stack)["Status"] == "failed"
         client.delete_chute(CID)
+
+
+def test_draining_the_node_moves_both_instances_with_no_failed_call(
+    rig: tuple[Stack, Scheduler, str, str], tmp_path: Path
+) -> None:
+    stack, sched, alice, gateway_url = rig
+    nomad = stack.dc.nomad()
+    mover = chute_id("alice", "mover")
+    path = tmp_path / "mover.py"
+    path.write_text(MOVER.format(version=1, hang=""))
+    with Client(sched.url, alice) as client:
+        client.deploy(f"{path}:chute")
+        client.scale_chute(mover, 2)
+        job = f"chute-{mover}"
+
+        def instances() -> list[dict[str, Any]]:
+            return [i for i in client.instances(mover) if i["state"] == "ready"]
+
+        wait_until(lambda: len(instances()) == 2 and len({i["node_id"] for i in instances()}) == 1,
+                   "two ready instances on one node", 120, 0.3)  # fmt: skip
+        [source] = {i["node_id"] for i in instances()}
+        target = "gpu-d" if source == "gpu-b" else "gpu-b"
+        node_id = next(x["ID"] for x in nomad.nodes.get_nodes() if x["Name"] == source)
+        statuses: list[int] = []
+        stop = threading.Event()
+
+        def steady() -> None:
+            with httpx.Client(headers={"Authorization": f"Bearer {alice}"}, timeout=60) as http:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    statuses.append(http.post(f"{gateway_url}/alice/mover/where", json={"n": n}).status_code)
+                    time.sleep(0.05)
+
+        caller = threading.Thread(target=steady, daemon=True)
+        caller.start()
+        try:
+            wait_until(lambda: len(statuses) >= 5, "calls answered", 30)
+            nomad.node.drain_node_with_spec(node_id, {"Deadline": 300 * 1_000_000_000, "IgnoreSystemJobs": False})
+            wait_until(
+                lambda: len(instances()) == 2 and {i["node_id"] for i in instances()} == {target}
+                and nomad.node.get_node(node_id)["DrainStrategy"] is None,
+                "both instances moved and the drain complete", 150, 0.5,
+            )  # fmt: skip
+            calls_then = len(statuses)
+            wait_until(lambda: len(statuses) > calls_then + 10, "calls after the move", 30)
+        finally:
+            stop.set()
+            caller.join(60)
+        assert statuses and all(s == 200 for s in statuses), (Counter(statuses), sched.log())
+        assert nomad.node.get_node(node_id)["SchedulingEligibility"] == "ineligible"
+        assert {a["NodeName"] for a in nomad.job.get_allocations(job) if a["DesiredTransition"]["Migrate"]} == {source}
+        nomad.node.eligible_node(node_id, eligible=True)
+        client.delete_chute(mover)
