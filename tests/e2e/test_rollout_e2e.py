@@ -1,8 +1,9 @@
-"""Rollouts and drains through Nomad's deployments and drainer (issue 18): a chute with two instances is
-replaced one instance at a time, each after it is healthy, with no failed call through the gateway; scaling during the rollout meets
-Nomad's 400 and the scheduler handles it; a version that never gets healthy fails its rollout, which
-``chutes chutes events`` reports while the previous version keeps serving. Draining the node that runs a
-chute's two instances moves them to another node with no failed call.
+"""Rollouts and drains through Nomad's deployments and drainer (issue 18).
+
+A chute with two instances is replaced one instance at a time, each after it is healthy, with no failed call
+through the gateway; scaling during the rollout meets Nomad's 400 and the scheduler handles it; a version that
+never gets healthy fails its rollout, which ``chutes chutes events`` reports while the previous version keeps
+serving. Draining the node that runs a chute's two instances moves them to another node with no failed call.
 """
 
 from __future__ import annotations
