@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,7 +21,7 @@ from chutes.devcluster.http_util import (
     read_json,
     validation_detail,
 )
-from chutes.devcluster.nomad import deployments, jobs, models
+from chutes.devcluster.nomad import deployments, events, jobs, models
 from chutes.devcluster.nomad.canonical import JobInvalid
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.logs import stream_logs
@@ -263,6 +265,38 @@ async def _job_deployment(request: web.Request, cluster: NomadCluster, job_id: s
     index = await _wait(request, f"job_deployments:{job_id}")
     latest = cluster.state.latest_deployment(job_id)
     return _reply(latest.to_json() if latest is not None else None, index)
+
+
+# -- event stream ------------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/event/stream")
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """Newline-delimited JSON: ``{"Index", "Events"}`` per batch from ``?index=``, ``{}`` heartbeats."""
+    cluster = _cluster(request)
+    try:
+        topics = events.parse_topics(request.query.getall("topic", []))
+        index = int(request.query.get("index", "0") or 0)
+    except ValueError as exc:
+        raise bad_request(f"invalid event stream request: {exc}") from None
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    broker = cluster.state.events
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
+    while not cluster.closing:
+        batch = broker.after(index, topics)
+        if batch:
+            for event_index in sorted({e.index for e in batch}):
+                group = [e.to_json() for e in batch if e.index == event_index]
+                await response.write((json.dumps({"Index": event_index, "Events": group}) + "\n").encode())
+            index = batch[-1].index
+            last_sent = loop.time()
+        elif loop.time() - last_sent >= events.HEARTBEAT_S:
+            await response.write(b"{}\n")
+            last_sent = loop.time()
+        await broker.wait(max(0.05, events.HEARTBEAT_S - (loop.time() - last_sent)))
+    return response
 
 
 # -- deployments -------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chutes.devcluster.nomad import models
+from chutes.devcluster.nomad.events import Event, EventBroker
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.placement import NodeUsage
 from chutes.devcluster.nomad.records import Allocation, Deployment, Evaluation, now_ns
@@ -26,6 +27,7 @@ class NomadState:
         self.deployments: dict[str, Deployment] = {}
         self.dispatch_tokens: dict[str, str] = {}
         self.on_change: list[Callable[[], None]] = []
+        self.events = EventBroker()
 
     def bump(self, *topics: str) -> int:
         idx = self.index.bump(*topics)
@@ -113,6 +115,9 @@ class NomadState:
         alloc.modify_index = idx
         self.allocs[alloc.id] = alloc
         self.bump(*topics)
+        keys = [alloc.job_id] + ([alloc.deployment_id] if alloc.deployment_id else [])
+        self.events.publish(Event(idx, "Allocation", "AllocationUpdated" if client else "PlanResult", alloc.id, keys,
+                                  {"Allocation": alloc.stub_json()}))  # fmt: skip
 
     def put_eval(self, evaluation: Evaluation) -> None:
         idx = self.index.index + 1
@@ -121,6 +126,8 @@ class NomadState:
         evaluation.modify_index = idx
         self.evals[evaluation.id] = evaluation
         self.bump("evals", f"eval:{evaluation.id}", f"job_evals:{evaluation.job_id}", f"job:{evaluation.job_id}")
+        self.events.publish(Event(idx, "Evaluation", "EvaluationUpdated", evaluation.id, [evaluation.job_id],
+                                  {"Evaluation": evaluation.to_json()}))  # fmt: skip
 
     def put_deployment(self, deployment: Deployment) -> None:
         idx = self.index.index + 1
@@ -131,6 +138,8 @@ class NomadState:
         self.deployments[deployment.id] = deployment
         self.bump("deployments", f"deployment:{deployment.id}", f"job_deployments:{deployment.job_id}",
                   f"job:{deployment.job_id}")  # fmt: skip
+        self.events.publish(Event(idx, "Deployment", "DeploymentStatusUpdate", deployment.id, [deployment.job_id],
+                                  {"Deployment": deployment.to_json()}))  # fmt: skip
 
     def put_job(self, job: models.Job) -> int:
         idx = self.index.index + 1
@@ -139,15 +148,22 @@ class NomadState:
         job.CreateIndex = old.CreateIndex if old is not None else idx
         job.ModifyIndex = idx
         self.jobs[job.ID] = job
-        return self.bump("jobs", f"job:{job.ID}")
+        out = self.bump("jobs", f"job:{job.ID}")
+        snapshot = job.model_dump(mode="json")
+        self.events.publish(Event(idx, "Job", "JobRegistered", job.ID, [], {"Job": snapshot}))
+        return out
 
     def delete_job(self, job_id: str) -> None:
         """Purge the job; its allocations and evaluations stay readable (Nomad garbage-collects them later)."""
-        self.jobs.pop(job_id, None)
-        self.bump("jobs", f"job:{job_id}")
+        job = self.jobs.pop(job_id, None)
+        idx = self.bump("jobs", f"job:{job_id}")
+        snapshot = job.model_dump(mode="json") if job is not None else None
+        self.events.publish(Event(idx, "Job", "JobDeregistered", job_id, [], {"Job": snapshot}))
 
     def touch_node(self, node: Node) -> None:
         node.modify_index = self.bump("nodes", f"node:{node.id}")
+        self.events.publish(Event(node.modify_index, "Node", "NodeEvent", node.id, [],
+                                  {"Node": node.stub_json()}))  # fmt: skip
 
     # -- snapshot ------------------------------------------------------------------------------------------
 
