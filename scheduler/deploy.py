@@ -440,6 +440,48 @@ async def _tell_waiting(
     return key
 
 
+_pending_scales: dict[str, asyncio.Task[None]] = {}
+
+
+def _scale_after_rollout(services: Services, chute_id: str) -> None:
+    """Apply the stored desired count once the chute's rollout ends (one waiter per chute)."""
+    if chute_id in _pending_scales:
+        return
+    task = asyncio.create_task(_apply_count_after_rollout(services, chute_id), name=f"scale-after-rollout:{chute_id}")
+    _pending_scales[chute_id] = task
+    task.add_done_callback(lambda _: _pending_scales.pop(chute_id, None))
+
+
+async def _apply_count_after_rollout(services: Services, chute_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(services.config.deploy_watch_s, 60.0)
+    while loop.time() < deadline:
+        await asyncio.sleep(services.config.watch_interval_s)
+        try:
+            async with services.store.session() as session:
+                chute = await chutes_repo.get_chute(session, chute_id)
+            if chute is None or chute.status == "deleting":
+                return
+            job = await services.nomad.find_job(job_id(chute_id)) or {}
+            counts = [g.get("Count") for g in job.get("TaskGroups") or [] if g.get("Name") == render.GROUP]
+            if not counts or counts[0] == chute.desired_instances:
+                return
+            await services.nomad.scale_job(
+                job_id(chute_id), chute.desired_instances, message="chutes: the count asked for during a rollout"
+            )
+            log.info("scaled %s to %d after its rollout", chute_id, chute.desired_instances)
+            return
+        except NomadRejected as exc:
+            if not scaling_blocked(exc):
+                log.warning("scaling %s after its rollout: %s (the reconciler retries)", chute_id, exc.detail)
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the reconciler catches up
+            log.warning("scaling %s after its rollout: %r (the reconciler retries)", chute_id, exc)
+            return
+
+
 _rollouts_reported: set[str] = set()
 
 
@@ -476,7 +518,7 @@ async def report_rollout(services: Services, chute: Chute) -> None:
 
 
 async def stop_watches() -> None:
-    tasks = list(_watches.values())
+    tasks = list(_watches.values()) + list(_pending_scales.values())
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -508,8 +550,9 @@ async def set_desired(services: Services, chute: Chute, count: int, reason: str)
             raise nomad_failure(exc) from None
         # Nomad refuses to scale while a rollout is under way. Registering the job again with the new count
         # would be a new version that restarts the rollout (and, rendered anew, may replace healthy instances):
-        # the count is stored, and the reconciler applies it once the rollout ends.
+        # the count is stored and applied as soon as the rollout ends (the reconciler would, at its next pass).
         log.info("scaling %s to %d waits for its rollout to end", chute.id, count)
+        _scale_after_rollout(services, chute.id)
     except NomadError as exc:
         raise nomad_failure(exc) from None
     if count:
