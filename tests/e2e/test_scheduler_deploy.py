@@ -261,7 +261,9 @@ def test_reconciler_recreates_missing_jobs_and_purges_orphans(
         nomad.job.deregister_job(jid, purge=True)
         wait_until(lambda: nomad.jobs.get_jobs(prefix=jid), "the job registered again", 30, 0.2)
         assert any(e["type"] == "registered" and "reconciler" in e["message"] for e in client.events(cid))
-        # ... or changes its count: scaled back to the desired one.
+        # ... or changes its count (once its deployment is done: Nomad refuses to scale during one): scaled back.
+        wait_until(lambda: (nomad.job.get_deployment(jid) or {}).get("Status") not in ("running", "paused"),
+                   "the job's deployment done", 60, 0.2)  # fmt: skip
         nomad.job.request(jid, "scale", json={"Count": 2, "Target": {"Group": "instance"}}, method="post")
         wait_until(lambda: nomad.job.get_job(jid)["TaskGroups"][0]["Count"] == 1, "the count back at 1", 30, 0.2)
         # A job with chutes' meta whose chute the store does not know is an orphan: purged.
