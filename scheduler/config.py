@@ -70,7 +70,7 @@ class SchedulerConfig(BaseModel):
     check_interval_s: int = Field(1, ge=1, le=3600)
     # A new instance must pass its checks within this long (first starts may download model weights), or
     # Nomad calls it unhealthy; a rollout fails when no instance made progress for as long again (≤ 10 min).
-    healthy_deadline_s: int = Field(1800, ge=1, le=86400)
+    healthy_deadline_s: int = Field(1800, ge=11, le=86400)  # above the rollout's 10 s min_healthy_time
     loop_max_backoff_s: float = Field(60.0, gt=0)
     # How long a deploy request keeps watching its new version's allocations for progress events.
     deploy_watch_s: float = Field(600.0, ge=0)

@@ -124,4 +124,7 @@ def test_pause_resume_and_fail_by_hand(dc: DevclusterHandle) -> None:
     with pytest.raises(nomad.api.exceptions.URLNotFoundNomadException):
         n.deployment.get_deployment("00000000-0000-0000-0000-000000000000")
     assert n.job.get_deployment("no-such-job") is None
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        n.jobs.register_job({"Job": _job("invalid-update", "1", MinHealthyTime=20 * S, HealthyDeadline=10 * S)})
+    assert "Minimum healthy time must be less than healthy deadline" in err.value.nomad_resp.text
     n.job.deregister_job("manual", purge=True)
