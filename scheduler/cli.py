@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--check-interval", dest="check_interval_s", type=int, help="seconds between Consul checks of each instance"
     )
+    serve.add_argument(
+        "--healthy-deadline",
+        dest="healthy_deadline_s",
+        type=int,
+        help="seconds a new instance has to pass its checks in a rollout (CHUTES_HEALTHY_DEADLINE, 1800)",
+    )
     serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
     serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
     serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")

@@ -68,6 +68,9 @@ class SchedulerConfig(BaseModel):
     # Consul checks /_ready of every instance this often: it bounds how soon a new instance gets traffic
     # (cold start) and how soon a dead one stops getting it. Raise it on very large fleets.
     check_interval_s: int = Field(1, ge=1, le=3600)
+    # A new instance must pass its checks within this long (first starts may download model weights), or
+    # Nomad calls it unhealthy; a rollout fails when no instance made progress for as long again (≤ 10 min).
+    healthy_deadline_s: int = Field(1800, ge=11, le=86400)  # above the rollout's 10 s min_healthy_time
     loop_max_backoff_s: float = Field(60.0, gt=0)
     # How long a deploy request keeps watching its new version's allocations for progress events.
     deploy_watch_s: float = Field(600.0, ge=0)
@@ -221,6 +224,7 @@ ENV_VARS: dict[str, str] = {
     "CHUTES_LEADER_LOCK_DELAY": "leader_lock_delay_s",
     "CHUTES_RECONCILE_INTERVAL": "reconcile_interval_s",
     "CHUTES_CHECK_INTERVAL": "check_interval_s",
+    "CHUTES_HEALTHY_DEADLINE": "healthy_deadline_s",
     "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
     "CHUTES_WATCH_INTERVAL": "watch_interval_s",
     "CHUTES_RUN_LOOPS": "run_loops",

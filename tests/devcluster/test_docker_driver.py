@@ -301,6 +301,25 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
 
 
+def test_job_run_output_json_of_a_docker_job_runs(ddc: DevclusterHandle, image: str) -> None:
+    """What ``nomad job run -output`` prints for a current docker job registers and runs (the image swapped for
+    the local test image; the nomad-provider service is accepted and not registered in Consul)."""
+    body = json.loads((Path(__file__).parent / "data" / "job_run_output_docker.json").read_text())
+    [task] = body["Job"]["TaskGroups"][0]["Tasks"]
+    task["Config"]["image"] = image
+    n, c = ddc.nomad(), ddc.consul()
+    n.jobs.register_job(body)
+    wait_for(lambda: len(_passing(c, "web-output")) == 2, timeout_s=180, what="two passing instances")
+    assert c.catalog.service("web-output-nomad")[1] == []
+    allocs = [a for a in n.job.get_allocations("web-output") if a["ClientStatus"] == "running"]
+    assert len(allocs) == 2 and all(a["DeploymentStatus"]["Healthy"] is not False for a in allocs)
+    answer = httpx.get(f"http://127.0.0.1:{_port(n.allocation.get_allocation(allocs[0]['ID']))}/", timeout=10)
+    assert answer.status_code == 200  # python -m http.server inside, on the mapped port 8080
+    n.job.deregister_job("web-output", purge=True)
+    for alloc in allocs:
+        wait_for(lambda a=alloc: _gone(n, a["ID"]), timeout_s=30, what="the allocation stopped")
+
+
 def test_kill_timeout_then_sigkill_and_nothing_left(ddc: DevclusterHandle, image: str) -> None:
     n = ddc.nomad()
     n.jobs.register_job({"Job": docker_job("stubborn", image, env={"IGNORE_TERM": "1"}, KillTimeout=1 * S)})
