@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from chutes.gateway.asgi import BodyTooLarge, ClientGone, Incoming, json_error_body, respond
+from chutes.asgi import BodyTooLarge, ClientGone
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
@@ -24,6 +24,7 @@ from chutes.gateway.headers import client_response_headers, upstream_request_hea
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.routes import Identity, Route, RouteInfo, pick_cord
 from chutes.gateway.scheduler_client import SchedulerAPI
+from chutes.gateway.server import Incoming, json_error_body
 from chutes.gateway.upstream import (
     ConnectFailed,
     Connection,
@@ -59,13 +60,10 @@ class Call:
     invocation_id: str
     started: float  # perf_counter() when the request arrived
     content_type: bytes | None = None  # of the instance's answer, once relayed
-    # Completes when the client disconnects (once the body is read, ASGI has nothing else to deliver).
-    client_left: asyncio.Future[Any] | None = None
 
     def watch_client(self) -> asyncio.Future[Any]:
-        if self.client_left is None:
-            self.client_left = asyncio.ensure_future(self.request.receive())
-        return self.client_left
+        """A future that completes when the client disconnects."""
+        return self.request.client_left()
 
 
 class _Failed(Exception):
@@ -124,8 +122,6 @@ class Proxy:
         finally:
             if len(call.cords) > 1:
                 cord = pick_cord(call.cords, call.request.query, call.content_type)
-            if call.client_left is not None and not call.client_left.done():
-                call.client_left.cancel()
             elapsed = time.perf_counter() - call.started
             self.metrics.observe(label, cord.name, status, elapsed)
             recorder.record(
@@ -261,7 +257,7 @@ class Proxy:
         return 503
 
     async def _relay(self, call: Call, conn: Connection, head: Head, label: str) -> tuple[int, int]:
-        send = call.request.send
+        request = call.request
         if len(call.cords) > 1:
             call.content_type = next((v for n, v in head.headers if n.lower() == b"content-type"), None)
         headers = client_response_headers(head.headers)
@@ -274,11 +270,9 @@ class Proxy:
                 self.metrics.upstream_errors.labels(label, "read").inc()
                 status = 504 if isinstance(exc, ReadTimeout) else 502
                 raise _Failed(status, f"the instance failed while answering: {exc}", None) from exc
-            await respond(send, head.status, headers, data)
+            request.respond(head.status, headers, data)
             return head.status, len(data)
-        if length is not None:
-            headers.append((b"content-length", b"%d" % length))
-        await send({"type": "http.response.start", "status": head.status, "headers": headers})
+        request.start(head.status, headers, length)
         # A client that goes away mid-stream closes the instance's connection, which ends the loop below.
         listener = call.watch_client()
         client_left = _closer(conn)
@@ -286,7 +280,7 @@ class Proxy:
         sent = 0
         try:
             while chunk := await conn.read():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await request.write(chunk)
                 sent += len(chunk)
         except UpstreamError as exc:
             if listener.done():
@@ -302,7 +296,7 @@ class Proxy:
                 listener.remove_done_callback(client_left)
         if gone:
             return _CLIENT_CLOSED, sent
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        request.finish()
         return head.status, sent
 
     async def _hold(self, info: RouteInfo, watch: ServiceWatch, label: str, avoid: set[str]) -> bool:
@@ -358,7 +352,7 @@ class Proxy:
         headers = [_JSON_TYPE, (_INVOCATION_ID, call.invocation_id.encode())]
         if failed.retry_after is not None:
             headers.append((b"retry-after", str(failed.retry_after).encode()))
-        await respond(call.request.send, failed.status, headers, json_error_body(failed.detail, failed.hint))
+        call.request.respond(failed.status, headers, json_error_body(failed.detail, failed.hint))
         return failed.status
 
 
