@@ -512,7 +512,7 @@ async def profile_gateway(gateway: Proc, port: int, clients: int, seconds: int, 
     functions holding the most samples, on the stack (inclusive) and at its top (self)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out = workdir / "profile.txt"
-    cmd = [spy, "record", "--pid", str(gateway.proc.pid), "--subprocesses", "--rate", "400", "--nonblocking",
+    cmd = [spy, "record", "--pid", str(gateway.proc.pid), "--subprocesses", "--rate", "1000", "--nonblocking",
            "--format", "raw", "--output", str(out), "--duration", str(seconds + 1)]  # fmt: skip
     spy_proc = await asyncio.create_subprocess_exec(
         *cmd, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
@@ -649,6 +649,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as tmp, asyncio.Runner(loop_factory=loop_factory) as r:
         rows, streams, note = r.run(measure(args, Path(tmp)))
+    profile = streams.pop("profile", None)
     load_after = os.getloadavg()
     by = {(row["clients"], row["path"]): row for row in rows}
     gateway_rows = [row for row in rows if row["path"] == "gateway"]
@@ -688,6 +689,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_average_after": [round(x, 2) for x in load_after],
         "results": rows,
         "streaming": streams,
+        "profile": profile,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "gateway_overhead.json").write_text(json.dumps(report, indent=2) + "\n")

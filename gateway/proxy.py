@@ -103,7 +103,7 @@ class Proxy:
     async def forward(self, call: Call, recorder: InvocationRecorder) -> None:
         """Serve ``call`` from an instance (or answer why not) and record it; never raises for an instance."""
         info = call.route.info
-        label = f"{info.username}/{info.name}"
+        label = call.route.label
         started_at = time.time()
         status, bytes_in, bytes_out = 500, 0, 0
         cord = call.cords[0]

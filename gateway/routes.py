@@ -55,6 +55,7 @@ class Route:
     #: the cords at each (method, public path): one, or a streaming and a non-streaming one
     cords: dict[tuple[str, str], tuple[CordSpec, ...]]
     shared_with: frozenset[str] = field(default_factory=frozenset)
+    label: str = ""  # ``username/name``: the chute label of metrics and logs
 
     @classmethod
     def of(cls, info: RouteInfo) -> Route:
@@ -62,7 +63,8 @@ class Route:
         for c in info.cords:
             key = (c.public_api_method.upper(), c.public_api_path)
             cords[key] = (*cords.get(key, ()), c)
-        return cls(info=info, cords=cords, shared_with=frozenset(info.shared_with))
+        label = f"{info.username}/{info.name}"
+        return cls(info=info, cords=cords, shared_with=frozenset(info.shared_with), label=label)
 
     def cords_at(self, method: str, path: str) -> tuple[CordSpec, ...] | None:
         """The cords at ``path`` for ``method`` (a trailing '/' is tolerated), or None."""

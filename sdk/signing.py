@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -51,10 +51,14 @@ def sign(
 ) -> str:
     """The header value that signs one request (with a fresh random nonce unless one is given)."""
     ts = int(time.time()) if timestamp is None else timestamp
-    n = secrets.token_hex(12) if nonce is None else nonce
-    if not _NONCE_RE.fullmatch(n):
+    if nonce is None:
+        n = os.urandom(12).hex()  # as random as secrets.token_hex(12); the gateway signs every call
+    elif not _NONCE_RE.fullmatch(nonce):
         raise ValueError("nonce must be 8-64 lower-case hex characters")
-    digest = hmac.new(secret.encode(), _message(ts, n, method, path, body), hashlib.sha256).hexdigest()
+    else:
+        n = nonce
+    # hmac.digest is OpenSSL's one-shot HMAC: a fraction of the cost of an hmac.new object per call.
+    digest = hmac.digest(secret.encode(), _message(ts, n, method, path, body), "sha256").hex()
     return f"t={ts},n={n},v1={digest}"
 
 
