@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from chutes.asgi import BodyTooLarge, ClientGone
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
@@ -60,10 +60,6 @@ class Call:
     invocation_id: str
     started: float  # perf_counter() when the request arrived
     content_type: bytes | None = None  # of the instance's answer, once relayed
-
-    def watch_client(self) -> asyncio.Future[Any]:
-        """A future that completes when the client disconnects."""
-        return self.request.client_left()
 
 
 class _Failed(Exception):
@@ -204,7 +200,6 @@ class Proxy:
             signature=sign(call.route.info.invoke_secret, method, target, body),  # a fresh nonce each time
         )
         data = encode_request(method, target, up.authority, headers, body)
-        client_left = call.watch_client()
         for fresh in (False, True):
             try:
                 conn, reused = await self.pool.acquire(up.host, up.port)
@@ -212,14 +207,16 @@ class Proxy:
                 return self._unreachable(up, label, "connect", exc)
             # A client that leaves while the instance works closes the instance's connection: the instance
             # sees the disconnect, cancels the cord (an async one) and frees its slot.
-            abandon = _closer(conn)
-            client_left.add_done_callback(abandon)
+            if request.lost:  # gone while the call waited: the instance is never asked
+                self.pool.release(conn)
+                raise ClientGone
+            request.on_lost = conn.close
             try:
                 head = await conn.send(data)
                 break
             except Disconnected as exc:
                 conn.close()
-                if client_left.done():
+                if request.lost:
                     log.info("client left during a call to %s: the instance's connection was closed", label)
                     raise ClientGone from exc
                 if reused and not fresh:
@@ -234,7 +231,7 @@ class Proxy:
                 self.metrics.upstream_errors.labels(label, "protocol").inc()
                 raise _Failed(502, f"bad answer from the instance: {exc}", None) from exc
             finally:
-                client_left.remove_done_callback(abandon)
+                request.on_lost = None
         try:
             if head.status in _RETRY_STATUSES:
                 self.metrics.upstream_errors.labels(label, str(head.status)).inc()
@@ -274,16 +271,16 @@ class Proxy:
             return head.status, len(data)
         request.start(head.status, headers, length)
         # A client that goes away mid-stream closes the instance's connection, which ends the loop below.
-        listener = call.watch_client()
-        client_left = _closer(conn)
-        listener.add_done_callback(client_left)
+        request.on_lost = conn.close
+        if request.lost:
+            conn.close()
         sent = 0
         try:
             while chunk := await conn.read():
                 await request.write(chunk)
                 sent += len(chunk)
         except UpstreamError as exc:
-            if listener.done():
+            if request.lost:
                 return _CLIENT_CLOSED, sent
             # The answer has started: its status cannot change any more. Returning without completing it
             # makes the server cut the client's connection: a truncated answer, never a clean end.
@@ -291,9 +288,8 @@ class Proxy:
             log.warning("instance stream for %s broke after %d bytes: %s", label, sent, exc)
             return head.status, sent
         finally:
-            gone = listener.done()
-            if not gone:
-                listener.remove_done_callback(client_left)
+            request.on_lost = None
+            gone = request.lost
         if gone:
             return _CLIENT_CLOSED, sent
         request.finish()
@@ -354,12 +350,3 @@ class Proxy:
             headers.append((b"retry-after", str(failed.retry_after).encode()))
         call.request.respond(failed.status, headers, json_error_body(failed.detail, failed.hint))
         return failed.status
-
-
-def _closer(conn: Connection) -> Any:
-    """A done callback that closes ``conn`` (the client left: the instance must see it)."""
-
-    def close(_done: asyncio.Future[Any]) -> None:
-        conn.close()
-
-    return close

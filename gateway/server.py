@@ -57,7 +57,6 @@ class Incoming:
     __slots__ = (
         "_body",
         "_continue",
-        "_gone",
         "_size",
         "_waiter",
         "chunked",
@@ -69,6 +68,7 @@ class Incoming:
         "keep_alive",
         "lost",
         "method",
+        "on_lost",
         "path",
         "proto",
         "query",
@@ -101,7 +101,8 @@ class Incoming:
         self._body: list[bytes] = []
         self._size = 0
         self._waiter: asyncio.Future[None] | None = None
-        self._gone: asyncio.Future[None] | None = None
+        # Called once if the client's connection closes (the proxy closes the instance's connection with it).
+        self.on_lost: Callable[[], None] | None = None
         self.complete = False  # the whole body has arrived
         self.too_large = False
         self.lost = False  # the client's connection is gone
@@ -133,8 +134,9 @@ class Incoming:
     def _lose(self) -> None:
         self.lost = True
         self._wake()
-        if self._gone is not None and not self._gone.done():
-            self._gone.set_result(None)
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
 
     async def read_body(self, limit: int) -> bytes:
         """The whole request body; BodyTooLarge past ``limit`` bytes, ClientGone if the client left."""
@@ -158,14 +160,6 @@ class Incoming:
             raise BodyTooLarge
         body = self._body
         return body[0] if len(body) == 1 else b"".join(body)
-
-    def client_left(self) -> asyncio.Future[None]:
-        """A future that completes when the client's connection closes."""
-        if self._gone is None:
-            self._gone = self.proto.loop.create_future()
-            if self.lost:
-                self._gone.set_result(None)
-        return self._gone
 
     # -- the answer
 
