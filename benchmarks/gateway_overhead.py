@@ -587,7 +587,9 @@ async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[st
             ports = {"direct": env["instance_port"]}
             proxies = {"gateway": gateway}
             nginx = start_nginx(workdir, env["instance_port"]) if not args.no_nginx else None
-            if nginx is None:
+            if args.no_nginx:
+                note = "nginx left out (--no-nginx)."
+            elif nginx is None:
                 note = "nginx is not installed (Debian: apt-get install nginx-light): its column is left out."
             else:
                 procs.append(nginx[0])

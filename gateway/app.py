@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from chutes.edge.throttle import FailureThrottle
 from chutes.gateway.allocations import NomadAllocations
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 _API_KEY = re.compile(rb"cnk_[A-Za-z0-9_-]{43}")
 _JSON_TYPE = (b"content-type", b"application/json")
 _INVOCATION_ID = b"x-chutes-invocation-id"
+_UNPARSED: Any = object()
+_TARGETS_KEPT = 4096
 
 
 def send_error(
@@ -106,6 +109,7 @@ class Gateway:
             spool=InvocationSpool(settings.spool_dir) if settings.spool_dir else None,
         )
         self.proxy = Proxy(settings, self.discovery, self.metrics, scheduler)
+        self._targets: dict[tuple[bytes, str], Target | None] = {}
 
     async def _authenticate(self, key: str) -> Identity | None:
         identity = await self.scheduler.authenticate(key)
@@ -147,7 +151,14 @@ class Gateway:
         """Every request: gateway endpoints, then chute calls."""
         started = time.perf_counter()
         settings = self.settings
-        target = parse_target(request.host.decode("latin-1"), request.path, settings.domain)
+        # Parsed once per address: a busy chute's calls all name the same host and path.
+        address = (request.host, request.path)
+        target = self._targets.get(address, _UNPARSED)
+        if target is _UNPARSED:
+            target = parse_target(request.host.decode("latin-1"), request.path, settings.domain)
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()  # bounded: a client sending many addresses only costs re-parsing
+            self._targets[address] = target
         invocation_id = os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
         if target is None:
             await self._own_endpoint(request, invocation_id)

@@ -36,7 +36,7 @@ from chutes.gateway.upstream import (
     encode_request,
 )
 from chutes.manifest import CordSpec
-from chutes.signing import sign
+from chutes.signing import Signer
 
 if TYPE_CHECKING:
     from chutes.gateway.metering import InvocationRecorder
@@ -197,7 +197,7 @@ class Proxy:
             host=request.host,
             scheme=request.scheme,
             invocation_id=call.invocation_id,
-            signature=sign(call.route.info.invoke_secret, method, target, body),  # a fresh nonce each time
+            signature=_signer(call.route).sign(method, target, body),  # a fresh nonce each time
         )
         data = encode_request(method, target, up.authority, headers, body)
         for fresh in (False, True):
@@ -350,3 +350,7 @@ class Proxy:
             headers.append((b"retry-after", str(failed.retry_after).encode()))
         call.request.respond(failed.status, headers, json_error_body(failed.detail, failed.hint))
         return failed.status
+
+
+def _signer(route: Route) -> Signer:
+    return route.signer if route.signer is not None else Signer(route.info.invoke_secret)

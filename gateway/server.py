@@ -356,13 +356,17 @@ class HttpProtocol(asyncio.Protocol):
                 self._fail(400, "host", "more than one Host header", "send exactly one Host header")
             if parser.get_http_version() != "1.0":
                 self._fail(400, "host", "no Host header", "HTTP/1.1 requests must carry a Host header")
+        target = self._url
         try:
-            url = httptools.parse_url(self._url)
-            raw = url.path or b"/"
+            if target[:1] == b"/" and b"#" not in target:  # origin form, what clients send: no URL parser
+                raw, _, query_bytes = target.partition(b"?")
+            else:
+                url = httptools.parse_url(target)
+                raw, query_bytes = url.path or b"/", url.query or b""
             path = decode_path(raw) if b"%" in raw else raw.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, ValueError):
             self._fail(400, "invalid", "invalid request target", "send a valid URL path")
-        query = url.query.decode("latin-1") if url.query else ""
+        query = query_bytes.decode("latin-1") if query_bytes else ""
         request = Incoming(
             self, parser.get_method().decode("ascii"), path, query, self._headers, self._host,
             parser.should_keep_alive(), self._expect,

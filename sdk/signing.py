@@ -62,6 +62,40 @@ def sign(
     return f"t={ts},n={n},v1={digest}"
 
 
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class Signer:
+    """``sign`` for one secret, with the HMAC's keyed inner and outer SHA-256 states computed once (RFC 2104):
+    a signature then costs two state copies and three short hashes, the gateway's cost per call."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret: str) -> None:
+        key = secret.encode()
+        if len(key) > 64:  # SHA-256's block size: longer keys are hashed first, as hmac does
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def sign(self, method: str, path: str, body: bytes, timestamp: int | None = None, nonce: str | None = None) -> str:
+        """The same header value as ``sign(secret, method, path, body, timestamp, nonce)``."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        if nonce is None:
+            n = os.urandom(12).hex()
+        elif not _NONCE_RE.fullmatch(nonce):
+            raise ValueError("nonce must be 8-64 lower-case hex characters")
+        else:
+            n = nonce
+        inner = self._inner.copy()
+        inner.update(_message(ts, n, method, path, body))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"t={ts},n={n},v1={outer.hexdigest()}"
+
+
 def parse(header: str | None) -> ParsedSignature:
     """Parse a header value; a missing header is 401, a malformed one 403."""
     if not header:
