@@ -269,12 +269,14 @@ class Proxy:
                 raise _Failed(status, f"the instance failed while answering: {exc}", None) from exc
             request.respond(head.status, headers, data)
             return head.status, len(data)
-        request.start(head.status, headers, length)
+        # The head and what has come of the body so far (an event stream's first frame) go out in one write.
+        first = conn.buffered()
+        request.start(head.status, headers, length, first)
         # A client that goes away mid-stream closes the instance's connection, which ends the loop below.
         request.on_lost = conn.close
         if request.lost:
             conn.close()
-        sent = 0
+        sent = len(first)
         try:
             while chunk := await conn.read():
                 await request.write(chunk)

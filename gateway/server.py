@@ -183,8 +183,9 @@ class Incoming:
         self.proto.write(b"".join(parts))
         self.finish()
 
-    def start(self, status: int, headers: Headers, length: int | None = None) -> None:
-        """The head of an answer whose body follows with ``write``: chunked unless ``length`` is given."""
+    def start(self, status: int, headers: Headers, length: int | None = None, first: bytes = b"") -> None:
+        """The head of an answer whose body follows with ``write``: chunked unless ``length`` is given.
+        ``first``: a first piece of the body that has already arrived, sent in the same write."""
         if self.started or self.lost:
             return
         self.started = True
@@ -195,7 +196,10 @@ class Incoming:
         else:
             self.chunked = True
             tail = _CHUNKED + b"\r\n"
-        self.proto.write(b"".join(self._head(status, headers, tail)))
+        parts = self._head(status, headers, tail)
+        if first and self.method != "HEAD":
+            parts.append(b"%x\r\n%b\r\n" % (len(first), first) if self.chunked else first)
+        self.proto.write(b"".join(parts))
 
     async def write(self, chunk: bytes) -> None:
         """One piece of the body, sent at once (waits while the client reads slower than the instance writes)."""
