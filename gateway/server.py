@@ -22,8 +22,10 @@ import contextlib
 import http
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from typing import Any
 
 import httptools
@@ -45,6 +47,17 @@ _STATUS_LINES = {
 _NO_BODY = frozenset({204, 304})
 _CLOSE = b"connection: close\r\n"
 _CHUNKED = b"transfer-encoding: chunked\r\n"
+
+
+_date: list[Any] = [0, b""]  # [second, b"date: ...\r\n"]: formatted once a second at most
+
+
+def _date_line() -> bytes:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0], _date[1] = now, b"date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    line: bytes = _date[1]
+    return line
 
 
 def json_error_body(detail: str, hint: str | None) -> bytes:
@@ -164,7 +177,7 @@ class Incoming:
     # -- the answer
 
     def _head(self, status: int, headers: Headers, tail: bytes) -> list[bytes]:
-        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, _date_line()]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         if not self.keep_alive:
@@ -177,7 +190,8 @@ class Incoming:
         if self.started or self.lost:
             return
         self.started = True
-        parts = self._head(status, headers, b"content-length: %d\r\n\r\n" % len(body))
+        tail = b"\r\n" if status in _NO_BODY else b"content-length: %d\r\n\r\n" % len(body)
+        parts = self._head(status, headers, tail)
         if self.method != "HEAD":
             parts.append(body)
         self.proto.write(b"".join(parts))

@@ -151,6 +151,7 @@ async def test_pipelined_calls_are_answered_in_order_and_each_limit_answers_at_t
         assert out.count(b"HTTP/1.1 200 ") == 3, out
         assert out.index(b'"status"') < out.index(b'"second"') < out.index(b'"third"')
         assert b"connection: close" in out.lower()
+        assert out.count(b"date: ") == 3  # the gateway's own Date (the instance's is not passed on)
 
         too_long = await _raw(gw.url, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n")
         assert too_long.startswith(b"HTTP/1.1 414 "), too_long
