@@ -673,7 +673,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if nginx_row is not None:
             ratio = row["proxy_cpu_us_per_request"] / max(nginx_row["proxy_cpu_us_per_request"], 0.1)
             row["cpu_vs_nginx"] = round(ratio, 2)
-            targets[f"gateway CPU/call <= 2x nginx's ({row['clients']} clients)"] = ratio <= 2.0
+            clients = f"{row['clients']} client{'s' if row['clients'] > 1 else ''}"
+            targets[f"gateway CPU/call <= 2x nginx's ({clients})"] = ratio <= 2.0
     report = {
         "benchmark": "gateway_overhead",
         "target": "gateway CPU per call <= 2x nginx's, throughput >= 0.75x direct at 16 clients, p50 added "
