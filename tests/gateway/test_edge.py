@@ -168,3 +168,29 @@ async def test_pipelined_calls_are_answered_in_order_and_each_limit_answers_at_t
             gw.url, b"POST /alice/gwtest/echo HTTP/1.1\r\nHost: gw\r\n%bContent-Length: 10\r\n\r\n{" % auth
         )
         assert slow_body.startswith(b"HTTP/1.1 408 ") and b"request body" in slow_body
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    dc: DevclusterHandle, consul: Any, scheduler: SchedulerDouble, instances: Instances
+) -> None:
+    inst = await instances.start()
+    register(consul, inst)
+    await wait_passing(consul, SERVICE, 1)
+    async with running_gateway(gateway_settings(scheduler.url, dc.consul_addr)) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            body = b'{"text": "after continue"}'
+            writer.write(
+                b"POST /alice/gwtest/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
+                b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (ALICE_KEY.encode(), len(body))
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert b"after continue" in await reader.readexactly(length)
+        finally:
+            writer.close()
