@@ -25,7 +25,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "image_build": ["--runs", "1"],
     "discovery": ["--reps", "1"],
     "edge": ["--calls", "150", "--flood-seconds", "8"],
-    "gateway_overhead": ["--requests", "1500", "--rounds", "3", "--clients", "16,64"],
+    "gateway_overhead": ["--seconds", "2", "--rounds", "3", "--clients", "1,16", "--stream-calls", "40"],
     "invalidation": ["--rounds", "8", "--ttl-rounds", "1"],
     "placement": ["--decisions", "150"],
     "resources": ["--seconds", "8"],

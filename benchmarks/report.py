@@ -130,7 +130,8 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for label, met in (gateway.get("targets") or {}).items():
             clients = next((c for c, p in measured if p == "gateway" and f"({c} client" in label), None)
             row = measured.get((clients, "gateway"), {}) if clients else {}
-            figure = (f"p50 +{row.get('p50_added_ms')} ms, {row.get('throughput_ratio')}× direct throughput"
+            figure = (f"p50 +{row.get('p50_added_ms')} ms, {row.get('throughput_ratio')}× direct throughput, "
+                      f"{row.get('proxy_cpu_us_per_request')} µs CPU/call ({row.get('cpu_vs_nginx', '?')}× nginx)"
                       if row else "see the table")  # fmt: skip
             rows.append(_row(f"gateway: {label}", figure, met, "gateway_overhead"))
     edge = results.get("edge")
