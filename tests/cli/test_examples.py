@@ -73,3 +73,16 @@ def test_the_readme_first_chute_loads(tmp_path: Path) -> None:
     manifest = load_chute(str(tmp_path / "echo.py") + ":chute").chute.manifest()
     assert [c.public_api_path for c in manifest.cords] == ["/echo"]
     assert "l4" in manifest.node_selector.eligible_gpus  # schedulable on `chutes dev`'s default nodes
+
+
+def test_the_own_image_example_builds_offline_from_the_local_base() -> None:
+    """What `make demo` builds: the local base (no public registry needed) plus a package the platform lacks."""
+    manifest = load_chute(str(ROOT / "examples/own_image.py:chute")).chute.manifest()
+    assert (manifest.username, manifest.name) == ("demo", "own-image")
+    dockerfile = (manifest.image.dockerfile or "").splitlines()
+    assert dockerfile[0] == "FROM localhost/chutes-base:bookworm"
+    assert "RUN pip install --no-cache-dir cowsay==6.1" in dockerfile
+    # Its answer proves it ran in its image only while the platform's own Python cannot import the package.
+    assert importlib.util.find_spec("cowsay") is None
+    assert [c.public_api_path for c in manifest.cords] == ["/moo"]
+    assert "l4" in manifest.node_selector.eligible_gpus  # schedulable on `chutes dev`'s default nodes

@@ -6,11 +6,18 @@ sign in, deploy from the CLI and watch the events arrive, try a streaming cord, 
 taken and the placement verdicts, usage growing, scale to zero from the page, sign out, and another user who
 cannot see the private chute. Screenshots of every page go to the module's temporary folder.
 
+Where podman, buildah and the local base image are present, the scheduler builds images (a docker-registry on
+a loopback port, one node with the builder meta), and an image built on the stack is shown in the Images page
+and on its own page with its build log, followed live; elsewhere that test checks the page says builds are off
+and is skipped (failed under CHUTES_REQUIRE_CONTAINERS=1, as the other container tests).
+
 Chromium: ``scripts/setup-browser.sh`` installs it (CI runs it); without it these tests are skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -27,6 +34,14 @@ import pytest
 from chutes.client import Client
 from chutes.identity import chute_id
 from tests.scheduler.stack import Proc, Scheduler, Stack, _exe, free_port, scheduler_stack, wait_until
+from tests.support.containers import (
+    BASE_IMAGE,
+    CA_BUNDLE,
+    containers_missing,
+    ensure_containers_conf,
+    local_registry,
+    require_containers,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -70,6 +85,23 @@ async def count(self, frames: int = 4, delay: float = 0.5):
         await asyncio.sleep(delay)
 """
 CID = chute_id("alice", "dash-demo")
+IMAGE_CHUTE = f"""\
+from chutes.chute import Chute, NodeSelector
+from chutes.image import Image
+
+image = Image(username="alice", name="dash-image", tag="1").from_base("{BASE_IMAGE}").run_command(
+    "echo built for the dashboard"
+)
+chute = Chute(username="alice", name="dash-image", image=image, node_selector=NodeSelector(gpu_count=1))
+"""
+BUILDER_NODE = "gpu-c"
+
+
+def builds_possible() -> bool:
+    """podman, buildah, docker-registry and the local base image: this stack can build images."""
+    if containers_missing() is not None:
+        return False
+    return subprocess.run(["podman", "image", "exists", BASE_IMAGE], capture_output=True).returncode == 0
 
 
 @dataclass
@@ -83,6 +115,7 @@ class World:
     shots: Path
     page: Any  # playwright Page
     context: Any
+    builds: bool  # the scheduler builds images (a registry, a builder node)
 
     def ui(self, fragment: str = "") -> str:
         return f"{self.sched.url}/ui/{fragment}"
@@ -142,32 +175,57 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dashboard")
     shots = tmp / "screenshots"
     shots.mkdir()
-    with scheduler_stack(tmp, nodes=("gpu-b=a100:4", "gpu-c=l40s:2")) as stack:
-        gateway_port = free_port()  # the scheduler must know the gateway's address for the cord form
-        sched = stack.scheduler(
-            "sched",
-            CHUTES_GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
-            CHUTES_METERING_INTERVAL="1",
-            CHUTES_AUTOSCALE_DOWN_DELAY="600",
-        )
-        sched.start()
-        sched.wait_healthy()
-        with Client(sched.url, stack.admin_key) as admin:
-            alice = str(admin.create_user("alice")["api_key"])
-            bob = str(admin.create_user("bob")["api_key"])
-            gateway_key = str(admin.create_key("gateway", role="gateway")["api_key"])
-        gateway_url = start_gateway(stack, gateway_port, sched.url, gateway_key)
-        with sync_api.sync_playwright() as pw:
-            context = pw.chromium.launch_persistent_context(
-                str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-                viewport={"width": 1100, "height": 820}, service_workers="block",
-            )  # fmt: skip
-            context.set_default_timeout(20_000)
-            page = context.pages[0] if context.pages else context.new_page()
-            try:
-                yield World(stack, sched, gateway_url, alice, bob, tmp / "dash_demo.py", shots, page, context)
-            finally:
-                context.close()
+    builds = builds_possible()
+    with contextlib.ExitStack() as resources:
+        build_env: dict[str, str] = {}
+        if builds:
+            ensure_containers_conf()  # before the devcluster starts: its build tasks run buildah with it
+            registry = resources.enter_context(local_registry(tmp / "registry"))
+            build_env = {"CHUTES_REGISTRY": registry, "CHUTES_REGISTRY_TLS_VERIFY": "false"}
+            if CA_BUNDLE.exists():  # pip in the runtime layer, behind a TLS-intercepting proxy
+                build_env["CHUTES_BUILD_CA_BUNDLE"] = str(CA_BUNDLE)
+        stack = resources.enter_context(scheduler_stack(tmp, nodes=("gpu-b=a100:4", "gpu-c=l40s:2")))
+        yield from _world(tmp, shots, stack, build_env)
+
+
+def _world(tmp: Path, shots: Path, stack: Stack, build_env: dict[str, str]) -> Iterator[World]:
+    if build_env:
+        nodes = httpx.get(f"{stack.dc.nomad_addr}/v1/nodes", timeout=10).json()
+        node_id = next(n["ID"] for n in nodes if n["Name"] == BUILDER_NODE)
+        marked = httpx.post(
+            f"{stack.dc.nomad_addr}/v1/client/metadata",
+            json={"NodeID": node_id, "Meta": {"chutes_builder": "true"}},
+            timeout=10,
+        )  # as an operator marks a build-capable node
+        assert marked.status_code == 200, marked.text
+    gateway_port = free_port()  # the scheduler must know the gateway's address for the cord form
+    sched = stack.scheduler(
+        "sched",
+        CHUTES_GATEWAY_URL=f"http://127.0.0.1:{gateway_port}",
+        CHUTES_METERING_INTERVAL="1",
+        CHUTES_AUTOSCALE_DOWN_DELAY="600",
+        **build_env,
+    )
+    sched.start()
+    sched.wait_healthy()
+    with Client(sched.url, stack.admin_key) as admin:
+        alice = str(admin.create_user("alice")["api_key"])
+        bob = str(admin.create_user("bob")["api_key"])
+        gateway_key = str(admin.create_key("gateway", role="gateway")["api_key"])
+    gateway_url = start_gateway(stack, gateway_port, sched.url, gateway_key)
+    with sync_api.sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1100, "height": 820}, service_workers="block",
+        )  # fmt: skip
+        context.set_default_timeout(20_000)
+        page = context.pages[0] if context.pages else context.new_page()
+        try:
+            yield World(
+                stack, sched, gateway_url, alice, bob, tmp / "dash_demo.py", shots, page, context, bool(build_env)
+            )
+        finally:
+            context.close()
 
 
 def expect(locator: Any) -> Any:
@@ -306,6 +364,48 @@ def test_scale_to_zero_from_the_page(world: World) -> None:
         assert client.get_chute("dash-demo")["desired_instances"] == 0
 
 
+def test_an_image_built_on_the_stack_and_its_build_log(world: World) -> None:
+    page = world.page
+    page.get_by_role("link", name="Images").click()
+    expect(page.get_by_role("heading", name="Images", exact=True)).to_be_visible()
+    if not world.builds:
+        expect(page.locator("#builds-state")).to_contain_text("does not build images")  # X-Chutes-Builds: off
+        require_containers()  # skips here (fails in CI, where builds must run)
+    expect(page.locator("#builds-state")).to_contain_text("built on the cluster")
+    chute_file = world.shots.parent / "dash_image.py"
+    chute_file.write_text(IMAGE_CHUTE)
+    started = subprocess.run(
+        [_exe("chutes"), "build", f"{chute_file}:chute", "--json", "--api-url", world.sched.url,
+         "--api-key", world.alice],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip  # without --wait: the page follows the build
+    assert started.returncode == 0, started.stdout + started.stderr
+    image_id = json.loads(started.stdout)["image_id"]
+    link = page.get_by_role("link", name="dash-image:1")
+    expect(link).to_be_visible(timeout=15_000)  # the list refreshes by itself
+    link.click()
+    expect(page.get_by_role("heading", name="Image dash-image:1", level=1)).to_be_visible()
+    assert page.url.endswith(f"#/image/{image_id}")
+    log = page.locator("#build-log")
+    expect(log).to_contain_text("==> fetching the build context", timeout=60_000)
+    expect(log).to_contain_text("RUN echo built for the dashboard", timeout=60_000)
+    expect(page.locator("#image-status")).to_have_text("ready", timeout=240_000)  # follows the build by itself
+    ref = page.locator("#image-ref")
+    expect(ref).to_contain_text("/alice/dash-image:1@sha256:")
+    expect(log).to_contain_text("==> pushing")
+    expect(log).to_contain_text("chutes runtime")
+    expect(page.locator("#build-log-status")).to_contain_text("The build log ended: ready.", timeout=30_000)
+    with Client(world.sched.url, world.alice) as client:
+        assert page.locator("#image-ref").inner_text() == client.get_image(image_id)["ref"]
+    world.shot("image")
+    world.fits_a_phone("image-narrow")
+    page.get_by_role("link", name="Images").click()
+    row = page.locator("tr", has=page.get_by_role("link", name="dash-image:1"))
+    expect(row).to_contain_text("ready")
+    expect(row).to_contain_text("@sha256:")
+    world.shot("images")
+
+
 def test_sign_out_then_another_user_cannot_see_the_private_chute(world: World) -> None:
     page = world.page
     page.get_by_role("button", name="Sign out").click()
@@ -324,6 +424,8 @@ def test_sign_out_then_another_user_cannot_see_the_private_chute(world: World) -
     page.get_by_role("link", name="Nodes").click()
     expect(page.locator("[data-node=gpu-b]")).to_be_visible()
     assert page.get_by_role("option", name="dash-demo (alice)").count() == 0
+    page.get_by_role("link", name="Images").click()
+    expect(page.get_by_text("No images built yet.")).to_be_visible()  # alice's image is hers
     if os.environ.get("CHUTES_DOCS_SCREENSHOTS"):  # refresh the README's pictures: copy two of this run's
         for shot, name in (("chute-try", "chute"), ("nodes", "nodes")):
             shutil.copy(

@@ -69,7 +69,7 @@
   }
 
   const STATUS_KIND = { ready: "ok", running: "ok", passing: "ok", deploying: "busy", pending: "busy", scaling: "busy",
-    starting: "busy", unschedulable: "bad", failed: "bad", lost: "bad", deleting: "busy", stopped: "idle", error: "bad" };
+    starting: "busy", queued: "busy", building: "busy", unschedulable: "bad", failed: "bad", lost: "bad", deleting: "busy", stopped: "idle", error: "bad" };
   const statusBadge = (status) => badge(status, STATUS_KIND[status] || "idle");
 
   // ---- API ----------------------------------------------------------------------------------------------------
@@ -867,39 +867,93 @@
     });
   }
 
-  const imageId = (r) => r.image_id || r.id || r.name;
+  // Images (GET /v1/images: ImageOut rows, newest first; the header X-Chutes-Builds says whether this scheduler
+  // builds at all). An image's page follows its build log: JSON lines {"image_id", "line"}.
+  const IMAGE_ACTIVE = new Set(["queued", "building"]);
+  const imageHref = (r) => `#/image/${encodeURIComponent(r.image_id)}`;
+  // registry/user/name:tag@sha256:<12 hex>…, the whole reference in its tooltip (and on the image's page).
+  const shortRef = (ref) => h("code", { title: ref }, ref.replace(/@sha256:([0-9a-f]{12})[0-9a-f]+$/, "@sha256:$1…"));
+  const seconds = (v) => (v === null || v === undefined ? "—" : `${Number(v).toFixed(1)} s`);
 
   function pageImages(main) {
-    pageList(main, "Images", "/v1/images", (r) => `#/image/${encodeURIComponent(imageId(r))}`, "No images built yet. Build one with `chutes build app.py:chute`.");
+    const signal = pageSignal();
+    const note = h("p", { class: "muted", id: "builds-state" });
+    const body = h("div", null, h("p", { class: "muted" }, "Loading…"));
+    add(main, heading("Images"), note, body);
+    every(5000, async () => {
+      let resp, rows;
+      try {
+        resp = await request("GET", "/v1/images", undefined, signal);
+        if (!resp.ok) { const err = await toError(resp); if (resp.status === 401 && S.me) sessionLost(err); throw err; }
+        rows = await resp.json();
+      } catch (err) { if (err.name !== "AbortError") fill(body, errorBox(err)); return; }
+      fill(note, resp.headers.get("X-Chutes-Builds") === "off"
+        ? "This scheduler does not build images (no registry configured: CHUTES_REGISTRY)."
+        : "Images are built on the cluster by `chutes build` and `chutes deploy`.");
+      if (!changed(body, rows)) return;
+      fill(body, rows.length ? table(["Image", "Status", "Owner", "Kind", "Built in", "Created", "Reference or error"],
+        rows.map((r) => [h("a", { href: imageHref(r) }, `${r.name}:${r.tag}`), statusBadge(r.status), r.username, r.kind,
+          seconds(r.build_seconds), `${ago(r.created_at)} ago`, r.ref ? shortRef(r.ref) : r.error || "—"]), "Images")
+        : h("p", { class: "empty" }, "No images built yet. Build one with `chutes build app.py:chute --wait`."));
+    });
   }
 
   function pageSecrets(main) {
     pageList(main, "Secrets", "/v1/secrets", null, "No secrets. Create one with `chutes secrets create NAME --chute CHUTE`.");
   }
 
-  async function pageImage(main, id) {
+  function imageFacts(dl, image) {
+    const row = (k, v) => add(dl, h("dt", null, k), h("dd", null, v));
+    fill(dl);
+    row("Status", h("span", { id: "image-status" }, statusBadge(image.status)));
+    row("Image ID", h("code", null, image.image_id));
+    row("Owner", image.username);
+    row("Kind", image.kind === "base" ? `runtime layer on ${image.base}` : "built from an Image");
+    if (image.ref) row("Reference", h("code", { id: "image-ref" }, image.ref));
+    row("Runtime", image.runtime_version);
+    row("Build job", image.build_job_id || "—");
+    row("Built in", seconds(image.build_seconds));
+    row("Created", `${ago(image.created_at)} ago`);
+    row("Context", image.context_bytes < 1024 ? `${image.context_bytes} bytes` : `${(image.context_bytes / 1024).toFixed(1)} KiB`);
+    if (image.error) row("Error", h("span", { class: "error", id: "image-error" }, image.error));
+  }
+
+  function pageImage(main, id) {
     const signal = pageSignal();
-    const head = h("div", null, heading(`Image ${short(id)}`));
+    const title = heading("Image");
+    const dl = h("dl", { class: "meta" });
     const out = h("pre", { class: "output logs", id: "build-log", tabindex: "0", "aria-label": "Build log" });
-    const status = h("p", { role: "status", class: "muted" }, "Loading the build log…");
-    add(main, head, h("section", { "aria-labelledby": "h-build" }, h("h2", { id: "h-build" }, "Build log"), status, out));
-    try {
-      const image = await api("GET", `/v1/images/${encodeURIComponent(id)}`, undefined, signal);
-      const dl = h("dl", { class: "meta" });
-      for (const [k, v] of Object.entries(image)) if (typeof v !== "object" || v === null) add(dl, h("dt", null, k), h("dd", null, cell(v)));
-      add(head, dl);
-    } catch (err) { if (err.name !== "AbortError") add(head, errorBox(err)); return; }
-    try {
-      const resp = await request("GET", `/v1/images/${encodeURIComponent(id)}/logs?follow=true`, undefined, signal);
-      if (!resp.ok) throw await toError(resp);
-      fill(status, "Following…");
-      await streamLines(resp, (line) => {
-        let text = line;
-        try { const item = JSON.parse(line); text = typeof item === "object" && item ? (item.line ?? item.message ?? line) : line; } catch (_) { /* plain text */ }
-        add(out, `${text}\n`);
-      });
-      fill(status, "The build log ended.");
-    } catch (err) { if (err.name !== "AbortError") fill(status, errorBox(err)); }
+    const status = h("p", { role: "status", class: "muted", id: "build-log-status" }, "Loading the build log…");
+    add(main, title, dl, h("section", { "aria-labelledby": "h-build" }, h("h2", { id: "h-build" }, "Build log"), status, out));
+    let last = null;
+    const load = async () => {
+      try { last = await api("GET", `/v1/images/${encodeURIComponent(id)}`, undefined, signal); } catch (err) {
+        if (err.name !== "AbortError") fill(dl, errorBox(err));
+        return null;
+      }
+      fill(title, `Image ${last.name}:${last.tag}`);
+      document.title = `Image ${last.name}:${last.tag} · chutes`;
+      imageFacts(dl, last);
+      return last;
+    };
+    // The facts follow the build (queued → building → ready | failed) until it ends; the log streams meanwhile.
+    every(3000, async () => { if (!last || IMAGE_ACTIVE.has(last.status)) await load(); });
+    (async () => {
+      if (!(await load())) { fill(status, ""); return; }
+      try {
+        const resp = await request("GET", `/v1/images/${encodeURIComponent(id)}/logs?follow=true`, undefined, signal);
+        if (!resp.ok) throw await toError(resp);
+        fill(status, IMAGE_ACTIVE.has(last.status) ? "Following the build…" : "The build's output:");
+        await streamLines(resp, (line) => {
+          let text = line;
+          try { const item = JSON.parse(line); if (item && typeof item.line === "string") text = item.line; } catch (_) { /* plain text */ }
+          add(out, `${text}\n`);
+          if (out.scrollHeight - out.scrollTop - out.clientHeight < 80) out.scrollTop = out.scrollHeight;
+        });
+        const done = await load();
+        fill(status, done ? `The build log ended: ${done.status}.` : "The build log ended.");
+      } catch (err) { if (err.name !== "AbortError") fill(status, errorBox(err)); }
+    })();
   }
 
   // ---- router ----------------------------------------------------------------------------------------------
