@@ -22,6 +22,8 @@ from typing import Literal
 
 import httpx
 
+from chutes.dev.process import session_with_parent_death
+
 BuildsMode = Literal["auto", "on", "off"]
 BUILDS_MODES: tuple[BuildsMode, ...] = ("auto", "on", "off")
 BUILD_TOOLS = ("buildah", "docker-registry", "curl")
@@ -86,8 +88,9 @@ def start_registry(root: Path, port: int | None = None, timeout: float = 20.0) -
             f"http:\n  addr: 127.0.0.1:{chosen}\n"
         )
         with (root / "registry.log").open("ab") as log:
+            # Its own session, and SIGTERM when `chutes dev` dies (even by SIGKILL): no registry outlives the stack.
             proc = subprocess.Popen(
-                ["docker-registry", "serve", str(config)], stdout=log, stderr=log, start_new_session=True
+                ["docker-registry", "serve", str(config)], stdout=log, stderr=log, preexec_fn=session_with_parent_death
             )
         deadline = time.monotonic() + timeout
         while proc.poll() is None and time.monotonic() < deadline:
