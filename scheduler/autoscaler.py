@@ -29,6 +29,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
+from chutes.core import health
 from chutes.registrations import AllocView, verify
 from chutes.scheduler import metering
 from chutes.scheduler.autoscale import AutoscaleParams, ChuteLoad, Decision, LoadSample, ScalingPolicy, decide
@@ -252,12 +253,7 @@ class Autoscaler:
 
         name = service_name(chute_id)
         _, entries = await self.services.consul.health.service(name, passing=True)
-        found = []
-        for entry in entries or []:
-            service = entry.get("Service") or {}
-            address = service.get("Address") or (entry.get("Node") or {}).get("Address")
-            if address and service.get("Port"):
-                found.append((str(service.get("ID") or ""), str(address), int(service["Port"])))
+        found = health.instances(entries)
         if not found:
             return []
         # Only instances Nomad runs: a registration anyone could make must not steer the scale (or the bill).

@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import importlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from chutes.core import backoff
 
 if TYPE_CHECKING:
     from chutes.scheduler.metrics import SchedulerMetrics
@@ -62,8 +63,7 @@ def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
     """Delay before the next try after ``failures`` failed ticks in a row: doubling, capped, with jitter."""
     if failures <= 0:
         return interval
-    base: float = min(max_backoff, interval * 2.0 ** min(failures, 30))
-    return base * random.uniform(0.5, 1.0)
+    return backoff.backoff_delay(interval, failures, max_backoff)
 
 
 async def run_forever(loop: LeaderLoop, stop: asyncio.Event, metrics: SchedulerMetrics | None = None) -> None:
