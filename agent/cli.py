@@ -19,7 +19,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from chutes import envfile
-from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.cluster_tls import consul_address, preflight
+from chutes.core.errors import HintedError
+from chutes.core.logs import configure_logging
 from chutes.inventory import NodeInventory
 
 from .config import AgentConfig, ConfigError, Intervals, env, parse_address
@@ -219,11 +221,7 @@ async def _run(config: AgentConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(getattr(args, "log_level", "WARNING"))
     try:
         envfile.load()  # tokens from a 0600 file rather than the environment (chutes dev)
         config = _config(args)
@@ -232,11 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(config))
         return 0
-    except (ConfigError, SimulationError, envfile.EnvFileError) as exc:
-        print(f"chutes-agent: {exc}", file=sys.stderr)
+    except HintedError as exc:  # ConfigError, ClusterTLSError
+        print(exc.render("chutes-agent"), file=sys.stderr)
         return 2
-    except ClusterTLSError as exc:
-        print(f"chutes-agent: {exc}\nHint: {exc.hint}", file=sys.stderr)
+    except (SimulationError, envfile.EnvFileError) as exc:
+        print(f"chutes-agent: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `chutes-agent probe --json | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

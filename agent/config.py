@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from chutes.core.errors import HintedError
+
 from .sources.simulated import SimSpec
 
 
-class ConfigError(ValueError):
+class ConfigError(HintedError, ValueError):
     """A setting that cannot work; the message names the flag or variable to fix."""
 
 

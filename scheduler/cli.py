@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from chutes import envfile
+from chutes.core.logs import configure_logging
+from chutes.core.portfile import write_port_file
 from chutes.edge import limits as edge_limits
 from chutes.edge.limits import EdgeLimits
 from chutes.scheduler.config import ConfigError, SchedulerConfig, load_config
@@ -93,31 +92,6 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
-
-
-def _server_class() -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but SIGTERM/SIGINT end it with exit status 0 after the graceful shutdown
-        (uvicorn re-raises the signal once it is done, which makes a clean stop look like a crash)."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
 def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> Any:
     """uvicorn serving the scheduler's app through the edge protocol (``chutes.edge``)."""
     import uvicorn
@@ -145,13 +119,15 @@ async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS)
         await preflight("nomad", config.nomad_addr)
         await preflight("consul", config.consul_addr)
     except (ClusterTLSError, SecretsKeyError) as exc:
-        print(f"chutes-scheduler: cannot start: {exc}\nHint: {exc.hint}", file=sys.stderr)
+        print(exc.render("chutes-scheduler: cannot start"), file=sys.stderr)
         raise SystemExit(2) from None
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
     app = create_app(config, public_url=public_url)
-    server = _server_class()(server_config(app, config, limits))
+    from chutes.core.server import GracefulServer
+
+    server = GracefulServer(server_config(app, config, limits))
 
     async def announce() -> None:
         while not server.started:
@@ -160,7 +136,7 @@ async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS)
             await asyncio.sleep(0.05)
         print(f"chutes-scheduler listening on http://{config.host}:{port} (public URL {public_url})", flush=True)
         if config.port_file is not None:
-            _write_port_file(config.port_file, port)
+            write_port_file(config.port_file, port)
 
     announcer = asyncio.create_task(announce())
     try:
@@ -202,14 +178,14 @@ def main(argv: list[str] | None = None) -> None:
         envfile.load()  # secrets (the admin key, cluster tokens) from a file rather than the environment
         config = load_config(**_overrides(args))
         limits = edge_limits.from_args(args, os.environ, SCHEDULER_LIMITS) if args.command == "serve" else None
-    except (ConfigError, envfile.EnvFileError, edge_limits.LimitsError) as exc:
+    except ConfigError as exc:
+        print(exc.render("chutes-scheduler"), file=sys.stderr)
+        raise SystemExit(2) from None
+    except (envfile.EnvFileError, edge_limits.LimitsError) as exc:
         print(f"chutes-scheduler: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    for noisy in ("alembic.runtime.plugins", "httpx", "httpcore"):  # a line per plugin, per Nomad log request
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # alembic logs a line per plugin, httpx/httpcore one per Nomad log request
+    configure_logging(config.log_level, quiet=("alembic.runtime.plugins", "httpx", "httpcore"))
     try:
         if args.command == "create-admin":
             key = asyncio.run(_create_admin(config))

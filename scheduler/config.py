@@ -15,6 +15,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chutes.core.errors import HintedError
+
 # auto: docker for a chute with a built image, raw_exec otherwise; raw_exec or docker: always that driver.
 TaskDriver = Literal["auto", "raw_exec", "docker"]
 
@@ -25,7 +27,7 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "chutes-scheduler"
 
 
-class ConfigError(ValueError):
+class ConfigError(HintedError, ValueError):
     """A configuration value that cannot work; the message names the variable or flag to fix."""
 
 

@@ -17,6 +17,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from chutes.core.errors import HintedError
+
 ENV_CONFIG = "CHUTES_CONFIG"
 ENV_API_URL = "CHUTES_API_URL"
 ENV_GATEWAY_URL = "CHUTES_GATEWAY_URL"
@@ -24,12 +26,8 @@ ENV_API_KEY = "CHUTES_API_KEY"
 SECTION = "api"
 
 
-class ConfigError(ValueError):
+class ConfigError(HintedError, ValueError):
     """A config file that cannot be read, or a setting that is missing."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 
-def write_port_file(path: Path, ports: int | Mapping[str, int]) -> None:
+def write_port_file(path: Path, ports: int | Mapping[str, Any]) -> None:
     """Write ``ports`` (one port as a line, several as a JSON object) so that a reader sees the whole file or
     none of it: written beside it, then renamed over it."""
     text = json.dumps(dict(ports)) if isinstance(ports, Mapping) else f"{int(ports)}\n"
