@@ -10,16 +10,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 
 from chutes import envfile
 from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.core.logs import configure_logging
+from chutes.core.portfile import write_port_file
+from chutes.core.server import GracefulServer
 from chutes.edge import limits as edge_limits
 from chutes.edge.protocol import EdgeGuard
 from chutes.gateway.app import Gateway
@@ -129,15 +130,6 @@ def server_config(gateway: Gateway, access_log: bool = False, log_level: str = "
     )
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server with our own signal handling: a graceful stop ends the process with status 0
-    (uvicorn would re-raise SIGTERM after its shutdown, ending it "killed by a signal")."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     # A wrong CA or a missing client certificate stops the gateway here, with the variable to set.
@@ -148,11 +140,8 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health, kv=consul.kv)
     level = logging.getLevelName(logging.getLogger().level).lower()
-    server = _Server(server_config(gateway, access_log, level))
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # First signal: stop accepting, finish the calls in flight, flush metering. Second: stop now.
-        loop.add_signal_handler(sig, _stop, server)
+    # First signal: stop accepting, finish the calls in flight, flush metering. Second: stop now.
+    server = GracefulServer(server_config(gateway, access_log, level))
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
@@ -167,20 +156,12 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
         log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
                  settings.scheduler_url, settings.consul_addr)  # fmt: skip
         if port_file is not None:
-            tmp = port_file.with_suffix(".tmp")
-            tmp.write_text(str(bound))
-            tmp.replace(port_file)
+            write_port_file(port_file, bound)
         await task
     finally:
         await scheduler.close()
         with contextlib.suppress(Exception):
             await consul.close()
-
-
-def _stop(server: uvicorn.Server) -> None:
-    if server.should_exit:
-        server.force_exit = True
-    server.should_exit = True
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -190,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     except envfile.EnvFileError as exc:
         raise SystemExit(f"chutes-gateway: {exc}") from None
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)
     settings = settings_from(args)
     loop_factory = None
     with contextlib.suppress(ImportError):  # uvloop comes with uvicorn[standard]; the gateway runs without it too
@@ -203,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except ClusterTLSError as exc:
-        sys.stderr.write(f"chutes-gateway: {exc}\nHint: {exc.hint}\n")
+        sys.stderr.write(exc.render("chutes-gateway") + "\n")
         sys.exit(2)
 
 
