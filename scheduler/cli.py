@@ -1,7 +1,7 @@
 """``chutes-scheduler``: ``serve`` (the default) runs the API and the leader loops; ``create-admin`` prints a key;
 ``secrets-key`` prints a new ``CHUTES_SECRETS_KEY``.
 
-Configuration comes from the environment (see ``config.ENV_VARS``) and these flags, which win. With
+Configuration comes from the environment and flags, which win; both are declared once, in ``config.SETTINGS``. With
 ``--port 0`` the kernel picks a free port; the bound address is printed and, with ``--port-file``, written
 to that file once the server accepts connections (tests wait for it).
 """
@@ -14,7 +14,6 @@ import logging
 import os
 import socket
 import sys
-from pathlib import Path
 from typing import Any
 
 from chutes import envfile
@@ -22,59 +21,47 @@ from chutes.core.logs import configure_logging
 from chutes.core.portfile import write_port_file
 from chutes.edge import limits as edge_limits
 from chutes.edge.limits import EdgeLimits
-from chutes.scheduler.config import ConfigError, SchedulerConfig, load_config
+from chutes.scheduler.config import SETTINGS, ConfigError, SchedulerConfig, load_config
 
 log = logging.getLogger("chutes.scheduler")
+
+
+# Flags of `serve`, in the order --help lists them; their text, variable and default come from config.SETTINGS.
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "port_file",
+    "public_url",
+    "task_driver",
+    "container_scheduler_host",
+    "datacenters",
+    "reconcile_interval_s",
+    "check_interval_s",
+    "leader_ttl_s",
+    "gateway_url",
+    "run_loops",
+)
+# Flags `serve` and `create-admin` share.
+COMMON_FLAGS = ("database_url", "data_dir", "nomad_addr", "consul_addr", "log_level")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chutes-scheduler", description="The chutes-nomad control plane.")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the API server and the leader loops (default)")
-    serve.add_argument("--host", help="address to bind (CHUTES_SCHEDULER_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind, 0 for any free one (CHUTES_SCHEDULER_PORT, 8700)")
-    serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
-    serve.add_argument("--public-url", help="URL instances use to reach this scheduler (CHUTES_PUBLIC_URL)")
-    serve.add_argument(
-        "--task-driver",
-        choices=["auto", "raw_exec", "docker"],
-        help="Nomad driver of chute tasks: auto = docker when the chute has a built image (CHUTES_TASK_DRIVER)",
-    )
-    serve.add_argument(
-        "--container-scheduler-host",
-        help="host name containers reach this scheduler by (CHUTES_CONTAINER_SCHEDULER_HOST)",
-    )
-    serve.add_argument("--datacenters", help="comma-separated Nomad datacenters (CHUTES_DATACENTERS, dc1)")
-    serve.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float, help="seconds")
-    serve.add_argument(
-        "--check-interval", dest="check_interval_s", type=int, help="seconds between Consul checks of each instance"
-    )
-    serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
-    serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
-    serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
+    SETTINGS.add_flags(serve, SERVE_FLAGS)
     edge_limits.add_arguments(serve)
-    serve.add_argument(
-        "--dev-adopt-users",
-        dest="dev_adopt_users",
-        action="store_const",
-        const=True,
-        help="dev stacks only: deploy a chute whose username is not the caller's for a local user of that name",
-    )
-    for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
-        p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")
-        p.add_argument("--data-dir", type=Path, help="CHUTES_DATA_DIR")
-        p.add_argument("--nomad-addr", help="NOMAD_ADDR")
-        p.add_argument("--consul-addr", help="CONSUL_HTTP_ADDR")
-        p.add_argument("--log-level", help="debug, info, warning (CHUTES_LOG_LEVEL)")
-    admin = sub.choices["create-admin"]
-    admin.add_argument("--username", dest="admin_username", help="admin username (default: admin)")
+    SETTINGS.add_flags(serve, ("dev_adopt_users",))
+    admin = sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")
+    for p in (serve, admin):
+        SETTINGS.add_flags(p, COMMON_FLAGS)
+    SETTINGS.add_flags(admin, ("admin_username",))
     sub.add_parser("secrets-key", help="print a new CHUTES_SECRETS_KEY (the key that seals chute secrets)")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command"}
-    return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("edge_") and v is not None}
+    return SETTINGS.from_args(args)[0]
 
 
 # The gateway's pool keeps connections to the scheduler for 30 s: stay open longer than that, so that it
