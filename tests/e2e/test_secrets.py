@@ -43,7 +43,7 @@ def digest(value: str) -> str:
 
 def cli(info: StackInfo, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))}
-    env.update(CHUTES_API_URL=info.api_url, CHUTES_API_KEY=info.api_key, CHUTES_CONFIG="/nonexistent/config.ini")
+    env.update(CHUTES_SCHEDULER_URL=info.api_url, CHUTES_API_KEY=info.api_key, CHUTES_CONFIG="/nonexistent/config.ini")
     return subprocess.run([str(BIN / "chutes"), *args], input=stdin, env=env, capture_output=True, text=True,
                           timeout=60)  # fmt: skip
 
