@@ -76,7 +76,7 @@ def test_scheduler_settings_once_in_the_model_reach_the_loops() -> None:
 def test_the_docs_tables_match_the_declarations() -> None:
     doc = ROOT / "docs" / "configuration.md"
     assert configdocs.main(["--check", str(doc)]) == 0, "run: python -m chutes.core.configdocs"
-    for prog in ("chutes-scheduler", "chutes-agent"):
+    for prog in ("chutes-scheduler", "chutes-agent", "chutes-gateway"):
         assert f"<!-- settings: {prog} -->" in doc.read_text()
 
 
@@ -87,3 +87,19 @@ def test_a_drifted_table_is_caught_and_rewritten(tmp_path: Path) -> None:
     assert configdocs.main([str(doc)]) == 0
     assert "`--heartbeat`" in doc.read_text() and doc.read_text().endswith("<!-- /settings -->\nafter\n")
     assert configdocs.main(["--check", str(doc)]) == 0
+
+
+def test_the_gateway_key_flag_has_its_variable_s_name_and_the_old_flag_still_works(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from chutes.gateway.cli import parse_args
+
+    monkeypatch.delenv("CHUTES_GATEWAY_KEY", raising=False)
+    monkeypatch.setenv("NOMAD_PORT_http", "8123")
+    monkeypatch.delenv("CHUTES_GATEWAY_PORT", raising=False)
+    args = parse_args(["--gateway-key", "k1"])
+    assert args.gateway_key == "k1" and args.port == 8123 and args.invalidation_key == "chutes/gateway/invalidations"
+    with pytest.warns(DeprecatedName, match="--scheduler-key is deprecated; use --gateway-key"):
+        assert parse_args(["--scheduler-key", "k2"]).gateway_key == "k2"
+    monkeypatch.setenv("CHUTES_GATEWAY_KEY", "k3")
+    assert parse_args([]).gateway_key == "k3"
