@@ -1,16 +1,15 @@
 """Leader-only control loops: a registry, and a runner whose loops never die.
 
-Each module in ``LOOP_MODULES`` may define ``leader_loops(services) -> list[LeaderLoop]``; a module that is
-not installed is skipped. Only the leader runs the loops (``LeaderSupervisor`` starts them when this
-scheduler wins the Consul lock and stops them when it loses it). A tick that raises is logged and retried
-with exponential backoff and jitter; the loop keeps going.
+Each module in ``LOOP_MODULES`` may define ``leader_loops(services) -> list[LeaderLoop]``; a module listed
+and missing stops the scheduler at start (``chutes.core.registry``). Only the leader runs the loops
+(``LeaderSupervisor`` starts them when this scheduler wins the Consul lock and stops them when it loses it).
+A tick that raises is logged and retried with exponential backoff and jitter; the loop keeps going.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from chutes.core import backoff
+from chutes.core.registry import import_all
 
 if TYPE_CHECKING:
     from chutes.scheduler.metrics import SchedulerMetrics
@@ -46,13 +46,7 @@ class LeaderLoop:
 def collect(services: Services) -> list[LeaderLoop]:
     """The loops of every installed module in LOOP_MODULES."""
     loops: list[LeaderLoop] = []
-    for name in LOOP_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in import_all(LOOP_MODULES, "chutes.scheduler.loops.LOOP_MODULES"):
         factory = getattr(module, "leader_loops", None)
         if callable(factory):
             loops.extend(factory(services))

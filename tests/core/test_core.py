@@ -98,3 +98,11 @@ def test_port_files_are_whole_when_they_appear(tmp_path: Path) -> None:
 def test_hinted_errors_render_as_the_clis_print_them() -> None:
     assert HintedError("no key", "set CHUTES_X").render("chutes-agent") == "chutes-agent: no key\nHint: set CHUTES_X"
     assert HintedError("no key").render() == "no key"
+
+
+def test_a_registry_fails_on_a_missing_module_and_imports_the_others() -> None:
+    from chutes.core.registry import import_all
+
+    assert [m.__name__ for m in import_all(["chutes.core.backoff"], "T")] == ["chutes.core.backoff"]
+    with pytest.raises(ImportError, match=r"T lists chutes\.core\.no_such_module, which does not exist"):
+        import_all(["chutes.core.backoff", "chutes.core.no_such_module"], "T")
