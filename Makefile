@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-installed
 EDITABLE := --config-settings editable_mode=strict
 
-.PHONY: install lint typecheck test test-fast demo bench clean
+.PHONY: install lint typecheck test test-fast demo bench containers base-image clean
 
 # Dependencies: reinstalled only when the project's metadata changes.
 $(STAMP): pyproject.toml setup.py
@@ -38,6 +38,17 @@ demo: install
 
 bench: install  # `make bench BENCH_ARGS=--quick`: every figure in about three minutes
 	$(PY) -m benchmarks $(BENCH_ARGS)
+
+# Container instances and image builds: podman, buildah, runc & co. (apt, as root; a no-op when installed), then
+# the local Python base image. Settings podman needs on these VMs: scripts/containers.conf (CONTAINERS_CONF).
+containers:
+	bash scripts/containers_setup.sh
+	bash scripts/base_image.sh
+	@echo "podman's settings for these hosts: export CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf"
+
+# localhost/chutes-base:bookworm: debootstrap bookworm + python3, pip (about 1.5 minutes; cached in podman's storage).
+base-image:
+	bash scripts/base_image.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

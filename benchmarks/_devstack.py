@@ -21,6 +21,7 @@ import httpx
 
 from chutes.client import Client
 from chutes.dev.containers import ContainersMode
+from chutes.dev.registry import BuildsMode
 from chutes.dev.stack import DevStack, StackInfo
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,17 +59,20 @@ class Embedded:
 
 
 @contextlib.contextmanager
-def embedded_stack(containers: ContainersMode = "off", env: dict[str, str] | None = None) -> Iterator[Embedded]:
+def embedded_stack(
+    containers: ContainersMode = "off", env: dict[str, str] | None = None, builds: BuildsMode = "off"
+) -> Iterator[Embedded]:
     """The dev stack on simulated nodes (default nodes, no local GPUs), in a temporary data directory.
 
     Instances are host processes unless ``containers`` says otherwise (the figures of the other benchmarks
-    are for processes); ``env`` is added to the parts' environment."""
+    are for processes), and without image builds unless ``builds`` says otherwise; ``env`` is added to the
+    parts' environment."""
     # The parts inherit this environment: nothing of an outer cluster or dev session may leak into them.
     for var in [v for v in os.environ if v.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))]:
         del os.environ[var]
     saved = {key: os.environ.get(key) for key in env or {}}
     os.environ.update(env or {})
-    stack = DevStack(use_local_gpus=False, echo=lambda _: None, timeout=120, containers=containers)
+    stack = DevStack(use_local_gpus=False, echo=lambda _: None, timeout=120, containers=containers, builds=builds)
     try:
         try:
             info = stack.start()

@@ -20,8 +20,8 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = (
-    "gateway_overhead", "placement", "placement_at_scale", "cold_start", "container_cold_start", "discovery",
-    "invalidation", "resources", "agent_resources", "runtime_overhead", "edge",
+    "gateway_overhead", "placement", "placement_at_scale", "cold_start", "container_cold_start", "image_build",
+    "discovery", "invalidation", "resources", "agent_resources", "runtime_overhead", "edge",
 )  # fmt: skip
 
 
@@ -90,6 +90,11 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         ratios = ", ".join(f"{case} {ratio}×" for case, ratio in boxed["ratios_to_process"].items())
         rows.append(_row("cold start, container instance vs process (reported)", ratios, None,
                          "container_cold_start"))  # fmt: skip
+    built = results.get("image_build")
+    if built and "cold_s" in built:
+        rows.append(_row("image build of the test chute: cold vs cache hit (reported)",
+                         f"cold {built['cold_s']['p50']} s, cache hit {built['cache_hit_s']['p50']} s "
+                         f"({built['ratio_cold_to_cache_hit']}×)", None, "image_build"))  # fmt: skip
     disc = results.get("discovery")
     if disc:
         for interval, f in disc.get("by_check_interval", {}).items():
@@ -133,7 +138,8 @@ def targets(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         for label, met in (gateway.get("targets") or {}).items():
             clients = next((c for c, p in measured if p == "gateway" and f"({c} client" in label), None)
             row = measured.get((clients, "gateway"), {}) if clients else {}
-            figure = (f"p50 +{row.get('p50_added_ms')} ms, {row.get('throughput_ratio')}× direct throughput"
+            figure = (f"p50 +{row.get('p50_added_ms')} ms, {row.get('throughput_ratio')}× direct throughput, "
+                      f"{row.get('proxy_cpu_us_per_request')} µs CPU/call ({row.get('cpu_vs_nginx', '?')}× nginx)"
                       if row else "see the table")  # fmt: skip
             rows.append(_row(f"gateway: {label}", figure, met, "gateway_overhead"))
     edge = results.get("edge")

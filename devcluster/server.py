@@ -157,6 +157,7 @@ class Devcluster:
         app = web.Application(
             middlewares=[
                 error_middleware("Consul"),
+                api_agent.datacenter_middleware,
                 self._persist,
                 acl_http.consul_middleware(self.consul_acl, lambda: self.consul),
             ],

@@ -1,7 +1,7 @@
 """The gateway's HTTP server: authenticate, resolve the chute and cord, then hand the call to the proxy.
 
-A plain ASGI application (served by uvicorn with httptools and uvloop, see ``cli.py``): no framework between
-the parser and the proxy. The scheduler is consulted through caches and Consul through discovery watches,
+Served by the gateway's own HTTP/1.1 server (``server.py``: asyncio protocols, httptools, uvloop): nothing
+between the parser and the proxy. The scheduler is consulted through caches and Consul through discovery watches,
 so an ordinary call costs no lookup beyond dictionaries in memory.
 """
 
@@ -12,10 +12,10 @@ import logging
 import os
 import re
 import time
+from typing import Any
 
 from chutes.edge.throttle import FailureThrottle
 from chutes.gateway.allocations import NomadAllocations
-from chutes.gateway.asgi import Incoming, Message, Receive, Scope, Send, json_error_body, respond
 from chutes.gateway.cache import TTLCache
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, HealthSource
@@ -25,16 +25,19 @@ from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.proxy import Call, Proxy
 from chutes.gateway.routes import Identity, Route, Target, parse_target
 from chutes.gateway.scheduler_client import SchedulerAPI, SchedulerUnavailable
+from chutes.gateway.server import Incoming, json_error_body
 
 log = logging.getLogger(__name__)
 
 _API_KEY = re.compile(rb"cnk_[A-Za-z0-9_-]{43}")
 _JSON_TYPE = (b"content-type", b"application/json")
 _INVOCATION_ID = b"x-chutes-invocation-id"
+_UNPARSED: Any = object()
+_TARGETS_KEPT = 4096
 
 
-async def send_error(
-    send: Send,
+def send_error(
+    request: Incoming,
     status: int,
     detail: str,
     hint: str | None = None,
@@ -45,7 +48,7 @@ async def send_error(
     out = [_JSON_TYPE, *(headers or [])]
     if invocation_id is not None:
         out.append((_INVOCATION_ID, invocation_id.encode()))
-    await respond(send, status, out, json_error_body(detail, hint))
+    request.respond(status, out, json_error_body(detail, hint))
 
 
 def api_key_of(authorization: bytes | None) -> str | None:
@@ -106,6 +109,7 @@ class Gateway:
             spool=InvocationSpool(settings.spool_dir) if settings.spool_dir else None,
         )
         self.proxy = Proxy(settings, self.discovery, self.metrics, scheduler)
+        self._targets: dict[tuple[bytes, str], Target | None] = {}
 
     async def _authenticate(self, key: str) -> Identity | None:
         identity = await self.scheduler.authenticate(key)
@@ -143,46 +147,30 @@ class Gateway:
                 return route
         return None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI entry point: HTTP calls and the server's lifespan."""
-        if scope["type"] == "http":
-            await self.handle(Incoming.of(scope, receive, send))
-        elif scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message: Message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.start()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.close()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
-
     async def handle(self, request: Incoming) -> None:
         """Every request: gateway endpoints, then chute calls."""
         started = time.perf_counter()
         settings = self.settings
-        target = parse_target(request.host.decode("latin-1"), request.path, settings.domain)
+        # Parsed once per address: a busy chute's calls all name the same host and path.
+        address = (request.host, request.path)
+        target = self._targets.get(address, _UNPARSED)
+        if target is _UNPARSED:
+            target = parse_target(request.host.decode("latin-1"), request.path, settings.domain)
+            if len(self._targets) >= _TARGETS_KEPT:
+                self._targets.clear()  # bounded: a client sending many addresses only costs re-parsing
+            self._targets[address] = target
         invocation_id = os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
         if target is None:
             await self._own_endpoint(request, invocation_id)
             return
-        send = request.send
         key = api_key_of(request.header(b"authorization"))
         client = request.client_ip
         if self.throttle:  # some address failed lately: it may not make the scheduler look up unknown keys
             retry_after = self.throttle.gate(client, key)
             if retry_after is not None:
                 self.metrics.observe("", "", 429, time.perf_counter() - started)
-                await send_error(
-                    send, 429, "too many failed authentications from this address",
+                send_error(
+                    request, 429, "too many failed authentications from this address",
                     "check the API key; retry after the time in Retry-After", invocation_id,
                     [(b"retry-after", str(retry_after).encode())],
                 )  # fmt: skip
@@ -192,8 +180,8 @@ class Gateway:
             if caller is None:
                 self.throttle.failed(client)
                 self.metrics.observe("", "", 401, time.perf_counter() - started)
-                await send_error(
-                    send, 401, "missing or invalid API key",
+                send_error(
+                    request, 401, "missing or invalid API key",
                     "send 'Authorization: Bearer <api key>'; create a key with 'chutes keys create'",
                     invocation_id, [(b"www-authenticate", b"Bearer")],
                 )  # fmt: skip
@@ -204,39 +192,39 @@ class Gateway:
         except SchedulerUnavailable as exc:
             log.warning("scheduler unavailable: %s", exc)
             self.metrics.observe("", "", 503, time.perf_counter() - started)
-            await send_error(
-                send, 503, "the platform's control plane is unavailable", "retry shortly", invocation_id,
+            send_error(
+                request, 503, "the platform's control plane is unavailable", "retry shortly", invocation_id,
                 [(b"retry-after", str(settings.retry_after_unavailable).encode())],
             )  # fmt: skip
             return
         if route is None or not route.allows(caller):
             self.metrics.observe("", "", 404, time.perf_counter() - started)
-            await send_error(send, 404, "no such chute", "check the username and chute name in the URL", invocation_id)
+            send_error(request, 404, "no such chute", "check the username and chute name in the URL", invocation_id)
             return
         cords = route.cords_at(request.method, target.path)
         if cords is None:
             self.metrics.observe("", "", 404, time.perf_counter() - started)
             available = ", ".join(f"{m} {p}" for m, p in sorted(route.cords)) or "none"
-            await send_error(
-                send, 404, f"chute {route.info.name!r} has no cord at {request.method} {target.path}",
+            send_error(
+                request, 404, f"chute {route.info.name!r} has no cord at {request.method} {target.path}",
                 f"its cords: {available}", invocation_id,
             )  # fmt: skip
             return
         await self.proxy.forward(Call(request, route, cords, caller, invocation_id, started), self.recorder)
 
     async def _own_endpoint(self, request: Incoming, invocation_id: str) -> None:
-        path, method, send = request.path, request.method, request.send
+        path, method = request.path, request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
             body = json.dumps({"status": "ok", "watches": len(self.discovery.watches)}).encode()
-            await respond(send, 200, [_JSON_TYPE], body)
+            request.respond(200, [_JSON_TYPE], body)
         elif path == "/metrics" and method == "GET":
             self.metrics.watches.set(len(self.discovery.watches))
             following = self.follower is not None and self.follower.healthy
             self.metrics.invalidations_following.set(1 if following else 0)
-            await respond(send, 200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
+            request.respond(200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
         else:
-            await send_error(
-                send, 404, "not a chute address",
+            send_error(
+                request, 404, "not a chute address",
                 "call /<username>/<chute-slug>/<path> or https://<username>-<chute-slug>.<domain>/<path>",
                 invocation_id,
             )  # fmt: skip

@@ -10,23 +10,21 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
-
-import uvicorn
 
 from chutes import envfile
 from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
 from chutes.core.logs import configure_logging
 from chutes.core.portfile import write_port_file
-from chutes.core.server import GracefulServer
 from chutes.edge import limits as edge_limits
-from chutes.edge.protocol import EdgeGuard
 from chutes.gateway.app import Gateway
 from chutes.gateway.config import SETTINGS, GatewaySettings
 from chutes.gateway.discovery import consul_health
 from chutes.gateway.scheduler_client import SchedulerClient
+from chutes.gateway.server import Handler, HttpServer, Incoming
 
 log = logging.getLogger("chutes.gateway")
 
@@ -86,22 +84,15 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
     )
 
 
-def server_config(gateway: Gateway, access_log: bool = False, log_level: str = "warning") -> uvicorn.Config:
-    """uvicorn serving the gateway's ASGI app: httptools parser with the edge limits (``chutes.edge``), no
-    websockets, its own X-Forwarded-For. Half the file descriptors at most go to client connections: each
-    call also holds one to an instance."""
-    guard = EdgeGuard(gateway.settings.limits, "gateway", fd_fraction=0.5)
-    return uvicorn.Config(
-        gateway,
-        http=guard.protocol(),
-        ws="none",
-        lifespan="on",
-        access_log=access_log,
-        server_header=False,
-        proxy_headers=False,  # the gateway appends the peer to X-Forwarded-For itself
-        backlog=2048,
-        log_level=log_level,
-    )
+def access_logged(gateway: Gateway) -> Handler:
+    """The gateway's handler, logging each request's client, method and path (``--access-log``)."""
+    access = logging.getLogger("chutes.gateway.access")
+
+    async def handle(request: Incoming) -> None:
+        access.info("%s %s %s", request.client_ip, request.method, request.path)
+        await gateway.handle(request)
+
+    return handle
 
 
 async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
@@ -113,26 +104,37 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key)
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health, kv=consul.kv)
-    level = logging.getLevelName(logging.getLogger().level).lower()
-    # First signal: stop accepting, finish the calls in flight, flush metering. Second: stop now.
-    server = GracefulServer(server_config(gateway, access_log, level))
+    handler = access_logged(gateway) if access_log else gateway.handle
+    server = HttpServer(handler, settings.limits, settings.max_body_bytes)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = 0
+
+    def on_signal() -> None:
+        # First signal: stop accepting, finish the calls in flight, flush metering. Second: stop now.
+        nonlocal signals
+        signals += 1
+        stop.set()
+        if signals > 1:
+            server.abort()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise SystemExit("chutes-gateway: the server stopped while starting")
-            await asyncio.sleep(0.02)
+        await gateway.start()
+        await server.start(sock)
         log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
                  settings.scheduler_url, settings.consul_addr)  # fmt: skip
         if port_file is not None:
             write_port_file(port_file, bound)
-        await task
+        await stop.wait()
+        await server.shutdown()
     finally:
+        await gateway.close()
         await scheduler.close()
         with contextlib.suppress(Exception):
             await consul.close()

@@ -14,9 +14,9 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from chutes.gateway.asgi import BodyTooLarge, ClientGone, Incoming, json_error_body, respond
+from chutes.asgi import BodyTooLarge, ClientGone
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
@@ -24,6 +24,7 @@ from chutes.gateway.headers import client_response_headers, upstream_request_hea
 from chutes.gateway.metrics import GatewayMetrics
 from chutes.gateway.routes import Identity, Route, RouteInfo, pick_cord
 from chutes.gateway.scheduler_client import SchedulerAPI
+from chutes.gateway.server import Incoming, json_error_body
 from chutes.gateway.upstream import (
     ConnectFailed,
     Connection,
@@ -35,7 +36,7 @@ from chutes.gateway.upstream import (
     encode_request,
 )
 from chutes.manifest import CordSpec
-from chutes.signing import sign
+from chutes.signing import Signer
 
 if TYPE_CHECKING:
     from chutes.gateway.metering import InvocationRecorder
@@ -59,13 +60,6 @@ class Call:
     invocation_id: str
     started: float  # perf_counter() when the request arrived
     content_type: bytes | None = None  # of the instance's answer, once relayed
-    # Completes when the client disconnects (once the body is read, ASGI has nothing else to deliver).
-    client_left: asyncio.Future[Any] | None = None
-
-    def watch_client(self) -> asyncio.Future[Any]:
-        if self.client_left is None:
-            self.client_left = asyncio.ensure_future(self.request.receive())
-        return self.client_left
 
 
 class _Failed(Exception):
@@ -105,7 +99,7 @@ class Proxy:
     async def forward(self, call: Call, recorder: InvocationRecorder) -> None:
         """Serve ``call`` from an instance (or answer why not) and record it; never raises for an instance."""
         info = call.route.info
-        label = f"{info.username}/{info.name}"
+        label = call.route.label
         started_at = time.time()
         status, bytes_in, bytes_out = 500, 0, 0
         cord = call.cords[0]
@@ -124,8 +118,6 @@ class Proxy:
         finally:
             if len(call.cords) > 1:
                 cord = pick_cord(call.cords, call.request.query, call.content_type)
-            if call.client_left is not None and not call.client_left.done():
-                call.client_left.cancel()
             elapsed = time.perf_counter() - call.started
             self.metrics.observe(label, cord.name, status, elapsed)
             recorder.record(
@@ -205,10 +197,9 @@ class Proxy:
             host=request.host,
             scheme=request.scheme,
             invocation_id=call.invocation_id,
-            signature=sign(call.route.info.invoke_secret, method, target, body),  # a fresh nonce each time
+            signature=_signer(call.route).sign(method, target, body),  # a fresh nonce each time
         )
         data = encode_request(method, target, up.authority, headers, body)
-        client_left = call.watch_client()
         for fresh in (False, True):
             try:
                 conn, reused = await self.pool.acquire(up.host, up.port)
@@ -216,14 +207,16 @@ class Proxy:
                 return self._unreachable(up, label, "connect", exc)
             # A client that leaves while the instance works closes the instance's connection: the instance
             # sees the disconnect, cancels the cord (an async one) and frees its slot.
-            abandon = _closer(conn)
-            client_left.add_done_callback(abandon)
+            if request.lost:  # gone while the call waited: the instance is never asked
+                self.pool.release(conn)
+                raise ClientGone
+            request.on_lost = conn.close
             try:
                 head = await conn.send(data)
                 break
             except Disconnected as exc:
                 conn.close()
-                if client_left.done():
+                if request.lost:
                     log.info("client left during a call to %s: the instance's connection was closed", label)
                     raise ClientGone from exc
                 if reused and not fresh:
@@ -238,7 +231,7 @@ class Proxy:
                 self.metrics.upstream_errors.labels(label, "protocol").inc()
                 raise _Failed(502, f"bad answer from the instance: {exc}", None) from exc
             finally:
-                client_left.remove_done_callback(abandon)
+                request.on_lost = None
         try:
             if head.status in _RETRY_STATUSES:
                 self.metrics.upstream_errors.labels(label, str(head.status)).inc()
@@ -261,7 +254,7 @@ class Proxy:
         return 503
 
     async def _relay(self, call: Call, conn: Connection, head: Head, label: str) -> tuple[int, int]:
-        send = call.request.send
+        request = call.request
         if len(call.cords) > 1:
             call.content_type = next((v for n, v in head.headers if n.lower() == b"content-type"), None)
         headers = client_response_headers(head.headers)
@@ -274,22 +267,22 @@ class Proxy:
                 self.metrics.upstream_errors.labels(label, "read").inc()
                 status = 504 if isinstance(exc, ReadTimeout) else 502
                 raise _Failed(status, f"the instance failed while answering: {exc}", None) from exc
-            await respond(send, head.status, headers, data)
+            request.respond(head.status, headers, data)
             return head.status, len(data)
-        if length is not None:
-            headers.append((b"content-length", b"%d" % length))
-        await send({"type": "http.response.start", "status": head.status, "headers": headers})
+        # The head and what has come of the body so far (an event stream's first frame) go out in one write.
+        first = conn.buffered()
+        request.start(head.status, headers, length, first)
         # A client that goes away mid-stream closes the instance's connection, which ends the loop below.
-        listener = call.watch_client()
-        client_left = _closer(conn)
-        listener.add_done_callback(client_left)
-        sent = 0
+        request.on_lost = conn.close
+        if request.lost:
+            conn.close()
+        sent = len(first)
         try:
             while chunk := await conn.read():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await request.write(chunk)
                 sent += len(chunk)
         except UpstreamError as exc:
-            if listener.done():
+            if request.lost:
                 return _CLIENT_CLOSED, sent
             # The answer has started: its status cannot change any more. Returning without completing it
             # makes the server cut the client's connection: a truncated answer, never a clean end.
@@ -297,12 +290,11 @@ class Proxy:
             log.warning("instance stream for %s broke after %d bytes: %s", label, sent, exc)
             return head.status, sent
         finally:
-            gone = listener.done()
-            if not gone:
-                listener.remove_done_callback(client_left)
+            request.on_lost = None
+            gone = request.lost
         if gone:
             return _CLIENT_CLOSED, sent
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        request.finish()
         return head.status, sent
 
     async def _hold(self, info: RouteInfo, watch: ServiceWatch, label: str, avoid: set[str]) -> bool:
@@ -358,14 +350,9 @@ class Proxy:
         headers = [_JSON_TYPE, (_INVOCATION_ID, call.invocation_id.encode())]
         if failed.retry_after is not None:
             headers.append((b"retry-after", str(failed.retry_after).encode()))
-        await respond(call.request.send, failed.status, headers, json_error_body(failed.detail, failed.hint))
+        call.request.respond(failed.status, headers, json_error_body(failed.detail, failed.hint))
         return failed.status
 
 
-def _closer(conn: Connection) -> Any:
-    """A done callback that closes ``conn`` (the client left: the instance must see it)."""
-
-    def close(_done: asyncio.Future[Any]) -> None:
-        conn.close()
-
-    return close
+def _signer(route: Route) -> Signer:
+    return route.signer if route.signer is not None else Signer(route.info.invoke_secret)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chutes.identity import USERNAME_RE
 from chutes.manifest import CordSpec
+from chutes.signing import Signer
 
 
 class Identity(BaseModel):
@@ -55,6 +56,8 @@ class Route:
     #: the cords at each (method, public path): one, or a streaming and a non-streaming one
     cords: dict[tuple[str, str], tuple[CordSpec, ...]]
     shared_with: frozenset[str] = field(default_factory=frozenset)
+    label: str = ""  # ``username/name``: the chute label of metrics and logs
+    signer: Signer | None = None  # signs calls with the chute's invoke secret (set by ``of``)
 
     @classmethod
     def of(cls, info: RouteInfo) -> Route:
@@ -62,7 +65,11 @@ class Route:
         for c in info.cords:
             key = (c.public_api_method.upper(), c.public_api_path)
             cords[key] = (*cords.get(key, ()), c)
-        return cls(info=info, cords=cords, shared_with=frozenset(info.shared_with))
+        label = f"{info.username}/{info.name}"
+        return cls(
+            info=info, cords=cords, shared_with=frozenset(info.shared_with), label=label,
+            signer=Signer(info.invoke_secret),
+        )  # fmt: skip
 
     def cords_at(self, method: str, path: str) -> tuple[CordSpec, ...] | None:
         """The cords at ``path`` for ``method`` (a trailing '/' is tolerated), or None."""

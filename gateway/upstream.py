@@ -188,12 +188,7 @@ class Connection(asyncio.Protocol):
         """The next piece of the answer's body; b"" once it is complete. Raises on a broken answer."""
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
-                    self._paused = False
-                    self.transport.resume_reading()
-                return chunk
+                return self._pop()
             if self._complete:
                 return b""
             if self._error is not None:
@@ -205,6 +200,18 @@ class Connection(asyncio.Protocol):
                 await self._waiter
             finally:
                 self._waiter = None
+
+    def buffered(self) -> bytes:
+        """The next piece of the body if it has already arrived, else b"" (never waits)."""
+        return self._pop() if self._chunks else b""
+
+    def _pop(self) -> bytes:
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._paused and self._buffered <= _HIGH_WATER // 4 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return chunk
 
     async def read_all(self) -> bytes:
         parts = []

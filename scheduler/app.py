@@ -26,6 +26,7 @@ from chutes.scheduler.api.limits import BodyLimit
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.deploy import stop_watches
 from chutes.scheduler.events import EventHub
+from chutes.scheduler.images.flow import stop_followers
 from chutes.scheduler.invalidation import InvalidationPublisher
 from chutes.scheduler.loops import LeaderSupervisor
 from chutes.scheduler.metrics import RequestMetrics, SchedulerMetrics
@@ -144,6 +145,7 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
             if supervisor is not None:
                 await supervisor.stop()
             await stop_watches()
+            await stop_followers()
             if services.invalidations is not None:
                 await services.invalidations.close()
             await close_services(services)
@@ -160,7 +162,7 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
     # Uploads: a bundle (multipart, plus the manifest) or a job's outputs; JSON inputs are far smaller.
     app.add_middleware(
         BodyLimit,
-        upload_limit=max(config.max_bundle_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024,
+        upload_limit=max(config.max_bundle_bytes, config.max_context_bytes, MAX_OUTPUT_BYTES) + 1024 * 1024,
         max_json_depth=config.max_json_depth,
     )
     for router in api.routers():

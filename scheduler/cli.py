@@ -37,6 +37,7 @@ SERVE_FLAGS = (
     "datacenters",
     "reconcile_interval_s",
     "check_interval_s",
+    "healthy_deadline_s",
     "leader_ttl_s",
     "gateway_url",
     "run_loops",

@@ -141,6 +141,16 @@ class SchedulerConfig(BaseModel):
         doc="seconds between Consul's checks of each instance's `/_ready`: bounds cold start and how soon a dead "
         "instance stops getting calls; raise it on very large fleets",
     )
+    healthy_deadline_s: int = setting(
+        1800,
+        env="CHUTES_HEALTHY_DEADLINE",
+        flag="--healthy-deadline",
+        ge=11,  # above the rollout's 10 s min_healthy_time
+        le=86400,
+        doc="how long a new instance of a rollout has to pass its checks, seconds (Nomad's `update.healthy_deadline`; "
+        "first starts may download weights); the rollout fails when no instance made progress for as long again "
+        "(at most 10 min more: `progress_deadline`), and is then reported as a `failed` event",
+    )
     loop_max_backoff_s: float = Field(60.0, gt=0)
     deploy_watch_s: float = setting(
         600.0,
@@ -242,6 +252,49 @@ class SchedulerConfig(BaseModel):
         env="CHUTES_INVALIDATION_KEY",
         doc="Consul KV key of the access-change notices the gateways follow (theirs must match)",
     )
+    # Image builds (docs/images.md). No registry: builds are off (the API answers 409 with this hint).
+    registry: str | None = setting(
+        None,
+        env="CHUTES_REGISTRY",
+        doc="image builds (docs/images.md): the registry images are pushed to, `host[:port][/path]`; unset: builds "
+        "are off (`POST /v1/images` answers 409 with a hint)",
+    )
+    registry_tls_verify: bool = setting(
+        True, env="CHUTES_REGISTRY_TLS_VERIFY", doc="`false` for a plain-HTTP registry (`chutes dev`'s loopback one)"
+    )
+    registry_auth_file: Path | None = setting(
+        None,
+        env="CHUTES_REGISTRY_AUTH_FILE",
+        doc="a containers `auth.json` for the registry, whose contents reach build tasks through their Nomad Variable",
+    )
+    build_ca_bundle: str | None = setting(
+        None,
+        env="CHUTES_BUILD_CA_BUNDLE",
+        doc="a CA bundle (on the builder nodes) mounted read-only into RUN steps, for TLS-intercepting proxies",
+    )
+    build_timeout_s: int = setting(
+        1800, env="CHUTES_BUILD_TIMEOUT", ge=30, le=24 * 3600, doc="a build's time limit, seconds"
+    )
+    max_context_bytes: int = setting(
+        DEFAULT_MAX_BUNDLE_BYTES,
+        env="CHUTES_MAX_CONTEXT_BYTES",
+        ge=1024,
+        doc="the largest build context (content, uncompressed), bytes",
+    )
+    max_concurrent_builds: int = setting(
+        2, env="CHUTES_MAX_CONCURRENT_BUILDS", ge=1, le=100, doc="builds under way per user (past it 429)"
+    )
+    builder_node_meta: str = setting(
+        "chutes_builder=true",
+        env="CHUTES_BUILDER_NODE_META",
+        doc="where build jobs run: nodes with this meta (`KEY=VALUE`; empty: no meta constraint)",
+    )
+    builder_node_class: str | None = setting(
+        None, env="CHUTES_BUILDER_NODE_CLASS", doc="where build jobs run: nodes of this class (with the meta above)"
+    )
+    build_isolation: Literal["oci", "chroot", "rootless"] = setting(
+        "oci", env="CHUTES_BUILD_ISOLATION", doc="buildah's `--isolation` for RUN steps: `oci`, `rootless` or `chroot`"
+    )
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -273,6 +326,19 @@ class SchedulerConfig(BaseModel):
         value = value.strip().rstrip("/")
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"CHUTES_GATEWAY_URL {value!r} must start with http:// or https://")
+        return value
+
+    @field_validator("registry", "build_ca_bundle", "builder_node_class")
+    @classmethod
+    def _blank_is_none(cls, value: str | None) -> str | None:
+        return value.strip().rstrip("/") if value and value.strip() else None
+
+    @field_validator("builder_node_meta")
+    @classmethod
+    def _node_meta(cls, value: str) -> str:
+        value = value.strip()
+        if value and not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}=[^\s$]{1,128}", value):
+            raise ValueError(f"{value!r} is not KEY=VALUE (e.g. chutes_builder=true), or empty for any node")
         return value
 
     @field_validator("datacenters", mode="before")

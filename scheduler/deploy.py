@@ -37,6 +37,7 @@ from chutes.scheduler.nomad_api import (
     NomadRejected,
     NomadUnavailable,
     allocation_gpu_ids,
+    scaling_blocked,
 )
 from chutes.scheduler.placement import NodeState, Placement, PlacementRequest, Unschedulable, place_many
 from chutes.scheduler.render import ChuteRelease, RenderError, RenderSettings, batch_job_id, job_id, service_name
@@ -44,7 +45,9 @@ from chutes.scheduler.services import Services
 from chutes.scheduler.store import chute_secrets as secrets_repo
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
+from chutes.scheduler.store import instances as instances_repo
 from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.store.instances import TERMINAL
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import instance_token, new_invoke_secret, token_secret
 from chutes.scheduler.store.users import Principal
@@ -74,13 +77,16 @@ def render_settings(services: Services) -> RenderSettings:
         namespace=config.nomad_namespace,
         check_interval_s=config.check_interval_s,
         check_timeout_s=min(2, config.check_interval_s),
+        healthy_deadline_s=config.healthy_deadline_s,
     )
 
 
 async def release_for(services: Services, chute: Chute, placements: Sequence[Placement] = ()) -> ChuteRelease:
     async with services.store.session() as session:
         names = await secrets_repo.names(session, chute.id)
-    release = ChuteRelease(bundle_sha256=chute.version, count=chute.desired_instances, secret_names=names)
+    release = ChuteRelease(
+        bundle_sha256=chute.version, count=chute.desired_instances, secret_names=names, image_ref=chute.image_ref
+    )
     return release.with_placements(placements)
 
 
@@ -257,7 +263,8 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
         raise APIError(409, f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
     # Values that reach the Nomad job are checked before anything is stored.
     try:
-        rendered_jobs(manifest, ChuteRelease(bundle_sha256=upload.sha256), render_settings(services))
+        release = ChuteRelease(bundle_sha256=upload.sha256, image_ref=upload.image_ref)
+        rendered_jobs(manifest, release, render_settings(services))
     except RenderError as exc:
         raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
 
@@ -349,6 +356,7 @@ async def _store_intent(
         chute.manifest = manifest.model_dump(mode="json")
         chute.version = upload.sha256
         chute.desired_instances = desired
+        chute.image_ref = upload.image_ref
         chute.status = "deploying"
         chute.status_detail = ""
         await chutes_repo.put_version(
@@ -387,6 +395,7 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + services.config.deploy_watch_s
+    waiting_told: tuple[str, int] | None = None
     while loop.time() < deadline:
         try:
             async with services.store.session() as session:
@@ -394,9 +403,13 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
             if chute is None or chute.version != version or chute.status == "deleting":
                 return
             views = await observe_chute(services, chute)
+            await report_rollout(services, chute)
             ready = sum(1 for v in views if v.state == "ready")
             if chute.desired_instances and ready >= chute.desired_instances:
                 return
+            placed = sum(1 for v in views if v.state not in TERMINAL)
+            if placed < chute.desired_instances:
+                waiting_told = await _tell_waiting(services, chute, placed, waiting_told)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the reconciler catches up; keep watching
@@ -404,8 +417,112 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
         await asyncio.sleep(services.config.watch_interval_s)
 
 
+async def _tell_waiting(
+    services: Services, chute: Chute, placed: int, told: tuple[str, int] | None
+) -> tuple[str, int] | None:
+    """Fewer instances placed than wanted and Nomad holds the rest in a blocked evaluation: say once (per
+    blocked evaluation and shortfall) that the deploy waits for capacity; Nomad places them when a GPU frees."""
+    try:
+        evaluations = await services.nomad.job_evaluations(job_id(chute.id))
+    except JobNotFound:
+        return told
+    blocked = [e for e in evaluations if e.status == "blocked"]
+    if not blocked:
+        return told
+    key = (blocked[-1].id, chute.desired_instances - placed)
+    if told == key:
+        return told
+    missing = chute.desired_instances - placed
+    reason = blocked[-1].explanation() or "no room now"
+    await services.events.record(
+        chute.id, "waiting",
+        f"waiting for capacity: {placed} of {chute.desired_instances} instance(s) placed; Nomad places the other "
+        f"{missing} as soon as a node has room ({reason})",
+        version=chute.version, data={"placed": placed, "desired": chute.desired_instances, "nomad": reason,
+                                     "blocked_evaluation": blocked[-1].id},
+    )  # fmt: skip
+    return key
+
+
+_pending_scales: dict[str, asyncio.Task[None]] = {}
+
+
+def _scale_after_rollout(services: Services, chute_id: str) -> None:
+    """Apply the stored desired count once the chute's rollout ends (one waiter per chute)."""
+    if chute_id in _pending_scales:
+        return
+    task = asyncio.create_task(_apply_count_after_rollout(services, chute_id), name=f"scale-after-rollout:{chute_id}")
+    _pending_scales[chute_id] = task
+    task.add_done_callback(lambda _: _pending_scales.pop(chute_id, None))
+
+
+async def _apply_count_after_rollout(services: Services, chute_id: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(services.config.deploy_watch_s, 60.0)
+    while loop.time() < deadline:
+        await asyncio.sleep(services.config.watch_interval_s)
+        try:
+            async with services.store.session() as session:
+                chute = await chutes_repo.get_chute(session, chute_id)
+            if chute is None or chute.status == "deleting":
+                return
+            job = await services.nomad.find_job(job_id(chute_id)) or {}
+            counts = [g.get("Count") for g in job.get("TaskGroups") or [] if g.get("Name") == render.GROUP]
+            if not counts or counts[0] == chute.desired_instances:
+                return
+            await services.nomad.scale_job(
+                job_id(chute_id), chute.desired_instances, message="chutes: the count asked for during a rollout"
+            )
+            log.info("scaled %s to %d after its rollout", chute_id, chute.desired_instances)
+            return
+        except NomadRejected as exc:
+            if not scaling_blocked(exc):
+                log.warning("scaling %s after its rollout: %s (the reconciler retries)", chute_id, exc.detail)
+                return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the reconciler catches up
+            log.warning("scaling %s after its rollout: %r (the reconciler retries)", chute_id, exc)
+            return
+
+
+_rollouts_reported: set[str] = set()
+
+
+async def report_rollout(services: Services, chute: Chute) -> None:
+    """A Nomad deployment of the chute's current version that failed is told once, as a ``failed`` event:
+    Nomad stopped replacing instances, so those of the previous version that it had not replaced yet keep
+    serving (the job keeps the new version: the reconciler does not register it again)."""
+    try:
+        deployment = await services.nomad.latest_deployment(job_id(chute.id))
+        if deployment is None or deployment.get("Status") != "failed" or deployment["ID"] in _rollouts_reported:
+            return
+        job = await services.nomad.find_job(job_id(chute.id))
+    except (JobNotFound, NomadError) as exc:
+        log.debug("rollout of %s: %r", chute.id, exc)
+        return
+    if job is None or job.get("Version") != deployment.get("JobVersion"):
+        return
+    if (job.get("Meta") or {}).get("chute_version") != render.chute_version(chute.version):
+        return
+    _rollouts_reported.add(deployment["ID"])
+    async with services.store.session() as session:
+        last = await events_repo.last_event(session, chute.id, "failed")
+        if last is not None and (last.data or {}).get("deployment") == deployment["ID"]:
+            return  # told by this or another scheduler before
+        serving = [i for i in await instances_repo.list_for(session, chute.id) if i.state == "ready"]
+    description = deployment.get("StatusDescription") or "failed"
+    await services.events.record(
+        chute.id, "failed",
+        f"the rollout of version {chute.version[:12]} failed (Nomad: {description}); instances not replaced yet "
+        f"keep serving the previous version ({len(serving)} ready); deploy a fixed version to continue",
+        version=chute.version, data={"deployment": deployment["ID"], "nomad": description,
+                                     "serving": len(serving)},
+    )  # fmt: skip
+
+
 async def stop_watches() -> None:
-    tasks = list(_watches.values())
+    tasks = list(_watches.values()) + list(_pending_scales.values())
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -433,9 +550,13 @@ async def set_desired(services: Services, chute: Chute, count: int, reason: str)
             placements, _ = await plan(services, Manifest.model_validate(chute.manifest), count, purpose="scale")
         await submit(services, chute, placements)
     except NomadRejected as exc:
-        if "active deployment" not in exc.detail:
+        if not scaling_blocked(exc):
             raise nomad_failure(exc) from None
-        await submit(services, chute)  # scaling is blocked while a deployment runs: register the new count
+        # Nomad refuses to scale while a rollout is under way. Registering the job again with the new count
+        # would be a new version that restarts the rollout (and, rendered anew, may replace healthy instances):
+        # the count is stored and applied as soon as the rollout ends (the reconciler would, at its next pass).
+        log.info("scaling %s to %d waits for its rollout to end", chute.id, count)
+        _scale_after_rollout(services, chute.id)
     except NomadError as exc:
         raise nomad_failure(exc) from None
     if count:

@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 
 # The lifecycle a deploy walks through; "unschedulable", "failed", "scaled", "deleted" and others may interleave.
 KINDS = (
-    "accepted", "registered", "placed", "running", "ready", "unschedulable", "failed", "stopped", "scaled",
-    "reconciled", "deleting", "deleted", "error",
+    "accepted", "registered", "waiting", "placed", "running", "ready", "unschedulable", "failed", "stopped",
+    "scaled", "reconciled", "deleting", "deleted", "error",
 )  # fmt: skip
 FINAL_KINDS = frozenset({"deleted"})  # a follower's stream ends after one of these
 

@@ -30,6 +30,7 @@ LOOP_MODULES = (
     "chutes.scheduler.autoscaler",
     "chutes.scheduler.metering",
     "chutes.scheduler.secret_sync",
+    "chutes.scheduler.images.flow",
 )
 
 

@@ -62,6 +62,11 @@ class NomadRejected(NomadError):
         self.status = status
 
 
+def scaling_blocked(exc: NomadError) -> bool:
+    """Nomad refused a scale because a deployment of the job is active (it answers 400 until that ends)."""
+    return isinstance(exc, NomadRejected) and "blocked due to active deployment" in exc.detail
+
+
 class NomadForbidden(NomadRejected):
     """The ACL token is missing or lacks a capability."""
 
@@ -363,7 +368,8 @@ class NomadClient:
         return data
 
     async def deregister_job(self, job_id: str, *, purge: bool = True) -> str | None:
-        """Stop the job (and with ``purge`` forget it); the evaluation ID. JobNotFound when there is none."""
+        """Stop the job (and with ``purge`` forget it); the evaluation ID, None for a job that is gone (Nomad
+        1.4.6+ answers 200 without an evaluation; older ones 404, which is JobNotFound)."""
         data = await self._call(
             f"deregister job {job_id}", lambda: self._nomad.job.deregister_job(job_id, purge=purge), JobNotFound
         )
@@ -455,6 +461,13 @@ class NomadClient:
             f"list evaluations of job {job_id}", lambda: self._nomad.job.get_evaluations(job_id), JobNotFound
         )
         return [Evaluation.from_json(e) for e in data]
+
+    async def latest_deployment(self, job_id: str) -> dict[str, Any] | None:
+        """The job's latest deployment (``GET /v1/job/:id/deployment``), None when it has none."""
+        data: dict[str, Any] | None = await self._call(
+            f"read deployment of job {job_id}", lambda: self._nomad.job.get_deployment(job_id), JobNotFound
+        )
+        return data or None
 
     # -- nodes --
 

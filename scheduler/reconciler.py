@@ -26,7 +26,7 @@ from chutes.inventory import KV_PREFIX
 from chutes.manifest import Manifest
 from chutes.scheduler import deploy, drift, reservations, runs, task_events
 from chutes.scheduler.loops import LeaderLoop
-from chutes.scheduler.nomad_api import JobNotFound, NomadError, allocation_gpu_ids
+from chutes.scheduler.nomad_api import JobNotFound, NomadError, NomadRejected, allocation_gpu_ids, scaling_blocked
 from chutes.scheduler.render import GROUP, RenderError, chute_version, job_id, service_name
 from chutes.scheduler.runs import last_task_message
 from chutes.scheduler.services import Services
@@ -347,8 +347,18 @@ async def converge_chute(
         groups = {g.get("Name"): g for g in job.get("TaskGroups") or []}
         current: int | None = (groups.get(GROUP) or {}).get("Count")
         if current is not None and current != chute.desired_instances:
-            await services.nomad.scale_job(job_id(chute.id), chute.desired_instances, message="chutes: reconciler")
-            log.info("reconciler: scaled %s from %s to %d", chute.id, current, chute.desired_instances)
+            try:
+                await services.nomad.scale_job(job_id(chute.id), chute.desired_instances, message="chutes: reconciler")
+            except NomadRejected as exc:
+                if not scaling_blocked(exc):
+                    raise
+                # A rollout is under way; Nomad takes the new count once it ends: the next pass tries again.
+                log.info(
+                    "reconciler: %s is being rolled out; scaling it to %d waits", chute.id, chute.desired_instances
+                )
+            else:
+                log.info("reconciler: scaled %s from %s to %d", chute.id, current, chute.desired_instances)
+        await deploy.report_rollout(services, chute)
         views = await observe_chute(services, chute)
         if chute.desired_instances and not any(v.state not in TERMINAL for v in views):
             await _explain_nomad_failure(services, chute)

@@ -142,7 +142,9 @@ def render_chute_job(manifest: Manifest, release: ChuteRelease, settings: Render
         "HealthCheck": "checks",
         "MinHealthyTime": 10 * _NS,
         "HealthyDeadline": settings.healthy_deadline_s * _NS,
-        "ProgressDeadline": (settings.healthy_deadline_s + 600) * _NS,
+        # Nomad wants it above the healthy deadline; a rollout whose instance missed that deadline fails
+        # after as long again (at most 10 minutes) without progress.
+        "ProgressDeadline": (settings.healthy_deadline_s + min(600, settings.healthy_deadline_s)) * _NS,
         "AutoRevert": False,
     }
     affinities = []

@@ -6,6 +6,11 @@
 3. calls both cords through the gateway with ``chutes invoke``: ``/hello`` (JSON) and ``/count`` (streamed);
 4. shows the instance's logs, prints what to try next, and stops the stack (no process left behind).
 
+It says whether instances can run in containers here (``chutes dev --containers auto``: podman and buildah
+installed) and how the demo's instance runs: in a podman container of its built image, or as a host process
+(raw_exec) when the chute has no built image on this stack, which is the case while images are not built by
+the platform. Without podman everything runs as host processes; the demo works the same either way.
+
 Any failing step stops the demo with the relevant logs and a non-zero exit status.
 """
 
@@ -21,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import httpx
 
 from chutes.dev.process import session_with_parent_death
 
@@ -63,7 +70,17 @@ def _quote(arg: str) -> str:
 def start_stack(workdir: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict[str, object], Path]:
     ready = workdir / "ready.json"
     log = workdir / "chutes-dev.log"
-    argv = [CHUTES, "dev", "--simulate", "--data-dir", str(workdir / "data"), "--ready-file", str(ready)]
+    argv = [
+        CHUTES,
+        "dev",
+        "--simulate",
+        "--builds",
+        "off",
+        "--data-dir",
+        str(workdir / "data"),
+        "--ready-file",
+        str(ready),
+    ]
     print("$ chutes dev --simulate --data-dir ... --ready-file ...   (in the background)", flush=True)
     with log.open("wb") as out:
         # Its own process group, and SIGTERM if this script dies (even by SIGKILL), so no stack outlives the demo.
@@ -93,6 +110,41 @@ def stop_stack(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+def containers_conf(env: dict[str, str]) -> None:
+    """Point podman at the project's settings (scripts/containers.conf: runc, rlimits) unless the user set some."""
+    if not env.get("CONTAINERS_CONF") and shutil.which("runc"):
+        env["CONTAINERS_CONF"] = str(ROOT / "scripts" / "containers.conf")
+
+
+def containers_line(log: Path) -> str:
+    """What `chutes dev` said about containers (its line "containers: on (podman 4.3.1): ...")."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.strip().startswith("containers:"):
+            return line.strip()
+    return "containers: (not reported)"
+
+
+def how_it_runs(info: dict[str, object], env: dict[str, str], chute: str) -> str:
+    """One line: does the chute's instance run in a container (of which image) or as a host process, and why."""
+    got = subprocess.run(
+        [CHUTES, "chutes", "get", chute, "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    job_id = json.loads(got.stdout)["nomad_job_id"] if got.returncode == 0 else f"chute-{chute}"
+    job = httpx.get(
+        f"{info['nomad_addr']}/v1/job/{job_id}", headers={"X-Nomad-Token": str(info["nomad_token"])}, timeout=10
+    ).json()
+    task = job["TaskGroups"][0]["Tasks"][0]
+    if task["Driver"] == "docker":
+        return f"runs in a podman container of its built image {task['Config']['image']} (docker driver)"
+    if info.get("containers"):
+        return (
+            "runs as a host process (raw_exec): containers are on, but this stack has no built image of the "
+            "chute's Image (the platform does not build images in this version), and only chutes with a built "
+            "image run in containers"
+        )
+    return "runs as a host process (raw_exec): containers are off on this machine (see the line above)"
+
+
 def show_logs(workdir: Path, env: dict[str, str]) -> None:
     """What went wrong: `chutes dev`'s output, the tail of each daemon's log, the instance's log."""
     dev_log = workdir / "chutes-dev.log"
@@ -113,17 +165,20 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
     env["CHUTES_CONFIG"] = str(workdir / "config.ini")
     env["COLUMNS"] = env.get("COLUMNS", "120")
+    containers_conf(env)
     proc: subprocess.Popen[bytes] | None = None
     failed = False
     try:
         say("1/4  Start the platform on this machine: devcluster (Nomad + Consul APIs), agents, scheduler, gateway")
-        proc, info, _ = start_stack(workdir, env)
+        proc, info, log = start_stack(workdir, env)
         print(f"     scheduler {info['api_url']}   gateway {info['gateway_url']}   user {info['username']}")
+        print(f"     {containers_line(log)}")
         print(f"     up in {time.monotonic() - started:.1f}s")
         run(["nodes"], env)
 
         say("2/4  Deploy examples/hello.py (placement on a node whose GPUs match its NodeSelector)")
         run(["deploy", "examples/hello.py:chute", "--timeout", "90"], env)
+        print(f"     hello {how_it_runs(info, env, 'hello')}")
 
         say("3/4  Call both cords through the gateway")
         run(["invoke", "hello", "/hello", "-d", '{"name": "Ada"}'], env)
@@ -144,7 +199,7 @@ def main() -> int:
             "  chutes deploy examples/job.py:chute && chutes jobs run primes count_primes --input '{\"limit\": 1000}'\n"
             "  docs: README.md, docs/architecture.md, docs/cluster.md (a real Nomad + Consul cluster)"
         )
-    except (DemoFailed, OSError, ValueError) as exc:
+    except (DemoFailed, OSError, ValueError, KeyError, httpx.HTTPError) as exc:
         failed = True
         print(f"\nDEMO FAILED: {exc}", file=sys.stderr, flush=True)
         show_logs(workdir, env)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
@@ -108,6 +108,7 @@ class _Request:
     files: Mapping[str, tuple[str, bytes, str]] | None = None
     data: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    content: bytes | None = None
 
 
 # ---------------------------------------------------------------------------------------------------- requests
@@ -118,7 +119,43 @@ def _ref(ref: str) -> str:
     return quote(ref, safe="")
 
 
-def _prepare_deploy(chute: Chute | str, public: bool = False) -> _Request:
+def _load(chute: Chute | str) -> tuple[Chute, str, str]:
+    """The chute (loaded if given as ``FILE:ATTR``), its module's path and its entrypoint."""
+    from chutes.loader import load_chute, locate_chute
+
+    if isinstance(chute, str):
+        loaded = load_chute(chute)
+        return loaded.chute, str(loaded.module_path), loaded.entrypoint
+    module_path, entrypoint = locate_chute(chute)
+    return chute, str(module_path), entrypoint
+
+
+def pack_image(chute: Chute | str) -> Any:
+    """The build context of a chute's image (``chutes.image.pack.PackedContext``): every file from its folder."""
+    from pathlib import Path
+
+    from chutes.image.pack import pack
+
+    obj, module_path, _ = _load(chute)
+    return pack(obj.image, chute_dir=Path(module_path).resolve().parent, username=obj.username)
+
+
+def _image_upload(archive: bytes, rebuild: bool = False) -> _Request:
+    return _Request(
+        "POST", "/v1/images", params={"rebuild": "true"} if rebuild else None, content=archive,
+        headers={"Content-Type": "application/gzip"},
+    )  # fmt: skip
+
+
+def _image_line(item: str) -> str:
+    try:
+        parsed = json.loads(item)
+    except ValueError:
+        return item
+    return str(parsed.get("line", "")) if isinstance(parsed, dict) else item
+
+
+def _prepare_deploy(chute: Chute | str, public: bool = False, image: str | None = None) -> _Request:
     """Load the chute if given as ``FILE:ATTR``, build its manifest and bundle, describe the upload."""
     from chutes.bundle import build_bundle
     from chutes.loader import load_chute, locate_chute
@@ -131,10 +168,13 @@ def _prepare_deploy(chute: Chute | str, public: bool = False) -> _Request:
         module_path, entrypoint = locate_chute(chute)
     manifest = obj.manifest()
     bundle = build_bundle(module_path, entrypoint)
+    extra = {"public": "true"} if public else {}
+    if image:
+        extra["image"] = image
     return _Request(
         "POST",
         "/v1/chutes",
-        data={"manifest": manifest.model_dump_json(), **({"public": "true"} if public else {})},
+        data={"manifest": manifest.model_dump_json(), **extra},
         files={"bundle": ("bundle.tar.gz", bundle.data, "application/gzip")},
     )
 
@@ -313,8 +353,9 @@ class Client:
         http = http or self._http
         try:
             response = http.request(
-                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
-            )
+                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data,
+                content=req.content, headers=req.headers or None,
+            )  # fmt: skip
         except httpx.TransportError as exc:
             raise ChutesConnectionError(
                 str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
@@ -389,11 +430,61 @@ class Client:
 
     # -- chutes
 
-    def deploy(self, chute: Chute | str, *, public: bool = False) -> JSON:
+    def deploy(self, chute: Chute | str, *, public: bool = False, image: str | None = None) -> JSON:
         """Upload a chute (an object, or ``FILE:ATTR`` / ``module:attr``); answers as soon as it is accepted.
 
-        ``public``: every user may call it (admins only)."""
-        return dict(self._json(_prepare_deploy(chute, public)))
+        ``public``: every user may call it (admins only). ``image``: the id of a built image (``build``) its
+        instances run in; the deploy is refused when that build failed."""
+        return dict(self._json(_prepare_deploy(chute, public, image)))
+
+    # -- images
+
+    def build(
+        self,
+        chute: Chute | str,
+        *,
+        wait: bool = False,
+        rebuild: bool = False,
+        on_line: Callable[[str], None] | None = None,
+    ) -> JSON:
+        """Upload the build context of a chute's image and build it (nothing starts when it is built already:
+        ``cache_hit``). ``wait``: follow the build, calling ``on_line`` with each line of its output, and answer
+        the finished image (``status`` ready with its ``ref``, or failed with its ``error``)."""
+        packed = pack_image(chute)
+        image = dict(self._json(_image_upload(packed.archive, rebuild)))
+        if wait and image.get("status") in ("queued", "building"):
+            for line in self.image_logs(image["image_id"], follow=True):
+                if on_line is not None:
+                    on_line(line)
+            image = self.get_image(image["image_id"]) | {"cache_hit": False}
+        return image
+
+    def list_images(self) -> list[JSON]:
+        return _items(self._json(_Request("GET", "/v1/images")), "images", "items")
+
+    def builds_available(self) -> bool:
+        """Whether the platform builds images (a scheduler without the image API: no)."""
+        try:
+            response = self._send(_Request("GET", "/v1/images"))
+        except ChutesAPIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return str(response.headers.get("x-chutes-builds", "off")) == "on"
+
+    def get_image(self, ref: str) -> JSON:
+        """An image by id (or a unique prefix of it, or ``name:tag``)."""
+        return dict(self._json(_Request("GET", f"/v1/images/{_ref(ref)}")))
+
+    def image_logs(self, ref: str, *, follow: bool = False) -> Iterator[str]:
+        """The build's output lines; ``follow`` streams them while it builds."""
+        req = _Request("GET", f"/v1/images/{_ref(ref)}/logs", params={"follow": "true"} if follow else None)
+        for _, line in self._stream_lines(req):
+            if line:
+                yield _image_line(line)
+
+    def delete_image(self, ref: str) -> None:
+        self._send(_Request("DELETE", f"/v1/images/{_ref(ref)}"))
 
     def list_chutes(self) -> list[JSON]:
         return _items(self._json(_Request("GET", "/v1/chutes")), "chutes", "items")
@@ -649,8 +740,9 @@ class AsyncClient:
         http = http or self._http
         try:
             response = await http.request(
-                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data
-            )
+                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data,
+                content=req.content, headers=req.headers or None,
+            )  # fmt: skip
         except httpx.TransportError as exc:
             raise ChutesConnectionError(
                 str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
@@ -712,8 +804,51 @@ class AsyncClient:
     async def delete_secret(self, name: str, *, chute: str) -> None:
         await self._send(_secret_delete(name, chute))
 
-    async def deploy(self, chute: Chute | str, *, public: bool = False) -> JSON:
-        return dict(await self._json(_prepare_deploy(chute, public)))
+    async def build(
+        self,
+        chute: Chute | str,
+        *,
+        wait: bool = False,
+        rebuild: bool = False,
+        on_line: Callable[[str], None] | None = None,
+    ) -> JSON:
+        """As ``Client.build``."""
+        packed = pack_image(chute)
+        image = dict(await self._json(_image_upload(packed.archive, rebuild)))
+        if wait and image.get("status") in ("queued", "building"):
+            async for line in self.image_logs(image["image_id"], follow=True):
+                if on_line is not None:
+                    on_line(line)
+            image = await self.get_image(image["image_id"]) | {"cache_hit": False}
+        return image
+
+    async def list_images(self) -> list[JSON]:
+        return _items(await self._json(_Request("GET", "/v1/images")), "images", "items")
+
+    async def builds_available(self) -> bool:
+        """As ``Client.builds_available``."""
+        try:
+            response = await self._send(_Request("GET", "/v1/images"))
+        except ChutesAPIError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return str(response.headers.get("x-chutes-builds", "off")) == "on"
+
+    async def get_image(self, ref: str) -> JSON:
+        return dict(await self._json(_Request("GET", f"/v1/images/{_ref(ref)}")))
+
+    async def image_logs(self, ref: str, *, follow: bool = False) -> AsyncIterator[str]:
+        req = _Request("GET", f"/v1/images/{_ref(ref)}/logs", params={"follow": "true"} if follow else None)
+        async for _, line in self._stream_lines(req):
+            if line:
+                yield _image_line(line)
+
+    async def delete_image(self, ref: str) -> None:
+        await self._send(_Request("DELETE", f"/v1/images/{_ref(ref)}"))
+
+    async def deploy(self, chute: Chute | str, *, public: bool = False, image: str | None = None) -> JSON:
+        return dict(await self._json(_prepare_deploy(chute, public, image)))
 
     async def list_chutes(self) -> list[JSON]:
         return _items(await self._json(_Request("GET", "/v1/chutes")), "chutes", "items")

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 
@@ -51,11 +51,49 @@ def sign(
 ) -> str:
     """The header value that signs one request (with a fresh random nonce unless one is given)."""
     ts = int(time.time()) if timestamp is None else timestamp
-    n = secrets.token_hex(12) if nonce is None else nonce
-    if not _NONCE_RE.fullmatch(n):
+    if nonce is None:
+        n = os.urandom(12).hex()  # as random as secrets.token_hex(12); the gateway signs every call
+    elif not _NONCE_RE.fullmatch(nonce):
         raise ValueError("nonce must be 8-64 lower-case hex characters")
-    digest = hmac.new(secret.encode(), _message(ts, n, method, path, body), hashlib.sha256).hexdigest()
+    else:
+        n = nonce
+    # hmac.digest is OpenSSL's one-shot HMAC: a fraction of the cost of an hmac.new object per call.
+    digest = hmac.digest(secret.encode(), _message(ts, n, method, path, body), "sha256").hex()
     return f"t={ts},n={n},v1={digest}"
+
+
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+class Signer:
+    """``sign`` for one secret, with the HMAC's keyed inner and outer SHA-256 states computed once (RFC 2104):
+    a signature then costs two state copies and three short hashes, the gateway's cost per call."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, secret: str) -> None:
+        key = secret.encode()
+        if len(key) > 64:  # SHA-256's block size: longer keys are hashed first, as hmac does
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def sign(self, method: str, path: str, body: bytes, timestamp: int | None = None, nonce: str | None = None) -> str:
+        """The same header value as ``sign(secret, method, path, body, timestamp, nonce)``."""
+        ts = int(time.time()) if timestamp is None else timestamp
+        if nonce is None:
+            n = os.urandom(12).hex()
+        elif not _NONCE_RE.fullmatch(nonce):
+            raise ValueError("nonce must be 8-64 lower-case hex characters")
+        else:
+            n = nonce
+        inner = self._inner.copy()
+        inner.update(_message(ts, n, method, path, body))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return f"t={ts},n={n},v1={outer.hexdigest()}"
 
 
 def parse(header: str | None) -> ParsedSignature:

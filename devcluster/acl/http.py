@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from chutes.devcluster.acl.needs import ConsulNeed, NomadNeed, consul_need, nomad_needs
+from chutes.devcluster.acl.needs import ConsulNeed, NomadNeed, consul_need, event_stream_needs, nomad_needs
 from chutes.devcluster.acl.policy import ConsulRules, NomadRules
 from chutes.devcluster.acl.state import CLIENT, MANAGEMENT, ACLError, ACLState, Identity, Policy, Token
 from chutes.devcluster.consul.bodies import norm
@@ -103,6 +103,8 @@ def nomad_middleware(acl: ACLState[NomadRules]) -> Any:
                 return _refuse(400, "ACL support disabled", "start the devcluster with --acl (or a --nomad-token)")
             return await handler(request)
         needs = nomad_needs(request.method, request.path)
+        if needs == [NomadNeed("event-stream")]:
+            needs = event_stream_needs(request.query.getall("topic", []))
         if needs == [NomadNeed("open")]:
             return await handler(request)
         try:

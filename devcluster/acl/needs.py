@@ -54,6 +54,21 @@ _NOMAD_JOB_SUFFIX_WRITE = {
 _NODE_WRITE_SUFFIXES = ("drain", "eligibility", "purge", "evaluate")
 
 
+def event_stream_needs(topics: list[str]) -> list[NomadNeed]:
+    """``/v1/event/stream``: every topic asked for must be readable; all topics need a management token."""
+    names = {t.partition(":")[0] for t in topics} or {"*"}
+    if "*" in names:
+        return [NomadNeed("management")]
+    out: list[NomadNeed] = []
+    if names & {"Job", "Allocation", "Evaluation", "Deployment"}:
+        out.append(_READ_JOB)
+    if "Node" in names:
+        out.append(NomadNeed("node", ("read",)))
+    if names - {"Job", "Allocation", "Evaluation", "Deployment", "Node"}:
+        out.append(NomadNeed("management"))
+    return out
+
+
 def nomad_needs(method: str, path: str) -> list[NomadNeed]:
     """Every permission a Nomad API request needs (all of them)."""
     read = method in ("GET", "HEAD")
@@ -81,6 +96,10 @@ def nomad_needs(method: str, path: str) -> list[NomadNeed]:
         if path.startswith("/v1/allocation/"):
             return [NomadNeed("namespace", ("alloc-lifecycle",))]
         return [_SUBMIT_JOB]
+    if path == "/v1/event/stream":
+        # Per topic, as Nomad checks them (filterByTopic): jobs' topics need read-job, Node node:read; a stream
+        # of every topic needs a management token. The topics are in the query string: see event_stream_needs.
+        return [NomadNeed("event-stream")]
     if path.startswith("/v1/client/fs/logs/"):
         return [NomadNeed("namespace", ("read-logs",))]
     if path.startswith("/v1/client/fs/"):

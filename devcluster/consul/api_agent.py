@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
+import threading
 from typing import Any
 
 from aiohttp import web
 
 from chutes.devcluster.consul.bodies import norm, parse_check, parse_service
-from chutes.devcluster.consul.records import CRITICAL, DATACENTER, PASSING, STATUSES, WARNING
+from chutes.devcluster.consul.catalog import Catalog
+from chutes.devcluster.consul.records import (
+    CONSUL_BUILD_DATE,
+    CONSUL_REVISION,
+    CONSUL_VERSION,
+    CRITICAL,
+    DATACENTER,
+    PASSING,
+    STATUSES,
+    WARNING,
+)
 from chutes.devcluster.consul.state import ConsulState
 from chutes.devcluster.filter import FilterError, compile_filter
 from chutes.devcluster.http_util import (
+    APIError,
     Blocking,
+    Handler,
     bad_request,
     json_response,
     not_found,
@@ -71,17 +87,79 @@ async def catalog_datacenters(request: web.Request) -> web.Response:
     return json_response([DATACENTER])
 
 
+# Endpoints Consul forwards to the datacenter named by ``?dc=`` (the agent's own endpoints never look at it).
+_DC_SCOPED = ("/v1/catalog/", "/v1/health/", "/v1/kv/", "/v1/session/", "/v1/txn", "/v1/query", "/v1/coordinate/")
+
+
+@web.middleware
+async def datacenter_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request for another datacenter fails as Consul's RPC forwarding does: there is only ``dc1`` here."""
+    dc = request.query.get("datacenter") or request.query.get("dc")
+    if dc and dc != DATACENTER and request.path.startswith(_DC_SCOPED):
+        raise APIError(500, "No path to datacenter", f"this devcluster's only datacenter is {DATACENTER!r}")
+    return await handler(request)
+
+
 @routes.get("/v1/agent/self")
 async def agent_self(request: web.Request) -> web.Response:
     catalog = _state(request).catalog
     node = catalog.local_node
     return json_response(
         {
-            "Config": {"Datacenter": DATACENTER, "NodeName": node, "NodeID": catalog.nodes[node], "Server": True},
-            "Member": {"Name": node, "Addr": "127.0.0.1", "Port": 8301, "Status": 1, "Tags": {"dc": DATACENTER}},
+            "Config": {
+                "Datacenter": DATACENTER,
+                "PrimaryDatacenter": DATACENTER,
+                "NodeName": node,
+                "NodeID": catalog.nodes[node],
+                "Revision": CONSUL_REVISION,
+                "Server": True,
+                "Version": CONSUL_VERSION,
+                "BuildDate": CONSUL_BUILD_DATE,
+            },
+            "DebugConfig": {"ConnectEnabled": False, "GRPCPort": -1, "GRPCTLSPort": -1, "DNSPort": -1, "DNSAddrs": []},
+            "Coord": None,
+            "Member": {
+                "Name": node,
+                "Addr": "127.0.0.1",
+                "Port": 8301,
+                "Status": 1,
+                "Tags": {"dc": DATACENTER, "role": "consul", "build": CONSUL_VERSION, "segment": ""},
+            },
+            "Stats": _stats(catalog),
             "Meta": {},
         }
     )
+
+
+def _stats(catalog: Catalog) -> dict[str, dict[str, str]]:
+    """``Stats``: a map of maps of strings, as Consul's agent reports them."""
+    checks = list(catalog.checks.values())
+    return {
+        "agent": {
+            "check_monitors": "0",
+            "check_ttls": str(sum(1 for c in checks if c.definition.kind == "ttl")),
+            "checks": str(len(checks)),
+            "services": str(len(catalog.services)),
+        },
+        "build": {"prerelease": "", "revision": CONSUL_REVISION, "version": CONSUL_VERSION, "version_metadata": ""},
+        "runtime": {
+            "arch": platform.machine() or "unknown",
+            "os": sys.platform,
+            "version": f"python{platform.python_version()}",
+            "goroutines": str(threading.active_count()),
+            "max_procs": str(os.cpu_count() or 1),
+            "cpu_count": str(os.cpu_count() or 1),
+        },
+        "consul": {
+            "server": "true",
+            "known_servers": "1",
+            "leader": "true",
+            "leader_addr": "127.0.0.1:8300",
+            "bootstrap": "true",
+            "known_datacenters": "1",
+        },
+        "serf_lan": {"members": str(len(catalog.nodes)), "failed": "0", "left": "0"},
+    }
 
 
 @routes.get("/v1/agent/members")
@@ -114,7 +192,7 @@ async def service_deregister(request: web.Request) -> web.Response:
 @routes.get("/v1/agent/services")
 async def agent_services(request: web.Request) -> web.Response:
     catalog = _state(request).catalog
-    items = [catalog.service_json(s) for s in sorted(catalog.services.values(), key=lambda s: s.id)]
+    items = [catalog.agent_service_json(s) for s in sorted(catalog.services.values(), key=lambda s: s.id)]
     return json_response({item["ID"]: item for item in _filtered(request, items)})
 
 
@@ -124,7 +202,7 @@ async def agent_service(request: web.Request) -> web.Response:
     service = catalog.services.get(request.match_info["service_id"])
     if service is None:
         raise not_found(f"unknown service ID: {request.match_info['service_id']}")
-    return json_response(catalog.service_json(service))
+    return json_response(catalog.agent_service_json(service))
 
 
 @routes.get("/v1/agent/checks")

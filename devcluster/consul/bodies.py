@@ -57,6 +57,25 @@ def _str_map(value: Any, field: str) -> dict[str, str]:
     return {str(k): v for k, v in value.items()}
 
 
+def _tagged_addresses(value: Any) -> dict[str, dict[str, Any]]:
+    """``{"lan": {"address": ..., "port": ...}}`` in any casing, served back as Consul's ``{Address, Port}``."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request("TaggedAddresses must be an object of {Address, Port}")
+    out: dict[str, dict[str, Any]] = {}
+    for tag, raw in value.items():
+        fields = norm(raw, f"TaggedAddresses.{tag}")
+        unknown = sorted(set(fields) - {"address", "port"})
+        if unknown:
+            raise bad_request(f"TaggedAddresses.{tag}: unknown field(s) {unknown}")
+        port = fields.get("port", 0)
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+            raise bad_request(f"TaggedAddresses.{tag}.Port must be an integer between 0 and 65535")
+        out[str(tag)] = {"Address": str(fields.get("address") or ""), "Port": port}
+    return out
+
+
 def parse_check(raw: Any, default_id: str, default_name: str, node: str) -> Check:
     body = norm(raw, "Check")
     unknown = sorted(set(body) - CHECK_FIELDS)
@@ -132,7 +151,7 @@ def parse_service(raw: Any, node: str) -> tuple[Service, list[Check]]:
         port=port,
         meta=_str_map(body.get("meta"), "Meta"),
         weights=weights,
-        tagged_addresses=dict(body.get("taggedaddresses") or {}),
+        tagged_addresses=_tagged_addresses(body.get("taggedaddresses")),
         enable_tag_override=bool(body.get("enabletagoverride", False)),
     )
     raw_checks: list[Any] = []

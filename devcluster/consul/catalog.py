@@ -236,6 +236,15 @@ class Catalog:
             "ModifyIndex": service.modify_index,
         }
 
+    def agent_service_json(self, service: Service) -> dict[str, Any]:
+        """The agent endpoints' ``AgentService``: no indexes, ``Kind`` and ``TaggedAddresses`` only when set."""
+        out = self.service_json(service)
+        for key in ("CreateIndex", "ModifyIndex", "Kind"):
+            out.pop(key)
+        if not out["TaggedAddresses"]:
+            out.pop("TaggedAddresses")
+        return out
+
     def catalog_service_json(self, service: Service) -> dict[str, Any]:
         node = self.node_json(service.node)
         return {

@@ -79,9 +79,10 @@ class KVStore:
                 return False
             if cas > 0 and (entry is None or entry.modify_index != cas):
                 return False
-        for session in (acquire, release):
-            if session is not None and not self._session_exists(session):
-                raise KVError(400, f'invalid session "{session}"')
+        # Consul validates the session of an acquire only (500 there); a release by an unknown session is just
+        # not the holder's, so it answers false.
+        if acquire is not None and not self._session_exists(acquire):
+            raise KVError(500, f'invalid session "{acquire}"')
         if acquire is not None:
             if entry is not None and entry.session is not None and entry.session != acquire:
                 return False

@@ -10,6 +10,11 @@ WARNING = "warning"
 CRITICAL = "critical"
 STATUSES = (PASSING, WARNING, CRITICAL)
 DATACENTER = "dc1"
+# The Consul release whose API the devcluster follows, as ``/v1/agent/self`` reports it (Nomad's Consul
+# fingerprint parses Config.Version as semver).
+CONSUL_VERSION = "1.20.1"
+CONSUL_REVISION = "devcluster"
+CONSUL_BUILD_DATE = "2024-10-28T00:00:00Z"
 
 
 @dataclass

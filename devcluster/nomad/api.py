@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,12 +21,13 @@ from chutes.devcluster.http_util import (
     read_json,
     validation_detail,
 )
-from chutes.devcluster.nomad import jobs, models
+from chutes.devcluster.nomad import deployments, events, jobs, models
 from chutes.devcluster.nomad.canonical import JobInvalid
 from chutes.devcluster.nomad.cluster import NomadCluster
 from chutes.devcluster.nomad.logs import stream_logs
 from chutes.devcluster.nomad.nodes import NOMAD_VERSION
 from chutes.devcluster.nomad.plan import plan_job
+from chutes.devcluster.nomad.records import Deployment, Evaluation
 from chutes.devcluster.nomad.state import NotFound
 
 NOMAD: web.AppKey[NomadCluster] = web.AppKey("nomad", NomadCluster)
@@ -228,7 +231,7 @@ async def _job_dispatch(request: web.Request, cluster: NomadCluster, job_id: str
 
 async def _job_evaluate(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
     _job(cluster, job_id)
-    evaluation = cluster.evaluate(job_id, "job-register")
+    evaluation = cluster.submit_eval(job_id, "job-register")
     return json_response({"EvalID": evaluation.id, "EvalCreateIndex": evaluation.create_index,
                           "JobModifyIndex": cluster.state.jobs[job_id].JobModifyIndex})  # fmt: skip
 
@@ -249,13 +252,135 @@ async def _job_versions(request: web.Request, cluster: NomadCluster, job_id: str
 
 
 async def _job_deployments(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
-    _job(cluster, job_id)
-    return _reply([], cluster.state.index.of(f"job:{job_id}"))
+    index = await _wait(request, f"job_deployments:{job_id}")
+    job = cluster.state.jobs.get(job_id)
+    found = cluster.state.job_deployments(job_id)
+    if job is not None and not query_bool(request, "all"):
+        found = [d for d in found if d.job_create_index == job.CreateIndex]
+    return _reply([d.to_json() for d in reversed(found)], index)
 
 
 async def _job_deployment(request: web.Request, cluster: NomadCluster, job_id: str) -> web.Response:
-    _job(cluster, job_id)
-    return _reply(None, cluster.state.index.of(f"job:{job_id}"))
+    """The latest deployment, or ``null`` (also for an unknown job), as Nomad answers."""
+    index = await _wait(request, f"job_deployments:{job_id}")
+    latest = cluster.state.latest_deployment(job_id)
+    return _reply(latest.to_json() if latest is not None else None, index)
+
+
+# -- event stream ------------------------------------------------------------------------------------------
+
+
+@routes.get("/v1/event/stream")
+async def event_stream(request: web.Request) -> web.StreamResponse:
+    """Newline-delimited JSON: ``{"Index", "Events"}`` per batch from ``?index=``, ``{}`` heartbeats."""
+    cluster = _cluster(request)
+    try:
+        topics = events.parse_topics(request.query.getall("topic", []))
+        index = int(request.query.get("index", "0") or 0)
+    except ValueError as exc:
+        raise bad_request(f"invalid event stream request: {exc}") from None
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    await response.prepare(request)
+    broker = cluster.state.events
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
+    while not cluster.closing:
+        batch = broker.after(index, topics)
+        if batch:
+            for event_index in sorted({e.index for e in batch}):
+                group = [e.to_json() for e in batch if e.index == event_index]
+                await response.write((json.dumps({"Index": event_index, "Events": group}) + "\n").encode())
+            index = batch[-1].index
+            last_sent = loop.time()
+        elif loop.time() - last_sent >= events.HEARTBEAT_S:
+            await response.write(b"{}\n")
+            last_sent = loop.time()
+        await broker.wait(max(0.05, events.HEARTBEAT_S - (loop.time() - last_sent)))
+    return response
+
+
+# -- deployments -------------------------------------------------------------------------------------------
+
+
+def _deployment(cluster: NomadCluster, ref: str) -> Deployment:
+    try:
+        return cluster.state.deployment(ref)
+    except NotFound:
+        raise not_found("deployment not found") from None
+
+
+@routes.get("/v1/deployments")
+async def deployments_list(request: web.Request) -> web.Response:
+    index = await _wait(request, "deployments")
+    cluster = _cluster(request)
+    items = [d.to_json() for d in sorted(cluster.state.deployments.values(), key=lambda d: d.create_index)]
+    return _reply(_select(request, items), index)
+
+
+@routes.get("/v1/deployment/{deployment_id}")
+async def deployment_read(request: web.Request) -> web.Response:
+    index = await _wait(request, f"deployment:{request.match_info['deployment_id']}")
+    return _reply(_deployment(_cluster(request), request.match_info["deployment_id"]).to_json(), index)
+
+
+@routes.get("/v1/deployment/allocations/{deployment_id}")
+async def deployment_allocs(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    index = await _wait(request, "allocs")
+    allocs = [a.stub_json() for a in cluster.state.job_allocs(deployment.job_id) if a.deployment_id == deployment.id]
+    return _reply(allocs, index)
+
+
+def _deployment_reply(cluster: NomadCluster, deployment: Deployment, evaluation: Evaluation) -> web.Response:
+    return json_response({"EvalID": evaluation.id, "EvalCreateIndex": evaluation.create_index,
+                          "DeploymentModifyIndex": deployment.modify_index, "RevertedJobVersion": None,
+                          "Index": cluster.state.index.index})  # fmt: skip
+
+
+async def _deployment_body(request: web.Request) -> dict[str, Any]:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    deployments.check_body_id(request.match_info["deployment_id"], data.get("DeploymentID"))
+    return data
+
+
+@routes.route("POST", "/v1/deployment/fail/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/fail/{deployment_id}")
+async def deployment_fail(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    return _deployment_reply(cluster, deployment, cluster.deployments.fail(deployment))
+
+
+@routes.route("POST", "/v1/deployment/pause/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/pause/{deployment_id}")
+async def deployment_pause(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    body = await _deployment_body(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    return _deployment_reply(cluster, deployment, cluster.deployments.pause(deployment, bool(body.get("Pause"))))
+
+
+@routes.route("POST", "/v1/deployment/promote/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/promote/{deployment_id}")
+async def deployment_promote(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    await _deployment_body(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    return _deployment_reply(cluster, deployment, cluster.deployments.promote(deployment))
+
+
+@routes.route("POST", "/v1/deployment/allocation-health/{deployment_id}")
+@routes.route("PUT", "/v1/deployment/allocation-health/{deployment_id}")
+async def deployment_alloc_health(request: web.Request) -> web.Response:
+    cluster = _cluster(request)
+    body = await _deployment_body(request)
+    deployment = _deployment(cluster, request.match_info["deployment_id"])
+    healthy = [str(x) for x in body.get("HealthyAllocationIDs") or []]
+    unhealthy = [str(x) for x in body.get("UnhealthyAllocationIDs") or []]
+    return _deployment_reply(cluster, deployment, cluster.deployments.set_health(deployment, healthy, unhealthy))
 
 
 _JobHandler = Callable[[web.Request, NomadCluster, str], Awaitable[web.StreamResponse]]
@@ -396,6 +521,47 @@ async def node_read(request: web.Request) -> web.Response:
     node = _node(cluster, request.match_info["node_id"])
     index = await _wait(request, f"node:{node.id}", "nodes")
     return _reply(node.full_json(), index)
+
+
+def _node_update_reply(cluster: NomadCluster, node: Any) -> web.Response:
+    return json_response({"NodeModifyIndex": node.modify_index, "EvalIDs": None, "EvalCreateIndex": 0,
+                          "Index": cluster.state.index.index})  # fmt: skip
+
+
+async def _node_for_write(request: web.Request) -> Any:
+    try:
+        return _cluster(request).state.node(request.match_info["node_id"])
+    except NotFound:
+        raise APIError(500, "node not found") from None  # Nomad's RPC error is uncoded: a 500
+
+
+@routes.route("POST", "/v1/node/{node_id}/drain")
+@routes.route("PUT", "/v1/node/{node_id}/drain")
+async def node_drain(request: web.Request) -> web.Response:
+    """``{"DrainSpec": {"Deadline": ns, "IgnoreSystemJobs": bool} | null, "MarkEligible": bool, "Meta": {}}``."""
+    data = await read_json(request) or {}
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    unknown = sorted(set(data) - {"DrainSpec", "MarkEligible", "Meta", "NodeID"})
+    spec = data.get("DrainSpec")
+    if unknown or (spec is not None and (not isinstance(spec, dict) or set(spec) - {"Deadline", "IgnoreSystemJobs"})):
+        raise bad_request(f"unknown field(s) in the drain request: {unknown or sorted(spec or {})}")
+    node = await _node_for_write(request)
+    cluster = _cluster(request)
+    cluster.drainer.set_drain(node, spec, bool(data.get("MarkEligible")), dict(data.get("Meta") or {}))
+    return _node_update_reply(cluster, node)
+
+
+@routes.route("POST", "/v1/node/{node_id}/eligibility")
+@routes.route("PUT", "/v1/node/{node_id}/eligibility")
+async def node_eligibility(request: web.Request) -> web.Response:
+    data = await read_json(request) or {}
+    if not isinstance(data, dict):
+        raise bad_request("request body must be a JSON object")
+    node = await _node_for_write(request)
+    cluster = _cluster(request)
+    cluster.drainer.set_eligibility(node, str(data.get("Eligibility") or ""))
+    return _node_update_reply(cluster, node)
 
 
 @routes.get("/v1/node/{node_id}/allocations")

@@ -9,6 +9,7 @@ from chutes.devcluster.nomad import models, templates
 from chutes.devcluster.nomad.constraints import OPERATORS
 from chutes.devcluster.nomad.docker_config import docker_config_problems
 from chutes.devcluster.nomad.placement import SUPPORTED_DRIVERS
+from chutes.devcluster.nomad.scheduler import update_strategy
 
 JOB_TYPES = ("service", "batch", "system", "sysbatch")
 _LABEL = re.compile(r"^[a-zA-Z0-9_]+$")
@@ -55,6 +56,7 @@ def canonicalize(job: models.Job) -> models.Job:
     job.Type = job.Type or "service"
     job.Priority = 50 if job.Priority is None else job.Priority
     job.Datacenters = job.Datacenters or ["*"]
+    job.NodePool = job.NodePool or "default"
     job.AllAtOnce = bool(job.AllAtOnce)
     job.Meta = job.Meta or None
     if job.ParameterizedJob is not None:
@@ -136,6 +138,7 @@ def validate(job: models.Job) -> None:
                 )
         _constraints(group.Constraints, where, problems)
         _affinities(group.Affinities, where, problems)
+        _update(job, group, where, problems)
         labels = _port_labels(group, where, problems)
         for service in group.Services or []:
             _service(service, labels, where, problems, task_names={t.Name or "" for t in group.Tasks or []})
@@ -183,6 +186,21 @@ def validate(job: models.Job) -> None:
         raise JobInvalid("; ".join(problems))
 
 
+def _update(job: models.Job, group: models.TaskGroup, where: str, problems: list[str]) -> None:
+    """Nomad's ``UpdateStrategy.Validate`` on the group's merged strategy."""
+    strategy = update_strategy(job, group)
+    if strategy is None:
+        return
+    if (strategy.HealthCheck or "checks") not in ("checks", "task_states", "manual"):
+        problems.append(f'{where}: Invalid health check given: "{strategy.HealthCheck}"')
+    if (strategy.MinHealthyTime or 0) >= (strategy.HealthyDeadline or 0):
+        problems.append(f"{where}: Minimum healthy time must be less than healthy deadline")
+    if strategy.ProgressDeadline and (strategy.HealthyDeadline or 0) >= strategy.ProgressDeadline:
+        problems.append(f"{where}: Healthy deadline must be less than progress deadline")
+    if strategy.AutoPromote and not strategy.Canary:
+        problems.append(f"{where}: Auto Promote requires a Canary count greater than zero")
+
+
 def _constraints(items: list[models.Constraint] | None, where: str, problems: list[str]) -> None:
     for c in items or []:
         op = c.Operand or "="
@@ -221,10 +239,8 @@ def _port_labels(group: models.TaskGroup, where: str, problems: list[str]) -> se
 
 
 def _service(service: models.Service, labels: set[str], where: str, problems: list[str], task_names: set[str]) -> None:
-    if (service.Provider or "consul") != "consul":
-        problems.append(
-            f"{where}: service provider {service.Provider!r} is not supported by the devcluster (use consul)"
-        )
+    if (service.Provider or "consul") not in ("consul", "nomad"):
+        problems.append(f"{where}: Service {service.Name!r} has invalid provider {service.Provider!r}")
     label = service.PortLabel or ""
     if label and not label.isdigit() and label not in labels:
         problems.append(f"{where}: service {service.Name!r} uses undefined port label {label!r}")

@@ -1,12 +1,15 @@
 """The Nomad half as one object: state, scheduler and executor glued together, and its lifecycle.
 
-The HTTP handlers call methods here; evaluations run at once, in process (there is no eval broker). When an
-allocation ends, its job is evaluated again (rescheduling) and blocked evaluations are retried.
+The HTTP handlers call methods here. As in Nomad, what a client asks for (register, deregister, scale,
+dispatch, force-evaluate, stop an allocation) is an evaluation that is ``pending`` when the reply goes out; a
+worker on the event loop processes the queue moments later (milliseconds), in order. When an allocation ends,
+its job is evaluated again (rescheduling) and blocked evaluations are retried.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import socket
 from collections.abc import Coroutine
@@ -15,6 +18,8 @@ from typing import Any
 
 from chutes.devcluster.consul.catalog import Catalog
 from chutes.devcluster.nomad import models
+from chutes.devcluster.nomad.deployments import TICK_S, DeploymentWatcher
+from chutes.devcluster.nomad.drain import Drainer
 from chutes.devcluster.nomad.executor import AllocRunner, ProcessTable
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.podman import DockerDriver, DriverError
@@ -62,6 +67,11 @@ class NomadCluster:
         self._last_status: dict[str, str] = {}
         self.scaling_events: dict[str, dict[str, list[dict[str, object]]]] = {}
         self.template_restarts = RestartQueue(self._spawn, self._template_healthy)
+        self._queue: collections.deque[str] = collections.deque()
+        self._worker_scheduled = False
+        self.deployments = DeploymentWatcher(self.state, self.deployment_healthy, self.submit_eval)
+        self.drainer = Drainer(self.state, self.deployment_healthy, self.evaluate, self._stop_runners,
+                               self.retry_blocked)  # fmt: skip
         self.variables.on_change.append(self._variable_changed)
 
     @property
@@ -95,6 +105,16 @@ class NomadCluster:
         for job_id in list(self.state.jobs):
             self.evaluate(job_id, "job-register", only_if_needed=True)
         self.retry_blocked()
+        self._spawn(self._watch_deployments())
+
+    async def _watch_deployments(self) -> None:
+        while not self.closing:
+            try:
+                self.deployments.tick()
+                self.drainer.tick()
+            except Exception:
+                log.exception("the deployment watcher or the drainer failed (retrying)")
+            await asyncio.sleep(TICK_S)
 
     async def close(self) -> None:
         """Stop every task (the snapshot taken before keeps the allocations to restart them next time)."""
@@ -115,6 +135,31 @@ class NomadCluster:
         self._apply(plan)
         return evaluation
 
+    def submit_eval(self, job_id: str, triggered_by: str) -> Evaluation:
+        """A ``pending`` evaluation for the worker (what the API answers with): placement happens after the reply."""
+        evaluation = self.scheduler.new_eval(job_id, triggered_by)
+        self.state.put_eval(evaluation)
+        self._queue.append(evaluation.id)
+        if not self._worker_scheduled and not self.closing:
+            self._worker_scheduled = True
+            asyncio.get_running_loop().call_soon(self._work)
+        return evaluation
+
+    def _work(self) -> None:
+        """The eval broker and its one worker: every pending evaluation, oldest first."""
+        self._worker_scheduled = False
+        while self._queue and not self.closing:
+            evaluation = self.state.evals.get(self._queue.popleft())
+            if evaluation is None or evaluation.status != "pending":
+                continue
+            try:
+                self._apply(self.scheduler.evaluate(evaluation))
+            except Exception:
+                log.exception("evaluation %s of job %s failed", evaluation.id, evaluation.job_id)
+                evaluation.status = "failed"
+                evaluation.status_description = "the devcluster's scheduler failed (see its log)"
+                self.state.put_eval(evaluation)
+
     def retry_blocked(self) -> None:
         """Capacity may have freed: run every blocked evaluation again."""
         for evaluation in [e for e in self.state.evals.values() if e.status == "blocked"]:
@@ -123,6 +168,9 @@ class NomadCluster:
                 self.state.put_eval(evaluation)
                 continue
             self._apply(self.scheduler.evaluate(evaluation))
+
+    def _stop_runners(self, allocs: list[Allocation]) -> None:
+        self._apply(Plan(Evaluation(id="", job_id="", type="", triggered_by=""), stopped=allocs))
 
     def _apply(self, plan: Plan) -> None:
         if self.closing:
@@ -176,7 +224,7 @@ class NomadCluster:
         runner = self.runners.get(alloc.id)
         if runner is not None:
             self._spawn(runner.stop(why))
-        return self.evaluate(alloc.job_id, "alloc-stop")
+        return self.submit_eval(alloc.job_id, "alloc-stop")
 
     def _client_update(self, alloc: Allocation) -> None:
         if self.closing:
@@ -245,6 +293,18 @@ class NomadCluster:
         for job in list(self.state.jobs.values()):
             if (job.Type or "") in ("system", "sysbatch") and not job.Stop and job.ID:
                 self.evaluate(job.ID, "node-update", only_if_needed=True)
+
+    def deployment_healthy(self, alloc: Allocation, health_check: str) -> bool:
+        """Does the allocation's health condition hold now (``checks``: tasks and checks; ``task_states``:
+        tasks; ``manual``: never by itself)?"""
+        runner = self.runners.get(alloc.id)
+        if health_check == "manual" or runner is None or runner.done or runner.stopping:
+            return False
+        if not runner.tasks or not all(t.state.state == "running" for t in runner.tasks):
+            return False
+        if health_check == "task_states":
+            return True
+        return self._template_healthy(runner)
 
     def alloc_healthy(self, alloc: Allocation) -> bool:
         """Every check of every service the allocation registered is passing."""

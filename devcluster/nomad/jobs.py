@@ -133,6 +133,9 @@ def register(cluster: NomadCluster, request: models.JobRegisterRequest, path_id:
         raise APIError(400, f"1 error occurred: {exc}", "fix the job and register it again") from None
     assert job.ID is not None
     state = cluster.state
+    pools = {"all", "default"} | {n.node_pool for n in state.nodes.values()}
+    if job.NodePool not in pools:
+        raise bad_request(f'job "{job.ID}" is in nonexistent node pool "{job.NodePool}"')
     old = state.jobs.get(job.ID)
     if request.EnforceIndex:
         current = old.JobModifyIndex if old is not None else 0
@@ -158,7 +161,7 @@ def register(cluster: NomadCluster, request: models.JobRegisterRequest, path_id:
     state.put_job(job)
     if job.ParameterizedJob is not None and not job.Dispatched:
         return _register_response(cluster, "", job)
-    evaluation = cluster.evaluate(job.ID, "job-register")
+    evaluation = cluster.submit_eval(job.ID, "job-register")
     return _register_response(cluster, evaluation.id, job)
 
 
@@ -166,11 +169,14 @@ def deregister(cluster: NomadCluster, job_id: str, purge: bool) -> dict[str, Any
     state = cluster.state
     job = state.jobs.get(job_id)
     if job is None:
-        raise not_found("job not found")
+        # Nomad 1.4.6+: deleting a job that is gone (never registered, purged) is a no-op, answered 200 with
+        # zero values, so a retried delete is not an error.
+        return {"EvalID": "", "EvalCreateIndex": 0, "JobModifyIndex": 0, "VolumeEvalID": "", "VolumeEvalIndex": 0,
+                "Index": 0, "LastContact": 0, "KnownLeader": True}  # fmt: skip
     job.Stop = True
     job.JobModifyIndex = state.index.index + 1
     state.put_job(job)
-    evaluation = cluster.evaluate(job_id, "job-deregister")
+    evaluation = cluster.submit_eval(job_id, "job-deregister")
     for child in [c for c in state.jobs.values() if c.ParentID == job_id and not c.Stop]:
         deregister(cluster, child.ID or "", purge)
     if purge:
@@ -206,6 +212,12 @@ def scale(cluster: NomadCluster, job_id: str, request: models.ScalingRequest) ->
     previous = group.Count or 0
     eval_id = ""
     if request.Count is not None:
+        deployment = state.latest_deployment(job_id)
+        if deployment is not None and deployment.active and deployment.job_create_index == job.CreateIndex:
+            raise bad_request(
+                "job scaling blocked due to active deployment",
+                f"deployment {deployment.id} is {deployment.status}: retry once it ends (or fail it)",
+            )
         if request.Count < 0:
             raise bad_request("scaling action count can't be negative")
         if group.Scaling is not None and not request.PolicyOverride:
@@ -223,7 +235,7 @@ def scale(cluster: NomadCluster, job_id: str, request: models.ScalingRequest) ->
         job.SubmitTime = now_ns()
         job.Stop = False
         state.put_job(job)
-        eval_id = cluster.evaluate(job_id, "job-scaling").id
+        eval_id = cluster.submit_eval(job_id, "job-scaling").id
     events = cluster.scaling_events.setdefault(job_id, {}).setdefault(group_name, [])
     events.insert(
         0,
@@ -332,7 +344,7 @@ def dispatch(
     state.put_job(child)
     if token:
         state.dispatch_tokens[f"{job_id}/{token}"] = child_id
-    evaluation = cluster.evaluate(child_id, "job-register")
+    evaluation = cluster.submit_eval(child_id, "job-register")
     return {
         "DispatchedJobID": child_id,
         "EvalID": evaluation.id,

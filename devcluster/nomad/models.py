@@ -65,6 +65,7 @@ class Port(NomadModel):
     Value: int | None = None
     To: int | None = None
     HostNetwork: str | None = None
+    IgnoreCollision: bool | None = None  # Nomad 1.9+
 
 
 class NetworkResource(NomadModel):
@@ -77,6 +78,7 @@ class NetworkResource(NomadModel):
     ReservedPorts: list[Port] | None = None
     DynamicPorts: list[Port] | None = None
     MBits: int | None = None
+    CNI: dict[str, Any] | None = None  # Nomad 1.9+
 
 
 class Resources(NomadModel):
@@ -88,6 +90,8 @@ class Resources(NomadModel):
     IOPS: int | None = None
     Networks: list[NetworkResource] | None = None
     Devices: list[RequestedDevice] | None = None
+    NUMA: dict[str, Any] | None = None  # Nomad 1.7+
+    SecretsMB: int | None = None  # Nomad 1.9+
 
 
 ResourcesT = Resources  # the field named Resources shadows the class inside models that have one
@@ -98,6 +102,7 @@ class RestartPolicy(NomadModel):
     Interval: int | None = None
     Delay: int | None = None
     Mode: str | None = None
+    RenderTemplates: bool | None = None  # Nomad 1.7+
 
 
 RestartPolicyT = RestartPolicy  # the field named RestartPolicy shadows the class inside models that have one
@@ -149,6 +154,27 @@ class ServiceCheck(NomadModel):
     FailuresBeforeCritical: int | None = None
     Body: str | None = None
     OnUpdate: str | None = None
+    TLSServerName: str | None = None  # Nomad 1.6+
+    FailuresBeforeWarning: int | None = None  # Nomad 1.8+
+    Notes: str | None = None  # Nomad 1.9+
+
+
+class WorkloadIdentity(NomadModel):
+    """A task's or service's ``identity`` block (Nomad 1.5+): a signed JWT Nomad hands the workload."""
+
+    Name: str | None = None
+    Audience: list[str] | None = None
+    ChangeMode: str | None = None
+    ChangeSignal: str | None = None
+    Env: bool | None = None
+    File: bool | None = None
+    Filepath: str | None = None
+    ServiceName: str | None = None
+    TTL: int | None = None
+    ExtraClaims: dict[str, str] | None = None
+
+
+WorkloadIdentityT = WorkloadIdentity  # the field named Identity shadows the class inside models that have one
 
 
 class Service(NomadModel):
@@ -168,6 +194,10 @@ class Service(NomadModel):
     TaskName: str | None = None
     OnUpdate: str | None = None
     Provider: str | None = None
+    Cluster: str | None = None  # Nomad 1.7+
+    Identity: WorkloadIdentityT | None = None  # Nomad 1.7+
+    Kind: str | None = None  # Nomad 1.11+
+    Weights: dict[str, int] | None = None  # Nomad 1.10+
 
 
 class ScalingPolicy(NomadModel):
@@ -186,6 +216,8 @@ class ScalingPolicy(NomadModel):
 class LogConfig(NomadModel):
     MaxFiles: int | None = None
     MaxFileSizeMB: int | None = None
+    Disabled: bool | None = None  # Nomad 1.6+
+    Enabled: bool | None = None  # Nomad 1.6+
 
 
 LogConfigT = LogConfig  # the field named LogConfig shadows the class inside models that have one
@@ -225,6 +257,7 @@ class PeriodicConfig(NomadModel):
     SpecType: str | None = None
     ProhibitOverlap: bool | None = None
     TimeZone: str | None = None
+    Specs: list[str] | None = None  # Nomad 1.7+
 
 
 class ParameterizedJobConfig(NomadModel):
@@ -290,6 +323,12 @@ class Task(NomadModel):
     KillSignal: str | None = None
     Kind: str | None = None
     ScalingPolicies: list[ScalingPolicy] | None = None
+    Identity: WorkloadIdentityT | None = None  # Nomad 1.5+
+    Identities: list[WorkloadIdentityT] | None = None  # Nomad 1.7+
+    Actions: list[dict[str, Any]] | None = None  # Nomad 1.7+
+    Consul: dict[str, Any] | None = None  # Nomad 1.7+
+    Schedule: dict[str, Any] | None = None  # Nomad 1.8+ (Enterprise)
+    Secrets: list[dict[str, Any]] | None = None  # Nomad 1.11+
 
 
 class TaskGroup(NomadModel):
@@ -313,6 +352,9 @@ class TaskGroup(NomadModel):
     MaxClientDisconnect: int | None = None
     Scaling: ScalingPolicy | None = None
     Consul: dict[str, Any] | None = None
+    Disconnect: dict[str, Any] | None = None  # Nomad 1.8+
+    PreventRescheduleOnLost: bool | None = None  # Nomad 1.8+
+    MaxRunDuration: int | None = None  # Nomad 2.0.6+
 
 
 class Job(NomadModel):
@@ -324,6 +366,7 @@ class Job(NomadModel):
     Priority: int | None = None
     AllAtOnce: bool | None = None
     Datacenters: list[str] | None = None
+    NodePool: str | None = None  # Nomad 1.6+
     Constraints: list[Constraint] | None = None
     Affinities: list[Affinity] | None = None
     TaskGroups: list[TaskGroup] | None = None
@@ -353,6 +396,8 @@ class Job(NomadModel):
     CreateIndex: int | None = None
     ModifyIndex: int | None = None
     JobModifyIndex: int | None = None
+    UI: dict[str, Any] | None = None  # Nomad 1.8+
+    VersionTag: dict[str, Any] | None = None  # Nomad 1.9+
 
 
 JobT = Job  # the field named Job shadows the class inside models that have one
@@ -365,6 +410,8 @@ class JobRegisterRequest(NomadModel):
     PolicyOverride: bool | None = None
     PreserveCounts: bool | None = None
     EvalPriority: int | None = None
+    PreserveResources: bool | None = None  # Nomad 1.11+
+    Submission: dict[str, Any] | None = None  # Nomad 1.6+ (the HCL source, kept by Nomad for the UI)
     Namespace: str | None = None
     Region: str | None = None
     SecretID: str | None = None
@@ -409,7 +456,8 @@ class NodeMetaApplyRequest(NomadModel):
 
 
 # Models whose fields the tests hold against the spec's schema of the same name, and the fields each may carry
-# beyond it (newer Nomad versions than the spec).
+# beyond it: the spec in reference/ predates Nomad 1.5, so these are the later additions (facts-2 §7 lists them
+# per version, up to Nomad 2.0).
 SPEC_SCHEMAS: dict[type[NomadModel], tuple[str, frozenset[str]]] = {
     Constraint: ("Constraint", frozenset()),
     Affinity: ("Affinity", frozenset()),
@@ -417,28 +465,28 @@ SPEC_SCHEMAS: dict[type[NomadModel], tuple[str, frozenset[str]]] = {
     SpreadTarget: ("SpreadTarget", frozenset()),
     RequestedDevice: ("RequestedDevice", frozenset()),
     DNSConfig: ("DNSConfig", frozenset()),
-    Port: ("Port", frozenset()),
-    NetworkResource: ("NetworkResource", frozenset()),
-    Resources: ("Resources", frozenset()),
-    RestartPolicy: ("RestartPolicy", frozenset()),
+    Port: ("Port", frozenset({"IgnoreCollision"})),
+    NetworkResource: ("NetworkResource", frozenset({"CNI"})),
+    Resources: ("Resources", frozenset({"NUMA", "SecretsMB"})),
+    RestartPolicy: ("RestartPolicy", frozenset({"RenderTemplates"})),
     ReschedulePolicy: ("ReschedulePolicy", frozenset()),
     CheckRestart: ("CheckRestart", frozenset()),
-    ServiceCheck: ("ServiceCheck", frozenset()),
-    Service: ("Service", frozenset()),
+    ServiceCheck: ("ServiceCheck", frozenset({"TLSServerName", "FailuresBeforeWarning", "Notes"})),
+    Service: ("Service", frozenset({"Cluster", "Identity", "Kind", "Weights"})),
     ScalingPolicy: ("ScalingPolicy", frozenset()),
-    LogConfig: ("LogConfig", frozenset()),
+    LogConfig: ("LogConfig", frozenset({"Disabled", "Enabled"})),
     EphemeralDisk: ("EphemeralDisk", frozenset()),
     UpdateStrategy: ("UpdateStrategy", frozenset()),
     MigrateStrategy: ("MigrateStrategy", frozenset()),
-    PeriodicConfig: ("PeriodicConfig", frozenset()),
+    PeriodicConfig: ("PeriodicConfig", frozenset({"Specs"})),
     ParameterizedJobConfig: ("ParameterizedJobConfig", frozenset()),
     DispatchPayloadConfig: ("DispatchPayloadConfig", frozenset()),
     TaskLifecycle: ("TaskLifecycle", frozenset()),
     Template: ("Template", frozenset({"ErrMissingKey", "Once"})),
-    Task: ("Task", frozenset()),
-    TaskGroup: ("TaskGroup", frozenset()),
-    Job: ("Job", frozenset()),
-    JobRegisterRequest: ("JobRegisterRequest", frozenset()),
+    Task: ("Task", frozenset({"Identity", "Identities", "Actions", "Consul", "Schedule", "Secrets"})),
+    TaskGroup: ("TaskGroup", frozenset({"Disconnect", "PreventRescheduleOnLost", "MaxRunDuration"})),
+    Job: ("Job", frozenset({"NodePool", "UI", "VersionTag"})),
+    JobRegisterRequest: ("JobRegisterRequest", frozenset({"PreserveResources", "Submission"})),
     ScalingRequest: ("ScalingRequest", frozenset()),
     JobPlanRequest: ("JobPlanRequest", frozenset()),
     JobDispatchRequest: ("JobDispatchRequest", frozenset({"IdPrefixTemplate", "idempotency_token"})),

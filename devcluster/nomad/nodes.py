@@ -73,6 +73,9 @@ class Node:
     node_pool: str = NODE_POOL
     status: str = "ready"
     eligibility: str = "eligible"
+    drain_strategy: dict[str, Any] | None = None  # Nomad's DrainStrategy (DrainSpec flattened), while draining
+    last_drain: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
     attributes: dict[str, str] = field(default_factory=dict)
     meta: dict[str, str] = field(default_factory=dict)
     dynamic_meta: dict[str, str] = field(default_factory=dict)
@@ -130,13 +133,13 @@ class Node:
             "NodeClass": self.node_class,
             "NodePool": self.node_pool,
             "Version": NOMAD_VERSION,
-            "Drain": False,
+            "Drain": self.drain_strategy is not None,
             "SchedulingEligibility": self.eligibility,
             "Status": self.status,
             "StatusDescription": "",
             "Drivers": self.drivers_json(),
             "HostVolumes": {},
-            "LastDrain": None,
+            "LastDrain": self.last_drain,
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
         }
@@ -162,19 +165,21 @@ class Node:
             "NodeClass": self.node_class,
             "NodePool": self.node_pool,
             "CgroupParent": "",
-            "Drain": False,
-            "DrainStrategy": None,
+            "DrainStrategy": self.drain_strategy,
             "SchedulingEligibility": self.eligibility,
             "Status": self.status,
             "StatusDescription": "",
             "StatusUpdatedAt": 0,
-            "Events": [{"Message": "Node registered", "Subsystem": "Cluster", "Details": None, "CreateIndex": 0}],
+            "Events": [
+                {"Message": "Node registered", "Subsystem": "Cluster", "Details": None, "CreateIndex": 0},
+                *self.events,
+            ][-10:],
             "Drivers": self.drivers_json(),
             "HostVolumes": {},
             "HostNetworks": {},
             "CSIControllerPlugins": None,
             "CSINodePlugins": None,
-            "LastDrain": None,
+            "LastDrain": self.last_drain,
             "CreateIndex": self.create_index,
             "ModifyIndex": self.modify_index,
         }

@@ -236,9 +236,10 @@ def place(
     for task in group.Tasks or []:
         affinities += task.Affinities or []
 
+    pool = job.NodePool or "default"
     candidates: list[Placement] = []
     for node in sorted(nodes, key=lambda n: n.name):
-        if node.node_pool != "default" and node.node_pool != "all":
+        if pool != "all" and node.node_pool != pool:
             continue
         if not datacenter_ok(job, node):
             continue

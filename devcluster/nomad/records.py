@@ -114,10 +114,26 @@ class Allocation(BaseModel):
     alloc_modify_index: int = 0
     create_time: int = Field(default_factory=now_ns)
     modify_time: int = Field(default_factory=now_ns)
+    deployment_id: str = ""
+    deployment_healthy: bool | None = None  # Nomad's DeploymentStatus.Healthy: null until decided
+    deployment_timestamp: int = 0
+    deployment_modify_index: int = 0
+    healthy_since: int = 0  # when its health condition began to hold (min_healthy_time counts from here)
+    migrate: bool = False  # DesiredTransition.Migrate: a drain asked for it to move
 
     @property
     def terminal(self) -> bool:
         return self.client_status in ALLOC_TERMINAL
+
+    def deployment_status(self) -> dict[str, Any] | None:
+        if not self.deployment_id:
+            return None
+        return {
+            "Healthy": self.deployment_healthy,
+            "Timestamp": rfc3339(self.deployment_timestamp) if self.deployment_timestamp else "0001-01-01T00:00:00Z",
+            "Canary": False,
+            "ModifyIndex": self.deployment_modify_index,
+        }
 
     @property
     def live(self) -> bool:
@@ -184,9 +200,13 @@ class Allocation(BaseModel):
             "DesiredDescription": self.desired_description,
             "ClientStatus": self.client_status,
             "ClientDescription": self.client_description,
-            "DesiredTransition": {"Migrate": None, "Reschedule": None, "ForceReschedule": None},
+            "DesiredTransition": {
+                "Migrate": True if self.migrate else None,
+                "Reschedule": None,
+                "ForceReschedule": None,
+            },
             "TaskStates": {k: v.to_json() for k, v in self.task_states.items()} if task_states else None,
-            "DeploymentStatus": None,
+            "DeploymentStatus": self.deployment_status(),
             "FollowupEvalID": self.followup_eval_id,
             "NextAllocation": self.next_allocation,
             "PreviousAllocation": self.previous_allocation,
@@ -213,7 +233,7 @@ class Allocation(BaseModel):
                 "TaskResources": None,
                 "Metrics": self.metrics or None,
                 "AllocModifyIndex": self.alloc_modify_index,
-                "DeploymentID": "",
+                "DeploymentID": self.deployment_id,
                 "NetworkStatus": {"InterfaceName": "", "Address": "127.0.0.1", "DNS": None},
             }
         )
@@ -281,3 +301,81 @@ class Evaluation(BaseModel):
             "ModifyIndex", "CreateTime", "ModifyTime",
         )  # fmt: skip
         return {k: full[k] for k in keep}
+
+
+DEPLOYMENT_ACTIVE = ("running", "paused", "pending", "blocked", "unblocking", "initializing")
+
+
+class DeploymentGroup(BaseModel):
+    """One task group's ``DeploymentState``."""
+
+    auto_revert: bool = False
+    auto_promote: bool = False
+    progress_deadline: int = 0
+    require_progress_by: int = 0
+    desired_total: int = 0
+    placed_allocs: int = 0
+    healthy_allocs: int = 0
+    unhealthy_allocs: int = 0
+    max_parallel: int = 1
+    health_check: str = "checks"
+    min_healthy_time: int = 0
+    healthy_deadline: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "AutoRevert": self.auto_revert,
+            "AutoPromote": self.auto_promote,
+            "ProgressDeadline": self.progress_deadline,
+            "RequireProgressBy": rfc3339(self.require_progress_by)
+            if self.require_progress_by
+            else "0001-01-01T00:00:00Z",
+            "Promoted": False,
+            "PlacedCanaries": None,
+            "DesiredCanaries": 0,
+            "DesiredTotal": self.desired_total,
+            "PlacedAllocs": self.placed_allocs,
+            "HealthyAllocs": self.healthy_allocs,
+            "UnhealthyAllocs": self.unhealthy_allocs,
+        }
+
+
+class Deployment(BaseModel):
+    """A rollout of one job version (Nomad's ``structs.Deployment``)."""
+
+    id: str
+    job_id: str
+    job_version: int
+    job_modify_index: int = 0
+    job_create_index: int = 0
+    status: str = "running"
+    status_description: str = "Deployment is running"
+    groups: dict[str, DeploymentGroup] = Field(default_factory=dict)
+    create_index: int = 0
+    modify_index: int = 0
+    create_time: int = Field(default_factory=now_ns)
+    modify_time: int = Field(default_factory=now_ns)
+
+    @property
+    def active(self) -> bool:
+        return self.status in DEPLOYMENT_ACTIVE
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "ID": self.id,
+            "Namespace": "default",
+            "JobID": self.job_id,
+            "JobVersion": self.job_version,
+            "JobModifyIndex": self.job_modify_index,
+            "JobSpecModifyIndex": self.job_modify_index,
+            "JobCreateIndex": self.job_create_index,
+            "IsMultiregion": False,
+            "TaskGroups": {name: g.to_json() for name, g in self.groups.items()},
+            "Status": self.status,
+            "StatusDescription": self.status_description,
+            "EvalPriority": 50,
+            "CreateIndex": self.create_index,
+            "ModifyIndex": self.modify_index,
+            "CreateTime": self.create_time,
+            "ModifyTime": self.modify_time,
+        }

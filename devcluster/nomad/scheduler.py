@@ -1,8 +1,10 @@
 """The scheduler: turns an evaluation of one job into a plan (allocations to place and to stop).
 
 Service and batch jobs keep ``Count`` allocations per group (batch allocations that completed count as done);
-system jobs keep one per feasible node. A group whose definition changed is replaced (destructive update, all
-at once); a change of count only adds or stops allocations. Placements that do not fit are recorded in the
+system jobs keep one per feasible node. A group whose definition changed is replaced (destructive update): all
+at once, or, for a service group with an update strategy (``MaxParallel`` > 0), through a deployment that
+replaces ``MaxParallel`` allocations at a time, the next ones once those are healthy (deployments.py decides
+health). A change of count only adds or stops allocations. Placements that do not fit are recorded in the
 evaluation's ``FailedTGAllocs`` and a blocked evaluation is kept for the job, retried when capacity frees.
 """
 
@@ -18,7 +20,7 @@ from typing import Any
 from chutes.devcluster.durations import NS_PER_S
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.placement import AllocMetric, NodeUsage, Placement, place
-from chutes.devcluster.nomad.records import Allocation, Evaluation, TaskState, now_ns
+from chutes.devcluster.nomad.records import Allocation, Deployment, DeploymentGroup, Evaluation, TaskState, now_ns
 from chutes.devcluster.nomad.state import NomadState
 
 
@@ -70,6 +72,25 @@ def reschedule_allowed(policy: models.ReschedulePolicy, alloc: Allocation, now: 
     return len(recent) < (policy.Attempts or 0)
 
 
+_UPDATE_DEFAULTS = models.UpdateStrategy(
+    Stagger=30 * NS_PER_S, MaxParallel=1, HealthCheck="checks", MinHealthyTime=10 * NS_PER_S,
+    HealthyDeadline=300 * NS_PER_S, ProgressDeadline=600 * NS_PER_S, Canary=0, AutoRevert=False, AutoPromote=False,
+)  # fmt: skip
+
+
+def update_strategy(job: models.Job, group: models.TaskGroup) -> models.UpdateStrategy | None:
+    """The group's update strategy as Nomad merges it (defaults, then the job's, then the group's); None when
+    there is none (no ``update`` block, or ``MaxParallel`` 0: no deployment, updates all at once)."""
+    if (job.Type or "service") != "service" or (job.Update is None and group.Update is None):
+        return None
+    merged = _UPDATE_DEFAULTS.model_dump()
+    for source in (job.Update, group.Update):
+        if source is not None:
+            merged.update({k: v for k, v in source.model_dump().items() if v is not None})
+    strategy = models.UpdateStrategy(**merged)
+    return strategy if (strategy.MaxParallel or 0) > 0 else None
+
+
 class Scheduler:
     def __init__(self, state: NomadState, pick_port: Callable[[], int]) -> None:
         self.state = state
@@ -97,6 +118,9 @@ class Scheduler:
             for alloc in live:
                 if not alloc.terminal:
                     self._stop(plan, alloc, "alloc not needed as job is stopped")
+            for deployment in self.state.job_deployments(evaluation.job_id):
+                if deployment.active:
+                    self._end_deployment(deployment, "cancelled", "Cancelled because job is stopped")
         elif job.ParameterizedJob is not None and not job.Dispatched:
             pass  # a parameterized job only runs through its dispatched children
         else:
@@ -133,15 +157,33 @@ class Scheduler:
         now = now_ns()
         keep: list[Allocation] = []
         replace: list[Allocation] = []
+        deployment = self._deployment(job, group, mine, current_hash)
+        budget = self._update_budget(deployment, name, mine, current_hash)
+        outdated = sorted(
+            (a for a in mine if not a.terminal and not a.next_allocation and group_hash(a.job, name) != current_hash),
+            key=lambda a: a.index,
+        )
+        # Stop the outdated ones whose replacements may go now; the rest keep serving until their turn.
+        updating = {a.id for a in outdated[: budget if budget is not None else len(outdated)]}
         for alloc in mine:
             if alloc.next_allocation:
                 continue
             if not alloc.terminal:
                 if group_hash(alloc.job, name) != current_hash:
-                    self._stop(plan, alloc, "alloc is being updated due to job update")
+                    if alloc.id in updating:
+                        self._stop(plan, alloc, "alloc is being updated due to job update")
+                    else:
+                        keep.append(alloc)
                     continue
                 if alloc.job_version != (job.Version or 0):
                     alloc.job = job_json
+                    if deployment is not None and deployment.active and alloc.deployment_id != deployment.id:
+                        # An in-place update joins the new deployment and proves its health again.
+                        alloc.deployment_id = deployment.id
+                        alloc.deployment_healthy = None
+                        alloc.healthy_since = 0
+                        deployment.groups[name].placed_allocs += 1
+                        self.state.put_deployment(deployment)
                     self.state.put_alloc(alloc)
                 keep.append(alloc)
             elif alloc.client_status == "complete" and batch:
@@ -159,7 +201,12 @@ class Scheduler:
                     keep.append(alloc)  # out of reschedule attempts: it stays failed and holds its slot
         running = sorted(keep, key=lambda a: (a.terminal, a.index))
         while len(running) > want:
-            extra = max((a for a in running if not a.terminal), key=lambda a: a.index, default=None)
+            # Scaling down stops outdated allocations first.
+            extra = max(
+                (a for a in running if not a.terminal),
+                key=lambda a: (group_hash(a.job, name) != current_hash, a.index),
+                default=None,
+            )
             if extra is None:
                 break
             running.remove(extra)
@@ -184,10 +231,80 @@ class Scheduler:
                 queued[name] = queued.get(name, 0) + 1
                 continue
             alloc = self._alloc(plan, job, job_json, group, placement, index, metric, previous)
+            if deployment is not None and deployment.active:
+                alloc.deployment_id = deployment.id
+                deployment.groups[name].placed_allocs += 1
+                self.state.put_deployment(deployment)
+                self.state.put_alloc(alloc)
             _add_usage(usage, placement.node.id, alloc)
         if queued.get(name):
             metric.coalesced_failures = queued[name] - 1
             failed[name] = metric
+
+    # -- deployments ---------------------------------------------------------------------------------------
+
+    def _deployment(
+        self, job: models.Job, group: models.TaskGroup, mine: list[Allocation], current_hash: str
+    ) -> Deployment | None:
+        """The deployment of the job's version that this group's changes go through (created when needed)."""
+        name = group.Name or ""
+        strategy = update_strategy(job, group)
+        latest = self.state.latest_deployment(job.ID or "")
+        version = job.Version or 0
+        if latest is not None and latest.job_version != version and latest.active:
+            self._end_deployment(latest, "cancelled", "Cancelled due to newer version of job")
+        if strategy is None:
+            return None
+        if latest is not None and latest.job_version == version:
+            if name not in latest.groups and latest.active:
+                latest.groups[name] = _deployment_group(strategy, group.Count or 0)
+                self.state.put_deployment(latest)
+            return latest
+        live = [a for a in mine if not a.terminal]
+        destructive = any(group_hash(a.job, name) != current_hash for a in live)
+        in_place = any(a.job_version != version for a in live)
+        first = not any(a.job_version == version for a in mine)
+        if (group.Count or 0) <= 0 or not (destructive or in_place or first):
+            return None
+        deployment = Deployment(
+            id=str(uuid.uuid4()),
+            job_id=job.ID or "",
+            job_version=version,
+            job_modify_index=job.JobModifyIndex or 0,
+            job_create_index=job.CreateIndex or 0,
+        )
+        for other in job.TaskGroups or []:
+            other_strategy = update_strategy(job, other)
+            if other_strategy is not None:
+                deployment.groups[other.Name or ""] = _deployment_group(other_strategy, other.Count or 0)
+        self.state.put_deployment(deployment)
+        return deployment
+
+    def _update_budget(
+        self, deployment: Deployment | None, name: str, mine: list[Allocation], current_hash: str
+    ) -> int | None:
+        """How many outdated allocations may be replaced now; None: all (no deployment governs the group)."""
+        if deployment is None:
+            return None
+        state = deployment.groups.get(name)
+        if state is None:
+            return None
+        if deployment.status != "running":
+            return 0  # paused, failed, cancelled or done: no further destructive updates
+        in_flight = sum(
+            1
+            for a in mine
+            if a.deployment_id == deployment.id
+            and a.deployment_healthy is not True
+            and not a.terminal
+            and group_hash(a.job, name) == current_hash
+        )
+        return max(0, state.max_parallel - in_flight)
+
+    def _end_deployment(self, deployment: Deployment, status: str, description: str) -> None:
+        deployment.status = status
+        deployment.status_description = description
+        self.state.put_deployment(deployment)
 
     # -- system --------------------------------------------------------------------------------------------
 
@@ -322,6 +439,21 @@ class Scheduler:
                 other.modify_time = now_ns()
                 self.state.put_eval(other)
         self.state.put_eval(evaluation)
+
+
+def _deployment_group(strategy: models.UpdateStrategy, count: int) -> DeploymentGroup:
+    progress = strategy.ProgressDeadline or 0
+    return DeploymentGroup(
+        auto_revert=bool(strategy.AutoRevert),
+        auto_promote=bool(strategy.AutoPromote),
+        progress_deadline=progress,
+        require_progress_by=now_ns() + progress if progress else 0,
+        desired_total=count,
+        max_parallel=strategy.MaxParallel or 1,
+        health_check=strategy.HealthCheck or "checks",
+        min_healthy_time=strategy.MinHealthyTime or 0,
+        healthy_deadline=strategy.HealthyDeadline or 0,
+    )
 
 
 def _add_usage(usage: dict[str, NodeUsage], node_id: str, alloc: Allocation) -> None:

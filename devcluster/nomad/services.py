@@ -45,6 +45,8 @@ class ServiceRegistrar:
             owned += [(task.Name or "", s, task.Name or "") for s in task.Services or []]
         ids = []
         for owner, spec, task_name in owned:
+            if (spec.Provider or "consul") != "consul":
+                continue  # Nomad's own service registry is not served (docs/devcluster.md)
             extra = {"JOB": job.ID or "", "TASKGROUP": group.Name or "", "TASK": task_name}
             extra["BASE"] = f"{extra['JOB']}-{extra['TASKGROUP']}-{task_name}" if task_name else ""
             default_name = extra["BASE"] or f"{job.ID}-{group.Name}"

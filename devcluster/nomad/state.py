@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 from chutes.devcluster.nomad import models
+from chutes.devcluster.nomad.events import Event, EventBroker
 from chutes.devcluster.nomad.nodes import Node
 from chutes.devcluster.nomad.placement import NodeUsage
-from chutes.devcluster.nomad.records import Allocation, Evaluation
+from chutes.devcluster.nomad.records import Allocation, Deployment, Evaluation, now_ns
 from chutes.devcluster.state.index import IndexStore
 
 
@@ -23,8 +24,10 @@ class NomadState:
         self.jobs: dict[str, models.Job] = {}
         self.allocs: dict[str, Allocation] = {}
         self.evals: dict[str, Evaluation] = {}
+        self.deployments: dict[str, Deployment] = {}
         self.dispatch_tokens: dict[str, str] = {}
         self.on_change: list[Callable[[], None]] = []
+        self.events = EventBroker()
 
     def bump(self, *topics: str) -> int:
         idx = self.index.bump(*topics)
@@ -61,6 +64,23 @@ class NomadState:
     def job_allocs(self, job_id: str) -> list[Allocation]:
         return sorted((a for a in self.allocs.values() if a.job_id == job_id), key=lambda a: a.create_index)
 
+    def job_deployments(self, job_id: str) -> list[Deployment]:
+        return sorted((d for d in self.deployments.values() if d.job_id == job_id), key=lambda d: d.create_index)
+
+    def latest_deployment(self, job_id: str) -> Deployment | None:
+        """The job's newest deployment of its current incarnation (a purged-and-registered job starts over)."""
+        job = self.jobs.get(job_id)
+        found = [d for d in self.job_deployments(job_id) if job is None or d.job_create_index == job.CreateIndex]
+        return found[-1] if found else None
+
+    def deployment(self, ref: str) -> Deployment:
+        if ref in self.deployments:
+            return self.deployments[ref]
+        found = [d for d in self.deployments.values() if d.id.startswith(ref)] if len(ref) >= 8 else []
+        if len(found) != 1:
+            raise NotFound(ref)
+        return found[0]
+
     def job_evals(self, job_id: str) -> list[Evaluation]:
         return sorted((e for e in self.evals.values() if e.job_id == job_id), key=lambda e: e.create_index)
 
@@ -95,6 +115,9 @@ class NomadState:
         alloc.modify_index = idx
         self.allocs[alloc.id] = alloc
         self.bump(*topics)
+        keys = [alloc.job_id] + ([alloc.deployment_id] if alloc.deployment_id else [])
+        self.events.publish(Event(idx, "Allocation", "AllocationUpdated" if client else "PlanResult", alloc.id, keys,
+                                  {"Allocation": alloc.stub_json()}))  # fmt: skip
 
     def put_eval(self, evaluation: Evaluation) -> None:
         idx = self.index.index + 1
@@ -103,6 +126,20 @@ class NomadState:
         evaluation.modify_index = idx
         self.evals[evaluation.id] = evaluation
         self.bump("evals", f"eval:{evaluation.id}", f"job_evals:{evaluation.job_id}", f"job:{evaluation.job_id}")
+        self.events.publish(Event(idx, "Evaluation", "EvaluationUpdated", evaluation.id, [evaluation.job_id],
+                                  {"Evaluation": evaluation.to_json()}))  # fmt: skip
+
+    def put_deployment(self, deployment: Deployment) -> None:
+        idx = self.index.index + 1
+        if deployment.id not in self.deployments:
+            deployment.create_index = idx
+        deployment.modify_index = idx
+        deployment.modify_time = now_ns()
+        self.deployments[deployment.id] = deployment
+        self.bump("deployments", f"deployment:{deployment.id}", f"job_deployments:{deployment.job_id}",
+                  f"job:{deployment.job_id}")  # fmt: skip
+        self.events.publish(Event(idx, "Deployment", "DeploymentStatusUpdate", deployment.id, [deployment.job_id],
+                                  {"Deployment": deployment.to_json()}))  # fmt: skip
 
     def put_job(self, job: models.Job) -> int:
         idx = self.index.index + 1
@@ -111,15 +148,22 @@ class NomadState:
         job.CreateIndex = old.CreateIndex if old is not None else idx
         job.ModifyIndex = idx
         self.jobs[job.ID] = job
-        return self.bump("jobs", f"job:{job.ID}")
+        out = self.bump("jobs", f"job:{job.ID}")
+        snapshot = job.model_dump(mode="json")
+        self.events.publish(Event(idx, "Job", "JobRegistered", job.ID, [], {"Job": snapshot}))
+        return out
 
     def delete_job(self, job_id: str) -> None:
         """Purge the job; its allocations and evaluations stay readable (Nomad garbage-collects them later)."""
-        self.jobs.pop(job_id, None)
-        self.bump("jobs", f"job:{job_id}")
+        job = self.jobs.pop(job_id, None)
+        idx = self.bump("jobs", f"job:{job_id}")
+        snapshot = job.model_dump(mode="json") if job is not None else None
+        self.events.publish(Event(idx, "Job", "JobDeregistered", job_id, [], {"Job": snapshot}))
 
     def touch_node(self, node: Node) -> None:
         node.modify_index = self.bump("nodes", f"node:{node.id}")
+        self.events.publish(Event(node.modify_index, "Node", "NodeEvent", node.id, [],
+                                  {"Node": node.stub_json()}))  # fmt: skip
 
     # -- snapshot ------------------------------------------------------------------------------------------
 
@@ -128,7 +172,13 @@ class NomadState:
             "jobs": [j.model_dump(mode="json") for j in self.jobs.values()],
             "allocs": [a.model_dump(mode="json") for a in self.allocs.values()],
             "evals": [e.model_dump(mode="json") for e in self.evals.values()],
+            "deployments": [d.model_dump(mode="json") for d in self.deployments.values()],
             "node_meta": {n.name: n.dynamic_meta for n in self.nodes.values() if n.dynamic_meta},
+            "node_scheduling": {
+                n.name: {"eligibility": n.eligibility, "drain_strategy": n.drain_strategy, "last_drain": n.last_drain}
+                for n in self.nodes.values()
+                if n.eligibility != "eligible" or n.last_drain is not None
+            },
             "dispatch_tokens": dict(self.dispatch_tokens),
         }
 
@@ -144,8 +194,17 @@ class NomadState:
         for item in data.get("evals", []):
             evaluation = Evaluation.model_validate(item)
             self.evals[evaluation.id] = evaluation
+        for item in data.get("deployments", []):
+            deployment = Deployment.model_validate(item)
+            self.deployments[deployment.id] = deployment
         for name, meta in data.get("node_meta", {}).items():
             for node in self.nodes.values():
                 if node.name == name:
                     node.dynamic_meta = dict(meta)
+        for name, sched in data.get("node_scheduling", {}).items():
+            for node in self.nodes.values():
+                if node.name == name:
+                    node.eligibility = sched.get("eligibility") or "eligible"
+                    node.drain_strategy = sched.get("drain_strategy")
+                    node.last_drain = sched.get("last_drain")
         self.dispatch_tokens.update(data.get("dispatch_tokens", {}))

@@ -21,6 +21,7 @@ ROUTER_MODULES = (
     "usage",
     "telemetry",
     "secrets",
+    "images",
 )
 # Order matters: "observe" declares /v1/chutes/{ref}/instances|events|logs before "chutes" declares /v1/chutes/{ref}.
 

@@ -7,6 +7,7 @@ Another user's private chute answers 404, like a missing one.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile
@@ -18,6 +19,7 @@ from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import ChuteOut, ScaleIn, ShareIn
 from chutes.scheduler.api.uploads import validate_upload
 from chutes.scheduler.api.views import chute_out
+from chutes.scheduler.images import flow as image_flow
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
@@ -78,6 +80,9 @@ async def deploy_chute(
     manifest: Annotated[str, Form(description="the manifest, JSON (chutes inspect --json)")],
     bundle: Annotated[UploadFile, File(description="the bundle, a tar.gz built by chutes.bundle")],
     public: Annotated[bool, Form(description="any user may call it (admins only)")] = False,
+    image: Annotated[
+        str | None, Form(description="id of an image built by POST /v1/images: its instances run in it")
+    ] = None,
 ) -> ChuteOut:
     """Deploy a chute, or a new version of it. Answers once the job is registered; follow the events for progress.
 
@@ -96,6 +101,8 @@ async def deploy_chute(
         manifest, data, principal, services.config.max_bundle_bytes, services.config.max_json_depth,
         any_username=adopt_users,
     )  # fmt: skip
+    if image:
+        upload = dataclasses.replace(upload, image_ref=await image_flow.ready_ref(services, principal, image))
     adoption = None
     if adopt_users and dev_users.foreign(principal, upload.manifest.username):
         adoption = await dev_users.adopt(services, upload.manifest.username)

@@ -26,6 +26,7 @@ class Upload:
     bundle: bytes
     sha256: str
     meta: BundleMeta
+    image_ref: str | None = None  # a built image (ref@digest) the chute's instances run
 
 
 def _manifest_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:

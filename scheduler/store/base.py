@@ -29,6 +29,7 @@ TABLE_MODULES = (
     "chutes.scheduler.store.metering_models",
     "chutes.scheduler.store.secret_models",
     "chutes.scheduler.store.control_models",
+    "chutes.scheduler.store.image_models",
 )
 
 

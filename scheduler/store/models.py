@@ -73,6 +73,8 @@ class Chute(Base):
     # The ``<username>-<slug>`` label of its wildcard host address, unique: one label, one chute (None: no
     # host address, e.g. a label another chute already had when this one was created).
     host_label: Mapped[str | None] = mapped_column(String(192), nullable=True, unique=True)
+    # The image its instances run (``images.ref``, pinned by digest), when it was deployed with a built one.
+    image_ref: Mapped[str | None] = mapped_column(String(1024), nullable=True)
     created_at: Mapped[float] = mapped_column(Float, default=now)
     updated_at: Mapped[float] = mapped_column(Float, default=now, onupdate=now)
 

@@ -32,6 +32,7 @@ from chutes.commands._common import (
     err_console,
     print_json,
 )
+from chutes.commands.build import build_and_report
 from chutes.loader import load_chute
 from chutes.manifest import CordSpec, Manifest
 
@@ -194,12 +195,22 @@ def deploy(
         bool,
         typer.Option("--accept-fee", help="Accepted as in Chutes; this platform charges no deployment fee."),
     ] = False,
+    build: Annotated[
+        str,
+        typer.Option(
+            "--build",
+            help="Build the chute's image first: auto (an Image, when the platform builds images), on (also the "
+            "runtime layer on a string image), off.",
+        ),
+    ] = "auto",
     api_url: ApiUrl = None,
     api_key: ApiKey = None,
     gateway_url: GatewayUrl = None,
     as_json: AsJson = False,
 ) -> None:
     """Upload a chute and follow its deployment until an instance is ready."""
+    if build not in ("auto", "on", "off"):
+        raise DeployFailed(f"--build {build!r} is not a mode", hint="use auto, on or off")
     loaded = load_chute(ref).chute
     manifest = loaded.manifest()
     selector = manifest.node_selector
@@ -213,7 +224,15 @@ def deploy(
         # By id: it names the chute whoever owns it (on `chutes dev`, a local user of the file's username).
         after = _last_event_id(c, manifest.chute_id) if wait else 0
         started = time.monotonic()
-        chute = c.deploy(loaded, public=public)
+        image_id = None
+        if _wants_build(c, loaded, build):
+            if not as_json:
+                console.print("building its image first ...")
+            image = build_and_report(c, loaded, quiet=as_json)
+            image_id = str(image["image_id"])
+            if not as_json:
+                console.print(f"image: {image['ref']}", soft_wrap=True)
+        chute = c.deploy(loaded, public=public, image=image_id)
         name = str(chute.get("name") or manifest.name)
         owner = str(chute.get("username") or manifest.username)
         if owner != c.username():
@@ -246,6 +265,16 @@ def deploy(
         if wait and manifest.cords:
             console.print(f"[green]Ready[/green] in {time.monotonic() - started:.1f}s.")
         _print_addresses(c, manifest, name)
+
+
+def _wants_build(c: Client, chute: Any, mode: str) -> bool:
+    """Whether to build before deploying: ``on`` always; ``auto`` for an Image when the platform builds images."""
+    from chutes.image import Image
+
+    if mode == "off" or (mode == "auto" and not isinstance(chute.image, Image)):
+        return False
+    # Without builds on the platform the chute runs as before (auto); `on` then gets the API's refusal.
+    return mode == "on" or c.builds_available()
 
 
 def _print_addresses(c: Client, manifest: Manifest, ref: str) -> None:

@@ -17,6 +17,7 @@ from chutes.cli import app
 from chutes.commands._common import console
 from chutes.dev.containers import MODES
 from chutes.dev.nodes import parse_node
+from chutes.dev.registry import BUILDS_MODES
 from chutes.dev.stack import DEFAULT_USERNAME, DevStack, DevStackError, StackInfo, supervise
 
 
@@ -49,6 +50,10 @@ def _summary(info: StackInfo, config_file: Path | None) -> None:
         console.print("  instances        in containers (podman)")
     else:
         console.print("  instances        host processes (raw_exec: trusted code only)")
+    if info.builds:
+        console.print(f"  image builds     on: buildah, pushed to the registry {info.registry}")
+    else:
+        console.print("  image builds     off (needs buildah, docker-registry and curl; see --builds)")
     if config_file is not None:
         console.print(f"  config written   {config_file}")
     console.print()
@@ -96,12 +101,21 @@ def dev(
             help="Run instances in their images with podman: auto (when podman and buildah are installed), on, off.",
         ),
     ] = "auto",
+    builds: Annotated[
+        str,
+        typer.Option(
+            "--builds",
+            help="Build images (`chutes build`) with buildah and a local registry: auto (when installed), on, off.",
+        ),
+    ] = "auto",
 ) -> None:
     """Run the devcluster, one agent per node, the scheduler and the gateway on this machine.
 
     A part that dies is restarted (with back-off) while the others keep running; with --data-dir, the next
     run keeps the same ports, so deployed chutes answer again without a redeploy.
     """
+    if builds not in BUILDS_MODES:
+        raise DevStackError(f"--builds {builds!r} is not a mode", hint="use auto, on or off")
     if containers not in MODES:
         raise DevStackError(f"--containers {containers!r} is not a mode", hint="use auto, on or off")
     nodes = [parse_node(value) for value in node or []]
@@ -116,6 +130,7 @@ def dev(
         echo=lambda line: console.print(line, highlight=False),
         domain=domain,
         containers=containers,
+        builds=builds,
     )
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -25,6 +25,7 @@ namespace "default" {
   policy = "write"
   variables {
     path "nomad/jobs/chute-*" { capabilities = ["write", "read", "list", "destroy"] }
+    path "nomad/jobs/chutes-build-*" { capabilities = ["write", "read", "list", "destroy"] }
   }
 }
 node { policy = "read" }

@@ -1,7 +1,10 @@
 """Whether ``chutes dev`` runs instances in containers, and what that changes for the parts of the stack.
 
 ``--containers auto`` (the default) turns containers on when podman and buildah are installed and podman
-works; ``on`` requires them; ``off`` keeps every instance a host process (``raw_exec``). With containers on:
+works (``podman version``, and a container of the local base image starts when that image is there: a host
+whose podman settings are missing, such as these VMs without ``CONTAINERS_CONF``, is found out at start-up,
+with a hint, instead of failing every instance later); ``on`` requires them; ``off`` keeps every instance a
+host process (``raw_exec``). With containers on:
 
 - the devcluster runs the ``docker`` driver with podman (``--docker-driver on``);
 - the scheduler renders ``docker`` tasks for chutes with a built image (its default ``CHUTES_TASK_DRIVER=auto``)
@@ -25,6 +28,13 @@ from typing import Literal
 ContainersMode = Literal["auto", "on", "off"]
 MODES: tuple[ContainersMode, ...] = ("auto", "on", "off")
 HOST_ALIAS = "host.containers.internal"
+# `make base-image` builds it; the start-up probe runs a container of it when it is in local storage.
+PROBE_IMAGE = "localhost/chutes-base:bookworm"
+PROBE_TIMEOUT_S = 60.0
+SETTINGS_HINT = (
+    'podman may need settings on this host: set CONTAINERS_CONF to a containers.conf with runtime = "runc" '
+    "and default_ulimits the host grants (a checkout has one: scripts/containers.conf; docs/devcluster.md)"
+)
 
 
 class ContainersUnavailable(RuntimeError):
@@ -66,10 +76,31 @@ def _podman_version(podman: str) -> str | None:
     return result.stdout.strip() or None
 
 
+def podman_probe(podman: str, image: str = PROBE_IMAGE, timeout_s: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why podman cannot start a container here (podman's own words), or None: it can, or there is no local
+    ``image`` to try (nothing is pulled for the probe), or the probe did not finish in time (not a verdict)."""
+    try:
+        if subprocess.run([podman, "image", "exists", image], capture_output=True, timeout=timeout_s).returncode:
+            return None
+        result = subprocess.run(
+            [podman, "run", "--rm", "--pull=never", "--network=none", image, "true"],
+            capture_output=True, text=True, timeout=timeout_s,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None
+    except OSError as exc:
+        return f"cannot run podman: {exc}"
+    if result.returncode == 0:
+        return None
+    text = " ".join(result.stderr.split())
+    return (text if len(text) <= 300 else "…" + text[-300:]) or f"`podman run` exited with {result.returncode}"
+
+
 def plan_containers(
     mode: ContainersMode,
     which: Callable[[str], str | None] = shutil.which,
     version: Callable[[str], str | None] = _podman_version,
+    probe: Callable[[str], str | None] = podman_probe,
 ) -> ContainerPlan:
     """Decide for ``mode``; ContainersUnavailable when ``on`` cannot be honoured."""
     if mode not in MODES:
@@ -88,6 +119,15 @@ def plan_containers(
                 "or run with --containers off",
             )
         return ContainerPlan(False, f"containers: off ({why}): instances run as host processes (raw_exec)")
+    assert podman is not None
+    problem = probe(podman)
+    if problem is not None:
+        why = f"podman cannot start a container here: {problem}"
+        if mode == "on":
+            raise ContainersUnavailable(f"--containers on, but {why}", hint=f"{SETTINGS_HINT}, or --containers off")
+        return ContainerPlan(
+            False, f"containers: off ({why}; {SETTINGS_HINT}): instances run as host processes (raw_exec)"
+        )
     return ContainerPlan(
         True,
         f"containers: on (podman {found}): instances run in their images; "

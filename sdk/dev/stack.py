@@ -26,6 +26,7 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -48,6 +49,16 @@ from chutes.dev.containers import (
 )
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, merge
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+from chutes.dev.registry import (
+    BUILDER_META,
+    BuildsMode,
+    BuildsPlan,
+    BuildsUnavailable,
+    host_ca_bundle,
+    plan_builds,
+    start_registry,
+    stop_registry,
+)
 from chutes.dev.supervise import StablePorts, Supervisor, become_subreaper
 from chutes.dev.tls import StackTLS
 
@@ -80,6 +91,8 @@ class StackInfo:
     local_gpus: int = 0
     pid: int = field(default_factory=os.getpid)
     containers: bool = False  # instances with a built image run in containers (podman)
+    builds: bool = False  # `chutes build` works: buildah and a local registry
+    registry: str | None = None  # that registry, 127.0.0.1:PORT
     #: management tokens of the devcluster's ACLs (for the nomad and consul CLIs)
     nomad_token: str = ""
     consul_token: str = ""
@@ -165,6 +178,7 @@ class DevStack:
         tls: StackTLS | None = None,
         containers: ContainersMode = "auto",
         domain: str | None = None,
+        builds: BuildsMode = "auto",
     ) -> None:
         self.keep_data = data_dir is not None
         self.data_dir = (data_dir or Path(tempfile.mkdtemp(prefix="chutes-dev-"))).resolve()
@@ -179,6 +193,10 @@ class DevStack:
         self.info: StackInfo | None = None
         self.containers_mode: ContainersMode = containers
         self.containers = ContainerPlan(False, "containers: not decided yet")
+        self.builds_mode: BuildsMode = builds
+        self.builds = BuildsPlan(False, "builds: not decided yet")
+        self.registry: str | None = None
+        self._registry_proc: subprocess.Popen[bytes] | None = None
         self._lock_handle: IO[str] | None = None
         self.supervisor = Supervisor(echo)
         self.ports = StablePorts(self.data_dir / "run" / "ports.json", echo)
@@ -358,6 +376,11 @@ class DevStack:
             "CHUTES_DEV_ADOPT_USERS": "1",
             **self.containers.scheduler_env(),
         }
+        if self.registry:
+            env |= {"CHUTES_REGISTRY": self.registry, "CHUTES_REGISTRY_TLS_VERIFY": "false"}
+            ca_bundle = host_ca_bundle()
+            if ca_bundle:
+                env["CHUTES_BUILD_CA_BUNDLE"] = ca_bundle
         if gateway_url:
             env["CHUTES_GATEWAY_URL"] = gateway_url  # the dashboard's "try a cord" form calls it
         env |= self._env_file(
@@ -451,6 +474,34 @@ class DevStack:
         self._save_secrets(keys)
         return key
 
+    def _start_registry(self) -> None:
+        """The local registry builds push to (and the docker driver pulls from), on a stable loopback port."""
+        try:
+            proc, address = start_registry(self.data_dir / "registry", self.ports.ask("registry") or None)
+        except (OSError, RuntimeError) as exc:
+            raise DevStackError(f"the local registry did not start: {exc}", hint="see docker-registry's log") from None
+        self._registry_proc, self.registry = proc, address
+        self.ports.record("registry", int(address.rsplit(":", 1)[1]))
+        self.echo(f"  registry {address} (images built by `chutes build` are pushed here)")
+
+    def _mark_builder(self, nomad: str, keys: dict[str, str], node_name: str) -> None:
+        """Give one node the builder node meta, as an operator would a build-capable node of a real cluster."""
+        headers = {"X-Nomad-Token": keys["nomad_token"]}
+        tls = self._tls("nomad")
+        with tls.httpx_client(timeout=10.0) if tls is not None else httpx.Client(timeout=10.0) as http:
+            nodes = http.get(f"{nomad}/v1/nodes", headers=headers).json()
+            node_id = next((n["ID"] for n in nodes if n.get("Name") == node_name), None)
+            if node_id is None:
+                raise DevStackError(f"node {node_name} is not in the devcluster", hint=f"see {self.logs_dir}")
+            answer = http.post(
+                f"{nomad}/v1/client/metadata",
+                headers=headers,
+                json={"NodeID": node_id, "Meta": {BUILDER_META[0]: BUILDER_META[1]}},
+            )
+            if answer.status_code != 200:
+                raise DevStackError(f"cannot mark node {node_name} as a builder: {answer.text[:200]}")
+        self.echo(f"  node {node_name} builds images (node meta {BUILDER_META[0]}={BUILDER_META[1]})")
+
     # -- lifecycle
 
     def start(self) -> StackInfo:
@@ -465,6 +516,13 @@ class DevStack:
             except ContainersUnavailable as exc:
                 raise DevStackError(str(exc), hint=exc.hint) from None
             self.echo(self.containers.message)
+            try:
+                self.builds = plan_builds(self.builds_mode)
+            except BuildsUnavailable as exc:
+                raise DevStackError(str(exc), hint=exc.hint) from None
+            self.echo(self.builds.message)
+            if self.builds.enabled:
+                self._start_registry()
             nodes, local_gpus = self.plan_nodes()
             if local_gpus:
                 self.echo(f"GPU: {local_gpus} NVIDIA GPU(s) found through NVML; they are node {nodes[0].name}")
@@ -475,6 +533,8 @@ class DevStack:
             self.echo("starting the devcluster (Nomad and Consul APIs, with ACLs) ...")
             nomad, consul = self._start_devcluster(nodes, keys)
             parts = self._cluster_tokens(nomad, consul, keys)
+            if self.registry:
+                self._mark_builder(nomad, keys, nodes[0].name)
             self.echo("starting the agents ...")
             self._start_agents(nodes, nomad, consul, parts["agent"])
             # The gateway's port is chosen first so that the scheduler (started before it) knows its address;
@@ -505,6 +565,8 @@ class DevStack:
             nodes=[{"name": n.name, "model": n.model, "count": n.count, "simulated": n.simulated} for n in nodes],
             local_gpus=local_gpus,
             containers=self.containers.enabled,
+            builds=self.registry is not None,
+            registry=self.registry,
             nomad_token=keys["nomad_token"],
             consul_token=keys["consul_token"],
             domain=self.domain,
@@ -536,6 +598,9 @@ class DevStack:
         for child in reversed(self.children):
             child.stop(timeout)
         self.children.clear()
+        if self._registry_proc is not None:
+            stop_registry(self._registry_proc)
+            self._registry_proc = None
         if self.containers.enabled:
             # A devcluster that had to be killed could not stop its containers: none may outlive the stack.
             remove_leftovers(self.data_dir / "devcluster")

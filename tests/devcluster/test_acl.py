@@ -81,6 +81,14 @@ def test_bootstrap_once_then_tokens_and_policies_decide(acl_dc: DevclusterHandle
     plain = {"task": "t", "type": "stdout", "plain": "true"}
     assert httpx.get(f"{dc.nomad_addr}/v1/client/fs/logs/{alloc_id}", params=plain, headers=headers).status_code == 200
     assert httpx.get(f"{dc.nomad_addr}/v1/job/x", headers=headers).status_code == 403
+    # The event stream: each topic asked for must be readable; every topic needs a management token.
+    stream = f"{dc.nomad_addr}/v1/event/stream"
+    reader_headers = {"X-Nomad-Token": reader["SecretID"]}
+    for params, status in (({"topic": "Job"}, 403), ({}, 403), ({"topic": "*"}, 403)):
+        assert httpx.get(stream, params=params, headers=headers).status_code == status, params  # the logs token
+    with httpx.stream("GET", stream, params={"topic": "Job", "index": "0"}, headers=reader_headers) as resp:
+        assert resp.status_code == 200
+    assert httpx.get(stream, headers=reader_headers).status_code == 403  # all topics: management only
     # Bad rules are a 400 naming the problem; a token of a deleted policy loses what it granted.
     with pytest.raises(BadRequestNomadException):
         admin.acl.create_policy("bad", {"Name": "bad", "Rules": 'namespace "default" { policy = "admin" }'})

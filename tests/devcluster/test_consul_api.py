@@ -214,3 +214,51 @@ def test_registration_errors_are_4xx_with_a_reason(dc: DevclusterHandle) -> None
     assert script.status_code == 400 and "not supported" in script.json()["detail"]
     missing = httpx.put(f"{dc.consul_addr}/v1/agent/service/deregister/nope")
     assert missing.status_code == 404
+
+
+def test_edge_answers_as_consul_gives_them(dc: DevclusterHandle) -> None:
+    c = dc.consul()
+    # A wrong datacenter fails (Consul cannot forward to it); the right one and the agent's endpoints work.
+    with pytest.raises(consul.ConsulException) as err:
+        c.kv.get("edge/x", dc="dc2")
+    assert "No path to datacenter" in str(err.value)
+    with pytest.raises(consul.ConsulException):
+        c.catalog.services(dc="elsewhere")
+    assert c.kv.get("edge/x", dc="dc1")[1] is None
+    # Releasing with a session that holds nothing (here: one that does not exist) is 200 false, not an error.
+    assert c.kv.put("edge/lock", "v")
+    assert c.kv.put("edge/lock", "v", release="00000000-0000-0000-0000-00000000beef") is False
+    with pytest.raises(consul.ConsulException) as err:
+        c.kv.put("edge/lock", "v", acquire="00000000-0000-0000-0000-00000000beef")
+    assert "invalid session" in str(err.value)
+    # agent/self carries what Nomad's Consul fingerprint reads.
+    me = c.agent.self()
+    major, minor, _patch = (int(p) for p in me["Config"]["Version"].split("."))
+    assert (major, minor) >= (1, 0)
+    assert me["Config"]["Datacenter"] == "dc1" and me["Config"]["Server"] is True
+    assert me["DebugConfig"]["ConnectEnabled"] is False
+    assert all(isinstance(v, str) for section in me["Stats"].values() for v in section.values())
+    assert me["Stats"]["consul"]["server"] == "true" and me["Stats"]["build"]["version"] == me["Config"]["Version"]
+    # Nested TaggedAddresses in any casing come back canonical; agent services carry AgentService's keys.
+    resp = httpx.put(
+        f"{dc.consul_addr}/v1/agent/service/register",
+        json={"Name": "edge-svc", "ID": "edge-1", "Port": 9000,
+              "tagged_addresses": {"lan": {"address": "10.0.0.5", "port": 9000}, "wan": {"Address": "1.2.3.4"}}},
+    )  # fmt: skip
+    assert resp.status_code == 200
+    services = c.agent.services()
+    assert services["edge-1"]["TaggedAddresses"] == {
+        "lan": {"Address": "10.0.0.5", "Port": 9000},
+        "wan": {"Address": "1.2.3.4", "Port": 0},
+    }
+    assert set(services["edge-1"]) == {
+        "ID", "Service", "Tags", "Meta", "Port", "Address", "TaggedAddresses", "Weights", "EnableTagOverride",
+        "Datacenter",
+    }  # fmt: skip
+    _, [entry] = c.catalog.service("edge-svc")
+    assert entry["ServiceTaggedAddresses"]["lan"] == {"Address": "10.0.0.5", "Port": 9000}
+    bad = httpx.put(
+        f"{dc.consul_addr}/v1/agent/service/register", json={"Name": "edge-bad", "TaggedAddresses": {"lan": "10.0.0.5"}}
+    )
+    assert bad.status_code == 400 and "TaggedAddresses" in bad.json()["detail"]
+    c.agent.service.deregister("edge-1")

@@ -20,6 +20,7 @@ import httpx
 import nomad.api.exceptions
 import pytest
 
+from chutes.dev.containers import remove_leftovers
 from chutes.devcluster.nomad.container_spec import LABEL_ALLOC
 from chutes.scheduler.secret_env import template_block, variable_items, variable_path
 from tests.devcluster.waiting import wait_for
@@ -300,6 +301,25 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
 
 
+def test_job_run_output_json_of_a_docker_job_runs(ddc: DevclusterHandle, image: str) -> None:
+    """What ``nomad job run -output`` prints for a current docker job registers and runs (the image swapped for
+    the local test image; the nomad-provider service is accepted and not registered in Consul)."""
+    body = json.loads((Path(__file__).parent / "data" / "job_run_output_docker.json").read_text())
+    [task] = body["Job"]["TaskGroups"][0]["Tasks"]
+    task["Config"]["image"] = image
+    n, c = ddc.nomad(), ddc.consul()
+    n.jobs.register_job(body)
+    wait_for(lambda: len(_passing(c, "web-output")) == 2, timeout_s=180, what="two passing instances")
+    assert c.catalog.service("web-output-nomad")[1] == []
+    allocs = [a for a in n.job.get_allocations("web-output") if a["ClientStatus"] == "running"]
+    assert len(allocs) == 2 and all(a["DeploymentStatus"]["Healthy"] is not False for a in allocs)
+    answer = httpx.get(f"http://127.0.0.1:{_port(n.allocation.get_allocation(allocs[0]['ID']))}/", timeout=10)
+    assert answer.status_code == 200  # python -m http.server inside, on the mapped port 8080
+    n.job.deregister_job("web-output", purge=True)
+    for alloc in allocs:
+        wait_for(lambda a=alloc: _gone(n, a["ID"]), timeout_s=30, what="the allocation stopped")
+
+
 def test_kill_timeout_then_sigkill_and_nothing_left(ddc: DevclusterHandle, image: str) -> None:
     n = ddc.nomad()
     n.jobs.register_job({"Job": docker_job("stubborn", image, env={"IGNORE_TERM": "1"}, KillTimeout=1 * S)})
@@ -402,3 +422,29 @@ def test_a_devcluster_killed_hard_leaves_containers_the_next_start_removes(
         n.job.deregister_job("crashy", purge=True)
         wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+
+
+def test_chutes_devs_clean_up_removes_what_a_killed_devcluster_left_and_nothing_else(
+    ddc: DevclusterHandle, image: str, storage: Path, tmp_path: Path
+) -> None:
+    """``chutes dev`` stops its devcluster last; one that had to be killed could not stop its containers, so the
+    stack removes them (``remove_leftovers``), and only them: another devcluster's container keeps running."""
+    n = ddc.nomad()
+    n.jobs.register_job({"Job": docker_job("bystander", image)})
+    other = _alloc(n, "bystander")
+    wait_for(lambda: _passing(ddc.consul(), "bystander"), timeout_s=120, what="the other devcluster's task")
+    data = tmp_path / "devcluster"
+    with devcluster(NODES, local_node=False, data_dir=data, extra_args=["--docker-driver", "on"]) as dc:
+        dc.nomad().jobs.register_job({"Job": docker_job("orphan", image)})
+        alloc = _alloc(dc.nomad(), "orphan")
+        wait_for(lambda: _passing(dc.consul(), "orphan"), timeout_s=120, what="a passing check")
+        dc.kill()  # as `chutes dev` does to a devcluster that does not stop in time
+        assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == [f"main-{alloc['ID']}"]
+        assert remove_leftovers(data) == 1
+        assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
+        assert remove_leftovers(data) == 0
+    assert containers_labelled(LABEL_ALLOC, other["ID"]) == [f"main-{other['ID']}"]
+    assert httpx.get(f"http://127.0.0.1:{_port(other)}/", timeout=10).status_code == 200
+    n.job.deregister_job("bystander", purge=True)
+    wait_for(lambda: _gone(n, other["ID"]), timeout_s=30, what="the allocation stopped")
+    assert containers_labelled(LABEL_ALLOC, other["ID"]) == []

@@ -67,6 +67,7 @@ def _without_nulls(value: Any) -> Any:
 
 def test_canonical_job_as_served_still_validates_against_the_spec() -> None:
     served = canonicalize(models.Job.model_validate(gpu_service_job("chute-y"))).model_dump(mode="json")
+    served.pop("NodePool")  # Nomad 1.6+, newer than the spec in reference/
     nomad_openapi.assert_valid("Job", _without_nulls(served))
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import nomad.api.exceptions
@@ -44,6 +46,31 @@ def test_parse_answers_501_with_a_hint(dc: DevclusterHandle) -> None:
     resp = httpx.post(f"{dc.nomad_addr}/v1/jobs/parse", json={"JobHCL": 'job "x" {}', "Canonicalize": True})
     assert resp.status_code == 501
     assert "HCL" in resp.json()["detail"] and resp.json()["hint"]
+
+
+def test_deleting_a_job_that_is_gone_is_200_without_an_evaluation(dc: DevclusterHandle) -> None:
+    n = dc.nomad()
+    result = n.job.deregister_job("never-registered", purge=True)
+    assert result["EvalID"] == "" and result["EvalCreateIndex"] == 0 and result["JobModifyIndex"] == 0
+    with pytest.raises(nomad.api.exceptions.URLNotFoundNomadException):
+        n.job.get_job("never-registered")
+
+
+def test_evaluations_are_processed_after_the_register_reply(dc: DevclusterHandle) -> None:
+    """The reply names a pending evaluation; a worker completes it (and places) moments later."""
+    n = dc.nomad()
+    started = time.perf_counter()
+    result = n.jobs.register_job({"Job": _batch("async-eval", "import time; time.sleep(30)")})
+    created = result["EvalCreateIndex"]
+    # Blocking on the evaluation past its creation index returns once the worker has processed it.
+    resp = httpx.get(f"{dc.nomad_addr}/v1/evaluation/{result['EvalID']}", params={"index": created, "wait": "5s"})
+    evaluation = resp.json()
+    assert evaluation["CreateIndex"] == created < evaluation["ModifyIndex"]
+    assert evaluation["Status"] == "complete" and evaluation["TriggeredBy"] == "job-register"
+    [alloc] = n.job.get_allocations("async-eval")
+    assert alloc["EvalID"] == result["EvalID"] and alloc["CreateIndex"] > created
+    assert time.perf_counter() - started < 2, "placement stays fast"
+    n.job.deregister_job("async-eval", purge=True)
 
 
 def test_register_returns_indexes_and_enforce_index_guards_updates(dc: DevclusterHandle) -> None:
@@ -145,6 +172,37 @@ def test_logs_follow_streams_until_the_task_ends(dc: DevclusterHandle) -> None:
     bad = httpx.get(f"{dc.nomad_addr}/v1/client/fs/logs/{alloc['ID']}", params={"task": "main", "type": "x"})
     assert bad.status_code == 400
     n.job.deregister_job("talker", purge=True)
+
+
+def test_job_run_output_json_of_a_docker_job_registers(dc: DevclusterHandle) -> None:
+    """What ``nomad job run -output`` prints for a current docker job: NodePool, identity, actions, nulls."""
+    body = json.loads((Path(__file__).parent / "data" / "job_run_output_docker.json").read_text())
+    n = dc.nomad()
+    result = n.jobs.register_job(body)
+    assert result["EvalID"]
+    stored = n.job.get_job("web-output")
+    assert stored["NodePool"] == "default" and stored["UI"]["Links"][0]["Label"] == "docs"
+    [task] = stored["TaskGroups"][0]["Tasks"]
+    assert task["Identity"]["Env"] is True and task["Actions"][0]["Name"] == "hello"
+    assert [s["Provider"] for s in stored["TaskGroups"][0]["Services"]] == ["consul", "nomad"]
+    # This devcluster runs raw_exec only: everything else about the job is accepted, the driver filters it.
+    evaluation = wait_for(lambda: _finished(n, result["EvalID"]), what="the evaluation")
+    assert evaluation["FailedTGAllocs"]["web"]["ConstraintFiltered"] == {"missing drivers": 4}
+    body["Job"]["NodePool"] = "gpu-hosts"
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        n.jobs.register_job(body)
+    assert err.value.nomad_resp.json()["detail"] == 'job "web-output" is in nonexistent node pool "gpu-hosts"'
+    body["Job"]["TaskGroups"][0]["Services"][1]["Provider"] = "etcd"
+    body["Job"]["NodePool"] = "all"
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        n.jobs.register_job(body)
+    assert "invalid provider" in err.value.nomad_resp.text
+    n.job.deregister_job("web-output", purge=True)
+
+
+def _finished(n: object, eval_id: str) -> dict | None:
+    evaluation: dict = n.evaluation.get_evaluation(eval_id)  # type: ignore[attr-defined]
+    return evaluation if evaluation["Status"] != "pending" else None
 
 
 def test_other_drivers_fail_placement_with_missing_drivers(dc: DevclusterHandle) -> None:

@@ -69,7 +69,17 @@ def chutes(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.
 def test_dev_deploy_invoke_logs_delete_stop(tmp_path: Path, env: dict[str, str]) -> None:
     ready, ports = tmp_path / "ready.json", tmp_path / "ports.json"
     log = (tmp_path / "dev.log").open("wb")
-    argv = [CHUTES, "dev", "--simulate", "--data-dir", str(tmp_path / "data"), "--ready-file", str(ready)]
+    argv = [
+        CHUTES,
+        "dev",
+        "--simulate",
+        "--builds",
+        "off",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--ready-file",
+        str(ready),
+    ]
     dev = subprocess.Popen([*argv, "--ports-file", str(ports)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120

@@ -99,7 +99,36 @@ chute = Chute(
 async def probe(self: Chute, output_dir: str = ".") -> dict[str, object]:
     marker = Path("/etc/chutes-test-image").read_text().strip()
     (Path(output_dir) / "inside.txt").write_text(marker + " " + socket.gethostname() + "\\n")
+    (Path(output_dir) / "nested").mkdir()
+    (Path(output_dir) / "nested" / "blob.bin").write_bytes(bytes(range(256)) * 1024)
     return {{"marker": marker}}
+
+
+@chute.job(timeout=120, upload=True)
+async def crash(self: Chute, output_dir: str = ".") -> None:
+    (Path(output_dir) / "partial.txt").write_text("written before the failure in " + socket.gethostname())
+    raise ValueError("no such dataset inside the image")
+"""
+
+BROKEN_CHUTE = """
+from chutes.chute import Chute, NodeSelector
+
+chute = Chute(
+    username="demo",
+    name="boxed-broken",
+    image="{image}",
+    node_selector=NodeSelector(gpu_count=1, min_vram_gb_per_gpu=16),
+)
+
+
+@chute.on_startup()
+async def load(self: Chute) -> None:
+    import package_not_in_the_image  # noqa: F401
+
+
+@chute.cord(public_api_path="/ping")
+async def ping(self: Chute) -> dict[str, object]:
+    return {{}}
 """
 
 
@@ -152,6 +181,41 @@ class Stack:
     def live_allocs(self, chute_id: str) -> list[dict[str, Any]]:
         allocs = self.nomad(f"/v1/job/chute-{chute_id}/allocations")
         return [a for a in allocs if a["ClientStatus"] in ("pending", "running")]
+
+    def any_live_alloc(self, job_id: str) -> list[str]:
+        """Allocations of ``job_id`` that still run or are to run, from the cluster-wide list (a purged job's
+        allocations are not under /v1/job/... any more)."""
+        allocs = self.nomad("/v1/allocations")
+        return [a["ID"] for a in allocs if a["JobID"] == job_id and a["ClientStatus"] in ("pending", "running")]
+
+    def instances(self, chute_id: str) -> list[dict[str, Any]]:
+        """Instances registered in Consul, passing or not."""
+        result: list[dict[str, Any]] = self.consul(f"/v1/health/service/chute-{chute_id}")
+        return result
+
+    def job_status(self, chute_id: str) -> int:
+        headers = {"X-Nomad-Token": self.info["nomad_token"]}
+        return httpx.get(f"{self.info['nomad_addr']}/v1/job/chute-{chute_id}", headers=headers, timeout=10).status_code
+
+    def processes(self) -> list[int]:
+        """PIDs of the stack's processes: each part's command line or environment names the data directory."""
+        return processes_mentioning(self.info["data_dir"])
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes (not zombies, not this one) whose command line or environment contains ``text``."""
+    pids, needle = [], text.encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            found = needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if found and state != "Z":
+            pids.append(int(entry.name))
+    return pids
 
 
 @pytest.fixture
@@ -278,9 +342,11 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     assert served_after_critical and victim not in served_after_critical, served_after_critical
     assert len(results) > killed_at + 20
 
-    # Scale to zero: no allocation runs, no container is left; the next call wakes it again.
+    # Scale to zero (what the autoscaler does for an idle chute, through the same deploy.set_desired): no
+    # allocation runs, no container is left, no instance stays in Consul; the next call wakes it again.
     assert stack.cli("chutes", "scale", "boxed", "0").returncode == 0
     wait_until(lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing running", timeout=120)
+    wait_until(lambda: not stack.instances(chute_id), "no instance in Consul", timeout=30)
     assert stack.cli("chutes", "scale", "boxed", "1").returncode == 0
     wait_until(lambda: len(stack.passing(chute_id)) == 1, "running again", timeout=120)
     assert stack.call().status_code == 200
@@ -289,6 +355,8 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     deleted = stack.cli("chutes", "delete", "boxed", "--yes")
     assert deleted.returncode == 0, deleted.stderr
     wait_until(lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing left", timeout=120)
+    assert stack.job_status(chute_id) == 404  # purged
+    assert stack.any_live_alloc(f"chute-{chute_id}") == [] and stack.instances(chute_id) == []
 
     # A job runs in the image too, and its output is uploaded to the scheduler from inside the container.
     job_source = tmp_path / "boxed_job.py"
@@ -302,7 +370,21 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     output = stack.cli("jobs", "output", run.get("run_id") or run["id"], "inside.txt")
     assert output.returncode == 0 and output.stdout.startswith("chutes-test-image "), output.stdout + output.stderr
     assert output.stdout.split()[1] != os.uname().nodename
+    blob = stack.cli("jobs", "output", run.get("run_id") or run["id"], "nested/blob.bin", "-o", str(tmp_path / "b"))
+    assert blob.returncode == 0, blob.stdout + blob.stderr
+    assert (tmp_path / "b").read_bytes() == bytes(range(256)) * 1024  # a file in a subfolder, byte for byte
     wait_until(lambda: not stack.containers(), "the job's container removed", timeout=60)
+    # A job that fails in its container: exit 1, the error, and what it wrote before failing is uploaded too.
+    crashed = stack.cli("jobs", "run", "boxed-job", "crash", "--input", "{}", "--timeout", "180", "--json")
+    assert crashed.returncode == 1, crashed.stdout + crashed.stderr
+    failure = json.loads(crashed.stdout)
+    assert failure["status"] == "failed" and "ValueError: no such dataset inside the image" in failure["error"]
+    partial = stack.cli("jobs", "output", failure.get("run_id") or failure["id"], "partial.txt")
+    assert partial.returncode == 0 and partial.stdout.startswith("written before the failure in "), partial.stderr
+    wait_until(lambda: not stack.containers(), "the failed job's container removed", timeout=60)
+    job_chute = json.loads(stack.cli("chutes", "get", "boxed-job", "--json").stdout)["chute_id"]
+    runs = [a for a in stack.nomad("/v1/allocations") if a["JobID"].startswith(f"chute-{job_chute}")]
+    assert len(runs) >= 2 and all(a["ClientStatus"] in ("complete", "failed") for a in runs), runs
 
     # A stopped `chutes dev` leaves no container either, even with an instance running when it stops.
     again = stack.cli("deploy", f"{source}:chute", "--timeout", "180")
@@ -311,3 +393,35 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     stack.proc.send_signal(signal.SIGTERM)
     assert stack.proc.wait(90) == 0, stack.log.read_text()[-3000:]
     assert stack.containers() == []
+    wait_until(lambda: not stack.processes(), "no process of the stack left", timeout=30)
+
+
+def test_a_chutes_dev_killed_hard_leaves_no_container_and_no_process(
+    stack: Stack, registry_image: str, tmp_path: Path
+) -> None:
+    """A chute whose code needs what its image lacks fails with the reason in `chutes logs`; the logs of a
+    container instance come through the same command. Then SIGKILL of `chutes dev` itself (a crash, an OOM
+    kill): its parts get the parent-death signal, the devcluster stops its containers, and nothing of the stack
+    is left running."""
+    broken = tmp_path / "broken.py"
+    broken.write_text(BROKEN_CHUTE.format(image=registry_image))
+    deployed = stack.cli("deploy", f"{broken}:chute", "--timeout", "45")
+    assert deployed.returncode != 0, deployed.stdout + deployed.stderr
+    missing = "ModuleNotFoundError: No module named 'package_not_in_the_image'"
+    wait_until(lambda: missing in stack.cli("logs", "boxed-broken", "--stream", "stderr").stdout, "the import error")
+    assert stack.cli("chutes", "delete", "boxed-broken", "--yes").returncode == 0
+    wait_until(lambda: not stack.containers(), "the broken chute's containers removed", timeout=120)
+
+    source = tmp_path / "boxed.py"
+    source.write_text(CHUTE.format(image=registry_image))
+    deployed = stack.cli("deploy", f"{source}:chute", "--timeout", "180")
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert stack.call().json()["marker"] == "chutes-test-image"
+    logs = stack.cli("logs", "boxed", "--stream", "stderr")
+    assert logs.returncode == 0 and "chutes.runtime: listening on http://0.0.0.0:" in logs.stdout, logs.stdout
+    [container] = stack.containers()
+    assert stack.processes(), "the stack's parts should be running"
+    stack.proc.kill()
+    stack.proc.wait(10)
+    wait_until(lambda: not stack.containers(), f"{container} removed", timeout=60)
+    wait_until(lambda: not stack.processes(), "no process of the stack left", timeout=60)

@@ -77,7 +77,8 @@ class Dev:
         self.starts += 1
         self.ready_file.unlink(missing_ok=True)
         began = time.monotonic()
-        argv = [CHUTES, "dev", "--simulate", "--data-dir", str(self.tmp / "data"), "--ready-file", str(self.ready_file)]
+        argv = [CHUTES, "dev", "--simulate", "--builds", "off", "--data-dir", str(self.tmp / "data")]
+        argv += ["--ready-file", str(self.ready_file)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 150

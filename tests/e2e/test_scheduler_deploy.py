@@ -261,7 +261,9 @@ def test_reconciler_recreates_missing_jobs_and_purges_orphans(
         nomad.job.deregister_job(jid, purge=True)
         wait_until(lambda: nomad.jobs.get_jobs(prefix=jid), "the job registered again", 30, 0.2)
         assert any(e["type"] == "registered" and "reconciler" in e["message"] for e in client.events(cid))
-        # ... or changes its count: scaled back to the desired one.
+        # ... or changes its count (once its deployment is done: Nomad refuses to scale during one): scaled back.
+        wait_until(lambda: (nomad.job.get_deployment(jid) or {}).get("Status") not in ("running", "paused"),
+                   "the job's deployment done", 60, 0.2)  # fmt: skip
         nomad.job.request(jid, "scale", json={"Count": 2, "Target": {"Group": "instance"}}, method="post")
         wait_until(lambda: nomad.job.get_job(jid)["TaskGroups"][0]["Count"] == 1, "the count back at 1", 30, 0.2)
         # A job with chutes' meta whose chute the store does not know is an orphan: purged.
@@ -277,3 +279,45 @@ def test_reconciler_recreates_missing_jobs_and_purges_orphans(
         wait_until(lambda: not nomad.jobs.get_jobs(prefix=f"chute-{ghost}"), "the orphan purged", 30, 0.2)
         client.delete_chute(cid)
         assert_gone(st, cid)
+
+
+def test_a_chute_woken_while_every_gpu_is_busy_waits_for_capacity_then_runs(
+    stack: tuple[Stack, Scheduler, str], tmp_path: Path
+) -> None:
+    """Nomad blocks the evaluation that cannot place; the deploy says it waits; a freed GPU places it."""
+    st, sched, key = stack
+    nomad = st.dc.nomad()
+    with Client(sched.url, key) as client:
+        sleeper = client.deploy(chute_file(tmp_path, "sleeper", {"gpu_count": 1, "include": ["l40s"]}))
+        cid = sleeper["chute_id"]
+        wait_event(client, cid, "placed")
+        client.scale_chute(cid, 0)
+        wait_until(lambda: _l40s_free(client) == 2, "both L40S free", 30, 0.2)
+        hog = client.deploy(chute_file(tmp_path, "hog", {"gpu_count": 2, "include": ["l40s"]}))
+        assert hog["placement"]["node_id"] == "gpu-c"
+        wait_event(client, hog["chute_id"], "placed")
+        # A call for the sleeper wakes it (the gateway's path): Nomad cannot place it now.
+        with httpx.Client(base_url=sched.url, headers={"Authorization": f"Bearer {st.admin_key}"}) as gw:
+            assert gw.post(f"/v1/internal/chutes/{cid}/wake").json()["woken"] is True
+        waiting = wait_event(client, cid, "waiting", timeout=30)
+        assert "waiting for capacity" in waiting["message"] and "0 of 1" in waiting["message"]
+        assert "exhausted" in waiting["data"]["nomad"], waiting
+        blocked = nomad.evaluation.get_evaluation(waiting["data"]["blocked_evaluation"])
+        assert blocked["Status"] == "blocked" and blocked["TriggeredBy"] == "queued-allocs"
+        # The hog goes away: the blocked evaluation places the sleeper at once, and it becomes ready.
+        started = time.monotonic()
+        client.delete_chute(hog["chute_id"])
+        placed = wait_until(
+            lambda: [e for e in events_of(client, cid) if e["type"] == "placed" and e["id"] > waiting["id"]],
+            "the sleeper placed", 30, 0.1,
+        )  # fmt: skip
+        print(f"placed {time.monotonic() - started:.2f}s after the delete")
+        assert placed[0]["data"]["node_id"] == "gpu-c"
+        assert nomad.evaluation.get_evaluation(blocked["ID"])["Status"] == "complete"
+        wait_event(client, cid, "ready", timeout=90)
+        client.delete_chute(cid)
+        assert_gone(st, cid)
+
+
+def _l40s_free(client: Client) -> int:
+    return int(next(n for n in client.nodes() if n["node_id"] == "gpu-c")["gpus_free"])

@@ -25,14 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import uvicorn
 from aiohttp import web
 
 from chutes.gateway.app import Gateway
-from chutes.gateway.cli import server_config
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import consul_health
 from chutes.gateway.scheduler_client import SchedulerClient
+from chutes.gateway.server import HttpServer
 from chutes.identity import chute_id as make_chute_id
 
 REPO = Path(__file__).resolve().parents[2]
@@ -266,24 +265,20 @@ def gateway_settings(scheduler_url: str, consul_addr: str, **overrides: Any) -> 
 
 @contextlib.asynccontextmanager
 async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGateway]:
-    """The gateway served by uvicorn on a loopback port (port 0) in this event loop, stopped at the end."""
+    """The gateway served by its HTTP server on a loopback port (port 0) in this event loop, stopped at the end."""
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key, timeout=5)
     consul = consul_health(settings.consul_addr, request_timeout=15)
     gateway = Gateway(settings, scheduler, consul.health)
-    server = uvicorn.Server(server_config(gateway))
+    server = HttpServer(gateway.handle, settings.limits, settings.max_body_bytes)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the gateway did not start")
-            await asyncio.sleep(0.01)
+        await gateway.start()
+        await server.start(sock)
         yield RunningGateway(gateway, f"http://127.0.0.1:{sock.getsockname()[1]}", settings)
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(server.shutdown(5), 15)
+        await gateway.close()
         sock.close()
         await scheduler.close()
         await consul.close()

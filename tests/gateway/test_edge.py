@@ -123,3 +123,74 @@ async def test_a_wrong_key_flood_is_throttled_without_lookups_and_valid_keys_kee
         # From the same address, a key the gateway has seen accepted still works at once.
         async with http.post(gw.chute_url("/echo"), json={"text": "still"}, headers=ALICE) as resp:
             assert resp.status == 200, await resp.text()
+
+
+async def test_pipelined_calls_are_answered_in_order_and_each_limit_answers_at_the_gateways_own_server(
+    dc: DevclusterHandle, consul: Any, scheduler: SchedulerDouble, instances: Instances
+) -> None:
+    inst = await instances.start()
+    register(consul, inst)
+    await wait_passing(consul, SERVICE, 1)
+    limits = EdgeLimits(header_timeout=0.5, body_timeout=0.5, max_headers=20, max_request_line=1024)
+    settings = gateway_settings(scheduler.url, dc.consul_addr, limits=limits, max_body_bytes=1000)
+    auth = f"Authorization: Bearer {ALICE_KEY}\r\n".encode()
+
+    def echo(text: str) -> bytes:
+        body = b'{"text": "%s"}' % text.encode()
+        return b"POST /alice/gwtest/echo HTTP/1.1\r\nHost: gw\r\n%bContent-Length: %d\r\n\r\n%b" % (
+            auth,
+            len(body),
+            body,
+        )
+
+    async with running_gateway(settings) as gw:
+        # Three requests in one write, the last one closing: three answers, in order, then the close.
+        health = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+        closing = echo("third").replace(b"Host: gw\r\n", b"Host: gw\r\nConnection: close\r\n")
+        out = await _raw(gw.url, health + echo("second") + closing)
+        assert out.count(b"HTTP/1.1 200 ") == 3, out
+        assert out.index(b'"status"') < out.index(b'"second"') < out.index(b'"third"')
+        assert b"connection: close" in out.lower()
+        assert out.count(b"date: ") == 3  # the gateway's own Date (the instance's is not passed on)
+
+        too_long = await _raw(gw.url, b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: gw\r\n\r\n")
+        assert too_long.startswith(b"HTTP/1.1 414 "), too_long
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(30))
+        too_many = await _raw(gw.url, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n" + many + b"\r\n")
+        assert too_many.startswith(b"HTTP/1.1 431 ") and b"more than 20 header fields" in too_many
+        big = b"x" * 5000
+        over = b"POST /alice/gwtest/echo HTTP/1.1\r\nHost: gw\r\n%bContent-Length: %d\r\n\r\n" % (auth, len(big))
+        refused = await _raw(gw.url, over + big[:3000])  # the gateway answers before the rest arrives
+        assert refused.startswith(b"HTTP/1.1 413 ") and b"request body over 1000 bytes" in refused
+        slow_head = await _raw(gw.url, b"GET /healthz HTTP/1.1\r\nHost: gw\r\n")
+        assert slow_head.startswith(b"HTTP/1.1 408 ") and b"headers not complete" in slow_head
+        slow_body = await _raw(
+            gw.url, b"POST /alice/gwtest/echo HTTP/1.1\r\nHost: gw\r\n%bContent-Length: 10\r\n\r\n{" % auth
+        )
+        assert slow_body.startswith(b"HTTP/1.1 408 ") and b"request body" in slow_body
+
+
+async def test_expect_100_continue_is_answered_before_the_body_is_sent(
+    dc: DevclusterHandle, consul: Any, scheduler: SchedulerDouble, instances: Instances
+) -> None:
+    inst = await instances.start()
+    register(consul, inst)
+    await wait_passing(consul, SERVICE, 1)
+    async with running_gateway(gateway_settings(scheduler.url, dc.consul_addr)) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            body = b'{"text": "after continue"}'
+            writer.write(
+                b"POST /alice/gwtest/echo HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %b\r\n"
+                b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % (ALICE_KEY.encode(), len(body))
+            )
+            interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(body)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            assert b"after continue" in await reader.readexactly(length)
+        finally:
+            writer.close()

@@ -16,7 +16,7 @@ from chutes.runtime.lifecycle import Lifecycle, Phase
 from chutes.runtime.limiter import ConcurrencyLimiter
 from chutes.runtime.routes import CordPair, CordRoute, build_routes
 from chutes.runtime.signatures import ReplayCache, RequestVerifier
-from chutes.signing import SignatureError, sign
+from chutes.signing import SignatureError, Signer, sign, verify
 
 SECRET = "s3cret"
 
@@ -27,6 +27,18 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+@pytest.mark.parametrize("secret", ["s", "benchmark-invoke-secret", "k" * 64, "long" * 40, "é-ünï"])
+def test_precomputed_signer_signs_as_sign_does(secret: str) -> None:
+    body = b'{"n": 1}'
+    assert Signer(secret).sign("POST", "/x", body, 1700000000, "ab" * 12) == sign(
+        secret, "POST", "/x", body, 1700000000, "ab" * 12
+    )
+    header = Signer(secret).sign("POST", "/x?q=1", body)
+    assert verify(secret, header, "POST", "/x?q=1", body).nonce is not None
+    with pytest.raises(SignatureError):
+        verify(secret + "x", header, "POST", "/x?q=1", body)
 
 
 def test_valid_signature_passes_and_replay_is_refused_after_commit() -> None:

@@ -70,7 +70,7 @@ async def test_sign_in_sets_a_sealed_httponly_strict_session_cookie(api: Running
     assert alice not in cookie and alice[4:] not in cookie  # the key is sealed, not readable
     assert body["username"] == "alice" and body["is_admin"] is False and body["csrf_token"]
     # The scheduler serves /v1/secrets: the dashboard shows its Secrets page (names only, through the cookie).
-    assert body["features"] == {"gateway": False, "images": False, "secrets": True}
+    assert body["features"] == {"gateway": False, "images": True, "secrets": True}
     async with browser(api, cookie) as http:
         assert (await http.get("/v1/me")).json()["username"] == "alice"
         assert (await http.get("/v1/secrets")).json() == []

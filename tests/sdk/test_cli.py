@@ -63,9 +63,9 @@ def test_inspect_summary_is_readable() -> None:
         (["inspect", "nowhere/app.py:chute"], "Error: no such file: nowhere/app.py", "Hint: use FILE.py:ATTR"),
         (["inspect", "examples/hello.py:nope", "--json"], "Error: examples/hello.py has no attribute 'nope'", "Hint:"),
         (
-            ["build", "examples/hello.py:chute"],
-            "Error: chutes-nomad does not run image builds itself",
-            "--dockerfile-only",
+            ["build", "examples/hello.py:chute", "--api-url", "http://127.0.0.1:9", "--api-key", "cnk_x"],
+            "Error: cannot reach",
+            "Hint:",
         ),
     ],
 )

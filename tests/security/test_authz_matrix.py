@@ -17,6 +17,7 @@ JSON error body (``detail``) is what each cell checks; 401 answers also carry ``
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import io
 import json
 import tarfile
@@ -38,6 +39,7 @@ from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.secret_box import generate_key
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
+from chutes.scheduler.store.image_models import ImageRow
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.server import RunningScheduler, make_config, serve
@@ -215,6 +217,34 @@ async def _try_cord(ctx: Ctx, who: str) -> Request:
     return "POST", "/ui/api/try", {"json": {"chute": ctx.secret_id, "cord": "echo"}}
 
 
+async def _store_image(ctx: Ctx, name: str) -> str:
+    """An image of alice's written straight to the store (built, as far as the API can tell)."""
+    image_id = hashlib.sha256(name.encode()).hexdigest()
+    async with ctx.api.services.store.session() as s:
+        user = await users_repo.get_user_by_name(s, "alice")
+        assert user is not None
+        if await s.get(ImageRow, image_id) is None:
+            s.add(ImageRow(id=image_id, owner_id=user.id, username="alice", name=name, tag="1", status="ready",
+                           context=b"", log="STEP 1/1: FROM base\n", log_location="store"))  # fmt: skip
+    return image_id
+
+
+async def _get_image(ctx: Ctx, who: str) -> Request:
+    return "GET", f"/v1/images/{await _store_image(ctx, 'kept')}", {}
+
+
+async def _image_logs(ctx: Ctx, who: str) -> Request:
+    return "GET", f"/v1/images/{await _store_image(ctx, 'kept')}/logs", {}
+
+
+async def _delete_image(ctx: Ctx, who: str) -> Request:
+    return "DELETE", f"/v1/images/{await _store_image(ctx, f'gone-{who}')}", {}
+
+
+async def _build_context(ctx: Ctx, who: str) -> Request:
+    return "GET", f"/v1/internal/images/{await _store_image(ctx, 'kept')}/context", {}
+
+
 async def _wake(ctx: Ctx, who: str) -> Request:
     return "POST", f"/v1/internal/chutes/{ctx.secret_id}/wake", {}
 
@@ -275,6 +305,14 @@ MATRIX: dict[tuple[str, str], tuple[Builder, dict[str, int]]] = {
     ("POST", "/v1/secrets"): (_create_secret, ok(OWNED, 201, admin=403)),
     ("GET", "/v1/secrets"): (fixed("GET", "/v1/secrets"), USER),
     ("DELETE", "/v1/secrets/{name}"): (_delete_secret, ok(OWNED, 204, admin=403)),
+    # Images: each user's own (another's answers 404); no registry here, so an upload is a 409 once authorised;
+    # a build's context only for that build's own credential (none of these callers has one).
+    ("POST", "/v1/images"): (fixed("POST", "/v1/images"), ok(USER, 409)),
+    ("GET", "/v1/images"): (fixed("GET", "/v1/images"), USER),
+    ("GET", "/v1/images/{ref}"): (_get_image, OWNED),
+    ("GET", "/v1/images/{ref}/logs"): (_image_logs, OWNED),
+    ("DELETE", "/v1/images/{ref}"): (_delete_image, ok(OWNED, 204)),
+    ("GET", "/v1/internal/images/{image_id}/context"): (_build_context, dict.fromkeys(WHO, 401)),
     ("GET", "/v1/instances/bundle"): (fixed("GET", "/v1/instances/bundle"), INSTANCE),
     # Only the run's own token uploads, and only while the run is unfinished: this one has finished.
     ("POST", "/v1/instances/jobs/{run_id}/outputs"): (_upload, INSTANCE | {"instance": 401, "run": 403}),

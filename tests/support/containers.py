@@ -15,32 +15,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
+
+from chutes.dev import registry as dev_registry
+from chutes.scheduler.images.wheel import RUNTIME_DEPENDENCIES
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE_VAR = "CHUTES_REQUIRE_CONTAINERS"
 BASE_IMAGE = "localhost/chutes-base:bookworm"
 TEST_IMAGE = "localhost/chutes-test-runtime"
 REMOTE_PATH = "test/chutes-runtime"
+CONTAINERS_CONF = REPO / "scripts" / "containers.conf"  # the one copy of the project's podman settings
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 MARKER = "/etc/chutes-test-image"  # a file only the test image has: proof that code ran inside it
-# What `python -m chutes.runtime` imports (the control-plane dependencies stay out of the image).
-RUNTIME_DEPENDENCIES = {
-    "fastapi", "uvicorn", "httptools", "pydantic", "typer", "rich", "httpx", "aiohttp", "prometheus-client",
-    "pyyaml", "python-multipart",
-}  # fmt: skip
 BUILD_TIMEOUT_S = 900
 
 
@@ -67,66 +64,29 @@ def require_containers() -> None:
 
 
 def ensure_containers_conf() -> None:
-    """Point podman at the settings these machines need (runc; raised rlimits) unless CONTAINERS_CONF is set.
-    Children (the devcluster, `chutes dev`) inherit the variable."""
+    """Point podman at the project's settings (scripts/containers.conf: runc, raised rlimits) unless
+    CONTAINERS_CONF is set already. Children (the devcluster, `chutes dev`) inherit the variable. Without runc
+    (a laptop with crun) the file's ``[engine]`` section is dropped from a copy, leaving podman's runtime."""
     if os.environ.get("CONTAINERS_CONF"):
         return
+    if shutil.which("runc"):
+        os.environ["CONTAINERS_CONF"] = str(CONTAINERS_CONF)
+        return
+    text = re.split(r"(?m)^\[engine\]", CONTAINERS_CONF.read_text(), maxsplit=1)[0]
     folder = Path(tempfile.gettempdir()) / f"chutes-tests-containers-{os.getuid()}"
     folder.mkdir(exist_ok=True)
-    lines = ["[containers]", 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]']
-    if shutil.which("runc"):
-        lines += ["[engine]", 'runtime = "runc"']
     path = folder / "containers.conf"
     tmp = folder / f"containers.conf.{os.getpid()}"
-    tmp.write_text("\n".join(lines) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
     os.environ["CONTAINERS_CONF"] = str(path)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
 def local_registry(root: Path) -> Iterator[str]:
     """A docker-registry serving ``root`` on a free loopback port (no TLS, no auth); yields ``127.0.0.1:PORT``."""
-    root.mkdir(parents=True, exist_ok=True)
-    for _attempt in range(3):
-        port = _free_port()
-        config = root / "config.yml"
-        config.write_text(
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: 127.0.0.1:{port}\n"
-        )
-        log = (root / "registry.log").open("ab")
-        proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)], stdout=log, stderr=log, start_new_session=True
-        )
-        log.close()
-        deadline = time.monotonic() + 20
-        while proc.poll() is None and time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/v2/", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.05)
-        if proc.poll() is None and time.monotonic() < deadline:
-            try:
-                yield f"127.0.0.1:{port}"
-            finally:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            return
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        proc.wait()
-    raise RuntimeError(f"docker-registry did not start: {(root / 'registry.log').read_text()[-2000:]}")
+    with dev_registry.local_registry(root) as address:
+        yield address
 
 
 def _run(argv: list[str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

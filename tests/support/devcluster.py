@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chutes.devcluster.nomad.container_spec import LABEL_OWNER
+from chutes.dev.containers import remove_leftovers
 from chutes.devcluster.nomad.executor import ProcessTable
-from chutes.devcluster.nomad.podman import owner_id
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -53,6 +52,7 @@ class DevclusterHandle:
     consul_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
     _ports_file: Path = field(init=False)
+    _killed: bool = field(default=False, init=False)  # killed and not started again: its tasks still run
 
     def __post_init__(self) -> None:
         self._ports_file = self.data_dir.parent / f"{self.data_dir.name}.ports.json"
@@ -96,6 +96,7 @@ class DevclusterHandle:
 
     def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         self._ports_file.unlink(missing_ok=True)
+        self._killed = False  # the new process reaps what the killed one left
         cmd = [
             *_command(),
             "--nomad-port", str(self.nomad_port),
@@ -133,6 +134,10 @@ class DevclusterHandle:
         """SIGTERM and wait; SIGKILL the group (and reap its tasks) when it does not exit in time."""
         proc = self.proc
         if proc is None:
+            if self._killed:  # a test that killed it and did not start it again: nothing may outlive the test
+                remove_containers(self.data_dir)
+                ProcessTable(self.data_dir / "tasks.json").reap_leftovers()
+                self._killed = False
             return None
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -153,6 +158,7 @@ class DevclusterHandle:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+            self._killed = True
         self.proc = None
 
     def restart(self, timeout_s: float = START_TIMEOUT_S) -> None:
@@ -162,16 +168,9 @@ class DevclusterHandle:
 
 
 def remove_containers(data_dir: Path) -> int:
-    """Remove the podman containers of the devcluster using ``data_dir`` (after it was killed); how many."""
-    if shutil.which("podman") is None:
-        return 0
-    label = f"label={LABEL_OWNER}={owner_id(data_dir)}"
-    ids = subprocess.run(
-        ["podman", "ps", "--all", "--quiet", "--filter", label], capture_output=True, text=True, timeout=60
-    ).stdout.split()
-    if ids:
-        subprocess.run(["podman", "rm", "--force", "--time", "0", *ids], capture_output=True, timeout=120)
-    return len(ids)
+    """Remove the podman containers of the devcluster using ``data_dir`` (after it was killed); how many.
+    What ``chutes dev`` does when it stops (``chutes.dev.containers.remove_leftovers``)."""
+    return remove_leftovers(data_dir)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,562 @@
+"""The gateway's HTTP/1.1 server: one asyncio protocol per client connection, httptools as the parser.
+
+No ASGI layer between the parser and the proxy: a request is an ``Incoming`` built once when its headers are
+complete, its body is collected by the parser callbacks, and the answer is written straight to the transport
+(a known length in one write, a stream as chunks, each relayed as it comes: nothing is coalesced). Per call
+that is one task, one parse and one or two writes; benchmarks/gateway_overhead.py measures it next to nginx.
+
+The edge limits (``chutes.edge``, docs/security.md) are enforced here as in ``chutes.edge.protocol`` and with
+its ``EdgeGuard`` (admission, eviction of the longest-idle connection, one sweeper for every deadline):
+request target over ``max_request_line``: 414; header section over ``max_header_bytes`` or ``max_headers``
+fields: 431 (an unfinished head is counted as it arrives); no Host or two: 400; head not complete within
+``header_timeout``: 408; no byte of an announced body for ``body_timeout``: 408; idle keep-alive connections
+close after ``idle_timeout``. A body over the gateway's ``max_body_bytes`` is not kept (the call gets 413 and
+the connection closes). Keep-alive and pipelining: requests are answered in order, one at a time; more than
+``_PIPELINE_DEPTH`` waiting pauses reading. A percent-encoded slash stays encoded in the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from email.utils import formatdate
+from typing import Any
+
+import httptools
+
+from chutes.asgi import BodyTooLarge, ClientGone
+from chutes.edge.limits import EdgeLimits
+from chutes.edge.protocol import APP, BODY, HEAD, IDLE, NEW, EdgeGuard, _answer, decode_path
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[bytes, bytes]]
+Handler = Callable[["Incoming"], Awaitable[None]]
+
+_PIPELINE_DEPTH = 16  # complete requests waiting behind the one being answered before reading pauses
+_HEADER_HINT = "send fewer or smaller headers"
+_STATUS_LINES = {
+    s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in http.HTTPStatus if s.value >= 200
+}
+_NO_BODY = frozenset({204, 304})
+_CLOSE = b"connection: close\r\n"
+_CHUNKED = b"transfer-encoding: chunked\r\n"
+
+
+_date: list[Any] = [0, b""]  # [second, b"date: ...\r\n"]: formatted once a second at most
+
+
+def _date_line() -> bytes:
+    now = int(time.time())
+    if now != _date[0]:
+        _date[0], _date[1] = now, b"date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    line: bytes = _date[1]
+    return line
+
+
+def json_error_body(detail: str, hint: str | None) -> bytes:
+    return json.dumps({"detail": detail, "hint": hint}).encode()
+
+
+class Incoming:
+    """One HTTP request as the gateway sees it, and the way to answer it."""
+
+    __slots__ = (
+        "_body",
+        "_continue",
+        "_size",
+        "_waiter",
+        "chunked",
+        "client_ip",
+        "complete",
+        "finished",
+        "headers",
+        "host",
+        "keep_alive",
+        "lost",
+        "method",
+        "on_lost",
+        "path",
+        "proto",
+        "query",
+        "started",
+        "too_large",
+    )
+
+    scheme = "http"
+
+    def __init__(
+        self,
+        proto: HttpProtocol,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        host: bytes,
+        keep_alive: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.proto = proto
+        self.method = method
+        self.path = path
+        self.query = query  # raw query string (latin-1), without '?'
+        self.headers = headers  # names lower-case
+        self.host = host
+        self.client_ip = proto.peer
+        self.keep_alive = keep_alive
+        self._continue = expect_continue
+        self._body: list[bytes] = []
+        self._size = 0
+        self._waiter: asyncio.Future[None] | None = None
+        # Called once if the client's connection closes (the proxy closes the instance's connection with it).
+        self.on_lost: Callable[[], None] | None = None
+        self.complete = False  # the whole body has arrived
+        self.too_large = False
+        self.lost = False  # the client's connection is gone
+        self.started = False  # the answer's head is written
+        self.finished = False
+        self.chunked = False
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    # -- the request body, as the parser delivers it
+
+    def _take(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self.proto.max_body:
+            self.too_large = True
+            self._body.clear()  # not kept: the call is refused with 413
+        elif not self.too_large:
+            self._body.append(chunk)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _lose(self) -> None:
+        self.lost = True
+        self._wake()
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost()
+
+    async def read_body(self, limit: int) -> bytes:
+        """The whole request body; BodyTooLarge past ``limit`` bytes, ClientGone if the client left."""
+        length = self.header(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BodyTooLarge
+        if self._continue:
+            self._continue = False
+            self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        while not self.complete:
+            if self.lost:
+                raise ClientGone
+            if self.too_large or self._size > limit:
+                raise BodyTooLarge
+            self._waiter = self.proto.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.too_large or self._size > limit:
+            raise BodyTooLarge
+        body = self._body
+        return body[0] if len(body) == 1 else b"".join(body)
+
+    # -- the answer
+
+    def _head(self, status: int, headers: Headers, tail: bytes) -> list[bytes]:
+        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, _date_line()]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            parts.append(_CLOSE)
+        parts.append(tail)
+        return parts
+
+    def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        """A complete answer with a Content-Length, in one write."""
+        if self.started or self.lost:
+            return
+        self.started = True
+        tail = b"\r\n" if status in _NO_BODY else b"content-length: %d\r\n\r\n" % len(body)
+        parts = self._head(status, headers, tail)
+        if self.method != "HEAD":
+            parts.append(body)
+        self.proto.write(b"".join(parts))
+        self.finish()
+
+    def start(self, status: int, headers: Headers, length: int | None = None, first: bytes = b"") -> None:
+        """The head of an answer whose body follows with ``write``: chunked unless ``length`` is given.
+        ``first``: a first piece of the body that has already arrived, sent in the same write."""
+        if self.started or self.lost:
+            return
+        self.started = True
+        if length is not None:
+            tail = b"content-length: %d\r\n\r\n" % length
+        elif status in _NO_BODY or self.method == "HEAD":
+            tail = b"\r\n"
+        else:
+            self.chunked = True
+            tail = _CHUNKED + b"\r\n"
+        parts = self._head(status, headers, tail)
+        if first and self.method != "HEAD":
+            parts.append(b"%x\r\n%b\r\n" % (len(first), first) if self.chunked else first)
+        self.proto.write(b"".join(parts))
+
+    async def write(self, chunk: bytes) -> None:
+        """One piece of the body, sent at once (waits while the client reads slower than the instance writes)."""
+        if self.lost or not chunk or self.method == "HEAD":
+            return
+        proto = self.proto
+        proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+        if proto.drain is not None:
+            await proto.drained()
+
+    def finish(self) -> None:
+        """The answer is complete: the connection goes on with the next request (or closes)."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.chunked and not self.lost:
+            self.proto.write(b"0\r\n\r\n")
+        self.proto.answered(self)
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One client connection; see the module docstring."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self.server = server
+        self.guard = server.guard
+        self.loop = server.loop
+        self.max_body = server.max_body
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.active: Incoming | None = None  # the request being answered
+        self.queue: deque[Incoming] = deque()  # complete requests behind it (pipelined)
+        self.parsing: Incoming | None = None  # the request whose body the parser is reading
+        self.drain: asyncio.Future[None] | None = None
+        self._read_paused = False
+        self._phase = NEW
+        self._since = self._now = 0.0
+        self._in_head = False
+        self._head_bytes = self._url_bytes = self._field_bytes = self._fields = self._hosts = 0
+        self._url = b""
+        self._headers: Headers = []
+        self._host = b""
+        self._expect = False
+        self._refusal: tuple[int, str, str, str] | None = None
+
+    # -- connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        self._since = self._now = self.loop.time()
+        self.server.connections.add(self)
+        if not self.guard.admit(self):  # type: ignore[arg-type]
+            limit = self.guard.limits.max_connections
+            self._refuse(
+                503, "connections", f"the server is at its limit of {limit} open connections, all busy",
+                "retry shortly", extra=b"retry-after: 1\r\n",
+            )  # fmt: skip
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.guard.forget(self)  # type: ignore[arg-type]
+        connections = self.server.connections
+        connections.discard(self)
+        if not connections:
+            self.server.emptied.set()
+        for request in (self.active, self.parsing, *self.queue):
+            if request is not None:
+                request._lose()
+        self.queue.clear()
+        drain, self.drain = self.drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        if self.drain is None:
+            self.drain = self.loop.create_future()
+
+    def resume_writing(self) -> None:
+        drain, self.drain = self.drain, None
+        if drain is not None and not drain.done():
+            drain.set_result(None)
+
+    async def drained(self) -> None:
+        if self.drain is not None:
+            await asyncio.shield(self.drain)
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        self._now = self.loop.time()
+        if self._phase == BODY:
+            self._since = self._now
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol switch here: the request (already complete) is answered, then the connection closes.
+            if self.active is not None:
+                self.active.keep_alive = False
+            return
+        except httptools.HttpParserError as exc:
+            if self._refusal is not None:
+                self._refuse(*self._refusal)
+            else:
+                self._refuse(400, "invalid", f"invalid HTTP request: {exc}", "send a valid HTTP/1.1 request")
+            return
+        if self._in_head:  # this chunk ended inside a request head (also one pipelined behind a busy request)
+            self._head_bytes += len(data)
+            if self._head_bytes > self.server.max_head:
+                self._refuse(431, "header_bytes", f"request head over {self.server.max_head} bytes", _HEADER_HINT)
+
+    # -- parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._host = b""
+        self._expect = False
+        self._url_bytes = self._field_bytes = self._fields = self._hosts = self._head_bytes = 0
+        if self._phase != HEAD:
+            self._phase = HEAD
+            self._since = self._now
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        self._url_bytes += len(url)
+        if self._url_bytes > self.server.max_url:
+            self._fail(414, "request_line", f"request target over {self.server.max_url} bytes", "send a shorter URL")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._fields += 1
+        self._field_bytes += len(name) + len(value) + 4
+        server = self.server
+        if self._fields > server.max_fields:
+            self._fail(431, "header_count", f"more than {server.max_fields} header fields", _HEADER_HINT)
+        if self._field_bytes > server.max_field_bytes:
+            self._fail(431, "header_bytes", f"request headers over {server.max_field_bytes} bytes", _HEADER_HINT)
+        name = name.lower()
+        # llhttp keeps trailing whitespace, which is not part of a field value (RFC 9110 §5.5).
+        value = value.rstrip(b" \t")
+        if name == b"host":
+            self._hosts += 1
+            self._host = value
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        parser = self.parser
+        if self._hosts != 1:
+            if self._hosts > 1:
+                self._fail(400, "host", "more than one Host header", "send exactly one Host header")
+            if parser.get_http_version() != "1.0":
+                self._fail(400, "host", "no Host header", "HTTP/1.1 requests must carry a Host header")
+        target = self._url
+        try:
+            if target[:1] == b"/" and b"#" not in target:  # origin form, what clients send: no URL parser
+                raw, _, query_bytes = target.partition(b"?")
+            else:
+                url = httptools.parse_url(target)
+                raw, query_bytes = url.path or b"/", url.query or b""
+            path = decode_path(raw) if b"%" in raw else raw.decode("ascii")
+        except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, ValueError):
+            self._fail(400, "invalid", "invalid request target", "send a valid URL path")
+        query = query_bytes.decode("latin-1") if query_bytes else ""
+        request = Incoming(
+            self, parser.get_method().decode("ascii"), path, query, self._headers, self._host,
+            parser.should_keep_alive(), self._expect,
+        )  # fmt: skip
+        self.parsing = request
+        self._phase = BODY
+        self._since = self._now
+        self.guard.waiting.pop(self, None)  # type: ignore[call-overload]
+        if self.active is None:
+            self.active = request
+            self.loop.create_task(self._serve(request))
+        else:
+            self.queue.append(request)
+            if len(self.queue) >= _PIPELINE_DEPTH and not self._read_paused and self.transport is not None:
+                self._read_paused = True
+                self.transport.pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        request = self.parsing
+        if request is not None:
+            request._take(body)
+            request._wake()
+
+    def on_message_complete(self) -> None:
+        request, self.parsing = self.parsing, None
+        if request is not None:
+            request.complete = True
+            request._wake()
+        self._phase = APP if self.active is not None else IDLE
+        if self._phase == IDLE:
+            self._to_idle()
+
+    # -- serving
+
+    async def _serve(self, request: Incoming) -> None:
+        try:
+            await self.server.handler(request)
+        except Exception:
+            log.exception("gateway: unhandled error answering %s %s", request.method, request.path)
+            if not request.started:
+                request.respond(500, [(b"content-type", b"application/json")], b'{"detail":"internal error"}')
+        finally:
+            if not request.finished:
+                # An answer that started and broke off: the client must see it truncated, never complete.
+                request.finished = True
+                self.close_quietly()
+
+    def answered(self, request: Incoming) -> None:
+        """``request``'s answer is complete: serve the next pipelined one, wait for one, or close."""
+        if request is not self.active:
+            return
+        self.active = None
+        if not (request.keep_alive and request.complete and not request.too_large) or self.server.closing:
+            self.close_quietly()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            self.active = nxt
+            if self._read_paused and self.transport is not None:
+                self._read_paused = False
+                self.transport.resume_reading()
+            self.loop.create_task(self._serve(nxt))
+        elif self.parsing is None and not self._in_head:
+            self._to_idle()
+
+    def _to_idle(self) -> None:
+        self._phase = IDLE
+        self._since = self.loop.time()
+        self.guard.waiting[self] = None  # type: ignore[index]
+
+    # -- deadlines and refusals (the guard's sweeper calls ``check``)
+
+    def check(self, now: float, limits: EdgeLimits) -> None:
+        """Close this connection if it is past the deadline of its phase."""
+        phase, waited = self._phase, now - self._since
+        if phase == APP or self.transport is None or self.transport.is_closing():
+            return
+        if phase == IDLE:
+            if waited > limits.idle_timeout and self.active is None:
+                self.guard.log.counts["idle_closed"] += 1
+                self.close_quietly()
+        elif phase == BODY:
+            if waited > limits.body_timeout:
+                detail = f"no byte of the request body for {limits.body_timeout:g} s"
+                self._refuse(408, "body_timeout", detail, "send the body without pausing")
+        elif waited > limits.header_timeout:
+            if phase == NEW:
+                self.guard.log.hit("header_timeout", f"no request within {limits.header_timeout:g} s", self.peer,
+                                   logging.INFO)  # fmt: skip
+                self.close_quietly()
+            else:
+                detail = f"request headers not complete within {limits.header_timeout:g} s"
+                self._refuse(408, "header_timeout", detail, "send the whole request head at once")
+
+    def close_quietly(self) -> None:
+        self.guard.forget(self)  # type: ignore[arg-type]
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _fail(self, status: int, kind: str, detail: str, hint: str) -> Any:
+        """Refuse from inside a parser callback: httptools wraps the exception, ``data_received`` answers."""
+        self._refusal = (status, kind, detail, hint)
+        raise _Refused(detail)
+
+    def _refuse(self, status: int, kind: str, detail: str, hint: str, extra: bytes = b"") -> None:
+        """Answer ``status`` with a JSON error (unless an answer already started) and close the connection."""
+        self.guard.log.hit(kind, f"{detail} ({status})", self.peer)
+        active = self.active
+        started = active is not None and active.started
+        for request in (active, self.parsing, *self.queue):
+            if request is not None:
+                request.finished = request.started = True  # nothing more goes out for them
+                request._lose()
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if not started:
+                transport.write(_answer(status, detail, hint, extra))
+            transport.close()
+        self.guard.forget(self)  # type: ignore[arg-type]
+
+
+class _Refused(Exception):
+    """Raised in a parser callback to stop parsing a request that broke a limit."""
+
+
+class HttpServer:
+    """Listens on a socket and serves every request with ``handler``; ``shutdown`` stops it gracefully."""
+
+    def __init__(self, handler: Handler, limits: EdgeLimits, max_body: int, name: str = "gateway") -> None:
+        # Half the file descriptors at most go to client connections: each call also holds one to an instance.
+        self.guard = EdgeGuard(limits, name, fd_fraction=0.5)
+        limits = self.guard.limits
+        self.handler = handler
+        self.max_body = max_body
+        self.max_url = limits.max_request_line
+        self.max_fields = limits.max_headers
+        self.max_field_bytes = limits.max_header_bytes
+        # request line, header section and what is left of a chunk: the most an unfinished head may hold
+        self.max_head = limits.max_request_line + limits.max_header_bytes + 1024
+        self.connections: set[HttpProtocol] = set()
+        self.emptied = asyncio.Event()  # set when the last connection closes
+        self.closing = False
+        self._server: asyncio.Server | None = None
+        self.loop = asyncio.get_running_loop()  # built inside the loop that serves
+
+    async def start(self, sock: Any, backlog: int = 2048) -> None:
+        self._server = await self.loop.create_server(lambda: HttpProtocol(self), sock=sock, backlog=backlog)
+
+    def abort(self) -> None:
+        """Stop now: every connection is cut (a second SIGTERM)."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.abort()
+
+    async def shutdown(self, grace: float = 30.0) -> None:
+        """Stop accepting, let the calls in flight finish (up to ``grace`` seconds), then close everything."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self.connections):
+            if proto.active is None:
+                proto.close_quietly()
+        if self.connections:
+            self.emptied.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.emptied.wait(), grace)
+        for proto in list(self.connections):
+            if proto.transport is not None:
+                proto.transport.abort()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
