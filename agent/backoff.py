@@ -1,39 +1,18 @@
-"""Retry pacing and "one log line per state change" for the agent's links to Consul and Nomad."""
+"""Retry pacing (the shared :class:`chutes.core.backoff.Backoff`) and "one log line per state change" for the
+agent's links to Consul and Nomad."""
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable
 
 import aiohttp
 
+from chutes.core.backoff import Backoff
+
+__all__ = ["Backoff", "LinkState"]
+
 # Failures that mean "nobody answered", as opposed to an answer that was an error.
 _UNREACHABLE = (OSError, TimeoutError, aiohttp.ClientConnectionError, str)
-
-
-class Backoff:
-    """Exponential backoff with jitter: base, 2×base, 4×base... up to ``cap``, each drawn in [d/2, d].
-
-    Half of the delay is fixed so that retries never collapse to zero; the other half spreads agents that lost
-    the same server at the same moment.
-    """
-
-    def __init__(self, base: float = 1.0, cap: float = 30.0, rng: Callable[[], float] = random.random) -> None:
-        if base <= 0 or cap < base:
-            raise ValueError("backoff needs 0 < base <= cap")
-        self.base = base
-        self.cap = cap
-        self._rng = rng
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
-        self.attempt += 1
-        return ceiling / 2 + self._rng() * ceiling / 2
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 class LinkState:

@@ -16,13 +16,14 @@ import signal
 import socket
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from chutes import envfile
-from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.cluster_tls import consul_address, preflight
+from chutes.core.errors import HintedError
+from chutes.core.logs import configure_logging
 from chutes.inventory import NodeInventory
 
-from .config import AgentConfig, ConfigError, Intervals, env, parse_address
+from .config import SETTINGS, AgentConfig, ConfigError, Intervals, parse_address
 from .daemon import Agent, resolve_node
 from .nomad_link import NomadLink
 from .sources import NvmlSource, SimulatedSource, SimulationError, build_inventory, describe_health, parse_specs
@@ -32,47 +33,13 @@ log = logging.getLogger("chutes.agent")
 DEFAULTS = Intervals()
 
 
+SOURCE_FLAGS = ("simulate", "simulate_file", "node_id", "nomad_addr", "nomad_token", "nomad_node_id")
+INTERVAL_FLAGS = ("heartbeat", "ttl", "deregister_after", "kv_refresh", "probe_interval", "backoff_cap")
+
+
 def _source_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("GPU source (default: NVML)")
-    g.add_argument(
-        "--simulate",
-        action="append",
-        default=[],
-        metavar="MODEL[:COUNT]",
-        help="simulate catalog GPUs instead of reading NVML, e.g. h100_sxm:8 (repeat for several groups) "
-        "[env CHUTES_AGENT_SIMULATE]",
-    )
-    g.add_argument(
-        "--simulate-file",
-        type=Path,
-        metavar="PATH",
-        help="simulate the GPUs described in a JSON/YAML file, re-read when it changes "
-        "[env CHUTES_AGENT_SIMULATE_FILE]",
-    )
-    p.add_argument("--node-id", help="this node's id [env CHUTES_NODE_ID; default: Nomad node name, else hostname]")
-    p.add_argument("--nomad-addr", help="Nomad HTTP API [env NOMAD_ADDR; unset: no Nomad node meta]")
-    p.add_argument("--nomad-token", help="Nomad ACL token [env NOMAD_TOKEN]")
-    p.add_argument("--nomad-node-id", help="this host's Nomad node ID [env CHUTES_NOMAD_NODE_ID; default: looked up]")
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be a positive number of seconds")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError("a port is between 0 and 65535 (0: any free port)")
-    return value
+    SETTINGS.add_flags(p.add_argument_group("GPU source (default: NVML)"), SOURCE_FLAGS[:2])
+    SETTINGS.add_flags(p, SOURCE_FLAGS[2:])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,66 +52,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the agent daemon")
     _source_flags(run)
-    run.add_argument("--consul-addr", help="Consul HTTP API [env CONSUL_HTTP_ADDR; default 127.0.0.1:8500]")
-    run.add_argument("--consul-token", help="Consul ACL token [env CONSUL_HTTP_TOKEN]")
-    t = run.add_argument_group("intervals (seconds)")
-    t.add_argument("--heartbeat", type=_seconds, default=DEFAULTS.heartbeat, help="TTL check refresh (default 5)")
-    t.add_argument("--ttl", type=_seconds, default=DEFAULTS.ttl, help="TTL of the Consul checks (default 15)")
-    t.add_argument(
-        "--deregister-after",
-        type=_seconds,
-        default=DEFAULTS.deregister_after,
-        help="Consul removes the service after it is critical this long (default 60)",
-    )
-    t.add_argument(
-        "--kv-refresh",
-        type=_seconds,
-        default=DEFAULTS.kv_refresh,
-        help="rewrite the KV inventory and Nomad meta at least this often (default 60)",
-    )
-    t.add_argument("--probe-interval", type=_seconds, default=DEFAULTS.probe, help="GPU reading period (default 10)")
-    t.add_argument(
-        "--backoff-cap",
-        type=_seconds,
-        default=DEFAULTS.backoff_cap,
-        help="longest wait between retries to an unreachable Consul or Nomad (default 30)",
-    )
-    run.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on this port (0: any free port)")
-    run.add_argument("--metrics-host", default="127.0.0.1", help="address of the metrics server (default 127.0.0.1)")
-    run.add_argument("--ports-file", type=Path, help="write {pid, node_id, metrics} as JSON here once started")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    SETTINGS.add_flags(run, ("consul_addr", "consul_token"))
+    SETTINGS.add_flags(run.add_argument_group("intervals (seconds)"), INTERVAL_FLAGS)
+    SETTINGS.add_flags(run, ("metrics_port", "metrics_host", "ports_file", "log_level"))
     return parser
 
 
 def _config(args: argparse.Namespace) -> AgentConfig:
-    simulate = list(args.simulate) or ([e] if (e := env("CHUTES_AGENT_SIMULATE")) else [])
-    simulate_file = args.simulate_file or (Path(f) if (f := env("CHUTES_AGENT_SIMULATE_FILE")) else None)
+    # The Consul address and token keep their own resolution (CONSUL_HTTP_SSL): only the flags are taken here.
+    flags = SETTINGS.from_args(args)[0]
+    values = SETTINGS.resolve(os.environ, args)
+    simulate: list[str] = values["simulate"] or []
+    simulate_file = values["simulate_file"]
     if simulate and simulate_file:
         raise ConfigError("give either --simulate or --simulate-file, not both")
-    nomad_addr = args.nomad_addr or env("NOMAD_ADDR")
+    nomad_addr = values["nomad_addr"]
     intervals = Intervals(
-        heartbeat=getattr(args, "heartbeat", DEFAULTS.heartbeat),
-        ttl=getattr(args, "ttl", DEFAULTS.ttl),
-        deregister_after=getattr(args, "deregister_after", DEFAULTS.deregister_after),
-        kv_refresh=getattr(args, "kv_refresh", DEFAULTS.kv_refresh),
-        probe=getattr(args, "probe_interval", DEFAULTS.probe),
-        backoff_cap=getattr(args, "backoff_cap", DEFAULTS.backoff_cap),
+        heartbeat=values["heartbeat"],
+        ttl=values["ttl"],
+        deregister_after=values["deregister_after"],
+        kv_refresh=values["kv_refresh"],
+        probe=values["probe_interval"],
+        backoff_cap=values["backoff_cap"],
     )
     intervals.validate()
     return AgentConfig(
-        node_id=args.node_id or env("CHUTES_NODE_ID"),
+        node_id=values["node_id"],
         hostname=socket.gethostname(),
-        consul=parse_address(consul_address(getattr(args, "consul_addr", None)), 8500, "CONSUL_HTTP_ADDR"),
-        consul_token=getattr(args, "consul_token", None) or env("CONSUL_HTTP_TOKEN"),
+        consul=parse_address(consul_address(flags.get("consul_addr")), 8500, "CONSUL_HTTP_ADDR"),
+        consul_token=values["consul_token"],
         nomad=parse_address(nomad_addr, 4646, "NOMAD_ADDR") if nomad_addr else None,
-        nomad_token=args.nomad_token or env("NOMAD_TOKEN"),
-        nomad_node_id=args.nomad_node_id or env("CHUTES_NOMAD_NODE_ID"),
+        nomad_token=values["nomad_token"],
+        nomad_node_id=values["nomad_node_id"],
         simulate=parse_specs(simulate),
         simulate_file=simulate_file,
         intervals=intervals,
-        metrics_host=getattr(args, "metrics_host", "127.0.0.1"),
-        metrics_port=getattr(args, "metrics_port", None),
-        ports_file=getattr(args, "ports_file", None),
+        metrics_host=values["metrics_host"],
+        metrics_port=values["metrics_port"],
+        ports_file=values["ports_file"],
     )
 
 
@@ -219,11 +164,7 @@ async def _run(config: AgentConfig) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "WARNING"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging((args.log_level or "INFO") if args.command == "run" else "WARNING")
     try:
         envfile.load()  # tokens from a 0600 file rather than the environment (chutes dev)
         config = _config(args)
@@ -232,11 +173,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             return asyncio.run(_run(config))
         return 0
-    except (ConfigError, SimulationError, envfile.EnvFileError) as exc:
-        print(f"chutes-agent: {exc}", file=sys.stderr)
+    except HintedError as exc:  # ConfigError, ClusterTLSError
+        print(exc.render("chutes-agent"), file=sys.stderr)
         return 2
-    except ClusterTLSError as exc:
-        print(f"chutes-agent: {exc}\nHint: {exc.hint}", file=sys.stderr)
+    except (SimulationError, envfile.EnvFileError) as exc:
+        print(f"chutes-agent: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `chutes-agent probe --json | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from chutes.core.backoff import Backoff
+from chutes.core.portfile import write_port_file
 from chutes.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
 
-from .backoff import Backoff, LinkState
+from .backoff import LinkState
 from .config import AgentConfig, consul_duration
 from .consul_link import CONSUL_ERRORS, PASSING, WARNING, ConsulLink
 from .kv import KVPublisher, Outcome
@@ -65,12 +65,6 @@ async def resolve_node(config: AgentConfig, nomad: NomadLink | None) -> tuple[st
     if local is None:
         return config.hostname, config.nomad_node_id
     return local[1], config.nomad_node_id or local[0]
-
-
-def write_ports_file(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
 
 
 class Agent:
@@ -359,7 +353,7 @@ class Agent:
                 self.metrics_port = metrics.port
                 log.info("metrics at http://%s:%d/metrics", cfg.metrics_host, metrics.port)
             if cfg.ports_file is not None:
-                write_ports_file(
+                write_port_file(
                     cfg.ports_file, {"pid": os.getpid(), "node_id": self.node_id, "metrics": self.metrics_port}
                 )
             tasks.append(asyncio.create_task(self._probe_loop(), name="probe"))

@@ -28,6 +28,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "gateway_overhead": ["--seconds", "2", "--rounds", "3", "--clients", "1,16", "--stream-calls", "40"],
     "invalidation": ["--rounds", "8", "--ttl-rounds", "1"],
     "placement": ["--decisions", "150"],
+    "placement_at_scale": ["--sizes", "200", "--decisions", "10"],
     "resources": ["--seconds", "8"],
     "runtime_overhead": ["--requests", "4000", "--rounds", "3"],
 }

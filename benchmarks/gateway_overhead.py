@@ -577,7 +577,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> tuple[list[dict[st
         gateway = _spawn(
             "gateway",
             [sys.executable, "-m", "chutes.gateway.cli", "--host", "127.0.0.1", "--port", "0",
-             "--port-file", str(port_file), "--scheduler-url", scheduler_url, "--scheduler-key", GATEWAY_KEY,
+             "--port-file", str(port_file), "--scheduler-url", scheduler_url, "--gateway-key", GATEWAY_KEY,
              "--consul-addr", env["consul"], "--log-level", "warning", *args.gateway_args],
             workdir,
         )  # fmt: skip

@@ -17,9 +17,11 @@ from pathlib import Path
 
 from chutes import envfile
 from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.core.logs import configure_logging
+from chutes.core.portfile import write_port_file
 from chutes.edge import limits as edge_limits
 from chutes.gateway.app import Gateway
-from chutes.gateway.config import GatewaySettings
+from chutes.gateway.config import SETTINGS, GatewaySettings
 from chutes.gateway.discovery import consul_health
 from chutes.gateway.scheduler_client import SchedulerClient
 from chutes.gateway.server import Handler, HttpServer, Incoming
@@ -28,51 +30,25 @@ log = logging.getLogger("chutes.gateway")
 
 
 def _parser() -> argparse.ArgumentParser:
-    env = os.environ.get
     p = argparse.ArgumentParser(prog="chutes-gateway", description="Route invocations to chute instances.")
-    p.add_argument("--host", default=env("CHUTES_GATEWAY_HOST", "0.0.0.0"))
-    p.add_argument("--port", type=int, default=int(env("CHUTES_GATEWAY_PORT", env("NOMAD_PORT_http", "8080"))))
-    p.add_argument("--port-file", type=Path, help="write the bound port here once listening (use with --port 0)")
-    p.add_argument("--scheduler-url", default=env("CHUTES_SCHEDULER_URL", "http://127.0.0.1:8700"))
-    p.add_argument("--scheduler-key", default=env("CHUTES_GATEWAY_KEY"), help="the gateway's own API key")
-    p.add_argument("--consul-addr", default=env("CONSUL_HTTP_ADDR", "http://127.0.0.1:8500"))
-    p.add_argument("--consul-token", default=env("CONSUL_HTTP_TOKEN"))
-    p.add_argument("--domain", default=env("CHUTES_GATEWAY_DOMAIN"), help="wildcard domain for host addresses")
-    p.add_argument("--auth-ttl", type=float, default=30.0)
-    p.add_argument("--route-ttl", type=float, default=10.0)
-    p.add_argument("--hold-timeout", type=float, default=120.0, help="seconds a call waits for a first instance")
-    p.add_argument("--hold-queue", type=int, default=256, help="calls held per chute at most")
-    p.add_argument("--wake-interval", type=float, default=5.0)
-    p.add_argument("--max-body-mb", type=float, default=50.0)
-    p.add_argument("--max-attempts", type=int, default=4)
-    p.add_argument("--read-timeout", type=float, default=1800.0)
-    p.add_argument("--watch-idle", type=float, default=600.0)
-    p.add_argument("--metering-interval", type=float, default=1.0)
-    p.add_argument("--nomad-addr", default=env("NOMAD_ADDR"),
-                   help="check instances against Nomad's allocations (recommended; env NOMAD_ADDR)")  # fmt: skip
-    p.add_argument("--nomad-token", default=env("NOMAD_TOKEN"), help="a token with read-job (env NOMAD_TOKEN)")
-    p.add_argument("--nomad-namespace", default=env("NOMAD_NAMESPACE"))
-    p.add_argument("--auth-failure-burst", type=int, default=int(env("CHUTES_AUTH_FAILURE_BURST", "10")),
-                   help="failed authentications an address may make at once (then 429)")  # fmt: skip
-    p.add_argument("--auth-failure-rate", type=float, default=float(env("CHUTES_AUTH_FAILURE_RATE", "1.0")),
-                   help="failed authentications per second an address may make after the burst")  # fmt: skip
+    SETTINGS.add_flags(p)  # every flag with its variable and default: gateway/config.py
     edge_limits.add_arguments(p)
-    p.add_argument(
-        "--spool-dir", type=Path, default=env("CHUTES_GATEWAY_SPOOL_DIR"),
-        help="journal invocation records here until the scheduler has them (replayed after a crash)",
-    )  # fmt: skip
-    p.add_argument(
-        "--invalidation-key", default=env("CHUTES_INVALIDATION_KEY", "chutes/gateway/invalidations"),
-        help="Consul KV key of the scheduler's access-change notices ('' to rely on TTLs only)",
-    )  # fmt: skip
-    p.add_argument("--access-log", action="store_true")
-    p.add_argument("--log-level", default=env("CHUTES_LOG_LEVEL", "INFO"))
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line with every setting resolved: the flag, else its variable, else its default."""
+    args = _parser().parse_args(argv)
+    values = SETTINGS.resolve(os.environ, args)
+    if values["port"] is None:  # under Nomad the port comes from the job's port label
+        values["port"] = int(os.environ.get("NOMAD_PORT_http") or 8080)  # noqa: SIM112 (Nomad spells it so)
+    vars(args).update(values)
+    return args
+
+
 def settings_from(args: argparse.Namespace) -> GatewaySettings:
-    if not args.scheduler_key:
-        raise SystemExit("chutes-gateway: set --scheduler-key or CHUTES_GATEWAY_KEY (an admin or gateway API key)")
+    if not args.gateway_key:
+        raise SystemExit("chutes-gateway: set --gateway-key or CHUTES_GATEWAY_KEY (an admin or gateway API key)")
     try:
         limits = edge_limits.from_args(args, os.environ)
     except edge_limits.LimitsError as exc:
@@ -83,7 +59,7 @@ def settings_from(args: argparse.Namespace) -> GatewaySettings:
         log.warning("no --nomad-addr: every passing Consul registration of a chute's service gets its calls")
     return GatewaySettings(
         scheduler_url=args.scheduler_url,
-        scheduler_key=args.scheduler_key,
+        scheduler_key=args.gateway_key,
         consul_addr=args.consul_addr,
         consul_token=args.consul_token,
         domain=args.domain or None,
@@ -154,9 +130,7 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
         log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
                  settings.scheduler_url, settings.consul_addr)  # fmt: skip
         if port_file is not None:
-            tmp = port_file.with_suffix(".tmp")
-            tmp.write_text(str(bound))
-            tmp.replace(port_file)
+            write_port_file(port_file, bound)
         await stop.wait()
         await server.shutdown()
     finally:
@@ -172,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
         envfile.load()  # secrets (the gateway key, tokens) from a file rather than the environment
     except envfile.EnvFileError as exc:
         raise SystemExit(f"chutes-gateway: {exc}") from None
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    configure_logging(args.log_level)
     settings = settings_from(args)
     loop_factory = None
     with contextlib.suppress(ImportError):  # uvloop comes with uvicorn[standard]; the gateway runs without it too
@@ -186,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except ClusterTLSError as exc:
-        sys.stderr.write(f"chutes-gateway: {exc}\nHint: {exc.hint}\n")
+        sys.stderr.write(exc.render("chutes-gateway") + "\n")
         sys.exit(2)
 
 

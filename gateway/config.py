@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from chutes.core.settings import Setting, Settings
 from chutes.edge.limits import EdgeLimits
+
+_CONSUL = "http://127.0.0.1:8500"
 
 
 @dataclass(frozen=True, slots=True)
@@ -13,7 +17,7 @@ class GatewaySettings:
 
     scheduler_url: str
     scheduler_key: str
-    consul_addr: str = "http://127.0.0.1:8500"
+    consul_addr: str = _CONSUL
     consul_token: str | None = None
     #: wildcard domain for ``<username>-<slug>.<domain>`` addresses; None: path addresses only
     domain: str | None = None
@@ -68,3 +72,127 @@ class GatewaySettings:
     nomad_token: str | None = None
     nomad_namespace: str | None = None
     allocation_ttl: float = 5.0
+
+
+#: The command line's settings (``chutes-gateway --help`` and docs/configuration.md come from here); the
+#: dataclass above keeps the knobs that only tests and embedders set.
+SETTINGS = Settings(
+    "chutes-gateway",
+    [
+        Setting("host", "address to bind", env="CHUTES_GATEWAY_HOST", flag="--host", default="0.0.0.0"),
+        Setting(
+            "port",
+            "port to bind; `0` picks a free one",
+            env="CHUTES_GATEWAY_PORT",
+            flag="--port",
+            parse=int,
+            shown_default="`$NOMAD_PORT_http`, else `8080`",
+        ),
+        Setting("port_file", "the bound port is written there once listening", flag="--port-file", parse=Path),
+        Setting(
+            "scheduler_url",
+            "the scheduler's URL",
+            env="CHUTES_SCHEDULER_URL",
+            flag="--scheduler-url",
+            default="http://127.0.0.1:8700",
+        ),
+        Setting(
+            "gateway_key",
+            "the gateway's own API key: a key with the `gateway` role (or an admin key); required",
+            env="CHUTES_GATEWAY_KEY",
+            flag="--gateway-key",
+            old_flags=("--scheduler-key",),
+        ),
+        Setting("consul_addr", "Consul's HTTP API", env="CONSUL_HTTP_ADDR", flag="--consul-addr", default=_CONSUL),
+        Setting("consul_token", "Consul ACL token", env="CONSUL_HTTP_TOKEN", flag="--consul-token"),
+        Setting(
+            "domain",
+            "wildcard domain for `<username>-<chute>.<domain>` addresses",
+            env="CHUTES_GATEWAY_DOMAIN",
+            flag="--domain",
+        ),
+        Setting("auth_ttl", "seconds an API key's answer is cached", flag="--auth-ttl", default=30.0, parse=float),
+        Setting("route_ttl", "seconds a route is cached", flag="--route-ttl", default=10.0, parse=float),
+        Setting(
+            "hold_timeout",
+            "seconds a call waits for a first instance",
+            flag="--hold-timeout",
+            default=120.0,
+            parse=float,
+        ),
+        Setting("hold_queue", "calls held per chute at most", flag="--hold-queue", default=256, parse=int),
+        Setting(
+            "wake_interval",
+            "seconds between asks for an instance while calls are held",
+            flag="--wake-interval",
+            default=5.0,
+            parse=float,
+        ),
+        Setting("max_body_mb", "largest request body, MiB", flag="--max-body-mb", default=50.0, parse=float),
+        Setting("max_attempts", "instances tried per call", flag="--max-attempts", default=4, parse=int),
+        Setting(
+            "read_timeout",
+            "longest silence from an instance, seconds",
+            flag="--read-timeout",
+            default=1800.0,
+            parse=float,
+        ),
+        Setting(
+            "watch_idle",
+            "stop watching a chute in Consul after this many seconds without calls",
+            flag="--watch-idle",
+            default=600.0,
+            parse=float,
+        ),
+        Setting(
+            "metering_interval",
+            "seconds between sends of invocation records to the scheduler",
+            flag="--metering-interval",
+            default=1.0,
+            parse=float,
+        ),
+        Setting(
+            "nomad_addr",
+            "check instances against Nomad's allocations (recommended; unset: any passing registration gets calls)",
+            env="NOMAD_ADDR",
+            flag="--nomad-addr",
+        ),
+        Setting("nomad_token", "a Nomad token with read-job", env="NOMAD_TOKEN", flag="--nomad-token"),
+        Setting(
+            "nomad_namespace", "Nomad namespace of the chute jobs", env="NOMAD_NAMESPACE", flag="--nomad-namespace"
+        ),
+        Setting(
+            "auth_failure_burst",
+            "failed authentications an address may make at once (then 429)",
+            env="CHUTES_AUTH_FAILURE_BURST",
+            flag="--auth-failure-burst",
+            default=10,
+            parse=int,
+        ),
+        Setting(
+            "auth_failure_rate",
+            "failed authentications per second an address may make after the burst",
+            env="CHUTES_AUTH_FAILURE_RATE",
+            flag="--auth-failure-rate",
+            default=1.0,
+            parse=float,
+        ),
+        Setting(
+            "spool_dir",
+            "journal invocation records here until the scheduler has them (replayed after a crash)",
+            env="CHUTES_GATEWAY_SPOOL_DIR",
+            flag="--spool-dir",
+            parse=Path,
+            shown_default="none (memory only)",
+        ),
+        Setting(
+            "invalidation_key",
+            "Consul KV key of the scheduler's access-change notices (`''` relies on the TTLs alone)",
+            env="CHUTES_INVALIDATION_KEY",
+            flag="--invalidation-key",
+            default="chutes/gateway/invalidations",
+        ),
+        Setting("access_log", "log every request", flag="--access-log", const=True, default=False),
+        Setting("log_level", "log level", env="CHUTES_LOG_LEVEL", flag="--log-level", default="INFO"),
+    ],
+)

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 from chutes.consul_client import consul_aio
+from chutes.core import health
+from chutes.core.backoff import Backoff
+from chutes.core.blocking import advance
 from chutes.gateway.balancer import Upstream
 
 log = logging.getLogger(__name__)
@@ -32,25 +34,6 @@ class HealthSource(Protocol):
     """The one Consul call discovery needs: py-consul's ``consul.aio.Consul().health``."""
 
     async def service(self, service: str, **kwargs: Any) -> tuple[str | None, list[dict[str, Any]]]: ...
-
-
-def instances_from_health(entries: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, int]]:
-    """(service id, address, port) of each entry of a ``/v1/health/service`` answer.
-
-    The service address falls back to the node's address when empty, as Consul documents. Entries without
-    a port are skipped (they cannot be called).
-    """
-    found: list[tuple[str, str, int]] = []
-    for entry in entries:
-        service = entry.get("Service") or {}
-        node = entry.get("Node") or {}
-        port = service.get("Port") or 0
-        address = service.get("Address") or node.get("Address") or ""
-        key = service.get("ID") or f"{address}:{port}"
-        if port and address:
-            found.append((str(key), str(address), int(port)))
-    found.sort()
-    return found
 
 
 class ServiceWatch:
@@ -154,7 +137,7 @@ class ConsulDiscovery:
             state.task.cancel()
 
     async def _run(self, state: ServiceWatch) -> None:
-        failures = 0
+        backoff = Backoff.after_first_failure(0.25, self._backoff_max)
         while True:
             started = self._clock()
             try:
@@ -165,20 +148,17 @@ class ConsulDiscovery:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
                 state.healthy = False
                 state.loaded.set()
-                delay = min(self._backoff_max, 0.25 * 2**failures) * random.uniform(0.5, 1.0)
+                delay = backoff.next_delay()
                 log.warning("consul watch %s failed (%r); keeping %d instances, retry in %.1fs",
                             state.name, exc, len(state.upstreams), delay)  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            backoff.reset()
             state.healthy = True
-            index = _as_index(raw_index)
-            # Consul's rules for blocking queries: an index that goes backwards resets the watch to 0.
-            state.index = index if index >= state.index else 0
-            found = instances_from_health(entries)
+            state.index = advance(state.index, raw_index).index
+            found = health.instances(entries)
             pending = False
             if self._verify is not None:
                 try:
@@ -206,13 +186,6 @@ class ConsulDiscovery:
                 if state.holders == 0 and now - state.last_used > self._idle_after:
                     log.info("service %s not called for %.0fs: stopping its watch", name, now - state.last_used)
                     self.stop(name)
-
-
-def _as_index(raw: Any) -> int:
-    try:
-        return max(1, int(raw))
-    except (TypeError, ValueError):
-        return 1
 
 
 def consul_health(consul_addr: str, token: str | None = None, request_timeout: float = 60.0) -> Any:

@@ -13,13 +13,14 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import ValidationError
 
+from chutes.core.backoff import Backoff
+from chutes.core.blocking import advance
 from chutes.invalidation import Notice, NoticeLog, pending
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class InvalidationFollower:
                 await task
 
     async def run(self) -> None:
-        failures = 0
+        backoff = Backoff.after_first_failure(0.25, self.backoff_max)
         while True:
             started = self.clock()
             try:
@@ -86,18 +87,15 @@ class InvalidationFollower:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                failures += 1
                 self.healthy = False
-                delay = min(self.backoff_max, 0.25 * 2**failures) * random.uniform(0.5, 1.0)
+                delay = backoff.next_delay()
                 log.warning("following %s failed (%r); caches fall back to their TTLs; retry in %.1fs",
                             self.key, exc, delay)  # fmt: skip
                 await asyncio.sleep(delay)
                 continue
-            failures = 0
+            backoff.reset()
             self.healthy = True
-            index = _as_index(raw_index)
-            # Consul's rules for blocking queries: an index that goes backwards resets the watch.
-            self.index = index if index >= self.index else 0
+            self.index = advance(self.index, raw_index).index
             self.observe(item)
             self.synced.set()
             elapsed = self.clock() - started
@@ -132,13 +130,6 @@ class InvalidationFollower:
         elif fresh:
             self.apply(fresh)
         self.epoch, self.applied = notice_log.epoch, notice_log.seq
-
-
-def _as_index(raw: Any) -> int:
-    try:
-        return max(1, int(raw))
-    except (TypeError, ValueError):
-        return 1
 
 
 def key_alias(api_key: str) -> str:

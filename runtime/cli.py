@@ -23,6 +23,8 @@ from typing import Annotated, Any
 
 import typer
 
+from chutes.core import logs
+
 log = logging.getLogger("chutes.runtime")
 
 Ref = Annotated[
@@ -32,12 +34,7 @@ Ref = Annotated[
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    logs.configure_logging(level, force=True)
 
 
 def run(

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chutes.core.errors import HintedError
 from chutes.edge import limits as edge_limits
 from chutes.edge.limits import EdgeLimits
 
@@ -37,12 +38,8 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_JSON_DEPTH = 64
 
 
-class ConfigError(Exception):
+class ConfigError(HintedError):
     """A setting that is missing or invalid; the message says what to set."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
-import tempfile
 from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
+from chutes.core.portfile import write_port_file
+from chutes.core.server import GracefulServer
 from chutes.edge.protocol import EdgeGuard
 from chutes.runtime.app import RuntimeApp
 from chutes.runtime.config import ServeConfig
@@ -32,7 +32,7 @@ log = logging.getLogger("chutes.runtime")
 GRACEFUL_SECONDS = 5
 
 
-class RuntimeServer(uvicorn.Server):
+class RuntimeServer(GracefulServer):
     """A uvicorn server that drains on the first signal instead of closing its listener."""
 
     def __init__(self, config: uvicorn.Config, app: RuntimeApp, port_file: Path | None = None) -> None:
@@ -58,7 +58,7 @@ class RuntimeServer(uvicorn.Server):
                 break
         log.info("listening on http://%s:%s", self.config.host, self.bound_port)
         if self.port_file is not None and self.bound_port is not None:
-            _write_atomically(self.port_file, f"{self.bound_port}\n")
+            write_port_file(self.port_file, self.bound_port)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Runs in the main thread between bytecodes: only hand the work to the loop.
@@ -89,14 +89,6 @@ def _signal_name(sig: int) -> str:
         return signal.Signals(sig).name
     except ValueError:
         return str(sig)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def build_server(chute: ChuteLike, config: ServeConfig) -> RuntimeServer:

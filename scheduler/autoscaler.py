@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
@@ -29,6 +28,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
+from chutes.core import health
 from chutes.registrations import AllocView, verify
 from chutes.scheduler import metering
 from chutes.scheduler.autoscale import AutoscaleParams, ChuteLoad, Decision, LoadSample, ScalingPolicy, decide
@@ -37,6 +37,7 @@ from chutes.scheduler.store.control_models import AutoscalerState
 from chutes.scheduler.store.models import Chute
 
 if TYPE_CHECKING:
+    from chutes.scheduler.config import SchedulerConfig
     from chutes.scheduler.loops import LeaderLoop
     from chutes.scheduler.services import Services
 
@@ -252,12 +253,7 @@ class Autoscaler:
 
         name = service_name(chute_id)
         _, entries = await self.services.consul.health.service(name, passing=True)
-        found = []
-        for entry in entries or []:
-            service = entry.get("Service") or {}
-            address = service.get("Address") or (entry.get("Node") or {}).get("Address")
-            if address and service.get("Port"):
-                found.append((str(service.get("ID") or ""), str(address), int(service["Port"])))
+        found = health.instances(entries)
         if not found:
             return []
         # Only instances Nomad runs: a registration anyone could make must not steer the scale (or the bill).
@@ -290,23 +286,21 @@ def _latest(times: Iterable[float | None]) -> float | None:
     return max(present) if present else None
 
 
-def params_from_env(env: dict[str, str] | None = None) -> AutoscaleParams:
-    """``CHUTES_AUTOSCALE_INTERVAL``, ``_LONG_WINDOW``, ``_DOWN_DELAY``, ``_DOWN_RATIO`` (seconds, ratio)."""
-    source: Any = os.environ if env is None else env
-    defaults = AutoscaleParams()
+def params_from_config(config: SchedulerConfig) -> AutoscaleParams:
+    """The autoscaler's settings (``CHUTES_AUTOSCALE_*``, see ``SchedulerConfig``)."""
     return AutoscaleParams(
-        interval=float(source.get("CHUTES_AUTOSCALE_INTERVAL", defaults.interval)),
-        long_window=float(source.get("CHUTES_AUTOSCALE_LONG_WINDOW", defaults.long_window)),
-        scale_down_delay=float(source.get("CHUTES_AUTOSCALE_DOWN_DELAY", defaults.scale_down_delay)),
-        down_ratio=float(source.get("CHUTES_AUTOSCALE_DOWN_RATIO", defaults.down_ratio)),
+        interval=config.autoscale_interval_s,
+        long_window=config.autoscale_long_window_s,
+        scale_down_delay=config.autoscale_down_delay_s,
+        down_ratio=config.autoscale_down_ratio,
     )
 
 
 def leader_loops(services: Services) -> list[LeaderLoop]:
-    """The autoscaler loop (settings from ``services.extras['autoscale_params']`` or the environment)."""
+    """The autoscaler loop (settings from ``services.extras['autoscale_params']`` or the configuration)."""
     from chutes.scheduler.loops import LeaderLoop
 
-    params = services.extras.get("autoscale_params") or params_from_env()
+    params = services.extras.get("autoscale_params") or params_from_config(services.config)
     autoscaler = Autoscaler(services, params)
     services.extras["autoscaler"] = autoscaler
     return [LeaderLoop("autoscaler", params.interval, autoscaler.tick, services.config.loop_max_backoff_s)]

@@ -1,7 +1,7 @@
 """``chutes-scheduler``: ``serve`` (the default) runs the API and the leader loops; ``create-admin`` prints a key;
 ``secrets-key`` prints a new ``CHUTES_SECRETS_KEY``.
 
-Configuration comes from the environment (see ``config.ENV_VARS``) and these flags, which win. With
+Configuration comes from the environment and flags, which win; both are declared once, in ``config.SETTINGS``. With
 ``--port 0`` the kernel picks a free port; the bound address is printed and, with ``--port-file``, written
 to that file once the server accepts connections (tests wait for it).
 """
@@ -10,78 +10,59 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import socket
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from chutes import envfile
+from chutes.core.logs import configure_logging
+from chutes.core.portfile import write_port_file
 from chutes.edge import limits as edge_limits
 from chutes.edge.limits import EdgeLimits
-from chutes.scheduler.config import ConfigError, SchedulerConfig, load_config
+from chutes.scheduler.config import SETTINGS, ConfigError, SchedulerConfig, load_config
 
 log = logging.getLogger("chutes.scheduler")
+
+
+# Flags of `serve`, in the order --help lists them; their text, variable and default come from config.SETTINGS.
+SERVE_FLAGS = (
+    "host",
+    "port",
+    "port_file",
+    "public_url",
+    "task_driver",
+    "container_scheduler_host",
+    "datacenters",
+    "reconcile_interval_s",
+    "check_interval_s",
+    "healthy_deadline_s",
+    "leader_ttl_s",
+    "gateway_url",
+    "run_loops",
+)
+# Flags `serve` and `create-admin` share.
+COMMON_FLAGS = ("database_url", "data_dir", "nomad_addr", "consul_addr", "log_level")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="chutes-scheduler", description="The chutes-nomad control plane.")
     sub = parser.add_subparsers(dest="command")
     serve = sub.add_parser("serve", help="run the API server and the leader loops (default)")
-    serve.add_argument("--host", help="address to bind (CHUTES_SCHEDULER_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to bind, 0 for any free one (CHUTES_SCHEDULER_PORT, 8700)")
-    serve.add_argument("--port-file", type=Path, help="write the bound port to this file once serving")
-    serve.add_argument("--public-url", help="URL instances use to reach this scheduler (CHUTES_PUBLIC_URL)")
-    serve.add_argument(
-        "--task-driver",
-        choices=["auto", "raw_exec", "docker"],
-        help="Nomad driver of chute tasks: auto = docker when the chute has a built image (CHUTES_TASK_DRIVER)",
-    )
-    serve.add_argument(
-        "--container-scheduler-host",
-        help="host name containers reach this scheduler by (CHUTES_CONTAINER_SCHEDULER_HOST)",
-    )
-    serve.add_argument("--datacenters", help="comma-separated Nomad datacenters (CHUTES_DATACENTERS, dc1)")
-    serve.add_argument("--reconcile-interval", dest="reconcile_interval_s", type=float, help="seconds")
-    serve.add_argument(
-        "--check-interval", dest="check_interval_s", type=int, help="seconds between Consul checks of each instance"
-    )
-    serve.add_argument(
-        "--healthy-deadline",
-        dest="healthy_deadline_s",
-        type=int,
-        help="seconds a new instance has to pass its checks in a rollout (CHUTES_HEALTHY_DEADLINE, 1800)",
-    )
-    serve.add_argument("--leader-ttl", dest="leader_ttl_s", type=float, help="Consul session TTL, seconds")
-    serve.add_argument("--gateway-url", help="the gateway the dashboard's cord form calls (CHUTES_GATEWAY_URL)")
-    serve.add_argument("--no-loops", dest="run_loops", action="store_const", const=False, help="API only")
+    SETTINGS.add_flags(serve, SERVE_FLAGS)
     edge_limits.add_arguments(serve)
-    serve.add_argument(
-        "--dev-adopt-users",
-        dest="dev_adopt_users",
-        action="store_const",
-        const=True,
-        help="dev stacks only: deploy a chute whose username is not the caller's for a local user of that name",
-    )
-    for p in (serve, sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")):
-        p.add_argument("--database-url", help="CHUTES_DATABASE_URL (default: SQLite in the data dir)")
-        p.add_argument("--data-dir", type=Path, help="CHUTES_DATA_DIR")
-        p.add_argument("--nomad-addr", help="NOMAD_ADDR")
-        p.add_argument("--consul-addr", help="CONSUL_HTTP_ADDR")
-        p.add_argument("--log-level", help="debug, info, warning (CHUTES_LOG_LEVEL)")
-    admin = sub.choices["create-admin"]
-    admin.add_argument("--username", dest="admin_username", help="admin username (default: admin)")
+    SETTINGS.add_flags(serve, ("dev_adopt_users",))
+    admin = sub.add_parser("create-admin", help="create (or promote) an admin user and print a new key")
+    for p in (serve, admin):
+        SETTINGS.add_flags(p, COMMON_FLAGS)
+    SETTINGS.add_flags(admin, ("admin_username",))
     sub.add_parser("secrets-key", help="print a new CHUTES_SECRETS_KEY (the key that seals chute secrets)")
     return parser
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    skip = {"command"}
-    return {k: v for k, v in vars(args).items() if k not in skip and not k.startswith("edge_") and v is not None}
+    return SETTINGS.from_args(args)[0]
 
 
 # The gateway's pool keeps connections to the scheduler for 30 s: stay open longer than that, so that it
@@ -97,31 +78,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-def _write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
-
-
-def _server_class() -> Any:
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        """uvicorn's server, but SIGTERM/SIGINT end it with exit status 0 after the graceful shutdown
-        (uvicorn re-raises the signal once it is done, which makes a clean stop look like a crash)."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in previous.items():
-                    signal.signal(sig, handler)
-
-    return Server
 
 
 def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> Any:
@@ -151,13 +107,15 @@ async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS)
         await preflight("nomad", config.nomad_addr)
         await preflight("consul", config.consul_addr)
     except (ClusterTLSError, SecretsKeyError) as exc:
-        print(f"chutes-scheduler: cannot start: {exc}\nHint: {exc.hint}", file=sys.stderr)
+        print(exc.render("chutes-scheduler: cannot start"), file=sys.stderr)
         raise SystemExit(2) from None
     sock = _bind(config.host, config.port)
     port = sock.getsockname()[1]
     public_url = config.resolved_public_url(port)
     app = create_app(config, public_url=public_url)
-    server = _server_class()(server_config(app, config, limits))
+    from chutes.core.server import GracefulServer
+
+    server = GracefulServer(server_config(app, config, limits))
 
     async def announce() -> None:
         while not server.started:
@@ -166,7 +124,7 @@ async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS)
             await asyncio.sleep(0.05)
         print(f"chutes-scheduler listening on http://{config.host}:{port} (public URL {public_url})", flush=True)
         if config.port_file is not None:
-            _write_port_file(config.port_file, port)
+            write_port_file(config.port_file, port)
 
     announcer = asyncio.create_task(announce())
     try:
@@ -208,14 +166,14 @@ def main(argv: list[str] | None = None) -> None:
         envfile.load()  # secrets (the admin key, cluster tokens) from a file rather than the environment
         config = load_config(**_overrides(args))
         limits = edge_limits.from_args(args, os.environ, SCHEDULER_LIMITS) if args.command == "serve" else None
-    except (ConfigError, envfile.EnvFileError, edge_limits.LimitsError) as exc:
+    except ConfigError as exc:
+        print(exc.render("chutes-scheduler"), file=sys.stderr)
+        raise SystemExit(2) from None
+    except (envfile.EnvFileError, edge_limits.LimitsError) as exc:
         print(f"chutes-scheduler: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    for noisy in ("alembic.runtime.plugins", "httpx", "httpcore"):  # a line per plugin, per Nomad log request
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # alembic logs a line per plugin, httpx/httpcore one per Nomad log request
+    configure_logging(config.log_level, quiet=("alembic.runtime.plugins", "httpx", "httpcore"))
     try:
         if args.command == "create-admin":
             key = asyncio.run(_create_admin(config))

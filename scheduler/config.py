@@ -15,6 +15,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from chutes.core.errors import HintedError
+from chutes.core.settings import Settings, setting
+
 # auto: docker for a chute with a built image, raw_exec otherwise; raw_exec or docker: always that driver.
 TaskDriver = Literal["auto", "raw_exec", "docker"]
 
@@ -25,7 +28,7 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "chutes-scheduler"
 
 
-class ConfigError(ValueError):
+class ConfigError(HintedError, ValueError):
     """A configuration value that cannot work; the message names the variable or flag to fix."""
 
 
@@ -34,83 +37,264 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8700, ge=0, le=65535)
-    port_file: Path | None = None
-    data_dir: Path = Field(default_factory=default_data_dir)
-    database_url: str | None = None
-    public_url: str | None = None
-    nomad_addr: str = "http://127.0.0.1:4646"
-    nomad_token: str | None = None
-    nomad_namespace: str | None = None
-    nomad_region: str | None = None
-    consul_addr: str = "http://127.0.0.1:8500"
-    consul_token: str | None = None
-    task_driver: TaskDriver = "auto"
-    # The host name containers reach this scheduler by, when the public URL's host is not reachable from inside
-    # a container (a loopback address in `chutes dev`: podman names the host's loopback host.containers.internal).
-    container_scheduler_host: str | None = None
-    datacenters: tuple[str, ...] = ("dc1",)
-    admin_key: str | None = None
-    admin_username: str = "admin"
-    # Seals chute secrets at rest (32 bytes, URL-safe base64); every scheduler of one store needs the same key.
-    secrets_key: str | None = Field(None, repr=False)
-    runtime_python: str | None = None
-    max_bundle_bytes: int = Field(DEFAULT_MAX_BUNDLE_BYTES, ge=1024)
+    host: str = setting("127.0.0.1", env="CHUTES_SCHEDULER_HOST", flag="--host", doc="address to bind")
+    port: int = setting(
+        8700, env="CHUTES_SCHEDULER_PORT", flag="--port", ge=0, le=65535, doc="port to bind; `0` picks a free one"
+    )
+    port_file: Path | None = setting(None, flag="--port-file", doc="the bound port is written there once serving")
+    public_url: str | None = setting(
+        None,
+        env="CHUTES_PUBLIC_URL",
+        flag="--public-url",
+        shown_default="the bound address",
+        doc="what instances use to download their bundle: must be reachable from GPU hosts",
+    )
+    data_dir: Path = setting(
+        default_factory=default_data_dir,
+        env="CHUTES_DATA_DIR",
+        flag="--data-dir",
+        shown_default="`$XDG_DATA_HOME/chutes-scheduler`",
+        doc="holds the SQLite database by default",
+    )
+    database_url: str | None = setting(
+        None,
+        env="CHUTES_DATABASE_URL",
+        flag="--database-url",
+        shown_default="`sqlite+aiosqlite:///<data dir>/scheduler.db`",
+        doc="or `postgresql+asyncpg://user:pass@host/db`",
+    )
+    nomad_addr: str = setting("http://127.0.0.1:4646", env="NOMAD_ADDR", flag="--nomad-addr", doc="Nomad's HTTP API")
+    nomad_token: str | None = setting(None, env="NOMAD_TOKEN", doc="Nomad ACL token")
+    nomad_namespace: str | None = setting(None, env="NOMAD_NAMESPACE", doc="Nomad namespace of the chute jobs")
+    nomad_region: str | None = setting(None, env="NOMAD_REGION", doc="Nomad region")
+    consul_addr: str = setting(
+        "http://127.0.0.1:8500",
+        env="CONSUL_HTTP_ADDR",
+        flag="--consul-addr",
+        doc="Consul's HTTP API; `host:port` is accepted",
+    )
+    consul_token: str | None = setting(None, env="CONSUL_HTTP_TOKEN", doc="Consul ACL token")
+    task_driver: TaskDriver = setting(
+        "auto",
+        env="CHUTES_TASK_DRIVER",
+        flag="--task-driver",
+        doc="chute jobs' Nomad driver: `auto` = `docker` for a chute with a built image (by digest), `raw_exec` "
+        "otherwise; `docker` always; `raw_exec` always, for trusted hosts only (see cluster.md)",
+    )
+    container_scheduler_host: str | None = setting(
+        None,
+        env="CHUTES_CONTAINER_SCHEDULER_HOST",
+        flag="--container-scheduler-host",
+        doc="the host name containers reach this scheduler by, replacing the public URL's host in docker tasks' "
+        "`CHUTES_SCHEDULER_URL` (`chutes dev` sets `host.containers.internal`: its scheduler listens on loopback)",
+    )
+    datacenters: tuple[str, ...] = setting(
+        ("dc1",), env="CHUTES_DATACENTERS", flag="--datacenters", doc="Nomad datacenters of chute jobs, comma-separated"
+    )
+    admin_key: str | None = setting(
+        None, env="CHUTES_ADMIN_KEY", doc="bootstrap an admin with this key at start (idempotent)"
+    )
+    admin_username: str = setting(
+        "admin",
+        env="CHUTES_ADMIN_USERNAME",
+        flag="--username",
+        doc="the bootstrap admin's (and `create-admin`'s) username",
+    )
+    secrets_key: str | None = setting(
+        None,
+        env="CHUTES_SECRETS_KEY",
+        repr=False,
+        doc="seals chutes' secrets at rest (AES-256-GCM): 32 bytes, URL-safe base64 (`chutes-scheduler secrets-key`); "
+        "the same on every scheduler of one database",
+    )
+    runtime_python: str | None = setting(
+        None, env="CHUTES_RUNTIME_PYTHON", doc="the interpreter raw_exec instances run (`chutes dev` sets its own)"
+    )
+    max_bundle_bytes: int = setting(
+        DEFAULT_MAX_BUNDLE_BYTES, env="CHUTES_MAX_BUNDLE_BYTES", ge=1024, doc="largest accepted bundle, bytes"
+    )
     bundle_versions_kept: int = Field(3, ge=1)
     # Control loops: only the leader runs them (Consul session lock ``leader_key``).
     leader_key: str = "chutes/scheduler/leader"
     # Consul takes session TTLs of 10 s to 24 h; the devcluster allows shorter ones for tests.
-    leader_ttl_s: float = Field(15.0, gt=0.0, le=86400.0)
+    leader_ttl_s: float = setting(
+        15.0,
+        env="CHUTES_LEADER_TTL",
+        flag="--leader-ttl",
+        gt=0.0,
+        le=86400.0,
+        doc="TTL of the leader lock's Consul session, seconds",
+    )
     # Kept short: a leader that cannot renew steps down within 0.8×TTL, before its session can expire.
-    leader_lock_delay_s: float = Field(1.0, ge=0.0, le=60.0)
-    reconcile_interval_s: float = Field(10.0, gt=0)
-    # Consul checks /_ready of every instance this often: it bounds how soon a new instance gets traffic
-    # (cold start) and how soon a dead one stops getting it. Raise it on very large fleets.
-    check_interval_s: int = Field(1, ge=1, le=3600)
-    # A new instance must pass its checks within this long (first starts may download model weights), or
-    # Nomad calls it unhealthy; a rollout fails when no instance made progress for as long again (≤ 10 min).
-    healthy_deadline_s: int = Field(1800, ge=11, le=86400)  # above the rollout's 10 s min_healthy_time
+    leader_lock_delay_s: float = setting(
+        1.0, env="CHUTES_LEADER_LOCK_DELAY", ge=0.0, le=60.0, doc="lock delay of the leader lock's session, seconds"
+    )
+    reconcile_interval_s: float = setting(
+        10.0, env="CHUTES_RECONCILE_INTERVAL", flag="--reconcile-interval", gt=0, doc="seconds between reconciler ticks"
+    )
+    check_interval_s: int = setting(
+        1,
+        env="CHUTES_CHECK_INTERVAL",
+        flag="--check-interval",
+        ge=1,
+        le=3600,
+        doc="seconds between Consul's checks of each instance's `/_ready`: bounds cold start and how soon a dead "
+        "instance stops getting calls; raise it on very large fleets",
+    )
+    healthy_deadline_s: int = setting(
+        1800,
+        env="CHUTES_HEALTHY_DEADLINE",
+        flag="--healthy-deadline",
+        ge=11,  # above the rollout's 10 s min_healthy_time
+        le=86400,
+        doc="how long a new instance of a rollout has to pass its checks, seconds (Nomad's `update.healthy_deadline`; "
+        "first starts may download weights); the rollout fails when no instance made progress for as long again "
+        "(at most 10 min more: `progress_deadline`), and is then reported as a `failed` event",
+    )
     loop_max_backoff_s: float = Field(60.0, gt=0)
-    # How long a deploy request keeps watching its new version's allocations for progress events.
-    deploy_watch_s: float = Field(600.0, ge=0)
-    watch_interval_s: float = Field(1.0, gt=0)
-    run_loops: bool = True
-    # `chutes dev` only: a chute whose username is not the caller's is deployed for a local user of that name
-    # (created when missing, and the chute shared with the caller). A real cluster keeps refusing it.
-    dev_adopt_users: bool = False
-    # Fault injection for crash tests only: pause between storing a deploy and registering its job.
-    deploy_register_delay_s: float = Field(0.0, ge=0)
-    log_level: str = "info"
-    # Failed authentications per client address: a burst, then this many per second; past it 429.
-    auth_failure_burst: int = Field(20, ge=1)
-    auth_failure_rate: float = Field(1.0, gt=0)
-    # JSON bodies (and the manifest) nested deeper than this are refused with 422 before they are parsed.
-    max_json_depth: int = Field(64, ge=1, le=512)
-    # The dashboard (/ui): where its "try a cord" form sends calls (the gateway, with the user's key), and how
-    # long a sign-in lasts.
-    gateway_url: str | None = None
-    ui_session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400)
-    # GET /metrics also accepts this bearer token (for Prometheus), besides admin and gateway keys.
-    metrics_token: str | None = Field(None, min_length=16)
-    # GPUs promised to a deploy stay reserved until Nomad places the instance, or this long at most.
-    reservation_ttl_s: float = Field(60.0, gt=0, le=3600)
-    # Consul KV key where access and routing changes are announced to the gateways.
-    invalidation_key: str = "chutes/gateway/invalidations"
-    # Image builds (docs/images.md). No registry: builds are off (the API answers 503 with this hint).
-    registry: str | None = None
-    registry_tls_verify: bool = True
-    # A containers-auth.json for the registry: its contents reach build tasks through their Nomad Variable.
-    registry_auth_file: Path | None = None
-    # The CA bundle mounted read-only into RUN steps (a TLS-intercepting proxy, a corporate CA), on builder nodes.
-    build_ca_bundle: str | None = None
-    build_timeout_s: int = Field(1800, ge=30, le=24 * 3600)
-    max_context_bytes: int = Field(DEFAULT_MAX_BUNDLE_BYTES, ge=1024)
-    max_concurrent_builds: int = Field(2, ge=1, le=100)  # per user
-    # Where builds run: nodes whose meta KEY=VALUE (empty: no meta constraint) and/or of this node class.
-    builder_node_meta: str = "chutes_builder=true"
-    builder_node_class: str | None = None
-    build_isolation: Literal["oci", "chroot", "rootless"] = "oci"
+    deploy_watch_s: float = setting(
+        600.0,
+        env="CHUTES_DEPLOY_WATCH",
+        ge=0,
+        doc="how long a deploy watches its allocations for progress events, seconds",
+    )
+    watch_interval_s: float = setting(
+        1.0, env="CHUTES_WATCH_INTERVAL", gt=0, doc="how often a deploy watches its allocations, seconds"
+    )
+    run_loops: bool = setting(
+        True,
+        env="CHUTES_RUN_LOOPS",
+        flag="--no-loops",
+        const=False,
+        doc="off (`--no-loops`): API only, never campaigns for leadership",
+    )
+    dev_adopt_users: bool = setting(
+        False,
+        env="CHUTES_DEV_ADOPT_USERS",
+        flag="--dev-adopt-users",
+        const=True,
+        doc="dev stacks only (`chutes dev` turns it on): a chute whose username is not the caller's deploys for a "
+        "local user of that name, shared with the caller as its adopter; never on a real cluster",
+    )
+    deploy_register_delay_s: float = setting(
+        0.0,
+        env="CHUTES_DEPLOY_REGISTER_DELAY",
+        ge=0,
+        doc="crash tests only: pause between storing a deploy and registering its job, seconds",
+    )
+    log_level: str = setting("info", env="CHUTES_LOG_LEVEL", flag="--log-level", doc="debug, info, warning")
+    auth_failure_burst: int = setting(
+        20,
+        env="CHUTES_AUTH_FAILURE_BURST",
+        ge=1,
+        doc="failed key or token lookups an address may make at once (then 429)",
+    )
+    auth_failure_rate: float = setting(
+        1.0, env="CHUTES_AUTH_FAILURE_RATE", gt=0, doc="failed lookups an address may make per second after the burst"
+    )
+    max_json_depth: int = setting(
+        64,
+        env="CHUTES_MAX_JSON_DEPTH",
+        ge=1,
+        le=512,
+        doc="JSON bodies and manifests nested deeper are refused with 422",
+    )
+    gateway_url: str | None = setting(
+        None,
+        env="CHUTES_GATEWAY_URL",
+        flag="--gateway-url",
+        doc='the gateway the dashboard\'s "try a cord" form calls, as the signed-in user',
+    )
+    ui_session_ttl_s: int = setting(
+        8 * 3600, env="CHUTES_UI_SESSION_TTL", ge=60, le=7 * 86400, doc="how long a dashboard sign-in lasts, seconds"
+    )
+    metrics_token: str | None = setting(
+        None,
+        env="CHUTES_METRICS_TOKEN",
+        min_length=16,
+        doc="a bearer token (16+ characters) that may read `GET /metrics`, for Prometheus",
+    )
+    reservation_ttl_s: float = setting(
+        60.0,
+        env="CHUTES_RESERVATION_TTL",
+        gt=0,
+        le=3600,
+        doc="GPUs promised to a deploy stay reserved until Nomad places the instance, at most this long, seconds",
+    )
+    # The autoscaler (scheduler/autoscale.py) and metering loops.
+    autoscale_interval_s: float = setting(
+        10.0,
+        env="CHUTES_AUTOSCALE_INTERVAL",
+        gt=0,
+        doc="autoscaler: seconds between evaluations, also the short window",
+    )
+    autoscale_long_window_s: float = setting(
+        300.0, env="CHUTES_AUTOSCALE_LONG_WINDOW", gt=0, doc="autoscaler: the long window, seconds"
+    )
+    autoscale_down_delay_s: float = setting(
+        120.0,
+        env="CHUTES_AUTOSCALE_DOWN_DELAY",
+        ge=0,
+        doc="autoscaler: no scale-down this soon after a change (s)",
+    )
+    autoscale_down_ratio: float = setting(
+        0.8, env="CHUTES_AUTOSCALE_DOWN_RATIO", gt=0, doc="autoscaler: scale down only below `scaling_threshold ×` this"
+    )
+    metering_interval_s: float = setting(
+        15.0,
+        env="CHUTES_METERING_INTERVAL",
+        gt=0,
+        doc="how often instance records become GPU-time rows, seconds (`GET /v1/usage` counts running instances "
+        "up to the moment it answers either way)",
+    )
+    invalidation_key: str = setting(
+        "chutes/gateway/invalidations",
+        env="CHUTES_INVALIDATION_KEY",
+        doc="Consul KV key of the access-change notices the gateways follow (theirs must match)",
+    )
+    # Image builds (docs/images.md). No registry: builds are off (the API answers 409 with this hint).
+    registry: str | None = setting(
+        None,
+        env="CHUTES_REGISTRY",
+        doc="image builds (docs/images.md): the registry images are pushed to, `host[:port][/path]`; unset: builds "
+        "are off (`POST /v1/images` answers 409 with a hint)",
+    )
+    registry_tls_verify: bool = setting(
+        True, env="CHUTES_REGISTRY_TLS_VERIFY", doc="`false` for a plain-HTTP registry (`chutes dev`'s loopback one)"
+    )
+    registry_auth_file: Path | None = setting(
+        None,
+        env="CHUTES_REGISTRY_AUTH_FILE",
+        doc="a containers `auth.json` for the registry, whose contents reach build tasks through their Nomad Variable",
+    )
+    build_ca_bundle: str | None = setting(
+        None,
+        env="CHUTES_BUILD_CA_BUNDLE",
+        doc="a CA bundle (on the builder nodes) mounted read-only into RUN steps, for TLS-intercepting proxies",
+    )
+    build_timeout_s: int = setting(
+        1800, env="CHUTES_BUILD_TIMEOUT", ge=30, le=24 * 3600, doc="a build's time limit, seconds"
+    )
+    max_context_bytes: int = setting(
+        DEFAULT_MAX_BUNDLE_BYTES,
+        env="CHUTES_MAX_CONTEXT_BYTES",
+        ge=1024,
+        doc="the largest build context (content, uncompressed), bytes",
+    )
+    max_concurrent_builds: int = setting(
+        2, env="CHUTES_MAX_CONCURRENT_BUILDS", ge=1, le=100, doc="builds under way per user (past it 429)"
+    )
+    builder_node_meta: str = setting(
+        "chutes_builder=true",
+        env="CHUTES_BUILDER_NODE_META",
+        doc="where build jobs run: nodes with this meta (`KEY=VALUE`; empty: no meta constraint)",
+    )
+    builder_node_class: str | None = setting(
+        None, env="CHUTES_BUILDER_NODE_CLASS", doc="where build jobs run: nodes of this class (with the meta above)"
+    )
+    build_isolation: Literal["oci", "chroot", "rootless"] = setting(
+        "oci", env="CHUTES_BUILD_ISOLATION", doc="buildah's `--isolation` for RUN steps: `oci`, `rootless` or `chroot`"
+    )
 
     @field_validator("nomad_addr", "consul_addr")
     @classmethod
@@ -199,57 +383,10 @@ class SchedulerConfig(BaseModel):
         return f"http://{host}:{bound_port or self.port}"
 
 
+#: The scheduler's settings (every field declared with ``setting``): flags, variables and docs come from it.
+SETTINGS = Settings.from_model("chutes-scheduler", SchedulerConfig)
 # Environment variable → field. Flags (cli.py) override these.
-ENV_VARS: dict[str, str] = {
-    "CHUTES_SCHEDULER_HOST": "host",
-    "CHUTES_SCHEDULER_PORT": "port",
-    "CHUTES_DATA_DIR": "data_dir",
-    "CHUTES_DATABASE_URL": "database_url",
-    "CHUTES_PUBLIC_URL": "public_url",
-    "NOMAD_ADDR": "nomad_addr",
-    "NOMAD_TOKEN": "nomad_token",
-    "NOMAD_NAMESPACE": "nomad_namespace",
-    "NOMAD_REGION": "nomad_region",
-    "CONSUL_HTTP_ADDR": "consul_addr",
-    "CONSUL_HTTP_TOKEN": "consul_token",
-    "CHUTES_TASK_DRIVER": "task_driver",
-    "CHUTES_CONTAINER_SCHEDULER_HOST": "container_scheduler_host",
-    "CHUTES_DATACENTERS": "datacenters",
-    "CHUTES_ADMIN_KEY": "admin_key",
-    "CHUTES_ADMIN_USERNAME": "admin_username",
-    "CHUTES_SECRETS_KEY": "secrets_key",
-    "CHUTES_RUNTIME_PYTHON": "runtime_python",
-    "CHUTES_MAX_BUNDLE_BYTES": "max_bundle_bytes",
-    "CHUTES_LEADER_TTL": "leader_ttl_s",
-    "CHUTES_LEADER_LOCK_DELAY": "leader_lock_delay_s",
-    "CHUTES_RECONCILE_INTERVAL": "reconcile_interval_s",
-    "CHUTES_CHECK_INTERVAL": "check_interval_s",
-    "CHUTES_HEALTHY_DEADLINE": "healthy_deadline_s",
-    "CHUTES_DEPLOY_WATCH": "deploy_watch_s",
-    "CHUTES_WATCH_INTERVAL": "watch_interval_s",
-    "CHUTES_RUN_LOOPS": "run_loops",
-    "CHUTES_DEV_ADOPT_USERS": "dev_adopt_users",
-    "CHUTES_DEPLOY_REGISTER_DELAY": "deploy_register_delay_s",
-    "CHUTES_LOG_LEVEL": "log_level",
-    "CHUTES_AUTH_FAILURE_BURST": "auth_failure_burst",
-    "CHUTES_AUTH_FAILURE_RATE": "auth_failure_rate",
-    "CHUTES_MAX_JSON_DEPTH": "max_json_depth",
-    "CHUTES_GATEWAY_URL": "gateway_url",
-    "CHUTES_UI_SESSION_TTL": "ui_session_ttl_s",
-    "CHUTES_METRICS_TOKEN": "metrics_token",
-    "CHUTES_RESERVATION_TTL": "reservation_ttl_s",
-    "CHUTES_INVALIDATION_KEY": "invalidation_key",
-    "CHUTES_REGISTRY": "registry",
-    "CHUTES_REGISTRY_TLS_VERIFY": "registry_tls_verify",
-    "CHUTES_REGISTRY_AUTH_FILE": "registry_auth_file",
-    "CHUTES_BUILD_CA_BUNDLE": "build_ca_bundle",
-    "CHUTES_BUILD_TIMEOUT": "build_timeout_s",
-    "CHUTES_MAX_CONTEXT_BYTES": "max_context_bytes",
-    "CHUTES_MAX_CONCURRENT_BUILDS": "max_concurrent_builds",
-    "CHUTES_BUILDER_NODE_META": "builder_node_meta",
-    "CHUTES_BUILDER_NODE_CLASS": "builder_node_class",
-    "CHUTES_BUILD_ISOLATION": "build_isolation",
-}
+ENV_VARS: dict[str, str] = SETTINGS.env_vars()
 
 
 def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> SchedulerConfig:
@@ -259,17 +396,12 @@ def load_config(env: Mapping[str, str] | None = None, **overrides: Any) -> Sched
     Raises ConfigError naming the variable when a value is invalid.
     """
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    source: dict[str, str] = {}
-    for var, field in ENV_VARS.items():
-        raw = env.get(var)
-        if raw is not None and raw != "":
-            values[field] = raw
-            source[field] = var
+    values, source = SETTINGS.from_env(env)
     for field, value in overrides.items():
         if value is not None:
             values[field] = value
-            source[field] = f"--{field.replace('_', '-')}"
+            declared = SETTINGS.by_name.get(field)
+            source[field] = (declared.flag if declared else None) or f"--{field.replace('_', '-')}"
     try:
         return SchedulerConfig(**values)
     except ValueError as exc:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import re
 import time
 from collections import Counter
@@ -24,6 +23,8 @@ import consul
 from pydantic import ValidationError
 
 from chutes import gpus
+from chutes.core.backoff import Backoff
+from chutes.core.blocking import advance, parse_index
 from chutes.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
 from chutes.scheduler.nomad_api import Indexed, NomadClient, NomadError
 from chutes.scheduler.placement import GPU, Cluster, NodeState, mark_in_use
@@ -216,13 +217,6 @@ class InventorySnapshot:
 # -- the I/O shell ------------------------------------------------------------------------------------------
 
 
-def _index(raw: Any) -> int:
-    try:
-        return max(0, int(raw))
-    except (TypeError, ValueError):
-        return 0
-
-
 class InventoryReader:
     """Reads inventories and liveness from Consul (py-consul's asyncio client) and usage from Nomad.
 
@@ -250,7 +244,7 @@ class InventoryReader:
                 raw_index, entries = await self.consul.kv.get(KV_PREFIX, recurse=True, index=index or None, wait=wait)
         except CONSUL_ERRORS as exc:
             raise InventoryUnavailable(f"reading {KV_PREFIX} from Consul failed: {exc!r}") from None
-        return Indexed(_index(raw_index), parse_inventories(entries))
+        return Indexed(parse_index(raw_index), parse_inventories(entries))
 
     async def read_alive(self, index: int = 0, wait_s: float | None = None) -> Indexed[frozenset[str]]:
         """Node ids whose agent is alive; with ``index`` and ``wait_s`` a blocking query."""
@@ -260,7 +254,7 @@ class InventoryReader:
                 raw_index, entries = await self.consul.health.service(AGENT_SERVICE, index=index or None, wait=wait)
         except CONSUL_ERRORS as exc:
             raise InventoryUnavailable(f"reading the health of {AGENT_SERVICE} from Consul failed: {exc!r}") from None
-        return Indexed(_index(raw_index), frozenset(parse_alive(entries or [])))
+        return Indexed(parse_index(raw_index), frozenset(parse_alive(entries or [])))
 
     async def read_nomad(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """(allocations with resources, node stubs); ([], None) without a Nomad client."""
@@ -315,7 +309,7 @@ class InventoryReader:
             watchers.append(
                 asyncio.create_task(_watch_index("allocations", self._alloc_index, wait_s, changed, max_backoff_s))
             )
-        backoff = _Backoff(min_interval_s, max_backoff_s)
+        backoff = Backoff.after_first_failure(max(min_interval_s, 0.05), max_backoff_s)
         try:
             while True:
                 await changed.wait()
@@ -323,7 +317,7 @@ class InventoryReader:
                 try:
                     snapshot = await self.snapshot()
                 except InventoryUnavailable as exc:
-                    delay = backoff.next()
+                    delay = backoff.next_delay()
                     log.warning("inventory snapshot failed (retrying in %.1fs): %s", delay, exc)
                     await asyncio.sleep(delay)
                     changed.set()
@@ -355,21 +349,6 @@ class InventoryReader:
         return result.index
 
 
-class _Backoff:
-    def __init__(self, base_s: float, cap_s: float) -> None:
-        self.base = max(base_s, 0.05)
-        self.cap = cap_s
-        self.failures = 0
-
-    def next(self) -> float:
-        self.failures += 1
-        delay: float = min(self.cap, self.base * 2.0 ** min(self.failures, 30))
-        return delay * random.uniform(0.5, 1.0)
-
-    def reset(self) -> None:
-        self.failures = 0
-
-
 async def _watch_index(
     name: str,
     fetch: Callable[[int, float], Awaitable[int]],
@@ -379,28 +358,24 @@ async def _watch_index(
 ) -> None:
     """Follow one blocking query forever, setting ``changed`` when its index moves.
 
-    Consul's and Nomad's rules: an index that goes backwards resets to 0 (a restarted server); a return without
-    a new index is not a change; the loop is rate-limited so a misbehaving server cannot spin it.
+    The index follows the blocking-query rules of :mod:`chutes.core.blocking`; the loop is rate-limited so a
+    misbehaving server cannot spin it.
     """
     index = 0
-    backoff = _Backoff(0.5, max_backoff_s)
+    backoff = Backoff.after_first_failure(0.5, max_backoff_s)
     while True:
         started = time.monotonic()
         try:
             new = await fetch(index, wait_s)
         except InventoryUnavailable as exc:
-            delay = backoff.next()
+            delay = backoff.next_delay()
             log.warning("watching %s failed (retrying in %.1fs): %s", name, delay, exc)
             await asyncio.sleep(delay)
             continue
         backoff.reset()
-        if new < index:
-            index = 0
+        step = advance(index, new)
+        index = step.index
+        if step.changed:
             changed.set()
-            continue
-        if new != index:
-            if index:
-                changed.set()
-            index = max(new, 1)
         if time.monotonic() - started < 0.05:
             await asyncio.sleep(0.05)  # answered at once: do not spin

@@ -1,22 +1,23 @@
 """Leader-only control loops: a registry, and a runner whose loops never die.
 
-Each module in ``LOOP_MODULES`` may define ``leader_loops(services) -> list[LeaderLoop]``; a module that is
-not installed is skipped. Only the leader runs the loops (``LeaderSupervisor`` starts them when this
-scheduler wins the Consul lock and stops them when it loses it). A tick that raises is logged and retried
-with exponential backoff and jitter; the loop keeps going.
+Each module in ``LOOP_MODULES`` may define ``leader_loops(services) -> list[LeaderLoop]``; a module listed
+and missing stops the scheduler at start (``chutes.core.registry``). Only the leader runs the loops
+(``LeaderSupervisor`` starts them when this scheduler wins the Consul lock and stops them when it loses it).
+A tick that raises is logged and retried with exponential backoff and jitter; the loop keeps going.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from chutes.core import backoff
+from chutes.core.registry import import_all
 
 if TYPE_CHECKING:
     from chutes.scheduler.metrics import SchedulerMetrics
@@ -46,13 +47,7 @@ class LeaderLoop:
 def collect(services: Services) -> list[LeaderLoop]:
     """The loops of every installed module in LOOP_MODULES."""
     loops: list[LeaderLoop] = []
-    for name in LOOP_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
+    for module in import_all(LOOP_MODULES, "chutes.scheduler.loops.LOOP_MODULES"):
         factory = getattr(module, "leader_loops", None)
         if callable(factory):
             loops.extend(factory(services))
@@ -63,8 +58,7 @@ def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
     """Delay before the next try after ``failures`` failed ticks in a row: doubling, capped, with jitter."""
     if failures <= 0:
         return interval
-    base: float = min(max_backoff, interval * 2.0 ** min(failures, 30))
-    return base * random.uniform(0.5, 1.0)
+    return backoff.backoff_delay(interval, failures, max_backoff)
 
 
 async def run_forever(loop: LeaderLoop, stop: asyncio.Event, metrics: SchedulerMetrics | None = None) -> None:

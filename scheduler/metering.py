@@ -489,11 +489,9 @@ async def calls_for(
 
 def leader_loops(services: Services) -> list[LeaderLoop]:
     """The metering loop: GPU-time rows from instance records, every ``CHUTES_METERING_INTERVAL`` seconds."""
-    import os
-
     from chutes.scheduler.loops import LeaderLoop
 
-    interval = float(os.environ.get("CHUTES_METERING_INTERVAL", "15"))
+    interval = services.config.metering_interval_s
     state = SyncState()
 
     async def tick() -> None:

@@ -30,6 +30,7 @@ from nomad.api import exceptions as nomad_exc
 from nomad.api.base import Requester
 
 from chutes.cluster_tls import ClusterTLS, explain, python_nomad
+from chutes.core.blocking import parse_index
 
 T = TypeVar("T")
 
@@ -499,7 +500,7 @@ class NomadClient:
             lambda: self._raw_call(*path, method="get", params=query, timeout=timeout),
             not_found,
         )
-        return Indexed(index=int(response.headers.get("X-Nomad-Index", "0") or 0), value=response.json())
+        return Indexed(index=parse_index(response.headers.get("X-Nomad-Index")), value=response.json())
 
     async def watch_job_allocations(
         self, job_id: str, *, index: int = 0, wait_s: float = 30.0, all_: bool = False
@@ -509,10 +510,6 @@ class NomadClient:
         result: Indexed[list[dict[str, Any]]] = await self.blocking_get(
             "job", job_id, "allocations", index=index, wait_s=wait_s, params=params
         )
-        return result
-
-    async def watch_job(self, job_id: str, *, index: int = 0, wait_s: float = 30.0) -> Indexed[dict[str, Any]]:
-        result: Indexed[dict[str, Any]] = await self.blocking_get("job", job_id, index=index, wait_s=wait_s)
         return result
 
     # -- logs (python-nomad gap: it cannot stream) --

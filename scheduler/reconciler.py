@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from chutes.core import health
 from chutes.inventory import KV_PREFIX
 from chutes.manifest import Manifest
 from chutes.scheduler import deploy, drift, reservations, runs, task_events
@@ -98,17 +99,7 @@ def _assess(alloc: dict[str, Any], healthy: bool, row: Instance | None) -> tuple
 async def consul_health(services: Services, chute_id: str) -> dict[str, tuple[bool, str | None, int | None]]:
     """alloc id → (all checks passing, address, port) for the chute's service entries in Consul."""
     _, entries = await services.consul.health.service(service_name(chute_id))
-    out: dict[str, tuple[bool, str | None, int | None]] = {}
-    for entry in entries or []:
-        service = entry.get("Service") or {}
-        sid = str(service.get("ID") or "")
-        if not sid.startswith("_nomad-task-"):
-            continue
-        alloc_id = sid[len("_nomad-task-") :][:36]
-        passing = all((c.get("Status") == "passing") for c in entry.get("Checks") or [])
-        address = service.get("Address") or (entry.get("Node") or {}).get("Address")
-        out[alloc_id] = (passing, address, service.get("Port"))
-    return out
+    return {a: (h.passing, h.address or None, h.port or None) for a, h in health.by_allocation(entries).items()}
 
 
 async def _node_inventory(services: Services, node_name: str | None) -> dict[str, Any] | None:

@@ -20,6 +20,8 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from chutes.core.errors import HintedError
+
 KEY_ENV = "CHUTES_SECRETS_KEY"
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -27,12 +29,11 @@ VERSION = b"\x01"
 _HINT = f"set {KEY_ENV} to 32 random bytes in URL-safe base64, e.g. the output of `chutes-scheduler secrets-key`"
 
 
-class SecretsKeyError(Exception):
+class SecretsKeyError(HintedError):
     """The secrets key is missing, malformed or not the one the secrets were sealed with; ``hint`` says what to do."""
 
     def __init__(self, message: str, hint: str = _HINT) -> None:
-        super().__init__(message)
-        self.hint = hint
+        super().__init__(message, hint)
 
 
 def generate_key() -> str:

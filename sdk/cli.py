@@ -6,11 +6,12 @@ imported, so the parts of the platform can add commands without touching one sha
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
 import typer
+
+from chutes.core.registry import import_all
 
 app = typer.Typer(
     name="chutes",
@@ -26,13 +27,7 @@ COMMAND_MODULES = ("inspect", "build", "run", "dev", "deploy", "manage", "invoke
 
 
 def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        module = f"chutes.commands.{name}"
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+    import_all((f"chutes.commands.{name}" for name in COMMAND_MODULES), "chutes.cli.COMMAND_MODULES")
 
 
 def main() -> None:

@@ -32,6 +32,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from chutes.core.errors import HintedError
+
 if TYPE_CHECKING:
     import httpx
     import requests
@@ -60,7 +62,7 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
 
-class ClusterTLSError(Exception):
+class ClusterTLSError(HintedError):
     """TLS to Nomad or Consul cannot work as configured; the message names the address and the variable.
 
     ``kind``: ``config`` (a variable or file is wrong), ``ca``, ``name``, ``client``, ``plaintext``,
@@ -69,8 +71,7 @@ class ClusterTLSError(Exception):
     """
 
     def __init__(self, message: str, hint: str | None = None, kind: str = "config") -> None:
-        super().__init__(message)
-        self.hint = hint
+        super().__init__(message, hint)
         self.kind = kind
 
 

@@ -1,7 +1,8 @@
 """Where the CLI and the client find the platform: ``~/.chutes/config.ini``, the environment, then flags.
 
 Precedence, lowest first: the config file (``$CHUTES_CONFIG`` or ``~/.chutes/config.ini``), the environment
-(``CHUTES_API_URL``, ``CHUTES_GATEWAY_URL``, ``CHUTES_API_KEY``), then explicit values (``--api-url``,
+(``CHUTES_SCHEDULER_URL``, formerly ``CHUTES_API_URL``, still read with a warning; ``CHUTES_GATEWAY_URL``,
+``CHUTES_API_KEY``), then explicit values (``--api-url``,
 ``--api-key``). The file holds an API key, so it is written readable by its owner only.
 
     [api]
@@ -17,19 +18,29 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from chutes.core.errors import HintedError
+from chutes.core.settings import Setting
+from chutes.core.settings import Settings as Declared
+
 ENV_CONFIG = "CHUTES_CONFIG"
-ENV_API_URL = "CHUTES_API_URL"
+ENV_API_URL = "CHUTES_SCHEDULER_URL"  # the name every process uses for this URL
+OLD_ENV_API_URL = "CHUTES_API_URL"
 ENV_GATEWAY_URL = "CHUTES_GATEWAY_URL"
 ENV_API_KEY = "CHUTES_API_KEY"
 SECTION = "api"
+#: What the environment may set (the config file and the flags are read by :func:`load` and the commands).
+SETTINGS = Declared(
+    "chutes",
+    [
+        Setting("api_url", "the scheduler's URL", env=ENV_API_URL, flag="--api-url", old_env=(OLD_ENV_API_URL,)),
+        Setting("api_key", "your API key", env=ENV_API_KEY, flag="--api-key"),
+        Setting("gateway_url", "the gateway's URL", env=ENV_GATEWAY_URL, flag="--gateway-url"),
+    ],
+)
 
 
-class ConfigError(ValueError):
+class ConfigError(HintedError, ValueError):
     """A config file that cannot be read, or a setting that is missing."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.hint = hint
 
 
 @dataclass(frozen=True)
@@ -102,10 +113,11 @@ def load(
     """Resolve settings: file, then environment, then the explicit arguments."""
     path = path or config_path()
     file = read_file(path)
+    env = SETTINGS.from_env(os.environ)[0]
     return Settings(
-        api_url=_url(api_url or os.environ.get(ENV_API_URL) or file.api_url),
-        gateway_url=_url(gateway_url or os.environ.get(ENV_GATEWAY_URL) or file.gateway_url),
-        api_key=_clean(api_key or os.environ.get(ENV_API_KEY) or file.api_key),
+        api_url=_url(api_url or env.get("api_url") or file.api_url),
+        gateway_url=_url(gateway_url or env.get("gateway_url") or file.gateway_url),
+        api_key=_clean(api_key or env.get("api_key") or file.api_key),
         path=path,
     )
 

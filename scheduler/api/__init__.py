@@ -1,15 +1,14 @@
 """The scheduler's HTTP API: one router per module, included from one place (``routers()``).
 
-A module listed in ``ROUTER_MODULES`` exposes ``router`` (a FastAPI ``APIRouter``); a listed module that is
-not installed is skipped, so that parts of the scheduler (e.g. ``usage``, written with metering) can land
-on their own.
+A module listed in ``ROUTER_MODULES`` exposes ``router`` (a FastAPI ``APIRouter``); a listed module that does
+not exist stops the scheduler at start (``chutes.core.registry``): it can only be a typo.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from fastapi import APIRouter
+
+from chutes.core.registry import import_all
 
 ROUTER_MODULES = (
     "users",
@@ -29,14 +28,7 @@ ROUTER_MODULES = (
 
 def routers() -> list[APIRouter]:
     found: list[APIRouter] = []
-    for name in ROUTER_MODULES:
-        module_name = f"{__name__}.{name}"
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name != module_name:
-                raise
-            continue
+    for module in import_all((f"{__name__}.{name}" for name in ROUTER_MODULES), f"{__name__}.ROUTER_MODULES"):
         router = getattr(module, "router", None)
         if isinstance(router, APIRouter):
             found.append(router)

@@ -7,12 +7,13 @@ installed is skipped, so that a part of the scheduler can land later without tou
 
 from __future__ import annotations
 
-import importlib
 import time
 import uuid
 
 from sqlalchemy import MetaData
 from sqlalchemy.orm import DeclarativeBase
+
+from chutes.core.registry import import_all
 
 # Deterministic constraint names, so that migrations can refer to them on PostgreSQL and SQLite alike.
 NAMING_CONVENTION = {
@@ -38,12 +39,7 @@ class Base(DeclarativeBase):
 
 def load_table_modules() -> MetaData:
     """Import every table module so that ``Base.metadata`` knows all tables; returns it."""
-    for name in TABLE_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    import_all(TABLE_MODULES, "chutes.scheduler.store.base.TABLE_MODULES")
     return Base.metadata
 
 

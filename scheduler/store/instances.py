@@ -103,8 +103,3 @@ async def list_for(session: AsyncSession, chute_id: str, *, live_only: bool = Fa
     if live_only:
         query = query.where(Instance.state.not_in(TERMINAL))
     return list((await session.execute(query.order_by(Instance.created_at))).scalars())
-
-
-async def list_live(session: AsyncSession) -> list[Instance]:
-    query = select(Instance).where(Instance.state.not_in(TERMINAL)).order_by(Instance.created_at)
-    return list((await session.execute(query)).scalars())

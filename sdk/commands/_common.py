@@ -23,7 +23,7 @@ console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 
 ApiUrl = Annotated[
-    str | None, typer.Option("--api-url", help="Scheduler URL (default: $CHUTES_API_URL or the config file).")
+    str | None, typer.Option("--api-url", help="Scheduler URL (default: $CHUTES_SCHEDULER_URL or the config file).")
 ]
 ApiKey = Annotated[str | None, typer.Option("--api-key", help="API key (default: $CHUTES_API_KEY or the config file).")]
 GatewayUrl = Annotated[

@@ -392,15 +392,7 @@ class DevStack:
                 "CONSUL_HTTP_TOKEN": tokens.consul,
             },
         )
-        child = self._child("scheduler", argv, env)
-        wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        port = read_port_file(port_file)
-        assert isinstance(port, int)
-        url = f"http://127.0.0.1:{port}"
-        wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
-        self._keep_port(child, "scheduler", "--port", port)
-        self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
-        return url
+        return self._serve_http("scheduler", self._child("scheduler", argv, env), port_file)
 
     def _gateway_key(self, api_url: str, keys: dict[str, str]) -> str:
         """A key with the gateway role (the gateway never holds the admin key); kept while it works."""
@@ -446,13 +438,17 @@ class DevStack:
             "gateway",
             {"CHUTES_GATEWAY_KEY": gateway_key, "NOMAD_TOKEN": tokens.nomad, "CONSUL_HTTP_TOKEN": tokens.consul},
         )
-        child = self._child("gateway", argv, env)
+        return self._serve_http("gateway", self._child("gateway", argv, env), port_file)
+
+    def _serve_http(self, name: str, child: Child, port_file: Path) -> str:
+        """The URL of an HTTP server ``child`` once its port file names its port and ``/healthz`` answers; it
+        keeps that port across restarts and is watched from then on."""
         wait_for(lambda: isinstance(read_port_file(port_file), int), what="listening", child=child, timeout=30)
-        bound = read_port_file(port_file)
-        assert isinstance(bound, int)
-        url = f"http://127.0.0.1:{bound}"
+        port = read_port_file(port_file)
+        assert isinstance(port, int)
+        url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _ok(f"{url}/healthz"), what="healthy", child=child, timeout=self.timeout)
-        self._keep_port(child, "gateway", "--port", bound)
+        self._keep_port(child, name, "--port", port)
         self.supervisor.watch(child, is_up=lambda: _ok(f"{url}/healthz"))
         return url
 

@@ -9,32 +9,16 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+from tests.support.polling import poll_until
 
 AGENT = shutil.which("chutes-agent", path=str(Path(sys.executable).parent)) or "chutes-agent"
 # Short intervals so that the daemon's behaviour shows within seconds (TTL 2 s, heartbeat 0.5 s).
 FAST = ["--heartbeat", "0.5", "--ttl", "2", "--kv-refresh", "1", "--probe-interval", "0.5", "--backoff-cap", "1"]
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, every: float = 0.1) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = probe()
-        except Exception as exc:  # the service under test may be restarting
-            last_error = exc
-        else:
-            if value:
-                return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error!r})")
 
 
 class AgentProcess:
@@ -51,7 +35,7 @@ class AgentProcess:
                 env={**base, **(env or {})},
                 start_new_session=True,
             )
-        self.ports: dict[str, Any] = wait_for("the agent's ports file", self._ports, timeout=20)
+        self.ports: dict[str, Any] = poll_until(self._ports, "the agent's ports file", timeout=20)
 
     def _ports(self) -> dict[str, Any] | None:
         if self.proc.poll() is not None:

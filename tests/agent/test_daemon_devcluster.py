@@ -20,8 +20,9 @@ import pytest
 
 from chutes.inventory import NodeInventory
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import poll_until
 
-from .agent_process import AGENT, FAST, AgentProcess, wait_for
+from .agent_process import AGENT, FAST, AgentProcess
 
 pytestmark = pytest.mark.timeout(90)
 NODE = "gpu-a"
@@ -85,7 +86,7 @@ def test_registers_passing_publishes_the_inventory_and_node_meta(
     dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     agent = start_agent(dc, agents, tmp_path, "--simulate", "h100_sxm:8")
-    wait_for("both checks passing", lambda: all_passing(dc))
+    poll_until(lambda: all_passing(dc), "both checks passing")
 
     _, services = dc.consul().catalog.service("chutes-agent")
     (svc,) = [s for s in services if s["ServiceID"] == SERVICE_ID]
@@ -100,7 +101,7 @@ def test_registers_passing_publishes_the_inventory_and_node_meta(
 
     # KV holds exactly what `chutes-agent probe` prints for this node, plus the Nomad node ID.
     node = nomad_node(dc)
-    inv = wait_for("the inventory with the Nomad node ID", lambda: (i := kv_inventory(dc)) and i.nomad_node_id and i)
+    inv = poll_until(lambda: (i := kv_inventory(dc)) and i.nomad_node_id and i, "the inventory with the Nomad node ID")
     probe = subprocess.run(
         [AGENT, "probe", "--json", "--simulate", "h100_sxm:8", "--node-id", NODE],
         capture_output=True, text=True, timeout=30, check=False,
@@ -115,7 +116,7 @@ def test_registers_passing_publishes_the_inventory_and_node_meta(
     device_ids = [i["ID"] for group in node["NodeResources"]["Devices"] for i in group["Instances"]]
     assert sorted(device_ids) == sorted(g.uuid for g in inv.gpus)
 
-    meta = wait_for("node meta", lambda: (m := nomad_node(dc)["Meta"]).get("chutes_gpu_model") and m)
+    meta = poll_until(lambda: (m := nomad_node(dc)["Meta"]).get("chutes_gpu_model") and m, "node meta")
     assert (meta["chutes_gpu_model"], meta["chutes_gpu_count"], meta["chutes_gpu_vram_gb"]) == ("h100_sxm", "8", "80")
 
     samples = agent.metrics()
@@ -131,20 +132,20 @@ def test_a_stopped_heartbeat_turns_critical_within_the_ttl(
     dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     agent = start_agent(dc, agents, tmp_path, "--simulate", "h100_sxm:8")
-    wait_for("both checks passing", lambda: all_passing(dc))
+    poll_until(lambda: all_passing(dc), "both checks passing")
     agent.signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
-    wait_for("the liveness check to turn critical", lambda: statuses(dc).get("alive") == "critical", timeout=10)
+    poll_until(lambda: statuses(dc).get("alive") == "critical", "the liveness check to turn critical", timeout=10)
     elapsed = time.monotonic() - stopped_at
     assert elapsed <= 2 + 2, f"critical only after {elapsed:.1f}s with a 2s TTL"  # TTL + reaper tick + polling
     agent.signal(signal.SIGCONT)
-    wait_for("passing again after SIGCONT", lambda: all_passing(dc), timeout=10)
+    poll_until(lambda: all_passing(dc), "passing again after SIGCONT", timeout=10)
 
 
 def test_sigterm_deregisters_and_exits_0(dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path) -> None:
     agent = start_agent(dc, agents, tmp_path, "--simulate", "h100_sxm:8")
-    wait_for("both checks passing", lambda: all_passing(dc))
-    wait_for("the inventory in KV", lambda: kv_inventory(dc))
+    poll_until(lambda: all_passing(dc), "both checks passing")
+    poll_until(lambda: kv_inventory(dc), "the inventory in KV")
     assert agent.stop() == 0
     _, services = dc.consul().catalog.service("chutes-agent")
     assert [s for s in services if s["ServiceID"] == SERVICE_ID] == []
@@ -158,12 +159,12 @@ def test_survives_devcluster_restarts_and_outages(
     dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     agent = start_agent(dc, agents, tmp_path, "--simulate", "h100_sxm:8")
-    wait_for("both checks passing", lambda: all_passing(dc))
+    poll_until(lambda: all_passing(dc), "both checks passing")
 
     # A restart that keeps Consul's state (same ports, same data dir).
     dc.restart()
-    wait_for("the agent back in touch", lambda: "Consul reachable again" in agent.log(), timeout=20)
-    wait_for("passing after the restart", lambda: all_passing(dc), timeout=20)
+    poll_until(lambda: "Consul reachable again" in agent.log(), "the agent back in touch", timeout=20)
+    poll_until(lambda: all_passing(dc), "passing after the restart", timeout=20)
 
     # An outage that loses everything: the agent must register again and rewrite KV and node meta.
     dc.stop()
@@ -171,9 +172,9 @@ def test_survives_devcluster_restarts_and_outages(
     assert agent.proc.poll() is None, "the agent must not exit when Consul and Nomad are down"
     shutil.rmtree(dc.data_dir)
     dc.start()
-    wait_for("passing after a restart without state", lambda: all_passing(dc), timeout=20)
-    wait_for("the inventory rewritten", lambda: kv_inventory(dc), timeout=10)
-    wait_for("the node meta set again", lambda: nomad_node(dc)["Meta"].get("chutes_gpu_count") == "8", timeout=10)
+    poll_until(lambda: all_passing(dc), "passing after a restart without state", timeout=20)
+    poll_until(lambda: kv_inventory(dc), "the inventory rewritten", timeout=10)
+    poll_until(lambda: nomad_node(dc)["Meta"].get("chutes_gpu_count") == "8", "the node meta set again", timeout=10)
 
     log = agent.log()
     # One line per change of state, not one per failed attempt.
@@ -190,19 +191,19 @@ def test_unhealthy_gpu_turns_the_gpu_check_warning(
     sim = tmp_path / "node.yaml"
     sim.write_text("gpus: [{model: h100_sxm, count: 8}]\n")
     agent = start_agent(dc, agents, tmp_path, "--simulate-file", str(sim))
-    wait_for("both checks passing", lambda: all_passing(dc))
+    poll_until(lambda: all_passing(dc), "both checks passing")
 
     sim.write_text("gpus:\n  - {model: h100_sxm, count: 7}\n  - {model: h100_sxm, ecc_errors: 3}\n")
     os.utime(sim, ns=(time.time_ns(), time.time_ns() + 10**9))
-    wait_for("GPU check warning", lambda: statuses(dc) == {"alive": "passing", "gpus": "warning"})
+    poll_until(lambda: statuses(dc) == {"alive": "passing", "gpus": "warning"}, "GPU check warning")
     output = checks(dc)[f"{SERVICE_ID}:gpus"]["Output"]
-    inv = wait_for("the unhealthy GPU in KV", lambda: (i := kv_inventory(dc)) and not i.gpus[7].healthy and i)
+    inv = poll_until(lambda: (i := kv_inventory(dc)) and not i.gpus[7].healthy and i, "the unhealthy GPU in KV")
     assert inv.gpus[7].uuid in output and "3 volatile uncorrected ECC error" in output
     assert agent.metrics()[f'chutes_gpu_healthy{{model="h100_sxm",uuid="{inv.gpus[7].uuid}"}}'] == 0.0
 
     sim.write_text("gpus: [{model: h100_sxm, count: 8}]\n")
     os.utime(sim, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
-    wait_for("passing again once the GPU is fixed", lambda: all_passing(dc))
+    poll_until(lambda: all_passing(dc), "passing again once the GPU is fixed")
 
 
 @pytest.mark.slow
@@ -210,11 +211,11 @@ def test_two_agents_with_one_node_id_are_detected_and_do_not_fight(
     dc: DevclusterHandle, agents: list[AgentProcess], tmp_path: Path
 ) -> None:
     first = start_agent(dc, agents, tmp_path, "--simulate", "h100_sxm:8", name="first")
-    wait_for("the first agent's inventory", lambda: kv_inventory(dc))
+    poll_until(lambda: kv_inventory(dc), "the first agent's inventory")
     second = start_agent(dc, agents, tmp_path, "--simulate", "h100_sxm:8", name="second")
     message = "another agent publishes the same node"
     try:
-        wait_for("both agents to report the duplicate", lambda: message in first.log() and message in second.log())
+        poll_until(lambda: message in first.log() and message in second.log(), "both agents to report the duplicate")
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n--- first:\n{first.log()}\n--- second:\n{second.log()}") from None
     for agent in (first, second):
@@ -224,7 +225,7 @@ def test_two_agents_with_one_node_id_are_detected_and_do_not_fight(
         flags = (first.metrics()["chutes_agent_duplicate_node_id"], second.metrics()["chutes_agent_duplicate_node_id"])
         return flags if sorted(flags) == [0.0, 1.0] else None
 
-    flags = wait_for("one agent to step back", settled, timeout=20)
+    flags = poll_until(settled, "one agent to step back", timeout=20)
     writer = first if flags[0] == 0.0 else second
     counts = (first.metrics()["chutes_agent_kv_conflicts_total"], second.metrics()["chutes_agent_kv_conflicts_total"])
     writes = writer.metrics()["chutes_agent_kv_writes_total"]
@@ -252,17 +253,17 @@ def test_acl_tokens_from_the_environment_and_a_refused_token(agents: list[AgentP
             _, items = c.health.checks("chutes-agent")
             return {i["Status"] for i in items if i["ServiceID"] == SERVICE_ID} == {"passing"}
 
-        wait_for("passing with tokens from the environment", passing)
+        poll_until(passing, "passing with tokens from the environment")
         n = dc.nomad(token="n-secret")
         node_id = next(x["ID"] for x in n.nodes.get_nodes() if x["Name"] == NODE)
-        wait_for("node meta with the Nomad token", lambda: n.node.get_node(node_id)["Meta"].get("chutes_gpu_count"))
+        poll_until(lambda: n.node.get_node(node_id)["Meta"].get("chutes_gpu_count"), "node meta with the Nomad token")
 
         bad = AgentProcess(
             tmp_path, "bad", ["--node-id", "other", *FAST, "--simulate", "l4"],
             env={"CONSUL_HTTP_ADDR": dc.consul_addr, "CONSUL_HTTP_TOKEN": "wrong"},
         )  # fmt: skip
         agents.append(bad)
-        wait_for("the refusal logged", lambda: "Consul answers with errors" in bad.log())
+        poll_until(lambda: "Consul answers with errors" in bad.log(), "the refusal logged")
         time.sleep(2)  # several refused heartbeats
         assert bad.proc.poll() is None
         assert bad.log().count("Consul answers with errors") == 1
@@ -279,8 +280,8 @@ def test_node_id_defaults_to_the_nomad_node_name(agents: list[AgentProcess], tmp
         assert agent.ports["node_id"] == "local-gpu"
         n = dc.nomad()
         (local,) = [x for x in n.nodes.get_nodes() if x["Name"] == "local-gpu"]
-        meta = wait_for("meta on the local node", lambda: (m := n.node.get_node(local["ID"])["Meta"]).get(
-            "chutes_gpu_model") and m)  # fmt: skip
+        meta = poll_until(lambda: (m := n.node.get_node(local["ID"])["Meta"]).get(
+            "chutes_gpu_model") and m, "meta on the local node")  # fmt: skip
         assert meta["chutes_gpu_model"] == "l40s" and meta["chutes_gpu_count"] == "2"
-        _, item = wait_for("KV", lambda: (r := dc.consul().kv.get("chutes/nodes/local-gpu"))[1] and r)
+        _, item = poll_until(lambda: (r := dc.consul().kv.get("chutes/nodes/local-gpu"))[1] and r, "KV")
         assert NodeInventory.model_validate_json(item["Value"]).nomad_node_id == local["ID"]

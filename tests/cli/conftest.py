@@ -82,6 +82,6 @@ def config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An isolated CHUTES_CONFIG (never the user's ~/.chutes) and no CHUTES_* settings from the environment."""
     path = tmp_path / "chutes" / "config.ini"
     monkeypatch.setenv("CHUTES_CONFIG", str(path))
-    for var in ("CHUTES_API_URL", "CHUTES_API_KEY", "CHUTES_GATEWAY_URL", "CHUTES_DEBUG"):
+    for var in ("CHUTES_SCHEDULER_URL", "CHUTES_API_URL", "CHUTES_API_KEY", "CHUTES_GATEWAY_URL", "CHUTES_DEBUG"):
         monkeypatch.delenv(var, raising=False)
     return path

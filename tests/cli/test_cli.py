@@ -39,7 +39,7 @@ def test_missing_configuration_is_one_line_and_a_hint() -> None:
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         "Error: no API URL configured",
-        "Hint: start a local stack with `chutes dev`, or pass --api-url / set CHUTES_API_URL",
+        "Hint: start a local stack with `chutes dev`, or pass --api-url / set CHUTES_SCHEDULER_URL",
     ]
     assert "Traceback" not in result.stderr + result.stdout
 
@@ -63,7 +63,7 @@ def test_bad_chute_reference_is_a_readable_error(tmp_path: Path) -> None:
 
 def test_read_commands_print_json(scheduler: Scheduler, tmp_path: Path) -> None:
     key = scheduler.new_user("cli-dana")
-    env = {"CHUTES_API_URL": scheduler.url, "CHUTES_API_KEY": key}
+    env = {"CHUTES_SCHEDULER_URL": scheduler.url, "CHUTES_API_KEY": key}
     me = run("whoami", "--json", env=env)
     assert me.returncode == 0, me.stderr
     assert json.loads(me.stdout)["username"] == "cli-dana"

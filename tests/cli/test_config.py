@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from chutes import config
+from chutes.core.settings import DeprecatedName
 
 
 def test_missing_file_gives_empty_settings(config_file: Path) -> None:
@@ -31,12 +32,22 @@ def test_save_then_load_round_trip_is_private(config_file: Path) -> None:
 
 def test_environment_beats_file_and_flags_beat_environment(config_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config.save(config.Settings(api_url="http://file", gateway_url="http://file-gw", api_key="file-key"))
-    monkeypatch.setenv("CHUTES_API_URL", "http://env")
+    monkeypatch.setenv("CHUTES_SCHEDULER_URL", "http://env")
     monkeypatch.setenv("CHUTES_API_KEY", "env-key")
     settings = config.load()
     assert (settings.api_url, settings.api_key, settings.gateway_url) == ("http://env", "env-key", "http://file-gw")
     settings = config.load(api_url="http://flag", api_key="flag-key", gateway_url="http://flag-gw")
     assert (settings.api_url, settings.api_key, settings.gateway_url) == ("http://flag", "flag-key", "http://flag-gw")
+
+
+def test_the_old_name_of_the_scheduler_url_is_still_read_with_a_warning(
+    config_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHUTES_API_URL", "http://old")
+    with pytest.warns(DeprecatedName, match="CHUTES_API_URL is deprecated; use CHUTES_SCHEDULER_URL"):
+        assert config.load().api_url == "http://old"
+    monkeypatch.setenv("CHUTES_SCHEDULER_URL", "http://new")
+    assert config.load().api_url == "http://new"
 
 
 def test_save_keeps_other_sections(config_file: Path) -> None:

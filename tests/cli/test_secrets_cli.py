@@ -32,7 +32,7 @@ async def stored(scheduler: Scheduler, chute_id: str, name: str) -> str:
 
 
 async def test_create_list_delete_from_the_command_line(scheduler: Scheduler, tmp_path: Path) -> None:
-    env = {"CHUTES_API_URL": scheduler.url, "CHUTES_API_KEY": scheduler.new_user("carla")}
+    env = {"CHUTES_SCHEDULER_URL": scheduler.url, "CHUTES_API_KEY": scheduler.new_user("carla")}
     created = run("secrets", "create", "HF_TOKEN", "--chute", "llm", "--json", env=env, stdin="hf_from_stdin\n")
     assert created.returncode == 0, created.stderr
     answer = json.loads(created.stdout)

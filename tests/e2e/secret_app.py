@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import httpx
 import nomad
 
@@ -40,16 +37,5 @@ async def check(self) -> dict:
 """
 
 
-def wait(check: Any, what: str, timeout: float = 90.0, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (ChutesAPIError, httpx.HTTPError, nomad.api.exceptions.BaseNomadException) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+#: What a check may raise while the stack is still converging (``poll_until`` asks again).
+RETRIED = (ChutesAPIError, httpx.HTTPError, nomad.api.exceptions.BaseNomadException)

@@ -65,7 +65,7 @@ def cli_env(tmp: Path, api_url: str, gateway_url: str, key: str) -> dict[str, st
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHUTES_")}
     env.update(
         CHUTES_CONFIG=str(tmp / "config.ini"),
-        CHUTES_API_URL=api_url,
+        CHUTES_SCHEDULER_URL=api_url,
         CHUTES_GATEWAY_URL=gateway_url,
         CHUTES_API_KEY=key,
         COLUMNS="200",

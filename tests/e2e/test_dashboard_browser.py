@@ -159,7 +159,7 @@ def start_gateway(stack: Stack, port: int, sched_url: str, gateway_key: str) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
     argv = [
         _exe("chutes-gateway"), "--host", "127.0.0.1", "--port", str(port), "--scheduler-url", sched_url,
-        "--scheduler-key", gateway_key, "--consul-addr", stack.dc.consul_addr, "--hold-timeout", "60",
+        "--gateway-key", gateway_key, "--consul-addr", stack.dc.consul_addr, "--hold-timeout", "60",
         "--wake-interval", "1", "--metering-interval", "0.5",
     ]  # fmt: skip
     proc = Proc("gateway", argv, env, stack.workdir / "gateway.log")

@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.polling import poll_until
+
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,9 +139,7 @@ def json_values(text: str) -> list[Any]:
 def until(check: Callable[[], bool], what: str, timeout: float, interval: float = 0.01) -> float:
     """Seconds until ``check`` holds (fails past ``timeout``)."""
     start = time.monotonic()
-    while not check():
-        assert time.monotonic() - start < timeout, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(interval)
+    poll_until(check, what, timeout, interval, retry_on=())
     return time.monotonic() - start
 
 

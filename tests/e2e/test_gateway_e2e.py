@@ -96,7 +96,7 @@ def start_gateway(stack: Stack, sched_url: str, gateway_key: str) -> tuple[Proc,
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
     argv = [
         _exe("chutes-gateway"), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-        "--scheduler-url", sched_url, "--scheduler-key", gateway_key, "--consul-addr", stack.dc.consul_addr,
+        "--scheduler-url", sched_url, "--gateway-key", gateway_key, "--consul-addr", stack.dc.consul_addr,
         "--domain", "chutes.test", "--hold-timeout", "90", "--wake-interval", "1", "--metering-interval", "0.5",
     ]  # fmt: skip
     proc = Proc("gateway", argv, env, stack.workdir / "gateway.log")

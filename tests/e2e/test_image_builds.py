@@ -20,7 +20,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from tests.support.containers import BASE_IMAGE, require_containers
+from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.timeout(900)]
 
@@ -56,17 +57,6 @@ async def where(self: Chute) -> dict[str, object]:
 
     return {{"version": {package}.__version__, "hostname": socket.gethostname()}}
 """
-
-
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 120, interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 class Stack:
@@ -105,7 +95,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*argv, "--ready-file", str(ready)], env=env, cwd=tmp, stdout=log, stderr=log)
     try:
-        wait_until(lambda: ready.exists() or proc.poll() is not None, "chutes dev up", timeout=180)
+        poll_until(lambda: ready.exists() or proc.poll() is not None, "chutes dev up", timeout=180, interval=0.5)
         assert proc.poll() is None, log_path.read_text()
         info = json.loads(ready.read_text())
         assert info["builds"] is True and info["registry"].startswith("127.0.0.1:"), info
@@ -195,12 +185,13 @@ def test_the_deployed_chute_runs_in_its_image_and_as_a_host_process_fails_the_im
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
     called = stack.cli("invoke", "tiny-host", "/where", "-d", "{}")
     assert called.returncode != 0
-    logs = wait_until(
+    logs = poll_until(
         lambda: (lambda text: text if f"No module named '{PACKAGE}'" in text else None)(
             (lambda r: r.stdout + r.stderr)(stack.cli("logs", "tiny-host"))
         ),
         "the import error in chutes logs",
         timeout=60,
+        interval=0.5,
     )
     assert "ModuleNotFoundError" in logs
 

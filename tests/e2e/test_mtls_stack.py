@@ -16,7 +16,8 @@ from chutes.client import Client
 from chutes.cluster_tls import ClusterTLS, explain, python_nomad
 from chutes.dev import DevStack
 from chutes.dev.tls import StackTLS
-from tests.e2e.secret_app import APP, wait
+from tests.e2e.secret_app import APP, RETRIED
+from tests.support.polling import poll_until
 from tests.support.tls import make_pki
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -42,7 +43,13 @@ def test_the_stack_over_mutual_tls(tmp_path: Path) -> None:
             assert {n["node_id"] for n in client.nodes() if n["alive"]} == {"gpu-a", "gpu-b"}
             client.create_secret("HF_TOKEN", "over-mutual-tls", chute="secret-echo")
             chute = client.deploy(f"{tmp_path / 'app.py'}:chute")
-            wait(lambda: any(i.get("healthy") for i in client.instances("secret-echo")), "a ready instance")
+            poll_until(
+                lambda: any(i.get("healthy") for i in client.instances("secret-echo")),
+                "a ready instance",
+                timeout=90,
+                interval=0.3,
+                retry_on=RETRIED,
+            )
             answer = client.invoke("secret-echo", "/token", {}).json()
             assert answer["sha256"] == hashlib.sha256(b"over-mutual-tls").hexdigest()
 

@@ -28,7 +28,8 @@ import pytest
 from chutes.client import ChutesAPIError, Client
 from chutes.dev import DevStack
 from chutes.dev.stack import StackInfo
-from tests.e2e.secret_app import APP, wait
+from tests.e2e.secret_app import APP, RETRIED
+from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -43,9 +44,10 @@ def digest(value: str) -> str:
 
 def cli(info: StackInfo, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))}
-    env.update(CHUTES_API_URL=info.api_url, CHUTES_API_KEY=info.api_key, CHUTES_CONFIG="/nonexistent/config.ini")
-    return subprocess.run([str(BIN / "chutes"), *args], input=stdin, env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+    env.update(CHUTES_SCHEDULER_URL=info.api_url, CHUTES_API_KEY=info.api_key, CHUTES_CONFIG="/nonexistent/config.ini")
+    return subprocess.run(
+        [str(BIN / "chutes"), *args], input=stdin, env=env, capture_output=True, text=True, timeout=60
+    )
 
 
 def ready_instances(client: Client, chute: str) -> int:
@@ -74,7 +76,13 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
     n = nomad.Nomad(address=info.nomad_addr, token=info.nomad_token, timeout=10)
     with Client(info.api_url, info.api_key, gateway_url=info.gateway_url) as client:
         chute = client.deploy(f"{tmp / 'app.py'}:chute")
-        wait(lambda: ready_instances(client, "secret-echo") == 1, "the first instance")
+        poll_until(
+            lambda: ready_instances(client, "secret-echo") == 1,
+            "the first instance",
+            timeout=90,
+            interval=0.3,
+            retry_on=RETRIED,
+        )
         answer = client.invoke("secret-echo", "/token", {}).json()
         assert (answer["length"], answer["sha256"]) == (len(FIRST), digest(FIRST))
 
@@ -92,7 +100,13 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
 
         # Two instances; then rotate while a caller keeps calling: every call succeeds, both restart in place.
         client.scale_chute("secret-echo", 2)
-        wait(lambda: ready_instances(client, "secret-echo") == 2, "two instances")
+        poll_until(
+            lambda: ready_instances(client, "secret-echo") == 2,
+            "two instances",
+            timeout=90,
+            interval=0.3,
+            retry_on=RETRIED,
+        )
         allocs_before = {a["ID"] for a in n.job.get_allocations(job_id) if a["ClientStatus"] == "running"}
         modify_index = n.job.get_job(job_id)["JobModifyIndex"]
         seen, failures, stop = [], [], threading.Event()
@@ -123,7 +137,9 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
                     ready_instances(client, "secret-echo") == 2
                 )
 
-            wait(both_restarted, "both instances restarted and ready", timeout=120)
+            poll_until(
+                both_restarted, "both instances restarted and ready", timeout=120, interval=0.3, retry_on=RETRIED
+            )
             time.sleep(1.0)
         finally:
             stop.set()
@@ -152,11 +168,23 @@ def test_a_secret_reaches_the_chute_and_never_its_job_then_rotates_without_a_fai
         client.create_secret("API_KEY", "k-123", chute="secret-echo")
         job = n.job.get_job(job_id)
         assert job["Meta"]["chute_secrets"] == "API_KEY,HF_TOKEN" and job["JobModifyIndex"] > modify_index
-        wait(lambda: client.invoke("secret-echo", "/token", {}).json()["api_key"] == 5, "API_KEY in the instance")
+        poll_until(
+            lambda: client.invoke("secret-echo", "/token", {}).json()["api_key"] == 5,
+            "API_KEY in the instance",
+            timeout=90,
+            interval=0.3,
+            retry_on=RETRIED,
+        )
         client.delete_secret("API_KEY", chute="secret-echo")
         assert n.job.get_job(job_id)["Meta"]["chute_secrets"] == "HF_TOKEN"
         assert "API_KEY" not in n.variable.get_variable(f"nomad/jobs/{job_id}")["Items"]
-        wait(lambda: client.invoke("secret-echo", "/token", {}).json()["api_key"] == 0, "API_KEY gone")
+        poll_until(
+            lambda: client.invoke("secret-echo", "/token", {}).json()["api_key"] == 0,
+            "API_KEY gone",
+            timeout=90,
+            interval=0.3,
+            retry_on=RETRIED,
+        )
 
         # Deleting the chute deletes its variable and its secrets.
         client.delete_chute("secret-echo")
@@ -172,8 +200,13 @@ def test_a_job_run_gets_its_secret_and_its_jobs_carry_none(stack: tuple[StackInf
         client.create_secret("HF_TOKEN", FIRST, chute="secret-batch")
         chute = client.deploy(f"{tmp / 'app.py'}:batch")
         run = client.run_job("secret-batch", "check")
-        done = wait(lambda: (r := client.get_job(run["run_id"]))["status"] in ("succeeded", "failed") and r,
-                    "the run to finish", timeout=120)  # fmt: skip
+        done = poll_until(
+            lambda: (r := client.get_job(run["run_id"]))["status"] in ("succeeded", "failed") and r,
+            "the run to finish",
+            timeout=120,
+            interval=0.3,
+            retry_on=RETRIED,
+        )
         assert done["status"] == "succeeded", done
         assert (done["result"]["length"], done["result"]["sha256"]) == (len(FIRST), digest(FIRST))
         parent = f"chute-{chute['chute_id']}-job-check"

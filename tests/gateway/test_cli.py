@@ -29,7 +29,7 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     port_file = tmp_path / "gateway.port"
     args = [
         *_command(), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-        "--scheduler-url", "http://127.0.0.1:9", "--scheduler-key", "cnk_" + "g" * 43,
+        "--scheduler-url", "http://127.0.0.1:9", "--gateway-key", "cnk_" + "g" * 43,
         "--consul-addr", "http://127.0.0.1:9",
     ]  # fmt: skip
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)

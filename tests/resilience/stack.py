@@ -50,7 +50,7 @@ def start_gateway(stack: Stack, scheduler_url: str, key: str, *extra: str) -> tu
     port_file = stack.workdir / f"gateway-{secrets.token_hex(4)}.port"
     argv = [
         _exe("chutes-gateway"), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-        "--scheduler-url", scheduler_url, "--scheduler-key", key, "--consul-addr", stack.dc.consul_addr,
+        "--scheduler-url", scheduler_url, "--gateway-key", key, "--consul-addr", stack.dc.consul_addr,
         "--domain", "chutes.test", "--hold-timeout", "60", "--wake-interval", "1", "--metering-interval", "0.5",
         "--log-level", "WARNING", *extra,
     ]  # fmt: skip

@@ -12,7 +12,6 @@ annotations could not name them (chute files define them at module level, where 
 import asyncio
 import inspect
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,18 +24,11 @@ from pydantic import BaseModel
 from chutes.chute import Chute
 from tests.runtime.chutes.seed_fastapi import API_KEY
 from tests.runtime.support import SECRET, run_process, serve_in_thread, signed, wait_ready
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(60)
 
 SEED_APP = "tests/runtime/chutes/seed_fastapi.py:chute"
-
-
-def wait_for(condition: Any, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
 
 
 # ---- the seed's example, unchanged, in a runtime process ---------------------------------------------------
@@ -246,7 +238,7 @@ def test_generator_dependency_cleanup_runs_after_the_answer(
     assert answer.json() == {"n": 3, "db": "sync-session"}
     assert rec.events == ["sync-open", "call"]  # the answer is here, the cleanup still waits
     rec.gate.set()
-    wait_for(lambda: rec.events[-1:] == ["sync-close"])
+    poll_until(lambda: rec.events[-1:] == ["sync-close"], "the recorded events", interval=0.01)
 
 
 def test_function_scoped_dependencies_close_before_the_answer(
@@ -265,7 +257,7 @@ def test_cleanup_runs_after_a_stream_has_ended(served: tuple[httpx.Client, Recor
     assert answer.text.count("data:") == 3 and '"db":"async-session"' in answer.text
     assert rec.events == ["async-open", "chunk-0", "chunk-1", "chunk-2"]
     rec.gate.set()
-    wait_for(lambda: rec.events[-1:] == ["async-close"])
+    poll_until(lambda: rec.events[-1:] == ["async-close"], "the recorded events", interval=0.01)
 
     rec.events.clear()
     rec.gate.clear()
@@ -273,7 +265,7 @@ def test_cleanup_runs_after_a_stream_has_ended(served: tuple[httpx.Client, Recor
     assert answer.text.count('"db":"sync-session"') == 2
     assert "sync-close" not in rec.events
     rec.gate.set()
-    wait_for(lambda: rec.events[-1:] == ["sync-close"])
+    poll_until(lambda: rec.events[-1:] == ["sync-close"], "the recorded events", interval=0.01)
 
 
 def test_http_exception_in_the_cord_reaches_the_dependency_then_the_client(
@@ -293,7 +285,7 @@ def test_request_response_query_cookie_and_background_tasks(
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"page": 2, "cookie": "s1", "path": "/request", "body": {"free": "form"}, "app": True}
     assert answer.headers["x-handled-by"] == "cord"
-    wait_for(lambda: rec.events == ["background"])
+    poll_until(lambda: rec.events == ["background"], "the recorded events", interval=0.01)
     invalid = client.post("/request?page=0", json={})
     assert invalid.status_code == 422
     assert invalid.json()["detail"][0]["loc"] == ["query", "page"]

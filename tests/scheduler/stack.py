@@ -15,14 +15,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import poll_until
 
 NODES = ("gpu-a=h100_sxm:8", "gpu-b=a100:4", "gpu-c=l40s:2")
 
@@ -40,19 +40,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 30.0, interval: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # not ready yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+# The one poll helper (tests.support.polling), under the name the stack suites import from here.
+wait_until = poll_until
 
 
 def http_json(url: str, key: str | None = None, timeout: float = 5.0) -> Any:

@@ -81,8 +81,11 @@ async def test_a_hanging_tick_is_cancelled_on_stop() -> None:
     assert not runner.running
 
 
-def test_collect_skips_modules_that_are_not_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collect_takes_the_loops_of_the_listed_modules_and_refuses_a_typo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loops, "LOOP_MODULES", ("chutes.scheduler.not_there", "chutes.scheduler.reconciler"))
+    with pytest.raises(ImportError, match=r"LOOP_MODULES lists chutes\.scheduler\.not_there"):
+        loops.collect(object())  # type: ignore[arg-type]
+    monkeypatch.setattr(loops, "LOOP_MODULES", ("chutes.scheduler.reconciler",))
 
     class FakeConfig:
         reconcile_interval_s = 5.0

@@ -31,6 +31,7 @@ from chutes.scheduler.nomad_api import (
 )
 from chutes.scheduler.render import ChuteRelease, RenderSettings, render_batch_job, render_chute_job
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import apoll_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -95,16 +96,6 @@ async def register(client: NomadClient, job: dict[str, Any]) -> None:
     await client.register_job(job)
 
 
-async def until(predicate: Any, timeout_s: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_register_read_list_and_enforced_index(client: NomadClient) -> None:
     job = chute_job("reg", ["a100"], count=0)
     created = await client.register_job(job, enforce_index=0)
@@ -152,7 +143,7 @@ async def test_scale_blocking_allocations_and_gpu_ids(client: NomadClient) -> No
         allocs = await client.job_allocations(job["ID"])
         return allocs if len([a for a in allocs if a["ClientStatus"] == "running"]) == 2 else []
 
-    allocs = await until(two_running)
+    allocs = await apoll_until(two_running, "two running", timeout=10.0)
     assert {a["NodeName"] for a in allocs} == {"gpu-b"}  # only gpu-b has a100s
     full = await client.read_allocation(allocs[0]["ID"])
     gpus = allocation_gpu_ids(full)
@@ -179,7 +170,7 @@ async def test_unplaceable_job_explains_itself_through_its_evaluation(client: No
         ev = await client.read_evaluation(result.eval_id or "")
         return ev if ev.status in ("complete", "failed") else None
 
-    ev = await until(evaluated)
+    ev = await apoll_until(evaluated, "evaluated", timeout=10.0)
     assert ev.placement_failed
     text = ev.explanation()
     assert text.startswith("instance: 0 of 2 nodes")
@@ -228,13 +219,13 @@ async def test_logs_whole_and_followed(client: NomadClient) -> None:
         allocs = await client.job_allocations(job["ID"])
         return next((a["ID"] for a in allocs if a["ClientStatus"] == "running"), None)
 
-    alloc_id = await until(running_alloc)
+    alloc_id = await apoll_until(running_alloc, "running alloc", timeout=10.0)
 
     async def has_hello() -> bytes:
         data = b"".join([chunk async for chunk in client.stream_logs(alloc_id)])
         return data if b"hello from" in data else b""
 
-    assert b"hello from" in await until(has_hello)
+    assert b"hello from" in await apoll_until(has_hello, "has hello", timeout=10.0)
     # Following: new lines keep arriving; stopping the iteration closes the stream.
     seen = b""
     stream = client.stream_logs(alloc_id, follow=True, origin="end", offset=0)

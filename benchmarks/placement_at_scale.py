@@ -1,0 +1,196 @@
+"""Placement on the deploy path at scale: the inventory read included, with nodes registered in a devcluster.
+
+    python -m benchmarks.placement_at_scale [--sizes 200,1000] [--decisions 20]
+
+For each size, a devcluster gets that many nodes as the agents publish them: a node inventory in Consul KV
+(``chutes/nodes/<id>``, mixed catalog models and sizes) and a ``chutes-agent`` service with a passing liveness
+check. Then, side by side on the same requests:
+
+- ``read + place``: what a deploy does today (``scheduler/deploy.py``): ``InventoryReader.snapshot()`` (a
+  recursive KV read and a health read over HTTP, parsed and joined), then ``place`` on that snapshot;
+- ``view + place``: the same reader kept current by blocking queries (``InventoryReader.watch``), and
+  ``place`` on its latest snapshot (the placement index is built once per change, not per deploy).
+
+Nomad's node list and allocations are left out of both (the reader runs without a Nomad client: every node
+counts as eligible): the devcluster's Nomad does not simulate thousands of clients. Target from issue 19:
+p99 < 50 ms per deploy-path decision at 10,000 nodes, and how it grows. The default sizes stop at 1,000
+because registering the nodes is the slow part: the devcluster's service registration grows about
+quadratically (300 services take 7.5 s, 1,000 about 170 s on a 2-core machine), so ``--sizes 1000,10000``
+runs for hours until the devcluster registers faster. Writes JSON and markdown to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import math
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from benchmarks._devstack import distribution, write_results
+from benchmarks.placement import MODEL_WEIGHTS, SIZE_WEIGHTS, SIZES, synthetic_requests
+from benchmarks.report import machine
+from chutes.consul_client import consul_aio
+from chutes.inventory import AGENT_SERVICE, NodeInventory, agent_service_id, simulated_gpus
+from chutes.scheduler.inventory_reader import InventoryReader, InventorySnapshot
+from chutes.scheduler.placement import Placement, place
+from tests.support.devcluster import devcluster
+
+TARGET = "p99 < 50 ms per deploy-path decision (inventory read included) at 10,000 nodes"
+
+
+def synthetic_inventories(count: int, seed: int) -> list[NodeInventory]:
+    rng = random.Random(seed)
+    models = list(MODEL_WEIGHTS)
+    weights = list(MODEL_WEIGHTS.values())
+    now = time.time()
+    return [
+        NodeInventory(
+            node_id=f"node-{i:05d}",
+            hostname=f"node-{i:05d}",
+            gpus=simulated_gpus(f"node-{i:05d}", rng.choices(models, weights)[0], rng.choices(SIZES, SIZE_WEIGHTS)[0]),
+            updated_at=now,
+        )
+        for i in range(count)
+    ]
+
+
+async def publish(consul_addr: str, inventories: list[NodeInventory], concurrency: int = 32) -> float:
+    """Register every node as its agent would (inventory in KV, service with a passing liveness check)."""
+    started = time.perf_counter()
+    semaphore = asyncio.Semaphore(concurrency)
+    async with aiohttp.ClientSession(base_url=consul_addr) as http:
+
+        async def one(inv: NodeInventory) -> None:
+            sid = agent_service_id(inv.node_id)
+            service = {
+                "ID": sid,
+                "Name": AGENT_SERVICE,
+                "Meta": {"node_id": inv.node_id},
+                "Check": {"CheckID": f"{sid}:alive", "Name": "alive", "TTL": "24h", "Status": "passing"},
+            }
+            async with semaphore:
+                async with http.put(f"/v1/kv/{inv.kv_key()}", data=inv.model_dump_json()) as resp:
+                    resp.raise_for_status()
+                async with http.put("/v1/agent/service/register", json=service) as resp:
+                    resp.raise_for_status()
+
+        await asyncio.gather(*(one(inv) for inv in inventories))
+    return time.perf_counter() - started
+
+
+async def measure(size: int, decisions: int, seed: int) -> dict[str, Any]:
+    inventories = synthetic_inventories(size, seed)
+    requests = synthetic_requests(decisions, seed)
+    with devcluster(nodes=("cpu-0=",), local_node=False) as dc:  # Nomad needs one node; it has no GPUs
+        publish_s = await publish(dc.consul_addr, inventories)
+        consul = consul_aio(dc.consul_addr, None, timeout=60)
+        reader = InventoryReader(consul, None, timeout_s=60)
+        try:
+            first = await reader.snapshot()
+            assert len(first.nodes) == size and len(first.alive) == size, (len(first.nodes), len(first.alive))
+            read_ms: list[float] = []
+            placed = 0
+            for request in requests:  # today's deploy path: read everything, then decide
+                t0 = time.perf_counter()
+                snapshot = await reader.snapshot()
+                outcome = place(snapshot.cluster, request)
+                read_ms.append((time.perf_counter() - t0) * 1000)
+                placed += isinstance(outcome, Placement)
+
+            latest: list[InventorySnapshot] = []
+            ready = asyncio.Event()
+
+            async def follow() -> None:
+                async for snap in reader.watch(wait_s=30):
+                    latest[:] = [snap]
+                    ready.set()
+
+            watcher = asyncio.create_task(follow())
+            try:
+                await asyncio.wait_for(ready.wait(), 120)
+                t_build = time.perf_counter()
+                _ = latest[0].cluster  # the index, built once per change (as the view would after an update)
+                build_ms = (time.perf_counter() - t_build) * 1000
+                view_ms: list[float] = []
+                view_placed = 0
+                for request in requests:
+                    t0 = time.perf_counter()
+                    outcome = place(latest[0].cluster, request)
+                    view_ms.append((time.perf_counter() - t0) * 1000)
+                    view_placed += isinstance(outcome, Placement)
+            finally:
+                watcher.cancel()
+                await asyncio.gather(watcher, return_exceptions=True)
+        finally:
+            await consul.close()
+    assert view_placed == placed, "both paths must decide the same"
+    read = distribution(read_ms)
+    view = distribution(view_ms)
+    return {
+        "nodes": size,
+        "decisions": decisions,
+        "placed": placed,
+        "publish_s": round(publish_s, 1),
+        "read_place_ms": read,
+        "view_place_ms": view,
+        "view_build_ms": round(build_ms, 2),
+        "speedup_p99": round(read["p99"] / view["p99"], 1) if view["p99"] else None,
+    }
+
+
+def growth_of(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for a, b in itertools.pairwise(rows):
+        ratio = b["nodes"] / a["nodes"]
+        entry: dict[str, Any] = {"from_nodes": a["nodes"], "to_nodes": b["nodes"], "nodes_ratio": ratio}
+        for key in ("read_place_ms", "view_place_ms"):
+            r = b[key]["p99"] / a[key]["p99"] if a[key]["p99"] else math.nan
+            entry[f"{key}_p99_ratio"] = round(r, 2)
+            entry[f"{key}_p99_exponent"] = round(math.log(r) / math.log(ratio), 2) if r > 0 else None
+        out.append(entry)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="200,1000")
+    parser.add_argument("--decisions", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    rows = [asyncio.run(measure(int(s), args.decisions, args.seed)) for s in args.sizes.split(",")]
+    growth = growth_of(rows)
+    report = {"benchmark": "placement_at_scale", "target": TARGET, "machine": machine(), "results": rows}
+    report["growth"] = growth
+    lines = [
+        "# Placement on the deploy path at scale (devcluster)",
+        "",
+        f"Target: {TARGET}.",
+        "",
+        "| nodes | decisions | placed | register s | read + place p50 / p99 ms | view + place p50 / p99 ms "
+        "| view index build ms | p99 speed-up |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {r['nodes']} | {r['decisions']} | {r['placed']} | {r['publish_s']} | {r['read_place_ms']['p50']} / "
+        f"{r['read_place_ms']['p99']} | {r['view_place_ms']['p50']} / {r['view_place_ms']['p99']} | "
+        f"{r['view_build_ms']} | {r['speedup_p99']}x |"
+        for r in rows
+    ]
+    lines += ["", "Growth (exponent k of p99 ∝ nodes^k; 1 = linear):", ""]
+    lines += [
+        f"- {g['from_nodes']} → {g['to_nodes']} nodes: read + place p99 ×{g['read_place_ms_p99_ratio']} "
+        f"(k = {g['read_place_ms_p99_exponent']}), view + place p99 ×{g['view_place_ms_p99_ratio']} "
+        f"(k = {g['view_place_ms_p99_exponent']})"
+        for g in growth
+    ]
+    write_results("placement_at_scale", report, lines)
+    return report
+
+
+if __name__ == "__main__":
+    main()
