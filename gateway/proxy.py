@@ -425,11 +425,15 @@ class Proxy:
 
 
 class _Exchange:
-    """A call's first exchange, begun by ``Proxy.start`` and followed from the connection's callbacks: a short
-    answer of known length is relayed, metered and the connection released right there; at the first sign of
-    anything else (a stream, 429/503, a failure, the client gone) ``Proxy.forward`` takes over in a task."""
+    """A call's first exchange, begun by ``Proxy.start`` and followed from the connection's callbacks: an
+    answer is relayed, metered and the connection released right there (a short one in one write; a stream
+    piece by piece, each read from the instance written to the client at once, reading paused while the
+    client's connection is full); before the answer starts, anything else (429/503 to retry elsewhere, a
+    failure, the client gone) is handed to ``Proxy.forward``, which goes on in a task."""
 
-    __slots__ = ("body", "call", "conn", "proxy", "recorder", "started_at", "target", "up")
+    __slots__ = (
+        "body", "call", "conn", "draining", "head", "over", "proxy", "recorder", "sent", "started_at", "target", "up",
+    )  # fmt: skip
 
     def __init__(
         self, proxy: Proxy, call: Call, recorder: InvocationRecorder, up: Upstream, conn: Connection, body: bytes,
@@ -443,6 +447,10 @@ class _Exchange:
         self.body = body
         self.target = target
         self.started_at = time.time()
+        self.head: Head | None = None  # set once the answer has started towards the client
+        self.sent = 0
+        self.draining = False  # waiting for the client's connection to drain
+        self.over = False  # relayed and recorded (or handed over)
 
     def progress(self, conn: Connection) -> None:
         try:
@@ -454,33 +462,97 @@ class _Exchange:
             self.call.request.proto.close_quietly()
 
     def _progress(self, conn: Connection) -> None:
+        if self.over:
+            return
+        if self.head is not None:
+            self._stream(conn)
+            return
         head = conn.head
         if conn.error is None and not conn.closed:
             if head is None:
                 return  # the head is still coming
-            length = head.content_length
-            short = length is not None and length <= self.proxy.settings.buffer_limit
-            if short and head.status not in _RETRY_STATUSES and not self.call.request.lost:
-                if conn.complete:
+            if head.status not in _RETRY_STATUSES and not self.call.request.lost:
+                length = head.content_length
+                if length is None or length > self.proxy.settings.buffer_limit:
+                    self._start_stream(conn, head)
+                elif conn.complete:
                     self._answer(conn, head)
                 return  # the rest of a short body is coming
         self._hand_over()
 
-    def _answer(self, conn: Connection, head: Head) -> None:
-        conn.listener = None
-        proxy, call, request = self.proxy, self.call, self.call.request
-        request.on_lost = None
-        data = conn.take_body()
+    def _client_headers(self, head: Head) -> list[tuple[bytes, bytes]]:
+        call = self.call
         if len(call.cords) > 1:
             call.content_type = next((v for n, v in head.headers if n.lower() == b"content-type"), None)
         headers = client_response_headers(head.headers)
         headers.append((_INVOCATION_ID, call.invocation_id.encode()))
+        return headers
+
+    def _start_stream(self, conn: Connection, head: Head) -> None:
+        request = self.call.request
+        self.head = head
+        # The head and what has come of the body so far (an event stream's first frame) go out in one write.
+        first = conn.take_body()
+        request.start(head.status, self._client_headers(head), head.content_length, first)
+        self.sent = len(first)
+        request.on_lost = conn.close  # a client that goes away closes the instance's connection
+        self._stream(conn)
+
+    def _stream(self, conn: Connection) -> None:
+        request = self.call.request
+        proto = request.proto
+        if proto.drain is not None:  # the client reads slower: wait (the connection pauses past its buffer)
+            if not request.lost:
+                if not self.draining:
+                    self.draining = True
+                    proto.drain.add_done_callback(lambda _: self._drained(conn))
+                return
+        elif conn.has_body():
+            chunk = conn.take_body()
+            request.send(chunk)
+            self.sent += len(chunk)
+        if conn.complete:
+            self._done(conn, self.head.status if self.head is not None else 500)
+            request.finish()
+        elif conn.error is not None or conn.closed:
+            if request.lost:
+                self._done(conn, _CLIENT_CLOSED)
+                return
+            # The answer has started: its status cannot change any more. Cutting the client's connection
+            # makes the answer truncated, never a clean end.
+            label = self.call.route.label
+            self.proxy.metrics.upstream_errors.labels(label, "stream").inc()
+            log.warning("instance stream for %s broke after %d bytes: %s", label, self.sent, conn.error)
+            self._done(conn, self.head.status if self.head is not None else 500)
+            request.finished = True
+            proto.close_quietly()
+
+    def _drained(self, conn: Connection) -> None:
+        self.draining = False
+        self.progress(conn)
+
+    def _done(self, conn: Connection, status: int) -> None:
+        self.over = True
+        conn.listener = None
+        self.call.request.on_lost = None
+        self.up.in_flight -= 1
+        self.proxy.pool.release(conn)
+        self.proxy._record(self.call, self.recorder, status, len(self.body), self.sent, self.started_at)
+
+    def _answer(self, conn: Connection, head: Head) -> None:
+        self.over = True
+        conn.listener = None
+        proxy, call, request = self.proxy, self.call, self.call.request
+        request.on_lost = None
+        data = conn.take_body()
+        headers = self._client_headers(head)
         self.up.in_flight -= 1
         proxy.pool.release(conn)  # first: a pipelined call served next may take it
         request.respond(head.status, headers, data)
         proxy._record(call, self.recorder, head.status, len(self.body), len(data), self.started_at)
 
     def _hand_over(self) -> None:
+        self.over = True
         self.conn.listener = None
         self.call.request.on_lost = None
         request = self.call.request

@@ -227,14 +227,17 @@ class Incoming:
             parts.append(b"%x\r\n%b\r\n" % (len(first), first) if self.chunked else first)
         self.proto.write(b"".join(parts))
 
-    async def write(self, chunk: bytes) -> None:
-        """One piece of the body, sent at once (waits while the client reads slower than the instance writes)."""
+    def send(self, chunk: bytes) -> None:
+        """One piece of the body, sent at once (``proto.drain`` is set while the client's connection is full)."""
         if self.lost or not chunk or self.method == "HEAD":
             return
-        proto = self.proto
-        proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
-        if proto.drain is not None:
-            await proto.drained()
+        self.proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    async def write(self, chunk: bytes) -> None:
+        """``send``, then wait while the client reads slower than the instance writes."""
+        self.send(chunk)
+        if self.proto.drain is not None:
+            await self.proto.drained()
 
     def finish(self) -> None:
         """The answer is complete: the connection goes on with the next request (or closes)."""

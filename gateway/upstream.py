@@ -214,12 +214,20 @@ class Connection(asyncio.Protocol):
         return await self.wait_head()
 
     def take_body(self) -> bytes:
-        """The whole body of a complete answer, already here (never waits)."""
+        """What has arrived of the body and was not taken yet (never waits); reading resumes if it was paused."""
         chunks = self._chunks
+        if not chunks:
+            return b""
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         return data
+
+    def has_body(self) -> bool:
+        return bool(self._chunks)
 
     @property
     def complete(self) -> bool:
