@@ -2,8 +2,10 @@
 
 No ASGI layer between the parser and the proxy: a request is an ``Incoming`` built once when its headers are
 complete, its body is collected by the parser callbacks, and the answer is written straight to the transport
-(a known length in one write, a stream as chunks, each relayed as it comes: nothing is coalesced). Per call
-that is one task, one parse and one or two writes; benchmarks/gateway_overhead.py measures it next to nginx.
+(a known length in one write, a stream as chunks, each relayed as it comes: nothing is coalesced). A complete
+request is first offered to the server's ``fast`` handler, which serves an ordinary call from the callbacks
+without a task (``Gateway.serve_now``); what it leaves gets one task running ``handler``. Per call that is one
+parse and one or two writes; benchmarks/gateway_overhead.py measures it next to nginx.
 
 The edge limits (``chutes.edge``, docs/security.md) are enforced here as in ``chutes.edge.protocol`` and with
 its ``EdgeGuard`` (admission, eviction of the longest-idle connection, one sweeper for every deadline):
