@@ -147,6 +147,39 @@ class Gateway:
                 return route
         return None
 
+    def serve_now(self, request: Incoming) -> bool:
+        """Serve a call without a task when everything it needs is in memory: a known address, a cached API
+        key and route that allow it, and (``Proxy.start``) an idle connection to an instance that can take it.
+        False: nothing was done and ``handle`` serves the request (every miss and every refusal goes there)."""
+        if self.throttle:
+            return False
+        target = self._targets.get((request.host, request.path))
+        if target is None or target is _UNPARSED:
+            return False
+        key = api_key_of(request.header(b"authorization"))
+        if key is None:
+            return False
+        known = self.identities.peek(key)
+        caller = None if known is None else known.value
+        if caller is None:
+            return False
+        for candidate in target.candidates:
+            entry = self.routes.peek(candidate)
+            if entry is None:
+                return False
+            route = entry.value
+            if route is not None and route.answers(target):
+                break
+        else:
+            return False
+        if not route.allows(caller):
+            return False
+        cords = route.cords_at(request.method, target.path)
+        if cords is None:
+            return False
+        call = Call(request, route, cords, caller, os.urandom(16).hex(), time.perf_counter())
+        return self.proxy.start(call, self.recorder)
+
     async def handle(self, request: Incoming) -> None:
         """Every request: gateway endpoints, then chute calls."""
         started = time.perf_counter()

@@ -71,6 +71,13 @@ class TTLCache(Generic[K, V]):
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
+    def peek(self, key: K) -> _Entry[V] | None:
+        """The entry for ``key`` if it is fresh (its ``value`` None: "does not exist"), else None; never loads."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.expires_at > self._clock():
+            return entry
+        return None
+
     async def get(self, key: K) -> V | None:
         """The cached value, loading it when missing or expired; loader errors propagate unless a stale value exists."""
         entry = self._entries.get(key)

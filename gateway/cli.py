@@ -105,7 +105,10 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
     consul = consul_health(settings.consul_addr, settings.consul_token)
     gateway = Gateway(settings, scheduler, consul.health, kv=consul.kv)
     handler = access_logged(gateway) if access_log else gateway.handle
-    server = HttpServer(handler, settings.limits, settings.max_body_bytes)
+    # The access log sees every request in the handler: with it on, no request takes the path around it.
+    server = HttpServer(
+        handler, settings.limits, settings.max_body_bytes, fast=None if access_log else gateway.serve_now
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals = 0

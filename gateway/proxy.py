@@ -96,18 +96,52 @@ class Proxy:
             task.cancel()
         self.pool.close()
 
-    async def forward(self, call: Call, recorder: InvocationRecorder) -> None:
-        """Serve ``call`` from an instance (or answer why not) and record it; never raises for an instance."""
+    def start(self, call: Call, recorder: InvocationRecorder) -> bool:
+        """Start ``call`` synchronously when nothing needs waiting for: its body is here, its chute's instance
+        table is loaded, an instance can take it and a kept-alive connection to it is idle. False: nothing was
+        done, ``forward`` serves the call. A short answer is then relayed from the connection's callbacks
+        (``_Exchange``); anything else (a stream, a refusal to retry, a failure) continues in ``forward``."""
+        request = call.request
+        settings = self.settings
+        if not request.complete or request.too_large or request.expects_continue:
+            return False
+        body = request.body()
+        if len(body) > settings.max_body_bytes:
+            return False
         info = call.route.info
+        watch = self.discovery.watch(info.service)
+        if not watch.loaded.is_set():
+            return False
+        up = choose(watch.upstreams, info.concurrency, time.monotonic())
+        if isinstance(up, NoUpstream):
+            return False
+        conn = self.pool.idle(up.host, up.port)
+        if conn is None:
+            return False
+        cord = call.cords[0]
+        query = request.query
+        target = cord.public_api_path + ("?" + query if query else "")
+        up.in_flight += 1
+        exchange = _Exchange(self, call, recorder, up, conn, body, target)
+        request.on_lost = conn.close
+        conn.listener = exchange.progress
+        conn.start(self._encode(call, up, cord.public_api_method, target, body))
+        return True
+
+    async def forward(
+        self, call: Call, recorder: InvocationRecorder, first: _Exchange | None = None, started_at: float = 0.0
+    ) -> None:
+        """Serve ``call`` from an instance (or answer why not) and record it; never raises for an instance.
+        ``first``: the exchange ``start`` began, continued here."""
         label = call.route.label
-        started_at = time.time()
+        started_at = started_at or time.time()
         status, bytes_in, bytes_out = 500, 0, 0
         cord = call.cords[0]
         try:
             body = await call.request.read_body(self.settings.max_body_bytes)
             bytes_in = len(body)
             query = call.request.query
-            status, bytes_out = await self._send(call, cord, query, label, body)
+            status, bytes_out = await self._send(call, cord, query, label, body, first)
         except BodyTooLarge:
             limit = self.settings.max_body_bytes
             status = await self._error(call, _Failed(413, f"request body over {limit} bytes", "send a smaller body"))
@@ -116,25 +150,47 @@ class Proxy:
         except _Failed as failed:
             status = await self._error(call, failed)
         finally:
-            if len(call.cords) > 1:
-                cord = pick_cord(call.cords, call.request.query, call.content_type)
-            elapsed = time.perf_counter() - call.started
-            self.metrics.observe(label, cord.name, status, elapsed)
-            recorder.record(
-                {
-                    "invocation_id": call.invocation_id,
-                    "chute_id": info.chute_id,
-                    "caller": call.caller.user_id,
-                    "cord": cord.name,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "bytes_in": bytes_in,
-                    "bytes_out": bytes_out,
-                    "started_at": started_at,
-                }
-            )
+            self._record(call, recorder, status, bytes_in, bytes_out, started_at)
 
-    async def _send(self, call: Call, cord: CordSpec, query: str, label: str, body: bytes) -> tuple[int, int]:
+    def _record(
+        self, call: Call, recorder: InvocationRecorder, status: int, bytes_in: int, bytes_out: int, started_at: float
+    ) -> None:
+        """Count the answered call in the metrics and queue its metering record."""
+        cord = call.cords[0]
+        if len(call.cords) > 1:
+            cord = pick_cord(call.cords, call.request.query, call.content_type)
+        elapsed = time.perf_counter() - call.started
+        self.metrics.observe(call.route.label, cord.name, status, elapsed)
+        recorder.record(
+            {
+                "invocation_id": call.invocation_id,
+                "chute_id": call.route.info.chute_id,
+                "caller": call.caller.user_id,
+                "cord": cord.name,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "bytes_in": bytes_in,
+                "bytes_out": bytes_out,
+                "started_at": started_at,
+            }
+        )
+
+    def _encode(self, call: Call, up: Upstream, method: str, target: str, body: bytes) -> bytes:
+        """The request to send an instance, signed (a fresh nonce each time)."""
+        request = call.request
+        headers = upstream_request_headers(
+            request.headers,
+            client_ip=request.client_ip,
+            host=request.host,
+            scheme=request.scheme,
+            invocation_id=call.invocation_id,
+            signature=_signer(call.route).sign(method, target, body),
+        )
+        return encode_request(method, target, up.authority, headers, body)
+
+    async def _send(
+        self, call: Call, cord: CordSpec, query: str, label: str, body: bytes, first: _Exchange | None = None
+    ) -> tuple[int, int]:
         """Try instances until one answers; returns the status and body bytes relayed."""
         settings = self.settings
         info = call.route.info
@@ -147,34 +203,39 @@ class Proxy:
         avoid: set[str] = set()
         attempts = busy = unreachable = last = 0
         while True:
-            choice = choose(watch.upstreams, info.concurrency, time.monotonic(), avoid)
-            if isinstance(choice, NoUpstream):
-                if choice is NoUpstream.BUSY or (busy and not unreachable):
+            started: Connection | None = None
+            if first is not None:  # begun by ``start``: the instance is chosen and counted, the request sent
+                choice, started, first = first.up, first.conn, None
+            else:
+                chosen = choose(watch.upstreams, info.concurrency, time.monotonic(), avoid)
+                if isinstance(chosen, NoUpstream):
+                    if chosen is NoUpstream.BUSY or (busy and not unreachable):
+                        raise _Failed(
+                            429, f"chute {info.name!r} is at capacity", "retry shortly", settings.retry_after_busy
+                        )
+                    if attempts >= settings.max_attempts:
+                        raise _Failed(503, f"no instance of chute {info.name!r} could take the call", None,
+                                      settings.retry_after_unavailable)  # fmt: skip
+                    if await self._hold(info, watch, label, avoid):
+                        continue
                     raise _Failed(
-                        429, f"chute {info.name!r} is at capacity", "retry shortly", settings.retry_after_busy
+                        503,
+                        f"no instance of chute {info.name!r} became ready within {settings.hold_timeout:.0f}s",
+                        "the chute is starting (or cannot be placed): retry later, or check 'chutes chutes events'",
+                        settings.retry_after_unavailable,
                     )
                 if attempts >= settings.max_attempts:
-                    raise _Failed(503, f"no instance of chute {info.name!r} could take the call", None,
-                                  settings.retry_after_unavailable)  # fmt: skip
-                if await self._hold(info, watch, label, avoid):
-                    continue
-                raise _Failed(
-                    503,
-                    f"no instance of chute {info.name!r} became ready within {settings.hold_timeout:.0f}s",
-                    "the chute is starting (or cannot be placed): retry later, or check 'chutes chutes events'",
-                    settings.retry_after_unavailable,
-                )
-            if attempts >= settings.max_attempts:
-                status = 429 if busy and not unreachable else 503
-                retry_after = settings.retry_after_busy if status == 429 else settings.retry_after_unavailable
-                raise _Failed(status, f"{attempts} instances of chute {info.name!r} could not take the call", None,
-                              retry_after)  # fmt: skip
-            if attempts:
-                self.metrics.retries.labels(label, "busy" if last == 429 else "unreachable").inc()
+                    status = 429 if busy and not unreachable else 503
+                    retry_after = settings.retry_after_busy if status == 429 else settings.retry_after_unavailable
+                    raise _Failed(status, f"{attempts} instances of chute {info.name!r} could not take the call",
+                                  None, retry_after)  # fmt: skip
+                if attempts:
+                    self.metrics.retries.labels(label, "busy" if last == 429 else "unreachable").inc()
+                choice = chosen
+                choice.in_flight += 1
             attempts += 1
-            choice.in_flight += 1
             try:
-                outcome = await self._attempt(call, choice, method, target, body, label)
+                outcome = await self._attempt(call, choice, method, target, body, label, started)
             finally:
                 choice.in_flight -= 1
             if isinstance(outcome, tuple):
@@ -187,32 +248,41 @@ class Proxy:
                 unreachable += 1
 
     async def _attempt(
-        self, call: Call, up: Upstream, method: str, target: str, body: bytes, label: str
+        self,
+        call: Call,
+        up: Upstream,
+        method: str,
+        target: str,
+        body: bytes,
+        label: str,
+        started: Connection | None = None,
     ) -> tuple[int, int] | int:
-        """One exchange with one instance: (status, bytes) relayed, or the status that says "try another"."""
+        """One exchange with one instance: (status, bytes) relayed, or the status that says "try another".
+        ``started``: a kept-alive connection the request was already written on."""  # fmt: skip
         request = call.request
-        headers = upstream_request_headers(
-            request.headers,
-            client_ip=request.client_ip,
-            host=request.host,
-            scheme=request.scheme,
-            invocation_id=call.invocation_id,
-            signature=_signer(call.route).sign(method, target, body),  # a fresh nonce each time
-        )
-        data = encode_request(method, target, up.authority, headers, body)
+        data = b""
         for fresh in (False, True):
-            try:
-                conn, reused = await self.pool.acquire(up.host, up.port)
-            except ConnectFailed as exc:
-                return self._unreachable(up, label, "connect", exc)
+            if started is not None:
+                conn, reused, started = started, True, None
+                if request.lost:  # gone while the instance worked: its connection was closed
+                    self.pool.release(conn)
+                    raise ClientGone
+            else:
+                if not data:
+                    data = self._encode(call, up, method, target, body)
+                try:
+                    conn, reused = await self.pool.acquire(up.host, up.port)
+                except ConnectFailed as exc:
+                    return self._unreachable(up, label, "connect", exc)
+                if request.lost:  # gone while the call waited: the instance is never asked
+                    self.pool.release(conn)
+                    raise ClientGone
+                conn.start(data)
             # A client that leaves while the instance works closes the instance's connection: the instance
             # sees the disconnect, cancels the cord (an async one) and frees its slot.
-            if request.lost:  # gone while the call waited: the instance is never asked
-                self.pool.release(conn)
-                raise ClientGone
             request.on_lost = conn.close
             try:
-                head = await conn.send(data)
+                head = await conn.wait_head()
                 break
             except Disconnected as exc:
                 conn.close()
@@ -352,6 +422,141 @@ class Proxy:
             headers.append((b"retry-after", str(failed.retry_after).encode()))
         call.request.respond(failed.status, headers, json_error_body(failed.detail, failed.hint))
         return failed.status
+
+
+class _Exchange:
+    """A call's first exchange, begun by ``Proxy.start`` and followed from the connection's callbacks: an
+    answer is relayed, metered and the connection released right there (a short one in one write; a stream
+    piece by piece, each read from the instance written to the client at once, reading paused while the
+    client's connection is full); before the answer starts, anything else (429/503 to retry elsewhere, a
+    failure, the client gone) is handed to ``Proxy.forward``, which goes on in a task."""
+
+    __slots__ = (
+        "body", "call", "conn", "draining", "head", "over", "proxy", "recorder", "sent", "started_at", "target", "up",
+    )  # fmt: skip
+
+    def __init__(
+        self, proxy: Proxy, call: Call, recorder: InvocationRecorder, up: Upstream, conn: Connection, body: bytes,
+        target: str,
+    ) -> None:  # fmt: skip
+        self.proxy = proxy
+        self.call = call
+        self.recorder = recorder
+        self.up = up
+        self.conn = conn
+        self.body = body
+        self.target = target
+        self.started_at = time.time()
+        self.head: Head | None = None  # set once the answer has started towards the client
+        self.sent = 0
+        self.draining = False  # waiting for the client's connection to drain
+        self.over = False  # relayed and recorded (or handed over)
+
+    def progress(self, conn: Connection) -> None:
+        try:
+            self._progress(conn)
+        except Exception:
+            log.exception("gateway: unhandled error relaying an answer for %s", self.call.route.label)
+            conn.listener = None
+            conn.close()
+            self.call.request.proto.close_quietly()
+
+    def _progress(self, conn: Connection) -> None:
+        if self.over:
+            return
+        if self.head is not None:
+            self._stream(conn)
+            return
+        head = conn.head
+        if conn.error is None and not conn.closed:
+            if head is None:
+                return  # the head is still coming
+            if head.status not in _RETRY_STATUSES and not self.call.request.lost:
+                length = head.content_length
+                if length is None or length > self.proxy.settings.buffer_limit:
+                    self._start_stream(conn, head)
+                elif conn.complete:
+                    self._answer(conn, head)
+                return  # the rest of a short body is coming
+        self._hand_over()
+
+    def _client_headers(self, head: Head) -> list[tuple[bytes, bytes]]:
+        call = self.call
+        if len(call.cords) > 1:
+            call.content_type = next((v for n, v in head.headers if n.lower() == b"content-type"), None)
+        headers = client_response_headers(head.headers)
+        headers.append((_INVOCATION_ID, call.invocation_id.encode()))
+        return headers
+
+    def _start_stream(self, conn: Connection, head: Head) -> None:
+        request = self.call.request
+        self.head = head
+        # The head and what has come of the body so far (an event stream's first frame) go out in one write.
+        first = conn.take_body()
+        request.start(head.status, self._client_headers(head), head.content_length, first)
+        self.sent = len(first)
+        request.on_lost = conn.close  # a client that goes away closes the instance's connection
+        self._stream(conn)
+
+    def _stream(self, conn: Connection) -> None:
+        request = self.call.request
+        proto = request.proto
+        if proto.drain is not None:  # the client reads slower: wait (the connection pauses past its buffer)
+            if not request.lost:
+                if not self.draining:
+                    self.draining = True
+                    proto.drain.add_done_callback(lambda _: self._drained(conn))
+                return
+        elif conn.has_body():
+            chunk = conn.take_body()
+            request.send(chunk)
+            self.sent += len(chunk)
+        if conn.complete:
+            self._done(conn, self.head.status if self.head is not None else 500)
+            request.finish()
+        elif conn.error is not None or conn.closed:
+            if request.lost:
+                self._done(conn, _CLIENT_CLOSED)
+                return
+            # The answer has started: its status cannot change any more. Cutting the client's connection
+            # makes the answer truncated, never a clean end.
+            label = self.call.route.label
+            self.proxy.metrics.upstream_errors.labels(label, "stream").inc()
+            log.warning("instance stream for %s broke after %d bytes: %s", label, self.sent, conn.error)
+            self._done(conn, self.head.status if self.head is not None else 500)
+            request.finished = True
+            proto.close_quietly()
+
+    def _drained(self, conn: Connection) -> None:
+        self.draining = False
+        self.progress(conn)
+
+    def _done(self, conn: Connection, status: int) -> None:
+        self.over = True
+        conn.listener = None
+        self.call.request.on_lost = None
+        self.up.in_flight -= 1
+        self.proxy.pool.release(conn)
+        self.proxy._record(self.call, self.recorder, status, len(self.body), self.sent, self.started_at)
+
+    def _answer(self, conn: Connection, head: Head) -> None:
+        self.over = True
+        conn.listener = None
+        proxy, call, request = self.proxy, self.call, self.call.request
+        request.on_lost = None
+        data = conn.take_body()
+        headers = self._client_headers(head)
+        self.up.in_flight -= 1
+        proxy.pool.release(conn)  # first: a pipelined call served next may take it
+        request.respond(head.status, headers, data)
+        proxy._record(call, self.recorder, head.status, len(self.body), len(data), self.started_at)
+
+    def _hand_over(self) -> None:
+        self.over = True
+        self.conn.listener = None
+        self.call.request.on_lost = None
+        request = self.call.request
+        request.proto.serve(request, self.proxy.forward(self.call, self.recorder, self, self.started_at))
 
 
 def _signer(route: Route) -> Signer:

@@ -2,8 +2,10 @@
 
 No ASGI layer between the parser and the proxy: a request is an ``Incoming`` built once when its headers are
 complete, its body is collected by the parser callbacks, and the answer is written straight to the transport
-(a known length in one write, a stream as chunks, each relayed as it comes: nothing is coalesced). Per call
-that is one task, one parse and one or two writes; benchmarks/gateway_overhead.py measures it next to nginx.
+(a known length in one write, a stream as chunks, each relayed as it comes: nothing is coalesced). A complete
+request is first offered to the server's ``fast`` handler, which serves an ordinary call from the callbacks
+without a task (``Gateway.serve_now``); what it leaves gets one task running ``handler``. Per call that is one
+parse and one or two writes; benchmarks/gateway_overhead.py measures it next to nginx.
 
 The edge limits (``chutes.edge``, docs/security.md) are enforced here as in ``chutes.edge.protocol`` and with
 its ``EdgeGuard`` (admission, eviction of the longest-idle connection, one sweeper for every deadline):
@@ -38,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[bytes, bytes]]
 Handler = Callable[["Incoming"], Awaitable[None]]
+# Serves a complete request without a task when it can (everything it needs is cached); False: it did nothing.
+FastHandler = Callable[["Incoming"], bool]
 
 _PIPELINE_DEPTH = 16  # complete requests waiting behind the one being answered before reading pauses
 _HEADER_HINT = "send fewer or smaller headers"
@@ -122,6 +126,16 @@ class Incoming:
         self.started = False  # the answer's head is written
         self.finished = False
         self.chunked = False
+
+    @property
+    def expects_continue(self) -> bool:
+        """The client waits for '100 Continue' before it sends the body."""
+        return self._continue
+
+    def body(self) -> bytes:
+        """The body received so far (all of it once ``complete``)."""
+        body = self._body
+        return body[0] if len(body) == 1 else b"".join(body)
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -215,14 +229,17 @@ class Incoming:
             parts.append(b"%x\r\n%b\r\n" % (len(first), first) if self.chunked else first)
         self.proto.write(b"".join(parts))
 
-    async def write(self, chunk: bytes) -> None:
-        """One piece of the body, sent at once (waits while the client reads slower than the instance writes)."""
+    def send(self, chunk: bytes) -> None:
+        """One piece of the body, sent at once (``proto.drain`` is set while the client's connection is full)."""
         if self.lost or not chunk or self.method == "HEAD":
             return
-        proto = self.proto
-        proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
-        if proto.drain is not None:
-            await proto.drained()
+        self.proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+
+    async def write(self, chunk: bytes) -> None:
+        """``send``, then wait while the client reads slower than the instance writes."""
+        self.send(chunk)
+        if self.proto.drain is not None:
+            await self.proto.drained()
 
     def finish(self) -> None:
         """The answer is complete: the connection goes on with the next request (or closes)."""
@@ -248,6 +265,7 @@ class HttpProtocol(asyncio.Protocol):
         self.active: Incoming | None = None  # the request being answered
         self.queue: deque[Incoming] = deque()  # complete requests behind it (pipelined)
         self.parsing: Incoming | None = None  # the request whose body the parser is reading
+        self._ready: Incoming | None = None  # became the active request in this read: served once it is parsed
         self.drain: asyncio.Future[None] | None = None
         self._read_paused = False
         self._phase = NEW
@@ -317,13 +335,16 @@ class HttpProtocol(asyncio.Protocol):
             # No protocol switch here: the request (already complete) is answered, then the connection closes.
             if self.active is not None:
                 self.active.keep_alive = False
+            self._dispatch()
             return
         except httptools.HttpParserError as exc:
             if self._refusal is not None:
                 self._refuse(*self._refusal)
             else:
                 self._refuse(400, "invalid", f"invalid HTTP request: {exc}", "send a valid HTTP/1.1 request")
+            self._ready = None
             return
+        self._dispatch()
         if self._in_head:  # this chunk ended inside a request head (also one pipelined behind a busy request)
             self._head_bytes += len(data)
             if self._head_bytes > self.server.max_head:
@@ -395,7 +416,7 @@ class HttpProtocol(asyncio.Protocol):
         self.guard.waiting.pop(self, None)  # type: ignore[call-overload]
         if self.active is None:
             self.active = request
-            self.loop.create_task(self._serve(request))
+            self._ready = request  # served when this read is parsed: its body may be in it
         else:
             self.queue.append(request)
             if len(self.queue) >= _PIPELINE_DEPTH and not self._read_paused and self.transport is not None:
@@ -419,9 +440,36 @@ class HttpProtocol(asyncio.Protocol):
 
     # -- serving
 
-    async def _serve(self, request: Incoming) -> None:
+    def _dispatch(self) -> None:
+        """Serve the request that became active in this read: without a task when the fast handler can."""
+        request, self._ready = self._ready, None
+        if request is None or request.lost:
+            return
+        self._start(request)
+
+    def _start(self, request: Incoming) -> None:
+        fast = self.server.fast
+        if fast is not None and request.complete:
+            try:
+                if fast(request):
+                    return
+            except Exception:
+                log.exception("gateway: unhandled error answering %s %s", request.method, request.path)
+                if not request.started:
+                    request.respond(500, [(b"content-type", b"application/json")], b'{"detail":"internal error"}')
+                if not request.finished:
+                    request.finished = True
+                    self.close_quietly()
+                return
+        self.loop.create_task(self._serve(request))
+
+    def serve(self, request: Incoming, work: Awaitable[None]) -> None:
+        """Go on serving ``request`` with ``work`` in a task (what the fast handler began and cannot finish)."""
+        self.loop.create_task(self._serve(request, work))
+
+    async def _serve(self, request: Incoming, work: Awaitable[None] | None = None) -> None:
         try:
-            await self.server.handler(request)
+            await (self.server.handler(request) if work is None else work)
         except Exception:
             log.exception("gateway: unhandled error answering %s %s", request.method, request.path)
             if not request.started:
@@ -446,7 +494,7 @@ class HttpProtocol(asyncio.Protocol):
             if self._read_paused and self.transport is not None:
                 self._read_paused = False
                 self.transport.resume_reading()
-            self.loop.create_task(self._serve(nxt))
+            self._start(nxt)
         elif self.parsing is None and not self._in_head:
             self._to_idle()
 
@@ -513,11 +561,15 @@ class _Refused(Exception):
 class HttpServer:
     """Listens on a socket and serves every request with ``handler``; ``shutdown`` stops it gracefully."""
 
-    def __init__(self, handler: Handler, limits: EdgeLimits, max_body: int, name: str = "gateway") -> None:
+    def __init__(
+        self, handler: Handler, limits: EdgeLimits, max_body: int, name: str = "gateway",
+        fast: FastHandler | None = None,
+    ) -> None:  # fmt: skip
         # Half the file descriptors at most go to client connections: each call also holds one to an instance.
         self.guard = EdgeGuard(limits, name, fd_fraction=0.5)
         limits = self.guard.limits
         self.handler = handler
+        self.fast = fast  # tried first for a complete request; ``handler`` serves what it leaves
         self.max_body = max_body
         self.max_url = limits.max_request_line
         self.max_fields = limits.max_headers

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httptools
@@ -65,6 +66,9 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        # Told of every step of the exchange (data parsed, failure, close) while set: the gateway's synchronous
+        # path answers a short answer from these callbacks, without a task or a future.
+        self.listener: Callable[[Connection], None] | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._loop = asyncio.get_running_loop()
         self._reset()
@@ -72,7 +76,9 @@ class Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self._reason = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._head: asyncio.Future[Head] | None = None
+        self.head: Head | None = None  # the answer's head, once parsed
+        self._head: asyncio.Future[Head] | None = None  # awaited by ``wait_head``
+        self._busy = False  # a request was written and its answer is not complete
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -95,18 +101,22 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(BrokenAnswer(f"invalid HTTP from the instance: {exc}"))
             self.close()
+        if self.listener is not None:
+            self.listener(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._head is not None and not self._head.done():
+        if self._busy and self.head is None:
             self._fail(Disconnected(f"the instance closed the connection before answering ({exc or 'EOF'})"))
-        elif self._head is not None and not self._complete:
+        elif self._busy and not self._complete:
             if self._until_close and exc is None:
                 self._complete = True
                 self._wake()
             else:
                 self._fail(BrokenAnswer(f"the instance closed the connection mid-answer ({exc or 'EOF'})"))
         self._active.discard(self)
+        if self.listener is not None:
+            self.listener(self)
 
     def pause_writing(self) -> None:  # requests are small and written at once; nothing to throttle
         pass
@@ -134,7 +144,7 @@ class Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive()
         status = self._parser.get_status_code()
         self._until_close = length is None and not chunked and status not in (204, 304) and status >= 200
-        head = Head(status, self._reason, self._headers, length)
+        head = self.head = Head(status, self._reason, self._headers, length)
         if self._head is not None and not self._head.done():
             self._head.set_result(head)
 
@@ -148,6 +158,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._complete = True
+        self._busy = False
         self._active.discard(self)
         self._wake()
 
@@ -171,18 +182,60 @@ class Connection(asyncio.Protocol):
         if not self._complete and not self.closed and now - self._last_activity >= self.read_timeout:
             self._fail(ReadTimeout(f"no answer from the instance for {self.read_timeout:.0f}s"))
             self.close()
+            if self.listener is not None:
+                self.listener(self)
+
+    def start(self, data: bytes) -> None:
+        """Write one request (head and body in ``data``); its answer is parsed as it comes."""
+        assert self.transport is not None
+        self._reset()
+        self._busy = True
+        self._last_activity = self._loop.time()
+        self._active.add(self)
+        if self.closed:
+            self._fail(Disconnected("the connection to the instance was closed"))
+            return
+        self.transport.write(data)
+
+    async def wait_head(self) -> Head:
+        """The head of the answer to the request ``start`` wrote (raises what failed before it)."""
+        if self.head is not None:
+            return self.head
+        if self._error is not None:
+            raise self._error
+        self._head = self._loop.create_future()
+        return await self._head
 
     async def send(self, data: bytes) -> Head:
         """Write one request (head and body in ``data``) and wait for the answer's head."""
-        assert self.transport is not None
         if self.closed:
             raise Disconnected("the connection to the instance was closed")
-        self._reset()
-        self._head = self._loop.create_future()
-        self._last_activity = self._loop.time()
-        self._active.add(self)
-        self.transport.write(data)
-        return await self._head
+        self.start(data)
+        return await self.wait_head()
+
+    def take_body(self) -> bytes:
+        """What has arrived of the body and was not taken yet (never waits); reading resumes if it was paused."""
+        chunks = self._chunks
+        if not chunks:
+            return b""
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    def has_body(self) -> bool:
+        return bool(self._chunks)
+
+    @property
+    def complete(self) -> bool:
+        return self._complete
+
+    @property
+    def error(self) -> UpstreamError | None:
+        return self._error
 
     async def read(self) -> bytes:
         """The next piece of the answer's body; b"" once it is complete. Raises on a broken answer."""
@@ -251,19 +304,26 @@ class ConnectionPool:
             for conn in list(self._active):
                 conn.check_silence(now)
 
-    async def acquire(self, host: str, port: int) -> tuple[Connection, bool]:
-        """A connection to (host, port) and whether it was reused from the pool."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep(), name="upstream-read-timeouts")
-        key = (host, port)
-        idle = self._idle.get(key)
+    def idle(self, host: str, port: int) -> Connection | None:
+        """A kept-alive connection to (host, port), if one is idle (never waits)."""
+        idle = self._idle.get((host, port))
         if idle:
             now = time.monotonic()
             while idle:
                 conn = idle.pop()
                 if not conn.closed and now - conn.idle_since < self.idle_timeout:
-                    return conn, True
+                    return conn
                 conn.close()
+        return None
+
+    async def acquire(self, host: str, port: int) -> tuple[Connection, bool]:
+        """A connection to (host, port) and whether it was reused from the pool."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep(), name="upstream-read-timeouts")
+        kept = self.idle(host, port)
+        if kept is not None:
+            return kept, True
+        key = (host, port)
         loop = asyncio.get_running_loop()
         try:
             transport, conn = await asyncio.wait_for(

@@ -269,7 +269,7 @@ async def running_gateway(settings: GatewaySettings) -> AsyncIterator[RunningGat
     scheduler = SchedulerClient(settings.scheduler_url, settings.scheduler_key, timeout=5)
     consul = consul_health(settings.consul_addr, request_timeout=15)
     gateway = Gateway(settings, scheduler, consul.health)
-    server = HttpServer(gateway.handle, settings.limits, settings.max_body_bytes)
+    server = HttpServer(gateway.handle, settings.limits, settings.max_body_bytes, fast=gateway.serve_now)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     try:
