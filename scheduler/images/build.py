@@ -54,7 +54,8 @@ curl -fsS --retry 3 --retry-connrefused -H "@$NOMAD_SECRETS_DIR/auth.header" -o 
 rm -f "$NOMAD_SECRETS_DIR/auth.header"
 tar -xzf "$W/context.tar.gz" -C "$W/context" --no-same-owner
 umask 022
-set -- --layers --isolation "$CHUTES_BUILD_ISOLATION" -f "$W/context/.chutes/Dockerfile" -t "$CHUTES_IMAGE_TAG"
+set -- --layers --force-rm --isolation "$CHUTES_BUILD_ISOLATION" -t "$CHUTES_IMAGE_TAG"
+set -- "$@" -f "$W/context/.chutes/Dockerfile"
 if [ -n "$CHUTES_BUILD_CA_BUNDLE" ]; then
   set -- "$@" -v "$CHUTES_BUILD_CA_BUNDLE:/etc/ssl/certs/ca-certificates.crt:ro"
 fi

@@ -149,7 +149,7 @@ def local_test_image() -> str:
             f"python3 -m pip install -q --break-system-packages --no-cache-dir {requirements} && "
             f"rm /tmp/{wheel.name} && echo chutes-test-image > {MARKER}\n"
         )
-        argv = ["buildah", "bud", "-q", "--layers=false", "-f", str(context / "Containerfile"), "-t", tag]
+        argv = ["buildah", "bud", "-q", "--layers=false", "--force-rm", "-f", str(context / "Containerfile"), "-t", tag]
         if CA_BUNDLE.exists():
             argv += ["-v", f"{CA_BUNDLE}:{CA_BUNDLE}:ro"]
         _run([*argv, str(context)], timeout=BUILD_TIMEOUT_S)

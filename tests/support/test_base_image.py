@@ -65,7 +65,8 @@ def test_a_plain_pip_install_in_a_run_step_reaches_the_runtimes_interpreter(tmp_
     )
     tag = f"localhost/chutes-test-basecheck:{uuid.uuid4().hex[:12]}"
     build = subprocess.run(
-        ["buildah", "bud", "-q", "--layers=false", "-f", str(tmp_path / "Containerfile"), "-t", tag, str(tmp_path)],
+        ["buildah", "bud", "-q", "--layers=false", "--force-rm", "-f", str(tmp_path / "Containerfile"), "-t", tag,
+         str(tmp_path)],
         capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     try:
