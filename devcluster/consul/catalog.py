@@ -52,7 +52,7 @@ class Catalog:
 
     def node_json(self, name: str) -> dict[str, Any]:
         return {
-            "ID": self.nodes.get(name, node_uuid(name)),
+            "ID": self.nodes.get(name) or node_uuid(name),  # not a default argument: uuid5 per entry adds up
             "Node": name,
             "Address": "127.0.0.1",
             "Datacenter": DATACENTER,
