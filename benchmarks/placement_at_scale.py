@@ -18,7 +18,7 @@ watch re-reads the whole prefix after each change.
 Nomad's node list and allocations are left out of both (the reader runs without a Nomad client: every node
 counts as eligible): the devcluster's Nomad does not simulate thousands of clients. Target from issue 19:
 p99 < 50 ms per deploy-path decision at 10,000 nodes, and how it grows. Registering the nodes is linear since
-the devcluster journals each write (10,000 agents in about 15 s on a 2-core machine; it was quadratic, about
+the devcluster journals each write (10,000 agents in 7 to 15 s on a shared 2-core machine; it was quadratic, about
 3 minutes for 1,000). Writes JSON and markdown to benchmarks/results/.
 """
 
