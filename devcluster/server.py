@@ -64,6 +64,7 @@ class Devcluster:
         self.snapshots: Snapshotter
         self.nomad_acl: ACLState[NomadRules] = ACLState.nomad()
         self.consul_acl: ACLState[ConsulRules] = ACLState.consul()
+        self._unsaved_sections: set[str] = set()
 
     def _nodes(self) -> list[Node]:
         nodes = [simulated_node(spec.name, spec.model or "", spec.count) for spec in self.config.nodes]
@@ -90,7 +91,7 @@ class Devcluster:
         local = next((n for n in nodes if not n.simulated), nodes[0])
         self.consul = ConsulState(self.index, local.name, self.config.session_min_ttl_s, self.config.reap_interval_s)
         self.nomad = NomadCluster(self.index, self.consul.catalog, self.data_dir, nodes, docker)
-        self.snapshots = Snapshotter(self.data_dir / SNAPSHOT_NAME, self._collect)
+        self.snapshots = Snapshotter(self.data_dir / SNAPSHOT_NAME, self._collect, self._delta, self._replay)
         saved = self.snapshots.load()
         if saved is not None:
             self.index.restore(int(saved.get("index", 1)), saved.get("topics", {}))
@@ -102,10 +103,12 @@ class Devcluster:
             log.info("restored state from %s (index %d)", self.snapshots.path, self.index.index)
         self._setup_acl()
         self.consul.on_change(self.snapshots.mark)
-        self.nomad.state.on_change.append(self.snapshots.mark)
-        self.nomad_acl.on_change.append(self.snapshots.mark)
-        self.consul_acl.on_change.append(self.snapshots.mark)
-        self.nomad.variables.on_persist.append(self.snapshots.mark)
+        self.nomad.state.on_change.append(lambda: self._mark("nomad"))
+        self.nomad_acl.on_change.append(lambda: self._mark("acl"))
+        self.consul_acl.on_change.append(lambda: self._mark("acl"))
+        self.nomad.variables.on_persist.append(lambda: self._mark("variables"))
+        # A full snapshot now: the journal then starts from the state as restored (and from a clean line).
+        self.snapshots.write()
         await self.consul.open()
         await self.nomad.open()
         self.snapshots.start()
@@ -132,7 +135,45 @@ class Devcluster:
     def ports(self) -> dict[str, int]:
         return {"nomad": self.nomad_port, "consul": self.consul_port}
 
+    def _mark(self, section: str) -> None:
+        self._unsaved_sections.add(section)
+        self.snapshots.mark()
+
+    def _sections(self, names: set[str]) -> dict[str, Any]:
+        """The sections that are saved whole (small, or not tracked record by record)."""
+        out: dict[str, Any] = {}
+        if "nomad" in names:
+            out["nomad"] = self.nomad.state.snapshot()
+        if "acl" in names:
+            out["acl"] = {"nomad": self.nomad_acl.snapshot(), "consul": self.consul_acl.snapshot()}
+        if "variables" in names:
+            out["variables"] = self.nomad.variables.snapshot()
+        return out
+
+    def _delta(self) -> dict[str, Any] | None:
+        """One journal record: the index, the topics and Consul records that changed, whole other sections."""
+        record: dict[str, Any] = {"index": self.index.index, "topics": self.index.take_changed()}
+        consul = self.consul.delta()
+        if consul:
+            record["consul"] = consul
+        record.update(self._sections(self._unsaved_sections))
+        self._unsaved_sections.clear()
+        return record
+
+    @staticmethod
+    def _replay(saved: dict[str, Any], record: dict[str, Any]) -> None:
+        saved["index"] = max(int(saved.get("index", 1)), int(record.get("index", 1)))
+        topics = saved.setdefault("topics", {})
+        for topic, idx in record.get("topics", {}).items():
+            topics[topic] = max(idx, topics.get(topic, 0))
+        if "consul" in record:
+            ConsulState.replay(saved.setdefault("consul", {}), record["consul"])
+        for section in ("nomad", "acl", "variables"):
+            if section in record:
+                saved[section] = record[section]
+
     def _collect(self) -> dict[str, Any]:
+        self._unsaved_sections.clear()
         return {
             "index": self.index.index,
             "topics": self.index.topics(),

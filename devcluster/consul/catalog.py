@@ -31,6 +31,11 @@ class Catalog:
         self.nodes: dict[str, str] = {local_node: node_uuid(local_node)}
         self.services: dict[str, Service] = {}
         self.checks: dict[str, Check] = {}
+        # service ID -> its check IDs (insertion-ordered), so a service's checks cost O(its checks), not O(all).
+        self._by_service: dict[str, dict[str, None]] = {}
+        # Services and checks changed since the snapshot journal last took them.
+        self.unsaved_services: set[str] = set()
+        self.unsaved_checks: set[str] = set()
         # Called with every check that has just turned critical (sessions bound to it are invalidated).
         self.on_critical: list[Callable[[Check], None]] = []
         # Called with every check registered or removed (the check runner starts or stops it).
@@ -47,7 +52,7 @@ class Catalog:
 
     def node_json(self, name: str) -> dict[str, Any]:
         return {
-            "ID": self.nodes.get(name, node_uuid(name)),
+            "ID": self.nodes.get(name) or node_uuid(name),  # not a default argument: uuid5 per entry adds up
             "Node": name,
             "Address": "127.0.0.1",
             "Datacenter": DATACENTER,
@@ -84,9 +89,10 @@ class Catalog:
         service.create_index = old.create_index if old else idx
         service.modify_index = idx
         self.services[service.id] = service
+        self.unsaved_services.add(service.id)
         new_ids = {c.check_id for c in checks}
         if replace_existing_checks:
-            for check in [c for c in self.checks.values() if c.service_id == service.id]:
+            for check in self.service_checks(service.id):
                 if check.check_id not in new_ids:
                     self._drop_check(check.check_id)
         for check in checks:
@@ -104,7 +110,8 @@ class Catalog:
         service = self.services.pop(service_id, None)
         if service is None:
             return False
-        for check in [c for c in self.checks.values() if c.service_id == service_id]:
+        self.unsaved_services.add(service_id)
+        for check in self.service_checks(service_id):
             self._drop_check(check.check_id)
         self._bump("services", f"svc:{service.name}", "checks")
         return True
@@ -113,7 +120,7 @@ class Catalog:
         return sorted((s for s in self.services.values() if s.name == name), key=lambda s: (s.node, s.id))
 
     def service_checks(self, service_id: str) -> list[Check]:
-        return sorted((c for c in self.checks.values() if c.service_id == service_id), key=lambda c: c.check_id)
+        return sorted((self.checks[i] for i in self._by_service.get(service_id, ())), key=lambda c: c.check_id)
 
     # -- checks --------------------------------------------------------------------------------------------
 
@@ -158,6 +165,7 @@ class Catalog:
         else:
             check.critical_since = None
         check.modify_index = self._bump("checks", *([f"svc:{check.service_name}"] if check.service_name else []))
+        self.unsaved_checks.add(check_id)
         if status == CRITICAL and not was_critical:
             for callback in self.on_critical:
                 callback(check)
@@ -179,14 +187,33 @@ class Catalog:
             check.critical_since = now if check.status == CRITICAL else None
             if check.definition.ttl_s is not None:
                 check.ttl_deadline = now + check.definition.ttl_s
-        self.checks[check.check_id] = check
+        self.restore_check(check)
         if old is None or old.definition != check.definition:
             for callback in self.on_check_added:
                 callback(check)
 
+    def restore_check(self, check: Check) -> None:
+        """Put ``check`` in the tables as it is (no callbacks, no index bump): registration and restore."""
+        old = self.checks.get(check.check_id)
+        if old is not None and old.service_id != check.service_id:
+            self._unlink(old)
+        self.checks[check.check_id] = check
+        if check.service_id:
+            self._by_service.setdefault(check.service_id, {})[check.check_id] = None
+        self.unsaved_checks.add(check.check_id)
+
+    def _unlink(self, check: Check) -> None:
+        ids = self._by_service.get(check.service_id)
+        if ids is not None:
+            ids.pop(check.check_id, None)
+            if not ids:
+                del self._by_service[check.service_id]
+
     def _drop_check(self, check_id: str) -> None:
         check = self.checks.pop(check_id, None)
         if check is not None:
+            self._unlink(check)
+            self.unsaved_checks.add(check_id)
             for callback in self.on_check_removed:
                 callback(check)
 

@@ -31,6 +31,8 @@ class KVStore:
         self.entries: dict[str, KVEntry] = {}
         self._session_exists = session_exists
         self._lock_delay_until: dict[str, float] = {}
+        # Keys written or deleted since the snapshot journal last took them (``take_changed``).
+        self.unsaved: set[str] = set()
         self.on_change: list[Callable[[], None]] = []
 
     def get(self, key: str) -> KVEntry | None:
@@ -103,6 +105,7 @@ class KVStore:
             entry.lock_index += 1
         if release is not None:
             entry.session = None
+        self.unsaved.add(key)
         self._changed()
         return True
 
@@ -121,6 +124,7 @@ class KVStore:
         topics = ["kv", *(f"kv:{k}" for k in doomed)]
         for k in doomed:
             del self.entries[k]
+        self.unsaved.update(doomed)
         self.index.bump(*topics)
         self._changed()
         return True
@@ -143,29 +147,27 @@ class KVStore:
         idx = self.index.bump(*topics)
         for entry in held:
             entry.modify_index = idx
+        self.unsaved.update(e.key for e in held)
         self._changed()
 
     def _changed(self) -> None:
         for callback in self.on_change:
             callback()
 
-    def to_json(self) -> list[dict[str, Any]]:
+    def to_json(self) -> dict[str, dict[str, Any]]:
+        """Every entry by key, as the snapshot keeps them (resets ``unsaved``)."""
+        self.unsaved.clear()
+        return {e.key: _saved(e) for e in self.entries.values()}
 
-        return [
-            {
-                "Key": e.key,
-                "Value": base64.b64encode(e.value).decode(),
-                "Flags": e.flags,
-                "CreateIndex": e.create_index,
-                "ModifyIndex": e.modify_index,
-                "LockIndex": e.lock_index,
-                "Session": e.session,
-            }
-            for e in self.entries.values()
-        ]
+    def take_changed(self) -> dict[str, dict[str, Any] | None]:
+        """The entries written (or, as None, deleted) since the last snapshot or call."""
+        out = {k: _saved(e) if (e := self.entries.get(k)) is not None else None for k in self.unsaved}
+        self.unsaved.clear()
+        return out
 
-    def restore(self, items: list[dict[str, Any]]) -> None:
-
+    def restore(self, saved: list[dict[str, Any]] | dict[str, dict[str, Any]]) -> None:
+        """Load saved entries (a list in snapshots written before the journal, by key since)."""
+        items = saved.values() if isinstance(saved, dict) else saved
         for item in items:
             self.entries[item["Key"]] = KVEntry(
                 key=item["Key"],
@@ -176,6 +178,18 @@ class KVStore:
                 lock_index=item["LockIndex"],
                 session=item["Session"],
             )
+
+
+def _saved(e: KVEntry) -> dict[str, Any]:
+    return {
+        "Key": e.key,
+        "Value": base64.b64encode(e.value).decode(),
+        "Flags": e.flags,
+        "CreateIndex": e.create_index,
+        "ModifyIndex": e.modify_index,
+        "LockIndex": e.lock_index,
+        "Session": e.session,
+    }
 
 
 def entry_json(entry: KVEntry) -> dict[str, Any]:

@@ -22,12 +22,15 @@ class IndexStore:
         self.index = max(1, start)
         self._topics: dict[str, int] = {}
         self._changed = asyncio.Event()
+        # Topics bumped since the last ``take_changed`` (what the snapshot journal records, instead of all topics).
+        self._unsaved: set[str] = set()
 
     def bump(self, *topics: str) -> int:
         """Advance the index for a mutation touching ``topics`` and wake every blocked query."""
         self.index += 1
         for topic in topics:
             self._topics[topic] = self.index
+        self._unsaved.update(topics)
         self._changed.set()
         self._changed = asyncio.Event()
         return self.index
@@ -37,11 +40,20 @@ class IndexStore:
         return max([1, *(self._topics.get(t, 0) for t in topics)])
 
     def topics(self) -> dict[str, int]:
+        """Every topic's index (and nothing left unsaved: this is what a full snapshot holds)."""
+        self._unsaved.clear()
         return dict(self._topics)
+
+    def take_changed(self) -> dict[str, int]:
+        """The topics bumped since the last call (or ``topics``), with their indexes."""
+        out = {t: self._topics[t] for t in self._unsaved}
+        self._unsaved.clear()
+        return out
 
     def restore(self, index: int, topics: dict[str, int]) -> None:
         self.index = max(self.index, index)
-        self._topics.update(topics)
+        for topic, idx in topics.items():
+            self._topics[topic] = max(idx, self._topics.get(topic, 0))
 
     async def wait_past(self, current: Callable[[], int], min_index: int, wait_s: float) -> None:
         """Return once ``current()`` exceeds ``min_index`` or ``timeout`` seconds have passed."""
