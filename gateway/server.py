@@ -34,7 +34,7 @@ import httptools
 
 from chutes.asgi import BodyTooLarge, ClientGone
 from chutes.edge.limits import EdgeLimits
-from chutes.edge.protocol import APP, BODY, HEAD, IDLE, NEW, EdgeGuard, _answer, decode_path
+from chutes.edge.protocol import APP, BODY, HEAD, IDLE, NEW, EdgeGuard, GuardedConnection, _answer, decode_path
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +251,7 @@ class Incoming:
         self.proto.answered(self)
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(GuardedConnection, asyncio.Protocol):
     """One client connection; see the module docstring."""
 
     def __init__(self, server: HttpServer) -> None:
@@ -286,7 +286,7 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self._since = self._now = self.loop.time()
         self.server.connections.add(self)
-        if not self.guard.admit(self):  # type: ignore[arg-type]
+        if not self.guard.admit(self):
             limit = self.guard.limits.max_connections
             self._refuse(
                 503, "connections", f"the server is at its limit of {limit} open connections, all busy",
@@ -294,7 +294,7 @@ class HttpProtocol(asyncio.Protocol):
             )  # fmt: skip
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.guard.forget(self)  # type: ignore[arg-type]
+        self.guard.forget(self)
         connections = self.server.connections
         connections.discard(self)
         if not connections:
@@ -413,7 +413,7 @@ class HttpProtocol(asyncio.Protocol):
         self.parsing = request
         self._phase = BODY
         self._since = self._now
-        self.guard.waiting.pop(self, None)  # type: ignore[call-overload]
+        self.guard.waiting.pop(self, None)
         if self.active is None:
             self.active = request
             self._ready = request  # served when this read is parsed: its body may be in it
@@ -501,41 +501,12 @@ class HttpProtocol(asyncio.Protocol):
     def _to_idle(self) -> None:
         self._phase = IDLE
         self._since = self.loop.time()
-        self.guard.waiting[self] = None  # type: ignore[index]
+        self.guard.waiting[self] = None
 
     # -- deadlines and refusals (the guard's sweeper calls ``check``)
 
-    def check(self, now: float, limits: EdgeLimits) -> None:
-        """Close this connection if it is past the deadline of its phase."""
-        phase, waited = self._phase, now - self._since
-        if phase == APP or self.transport is None or self.transport.is_closing():
-            return
-        if phase == IDLE:
-            if waited > limits.idle_timeout and self.active is None:
-                self.guard.log.counts["idle_closed"] += 1
-                self.close_quietly()
-        elif phase == BODY:
-            if waited > limits.body_timeout:
-                detail = f"no byte of the request body for {limits.body_timeout:g} s"
-                self._refuse(408, "body_timeout", detail, "send the body without pausing")
-        elif waited > limits.header_timeout:
-            if phase == NEW:
-                self.guard.log.hit("header_timeout", f"no request within {limits.header_timeout:g} s", self.peer,
-                                   logging.INFO)  # fmt: skip
-                self.close_quietly()
-            else:
-                detail = f"request headers not complete within {limits.header_timeout:g} s"
-                self._refuse(408, "header_timeout", detail, "send the whole request head at once")
-
-    def close_quietly(self) -> None:
-        self.guard.forget(self)  # type: ignore[arg-type]
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def _fail(self, status: int, kind: str, detail: str, hint: str) -> Any:
-        """Refuse from inside a parser callback: httptools wraps the exception, ``data_received`` answers."""
-        self._refusal = (status, kind, detail, hint)
-        raise _Refused(detail)
+    def _idle_closable(self) -> bool:
+        return self.active is None
 
     def _refuse(self, status: int, kind: str, detail: str, hint: str, extra: bytes = b"") -> None:
         """Answer ``status`` with a JSON error (unless an answer already started) and close the connection."""
@@ -551,11 +522,7 @@ class HttpProtocol(asyncio.Protocol):
             if not started:
                 transport.write(_answer(status, detail, hint, extra))
             transport.close()
-        self.guard.forget(self)  # type: ignore[arg-type]
-
-
-class _Refused(Exception):
-    """Raised in a parser callback to stop parsing a request that broke a limit."""
+        self.guard.forget(self)
 
 
 class HttpServer:

@@ -32,7 +32,7 @@ import logging
 import re
 import resource
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 from urllib.parse import unquote
 
 import httptools
@@ -93,6 +93,76 @@ class LimitLog:
         log.log(level, "%s: %s [client %s]%s", self.server, message, peer or "?", suffix)
 
 
+class GuardedConnection:
+    """What every server protocol under an ``EdgeGuard`` shares (uvicorn's ``EdgeProtocol`` here, the gateway's own
+    ``HttpProtocol``): the per-phase deadlines the guard's sweeper checks, a quiet close, and refusing from inside a
+    parser callback. A subclass sets the attributes below and answers a refusal in ``_refuse``."""
+
+    loop: asyncio.AbstractEventLoop
+    transport: Any
+    _phase: int
+    _since: float
+    _refusal: tuple[int, str, str, str] | None
+
+    if TYPE_CHECKING:  # a class attribute in EdgeProtocol, an instance attribute in the gateway's protocol
+
+        @property
+        def guard(self) -> EdgeGuard: ...
+
+        @guard.setter
+        def guard(self, value: EdgeGuard) -> None: ...
+
+        @property
+        def peer(self) -> str | None: ...
+
+    def _idle_closable(self) -> bool:
+        """An idle connection past its deadline may be closed (not while an answer is still going out)."""
+        return True
+
+    def _body_clock_runs(self) -> bool:
+        """The body deadline counts (not while this side paused reading)."""
+        return True
+
+    def check(self, now: float, limits: EdgeLimits) -> None:
+        """Close this connection if it is past the deadline of its phase (called by the guard's sweeper)."""
+        phase, waited = self._phase, now - self._since
+        if phase == APP or self.transport is None or self.transport.is_closing():
+            return
+        if phase == IDLE:
+            if waited > limits.idle_timeout and self._idle_closable():
+                self.guard.log.counts["idle_closed"] += 1
+                self.close_quietly()
+        elif phase == BODY:
+            if waited > limits.body_timeout and self._body_clock_runs():
+                detail = f"no byte of the request body for {limits.body_timeout:g} s"
+                self._refuse(408, "body_timeout", detail, "send the body without pausing")
+        elif waited > limits.header_timeout:
+            if phase == NEW:
+                self.guard.log.hit("header_timeout", f"no request within {limits.header_timeout:g} s", self.peer,
+                                   logging.INFO)  # fmt: skip
+                self.close_quietly()
+            else:
+                detail = f"request headers not complete within {limits.header_timeout:g} s"
+                self._refuse(408, "header_timeout", detail, "send the whole request head at once")
+
+    def close_quietly(self) -> None:
+        self.guard.forget(self)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _fail(self, status: int, kind: str, detail: str, hint: str) -> NoReturn:
+        """Refuse from inside a parser callback: httptools wraps the exception, ``data_received`` answers."""
+        self._refusal = (status, kind, detail, hint)
+        raise Refused(detail)
+
+    def _refuse(self, status: int, kind: str, detail: str, hint: str, extra: bytes = b"") -> None:
+        raise NotImplementedError
+
+
+class Refused(Exception):
+    """Raised in a parser callback to stop parsing a request that broke a limit."""
+
+
 class EdgeGuard:
     """One server's limits, its open connections and the timer that enforces the timeouts."""
 
@@ -108,9 +178,9 @@ class EdgeGuard:
         self.server = server
         self.log = LimitLog(server)
         #: every open connection
-        self.open: dict[EdgeProtocol, None] = {}
+        self.open: dict[GuardedConnection, None] = {}
         #: connections without a request in progress, the one waiting longest first (eviction order)
-        self.waiting: dict[EdgeProtocol, None] = {}
+        self.waiting: dict[GuardedConnection, None] = {}
         self.interval = min(1.0, max(0.05, min(limits.header_timeout, limits.idle_timeout, limits.body_timeout) / 5))
         self._timer: asyncio.TimerHandle | None = None
 
@@ -133,7 +203,7 @@ class EdgeGuard:
 
     # -- connections
 
-    def admit(self, proto: EdgeProtocol) -> bool:
+    def admit(self, proto: GuardedConnection) -> bool:
         """Register a new connection; False when it must be refused (every slot holds a request in progress)."""
         if len(self.open) >= self.limits.max_connections:
             victim = next(iter(self.waiting), None)
@@ -151,7 +221,7 @@ class EdgeGuard:
             self._timer = proto.loop.call_later(self.interval, self._sweep, proto.loop)
         return True
 
-    def forget(self, proto: EdgeProtocol) -> None:
+    def forget(self, proto: GuardedConnection) -> None:
         self.open.pop(proto, None)
         self.waiting.pop(proto, None)
 
@@ -170,7 +240,7 @@ class EdgeGuard:
             self._timer = loop.call_later(self.interval, self._sweep, loop)
 
 
-class EdgeProtocol(HttpToolsProtocol):
+class EdgeProtocol(GuardedConnection, HttpToolsProtocol):
     """See the module docstring; built per server by ``EdgeGuard.protocol()``."""
 
     guard: ClassVar[EdgeGuard]
@@ -314,37 +384,8 @@ class EdgeProtocol(HttpToolsProtocol):
 
     # -- deadlines and refusals
 
-    def check(self, now: float, limits: EdgeLimits) -> None:
-        """Close this connection if it is past the deadline of its phase (called by the guard's sweeper)."""
-        phase, waited = self._phase, now - self._since
-        if phase == APP or self.transport is None or self.transport.is_closing():
-            return
-        if phase == IDLE:
-            if waited > limits.idle_timeout:
-                self.guard.log.counts["idle_closed"] += 1
-                self.close_quietly()
-        elif phase == BODY:
-            if waited > limits.body_timeout and not self.flow.read_paused:
-                detail = f"no byte of the request body for {limits.body_timeout:g} s"
-                self._refuse(408, "body_timeout", detail, "send the body without pausing")
-        elif waited > limits.header_timeout:
-            if phase == NEW:
-                self.guard.log.hit("header_timeout", f"no request within {limits.header_timeout:g} s", self.peer,
-                                   logging.INFO)  # fmt: skip
-                self.close_quietly()
-            else:
-                detail = f"request headers not complete within {limits.header_timeout:g} s"
-                self._refuse(408, "header_timeout", detail, "send the whole request head at once")
-
-    def close_quietly(self) -> None:
-        self.guard.forget(self)
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-
-    def _fail(self, status: int, kind: str, detail: str, hint: str) -> None:
-        """Refuse from inside a parser callback: httptools wraps the exception, ``data_received`` answers."""
-        self._refusal = (status, kind, detail, hint)
-        raise _Refused(detail)
+    def _body_clock_runs(self) -> bool:
+        return not self.flow.read_paused
 
     def _refuse(self, status: int, kind: str, detail: str, hint: str, extra: bytes = b"") -> None:
         """Answer ``status`` with a JSON error (unless an answer already started) and close the connection."""
@@ -360,10 +401,6 @@ class EdgeProtocol(HttpToolsProtocol):
                 transport.write(_answer(status, detail, hint, extra))
             transport.close()
         self.guard.forget(self)
-
-
-class _Refused(Exception):
-    """Raised in a parser callback to stop parsing a request that broke a limit."""
 
 
 _HEADER_HINT = "send fewer or smaller headers"
