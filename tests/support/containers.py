@@ -4,10 +4,11 @@
     with local_registry(tmp) as registry:      # docker-registry on a free loopback port: "127.0.0.1:PORT"
         ref = runtime_image(registry)           # "127.0.0.1:PORT/test/chutes-runtime:<key>@sha256:..."
 
-The image is ``localhost/chutes-base:bookworm`` plus this checkout's wheel and the runtime's dependencies
-(``pip install`` from PyPI inside the build, through the host's CA bundle). It is built once per code version:
-its tag is a hash of the wheel's contents and the base image, so a second session (or a second test module) on
-unchanged code reuses it from local storage; tags of it older than a day are removed when a new one is built.
+The image is ``localhost/chutes-base:bookworm`` plus the runtime wheel the scheduler builds into every image
+(``chutes.scheduler.images.wheel``) and the runtime's dependencies (``pip install`` from PyPI inside the build,
+through the host's CA bundle). It is built once per code version: its tag is a hash of the wheel's version (which
+carries a hash of the code) and the base image, so a second session (or a second test module) on unchanged code
+reuses it from local storage; tags of it older than a day are removed when a new one is built.
 """
 
 from __future__ import annotations
@@ -18,17 +19,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import tomllib
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chutes.dev import registry as dev_registry
-from chutes.scheduler.images.wheel import RUNTIME_DEPENDENCIES
+from chutes.scheduler.images.wheel import runtime_requirements, runtime_wheel
 
 REPO = Path(__file__).resolve().parents[2]
 REQUIRE_VAR = "CHUTES_REQUIRE_CONTAINERS"
@@ -96,58 +94,25 @@ def _run(argv: list[str], timeout: float = 120, cwd: Path | None = None) -> subp
     return result
 
 
-def build_wheel(out: Path) -> Path:
-    """This checkout's wheel (no dependencies), built from a clean copy of its files (no stale build/ dir)."""
-    files = _run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO).stdout.split("\0")
-    with tempfile.TemporaryDirectory(prefix="chutes-wheel-src-") as tmp:
-        src = Path(tmp)
-        for name in filter(None, files):
-            source = REPO / name
-            if source.is_file():
-                (src / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(source, src / name)
-        pip = [sys.executable, "-m", "pip"]
-        _run([*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out), str(src)], timeout=300)
-    [wheel] = out.glob("chutes_nomad-*.whl")
-    return wheel
-
-
-def wheel_key(wheel: Path, base_id: str) -> str:
-    """A hash of the wheel's contents (not its zip timestamps) and the base image's ID."""
-    digest = hashlib.sha256(base_id.encode())
-    with zipfile.ZipFile(wheel) as archive:
-        for name in sorted(archive.namelist()):
-            digest.update(name.encode() + b"\0" + archive.read(name))
-    return digest.hexdigest()[:16]
-
-
-def runtime_requirements() -> list[str]:
-    """The runtime's dependencies with the version bounds pyproject.toml gives them."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    out = []
-    for spec in project["dependencies"]:
-        name = spec.split("[")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
-        if name in RUNTIME_DEPENDENCIES:
-            out.append(spec)
-    return out
-
-
 def local_test_image() -> str:
     """The test image's local tag, built now unless this code version's image is already in local storage."""
     base_id = _run(["podman", "image", "inspect", "--format", "{{.Id}}", BASE_IMAGE]).stdout.strip()
+    # The same wheel the scheduler puts into every image it builds: its version carries a hash of the code.
+    wheel = runtime_wheel()
+    key = hashlib.sha256(f"{base_id}\0{wheel.version}".encode()).hexdigest()[:16]
+    tag = f"{TEST_IMAGE}:{key}"
+    if subprocess.run(["podman", "image", "exists", tag], capture_output=True).returncode == 0:
+        return tag
     with tempfile.TemporaryDirectory(prefix="chutes-test-image-") as tmp:
         context = Path(tmp)
-        wheel = build_wheel(context)
-        tag = f"{TEST_IMAGE}:{wheel_key(wheel, base_id)}"
-        if subprocess.run(["podman", "image", "exists", tag], capture_output=True).returncode == 0:
-            return tag
+        (context / wheel.filename).write_bytes(wheel.content)
         requirements = " ".join(f"'{r}'" for r in runtime_requirements())
         (context / "Containerfile").write_text(
             f"FROM {BASE_IMAGE}\n"
-            f"COPY {wheel.name} /tmp/\n"
-            f"RUN python3 -m pip install -q --break-system-packages --no-cache-dir --no-deps /tmp/{wheel.name} && "
+            f"COPY {wheel.filename} /tmp/\n"
+            f"RUN python3 -m pip install -q --break-system-packages --no-cache-dir --no-deps /tmp/{wheel.filename} && "
             f"python3 -m pip install -q --break-system-packages --no-cache-dir {requirements} && "
-            f"rm /tmp/{wheel.name} && echo chutes-test-image > {MARKER}\n"
+            f"rm /tmp/{wheel.filename} && echo chutes-test-image > {MARKER}\n"
         )
         argv = ["buildah", "bud", "-q", "--layers=false", "--force-rm", "-f", str(context / "Containerfile"), "-t", tag]
         if CA_BUNDLE.exists():
