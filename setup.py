@@ -11,6 +11,7 @@ from setuptools import setup
 ROOT = Path(__file__).parent
 FOLDERS = {
     "chutes": "sdk",
+    "chutes.core": "core",
     "chutes.runtime": "runtime",
     "chutes.agent": "agent",
     "chutes.scheduler": "scheduler",

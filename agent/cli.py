@@ -17,11 +17,11 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from chutes import envfile
-from chutes.cluster_tls import consul_address, preflight
+from chutes.core import envfile
+from chutes.core.cluster_tls import consul_address, preflight
 from chutes.core.errors import HintedError
+from chutes.core.inventory import NodeInventory
 from chutes.core.logs import configure_logging
-from chutes.inventory import NodeInventory
 
 from .config import SETTINGS, AgentConfig, ConfigError, Intervals, parse_address
 from .daemon import Agent, resolve_node

@@ -155,7 +155,7 @@ SETTINGS = Settings(
             flag="--nomad-node-id",
             shown_default="looked up",
         ),
-        # The Consul address also honours CONSUL_HTTP_SSL (chutes.cluster_tls.consul_address).
+        # The Consul address also honours CONSUL_HTTP_SSL (chutes.core.cluster_tls.consul_address).
         Setting(
             "consul_addr",
             "Consul HTTP API",

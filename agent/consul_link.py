@@ -11,7 +11,7 @@ import aiohttp
 import consul
 import consul.aio
 
-from chutes.consul_client import consul_aio
+from chutes.core.consul_client import consul_aio
 
 from .config import Address
 from .kv import KVEntry
@@ -38,7 +38,7 @@ class ConsulLink:
 
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
-        # The shared factory: TLS from CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY, ... (chutes.cluster_tls), and the
+        # The shared factory: TLS from CONSUL_CACERT, CONSUL_CLIENT_CERT/KEY, ... (chutes.core.cluster_tls), and the
         # agent's --consul-token wins over CONSUL_HTTP_TOKEN (which py-consul would otherwise prefer).
         self.client: consul.aio.Consul = consul_aio(address.url, token, timeout=timeout_s)
 

@@ -25,8 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from chutes.core.backoff import Backoff
+from chutes.core.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
 from chutes.core.portfile import write_port_file
-from chutes.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
 
 from .backoff import LinkState
 from .config import AgentConfig, consul_duration

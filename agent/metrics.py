@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from chutes.inventory import NodeInventory
+from chutes.core.inventory import NodeInventory
 
 MIB = 1024 * 1024
 

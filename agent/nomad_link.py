@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from chutes.cluster_tls import ClusterTLS
+from chutes.core.cluster_tls import ClusterTLS
 
 from .config import Address
 
@@ -32,7 +32,7 @@ class NomadLink:
     def __init__(self, address: Address, token: str | None, timeout_s: float = 10.0) -> None:
         self.address = address
         headers = {"X-Nomad-Token": token} if token else {}
-        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.cluster_tls).
+        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.core.cluster_tls).
         self._tls = ClusterTLS.from_env("nomad")
         self._tls_kwargs = self._tls.aiohttp_request_kwargs() if address.scheme == "https" else {}
         self._session = aiohttp.ClientSession(

@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from chutes import gpus
-from chutes.inventory import GPUInfo, NodeInventory
+from chutes.core.inventory import GPUInfo, NodeInventory
 
 NOMAD_META_MODEL = "chutes_gpu_model"
 NOMAD_META_COUNT = "chutes_gpu_count"

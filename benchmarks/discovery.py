@@ -37,7 +37,7 @@ import httpx
 
 from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
 from benchmarks.report import machine
-from chutes.registrations import alloc_id_of
+from chutes.core.registrations import alloc_id_of
 
 TARGET_S = 1.0
 SLUG = "hello-disc"

@@ -53,8 +53,8 @@ from typing import Any
 
 from aiohttp import web
 
+from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.identity import chute_id
-from chutes.signing import SIGNATURE_HEADER, sign
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent

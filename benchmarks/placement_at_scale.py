@@ -37,8 +37,8 @@ import aiohttp
 from benchmarks._devstack import distribution, write_results
 from benchmarks.placement import MODEL_WEIGHTS, SIZE_WEIGHTS, SIZES, synthetic_requests
 from benchmarks.report import machine
-from chutes.consul_client import consul_aio
-from chutes.inventory import AGENT_SERVICE, NodeInventory, agent_service_id, simulated_gpus
+from chutes.core.consul_client import consul_aio
+from chutes.core.inventory import AGENT_SERVICE, NodeInventory, agent_service_id, simulated_gpus
 from chutes.scheduler.inventory_reader import InventoryReader, InventorySnapshot
 from chutes.scheduler.placement import Placement, place
 from tests.support.devcluster import devcluster

@@ -43,7 +43,7 @@ from typing import Any
 
 import aiohttp
 
-from chutes.signing import SIGNATURE_HEADER, sign
+from chutes.core.signing import SIGNATURE_HEADER, sign
 
 RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent

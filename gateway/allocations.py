@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import aiohttp
 
-from chutes.cluster_tls import ClusterTLS
-from chutes.registrations import AllocView, Instance, verify
+from chutes.core.cluster_tls import ClusterTLS
+from chutes.core.registrations import AllocView, Instance, verify
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class _JobAllocs:
 
 class NomadAllocations:
     """The check above over Nomad's HTTP API (a token with ``read-job`` on the namespace); an ``https://``
-    address is reached with the TLS settings of ``NOMAD_*`` variables (``chutes.cluster_tls``) unless ``tls``
+    address is reached with the TLS settings of ``NOMAD_*`` variables (``chutes.core.cluster_tls``) unless ``tls``
     is given."""
 
     def __init__(

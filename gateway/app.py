@@ -14,7 +14,7 @@ import re
 import time
 from typing import Any
 
-from chutes.edge.throttle import FailureThrottle
+from chutes.core.edge.throttle import FailureThrottle
 from chutes.gateway.allocations import NomadAllocations
 from chutes.gateway.cache import TTLCache
 from chutes.gateway.config import GatewaySettings

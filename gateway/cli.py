@@ -15,11 +15,11 @@ import socket
 import sys
 from pathlib import Path
 
-from chutes import envfile
-from chutes.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.core import envfile
+from chutes.core.cluster_tls import ClusterTLSError, consul_address, preflight
+from chutes.core.edge import limits as edge_limits
 from chutes.core.logs import configure_logging
 from chutes.core.portfile import write_port_file
-from chutes.edge import limits as edge_limits
 from chutes.gateway.app import Gateway
 from chutes.gateway.config import SETTINGS, GatewaySettings
 from chutes.gateway.discovery import consul_health

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chutes.core.edge.limits import EdgeLimits
 from chutes.core.settings import Setting, Settings
-from chutes.edge.limits import EdgeLimits
 
 _CONSUL = "http://127.0.0.1:8500"
 
@@ -61,7 +61,7 @@ class GatewaySettings:
     retry_after_busy: int = 1
     retry_after_unavailable: int = 5
 
-    # The edge: limits per client connection (chutes.edge), failed authentications per client address.
+    # The edge: limits per client connection (chutes.core.edge), failed authentications per client address.
     limits: EdgeLimits = field(default_factory=EdgeLimits)
     auth_failure_burst: int = 10  # failed authentications an address may make at once ...
     auth_failure_rate: float = 1.0  # ... and per second after that; past it: 429 without a key lookup

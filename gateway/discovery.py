@@ -16,10 +16,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
-from chutes.consul_client import consul_aio
 from chutes.core import health
 from chutes.core.backoff import Backoff
 from chutes.core.blocking import advance
+from chutes.core.consul_client import consul_aio
 from chutes.gateway.balancer import Upstream
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from chutes.signing import SIGNATURE_HEADER
+from chutes.core.signing import SIGNATURE_HEADER
 
 INVOCATION_ID_HEADER = "X-Chutes-Invocation-Id"
 _INVOCATION_ID = INVOCATION_ID_HEADER.lower().encode()

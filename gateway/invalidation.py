@@ -1,4 +1,4 @@
-"""Following the scheduler's access-change notices (``chutes.invalidation``) with Consul blocking queries.
+"""Following the scheduler's access-change notices (``chutes.core.invalidation``) with Consul blocking queries.
 
 One loop per gateway: ``GET /v1/kv/<key>?index=N&wait=...`` returns as soon as the scheduler appends a
 notice, and the gateway drops exactly the cache entries the new notices name. When it cannot tell what it
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from chutes.core.backoff import Backoff
 from chutes.core.blocking import advance
-from chutes.invalidation import Notice, NoticeLog, pending
+from chutes.core.invalidation import Notice, NoticeLog, pending
 
 if TYPE_CHECKING:
     from chutes.gateway.cache import TTLCache

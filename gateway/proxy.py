@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from chutes.asgi import BodyTooLarge, ClientGone
+from chutes.core.asgi import BodyTooLarge, ClientGone
+from chutes.core.signing import Signer
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
@@ -36,7 +37,6 @@ from chutes.gateway.upstream import (
     encode_request,
 )
 from chutes.manifest import CordSpec
-from chutes.signing import Signer
 
 if TYPE_CHECKING:
     from chutes.gateway.metering import InvocationRecorder

@@ -12,9 +12,9 @@ from urllib.parse import parse_qs
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chutes.core.signing import Signer
 from chutes.identity import USERNAME_RE
 from chutes.manifest import CordSpec
-from chutes.signing import Signer
 
 
 class Identity(BaseModel):

@@ -7,7 +7,7 @@ request is first offered to the server's ``fast`` handler, which serves an ordin
 without a task (``Gateway.serve_now``); what it leaves gets one task running ``handler``. Per call that is one
 parse and one or two writes; benchmarks/gateway_overhead.py measures it next to nginx.
 
-The edge limits (``chutes.edge``, docs/security.md) are enforced here as in ``chutes.edge.protocol`` and with
+The edge limits (``chutes.core.edge``, docs/security.md) are enforced here as in ``chutes.core.edge.protocol`` and with
 its ``EdgeGuard`` (admission, eviction of the longest-idle connection, one sweeper for every deadline):
 request target over ``max_request_line``: 414; header section over ``max_header_bytes`` or ``max_headers``
 fields: 431 (an unfinished head is counted as it arrives); no Host or two: 400; head not complete within
@@ -32,9 +32,9 @@ from typing import Any
 
 import httptools
 
-from chutes.asgi import BodyTooLarge, ClientGone
-from chutes.edge.limits import EdgeLimits
-from chutes.edge.protocol import APP, BODY, HEAD, IDLE, NEW, EdgeGuard, GuardedConnection, _answer, decode_path
+from chutes.core.asgi import BodyTooLarge, ClientGone
+from chutes.core.edge.limits import EdgeLimits
+from chutes.core.edge.protocol import APP, BODY, HEAD, IDLE, NEW, EdgeGuard, GuardedConnection, _answer, decode_path
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from chutes.edge import strictjson
+from chutes.core.edge import strictjson
+from chutes.core.signing import SIGNATURE_HEADER, ParsedSignature, SignatureError
 from chutes.runtime import dependencies, sse
 from chutes.runtime.asgi import (
     JSON,
@@ -66,7 +67,6 @@ from chutes.runtime.passthrough import PassthroughProxy, StreamCut, passthrough_
 from chutes.runtime.protocols import ChuteLike
 from chutes.runtime.routes import CordPair, CordRoute, Routes, build_routes
 from chutes.runtime.signatures import RequestVerifier
-from chutes.signing import SIGNATURE_HEADER, ParsedSignature, SignatureError
 
 log = logging.getLogger("chutes.runtime")
 

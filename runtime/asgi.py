@@ -10,13 +10,13 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from chutes import asgi as _shared
-from chutes.asgi import BodyTooLarge as BodyTooLarge
-from chutes.asgi import ClientGone as ClientGone
-from chutes.asgi import Message as Message
-from chutes.asgi import Receive as Receive
-from chutes.asgi import Scope as Scope
-from chutes.asgi import Send as Send
+from chutes.core import asgi as _shared
+from chutes.core.asgi import BodyTooLarge as BodyTooLarge
+from chutes.core.asgi import ClientGone as ClientGone
+from chutes.core.asgi import Message as Message
+from chutes.core.asgi import Receive as Receive
+from chutes.core.asgi import Scope as Scope
+from chutes.core.asgi import Send as Send
 
 Headers = list[tuple[bytes, bytes]]
 

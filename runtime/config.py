@@ -12,7 +12,7 @@ Environment (DESIGN.md, "Runtime environment"; docs/internal-contracts.md, "Runt
 - ``NOMAD_IP_http``: the address to bind in a cluster (raw_exec), when neither of the above is set.
 - ``CHUTES_CORD_TIMEOUT`` (seconds, default 1800), ``CHUTES_DRAIN_TIMEOUT`` (seconds, default 30): Nomad's
   ``kill_timeout`` for the task must be longer than the drain timeout or Nomad kills the drain.
-- ``CHUTES_MAX_HEADER_BYTES`` ... (``chutes.edge.limits``), ``CHUTES_MAX_JSON_DEPTH`` (default 64): limits on
+- ``CHUTES_MAX_HEADER_BYTES`` ... (``chutes.core.edge.limits``), ``CHUTES_MAX_JSON_DEPTH`` (default 64): limits on
   what a connection may send.
 - ``CHUTES_SCHEDULER_URL``, ``CHUTES_INSTANCE_TOKEN``, ``CHUTES_BUNDLE_SHA256``, ``CHUTES_CHUTE_ID``,
   ``NOMAD_TASK_DIR``, ``CHUTES_JOB_RUN_ID``: where the chute comes from when no FILE:ATTR is given;
@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from chutes.core.edge import limits as edge_limits
+from chutes.core.edge.limits import EdgeLimits
 from chutes.core.errors import HintedError
-from chutes.edge import limits as edge_limits
-from chutes.edge.limits import EdgeLimits
 
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from chutes.edge import strictjson
+from chutes.core.edge import strictjson
 from chutes.runtime.config import ConfigError
 from chutes.runtime.dependencies import RequestBinding
 from chutes.runtime.invoke import FuncKind, func_kind

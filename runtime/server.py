@@ -1,6 +1,6 @@
 """uvicorn around the runtime app: signals, draining, the exit code.
 
-uvicorn (uvloop when installed, httptools with the edge limits of ``chutes.edge``) serves ``RuntimeApp``. Its
+uvicorn (uvloop when installed, httptools with the edge limits of ``chutes.core.edge``) serves ``RuntimeApp``. Its
 own signal handling would close the listener at once; an instance instead drains: on SIGTERM (or SIGINT)
 ``/_ready`` and new cord calls turn 503 at once (so Consul takes the instance out of rotation and the
 gateway retries elsewhere), the calls in flight finish (up to the drain timeout), then uvicorn stops, the
@@ -19,9 +19,9 @@ from types import FrameType
 
 import uvicorn
 
+from chutes.core.edge.protocol import EdgeGuard
 from chutes.core.portfile import write_port_file
 from chutes.core.server import GracefulServer
-from chutes.edge.protocol import EdgeGuard
 from chutes.runtime.app import RuntimeApp
 from chutes.runtime.config import ServeConfig
 from chutes.runtime.protocols import ChuteLike

@@ -1,6 +1,6 @@
-"""Request signatures with replay protection, on top of ``chutes.signing``.
+"""Request signatures with replay protection, on top of ``chutes.core.signing``.
 
-``chutes.signing.verify`` checks the HMAC (constant-time) and the clock skew. A signature that passed once
+``chutes.core.signing.verify`` checks the HMAC (constant-time) and the clock skew. A signature that passed once
 could be replayed within its 60 s window, so the runtime remembers every signature it admitted until that
 window has closed and refuses a second use with 403. The check and the record are split (``check`` then
 ``commit``) so that a request refused for a transient reason (429 full, 503 draining) does not burn its
@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from chutes.signing import MAX_SKEW_SECONDS, ParsedSignature, SignatureError, verify
+from chutes.core.signing import MAX_SKEW_SECONDS, ParsedSignature, SignatureError, verify
 
 
 @dataclass

@@ -16,9 +16,9 @@ from fastapi import FastAPI
 # Imported first: importing chutes.manifest before chutes.chute hits an import cycle in the SDK.
 import chutes.chute  # noqa: F401
 from chutes import __version__ as sdk_version
-from chutes.cluster_tls import preflight
-from chutes.consul_client import consul_aio
-from chutes.edge.throttle import FailureThrottle
+from chutes.core.cluster_tls import preflight
+from chutes.core.consul_client import consul_aio
+from chutes.core.edge.throttle import FailureThrottle
 from chutes.scheduler import api
 from chutes.scheduler.api import errors
 from chutes.scheduler.api.instances import MAX_OUTPUT_BYTES

@@ -29,7 +29,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import delete, select
 
 from chutes.core import health
-from chutes.registrations import AllocView, verify
+from chutes.core.registrations import AllocView, verify
 from chutes.scheduler import metering
 from chutes.scheduler.autoscale import AutoscaleParams, ChuteLoad, Decision, LoadSample, ScalingPolicy, decide
 from chutes.scheduler.store import chutes as chutes_repo

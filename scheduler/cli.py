@@ -16,11 +16,11 @@ import socket
 import sys
 from typing import Any
 
-from chutes import envfile
+from chutes.core import envfile
+from chutes.core.edge import limits as edge_limits
+from chutes.core.edge.limits import EdgeLimits
 from chutes.core.logs import configure_logging
 from chutes.core.portfile import write_port_file
-from chutes.edge import limits as edge_limits
-from chutes.edge.limits import EdgeLimits
 from chutes.scheduler.config import SETTINGS, ConfigError, SchedulerConfig, load_config
 
 log = logging.getLogger("chutes.scheduler")
@@ -81,10 +81,10 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> Any:
-    """uvicorn serving the scheduler's app through the edge protocol (``chutes.edge``)."""
+    """uvicorn serving the scheduler's app through the edge protocol (``chutes.core.edge``)."""
     import uvicorn
 
-    from chutes.edge.protocol import EdgeGuard
+    from chutes.core.edge.protocol import EdgeGuard
 
     guard = EdgeGuard(limits, "scheduler", fd_fraction=0.8)
     return uvicorn.Config(
@@ -98,7 +98,7 @@ def server_config(app: Any, config: SchedulerConfig, limits: EdgeLimits = SCHEDU
 
 
 async def _serve(config: SchedulerConfig, limits: EdgeLimits = SCHEDULER_LIMITS) -> None:
-    from chutes.cluster_tls import ClusterTLSError, preflight
+    from chutes.core.cluster_tls import ClusterTLSError, preflight
     from chutes.scheduler.app import create_app
     from chutes.scheduler.secret_box import SecretsKeyError, box_from
 

@@ -1,4 +1,4 @@
-"""Announcing access and routing changes to the gateways (``chutes.invalidation`` has the format).
+"""Announcing access and routing changes to the gateways (``chutes.core.invalidation`` has the format).
 
 Every API call that changes who may call a chute or where its calls go (share, unshare, key revocation, a
 deploy or redeploy, a delete) publishes a notice once its transaction has committed. The notice is appended
@@ -21,7 +21,7 @@ import aiohttp
 import consul
 from pydantic import ValidationError
 
-from chutes.invalidation import Notice, NoticeLog, append
+from chutes.core.invalidation import Notice, NoticeLog, append
 
 if TYPE_CHECKING:
     from chutes.scheduler.metrics import SchedulerMetrics

@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from chutes import gpus
 from chutes.core.backoff import Backoff
 from chutes.core.blocking import advance, parse_index
-from chutes.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
+from chutes.core.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
 from chutes.scheduler.nomad_api import Indexed, NomadClient, NomadError
 from chutes.scheduler.placement import GPU, Cluster, NodeState, mark_in_use
 

@@ -29,8 +29,8 @@ import requests
 from nomad.api import exceptions as nomad_exc
 from nomad.api.base import Requester
 
-from chutes.cluster_tls import ClusterTLS, explain, python_nomad
 from chutes.core.blocking import parse_index
+from chutes.core.cluster_tls import ClusterTLS, explain, python_nomad
 
 T = TypeVar("T")
 
@@ -242,7 +242,7 @@ class NomadClient:
         self._token = token
         self._namespace = namespace
         self._region = region
-        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.cluster_tls).
+        # NOMAD_CACERT, NOMAD_CLIENT_CERT/KEY, NOMAD_TLS_SERVER_NAME, NOMAD_SKIP_VERIFY (chutes.core.cluster_tls).
         self.tls = tls or ClusterTLS.from_env("nomad")
         self._session = requests.Session()
         adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max_threads)
@@ -315,7 +315,7 @@ class NomadClient:
         return NomadRejected(f"{what}: Nomad rejected the request ({detail})", detail, status)
 
     def _unreachable(self, what: str, exc: BaseException) -> NomadUnavailable:
-        """A connection failure; a TLS one names the variable to set (chutes.cluster_tls.explain)."""
+        """A connection failure; a TLS one names the variable to set (chutes.core.cluster_tls.explain)."""
         tls_error = explain(exc, self.tls, self.address)
         if tls_error is not None:
             return NomadUnavailable(f"{what}: {tls_error}", tls_error.hint or _ADDR_HINT)

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from chutes.core import health
-from chutes.inventory import KV_PREFIX
+from chutes.core.inventory import KV_PREFIX
 from chutes.manifest import Manifest
 from chutes.scheduler import deploy, drift, reservations, runs, task_events
 from chutes.scheduler.loops import LeaderLoop

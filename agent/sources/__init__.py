@@ -10,7 +10,7 @@ import socket
 import time
 from types import ModuleType
 
-from chutes.inventory import NodeInventory
+from chutes.core.inventory import NodeInventory
 
 from .base import NO_GPU, GPUReading, GPUSource, canonicalize, describe_health
 from .nvml import NvmlSource

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chutes import gpus
-from chutes.inventory import GPUInfo
+from chutes.core.inventory import GPUInfo
 
 NO_GPU = "no NVIDIA GPU found"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any, TypeVar
 
-from chutes.inventory import GPUInfo
+from chutes.core.inventory import GPUInfo
 
 from .base import NO_GPU, GPUReading, canonicalize
 

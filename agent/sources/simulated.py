@@ -15,7 +15,7 @@ Two ways to say what to simulate:
 
   The output of ``chutes-agent probe --json`` is also a valid file: it replays a real node.
 
-UUIDs come from :func:`chutes.inventory.simulated_gpus`, keyed by node id and index, which the devcluster uses
+UUIDs come from :func:`chutes.core.inventory.simulated_gpus`, keyed by node id and index, which the devcluster uses
 for its simulated Nomad devices too: the same node id gives the same UUIDs on both sides.
 """
 
@@ -30,7 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from chutes import gpus
-from chutes.inventory import GPUInfo, simulated_gpu_uuid, simulated_gpus
+from chutes.core.inventory import GPUInfo, simulated_gpu_uuid, simulated_gpus
 
 from .base import NO_GPU, GPUReading, canonicalize
 

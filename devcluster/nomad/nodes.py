@@ -1,6 +1,6 @@
 """Nomad client nodes: simulated GPU nodes from ``--node NAME=MODEL:COUNT`` and the local machine.
 
-Simulated nodes take their GPUs from ``chutes.inventory.simulated_gpus`` so that an agent simulating the same
+Simulated nodes take their GPUs from ``chutes.core.inventory.simulated_gpus`` so that an agent simulating the same
 node id reports the same UUIDs. Each GPU model is one device group named by its NVML name, as the NVIDIA
 device plugin fingerprints it, with the ``memory`` attribute in MiB.
 """
@@ -15,8 +15,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from chutes.core.inventory import GPUInfo, simulated_gpus
 from chutes.devcluster.nomad.attributes import Attribute
-from chutes.inventory import GPUInfo, simulated_gpus
 
 log = logging.getLogger(__name__)
 

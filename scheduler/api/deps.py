@@ -3,7 +3,7 @@
 User endpoints take ``Authorization: Bearer <API key>``; keys with the ``gateway`` role may only call the
 internal endpoints. Instance endpoints take the instance token of a chute version and refuse user keys.
 A client address whose keys or tokens keep failing the database lookup gets 429 with ``Retry-After`` before
-any further lookup (``chutes.edge.throttle``); keys that authenticated lately still pass.
+any further lookup (``chutes.core.edge.throttle``); keys that authenticated lately still pass.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from chutes.edge.throttle import FailureThrottle
+from chutes.core.edge.throttle import FailureThrottle
 from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo

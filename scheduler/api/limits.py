@@ -6,7 +6,7 @@ without a ceiling an anonymous caller could make the scheduler hold a body of an
 bundles, job outputs) at ``upload_limit``. A declared ``Content-Length`` over the cap is refused before a byte
 is read; a chunked body is counted as it arrives. The answer is 413 with the API's JSON error body.
 
-A JSON body is also measured for nesting (``chutes.edge.strictjson``) once it has arrived, before the route
+A JSON body is also measured for nesting (``chutes.core.edge.strictjson``) once it has arrived, before the route
 parses it: deeper than ``max_json_depth`` is a 422, where the parser would otherwise overflow its stack.
 """
 
@@ -17,7 +17,7 @@ import json
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chutes.edge import strictjson
+from chutes.core.edge import strictjson
 
 JSON_LIMIT = 1024 * 1024
 

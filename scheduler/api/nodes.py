@@ -6,7 +6,7 @@ from collections import Counter
 
 from fastapi import APIRouter
 
-from chutes.inventory import NodeInventory
+from chutes.core.inventory import NodeInventory
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut, UpstreamError
 from chutes.scheduler.api.schemas import GPUOut, NodeOut

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chutes.bundle import BundleError, BundleMeta, safe_extract
-from chutes.edge import strictjson
+from chutes.core.edge import strictjson
 from chutes.manifest import Manifest
 from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.store.users import Principal

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from chutes.cluster_tls import ClusterTLS
-from chutes.invalidation import DEFAULT_KEY
+from chutes.core.cluster_tls import ClusterTLS
+from chutes.core.invalidation import DEFAULT_KEY
 
 #: Nomad and Consul policies per part (docs/cluster.md §5 explains each line)
 POLICIES: dict[str, tuple[str, str]] = {
@@ -42,7 +42,7 @@ node_prefix "" { policy = "read" }
         """
 namespace "default" { policy = "read" }
 """,
-        # The access-change notices (chutes.invalidation.DEFAULT_KEY), read with blocking queries: that key only.
+        # The access-change notices (chutes.core.invalidation.DEFAULT_KEY), read with blocking queries: that key only.
         f"""
 service_prefix "chute-" {{ policy = "read" }}
 node_prefix "" {{ policy = "read" }}

@@ -12,7 +12,7 @@ the key that seals chute secrets (``CHUTES_SECRETS_KEY``).
 The devcluster always runs with ACLs (``chutes.dev.acl``), whether instances run in containers or not, and
 optionally over mutual TLS (``StackTLS``): management tokens for Nomad and Consul (written to the data
 directory as ``nomad_token`` and ``consul_token``) and a least-privilege token per part. Secrets reach the
-parts through 0600 files named by ``CHUTES_ENV_FILE`` (``chutes.envfile``), never through their environment or
+parts through 0600 files named by ``CHUTES_ENV_FILE`` (``chutes.core.envfile``), never through their environment or
 command line, which any process of the same user could read in ``/proc``.
 """
 
@@ -38,7 +38,7 @@ from typing import IO, Any
 import httpx
 
 from chutes.client import ChutesAPIError, Client
-from chutes.cluster_tls import ClusterTLS, Service
+from chutes.core.cluster_tls import ClusterTLS, Service
 from chutes.dev.acl import ACLSetupError, PartTokens, new_secret, provision
 from chutes.dev.containers import (
     ContainerPlan,

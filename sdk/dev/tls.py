@@ -2,7 +2,7 @@
 
 The devcluster serves both APIs over HTTPS with ``server_cert`` and requires client certificates signed by
 ``ca_cert``; the agents, the scheduler and the gateway get the standard variables (``NOMAD_CACERT``,
-``NOMAD_CLIENT_CERT``, ... see ``chutes.cluster_tls``) pointing at ``client_cert``.
+``NOMAD_CLIENT_CERT``, ... see ``chutes.core.cluster_tls``) pointing at ``client_cert``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from chutes.cluster_tls import ClusterTLS, Service
+from chutes.core.cluster_tls import ClusterTLS, Service
 
 
 @dataclass(frozen=True)

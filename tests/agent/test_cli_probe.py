@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from chutes.inventory import NodeInventory, simulated_gpus
+from chutes.core.inventory import NodeInventory, simulated_gpus
 
 AGENT = shutil.which("chutes-agent", path=str(Path(sys.executable).parent)) or "chutes-agent"
 

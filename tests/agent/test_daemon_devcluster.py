@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from chutes.inventory import NodeInventory
+from chutes.core.inventory import NodeInventory
 from tests.support.devcluster import DevclusterHandle, devcluster
 from tests.support.polling import poll_until
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chutes.agent.sources import SimSpec, SimulatedSource, SimulationError, parse_specs
-from chutes.inventory import simulated_gpus
+from chutes.core.inventory import simulated_gpus
 
 
 def test_specs_give_catalog_gpus_with_the_devclusters_uuids() -> None:

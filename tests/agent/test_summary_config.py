@@ -13,7 +13,7 @@ from chutes.agent.metrics import AgentState, MetricsServer
 from chutes.agent.sources import build_inventory
 from chutes.agent.sources.base import GPUReading, canonicalize
 from chutes.agent.summary import fingerprint, nomad_meta, service_meta
-from chutes.inventory import GPUInfo, NodeInventory, simulated_gpus
+from chutes.core.inventory import GPUInfo, NodeInventory, simulated_gpus
 
 
 def inventory(gpus: list[GPUInfo]) -> NodeInventory:

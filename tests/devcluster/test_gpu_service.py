@@ -8,7 +8,7 @@ import consul.aio
 import nomad.api.exceptions
 import pytest
 
-from chutes.inventory import simulated_gpus
+from chutes.core.inventory import simulated_gpus
 from tests.devcluster.jobspecs import gpu_service_job
 from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle

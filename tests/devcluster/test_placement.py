@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chutes.core.inventory import simulated_gpus
 from chutes.devcluster.durations import DurationError, format_duration, parse_duration
 from chutes.devcluster.filter import FilterError, compile_filter
 from chutes.devcluster.nomad import models
@@ -11,7 +12,6 @@ from chutes.devcluster.nomad.attributes import Attribute, parse_attribute
 from chutes.devcluster.nomad.constraints import check_constraint, check_version, device_matches, node_matches
 from chutes.devcluster.nomad.nodes import simulated_node
 from chutes.devcluster.nomad.placement import NodeUsage, place
-from chutes.inventory import simulated_gpus
 
 
 @pytest.mark.parametrize(

@@ -33,7 +33,7 @@ import pytest
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.scheduler.stack import Proc, Scheduler, Stack, _exe, free_port, scheduler_stack, wait_until
+from tests.support.stack import Proc, Scheduler, Stack, _exe, free_port, scheduler_stack, wait_until
 from tests.support.containers import (
     BASE_IMAGE,
     CA_BUNDLE,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from chutes.client import Client
-from tests.scheduler.stack import Scheduler, Stack, scheduler_stack, wait_until
+from tests.support.stack import Scheduler, Stack, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 

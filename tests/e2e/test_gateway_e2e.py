@@ -23,7 +23,7 @@ import pytest
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.scheduler.stack import Proc, Scheduler, Stack, _exe, scheduler_stack, wait_until
+from tests.support.stack import Proc, Scheduler, Stack, _exe, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chutes.client import Client
-from chutes.cluster_tls import ClusterTLS, explain, python_nomad
+from chutes.core.cluster_tls import ClusterTLS, explain, python_nomad
 from chutes.dev import DevStack
 from chutes.dev.tls import StackTLS
 from tests.e2e.secret_app import APP, RETRIED

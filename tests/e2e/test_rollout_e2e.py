@@ -22,7 +22,7 @@ from nomad.api.exceptions import BadRequestNomadException
 from chutes.client import Client
 from chutes.identity import chute_id
 from tests.e2e.test_gateway_e2e import start_gateway
-from tests.scheduler.stack import Scheduler, Stack, scheduler_stack, wait_until
+from tests.support.stack import Scheduler, Stack, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 

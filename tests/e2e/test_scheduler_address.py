@@ -11,7 +11,7 @@ import pytest
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.scheduler.stack import Stack, scheduler_stack, wait_until
+from tests.support.stack import Stack, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

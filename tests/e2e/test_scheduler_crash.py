@@ -11,7 +11,7 @@ import pytest
 
 from chutes.client import ChutesAPIError, Client
 from tests.e2e.test_scheduler_deploy import assert_gone, chute_file
-from tests.scheduler.stack import http_json, scheduler_stack, wait_until
+from tests.support.stack import http_json, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

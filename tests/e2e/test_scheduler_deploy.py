@@ -17,7 +17,7 @@ import pytest
 
 from chutes.client import ChutesAPIError, Client
 from chutes.identity import chute_id
-from tests.scheduler.stack import Scheduler, Stack, scheduler_stack, wait_until
+from tests.support.stack import Scheduler, Stack, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -4,7 +4,7 @@
   ``Manifest`` or ``pydantic.ValidationError``, for mutated valid manifests and for arbitrary JSON.
 - ``NodeSelector(...)``: a selector whose ``eligible_gpus`` is non-empty and satisfies every constraint, or
   ``ValidationError``.
-- ``chutes.signing.parse`` / ``verify`` and the runtime's ``RequestVerifier``: a ``ParsedSignature`` or
+- ``chutes.core.signing.parse`` / ``verify`` and the runtime's ``RequestVerifier``: a ``ParsedSignature`` or
   ``SignatureError`` with status 401 or 403, for any header text; a signature verifies only for the exact
   request it signed, and only once.
 - ``chutes.identity``: names are valid or ``InvalidNameError``; a valid name's slug is a clean URL label.
@@ -33,11 +33,11 @@ from pydantic import ValidationError
 from chutes import gpus
 from chutes.bundle import BundleError, inspect_bundle
 from chutes.chute.node_selector import NodeSelector
+from chutes.core.signing import SignatureError, parse, sign, verify
 from chutes.gateway.routes import parse_target
 from chutes.identity import InvalidNameError, chute_id, slugify, validate_chute_name, validate_username
 from chutes.manifest import Manifest
 from chutes.runtime.signatures import RequestVerifier
-from chutes.signing import SignatureError, parse, sign, verify
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 FEW = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from chutes.client import Client
 from chutes.scheduler.app import create_app
 from chutes.scheduler.config import SchedulerConfig
-from tests.scheduler.stack import scheduler_stack, wait_until
+from tests.support.stack import scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chutes.edge.limits import EdgeLimits
+from chutes.core.edge.limits import EdgeLimits
 from tests.gateway.conftest import Instances
 from tests.gateway.support import (
     ALICE_KEY,

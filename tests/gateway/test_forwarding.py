@@ -1,7 +1,7 @@
 """What exactly crosses the gateway: signatures, headers, bodies, retries on 429, streams that break.
 
 The instances here are small recording HTTP servers (registered in the devcluster's Consul like real ones)
-that verify the gateway's signature with ``chutes.signing`` and report what they received, so that the
+that verify the gateway's signature with ``chutes.core.signing`` and report what they received, so that the
 assertions can look at the bytes on both sides.
 """
 
@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chutes.signing import SignatureError, verify
+from chutes.core.signing import SignatureError, verify
 from tests.gateway.support import (
     ALICE_KEY,
     SECRET,

@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from chutes.consul_client import consul_aio
+from chutes.core.consul_client import consul_aio
+from chutes.core.invalidation import KEEP_NOTICES, Notice, NoticeLog, append, pending
 from chutes.gateway.cache import TTLCache
 from chutes.gateway.invalidation import GatewayCaches, InvalidationFollower, key_alias
 from chutes.gateway.routes import Identity
-from chutes.invalidation import KEEP_NOTICES, Notice, NoticeLog, append, pending
 from chutes.scheduler.invalidation import InvalidationPublisher
 from tests.support.devcluster import DevclusterHandle, devcluster
 

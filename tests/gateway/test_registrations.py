@@ -1,8 +1,8 @@
-"""Which Consul registrations are instances Nomad runs (pure; chutes.registrations)."""
+"""Which Consul registrations are instances Nomad runs (pure; chutes.core.registrations)."""
 
 from __future__ import annotations
 
-from chutes.registrations import AllocView, alloc_id_of, verify
+from chutes.core.registrations import AllocView, alloc_id_of, verify
 
 A1 = "11111111-2222-3333-4444-555555555555"
 A2 = "66666666-7777-8888-9999-000000000000"

@@ -1,6 +1,6 @@
 """The whole platform as processes, for chaos and security tests: devcluster, agents, scheduler, gateway.
 
-Built on ``tests.scheduler.stack`` (its ``Stack``, ``Proc`` and ``Scheduler``) and ``tests.support.devcluster``;
+Built on ``tests.support.stack`` (its ``Stack``, ``Proc`` and ``Scheduler``) and ``tests.support.devcluster``;
 adds agents with short, configurable TTLs, the gateway process, and helpers to deploy a chute file, follow
 its instances in Consul and find the process group of each instance (the devcluster's ``tasks.json``) so a
 test can SIGKILL one. Every process runs in its own process group and is stopped at the end.
@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from chutes.client import Client
-from tests.scheduler.stack import Proc, Scheduler, Stack, _exe, wait_until
+from tests.support.stack import Proc, Scheduler, Stack, _exe, wait_until
 from tests.support.devcluster import DevclusterHandle, devcluster
 
 

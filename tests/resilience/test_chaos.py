@@ -25,7 +25,7 @@ import pytest
 
 from chutes.client import ChutesAPIError
 from tests.resilience.stack import FullStack, SteadyLoad, full_stack
-from tests.scheduler.stack import wait_until
+from tests.support.stack import wait_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.timeout(180)]
 

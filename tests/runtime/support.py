@@ -21,10 +21,10 @@ from typing import Any
 
 import httpx
 
+from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.runtime.config import ServeConfig
 from chutes.runtime.protocols import ChuteLike
 from chutes.runtime.server import RuntimeServer, build_server
-from chutes.signing import SIGNATURE_HEADER, sign
 
 SECRET = "test-invoke-secret"
 REPO = Path(__file__).resolve().parents[2]

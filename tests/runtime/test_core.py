@@ -10,13 +10,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from chutes.core.signing import SignatureError, Signer, sign, verify
 from chutes.runtime import sse
 from chutes.runtime.config import ClusterEnv, ConfigError, resolve_serve
 from chutes.runtime.lifecycle import Lifecycle, Phase
 from chutes.runtime.limiter import ConcurrencyLimiter
 from chutes.runtime.routes import CordPair, CordRoute, build_routes
 from chutes.runtime.signatures import ReplayCache, RequestVerifier
-from chutes.signing import SignatureError, Signer, sign, verify
 
 SECRET = "s3cret"
 

@@ -1,5 +1,5 @@
 """The runtime's edge: the signature is checked before any byte of the body is parsed, JSON nesting is
-bounded (422, never a 500), and the connection limits of ``chutes.edge`` apply."""
+bounded (422, never a 500), and the connection limits of ``chutes.core.edge`` apply."""
 
 from __future__ import annotations
 

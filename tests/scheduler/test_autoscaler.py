@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.identity import chute_id
 from chutes.scheduler import metering
 from chutes.scheduler.autoscale import AutoscaleParams
@@ -25,7 +26,6 @@ from chutes.scheduler.services import Services
 from chutes.scheduler.store import Store
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.models import Chute
-from chutes.signing import SIGNATURE_HEADER, sign
 from tests.gateway.support import SECRET, RuntimeInstance, start_instance
 from tests.scheduler.helpers import manifest
 from tests.scheduler.server import make_config

@@ -152,7 +152,7 @@ async def test_a_build_no_node_can_run_fails_with_the_reason(tmp_path: Path) -> 
     """A real devcluster, none of whose nodes has the builder meta: the build fails, saying so, and nothing runs."""
     import asyncio
 
-    from tests.scheduler.stack import scheduler_stack
+    from tests.support.stack import scheduler_stack
 
     (tmp_path / "cluster").mkdir()
     with scheduler_stack(tmp_path / "cluster", nodes=("gpu-a=l4:1",)) as cluster:

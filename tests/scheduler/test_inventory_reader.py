@@ -21,8 +21,8 @@ import pytest
 import requests
 
 from chutes.chute.node_selector import NodeSelector
+from chutes.core.inventory import NodeInventory, agent_service_id, simulated_gpus
 from chutes.identity import chute_id
-from chutes.inventory import NodeInventory, agent_service_id, simulated_gpus
 from chutes.manifest import CordSpec, ImageSpec, Manifest
 from chutes.scheduler.inventory_reader import (
     InventoryReader,

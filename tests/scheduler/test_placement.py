@@ -8,7 +8,7 @@ import pytest
 
 from chutes import gpus
 from chutes.chute.node_selector import NodeSelector
-from chutes.inventory import simulated_gpus
+from chutes.core.inventory import simulated_gpus
 from chutes.scheduler.placement import (
     GPU,
     Cluster,

@@ -43,7 +43,7 @@ from chutes.scheduler.store.image_models import ImageRow
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.server import RunningScheduler, make_config, serve
-from tests.scheduler.stack import Stack, scheduler_stack
+from tests.support.stack import Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chutes.cluster_tls import (
+from chutes.core.cluster_tls import (
     ClusterTLS,
     ClusterTLSError,
     consul_address,
@@ -27,7 +27,7 @@ from chutes.cluster_tls import (
     preflight,
     python_nomad,
 )
-from chutes.consul_client import consul_aio, consul_sync
+from chutes.core.consul_client import consul_aio, consul_sync
 from chutes.scheduler.nomad_api import NomadClient, NomadUnavailable
 from tests.support.devcluster import DevclusterHandle, devcluster
 from tests.support.tls import PKI, make_pki

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from chutes.signing import SIGNATURE_HEADER, sign
+from chutes.core.signing import SIGNATURE_HEADER, sign
 from tests.resilience.stack import FullStack, full_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]

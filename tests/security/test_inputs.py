@@ -34,7 +34,7 @@ from chutes.scheduler.store.secrets import instance_token, run_token, token_secr
 from tests.scheduler.conftest import PG_URL, _pg_reachable
 from tests.scheduler.helpers import bundle, manifest
 from tests.scheduler.server import RunningScheduler, make_config, serve
-from tests.scheduler.stack import Stack, scheduler_stack
+from tests.support.stack import Stack, scheduler_stack
 from tests.security.test_authz_matrix import _manifest
 
 pytestmark = [pytest.mark.timeout(180)]

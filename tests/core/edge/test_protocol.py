@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from chutes.edge.limits import EdgeLimits
-from chutes.edge.protocol import EdgeGuard, decode_path
+from chutes.core.edge.limits import EdgeLimits
+from chutes.core.edge.protocol import EdgeGuard, decode_path
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -115,7 +115,7 @@ def test_decode_path() -> None:
 
 
 async def test_oversized_headers_are_431_before_the_server_buffers_them(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "chutes.edge")
+    caplog.set_level(logging.WARNING, "chutes.core.edge")
     async with serve() as s:
         one_big = await s.exchange(b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 5000 + b"\r\n\r\n")
         fields = b"".join(b"X-%d: 1\r\n" % i for i in range(30))
@@ -243,7 +243,7 @@ async def test_when_every_connection_is_busy_a_new_one_gets_503_at_once() -> Non
 def test_limits_come_from_flags_and_environment_and_are_checked() -> None:
     import argparse
 
-    from chutes.edge import limits as edge_limits
+    from chutes.core.edge import limits as edge_limits
 
     parser = argparse.ArgumentParser()
     edge_limits.add_arguments(parser)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from chutes.edge import strictjson
-from chutes.edge.throttle import FailureThrottle
+from chutes.core.edge import strictjson
+from chutes.core.edge.throttle import FailureThrottle
 
 
 class Clock:

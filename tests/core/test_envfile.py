@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chutes import envfile
+from chutes.core import envfile
 
 
 def _private(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -40,7 +40,7 @@ def test_a_file_others_can_read_or_a_bad_line_is_refused(tmp_path: Path) -> None
 def test_loaded_secrets_never_show_in_proc_environ(tmp_path: Path) -> None:
     path = _private(tmp_path / "s.env", "CHUTES_ADMIN_KEY=cnk_secret_from_file\n")
     code = (
-        "import os\nfrom chutes import envfile\nenvfile.load()\n"
+        "import os\nfrom chutes.core import envfile\nenvfile.load()\n"
         "assert os.environ['CHUTES_ADMIN_KEY'] == 'cnk_secret_from_file'\n"
         "print(b'cnk_secret_from_file' in open('/proc/self/environ', 'rb').read())\n"
     )

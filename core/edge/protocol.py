@@ -38,9 +38,9 @@ from urllib.parse import unquote
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from chutes.edge.limits import EdgeLimits
+from chutes.core.edge.limits import EdgeLimits
 
-log = logging.getLogger("chutes.edge")
+log = logging.getLogger("chutes.core.edge")
 
 # Where a connection is in its request cycle (what the sweeper checks it against).
 NEW, IDLE, HEAD, BODY, APP = range(5)

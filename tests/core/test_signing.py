@@ -1,6 +1,6 @@
 import pytest
 
-from chutes import signing
+from chutes.core import signing
 
 
 def test_round_trip_and_tamper_detection() -> None:

@@ -2,7 +2,7 @@
 
 Operators run Nomad with ``verify_https_client`` and Consul with ``verify_incoming``; the scheduler, the
 gateway, the agent and the dev stack reach them through clients configured here (python-nomad's by
-:func:`python_nomad`; py-consul's by :mod:`chutes.consul_client`, which adds the token rule) from the same
+:func:`python_nomad`; py-consul's by :mod:`chutes.core.consul_client`, which adds the token rule) from the same
 variables that Nomad's and Consul's own CLIs read:
 
 =========================  ===========================  ==============================================

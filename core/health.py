@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from chutes.registrations import alloc_id_of
+from chutes.core.registrations import alloc_id_of
 
 Instance = tuple[str, str, int]  # (Consul service id, address, port)
 

@@ -8,7 +8,7 @@ Two rules live here and nowhere else:
   it gets here, so the factory sets the resolved token after construction: what the caller passes is what is
   sent, and None means no token.
 * **TLS.** The CA, client certificate, server name and verification come from ``CONSUL_CACERT`` & co.
-  (:class:`chutes.cluster_tls.ClusterTLS`), or from an explicit ``tls``. py-consul's own aiohttp adapter can
+  (:class:`chutes.core.cluster_tls.ClusterTLS`), or from an explicit ``tls``. py-consul's own aiohttp adapter can
   neither send a server name nor take an ``ssl.SSLContext`` (and builds its connector with arguments aiohttp
   deprecated), so the asyncio client here uses an adapter that does both.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from chutes.cluster_tls import ClusterTLS, consul_address
+from chutes.core.cluster_tls import ClusterTLS, consul_address
 
 DEFAULT_PORT = 8500
 
