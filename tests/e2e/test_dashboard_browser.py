@@ -33,7 +33,6 @@ import pytest
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.support.stack import Proc, Scheduler, Stack, _exe, free_port, scheduler_stack, wait_until
 from tests.support.containers import (
     BASE_IMAGE,
     CA_BUNDLE,
@@ -42,6 +41,7 @@ from tests.support.containers import (
     local_registry,
     require_containers,
 )
+from tests.support.stack import Proc, Scheduler, Stack, _exe, free_port, scheduler_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 
 from chutes.client import Client
-from tests.support.stack import Proc, Scheduler, Stack, _exe, wait_until
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.stack import Proc, Scheduler, Stack, _exe, wait_until
 
 
 def _clean_env() -> dict[str, str]:

@@ -34,8 +34,8 @@ from chutes.scheduler.store.secrets import instance_token, run_token, token_secr
 from tests.scheduler.conftest import PG_URL, _pg_reachable
 from tests.scheduler.helpers import bundle, manifest
 from tests.scheduler.server import RunningScheduler, make_config, serve
-from tests.support.stack import Stack, scheduler_stack
 from tests.security.test_authz_matrix import _manifest
+from tests.support.stack import Stack, scheduler_stack
 
 pytestmark = [pytest.mark.timeout(180)]
 
