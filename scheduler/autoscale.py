@@ -83,9 +83,9 @@ class ChuteLoad:
     ready: int
     samples: Sequence[LoadSample]  # oldest first
     last_request_at: float | None = None  # when the latest call ended, as the gateways reported it
-    held: int = 0  # calls the gateways hold now, waiting for a first instance
     active_since: float | None = None  # when the chute last went from zero to running (deploy, wake, scale)
     last_change_at: float | None = None  # when the desired count last changed
+    held: int = 0  # calls the gateways hold now, waiting for a first instance
 
 
 @dataclass(frozen=True, slots=True)
