@@ -26,6 +26,7 @@ from chutes.gateway.proxy import Call, Proxy
 from chutes.gateway.routes import Identity, Route, Target, parse_target
 from chutes.gateway.scheduler_client import SchedulerAPI, SchedulerUnavailable
 from chutes.gateway.server import Incoming, json_error_body
+from chutes.gateway.utilisation import UtilisationReporter
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ class Gateway:
             dropped=self.metrics.invocations_dropped,
             sent=self.metrics.invocations_sent,
             spool=InvocationSpool(settings.spool_dir) if settings.spool_dir else None,
+            reporter=UtilisationReporter(lambda: self.discovery.watches),
         )
         self.proxy = Proxy(settings, self.discovery, self.metrics, scheduler)
         self._targets: dict[tuple[bytes, str], Target | None] = {}

@@ -2,7 +2,11 @@
 
 ``record`` only appends to a bounded queue, so metering never slows or fails a call. The flusher sends a
 batch every ``interval`` seconds (or as soon as ``batch_size`` records wait); a failed send keeps the batch
-and retries with backoff. When the queue is full (scheduler down for long), the oldest records leave memory
+and retries with backoff. With a ``reporter`` (``chutes.gateway.utilisation``) each batch carries the
+gateway's utilisation snapshot, and one is sent every ``interval`` even without records, so that the
+scheduler's autoscaler sees an idle chute's zero as well as a busy one's load.
+
+When the queue is full (scheduler down for long), the oldest records leave memory
 and are counted in ``chutes_gateway_invocations_dropped_total``.
 
 With a spool directory nothing is lost to a crash either: every record is appended to a journal file as it
@@ -24,16 +28,24 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[list[dict[str, Any]]], Awaitable[None]]
+Sink = Callable[[list[dict[str, Any]], dict[str, Any] | None], Awaitable[None]]  # (records, utilisation report)
+
+
+class Reporter(Protocol):
+    """What the flusher asks for the report sent with a batch (``chutes.gateway.utilisation``)."""
+
+    def report(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]: ...
+
+    def sent(self, report: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(eq=False)
@@ -160,8 +172,10 @@ class InvocationRecorder:
         dropped: Counter | None = None,
         sent: Counter | None = None,
         spool: InvocationSpool | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self._sink = sink
+        self._reporter = reporter
         self._interval = interval
         self._batch_size = batch_size
         self._spool = spool
@@ -224,16 +238,23 @@ class InvocationRecorder:
             log.warning("%d invocation records could not be sent and are lost (no spool directory)", self.pending)
 
     async def flush(self) -> None:
-        """Send every queued record, one batch at a time; on failure the unsent batch goes back to the front."""
+        """Send every queued record, one batch at a time (with a reporter, at least one batch, maybe empty, with
+        the utilisation report); on failure the unsent batch goes back to the front."""
         if self._spool is not None and self._pending:
             self._spool.seal()  # what is queued now lives in files that can go once it is sent
-        while self._pending:
+        report_due = self._reporter is not None
+        while self._pending or report_due:
+            report_due = False
             batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
+            records = [rec for rec, _ in batch]
+            report = None if self._reporter is None else self._reporter.report(records)
             try:
-                await self._sink([rec for rec, _ in batch])
+                await self._sink(records, report)
             except BaseException:
                 self._pending.extendleft(reversed(batch))
                 raise
+            if self._reporter is not None and report is not None:
+                self._reporter.sent(report)
             if self._spool is not None:
                 per_file: dict[Segment, int] = {}
                 for _, seg in batch:

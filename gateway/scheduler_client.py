@@ -29,7 +29,9 @@ class SchedulerAPI(Protocol):
 
     async def wake(self, chute_id: str) -> None: ...
 
-    async def report_invocations(self, records: list[dict[str, Any]]) -> None: ...
+    async def report_invocations(
+        self, records: list[dict[str, Any]], utilisation: dict[str, Any] | None = None
+    ) -> None: ...
 
 
 class SchedulerClient:
@@ -85,9 +87,14 @@ class SchedulerClient:
         """Ask for at least one instance of ``chute_id`` (idempotent)."""
         await self._call("POST", f"/v1/internal/chutes/{quote(chute_id, safe='')}/wake")
 
-    async def report_invocations(self, records: list[dict[str, Any]]) -> None:
-        """Send one batch of invocation records for metering."""
-        await self._call("POST", "/v1/internal/invocations", {"records": records})
+    async def report_invocations(
+        self, records: list[dict[str, Any]], utilisation: dict[str, Any] | None = None
+    ) -> None:
+        """Send one batch of invocation records for metering, with the gateway's utilisation report (if any)."""
+        body: dict[str, Any] = {"records": records}
+        if utilisation is not None:
+            body["utilisation"] = utilisation
+        await self._call("POST", "/v1/internal/invocations", body)
 
 
 def _parse(model: type[Identity] | type[RouteInfo], data: Any) -> Any:

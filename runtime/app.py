@@ -171,7 +171,6 @@ class RuntimeApp:
                     self.on_fatal(1)
                 return
         if self.lifecycle.mark_ready():
-            self.metrics.touch()  # idle time counts from readiness, not from the epoch
             log.info("ready: %d cord route(s), concurrency %d", _count(self.routes), self.limiter.limit)
 
     async def wait_started(self) -> bool:
@@ -289,7 +288,6 @@ class RuntimeApp:
 
         call = _Call(scope, receive, send, route, body)
         started = time.perf_counter()
-        self.metrics.touch()
         status = 500
         try:
             status = await self._dispatch(call)

@@ -1,8 +1,8 @@
 """Prometheus metrics of one instance (names fixed in docs/internal-contracts.md, "Gateway → instance").
 
-``chutes_in_flight`` and ``chutes_concurrency_limit`` (gauges), ``chutes_last_request_timestamp_seconds``
-(gauge), ``chutes_requests_total{cord,status}`` (counter), ``chutes_request_duration_seconds{cord}``
-(histogram).
+``chutes_in_flight`` and ``chutes_concurrency_limit`` (gauges), ``chutes_requests_total{cord,status}``
+(counter), ``chutes_request_duration_seconds{cord}`` (histogram). (The autoscaler does not read them: the
+gateways report the load they route, ``chutes.scheduler.utilisation``.)
 
 Every update happens on the event loop thread, so the hot path adds to plain ints and floats (no locks, no
 label lookups); ``collect`` turns them into metric families when ``/_metrics`` is scraped. Each runtime owns
@@ -12,7 +12,6 @@ its registry, so several runtimes in one process (tests) do not share counters.
 from __future__ import annotations
 
 import bisect
-import time
 from collections.abc import Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -42,13 +41,8 @@ class RuntimeMetrics(Collector):
         self._limiter = limiter
         self._requests: dict[tuple[str, int], int] = {}
         self._durations: dict[str, _Histogram] = {}
-        self.last_request = 0.0
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
-
-    def touch(self) -> None:
-        """A cord call was admitted or finished: the instance is not idle."""
-        self.last_request = time.time()
 
     def count(self, cord: str, status: int) -> None:
         key = (cord, status)
@@ -62,17 +56,11 @@ class RuntimeMetrics(Collector):
             histogram = self._durations[cord] = _Histogram()
         histogram.counts[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
         histogram.total += seconds
-        self.last_request = time.time()
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("chutes_in_flight", "Cord calls in flight", value=self._limiter.in_flight)
         yield GaugeMetricFamily(
             "chutes_concurrency_limit", "Most cord calls in flight at once", value=self._limiter.limit
-        )
-        yield GaugeMetricFamily(
-            "chutes_last_request_timestamp_seconds",
-            "Unix time of the last cord call admitted or finished (before the first: when the instance became ready)",
-            value=self.last_request,
         )
         requests = CounterMetricFamily(
             "chutes_requests", "Cord calls by cord and HTTP status", labels=["cord", "status"]

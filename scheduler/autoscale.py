@@ -1,6 +1,7 @@
 """Autoscaling decisions (pure): how many instances a chute should run, from its recent load.
 
-Utilisation = calls in flight ÷ (ready instances × concurrency), with the calls in flight averaged over a
+Utilisation = calls in flight ÷ (ready instances × concurrency), where the calls in flight are those the gateways
+report (in flight on an instance, or held waiting for one: ``chutes.scheduler.utilisation``), averaged over a
 short window (the last evaluation interval: a burst is seen at the next evaluation) and a long one (which
 smooths noise), each divided by the capacity ready now: "would what is running now carry the load of that
 window?". (Dividing old load by old capacity would keep scaling up after a ramp has been met.) The rules,
@@ -10,7 +11,8 @@ in order:
 situation                   target
 ==========================  ================================================================================
 above ``max_instances``     ``max_instances``
-at zero                     zero (calls wake a chute through the gateway, not the autoscaler)
+at zero                     zero; one when the gateways hold calls for it (a gateway also wakes the chute
+                            itself at once; this covers a wake that was lost)
 idle                        zero, once no call came for ``shutdown_after_seconds`` and none is in flight
 starting                    unchanged while requested instances are not ready yet (no pile-up)
 hot                         max(short, long) ≥ ``scaling_threshold``: up to the count that brings the load
@@ -61,11 +63,12 @@ class AutoscaleParams:
     long_window: float = 300.0
     down_ratio: float = 0.8
     scale_down_delay: float = 120.0
+    report_max_age: float = 15.0  # a gateway's utilisation report counts this long after it arrived
 
 
 @dataclass(frozen=True, slots=True)
 class LoadSample:
-    """One observation of a chute: calls in flight over all its ready instances, and how many were ready."""
+    """One observation of a chute: calls in flight (or held) over all gateways, and how many instances were ready."""
 
     at: float
     in_flight: float
@@ -79,9 +82,10 @@ class ChuteLoad:
     desired: int
     ready: int
     samples: Sequence[LoadSample]  # oldest first
-    last_request_at: float | None = None  # the latest call (instances' metrics or gateways' reports)
+    last_request_at: float | None = None  # when the latest call ended, as the gateways reported it
     active_since: float | None = None  # when the chute last went from zero to running (deploy, wake, scale)
     last_change_at: float | None = None  # when the desired count last changed
+    held: int = 0  # calls the gateways hold now, waiting for a first instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,8 @@ def decide(policy: ScalingPolicy, load: ChuteLoad, now: float, params: Autoscale
     if desired > policy.max_instances:
         return Decision(policy.max_instances, f"above max_instances ({policy.max_instances})")
     if desired <= 0:
+        if load.held > 0:
+            return Decision(1, f"{load.held} call(s) held by the gateways")
         return Decision(0, "scaled to zero: a call wakes it")
 
     short = mean_in_flight(load.samples, now - params.interval)
@@ -121,7 +127,7 @@ def decide(policy: ScalingPolicy, load: ChuteLoad, now: float, params: Autoscale
     latest_in_flight = load.samples[-1].in_flight if load.samples else 0.0
 
     activity = [t for t in (load.last_request_at, load.active_since) if t is not None]
-    if activity and latest_in_flight <= 0:
+    if activity and latest_in_flight <= 0 and load.held <= 0:
         idle_for = now - max(activity)
         if idle_for >= policy.shutdown_after_seconds:
             return Decision(0, f"no calls for {idle_for:.0f}s (shutdown_after_seconds)", u_short, u_long)

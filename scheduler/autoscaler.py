@@ -1,12 +1,13 @@
-"""The autoscaler: a leader loop that samples each chute's load and applies ``autoscale.decide``.
+"""The autoscaler: a leader loop that reads each chute's load from the gateways and applies ``autoscale.decide``.
 
-Each tick, for every chute with cords: its passing instances come from Consul, each instance's
-``/_metrics`` gives its calls in flight (``chutes_in_flight``) and its latest call
-(``chutes_last_request_timestamp_seconds``); the gateways' invocation reports give the latest call too (they
-see calls that never reached an instance). One ``LoadSample`` per tick goes into the chute's window, the pure
-decision picks the count, and a change goes through ``deploy.set_desired`` (the store, then Nomad's job
-scale API). A scale-up is limited to what placement can fit now, so no allocation waits for capacity that
-does not exist.
+Each tick reads, in one store session, every chute with cords, the gateways' utilisation reports received in
+the last ``report_max_age`` seconds (``chutes.scheduler.utilisation``: calls in flight per instance, calls held
+for a chute with no instance, when the latest call ended) and how many instances of each chute the scheduler
+has recorded as ready. No instance and no Consul query is asked anything: the gateways measure the load as they
+route it. One ``LoadSample`` per tick goes into the chute's window (only when some gateway reported: with none,
+nothing is known, and nothing is sampled), the pure decision picks the count, and a change goes through
+``deploy.set_desired`` (the store, then Nomad's job scale API). A scale-up is limited to what placement can fit
+now, so no allocation waits for capacity that does not exist.
 
 Each chute's history (load window, idle clock, last change) is read from the store at the start of a tick
 and written back at its end (``autoscaler_state``), so a new leader continues where the last one stopped: a
@@ -24,17 +25,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from chutes.core import health
-from chutes.core.registrations import AllocView, verify
-from chutes.scheduler import metering
+from chutes.scheduler import utilisation
 from chutes.scheduler.autoscale import AutoscaleParams, ChuteLoad, Decision, LoadSample, ScalingPolicy, decide
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store.control_models import AutoscalerState
-from chutes.scheduler.store.models import Chute
+from chutes.scheduler.store.models import Chute, Instance
 
 if TYPE_CHECKING:
     from chutes.scheduler.config import SchedulerConfig
@@ -42,28 +40,6 @@ if TYPE_CHECKING:
     from chutes.scheduler.services import Services
 
 log = logging.getLogger(__name__)
-
-METRICS_TIMEOUT_S = 2.0
-MAX_PARALLEL_SCRAPES = 32
-
-
-@dataclass(frozen=True, slots=True)
-class InstanceLoad:
-    in_flight: float
-    last_request_at: float | None
-
-
-def parse_instance_metrics(text: str) -> InstanceLoad:
-    """Calls in flight and the latest call time from an instance's Prometheus text."""
-    in_flight = 0.0
-    last: float | None = None
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "chutes_in_flight":
-                in_flight += float(sample.value)
-            elif sample.name == "chutes_last_request_timestamp_seconds" and sample.value > 0:
-                last = max(last or 0.0, float(sample.value))
-    return InstanceLoad(in_flight, last)
 
 
 @dataclass
@@ -125,28 +101,25 @@ class ChuteHistory:
             self.samples.popleft()
 
 
-# Seams, so the loop can be driven in a test: where instances are, how to scale, how much fits.
-Endpoints = Callable[[str], Awaitable[list[str]]]  # chute id -> base URLs of its passing instances
+# Seams, so the loop can be driven in a test: how to scale, how much fits.
 Scaler = Callable[[Chute, int, str], Awaitable[None]]
 Capacity = Callable[[Chute, int], Awaitable[int]]  # how many of ``extra`` more instances can be placed now
 
 
 class Autoscaler:
-    """Samples load and scales every chute with cords; one ``tick`` per evaluation interval."""
+    """Reads the gateways' load reports and scales every chute with cords; one ``tick`` per evaluation interval."""
 
     def __init__(
         self,
         services: Services,
         params: AutoscaleParams,
         *,
-        endpoints: Endpoints | None = None,
         scaler: Scaler | None = None,
         capacity: Capacity | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.services = services
         self.params = params
-        self.endpoints = endpoints or self._consul_endpoints
         self.scaler = scaler or self._set_desired
         self.capacity = capacity or self._placeable
         self.clock = clock
@@ -155,10 +128,11 @@ class Autoscaler:
 
     async def tick(self) -> None:
         now = self.clock()
+        max_age = self.params.report_max_age
         async with self.services.store.session() as session:
             chutes = [c for c in await chutes_repo.list_all(session) if _scalable(c)]
-            lookback = max((float(c.manifest.get("shutdown_after_seconds", 300)) for c in chutes), default=0.0)
-            gateway_calls = await metering.last_calls(session, now - lookback - self.params.long_window)
+            load = utilisation.aggregate(await utilisation.received_since(session, now - max_age), now, max_age)
+            ready = await _ready_counts(session)
             # The store is the memory: whatever another leader (or this one, in an earlier term) recorded.
             stored = await session.execute(select(AutoscalerState))
             self.histories = {row.chute_id: ChuteHistory.from_json(row.state) for row in stored.scalars()}
@@ -166,13 +140,9 @@ class Autoscaler:
             del self.histories[gone]
         for gone in set(self.last_decisions) - {c.id for c in chutes}:
             del self.last_decisions[gone]
-        semaphore = asyncio.Semaphore(MAX_PARALLEL_SCRAPES)
-        timeout = aiohttp.ClientTimeout(total=METRICS_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            results = await asyncio.gather(
-                *(self._evaluate(chute, now, gateway_calls.get(chute.id), http, semaphore) for chute in chutes),
-                return_exceptions=True,
-            )
+        results = await asyncio.gather(
+            *(self._evaluate(chute, now, load, ready.get(chute.id, 0)) for chute in chutes), return_exceptions=True
+        )
         await self._save({c.id for c in chutes}, now)
         failed = [(c, r) for c, r in zip(chutes, results, strict=True) if isinstance(r, BaseException)]
         for chute, exc in failed:
@@ -184,6 +154,7 @@ class Autoscaler:
         """Write every chute's history back, and forget those of chutes that are gone."""
         async with self.services.store.session() as session:
             await session.execute(delete(AutoscalerState).where(AutoscalerState.chute_id.not_in(chute_ids)))
+            await utilisation.forget_before(session, now - utilisation.retention(self.params.report_max_age))
             for chute_id in chute_ids:
                 history = self.histories.get(chute_id)
                 if history is None:
@@ -195,30 +166,27 @@ class Autoscaler:
                     row.state, row.updated_at = history.to_json(), now
 
     async def _evaluate(
-        self,
-        chute: Chute,
-        now: float,
-        gateway_last_call: float | None,
-        http: aiohttp.ClientSession,
-        semaphore: asyncio.Semaphore,
+        self, chute: Chute, now: float, reported: utilisation.Utilisation, recorded_ready: int
     ) -> Decision:
         policy = ScalingPolicy.from_manifest(chute.manifest)
         history = self.histories.setdefault(chute.id, ChuteHistory())
         history.observe_desired(chute.desired_instances, now)
-        urls = await self.endpoints(chute.id) if chute.desired_instances > 0 else []
-        loads = await asyncio.gather(*(self._scrape(http, url, semaphore) for url in urls))
-        read = [load for load in loads if load is not None]
-        if read:
-            history.add(LoadSample(now, sum(x.in_flight for x in read), len(read)), self.params.long_window * 2)
-        last_call = _latest([history.last_request_at, gateway_last_call, *(x.last_request_at for x in read)])
+        usage = reported.of(chute.id)
+        # Both sources lag (the reconciler's record by its interval, a gateway's table until the chute is called):
+        # an instance either one has seen ready is ready.
+        ready = max(recorded_ready, len(usage.instances)) if chute.desired_instances > 0 else 0
+        if reported.gateways and chute.desired_instances > 0:
+            history.add(LoadSample(now, float(usage.demand), ready), self.params.long_window * 2)
+        last_call = _latest([history.last_request_at, usage.last_call_at])
         history.last_request_at = last_call
         load = ChuteLoad(
             desired=chute.desired_instances,
-            ready=len(urls),
+            ready=ready,
             samples=tuple(history.samples),
             last_request_at=last_call,
             active_since=history.active_since,
             last_change_at=history.last_change_at,
+            held=usage.held,
         )
         decision = decide(policy, load, now, self.params)
         self.last_decisions[chute.id] = decision
@@ -236,30 +204,6 @@ class Autoscaler:
             if target == 0:
                 history.samples.clear()
         return decision
-
-    async def _scrape(self, http: aiohttp.ClientSession, url: str, semaphore: asyncio.Semaphore) -> InstanceLoad | None:
-        async with semaphore:
-            try:
-                async with http.get(f"{url}/_metrics") as resp:
-                    if resp.status != 200:
-                        return None
-                    return parse_instance_metrics(await resp.text())
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                log.debug("autoscaler: cannot read %s/_metrics: %r", url, exc)
-                return None
-
-    async def _consul_endpoints(self, chute_id: str) -> list[str]:
-        from chutes.scheduler.deploy import service_name
-
-        name = service_name(chute_id)
-        _, entries = await self.services.consul.health.service(name, passing=True)
-        found = health.instances(entries)
-        if not found:
-            return []
-        # Only instances Nomad runs: a registration anyone could make must not steer the scale (or the bill).
-        allocs = await self.services.nomad.allocations(filter_=f'JobID == "{name}"', resources=True)
-        kept, _ = verify(name, found, {str(a["ID"]): AllocView.of(a) for a in allocs})
-        return [f"http://{f'[{host}]' if ':' in host else host}:{port}" for _, host, port in kept]
 
     async def _set_desired(self, chute: Chute, count: int, reason: str) -> None:
         from chutes.scheduler import deploy
@@ -281,6 +225,12 @@ def _scalable(chute: Chute) -> bool:
     return chute.status != "deleting" and bool(chute.manifest.get("cords"))
 
 
+async def _ready_counts(session: AsyncSession) -> dict[str, int]:
+    """How many instances of each chute the scheduler has recorded as ready (reconciler, deploy watch)."""
+    query = select(Instance.chute_id, func.count()).where(Instance.state == "ready").group_by(Instance.chute_id)
+    return {chute_id: int(count) for chute_id, count in (await session.execute(query)).all()}
+
+
 def _latest(times: Iterable[float | None]) -> float | None:
     present = [t for t in times if t is not None]
     return max(present) if present else None
@@ -293,6 +243,7 @@ def params_from_config(config: SchedulerConfig) -> AutoscaleParams:
         long_window=config.autoscale_long_window_s,
         scale_down_delay=config.autoscale_down_delay_s,
         down_ratio=config.autoscale_down_ratio,
+        report_max_age=config.autoscale_report_max_age_s,
     )
 
 

@@ -240,6 +240,13 @@ class SchedulerConfig(BaseModel):
     autoscale_down_ratio: float = setting(
         0.8, env="CHUTES_AUTOSCALE_DOWN_RATIO", gt=0, doc="autoscaler: scale down only below `scaling_threshold ×` this"
     )
+    autoscale_report_max_age_s: float = setting(
+        15.0,
+        env="CHUTES_AUTOSCALE_REPORT_MAX_AGE",
+        gt=0,
+        doc="autoscaler: a gateway's utilisation report counts this long after it arrived (s); a gateway silent for "
+        "longer is ignored",
+    )
     metering_interval_s: float = setting(
         15.0,
         env="CHUTES_METERING_INTERVAL",

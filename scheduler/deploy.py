@@ -28,8 +28,8 @@ from sqlalchemy.exc import IntegrityError
 from chutes.identity import host_label, slugify
 from chutes.manifest import Manifest
 from chutes.scheduler import drift, render, reservations, secret_sync
-from chutes.scheduler.api.errors import APIError, UpstreamError
 from chutes.scheduler.api.uploads import Upload
+from chutes.scheduler.errors import Conflict, Invalid, NotFound, UpstreamError
 from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
 from chutes.scheduler.nomad_api import (
     JobNotFound,
@@ -122,7 +122,7 @@ async def submit(services: Services, chute: Chute, placements: Sequence[Placemen
     try:
         jobs = rendered_jobs(manifest, release, render_settings(services))
     except RenderError as exc:
-        raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
+        raise Invalid(f"the chute cannot be turned into a Nomad job: {exc}") from None
     await secret_sync.write_variables(services, chute, manifest)
     try:
         for job in jobs:
@@ -244,29 +244,28 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
     async with services.store.session() as session:
         owner = await users_repo.get_user_by_name(session, manifest.username)
         if owner is None:
-            raise APIError(422, f"user {manifest.username!r} does not exist", "create the user first (admin)")
+            raise Invalid(f"user {manifest.username!r} does not exist", "create the user first (admin)")
         existing = await chutes_repo.get_chute(session, cid)
         clash = await chutes_repo.get_by_route(session, manifest.username, slug)
         holder = await chutes_repo.get_by_host_label(session, label) if label else None
     if clash is not None and clash.id != cid:
-        raise APIError(409, f"the URL slug {slug!r} is taken by your chute {clash.name!r}", "rename one of them")
+        raise Conflict(f"the URL slug {slug!r} is taken by your chute {clash.name!r}", "rename one of them")
     if existing is None and holder is not None and holder.id != cid:
         # '<username>-<slug>' splits more than one way ('acme' + 'research-chat', 'acme-research' + 'chat'):
         # a second chute with the same label would make its wildcard host address name two chutes.
-        raise APIError(
-            409,
+        raise Conflict(
             f"the host address label {label!r} (https://{label}.<domain>) already belongs to another chute: "
             f"'{manifest.username}' + '-' + '{slug}' reads the same as another user's name and chute",
             "choose another chute name (its URL slug makes the label); your path address would be unaffected",
         )
     if existing is not None and existing.status == "deleting":
-        raise APIError(409, f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
+        raise Conflict(f"chute {manifest.name!r} is being deleted", "retry in a few seconds")
     # Values that reach the Nomad job are checked before anything is stored.
     try:
         release = ChuteRelease(bundle_sha256=upload.sha256, image_ref=upload.image_ref)
         rendered_jobs(manifest, release, render_settings(services))
     except RenderError as exc:
-        raise APIError(422, f"the chute cannot be turned into a Nomad job: {exc}") from None
+        raise Invalid(f"the chute cannot be turned into a Nomad job: {exc}") from None
 
     is_service = bool(manifest.cords)
     count = max(existing.desired_instances, 1) if (existing is not None and is_service) else 1
@@ -282,14 +281,14 @@ async def deploy(services: Services, principal: Principal, upload: Upload) -> tu
             await services.events.record(
                 cid, "unschedulable", detail, version=upload.sha256, data=unschedulable_json(failure)
             )
-        raise APIError(409, detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
+        raise Conflict(detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
 
     try:
         chute = await _store_intent(services, owner.id, upload, slug, count if is_service else 0, existing is not None)
     except IntegrityError:
         await release_reservations(services, ids=held)
         services.metrics.deploys.labels("conflict").inc()
-        raise APIError(409, f"another deploy of {manifest.name!r} (or of a chute with its URL slug or host address "
+        raise Conflict(f"another deploy of {manifest.name!r} (or of a chute with its URL slug or host address "
                        "label) is under way", "retry in a moment") from None  # fmt: skip
     except BaseException:
         await release_reservations(services, ids=held)
@@ -533,7 +532,7 @@ async def set_desired(services: Services, chute: Chute, count: int, reason: str)
     async with services.store.session() as session:
         row = await chutes_repo.get_chute(session, chute.id)
         if row is None:
-            raise APIError(404, f"chute {chute.name!r} not found")
+            raise NotFound(f"chute {chute.name!r} not found")
         before = row.desired_instances
         row.desired_instances = count
         chute = row
@@ -568,14 +567,14 @@ async def scale(services: Services, chute: Chute, count: int) -> Chute:
     """Set the number of instances (0 … max_instances); more instances must fit somewhere now (409 if none can)."""
     manifest = Manifest.model_validate(chute.manifest)
     if not manifest.cords:
-        raise APIError(409, f"{chute.name!r} runs jobs, not instances", "dispatch its jobs with POST /v1/jobs/...")
+        raise Conflict(f"{chute.name!r} runs jobs, not instances", "dispatch its jobs with POST /v1/jobs/...")
     if count > manifest.max_instances:
-        raise APIError(
-            422, f"{count} instances is over the chute's max_instances ({manifest.max_instances})",
+        raise Invalid(
+            f"{count} instances is over the chute's max_instances ({manifest.max_instances})",
             "raise max_instances in the Chute and deploy again",
-        )  # fmt: skip
+        )
     if chute.status == "deleting":
-        raise APIError(409, f"chute {chute.name!r} is being deleted")
+        raise Conflict(f"chute {chute.name!r} is being deleted")
     held: list[str] = []
     if count > chute.desired_instances:
         extra = count - chute.desired_instances
@@ -583,7 +582,7 @@ async def scale(services: Services, chute: Chute, count: int) -> Chute:
         if not placements:
             assert failure is not None
             detail = f"no node can run another instance of {chute.name!r} now: {failure.explanation}"
-            raise APIError(409, detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
+            raise Conflict(detail, failure.hint, extra={"unschedulable": unschedulable_json(failure)})
     try:
         return await set_desired(services, chute, count, "scale request")
     except BaseException:

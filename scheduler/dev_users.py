@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from chutes.scheduler.api.errors import APIError
+from chutes.scheduler.errors import Forbidden
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import users as users_repo
@@ -44,8 +44,7 @@ async def adopt(services: Services, username: str) -> Adoption:
                 return Adoption(username, created=True)
             user = await users_repo.get_user_by_name(session, username)
         if user is not None and user.is_admin:
-            raise APIError(
-                403,
+            raise Forbidden(
                 f"the chute's username {username!r} is an admin account of this dev stack",
                 "set another username in the Chute",
             )

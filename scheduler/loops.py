@@ -1,8 +1,9 @@
 """Leader-only control loops: a registry, and a runner whose loops never die.
 
-Each module in ``LOOP_MODULES`` may define ``leader_loops(services) -> list[LeaderLoop]``; a module listed
-and missing stops the scheduler at start (``chutes.core.registry``). Only the leader runs the loops
-(``LeaderSupervisor`` starts them when this scheduler wins the Consul lock and stops them when it loses it).
+Each module in ``LOOP_MODULES`` defines ``leader_loops(services) -> list[LeaderLoop]``; a module listed and
+missing, or without that function, stops the scheduler at start (``chutes.core.registry``). Only the leader
+runs the loops (``LeaderSupervisor`` starts them when this scheduler wins the Consul lock and stops them when it
+loses it).
 A tick that raises is logged and retried with exponential backoff and jitter; the loop keeps going.
 """
 
@@ -45,12 +46,10 @@ class LeaderLoop:
 
 
 def collect(services: Services) -> list[LeaderLoop]:
-    """The loops of every installed module in LOOP_MODULES."""
+    """The loops of every module in LOOP_MODULES."""
     loops: list[LeaderLoop] = []
-    for module in import_all(LOOP_MODULES, "chutes.scheduler.loops.LOOP_MODULES"):
-        factory = getattr(module, "leader_loops", None)
-        if callable(factory):
-            loops.extend(factory(services))
+    for module in import_all(LOOP_MODULES, "chutes.scheduler.loops.LOOP_MODULES", require="leader_loops"):
+        loops.extend(module.leader_loops(services))
     return loops
 
 

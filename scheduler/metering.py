@@ -28,8 +28,10 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chutes import gpus
+from chutes.scheduler.store import upsert
 from chutes.scheduler.store.metering_models import InstanceUsage, Invocation
 from chutes.scheduler.store.models import Chute, Instance
+from chutes.scheduler.utilisation import UtilisationReport
 
 if TYPE_CHECKING:
     from chutes.scheduler.loops import LeaderLoop
@@ -213,22 +215,15 @@ class InvocationRecord(BaseModel):
 
 
 class InvocationBatch(BaseModel):
+    """A gateway's batch: invocation records, and (from gateways that report it) its utilisation snapshot."""
+
     model_config = ConfigDict(extra="forbid")
 
     records: list[InvocationRecord] = Field(max_length=10_000)
+    utilisation: UtilisationReport | None = None
 
 
 # --- recording --------------------------------------------------------------------------------------------
-
-
-def _insert_ignoring_duplicates(session: AsyncSession, rows: list[dict[str, Any]]) -> Any:
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        return pg_insert(Invocation).values(rows).on_conflict_do_nothing(index_elements=["invocation_id"])
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    return sqlite_insert(Invocation).values(rows).on_conflict_do_nothing(index_elements=["invocation_id"])
 
 
 async def record_invocations(session: AsyncSession, records: Sequence[InvocationRecord], now: float) -> int:
@@ -250,18 +245,9 @@ async def record_invocations(session: AsyncSession, records: Sequence[Invocation
         for r in records
     ]
     for chunk in range(0, len(rows), 500):  # stay under SQLite's bound-parameter limit
-        await session.execute(_insert_ignoring_duplicates(session, rows[chunk : chunk + 500]))
+        statement = upsert.insert(session, Invocation).values(rows[chunk : chunk + 500])
+        await session.execute(statement.on_conflict_do_nothing(index_elements=["invocation_id"]))
     return len(rows)
-
-
-async def last_calls(session: AsyncSession, since: float) -> dict[str, float]:
-    """The latest call time of each chute called after ``since``."""
-    query = (
-        select(Invocation.chute_id, func.max(Invocation.started_at))
-        .where(Invocation.started_at > since)
-        .group_by(Invocation.chute_id)
-    )
-    return {chute_id: float(t) for chute_id, t in (await session.execute(query)).all()}
 
 
 def _price_for(instance: Instance, manifest: dict[str, Any]) -> tuple[Decimal, int]:

@@ -17,8 +17,8 @@ import logging
 from typing import Any
 
 from chutes.scheduler import secret_sync
-from chutes.scheduler.api.errors import APIError
 from chutes.scheduler.deploy import nomad_failure
+from chutes.scheduler.errors import SchedulerError, Unavailable
 from chutes.scheduler.nomad_api import JobNotFound, NomadError
 from chutes.scheduler.render import RUN_ID_META, batch_job_id
 from chutes.scheduler.services import Services
@@ -47,7 +47,7 @@ async def dispatch_run(services: Services, chute: Chute, run: JobRun) -> JobRun:
     try:
         # The run's token goes to the job's variable first (the run's template waits for nothing else).
         await secret_sync.write_variables(services, chute, only_job=run.job_name)
-    except APIError as exc:
+    except SchedulerError as exc:
         await _fail_run(services, run.id, f"its token could not be stored: {exc.detail}")
         raise
     try:
@@ -56,8 +56,8 @@ async def dispatch_run(services: Services, chute: Chute, run: JobRun) -> JobRun:
         )
     except JobNotFound:
         await _fail_run(services, run.id, "the job is not registered in Nomad (yet); retry shortly")
-        raise APIError(503, f"job {run.job_name!r} of {chute.name!r} is not registered in Nomad yet",
-                       "the reconciler registers it; retry shortly") from None  # fmt: skip
+        raise Unavailable(f"job {run.job_name!r} of {chute.name!r} is not registered in Nomad yet",
+                          "the reconciler registers it; retry shortly") from None  # fmt: skip
     except NomadError as exc:
         await _fail_run(services, run.id, str(exc))
         raise nomad_failure(exc) from None

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 
 from chutes.manifest import Manifest
 from chutes.scheduler import secret_env
-from chutes.scheduler.api.errors import APIError, UpstreamError
+from chutes.scheduler.errors import Invalid, Unavailable, UpstreamError
 from chutes.scheduler.loops import LeaderLoop
 from chutes.scheduler.nomad_api import JobNotFound, NomadError, VariableConflict
 from chutes.scheduler.render import SECRETS_META, batch_job_id, job_id
@@ -107,9 +107,9 @@ async def write_variables(
         if not targets:
             _, generation = await desired_items(services, chute)
     except SecretsKeyError as exc:
-        raise APIError(503, str(exc), exc.hint) from None
+        raise Unavailable(str(exc), exc.hint) from None
     except secret_env.SecretInputError as exc:
-        raise APIError(422, f"chute {chute.name!r}: {exc}", exc.hint) from None
+        raise Invalid(f"chute {chute.name!r}: {exc}", exc.hint) from None
     except NomadError as exc:
         from chutes.scheduler.deploy import nomad_failure
 

@@ -21,8 +21,8 @@ app = typer.Typer(
     add_completion=False,
 )
 
-# Modules under chutes.commands that register commands on `app`; a missing one is skipped so that the CLI
-# keeps working while parts of the platform are absent from an installation.
+# Modules under chutes.commands that register commands on `app` when imported; a missing one stops the CLI with
+# its name (chutes.core.registry): every one ships with the package, so it can only be a typo.
 COMMAND_MODULES = ("inspect", "build", "run", "dev", "deploy", "manage", "invoke", "keys", "jobs", "secrets")
 
 

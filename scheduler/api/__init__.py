@@ -1,7 +1,7 @@
 """The scheduler's HTTP API: one router per module, included from one place (``routers()``).
 
 A module listed in ``ROUTER_MODULES`` exposes ``router`` (a FastAPI ``APIRouter``); a listed module that does
-not exist stops the scheduler at start (``chutes.core.registry``): it can only be a typo.
+not exist, or has no router, stops the scheduler at start (``chutes.core.registry``): it can only be a typo.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ ROUTER_MODULES = (
 
 def routers() -> list[APIRouter]:
     found: list[APIRouter] = []
-    for module in import_all((f"{__name__}.{name}" for name in ROUTER_MODULES), f"{__name__}.ROUTER_MODULES"):
-        router = getattr(module, "router", None)
-        if isinstance(router, APIRouter):
-            found.append(router)
+    names = (f"{__name__}.{name}" for name in ROUTER_MODULES)
+    for module in import_all(names, f"{__name__}.ROUTER_MODULES", require="router"):
+        if not isinstance(module.router, APIRouter):
+            raise TypeError(f"{module.__name__}.router is not an APIRouter")
+        found.append(module.router)
     return found

@@ -1,6 +1,7 @@
 """API errors: every failure answers JSON ``{"detail": ..., "hint": ...}``; bad input is a 4xx, never a 500.
 
-Routers raise ``APIError``; FastAPI's own validation errors and HTTP exceptions are reshaped to the same body.
+Routers raise ``APIError``; the domain raises ``chutes.scheduler.errors`` (no HTTP in it), mapped to a status
+here once (``STATUS``); FastAPI's own validation errors and HTTP exceptions are reshaped to the same body.
 Errors of Nomad or Consul (``UpstreamError``) become 502 (it answered badly) or 503 (unreachable) with a hint
 that names the address to check.
 """
@@ -16,6 +17,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from chutes.scheduler import errors
+from chutes.scheduler.errors import SchedulerError, UpstreamError
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +51,24 @@ def not_found(what: str, hint: str | None = None) -> APIError:
     return APIError(404, f"{what} not found", hint)
 
 
-class UpstreamError(Exception):
-    """Nomad or Consul failed a call the API needed: ``unreachable`` (503) or a bad answer (502)."""
+#: The HTTP status of each kind of domain error (the nearest kind in its class's MRO decides).
+STATUS: dict[type[SchedulerError], int] = {
+    errors.Invalid: 422,
+    errors.Forbidden: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.TooLarge: 413,
+    errors.LimitReached: 429,
+    errors.Unavailable: 503,
+}
 
-    def __init__(self, service: str, detail: str, *, unreachable: bool, hint: str | None = None) -> None:
-        super().__init__(detail)
-        self.service = service
-        self.detail = detail
-        self.unreachable = unreachable
-        self.hint = hint
+
+def status_of(exc: SchedulerError) -> int:
+    """The HTTP status of a domain error: that of the nearest kind it derives from (500 for none)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
 
 
 def error_body(detail: str, hint: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -77,6 +90,13 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
         return JSONResponse(error_body(exc.detail, exc.hint, **exc.extra), exc.status, headers=exc.headers or None)
+
+    @app.exception_handler(SchedulerError)
+    async def _domain(_: Request, exc: SchedulerError) -> JSONResponse:
+        status = status_of(exc)
+        if status >= 500 and status != 503:
+            log.error("unmapped domain error %s: %s", type(exc).__name__, exc)
+        return JSONResponse(error_body(str(exc), exc.hint, **exc.extra), status)
 
     @app.exception_handler(UpstreamError)
     async def _upstream(_: Request, exc: UpstreamError) -> JSONResponse:

@@ -8,8 +8,9 @@ from fastapi import APIRouter
 
 from chutes.core.inventory import NodeInventory
 from chutes.scheduler.api.deps import ServicesDep, UserDep
-from chutes.scheduler.api.errors import APIError, ErrorOut, UpstreamError
+from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import GPUOut, NodeOut
+from chutes.scheduler.errors import UpstreamError
 from chutes.scheduler.inventory_reader import InventoryReader, InventorySnapshot, InventoryUnavailable
 from chutes.scheduler.placement import NodeState
 from chutes.scheduler.services import Services

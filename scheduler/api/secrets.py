@@ -19,7 +19,8 @@ from chutes.identity import InvalidNameError, validate_chute_name
 from chutes.identity import chute_id as make_chute_id
 from chutes.scheduler import secret_sync
 from chutes.scheduler.api.deps import ServicesDep, UserDep
-from chutes.scheduler.api.errors import APIError, ErrorOut, UpstreamError
+from chutes.scheduler.api.errors import APIError, ErrorOut
+from chutes.scheduler.errors import UpstreamError
 from chutes.scheduler.secret_box import sealed_context
 from chutes.scheduler.secret_env import MAX_SECRETS, SecretInputError, validate_name, validate_value
 from chutes.scheduler.services import Services

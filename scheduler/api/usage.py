@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chutes import gpus
-from chutes.scheduler import metering
+from chutes.scheduler import metering, utilisation
 from chutes.scheduler.api.deps import GatewayDep, ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.store import chutes as chutes_repo
@@ -179,11 +179,22 @@ async def usage(
 
 @router.post("/v1/internal/invocations", response_model=InvocationsAccepted, status_code=202)
 async def report_invocations(
-    body: metering.InvocationBatch, _: GatewayDep, services: ServicesDep
+    body: metering.InvocationBatch, principal: GatewayDep, services: ServicesDep
 ) -> InvocationsAccepted:
-    """(gateways) Record a batch of invocations; records already stored are ignored (retries are safe)."""
+    """(gateways) Record a batch of invocations (records already stored are ignored: retries are safe) and the
+    gateway's utilisation snapshot (``chutes.scheduler.utilisation``). 403, and nothing stored, when the
+    snapshot names a gateway id that another key reported lately."""
+    now = time.time()
     async with services.store.session() as session:
-        accepted = await metering.record_invocations(session, body.records, time.time())
+        if body.utilisation is not None:
+            max_age = services.config.autoscale_report_max_age_s
+            if not await utilisation.record(session, principal.key_id, body.utilisation, now, max_age):
+                raise APIError(
+                    403,
+                    f"gateway id {body.utilisation.gateway_id!r} is reported with another API key",
+                    f"give each gateway its own id, or the same key; a silent id is free again after {max_age:g}s",
+                )
+        accepted = await metering.record_invocations(session, body.records, now)
     return InvocationsAccepted(accepted=accepted)
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator
 
 from chutes.image.pack import ContextError, read_archive
-from chutes.scheduler.api.errors import APIError
+from chutes.scheduler.errors import Conflict, Forbidden, Invalid, LimitReached, NotFound, TooLarge, Unavailable
 from chutes.scheduler.images import build
 from chutes.scheduler.images.wheel import runtime_wheel
 from chutes.scheduler.loops import LeaderLoop
@@ -37,10 +37,9 @@ QUEUED_STALE_S = 60.0  # a queued build this old was never started (its schedule
 _followers: dict[str, asyncio.Task[None]] = {}
 
 
-def not_configured() -> APIError:
+def not_configured() -> Conflict:
     # A 4xx: the request is fine, this scheduler does not offer the feature (GET /v1/images says so beforehand).
-    return APIError(
-        409,
+    return Conflict(
         "image builds are not configured on this scheduler (no registry)",
         "set CHUTES_REGISTRY (host[:port]) on the scheduler; `chutes dev` does when buildah and docker-registry "
         "are installed (see docs/images.md)",
@@ -75,8 +74,8 @@ def _registry_auth(services: Services) -> str | None:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise APIError(
-            503, f"cannot read CHUTES_REGISTRY_AUTH_FILE: {exc.strerror}", "fix the scheduler's setting"
+        raise Unavailable(
+            f"cannot read CHUTES_REGISTRY_AUTH_FILE: {exc.strerror}", "fix the scheduler's setting"
         ) from None
 
 
@@ -89,12 +88,11 @@ async def submit(
     try:
         context = await asyncio.to_thread(read_archive, archive, config.max_context_bytes)
     except ContextError as exc:
-        status = 413 if "over" in str(exc) and "bytes" in str(exc) else 422
-        raise APIError(status, f"build context refused: {exc}", exc.hint or "pack it with `chutes build`") from None
+        kind = TooLarge if "over" in str(exc) and "bytes" in str(exc) else Invalid
+        raise kind(f"build context refused: {exc}", exc.hint or "pack it with `chutes build`") from None
     meta = context.meta
     if meta.username != principal.username and not principal.is_admin and not config.dev_adopt_users:
-        raise APIError(
-            403,
+        raise Forbidden(
             f"the image names user {meta.username!r}; you are {principal.username!r}",
             "set Image(username=...) (or the chute's username) to your own",
         )
@@ -102,7 +100,7 @@ async def submit(
     async with services.store.session() as session:
         row = await images_repo.get(session, context.image_id)
         if row is not None and row.owner_id != principal.user_id and not principal.is_admin:
-            raise APIError(409, "this build context belongs to another user's image", "change the image's name")
+            raise Conflict("this build context belongs to another user's image", "change the image's name")
         if row is not None:
             current = row.runtime_version == wheel.version
             if row.status in images_repo.ACTIVE or (row.status == "ready" and current):
@@ -111,8 +109,7 @@ async def submit(
                 return row, True
         active = await images_repo.active_count(session, principal.user_id)
         if active >= config.max_concurrent_builds:
-            raise APIError(
-                429,
+            raise LimitReached(
                 f"you have {active} builds under way (at most {config.max_concurrent_builds} at once)",
                 "wait for one to finish (`chutes images list`), then build again",
             )
@@ -384,15 +381,14 @@ async def ready_ref(services: Services, principal: Principal, image_id: str) -> 
     async with services.store.session() as session:
         row = await images_repo.get(session, image_id) if len(image_id) == 64 else None
     if row is None or (row.owner_id != principal.user_id and not principal.is_admin):
-        raise APIError(404, f"image {image_id[:64]!r} not found", "build it with `chutes build FILE:ATTR`")
+        raise NotFound(f"image {image_id[:64]!r} not found", "build it with `chutes build FILE:ATTR`")
     if row.status == "failed":
-        raise APIError(
-            409,
+        raise Conflict(
             f"image {row.name}:{row.tag} ({row.id[:12]}) failed to build, so nothing was deployed: {row.error}",
             "fix the Image and deploy again (`chutes images logs` shows the build's output)",
         )
     if row.status != "ready" or not row.ref:
-        raise APIError(409, f"image {row.name}:{row.tag} is still {row.status}", "wait for its build to finish")
+        raise Conflict(f"image {row.name}:{row.tag} is still {row.status}", "wait for its build to finish")
     return row.ref
 
 

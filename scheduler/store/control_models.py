@@ -1,9 +1,12 @@
-"""Control-plane state that must outlive one scheduler process: GPU reservations and the autoscaler's memory.
+"""Control-plane state that must outlive one scheduler process: GPU reservations, the autoscaler's memory and
+the gateways' utilisation reports.
 
 ``GpuReservation``: GPUs promised to a deploy (or a scale-up) between the placement decision and Nomad placing
 the instance; placement counts them as taken, so two concurrent deploys cannot be promised the same GPUs.
 ``AutoscalerState``: each chute's load window and idle clock, written by the leader every tick, so that a new
 leader continues where the last one stopped.
+``GatewayReport``: the latest utilisation report of each gateway (``chutes.scheduler.utilisation``); any replica
+receives it, the leader's autoscaler reads it.
 """
 
 from __future__ import annotations
@@ -39,3 +42,14 @@ class AutoscalerState(Base):
     chute_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     state: Mapped[dict[str, Any]] = mapped_column(JSON)
     updated_at: Mapped[float] = mapped_column(Float, default=now)
+
+
+class GatewayReport(Base):
+    """The latest utilisation report of one gateway, and the API key it belongs to."""
+
+    __tablename__ = "gateway_reports"
+
+    gateway_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    received_at: Mapped[float] = mapped_column(Float)  # the scheduler's clock: freshness never trusts the gateway's
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)

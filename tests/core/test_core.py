@@ -106,3 +106,6 @@ def test_a_registry_fails_on_a_missing_module_and_imports_the_others() -> None:
     assert [m.__name__ for m in import_all(["chutes.core.backoff"], "T")] == ["chutes.core.backoff"]
     with pytest.raises(ImportError, match=r"T lists chutes\.core\.no_such_module, which does not exist"):
         import_all(["chutes.core.backoff", "chutes.core.no_such_module"], "T")
+    with pytest.raises(ImportError, match=r"T lists chutes\.core\.backoff, which defines no 'router'"):
+        import_all(["chutes.core.backoff"], "T", require="router")
+    assert import_all(["chutes.core.registry"], "T", require="import_all")

@@ -5,7 +5,8 @@
 - ``register``: what Nomad's service block does for an allocation: a Consul service ``chute-<id>`` with an
   HTTP check on ``/_ready`` (short interval, for tests).
 - ``SchedulerDouble``: a small real HTTP server answering the scheduler's four internal endpoints from
-  in-memory tables (a test double for the scheduler, not for the gateway), recording wakes and invocations.
+  in-memory tables (a test double for the scheduler, not for the gateway), recording wakes, invocations and
+  utilisation reports.
 - ``running_gateway``: the gateway's aiohttp app on a loopback port in this event loop.
 """
 
@@ -164,6 +165,7 @@ class SchedulerDouble:
     keys: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(KEYS))
     wakes: list[str] = field(default_factory=list)
     invocations: list[dict[str, Any]] = field(default_factory=list)
+    reports: list[dict[str, Any]] = field(default_factory=list)  # the utilisation reports, in order
     auth_calls: int = 0
     route_calls: int = 0
     on_wake: Callable[[str], Awaitable[None]] | None = None
@@ -212,8 +214,11 @@ class SchedulerDouble:
     async def _invocations(self, request: web.Request) -> web.Response:
         if (refused := self._gateway_only(request)) is not None:
             return refused
-        records = (await request.json())["records"]
+        body = await request.json()
+        records = body["records"]
         self.invocations.extend(records)
+        if body.get("utilisation") is not None:
+            self.reports.append(body["utilisation"])
         return web.json_response({"accepted": len(records)}, status=202)
 
     async def start(self) -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from chutes.scheduler.autoscaler import parse_instance_metrics
 from tests.gateway.conftest import Instances
 from tests.gateway.support import (
     ALICE_KEY,
@@ -34,7 +34,8 @@ ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 
 async def _in_flight(inst: RuntimeInstance) -> float:
     async with aiohttp.ClientSession() as http, http.get(f"{inst.url}/_metrics") as resp:
-        return parse_instance_metrics(await resp.text()).in_flight
+        families = text_string_to_metric_families(await resp.text())
+        return next(float(f.samples[0].value) for f in families if f.name == "chutes_in_flight")
 
 
 async def _until(predicate: Any, what: str, timeout: float) -> float:

@@ -11,19 +11,25 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from chutes.gateway.discovery import ServiceWatch
 from chutes.gateway.metering import InvocationRecorder, InvocationSpool
+from chutes.gateway.utilisation import UtilisationReporter
 
 
 class Sink:
     def __init__(self) -> None:
         self.batches: list[list[dict[str, Any]]] = []
+        self.reports: list[dict[str, Any]] = []
         self.failures = 0
 
-    async def __call__(self, batch: list[dict[str, Any]]) -> None:
+    async def __call__(self, batch: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("scheduler down")
-        self.batches.append(batch)
+        if batch:
+            self.batches.append(batch)
+        if report is not None:
+            self.reports.append(report)
 
 
 async def _until(predicate: Any, timeout: float = 3.0) -> None:
@@ -74,7 +80,7 @@ CRASHING_GATEWAY = """
 import asyncio, os, signal, sys
 from chutes.gateway.metering import InvocationRecorder, InvocationSpool
 
-async def never(batch):
+async def never(batch, report):
     raise ConnectionError("scheduler down")
 
 async def main():
@@ -125,3 +131,61 @@ async def test_unsent_records_stay_on_disk_and_a_live_owner_keeps_its_files(tmp_
     await second.close()
     assert sorted(r["invocation_id"] for b in sink.batches for r in b) == [f"a-{n}" for n in range(5)]
     assert not list(tmp_path.glob("*.jsonl"))
+
+
+def _watch(name: str, in_flight: dict[str, int], held: int = 0) -> ServiceWatch:
+    watch = ServiceWatch(name, 0.0)
+    watch.update([(key, "127.0.0.1", 1000 + n) for n, key in enumerate(in_flight)])
+    for up in watch.upstreams:
+        up.in_flight = in_flight[up.key]
+    watch.holders = held
+    return watch
+
+
+async def test_the_report_reads_the_balancers_counters_and_counts_the_batchs_calls() -> None:
+    watches = {
+        "chute-c1": _watch("chute-c1", {"i1": 2, "i2": 0}),
+        "chute-c2": _watch("chute-c2", {}, held=3),  # at zero instances, calls waiting
+        "not-a-chute": _watch("not-a-chute", {"x": 5}),
+    }
+    reporter = UtilisationReporter(lambda: watches, "gw-1", clock=lambda: 1000.0)
+    records = [
+        {"chute_id": "c1", "started_at": 990.0, "duration_ms": 500.0},
+        {"chute_id": "c1", "started_at": 995.0, "duration_ms": 1000.0},
+        {"chute_id": "c3", "started_at": 900.0, "duration_ms": 0.0},  # a chute no longer watched
+    ]
+    report = reporter.report(records)
+    assert report == {
+        "gateway_id": "gw-1",
+        "at": 1000.0,
+        "since": None,
+        "chutes": {
+            "c1": {"held": 0, "completed": 2, "last_call_at": 996.0,
+                   "instances": {"i1": {"in_flight": 2}, "i2": {"in_flight": 0}}},
+            "c2": {"held": 3, "completed": 0, "instances": {}},
+            "c3": {"held": 0, "completed": 1, "last_call_at": 900.0, "instances": {}},
+        },
+    }  # fmt: skip
+    reporter.sent(report)
+    again = reporter.report([])  # nothing completed since: the latest call is still known while c1 is watched
+    assert again["since"] == 1000.0
+    assert again["chutes"]["c1"]["completed"] == 0 and again["chutes"]["c1"]["last_call_at"] == 996.0
+    assert "c3" not in again["chutes"]  # neither watched nor called: forgotten
+
+
+async def test_a_report_goes_every_interval_without_calls_and_a_failed_one_loses_no_count() -> None:
+    watches = {"chute-c1": _watch("chute-c1", {"i1": 1})}
+    sink = Sink()
+    reporter = UtilisationReporter(lambda: watches, "gw-1")
+    rec = InvocationRecorder(sink, interval=0.02, batch_size=100, reporter=reporter)
+    rec.start()
+    await _until(lambda: len(sink.reports) >= 3)  # no call at all: reports still go
+    assert all(r["chutes"]["c1"]["instances"] == {"i1": {"in_flight": 1}} for r in sink.reports)
+    assert all(r["chutes"]["c1"]["completed"] == 0 for r in sink.reports)
+    sink.failures = 2  # the scheduler misses the batch with the calls twice
+    for n in range(3):
+        rec.record({"invocation_id": f"i{n}", "chute_id": "c1", "started_at": 1.0, "duration_ms": 1.0})
+    await _until(lambda: sum(r["chutes"]["c1"]["completed"] for r in sink.reports) == 3, timeout=5)
+    await rec.close()
+    assert sum(r["chutes"]["c1"]["completed"] for r in sink.reports) == 3  # counted once, when accepted
+    assert sum(len(b) for b in sink.batches) == 3

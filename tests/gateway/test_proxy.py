@@ -163,6 +163,39 @@ async def test_a_chute_at_zero_instances_answers_its_first_call(
     assert waited < 15
 
 
+async def test_the_scheduler_hears_held_calls_then_calls_in_flight_per_instance(
+    dc: DevclusterHandle, consul: Any, scheduler: SchedulerDouble, instances: Instances
+) -> None:
+    """The utilisation reports that the gateway sends with its invocation batches (what the autoscaler reads)."""
+
+    def latest() -> dict[str, Any]:
+        return dict(scheduler.reports[-1]["chutes"].get(CHUTE_ID) or {}) if scheduler.reports else {}
+
+    async def until(predicate: Any, what: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 15
+        while not predicate(latest()):
+            assert time.monotonic() < deadline, (what, scheduler.reports[-3:])
+            await asyncio.sleep(0.05)
+        return latest()
+
+    async with running_gateway(gateway_settings(scheduler.url, dc.consul_addr)) as gw, aiohttp.ClientSession() as http:
+        held = [asyncio.create_task(_call(http, gw.chute_url("/echo"), {"n": n}, ALICE)) for n in range(2)]
+        report = await until(lambda c: c.get("held") == 2, "two calls held at zero instances")
+        assert report["instances"] == {}
+        inst = await instances.start()
+        service_id = register(consul, inst)
+        assert [status for status, _ in await asyncio.gather(*held)] == [200, 200]
+        slow = asyncio.create_task(_call(http, gw.chute_url("/sleep"), {"seconds": 2}, ALICE))
+        report = await until(lambda c: c.get("instances", {}).get(service_id) == {"in_flight": 1}, "one in flight")
+        assert report["held"] == 0
+        assert (await slow)[0] == 200
+        report = await until(lambda c: c["instances"][service_id] == {"in_flight": 0}, "none in flight")
+        assert report["last_call_at"] > 0
+    completed = sum(r["chutes"].get(CHUTE_ID, {}).get("completed", 0) for r in scheduler.reports)
+    assert completed == len(scheduler.invocations) == 3
+    assert {r["gateway_id"] for r in scheduler.reports} == {scheduler.reports[0]["gateway_id"]}
+
+
 async def test_held_calls_give_up_with_503_and_retry_after(
     dc: DevclusterHandle, consul: Any, scheduler: SchedulerDouble
 ) -> None:

@@ -121,6 +121,15 @@ def test_zero_stays_zero() -> None:
     assert decide(POLICY, state, 0, PARAMS).target == 0
 
 
+def test_calls_held_by_the_gateways_wake_a_chute_at_zero_and_keep_it_up() -> None:
+    state = ChuteLoad(desired=0, ready=0, samples=[], last_request_at=None, active_since=None, held=3)
+    decision = decide(POLICY, state, 0, PARAMS)
+    assert decision.target == 1 and "3 call(s) held" in decision.reason  # one: the rules above take it from there
+    # Up, idle for ages by its last call, but calls wait for its first instance: not stopped.
+    state = ChuteLoad(desired=1, ready=0, samples=[], last_request_at=0.0, active_since=0.0, held=1)
+    assert decide(POLICY, state, 10_000.0, PARAMS).target == 1
+
+
 def test_a_freshly_woken_chute_is_not_stopped_before_its_first_call() -> None:
     # calls last seen long ago, but the chute was just woken (active_since): it stays up
     state = ChuteLoad(desired=1, ready=0, samples=[], last_request_at=0.0, active_since=10_000.0)

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from chutes.identity import chute_id
-from chutes.scheduler import metering
+from chutes.scheduler import metering, utilisation
 from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.metering_models import InstanceUsage
 from chutes.scheduler.store.models import Chute
@@ -84,6 +84,44 @@ async def test_invocation_reports_need_a_gateway_key_and_are_idempotent(api: Run
     assert usage["total"]["invocations"] == 5
     (line,) = usage["lines"]
     assert (line["username"], line["chute_name"], line["bytes_in"], line["bytes_out"]) == ("alice", "echo", 50, 100)
+
+
+async def test_a_utilisation_report_rides_with_a_batch_and_its_gateway_id_stays_with_its_key(
+    api: RunningScheduler,
+) -> None:
+    _, _, alice_id, _ = await _setup(api)
+    cid = chute_id("alice", "echo")
+    async with api.client(api.admin_key) as http:
+        keys = [(await http.post("/v1/keys", json={"name": f"gw{n}", "role": "gateway"})).json()["api_key"]
+                for n in range(2)]  # fmt: skip
+    now = time.time()
+    report = {"gateway_id": "gw-a", "at": now, "since": None,
+              "chutes": {cid: {"held": 0, "completed": 1, "last_call_at": now,
+                               "instances": {"i1": {"in_flight": 2}}}}}  # fmt: skip
+    record = {"invocation_id": "u1", "chute_id": cid, "caller": alice_id, "cord": "echo", "status": 200,
+              "duration_ms": 1, "started_at": now}  # fmt: skip
+    async with api.client(keys[0]) as http:
+        first = await http.post("/v1/internal/invocations", json={"records": [record], "utilisation": report})
+        idle = await http.post("/v1/internal/invocations", json={"records": [], "utilisation": report})
+        bad = await http.post("/v1/internal/invocations", json={"records": [], "utilisation": {**report, "at": -1}})
+    assert first.status_code == 202 and first.json() == {"accepted": 1}
+    assert idle.status_code == 202 and idle.json() == {"accepted": 0}
+    assert bad.status_code == 422 and "utilisation.at" in bad.json()["detail"]
+    # Another gateway key cannot report as gw-a (nor slip its records in with that report).
+    spoof = {**report, "chutes": {cid: {"instances": {"i1": {"in_flight": 0}}}}}
+    stray = {**record, "invocation_id": "u2"}
+    async with api.client(keys[1]) as http:
+        refused = await http.post("/v1/internal/invocations", json={"records": [stray], "utilisation": spoof})
+        own = await http.post(
+            "/v1/internal/invocations", json={"records": [], "utilisation": {**spoof, "gateway_id": "gw-b"}}
+        )
+    assert refused.status_code == 403 and "gw-a" in refused.json()["detail"] and refused.json()["hint"]
+    assert own.status_code == 202
+    async with api.services.store.session() as s:
+        stored = {r.report.gateway_id: r.report for r in await utilisation.received_since(s, 0)}
+        calls = await metering.calls_for(s, 0, 10**6, None, cid)
+    assert stored["gw-a"].chutes[cid].instances["i1"].in_flight == 2 and set(stored) == {"gw-a", "gw-b"}
+    assert sum(c.calls for c in calls) == 1
 
 
 async def test_usage_totals_exact_to_the_cent_and_scoped_per_user(api: RunningScheduler) -> None:
