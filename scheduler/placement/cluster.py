@@ -7,6 +7,10 @@ Built once per inventory refresh (O(nodes)) and shared by every decision until t
 - nodes with a single model are gathered into classes of the same model and per-GPU memory (Nomad's
   "computed node class"), with histograms of healthy and free GPUs and buckets by free count, so that a
   decision counts and ranks a whole class in a few steps instead of visiting each node.
+
+A decision that sees a few nodes differently (GPUs reserved by earlier decisions, or freed because a new
+version replaces the chute's own instances) derives its snapshot with ``with_nodes``: only the classes those
+nodes belong to are rebuilt, so it costs O(class size), not O(nodes).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from chutes import gpus
 from chutes.scheduler.placement.feasibility import NODE_CHECKS
@@ -95,6 +99,8 @@ class Cluster:
     nodes_total: int
     pre_rejected: Mapping[Reason, int]
     models: tuple[ModelIndex, ...]  # cheapest first
+    nodes: Mapping[str, NodeState] = field(default_factory=dict)  # node_id -> state, as built
+    prices: Mapping[str, float] = field(default_factory=dict)  # catalog id -> hourly USD per GPU, as built
 
     @classmethod
     def build(cls, nodes: Iterable[NodeState], prices: Mapping[str, float] | None = None) -> Cluster:
@@ -105,12 +111,13 @@ class Cluster:
         mixed: dict[str, list[GPUGroup]] = {}
         total = 0
         seen: set[str] = set()
-        for node in nodes:
+        all_nodes = list(nodes)
+        for node in all_nodes:
             total += 1
             if node.node_id in seen:
                 raise ValueError(f"node {node.node_id!r} appears twice in the inventory")
             seen.add(node.node_id)
-            failed = next((reason for reason, check in NODE_CHECKS if not check(node)), None)
+            failed = _pre_check(node)
             if failed is not None:
                 rejected[failed] += 1
                 continue
@@ -139,7 +146,58 @@ class Cluster:
                 key=lambda index: (index.price_per_gpu, index.model),
             )
         )
-        return cls(nodes_total=total, pre_rejected=dict(rejected), models=models)
+        return cls(
+            nodes_total=total,
+            pre_rejected=dict(rejected),
+            models=models,
+            nodes={n.node_id: n for n in all_nodes},
+            prices=price_of,
+        )
+
+    def with_nodes(self, changed: Iterable[NodeState]) -> Cluster:
+        """This snapshot with some nodes in another state; equal to ``Cluster.build`` of every node.
+
+        When only which GPUs are free (and instance counts) changed, only the classes and mixed groups of
+        those nodes are rebuilt; any other change (a node new, gone from the checks, other GPUs) builds anew.
+        """
+        updates = {n.node_id: n for n in changed if self.nodes.get(n.node_id) != n}
+        if not updates:
+            return self
+        groups: dict[str, dict[str, GPUGroup]] = {}  # model -> node_id -> its new group
+        for node_id, node in updates.items():
+            old = self.nodes.get(node_id)
+            if old is None or _shape(old, self.prices) != _shape(node, self.prices):
+                return Cluster.build({**self.nodes, **updates}.values(), self.prices)
+            if _pre_check(node) is not None:
+                continue  # rejected before and after, for the same reason: counted the same
+            for group in _groups(node, self.prices):
+                groups.setdefault(group.model, {})[node_id] = group
+        models = []
+        for index in self.models:
+            new = groups.get(index.model)
+            if not new:
+                models.append(index)
+                continue
+            classes = tuple(
+                GroupClass.of(c.model, c.vram_mib, [new.get(m, g) for m, g in c.members.items()])
+                if not new.keys().isdisjoint(c.members)
+                else c
+                for c in index.classes
+            )
+            mixed = tuple(new.get(g.node.node_id, g) for g in index.mixed)
+            models.append(replace(index, classes=classes, mixed=mixed))
+        return replace(self, models=tuple(models), nodes={**self.nodes, **updates})
+
+
+def _pre_check(node: NodeState) -> Reason | None:
+    """The first request-independent check the node fails, if any."""
+    return next((reason for reason, check in NODE_CHECKS if not check(node)), None)
+
+
+def _shape(node: NodeState, price_of: Mapping[str, float]) -> tuple[object, ...]:
+    """What decides where a node sits in the index: its pre-check outcome and its GPU groups, free GPUs aside."""
+    groups = tuple(sorted((g.model, g.vram_mib, g.healthy) for g in _groups(node, price_of)))
+    return _pre_check(node), groups
 
 
 def _groups(node: NodeState, price_of: Mapping[str, float]) -> list[GPUGroup]:
