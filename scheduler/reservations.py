@@ -37,14 +37,6 @@ async def active(session: AsyncSession, now: float) -> list[GpuReservation]:
     return list((await session.execute(query)).scalars())
 
 
-def without_reserved(
-    nodes: Sequence[NodeState], reservations: Iterable[GpuReservation], exclude_chute: str | None = None
-) -> list[NodeState]:
-    """``nodes`` with the reserved GPUs marked in use (``exclude_chute``'s own reservations left out)."""
-    changed = reserved_nodes({n.node_id: n for n in nodes}, reservations, exclude_chute)
-    return [changed.get(n.node_id, n) for n in nodes]
-
-
 def reserved_nodes(
     nodes: Mapping[str, NodeState], reservations: Iterable[GpuReservation], exclude_chute: str | None = None
 ) -> dict[str, NodeState]:
