@@ -150,13 +150,13 @@ def placement_cluster(
     changed: dict[str, NodeState] = {}
     if exclude_chute is not None:
         held = {u for a in snapshot.allocations_of(exclude_chute) if is_active(a) for u in allocation_gpu_ids(a)}
-        for node in base.nodes.values():
-            if exclude_chute in node.instances:  # its allocations, and so the GPUs they hold, are there
-                changed[node.node_id] = dataclasses.replace(
-                    node,
-                    gpus=tuple(dataclasses.replace(g, in_use=False) if g.uuid in held else g for g in node.gpus),
-                    instances={c: k for c, k in node.instances.items() if c != exclude_chute},
-                )
+        for node_id in snapshot.inventory.hosts.get(exclude_chute, ()):  # its allocations, and their GPUs
+            node = base.nodes[node_id]
+            changed[node_id] = dataclasses.replace(
+                node,
+                gpus=tuple(dataclasses.replace(g, in_use=False) if g.uuid in held else g for g in node.gpus),
+                instances={c: k for c, k in node.instances.items() if c != exclude_chute},
+            )
     nodes = {**base.nodes, **changed} if changed else base.nodes
     changed.update(reservations.reserved_nodes(nodes, reserved, exclude_chute))
     return base.with_nodes(changed.values())
@@ -331,7 +331,8 @@ class ClusterView:
         inventory = self._snapshot.inventory if self._snapshot is not None and key == self._usage else None
         snapshot = build_snapshot(reads, inventory)
         if inventory is None:
-            _ = snapshot.inventory.cluster  # the placement index, built here rather than on a deploy's path
+            # The placement index and the chutes' hosts, built here rather than on a deploy's path.
+            _ = snapshot.inventory.cluster, snapshot.inventory.hosts
             self.rebuilds += 1
         self._snapshot, self._usage = snapshot, key
         self._loaded.set()

@@ -208,6 +208,15 @@ class InventorySnapshot:
         """The placement snapshot of these nodes (built once, on first use)."""
         return Cluster.build(self.nodes)
 
+    @functools.cached_property
+    def hosts(self) -> Mapping[str, tuple[str, ...]]:
+        """Chute id -> the nodes its active instances run on (built once, on first use)."""
+        out: dict[str, list[str]] = {}
+        for node in self.nodes:
+            for chute in node.instances:
+                out.setdefault(chute, []).append(node.node_id)
+        return {c: tuple(n) for c, n in out.items()}
+
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
 

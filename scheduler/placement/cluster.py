@@ -65,6 +65,26 @@ class GroupClass:
             _free_below=tuple(bisect_left(free, k) for k in range(top + 2)),
         )
 
+    def replaced(self, groups: Mapping[str, GPUGroup]) -> GroupClass:
+        """This class with some members' groups replaced by ones with the same healthy GPUs (only which are
+        free differs): each moves between two buckets, O(bucket) instead of rebuilding the class."""
+        buckets = [list(b) for b in self.by_free]
+        for node_id, new in groups.items():
+            old = self.members[node_id]
+            bucket = buckets[len(old.free)]
+            del bucket[bisect_left(bucket, node_id, key=_node_id)]
+            target = buckets[len(new.free)]
+            target.insert(bisect_left(target, node_id, key=_node_id), new)
+        below = [0]
+        for bucket in buckets:
+            below.append(below[-1] + len(bucket))
+        return replace(
+            self,
+            by_free=tuple(tuple(b) for b in buckets),
+            members={**self.members, **groups},
+            _free_below=tuple(below),
+        )
+
     @property
     def size(self) -> int:
         return len(self.members)
@@ -179,14 +199,17 @@ class Cluster:
                 models.append(index)
                 continue
             classes = tuple(
-                GroupClass.of(c.model, c.vram_mib, [new.get(m, g) for m, g in c.members.items()])
-                if not new.keys().isdisjoint(c.members)
+                c.replaced({n: g for n, g in new.items() if n in c.members}) if not new.keys().isdisjoint(c.members)
                 else c
                 for c in index.classes
-            )
+            )  # fmt: skip
             mixed = tuple(new.get(g.node.node_id, g) for g in index.mixed)
             models.append(replace(index, classes=classes, mixed=mixed))
         return replace(self, models=tuple(models), nodes={**self.nodes, **updates})
+
+
+def _node_id(group: GPUGroup) -> str:
+    return group.node.node_id
 
 
 def _pre_check(node: NodeState) -> Reason | None:
