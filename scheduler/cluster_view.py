@@ -47,6 +47,9 @@ log = logging.getLogger("chutes.scheduler.view")
 KV, AGENTS, CHECKS, ALLOCATIONS, NODES = "inventories", "liveness", "instance checks", "allocations", "nomad nodes"
 # Chute instances' checks, and the nodes' own (serfHealth: a node going away fails every service on it).
 CHECKS_FILTER = 'ServiceName matches "^chute-" or ServiceID == ""'
+# Nomad calls run on python-nomad's threads, which a cancel cannot interrupt and the interpreter joins at exit:
+# their blocking queries wait at most this long, so a scheduler stops within seconds.
+NOMAD_WAIT_CAP_S = 5.0
 
 
 # -- the pure part ------------------------------------------------------------------------------------------
@@ -386,6 +389,7 @@ class ClusterView:
         assert self.nomad is not None
         try:
             # index 0 and no wait: Nomad answers at once.
-            return await self.nomad.blocking_get(path, index=index, wait_s=wait_s or 0.0, params=params)
+            wait = min(wait_s or 0.0, NOMAD_WAIT_CAP_S)
+            return await self.nomad.blocking_get(path, index=index, wait_s=wait, params=params)
         except NomadError as exc:
             raise InventoryUnavailable(f"reading {path} from Nomad failed: {exc}") from None
