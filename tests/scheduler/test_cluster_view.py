@@ -3,12 +3,20 @@ incremental placement index equals a full build, and instances and a chute's sta
 
 from __future__ import annotations
 
+import asyncio
 import random
 from dataclasses import replace
 from typing import Any
 
+import pytest
+
 from chutes.core.inventory import NodeInventory, simulated_gpus
 from chutes.scheduler.cluster_view import (
+    AGENTS,
+    CHECKS,
+    KV,
+    ClusterView,
+    Fetch,
     Reads,
     build_snapshot,
     instance_health,
@@ -16,6 +24,8 @@ from chutes.scheduler.cluster_view import (
     usage_key,
 )
 from chutes.scheduler.instance_states import chute_status, instance_views
+from chutes.scheduler.inventory_reader import InventoryUnavailable
+from chutes.scheduler.nomad_api import Indexed
 from chutes.scheduler.placement import Cluster, NodeState, place_many
 from chutes.scheduler.store.control_models import GpuReservation
 from chutes.scheduler.store.models import Chute
@@ -181,3 +191,52 @@ def test_gpu_model_falls_back_to_the_device_name_without_an_inventory() -> None:
     a = with_gpus(alloc(ALLOC_A, f"chute-{CHUTE}", node_name="unknown"), ["GPU-x", "GPU-y"])
     views = instance_views(chute_row(), [a], {}, {})
     assert (views[0].gpu_model, views[0].gpu_count) == ("a100_sxm", 2)  # Nomad's device name, read by the catalog
+
+
+class FakeSources(ClusterView):
+    """The view over injected sources (the I/O edge): each answers from a list, or fails while ``down``."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__(None, None, wait_s=0.05, max_age_s=10.0, min_interval_s=0.01, max_backoff_s=0.05,
+                         clock=lambda: clock[0])  # fmt: skip
+        self.down: set[str] = set()
+        self.reads: dict[str, int] = {}
+        self.index = 1
+
+    @property
+    def sources(self) -> dict[str, Fetch]:
+        def source(name: str, value: Any) -> Fetch:
+            async def fetch(index: int, wait_s: float | None) -> Indexed[Any]:
+                self.reads[name] = self.reads.get(name, 0) + 1
+                if name in self.down:
+                    raise InventoryUnavailable(f"{name} is down")
+                if index:
+                    await asyncio.sleep(wait_s or 0)  # a blocking query with nothing new
+                return Indexed(self.index, value)
+
+            return fetch
+
+        invs = {"n1": inventory("n1", "a100", 4)}
+        return {KV: source(KV, (invs, [])), AGENTS: source(AGENTS, frozenset(invs)), CHECKS: source(CHECKS, [])}
+
+
+async def test_a_view_whose_source_fails_longer_than_its_bound_is_read_once_and_keeps_its_last_state() -> None:
+    clock = [1000.0]
+    view = FakeSources(clock)
+    try:
+        first = await view.wait_loaded(5)
+        assert view.age() == 0.0 and await view.current() is first  # followed: no read on the caller's path
+        view.down.add(CHECKS)
+        while CHECKS not in view._failing_since:
+            await asyncio.sleep(0.01)
+        clock[0] += 5
+        assert view.age() == 5.0 and await view.current() is first  # within the bound: the last good state
+        clock[0] += 10
+        with pytest.raises(InventoryUnavailable, match="is down"):
+            await view.current()  # past the bound: read once, and its failure is said, not hidden
+        assert view.latest() is first
+        view.down.clear()
+        fresh = await view.current()  # the read succeeds (or the follower recovered first): fresh again
+        assert view.age() == 0.0 and fresh.inventory.nodes == first.inventory.nodes
+    finally:
+        await view.stop()
