@@ -146,6 +146,7 @@ def create_app(config: SchedulerConfig, *, public_url: str | None = None) -> Fas
                 await supervisor.stop()
             await stop_watches()
             await stop_followers()
+            await services.close_view()
             if services.invalidations is not None:
                 await services.invalidations.close()
             await close_services(services)

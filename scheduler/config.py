@@ -158,6 +158,20 @@ class SchedulerConfig(BaseModel):
         ge=0,
         doc="how long a deploy watches its allocations for progress events, seconds",
     )
+    view_wait_s: float = setting(
+        30.0,
+        env="CHUTES_VIEW_WAIT",
+        gt=0,
+        le=600,
+        doc="how long each blocking query of the cluster view waits for a change, seconds",
+    )
+    view_max_age_s: float = setting(
+        10.0,
+        env="CHUTES_VIEW_MAX_AGE",
+        ge=0,
+        doc="a cluster view whose sources have failed for longer than this is not trusted: placement and the API "
+        "read the cluster once instead, seconds",
+    )
     watch_interval_s: float = setting(
         1.0, env="CHUTES_WATCH_INTERVAL", gt=0, doc="how often a deploy watches its allocations, seconds"
     )

@@ -5,8 +5,8 @@ Order matters for crash safety: the chute row and its version are stored (status
 is registered, and the job's id is deterministic (``chute-<chute_id>``), so a scheduler killed anywhere in
 between converges on restart: the reconciler registers a job that is missing or runs an older version, and
 registering the same job twice only updates it. Progress (placed → running → ready) is recorded as events
-by ``reconciler.observe_chute``, which both the deploy watch and the reconciler call; each transition is
-announced once.
+by the ``recorder`` from the cluster view, which both the deploy watch and the reconciler call; each
+transition is announced once.
 
 Unschedulable deploys are refused (409) with the placement's explanation and nothing changes; a redeploy
 that cannot be placed leaves the running version alone and records an ``unschedulable`` event.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import sys
 import time
@@ -29,17 +28,17 @@ from chutes.identity import host_label, slugify
 from chutes.manifest import Manifest
 from chutes.scheduler import drift, render, reservations, secret_sync
 from chutes.scheduler.api.uploads import Upload
+from chutes.scheduler.cluster_view import ViewSnapshot, placement_cluster
 from chutes.scheduler.errors import Conflict, Invalid, NotFound, UpstreamError
-from chutes.scheduler.inventory_reader import InventoryReader, InventoryUnavailable, is_active
+from chutes.scheduler.inventory_reader import InventoryUnavailable
 from chutes.scheduler.nomad_api import (
     JobNotFound,
     NomadError,
     NomadRejected,
     NomadUnavailable,
-    allocation_gpu_ids,
     scaling_blocked,
 )
-from chutes.scheduler.placement import NodeState, Placement, PlacementRequest, Unschedulable, place_many
+from chutes.scheduler.placement import Placement, PlacementRequest, Unschedulable, place_many
 from chutes.scheduler.render import ChuteRelease, RenderError, RenderSettings, batch_job_id, job_id, service_name
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chute_secrets as secrets_repo
@@ -134,31 +133,12 @@ async def submit(services: Services, chute: Chute, placements: Sequence[Placemen
 # -------------------------------------------------------------------------------------------- placement
 
 
-async def cluster_nodes(services: Services, exclude_chute: str | None = None) -> list[NodeState]:
-    """The live cluster for placement; the GPUs held by ``exclude_chute``'s own instances count as free
-    (a new version replaces them)."""
-    reader = InventoryReader(services.consul, services.nomad)
+async def cluster_snapshot(services: Services) -> ViewSnapshot:
+    """The cluster as the kept-current view shows it (read once, here, when the view is stale or not loaded)."""
     try:
-        snapshot = await reader.snapshot()
-        own: list[dict[str, Any]] = []
-        if exclude_chute is not None:
-            own = await services.nomad.allocations(filter_=f'JobID == "{job_id(exclude_chute)}"', resources=True)
+        return await services.view.current()
     except InventoryUnavailable as exc:
         raise UpstreamError("inventory", str(exc), unreachable=True, hint="check Consul and Nomad") from None
-    except NomadError as exc:
-        raise nomad_failure(exc) from None
-    held = {uuid for alloc in own if is_active(alloc) for uuid in allocation_gpu_ids(alloc)}
-    nodes = list(snapshot.nodes)
-    if exclude_chute is not None:
-        nodes = [
-            dataclasses.replace(
-                n,
-                gpus=tuple(dataclasses.replace(g, in_use=False) if g.uuid in held else g for g in n.gpus),
-                instances={c: k for c, k in n.instances.items() if c != exclude_chute},
-            )
-            for n in nodes
-        ]
-    return nodes
 
 
 def placement_json(placement: Placement) -> dict[str, Any]:
@@ -187,15 +167,16 @@ async def plan(
 ) -> tuple[list[Placement], Unschedulable | None]:
     """Where ``count`` instances would go now (all or some), and why the rest could not be placed.
 
-    GPUs reserved by other decisions that Nomad has not placed yet count as taken (``reservations``).
+    The cluster is the kept-current view's (``cluster_view``), not a read per deploy. GPUs reserved by other
+    decisions that Nomad has not placed yet count as taken (``reservations``).
     """
     request = PlacementRequest.from_selector(manifest.chute_id, manifest.node_selector)
-    nodes = await cluster_nodes(services, exclude_chute)
+    snapshot = await cluster_snapshot(services)
     async with services.store.session() as session:
         held = await reservations.active(session, time.time())
     services.metrics.reservations.set(sum(r.gpu_count for r in held))
-    nodes = reservations.without_reserved(nodes, held, exclude_chute=exclude_chute)
-    result = place_many(nodes, request, max(count, 1))
+    cluster = placement_cluster(snapshot, exclude_chute=exclude_chute, reserved=held)
+    result = place_many(cluster, request, max(count, 1))
     failure = result.unschedulable
     services.metrics.placement(purpose, max(count, 1), len(result.placements), failure.counts() if failure else None)
     return list(result.placements), failure
@@ -390,7 +371,7 @@ def start_watch(services: Services, chute_id: str, version: str) -> None:
 
 
 async def _watch(services: Services, chute_id: str, version: str) -> None:
-    from chutes.scheduler.reconciler import observe_chute
+    from chutes.scheduler import recorder  # imports runs, which imports this module
 
     loop = asyncio.get_running_loop()
     deadline = loop.time() + services.config.deploy_watch_s
@@ -401,7 +382,7 @@ async def _watch(services: Services, chute_id: str, version: str) -> None:
                 chute = await chutes_repo.get_chute(session, chute_id)
             if chute is None or chute.version != version or chute.status == "deleting":
                 return
-            views = await observe_chute(services, chute)
+            views = await recorder.record_chute(services, chute, await services.view.current())
             await report_rollout(services, chute)
             ready = sum(1 for v in views if v.state == "ready")
             if chute.desired_instances and ready >= chute.desired_instances:
@@ -666,9 +647,9 @@ async def delete(services: Services, chute: Chute) -> None:
 
 
 async def finish_delete(services: Services, chute_id: str) -> None:
-    from chutes.scheduler.reconciler import record_gone
+    from chutes.scheduler import recorder
 
-    await record_gone(services, chute_id)
+    await recorder.record_gone(services, chute_id)
     async with services.store.session() as session:
         row = await chutes_repo.get_chute(session, chute_id)
         route = (row.username, row.slug) if row is not None else None

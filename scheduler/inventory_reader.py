@@ -1,20 +1,19 @@
 """The cluster as placement sees it: agent inventories (Consul KV), agent liveness (Consul health), GPUs in use
 and instances per chute (Nomad allocations), and Nomad's scheduling eligibility.
 
-The join is pure (``build_nodes``); ``InventoryReader`` does the I/O, once (``snapshot``) or as a stream of
-snapshots driven by blocking queries (``watch``).
+The join is pure (``build_nodes``); ``InventoryReader`` does the I/O: each read once or as a blocking query, or
+everything once (``snapshot``). ``cluster_view.ClusterView`` keeps it current for the whole scheduler.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,8 +22,7 @@ import consul
 from pydantic import ValidationError
 
 from chutes import gpus
-from chutes.core.backoff import Backoff
-from chutes.core.blocking import advance, parse_index
+from chutes.core.blocking import parse_index
 from chutes.core.inventory import AGENT_SERVICE, KV_PREFIX, NodeInventory, agent_service_id
 from chutes.scheduler.nomad_api import Indexed, NomadClient, NomadError
 from chutes.scheduler.placement import GPU, Cluster, NodeState, mark_in_use
@@ -210,6 +208,15 @@ class InventorySnapshot:
         """The placement snapshot of these nodes (built once, on first use)."""
         return Cluster.build(self.nodes)
 
+    @functools.cached_property
+    def hosts(self) -> Mapping[str, tuple[str, ...]]:
+        """Chute id -> the nodes its active instances run on (built once, on first use)."""
+        out: dict[str, list[str]] = {}
+        for node in self.nodes:
+            for chute in node.instances:
+                out.setdefault(chute, []).append(node.node_id)
+        return {c: tuple(n) for c, n in out.items()}
+
     def node(self, node_id: str) -> NodeState | None:
         return next((n for n in self.nodes if n.node_id == node_id), None)
 
@@ -289,93 +296,3 @@ class InventoryReader:
             kv_index=inventories.index,
             health_index=alive.index,
         )
-
-    async def watch(
-        self, *, wait_s: float = 30.0, min_interval_s: float = 0.2, max_backoff_s: float = 30.0
-    ) -> AsyncGenerator[InventorySnapshot, None]:
-        """A snapshot now, then one after each change of the inventories, of liveness or of Nomad's allocations.
-
-        Blocking queries on all three run concurrently; a burst of changes yields one snapshot at most every
-        ``min_interval_s``. Failures are logged and retried with jittered backoff; the stream never ends on
-        its own (cancel or close it).
-        """
-        changed = asyncio.Event()
-        changed.set()
-        watchers = [
-            asyncio.create_task(_watch_index("inventories", self._inventory_index, wait_s, changed, max_backoff_s)),
-            asyncio.create_task(_watch_index("liveness", self._health_index, wait_s, changed, max_backoff_s)),
-        ]
-        if self.nomad is not None:
-            watchers.append(
-                asyncio.create_task(_watch_index("allocations", self._alloc_index, wait_s, changed, max_backoff_s))
-            )
-        backoff = Backoff.after_first_failure(max(min_interval_s, 0.05), max_backoff_s)
-        try:
-            while True:
-                await changed.wait()
-                changed.clear()
-                try:
-                    snapshot = await self.snapshot()
-                except InventoryUnavailable as exc:
-                    delay = backoff.next_delay()
-                    log.warning("inventory snapshot failed (retrying in %.1fs): %s", delay, exc)
-                    await asyncio.sleep(delay)
-                    changed.set()
-                    continue
-                backoff.reset()
-                yield snapshot
-                await asyncio.sleep(min_interval_s)
-        finally:
-            for task in watchers:
-                task.cancel()
-            for task in watchers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-
-    async def _inventory_index(self, index: int, wait_s: float) -> int:
-        return (await self.read_inventories(index, wait_s)).index
-
-    async def _health_index(self, index: int, wait_s: float) -> int:
-        return (await self.read_alive(index, wait_s)).index
-
-    async def _alloc_index(self, index: int, wait_s: float) -> int:
-        assert self.nomad is not None
-        try:
-            result = await self.nomad.blocking_get(
-                "allocations", index=index, wait_s=wait_s, params={"task_states": "false"}
-            )
-        except NomadError as exc:
-            raise InventoryUnavailable(f"watching Nomad allocations failed: {exc}") from None
-        return result.index
-
-
-async def _watch_index(
-    name: str,
-    fetch: Callable[[int, float], Awaitable[int]],
-    wait_s: float,
-    changed: asyncio.Event,
-    max_backoff_s: float,
-) -> None:
-    """Follow one blocking query forever, setting ``changed`` when its index moves.
-
-    The index follows the blocking-query rules of :mod:`chutes.core.blocking`; the loop is rate-limited so a
-    misbehaving server cannot spin it.
-    """
-    index = 0
-    backoff = Backoff.after_first_failure(0.5, max_backoff_s)
-    while True:
-        started = time.monotonic()
-        try:
-            new = await fetch(index, wait_s)
-        except InventoryUnavailable as exc:
-            delay = backoff.next_delay()
-            log.warning("watching %s failed (retrying in %.1fs): %s", name, delay, exc)
-            await asyncio.sleep(delay)
-            continue
-        backoff.reset()
-        step = advance(index, new)
-        index = step.index
-        if step.changed:
-            changed.set()
-        if time.monotonic() - started < 0.05:
-            await asyncio.sleep(0.05)  # answered at once: do not spin

@@ -502,16 +502,6 @@ class NomadClient:
         )
         return Indexed(index=parse_index(response.headers.get("X-Nomad-Index")), value=response.json())
 
-    async def watch_job_allocations(
-        self, job_id: str, *, index: int = 0, wait_s: float = 30.0, all_: bool = False
-    ) -> Indexed[list[dict[str, Any]]]:
-        """The job's allocation stubs once they change after ``index`` (or ``wait_s`` passes)."""
-        params = {"all": "true"} if all_ else None
-        result: Indexed[list[dict[str, Any]]] = await self.blocking_get(
-            "job", job_id, "allocations", index=index, wait_s=wait_s, params=params
-        )
-        return result
-
     # -- logs (python-nomad gap: it cannot stream) --
 
     async def stream_logs(

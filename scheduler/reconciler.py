@@ -3,264 +3,36 @@
 Each tick (leader only), for every chute in the store: a missing Nomad job, or one that runs another version,
 is registered again (placement first; an unschedulable chute is retried next tick); a count that drifted is
 scaled back; a chute left ``deleting`` by a crash is purged. Nomad jobs that carry chutes' meta but whose chute
-the store does not know are orphans and are purged. Instance state (Nomad allocation + Consul health) is
-recorded and each change announced once as an event. Every step is idempotent: a tick can fail anywhere and
-the next one finishes the work.
+the store does not know are orphans and are purged. Instance state (Nomad allocation + Consul health, from
+the cluster view read once per tick) is recorded by the recorder and each change announced once as an event.
+Every step is idempotent: a tick can fail anywhere and the next one finishes the work.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import logging
 import time
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
-from chutes.core import health
-from chutes.core.inventory import KV_PREFIX
 from chutes.manifest import Manifest
-from chutes.scheduler import deploy, drift, reservations, runs, task_events
+from chutes.scheduler import deploy, drift, recorder, runs
+from chutes.scheduler.cluster_view import ViewSnapshot
 from chutes.scheduler.loops import LeaderLoop
-from chutes.scheduler.nomad_api import JobNotFound, NomadError, NomadRejected, allocation_gpu_ids, scaling_blocked
-from chutes.scheduler.render import GROUP, RenderError, chute_version, job_id, service_name
-from chutes.scheduler.runs import last_task_message
+from chutes.scheduler.nomad_api import JobNotFound, NomadRejected, scaling_blocked
+from chutes.scheduler.render import GROUP, RenderError, chute_version, job_id
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
 from chutes.scheduler.store import events as events_repo
-from chutes.scheduler.store import instances as instances_repo
-from chutes.scheduler.store.instances import TERMINAL, Observed, Transition
-from chutes.scheduler.store.models import Chute, Instance
+from chutes.scheduler.store.instances import TERMINAL
+from chutes.scheduler.store.models import Chute
 
 log = logging.getLogger(__name__)
 
 # A delete left half done for this long (the scheduler that was deleting died) is finished by the reconciler.
 DELETE_GRACE_S = 60.0
-_CLIENT_STATES = {"pending": "pending", "complete": "stopped", "failed": "failed", "lost": "lost"}
-
-
-@dataclass(frozen=True)
-class InstanceView:
-    """One allocation of a chute as the API shows it."""
-
-    alloc_id: str
-    state: str
-    healthy: bool
-    node_id: str | None
-    nomad_node_id: str | None
-    gpu_model: str | None
-    gpu_count: int
-    gpu_uuids: tuple[str, ...]
-    desired_status: str | None
-    client_status: str | None
-    address: str | None
-    port: int | None
-    version: str | None
-    created_at: float | None
-    message: str = ""
-
-
-def instance_state(alloc: dict[str, Any], healthy: bool) -> str:
-    status = alloc.get("ClientStatus") or "pending"
-    if status == "running":
-        return "ready" if healthy else "running"
-    return _CLIENT_STATES.get(status, "pending")
-
-
-def _assess(alloc: dict[str, Any], healthy: bool, row: Instance | None) -> tuple[str, str, float | None]:
-    """(state, message, when it stopped serving) of an allocation, from Nomad, Consul and its last record.
-
-    A live allocation that is not ready and whose task failed since it was last ready is ``failing``, with
-    Nomad's reason. An instance recorded ready whose task ended or restarted since stopped serving at that
-    moment (task events), not when this observation happens to see it.
-    """
-    state = instance_state(alloc, healthy)
-    since = row.ready_at if row is not None and row.ready_at is not None else 0.0
-    message = ""
-    if state in ("running", "pending"):
-        found = task_events.trouble(alloc, since)
-        if found is not None:
-            state, message = "failing", found.message
-    elif state in TERMINAL:
-        message = last_task_message(alloc)
-    left_at: float | None = None
-    if row is not None and row.state == "ready" and row.ready_at is not None:
-        # Event times come from Nomad's clock: only events clearly after the recorded ready time count.
-        ended = task_events.stopped_serving(alloc, row.ready_at + task_events.CLOCK_SLACK_S)
-        if ended is not None:
-            left_at = min(max(ended, row.ready_at), time.time())
-    return state, message, left_at
-
-
-async def consul_health(services: Services, chute_id: str) -> dict[str, tuple[bool, str | None, int | None]]:
-    """alloc id → (all checks passing, address, port) for the chute's service entries in Consul."""
-    _, entries = await services.consul.health.service(service_name(chute_id))
-    return {a: (h.passing, h.address or None, h.port or None) for a, h in health.by_allocation(entries).items()}
-
-
-async def _node_inventory(services: Services, node_name: str | None) -> dict[str, Any] | None:
-    if not node_name:
-        return None
-    _, item = await services.consul.kv.get(f"{KV_PREFIX}{node_name}")
-    if not item or not item.get("Value"):
-        return None
-    try:
-        data = json.loads(item["Value"])
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-async def placement_of(services: Services, alloc_id: str) -> tuple[str | None, str | None, str | None, tuple[str, ...]]:
-    """(node id, Nomad node id, GPU model, GPU uuids) of an allocation, from Nomad and the node's inventory."""
-    full = await services.nomad.read_allocation(alloc_id)
-    uuids = tuple(allocation_gpu_ids(full))
-    node_name = full.get("NodeName") or None
-    inventory = await _node_inventory(services, node_name)
-    model: str | None = None
-    if inventory is not None:
-        by_uuid = {g.get("uuid"): g.get("model") for g in inventory.get("gpus") or []}
-        models = Counter(by_uuid.get(u) for u in uuids if by_uuid.get(u))
-        if models:
-            model = models.most_common(1)[0][0]
-    if model is None and full.get("NodeID"):
-        try:
-            node = await services.nomad.read_node(full["NodeID"])
-            model = (node.get("Meta") or {}).get("chutes_gpu_model") or None
-        except NomadError:
-            pass
-    return node_name, full.get("NodeID") or None, model, uuids
-
-
-def _event_for(t: Transition, chute: Chute, view: InstanceView) -> tuple[str, str] | None:
-    short = view.alloc_id[:8]
-    where = view.node_id or "?"
-    if t.new == "running":
-        return "running", f"instance {short} running on {where}"
-    if t.new == "ready":
-        return "ready", f"instance {short} ready on {where} (passing in Consul)"
-    if t.new == "failed":
-        return "failed", f"instance {short} on {where} failed: {view.message or 'no message'}"
-    if t.new == "failing":
-        return "failed", f"instance {short} on {where} is failing: {view.message or 'no message'}"
-    if t.new == "lost":
-        return "failed", f"instance {short} on {where} was lost (node down?)"
-    if t.new == "stopped":
-        return "stopped", f"instance {short} on {where} stopped"
-    return None
-
-
-async def observe_chute(services: Services, chute: Chute) -> list[InstanceView]:
-    """Read the chute's allocations and Consul health, record changes of state (each announced once as an
-    event), keep the chute's status in step, and return the instances."""
-    try:
-        allocs = await services.nomad.job_allocations(job_id(chute.id))
-    except JobNotFound:
-        allocs = []
-    health = await consul_health(services, chute.id)
-    async with services.store.session() as session:
-        known = {i.alloc_id: i for i in await instances_repo.list_for(session, chute.id)}
-        await reservations.confirm(session, chute.id, allocs)  # Nomad placed them: the promise is kept
-    views: list[InstanceView] = []
-    changes: list[tuple[Transition, InstanceView]] = []
-    for alloc in allocs:
-        alloc_id = alloc["ID"]
-        healthy, address, port = health.get(alloc_id, (False, None, None))
-        row = known.get(alloc_id)
-        state, message, left_at = _assess(alloc, healthy, row)
-        uuids: tuple[str, ...] = ()
-        node_id: str | None
-        nomad_node_id: str | None
-        model: str | None
-        if row is not None and row.gpu_model is not None and row.state == state:
-            node_id, nomad_node_id, model = row.node_id, row.nomad_node_id, row.gpu_model
-        else:
-            node_id, nomad_node_id, model, uuids = await placement_of(services, alloc_id)
-        view = InstanceView(
-            alloc_id=alloc_id, state=state, healthy=healthy, node_id=node_id, nomad_node_id=nomad_node_id,
-            gpu_model=model, gpu_count=len(uuids) or (row.gpu_count if row else 0), gpu_uuids=uuids,
-            desired_status=alloc.get("DesiredStatus"), client_status=alloc.get("ClientStatus"), address=address,
-            port=port, version=row.version if row else chute.version,
-            created_at=(alloc.get("CreateTime") or 0) / 1e9 or None, message=message,
-        )  # fmt: skip
-        views.append(view)
-        observed = [
-            Observed(alloc_id, chute.id, view.version, state, node_id=node_id, nomad_node_id=nomad_node_id,
-                     gpu_model=model, gpu_count=view.gpu_count, at=left_at if state != "ready" else None)
-        ]  # fmt: skip
-        if state == "ready" and left_at is not None:
-            # Ready now and when last seen, but its task ended in between (a restart, a devcluster restart):
-            # it stopped serving then, and is ready again from now.
-            observed.insert(0, dataclasses.replace(observed[0], state="running", at=left_at))
-        for obs in observed:
-            async with services.store.session() as session:
-                t = await instances_repo.record(session, obs)
-            if t is not None:
-                changes.append((t, dataclasses.replace(view, state=obs.state)))
-    # Records of allocations Nomad no longer lists (job purged, garbage-collected) end here.
-    listed = {v.alloc_id for v in views}
-    for alloc_id, row in known.items():
-        if alloc_id not in listed and row.state not in TERMINAL:
-            async with services.store.session() as session:
-                t = await instances_repo.record(session, Observed(alloc_id, chute.id, row.version, "stopped"))
-            if t is not None:
-                changes.append((t, InstanceView(alloc_id, "stopped", False, row.node_id, row.nomad_node_id,
-                                                row.gpu_model, row.gpu_count, (), None, None, None, None,
-                                                row.version, row.created_at)))  # fmt: skip
-    for t, view in changes:
-        if t.old is None:
-            what = f"{view.gpu_count}× {view.gpu_model or 'GPU'}" if view.gpu_count else "no GPU"
-            await services.events.record(
-                chute.id, "placed", f"instance {view.alloc_id[:8]} placed on node {view.node_id} with {what}",
-                version=view.version, data=_view_data(view),
-            )  # fmt: skip
-        event = _event_for(t, chute, view)
-        if event is not None and not (t.old is None and t.new == "pending"):
-            await services.events.record(chute.id, event[0], event[1], version=view.version, data=_view_data(view))
-    await _update_status(services, chute, views)
-    return views
-
-
-def _view_data(view: InstanceView) -> dict[str, Any]:
-    return {"instance_id": view.alloc_id, "node_id": view.node_id, "gpu_model": view.gpu_model,
-            "gpu_count": view.gpu_count, "state": view.state}  # fmt: skip
-
-
-async def _update_status(services: Services, chute: Chute, views: list[InstanceView]) -> None:
-    live = [v for v in views if v.state not in TERMINAL]
-    states = Counter(v.state for v in live)
-    failing = next((v for v in live if v.state == "failing"), None)
-    if states["ready"]:
-        status, detail = "ready", f"{states['ready']} of {chute.desired_instances} instances ready"
-        if failing is not None:
-            detail += f"; {states['failing']} failing: {failing.message}"
-    elif failing is not None:
-        status, detail = "failing", f"{states['failing']} instance(s) failing: {failing.message}"
-    elif states["running"]:
-        status, detail = "running", "starting: waiting for /_ready"
-    elif states["pending"]:
-        status, detail = "deploying", "instances pending"
-    elif chute.desired_instances == 0:
-        status, detail = "idle", "scaled to zero"
-    else:
-        return  # nothing placed yet: keep what the deploy or the reconciler said (registered, unschedulable)
-    async with services.store.session() as session:
-        row = await chutes_repo.get_chute(session, chute.id)
-        if row is not None and row.status != "deleting" and (row.status, row.status_detail) != (status, detail):
-            row.status, row.status_detail = status, detail
-
-
-async def record_gone(services: Services, chute_id: str) -> None:
-    """Mark every live instance record of a chute as stopped (its jobs were purged)."""
-    async with services.store.session() as session:
-        rows = await instances_repo.list_for(session, chute_id, live_only=True)
-    for row in rows:
-        async with services.store.session() as session:
-            await instances_repo.record(session, Observed(row.alloc_id, chute_id, row.version, "stopped"))
 
 
 # ------------------------------------------------------------------------------------------------ the tick
@@ -292,9 +64,14 @@ async def _url_answers(services: Services, url: str | None, checked: dict[str, b
 
 
 async def converge_chute(
-    services: Services, chute: Chute, jobs: dict[str, dict[str, Any]], url_checks: dict[str, bool] | None = None
+    services: Services,
+    chute: Chute,
+    jobs: dict[str, dict[str, Any]],
+    snapshot: ViewSnapshot,
+    url_checks: dict[str, bool] | None = None,
 ) -> None:
-    """Bring one chute's Nomad jobs in line with the store (``url_checks``: scheduler addresses probed)."""
+    """Bring one chute's Nomad jobs in line with the store and record its instances as ``snapshot`` shows them
+    (``url_checks``: scheduler addresses probed)."""
     url_checks = {} if url_checks is None else url_checks
     if chute.status == "deleting":
         if time.time() - chute.updated_at < DELETE_GRACE_S:
@@ -359,7 +136,7 @@ async def converge_chute(
             else:
                 log.info("reconciler: scaled %s from %s to %d", chute.id, current, chute.desired_instances)
         await deploy.report_rollout(services, chute)
-        views = await observe_chute(services, chute)
+        views = await recorder.record_chute(services, chute, snapshot)
         if chute.desired_instances and not any(v.state not in TERMINAL for v in views):
             await _explain_nomad_failure(services, chute)
 
@@ -403,11 +180,12 @@ async def reconcile_once(services: Services) -> None:
     for stub in stubs:
         if not stub.get("ParentID"):
             jobs[stub["ID"]] = stub
+    snapshot = await services.view.current()
     failures = 0
     url_checks: dict[str, bool] = {}  # each scheduler address probed once per tick
     for chute in chutes.values():
         try:
-            await converge_chute(services, chute, jobs, url_checks)
+            await converge_chute(services, chute, jobs, snapshot, url_checks)
         except Exception:
             failures += 1
             log.exception("reconciler: chute %s (%s)", chute.id, chute.name)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -37,20 +37,18 @@ async def active(session: AsyncSession, now: float) -> list[GpuReservation]:
     return list((await session.execute(query)).scalars())
 
 
-def without_reserved(
-    nodes: Sequence[NodeState], reservations: Iterable[GpuReservation], exclude_chute: str | None = None
-) -> list[NodeState]:
-    """``nodes`` with the reserved GPUs marked in use (``exclude_chute``'s own reservations left out)."""
+def reserved_nodes(
+    nodes: Mapping[str, NodeState], reservations: Iterable[GpuReservation], exclude_chute: str | None = None
+) -> dict[str, NodeState]:
+    """Only the nodes that hold reservations, with the reserved GPUs marked in use (node id -> new state)."""
     held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in reservations:
-        if r.chute_id != exclude_chute:
+        if r.chute_id != exclude_chute and r.node_id in nodes:
             held[r.node_id][r.model] += r.gpu_count
-    if not held:
-        return list(nodes)
-    return [
-        dataclasses.replace(n, gpus=mark_in_use(n.gpus, counts_by_model=held[n.node_id])) if n.node_id in held else n
-        for n in nodes
-    ]
+    return {
+        node_id: dataclasses.replace(nodes[node_id], gpus=mark_in_use(nodes[node_id].gpus, counts_by_model=counts))
+        for node_id, counts in held.items()
+    }
 
 
 async def reserve(

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from chutes.scheduler.cluster_view import ClusterView
 from chutes.scheduler.config import SchedulerConfig
 from chutes.scheduler.events import EventHub
 from chutes.scheduler.invalidation import InvalidationPublisher
@@ -33,6 +34,24 @@ class Services:
     metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
     # Set by the app (it needs the Consul client); None where nothing follows the notices (unit tests).
     invalidations: InvalidationPublisher | None = None
+    _view: ClusterView | None = field(default=None, repr=False)
+
+    @property
+    def view(self) -> ClusterView:
+        """The cluster view every part of this process reads (created on first use, followed from then on)."""
+        if self._view is None:
+            self._view = ClusterView(
+                self.consul,
+                self.nomad,
+                wait_s=self.config.view_wait_s,
+                max_age_s=self.config.view_max_age_s,
+                max_backoff_s=self.config.loop_max_backoff_s,
+            )
+        return self._view
+
+    async def close_view(self) -> None:
+        if self._view is not None:
+            await self._view.stop()
 
     async def announce_change(
         self,

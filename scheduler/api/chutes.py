@@ -18,7 +18,7 @@ from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import ChuteOut, ScaleIn, ShareIn
 from chutes.scheduler.api.uploads import validate_upload
-from chutes.scheduler.api.views import chute_out
+from chutes.scheduler.api.views import chute_out, shown_status
 from chutes.scheduler.images import flow as image_flow
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
@@ -165,13 +165,14 @@ async def unshare_chute(ref: str, username: str, principal: UserDep, services: S
 
 @router.get("/v1/chutes/{ref:path}", response_model=ChuteOut)
 async def get_chute(ref: str, principal: UserDep, services: ServicesDep) -> ChuteOut:
-    """One chute by id, name or slug."""
+    """One chute by id, name or slug; its status as its instances are now (Consul health included)."""
     chute = await find_chute(services, principal, ref)
     shared: list[str] = []
     if chute.owner_id == principal.user_id or principal.is_admin:
         async with services.store.session() as session:
             shared = await chutes_repo.shared_with(session, chute.id)
-    return chute_out(chute, shared)
+    status, detail = await shown_status(services, chute)
+    return chute_out(chute, shared).model_copy(update={"status": status, "status_detail": detail})
 
 
 @router.delete("/v1/chutes/{ref:path}", status_code=204)

@@ -10,8 +10,8 @@ from chutes.core.inventory import NodeInventory
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import GPUOut, NodeOut
-from chutes.scheduler.errors import UpstreamError
-from chutes.scheduler.inventory_reader import InventoryReader, InventorySnapshot, InventoryUnavailable
+from chutes.scheduler.deploy import cluster_snapshot
+from chutes.scheduler.inventory_reader import InventorySnapshot
 from chutes.scheduler.placement import NodeState
 from chutes.scheduler.services import Services
 
@@ -19,10 +19,8 @@ router = APIRouter(tags=["nodes"], responses={401: {"model": ErrorOut}, 503: {"m
 
 
 async def snapshot(services: Services) -> InventorySnapshot:
-    try:
-        return await InventoryReader(services.consul, services.nomad).snapshot()
-    except InventoryUnavailable as exc:
-        raise UpstreamError("inventory", str(exc), unreachable=True, hint="check Consul and Nomad") from None
+    """Placement's view of the nodes, from the kept-current cluster view (no read per request)."""
+    return (await cluster_snapshot(services)).inventory
 
 
 def node_out(node: NodeState, inventory: NodeInventory) -> NodeOut:

@@ -1,5 +1,8 @@
 """Watching a chute: its instances (Nomad allocations joined with Consul health), deployment events, logs.
 
+Reads only: instances come from the cluster view and the instance records, never recorded here (the recorder,
+run by the leader's loops and the deploy watch, is the one writer).
+
 These routes are declared before ``chutes.py``'s ``/v1/chutes/{ref}`` so that a ref followed by one of
 these suffixes reaches them. They are the owner's (and admins'): a user a chute is shared with may call it,
 not read its instances' addresses, events or logs (403).
@@ -18,21 +21,27 @@ from chutes.scheduler.api.chutes import owned_chute
 from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import EventOut, InstanceOut
-from chutes.scheduler.deploy import nomad_failure
+from chutes.scheduler.deploy import cluster_snapshot, nomad_failure
 from chutes.scheduler.events import event_dict, sse_frame
+from chutes.scheduler.instance_states import InstanceView, instance_views
 from chutes.scheduler.nomad_api import JobNotFound, NomadError
-from chutes.scheduler.reconciler import observe_chute
 from chutes.scheduler.render import job_id
 from chutes.scheduler.services import Services
+from chutes.scheduler.store import instances as instances_repo
 from chutes.scheduler.store.models import Chute
+
+
+async def instances_now(services: Services, chute: Chute) -> list[InstanceView]:
+    """The chute's instances as the cluster view shows them, joined with their records (no write)."""
+    snapshot = await cluster_snapshot(services)
+    async with services.store.session() as session:
+        rows = await instances_repo.list_for(session, chute.id)
+    return instance_views(chute, snapshot.allocations_of(chute.id), snapshot.health, snapshot.inventories, rows)
 
 
 async def list_instances(services: Services, chute: Chute) -> list[InstanceOut]:
     """The chute's instances (allocations joined with Consul health, node and GPU model), for the API."""
-    try:
-        views = await observe_chute(services, chute)
-    except NomadError as exc:
-        raise nomad_failure(exc) from None
+    views = await instances_now(services, chute)
     return [
         InstanceOut(
             instance_id=v.alloc_id,

@@ -1,4 +1,4 @@
-"""Store rows as API answers."""
+"""Store rows as API answers (and a chute's status as its instances are now, from the cluster view)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from typing import Any
 from chutes.chute.node_selector import NodeSelector
 from chutes.scheduler.api.schemas import ChuteOut
 from chutes.scheduler.deploy import job_id
+from chutes.scheduler.instance_states import chute_status, instance_views
+from chutes.scheduler.services import Services
+from chutes.scheduler.store import instances as instances_repo
 from chutes.scheduler.store.models import Chute
 
 
@@ -46,3 +49,20 @@ def chute_out(chute: Chute, shared_with: list[str] | None = None, placement: dic
         updated_at=chute.updated_at,
         placement=placement,
     )
+
+
+async def shown_status(services: Services, chute: Chute) -> tuple[str, str]:
+    """(status, detail) a GET shows: the instances' as the view sees them now (Consul health included), else
+    the stored one. Never waits on Consul or Nomad: a view that is not loaded or stale leaves the stored one."""
+    view = services.view
+    snapshot = view.latest()
+    age = view.age()
+    stored = (chute.status, chute.status_detail)
+    if snapshot is None or age is None or age > view.max_age_s or chute.status == "deleting":
+        return stored
+    if not (chute.manifest or {}).get("cords"):
+        return stored  # a chute of jobs has no instances: its status is the deploy's
+    async with services.store.session() as session:
+        rows = await instances_repo.list_for(session, chute.id)
+    views = instance_views(chute, snapshot.allocations_of(chute.id), snapshot.health, snapshot.inventories, rows)
+    return chute_status(views, chute.desired_instances) or stored

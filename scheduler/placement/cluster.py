@@ -7,6 +7,10 @@ Built once per inventory refresh (O(nodes)) and shared by every decision until t
 - nodes with a single model are gathered into classes of the same model and per-GPU memory (Nomad's
   "computed node class"), with histograms of healthy and free GPUs and buckets by free count, so that a
   decision counts and ranks a whole class in a few steps instead of visiting each node.
+
+A decision that sees a few nodes differently (GPUs reserved by earlier decisions, or freed because a new
+version replaces the chute's own instances) derives its snapshot with ``with_nodes``: only the classes those
+nodes belong to are rebuilt, so it costs O(class size), not O(nodes).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from chutes import gpus
 from chutes.scheduler.placement.feasibility import NODE_CHECKS
@@ -61,6 +65,26 @@ class GroupClass:
             _free_below=tuple(bisect_left(free, k) for k in range(top + 2)),
         )
 
+    def replaced(self, groups: Mapping[str, GPUGroup]) -> GroupClass:
+        """This class with some members' groups replaced by ones with the same healthy GPUs (only which are
+        free differs): each moves between two buckets, O(bucket) instead of rebuilding the class."""
+        buckets = [list(b) for b in self.by_free]
+        for node_id, new in groups.items():
+            old = self.members[node_id]
+            bucket = buckets[len(old.free)]
+            del bucket[bisect_left(bucket, node_id, key=_node_id)]
+            target = buckets[len(new.free)]
+            target.insert(bisect_left(target, node_id, key=_node_id), new)
+        below = [0]
+        for bucket in buckets:
+            below.append(below[-1] + len(bucket))
+        return replace(
+            self,
+            by_free=tuple(tuple(b) for b in buckets),
+            members={**self.members, **groups},
+            _free_below=tuple(below),
+        )
+
     @property
     def size(self) -> int:
         return len(self.members)
@@ -95,6 +119,8 @@ class Cluster:
     nodes_total: int
     pre_rejected: Mapping[Reason, int]
     models: tuple[ModelIndex, ...]  # cheapest first
+    nodes: Mapping[str, NodeState] = field(default_factory=dict)  # node_id -> state, as built
+    prices: Mapping[str, float] = field(default_factory=dict)  # catalog id -> hourly USD per GPU, as built
 
     @classmethod
     def build(cls, nodes: Iterable[NodeState], prices: Mapping[str, float] | None = None) -> Cluster:
@@ -105,12 +131,13 @@ class Cluster:
         mixed: dict[str, list[GPUGroup]] = {}
         total = 0
         seen: set[str] = set()
-        for node in nodes:
+        all_nodes = list(nodes)
+        for node in all_nodes:
             total += 1
             if node.node_id in seen:
                 raise ValueError(f"node {node.node_id!r} appears twice in the inventory")
             seen.add(node.node_id)
-            failed = next((reason for reason, check in NODE_CHECKS if not check(node)), None)
+            failed = _pre_check(node)
             if failed is not None:
                 rejected[failed] += 1
                 continue
@@ -139,7 +166,61 @@ class Cluster:
                 key=lambda index: (index.price_per_gpu, index.model),
             )
         )
-        return cls(nodes_total=total, pre_rejected=dict(rejected), models=models)
+        return cls(
+            nodes_total=total,
+            pre_rejected=dict(rejected),
+            models=models,
+            nodes={n.node_id: n for n in all_nodes},
+            prices=price_of,
+        )
+
+    def with_nodes(self, changed: Iterable[NodeState]) -> Cluster:
+        """This snapshot with some nodes in another state; equal to ``Cluster.build`` of every node.
+
+        When only which GPUs are free (and instance counts) changed, only the classes and mixed groups of
+        those nodes are rebuilt; any other change (a node new, gone from the checks, other GPUs) builds anew.
+        """
+        updates = {n.node_id: n for n in changed if self.nodes.get(n.node_id) != n}
+        if not updates:
+            return self
+        groups: dict[str, dict[str, GPUGroup]] = {}  # model -> node_id -> its new group
+        for node_id, node in updates.items():
+            old = self.nodes.get(node_id)
+            if old is None or _shape(old, self.prices) != _shape(node, self.prices):
+                return Cluster.build({**self.nodes, **updates}.values(), self.prices)
+            if _pre_check(node) is not None:
+                continue  # rejected before and after, for the same reason: counted the same
+            for group in _groups(node, self.prices):
+                groups.setdefault(group.model, {})[node_id] = group
+        models = []
+        for index in self.models:
+            new = groups.get(index.model)
+            if not new:
+                models.append(index)
+                continue
+            classes = tuple(
+                c.replaced({n: g for n, g in new.items() if n in c.members}) if not new.keys().isdisjoint(c.members)
+                else c
+                for c in index.classes
+            )  # fmt: skip
+            mixed = tuple(new.get(g.node.node_id, g) for g in index.mixed)
+            models.append(replace(index, classes=classes, mixed=mixed))
+        return replace(self, models=tuple(models), nodes={**self.nodes, **updates})
+
+
+def _node_id(group: GPUGroup) -> str:
+    return group.node.node_id
+
+
+def _pre_check(node: NodeState) -> Reason | None:
+    """The first request-independent check the node fails, if any."""
+    return next((reason for reason, check in NODE_CHECKS if not check(node)), None)
+
+
+def _shape(node: NodeState, price_of: Mapping[str, float]) -> tuple[object, ...]:
+    """What decides where a node sits in the index: its pre-check outcome and its GPU groups, free GPUs aside."""
+    groups = tuple(sorted((g.model, g.vram_mib, g.healthy) for g in _groups(node, price_of)))
+    return _pre_check(node), groups
 
 
 def _groups(node: NodeState, price_of: Mapping[str, float]) -> list[GPUGroup]:

@@ -24,6 +24,7 @@ from chutes.chute.node_selector import NodeSelector
 from chutes.core.inventory import NodeInventory, agent_service_id, simulated_gpus
 from chutes.identity import chute_id
 from chutes.manifest import CordSpec, ImageSpec, Manifest
+from chutes.scheduler.cluster_view import ClusterView, ViewSnapshot
 from chutes.scheduler.inventory_reader import (
     InventoryReader,
     InventorySnapshot,
@@ -292,19 +293,30 @@ async def test_snapshot_of_the_e2e_cluster_drives_placement(reader: InventoryRea
     assert c is not None and c.alive is False  # the inventory stays, the node is not placed on
 
 
+async def view_until(view: ClusterView, predicate: Any, timeout_s: float = 15.0) -> ViewSnapshot:
+    """The view's snapshot once ``predicate`` holds of it (the view follows by itself: no read here)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        snap = view.latest()
+        if snap is not None and predicate(snap):
+            return snap
+        assert time.monotonic() < deadline, "the view did not show the change in time"
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.timeout(60)
-async def test_watch_yields_on_every_kind_of_change(dc: DevclusterHandle, reader: InventoryReader) -> None:
+async def test_the_view_follows_every_kind_of_change(dc: DevclusterHandle, reader: InventoryReader) -> None:
     sync = dc.consul()
-    stream = reader.watch(wait_s=2, min_interval_s=0.05)
+    view = ClusterView(reader.consul, reader.nomad, wait_s=2, min_interval_s=0.02)
     try:
-        first = await asyncio.wait_for(anext(stream), 10)
-        assert first.nodes == ()
-        # A node publishes its inventory (as an agent would): a new snapshot arrives without polling.
+        first = await view.wait_loaded(10)
+        assert first.inventory.nodes == ()
+        assert view.age() == 0.0
+        # A node publishes its inventory (as an agent would): the view shows it without anyone polling.
         inv = inventory("gpu-b", "a100", 4)
         sync.kv.put(inv.kv_key(), inv.model_dump_json())
-        snap = await asyncio.wait_for(anext(stream), 10)
-        assert [n.node_id for n in snap.nodes] == ["gpu-b"]
-        assert snap.nodes[0].alive is False
+        snap = await view_until(view, lambda s: [n.node_id for n in s.inventory.nodes] == ["gpu-b"])
+        assert snap.inventory.nodes[0].alive is False
         # ... then registers its service with a passing liveness check.
         sid = agent_service_id("gpu-b")
         sync.agent.service.register(
@@ -313,26 +325,32 @@ async def test_watch_yields_on_every_kind_of_change(dc: DevclusterHandle, reader
             meta={"node_id": "gpu-b"},
             check={"CheckID": f"{sid}:alive", "Name": "alive", "TTL": "30s", "Status": "passing"},
         )
-        snap = await asyncio.wait_for(anext(stream), 10)
-        while "gpu-b" not in snap.alive:
-            snap = await asyncio.wait_for(anext(stream), 10)
+        await view_until(view, lambda s: "gpu-b" in s.inventory.alive)
+        # A chute instance's check (as Nomad registers it) turns up in the view's health, by allocation.
+        alloc = "0f0e0d0c-0b0a-0908-0706-050403020100"
+        service = f"_nomad-task-{alloc}-group-instance-chute-x-http"
+        sync.agent.service.register(
+            "chute-x", service_id=service, check={"CheckID": f"{service}:ready", "TTL": "30s", "Status": "passing"}
+        )
+        await view_until(view, lambda s: s.health.get(alloc) is True)
+        sync.agent.check.ttl_fail(f"{service}:ready")
+        await view_until(view, lambda s: s.health.get(alloc) is False)
         # A bad KV entry is reported, not fatal.
         sync.kv.put("chutes/nodes/junk", "nope")
-        snap = await asyncio.wait_for(anext(stream), 10)
-        while not snap.problems:
-            snap = await asyncio.wait_for(anext(stream), 10)
-        assert "chutes/nodes/junk" in snap.problems[0]
-        assert [n.node_id for n in snap.nodes] == ["gpu-b"]
+        snap = await view_until(view, lambda s: bool(s.inventory.problems))
+        assert "chutes/nodes/junk" in snap.inventory.problems[0]
+        assert [n.node_id for n in snap.inventory.nodes] == ["gpu-b"]
     finally:
-        await stream.aclose()
+        await view.stop()
 
 
 @pytest.mark.timeout(60)
-async def test_watch_survives_consul_going_away(dc: DevclusterHandle, reader: InventoryReader) -> None:
-    stream = reader.watch(wait_s=2, min_interval_s=0.05, max_backoff_s=0.5)
+async def test_the_view_survives_consul_going_away(dc: DevclusterHandle, reader: InventoryReader) -> None:
+    view = ClusterView(reader.consul, reader.nomad, wait_s=2, max_backoff_s=0.5, max_age_s=0.0)
     try:
-        await asyncio.wait_for(anext(stream), 10)
-        dc.restart()  # same ports: the watchers see errors, then an index that may go backwards
+        before = await view.wait_loaded(10)
+        dc.restart()  # same ports: the followers see errors (keeping the last good state), then maybe an
+        # index that went backwards
         inv = inventory("gpu-a", "h100_sxm", 8)
         deadline = time.monotonic() + 20
         while True:
@@ -342,12 +360,25 @@ async def test_watch_survives_consul_going_away(dc: DevclusterHandle, reader: In
             except requests.ConnectionError:
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.1)
-        while True:
-            snap = await asyncio.wait_for(anext(stream), 20)
-            if [n.node_id for n in snap.nodes] == ["gpu-a"]:
-                break
+        assert view.latest() is not None  # failures never dropped the last good snapshot
+        await view_until(view, lambda s: [n.node_id for n in s.inventory.nodes] == ["gpu-a"], 20)
+        assert before.inventory.nodes == ()
     finally:
-        await stream.aclose()
+        await view.stop()
+
+
+async def test_a_stale_view_is_read_once_and_an_unreachable_one_reported() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        client = consul.aio.Consul(host="127.0.0.1", port=1)
+    view = ClusterView(client, None, timeout_s=0.5, max_backoff_s=0.5)
+    try:
+        with pytest.raises(InventoryUnavailable, match="Consul"):
+            await view.current()  # not loaded: read once, which fails, clearly
+        assert view.latest() is None
+    finally:
+        await view.stop()
+        await client.close()
 
 
 async def test_unreachable_consul_is_reported() -> None:

@@ -121,15 +121,15 @@ async def test_register_read_list_and_enforced_index(client: NomadClient) -> Non
 async def test_scale_blocking_allocations_and_gpu_ids(client: NomadClient) -> None:
     job = chute_job("scale", ["a100"], count=0)
     await register(client, job)
-    first = await client.watch_job_allocations(job["ID"], index=0, wait_s=1)
+    first = await client.blocking_get("job", job["ID"], "allocations", index=0, wait_s=1)
     assert first.value == [] and first.index > 0
     # Nothing changes: the blocking query returns after about its wait, with the same index.
     started = time.monotonic()
-    idle = await client.watch_job_allocations(job["ID"], index=first.index, wait_s=0.5)
+    idle = await client.blocking_get("job", job["ID"], "allocations", index=first.index, wait_s=0.5)
     assert time.monotonic() - started >= 0.45
     assert idle.value == []
     # A scale while a watcher waits wakes it with the new allocations.
-    watcher = asyncio.create_task(client.watch_job_allocations(job["ID"], index=first.index, wait_s=20))
+    watcher = asyncio.create_task(client.blocking_get("job", job["ID"], "allocations", index=first.index, wait_s=20))
     await asyncio.sleep(0.2)
     assert not watcher.done()
     eval_id = await client.scale_job(job["ID"], 2, message="test scale")
