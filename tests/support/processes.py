@@ -1,0 +1,99 @@
+"""The processes tests start: each a :class:`chutes.dev.process.Child` (the one ``chutes dev`` uses), so each
+runs in its own process group with the kernel's parent-death signal, logs to a file and is stopped as a group.
+
+``leftover_children`` is what the root conftest checks when the session ends: no process a test started may
+outlive it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from chutes.dev.process import Child, read_port_file
+from tests.support.polling import poll_until
+
+
+@dataclass
+class TestProcess(Child):
+    """A :class:`Child` whose ``env`` is its whole environment (tests pass ``{**os.environ, ...}`` or less)."""
+
+    __test__ = False  # not a test class, whatever pytest makes of its name
+    inherit_env: bool = False
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def output(self, limit: int | None = None) -> str:
+        """The log (stdout and stderr), its last ``limit`` characters if given."""
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return text[-limit:] if limit else text
+
+    def wait_port(self, path: Path, timeout: float = 30.0) -> int:
+        """The port the process wrote to ``path`` (a bare number); fails with the log if it exits first."""
+
+        def port() -> int | None:
+            if not self.alive():
+                raise AssertionError(f"{self.name} exited ({self.exited()}):\n{self.output(4000)}")
+            value = read_port_file(path)
+            return value if isinstance(value, int) else None
+
+        return poll_until(port, f"{self.name} to write {path}", timeout, 0.05, retry_on=(OSError,))
+
+
+def start(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+) -> TestProcess:
+    """Start ``argv`` (environment: ``env``, default this process's) logging to ``log_path``."""
+    proc = TestProcess(name, list(argv), log_path, dict(os.environ if env is None else env), cwd=cwd)
+    proc.start()
+    return proc
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    argv: Sequence[str],
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    cwd: Path | None = None,
+    stop_timeout: float = 10.0,
+) -> Iterator[TestProcess]:
+    """:func:`start`, then stop the process group (SIGTERM, SIGKILL after ``stop_timeout``) on the way out."""
+    proc = start(name, argv, log_path, env, cwd=cwd)
+    try:
+        yield proc
+    finally:
+        proc.stop(stop_timeout)
+
+
+def leftover_children(parent: int | None = None) -> list[tuple[int, str]]:
+    """(pid, command line) of the live (not zombie) child processes of ``parent`` (default: this process),
+    leaving out the helpers Python itself starts (multiprocessing's resource tracker)."""
+    parent = os.getpid() if parent is None else parent
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == parent and state != "Z" and "multiprocessing" not in cmdline:
+            found.append((int(entry.name), cmdline))
+    return found
