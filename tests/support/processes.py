@@ -27,7 +27,7 @@ class TestProcess(Child):
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def output(self, limit: int | None = None) -> str:
+    def log(self, limit: int | None = None) -> str:
         """The log (stdout and stderr), its last ``limit`` characters if given."""
         try:
             text = self.log_path.read_text(encoding="utf-8", errors="replace")
@@ -40,7 +40,7 @@ class TestProcess(Child):
 
         def port() -> int | None:
             if not self.alive():
-                raise AssertionError(f"{self.name} exited ({self.exited()}):\n{self.output(4000)}")
+                raise AssertionError(f"{self.name} exited ({self.exited()}):\n{self.log(4000)}")
             value = read_port_file(path)
             return value if isinstance(value, int) else None
 
