@@ -32,6 +32,7 @@ from chutes.devcluster.nomad.container_spec import LABEL_ALLOC, LABEL_OWNER
 from chutes.devcluster.nomad.podman import owner_id
 from tests.support.containers import containers_labelled, local_registry, require_containers, runtime_image
 from tests.support.polling import poll_until
+from tests.support.processes import processes_mentioning, wait_written
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.timeout(600)]
 
@@ -192,22 +193,6 @@ class Stack:
         return processes_mentioning(self.info["data_dir"])
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Live processes (not zombies, not this one) whose command line or environment contains ``text``."""
-    pids, needle = [], text.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            found = needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if found and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
 @pytest.fixture
 def registry_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_containers()
@@ -224,8 +209,7 @@ def stack(tmp_path: Path, registry_image: str) -> Iterator[Stack]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*argv, "--ready-file", str(ready)], env=env, cwd=ROOT, stdout=log, stderr=log)
     try:
-        poll_until(lambda: ready.exists() or proc.poll() is not None, "chutes dev up", timeout=180, interval=0.2)
-        assert proc.poll() is None, log_path.read_text()
+        wait_written(ready, proc, "chutes dev up", 180, log_path)
         info = json.loads(ready.read_text())
         assert info["containers"] is True and info["nomad_token"], info
         assert "containers: on (podman" in log_path.read_text()
