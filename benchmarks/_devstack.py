@@ -137,10 +137,3 @@ def distribution(values: list[float], digits: int = 3) -> dict[str, float]:
         "p99": round(percentile(values, 0.99), digits),
         "max": round(max(values), digits),
     }
-
-
-def write_results(name: str, report: dict[str, Any], markdown: list[str]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n")
-    print("\n".join(markdown))

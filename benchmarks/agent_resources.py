@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_results
 from tests.support.devcluster import devcluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -188,8 +189,6 @@ def run(seconds: float, gpus: str, settle: float, workdir: Path) -> dict[str, An
 
 
 def write(report: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "agent_resources.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Agent resource use",
         "",
@@ -212,7 +211,7 @@ def write(report: dict[str, Any]) -> None:
         f"check statuses at the end: {', '.join(report['check_statuses_at_end'])}; exit code on SIGTERM: "
         f"{report['agent_exit_code_on_sigterm']}. Meets the targets: {'yes' if report['meets_targets'] else 'no'}.",
     ]
-    (RESULTS / "agent_resources.md").write_text("\n".join(lines) + "\n")
+    write_results("agent_resources", report, lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -226,7 +225,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
         report = run(args.seconds, args.gpus, args.settle, Path(tmp))
     write(report)
-    print((RESULTS / "agent_resources.md").read_text())
     return report
 
 

@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks._devstack import Embedded, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import Embedded, distribution, embedded_stack, wait_for
+from benchmarks.report import machine, write_results
 from tests.support.containers import (
     BASE_IMAGE,
     containers_missing,

@@ -37,8 +37,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._devstack import REPO, chute_copy, distribution, embedded_stack, wait_for, write_results
+from benchmarks._devstack import REPO, chute_copy, distribution, embedded_stack, wait_for
 from benchmarks.gateway_overhead import Connection
+from benchmarks.report import write_results
 from chutes.dev.stack import executable
 
 NAME = "edge"

@@ -53,6 +53,7 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks.report import write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.identity import chute_id
 
@@ -694,8 +695,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "streaming": streams,
         "profile": profile,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gateway_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Gateway overhead: no-op cord, direct (signed) vs nginx vs chutes-gateway, side by side",
         "",
@@ -728,8 +727,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {path} | {s['ttfb_p50_ms']} | {s.get('ttfb_added_ms', '-')} | {s['gap_p50_ms']} | "
             f"{s['separate_share']:.0%} |"
         )
-    (RESULTS / "gateway_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("gateway_overhead", report, lines)
     return report
 
 

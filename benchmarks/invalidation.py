@@ -32,8 +32,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for
+from benchmarks.report import machine, write_results
 from chutes.dev.process import read_port_file
 
 TARGET_S = 1.0

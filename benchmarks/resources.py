@@ -26,8 +26,8 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for
+from benchmarks.report import machine, write_results
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
