@@ -10,8 +10,7 @@ import contextlib
 import json
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,6 @@ from chutes.dev.registry import BuildsMode
 from chutes.dev.stack import DevStack, StackInfo
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 _ASCTIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -96,21 +94,6 @@ def chute_copy(workdir: Path, source: Path, name: str, new_name: str) -> str:
     path = workdir / f"{new_name.replace('-', '_')}.py"
     path.write_text(renamed)
     return f"{path}:chute"
-
-
-def wait_for(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # not there yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def log_time(line: str) -> float | None:

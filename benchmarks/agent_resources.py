@@ -30,7 +30,6 @@ from typing import Any
 from benchmarks.report import write_results
 from tests.support.devcluster import devcluster
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NODE = "bench-node"
 TARGET_RSS_MB = 80.0
 TARGET_CPU_PCT = 1.0

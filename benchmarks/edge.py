@@ -37,10 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._devstack import REPO, chute_copy, distribution, embedded_stack, wait_for
+from benchmarks._devstack import REPO, chute_copy, distribution, embedded_stack
 from benchmarks.gateway_overhead import Connection
 from benchmarks.report import write_results
 from chutes.dev.stack import executable
+from tests.support.polling import poll_until
 
 NAME = "edge"
 
@@ -167,7 +168,7 @@ def unthrottled_gateway(
     env["CHUTES_ENV_FILE"] = str(data_dir / "run" / "gateway.env")  # the stack's gateway key and tokens
     log = (workdir / "gateway2.log").open("wb")
     proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    port = int(wait_for(lambda: port_file.exists() and port_file.read_text().strip(), "the second gateway", 60))
+    port = int(poll_until(lambda: port_file.exists() and port_file.read_text().strip(), "the second gateway", 60))
     return proc, port
 
 

@@ -53,11 +53,10 @@ from typing import Any
 
 from aiohttp import web
 
-from benchmarks.report import write_results
+from benchmarks.report import RESULTS, write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.identity import chute_id
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-invoke-secret"
 GATEWAY_KEY = "cnk_benchmark-gateway"

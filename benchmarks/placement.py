@@ -22,7 +22,6 @@ import platform
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
 from benchmarks.report import table, write_results
@@ -37,7 +36,6 @@ from chutes.scheduler.placement.feasibility import (
     enough_vram,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # Roughly what a GPU fleet looks like: many mid-range cards, fewer big ones.
 MODEL_WEIGHTS = {
     "4090": 10,

@@ -46,7 +46,6 @@ import aiohttp
 from benchmarks.report import table, write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-secret"
 TIME_CAP_SECONDS = 120  # per measured round: the load stops here even if requests remain
