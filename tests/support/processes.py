@@ -25,6 +25,10 @@ class TestProcess(Child):
     __test__ = False  # not a test class, whatever pytest makes of its name
     inherit_env: bool = False
 
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM the group, SIGKILL it after ``timeout`` seconds."""
+        super().stop(timeout)
+
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
