@@ -33,6 +33,17 @@ SET_FOR_CHILDREN = {
 #: Read by every daemon before its settings (core/envfile.py): the file the secrets come from.
 READ_BEFORE_SETTINGS = {"CHUTES_ENV_FILE"}
 
+#: Read by the test suite (docs/configuration.md, "The test suite"); found in tests/ and benchmarks/ by READ.
+TEST_VARIABLES = {
+    "CHUTES_REQUIRE_CONTAINERS",
+    "CHUTES_TEST_POSTGRES_URL",
+    "CHUTES_NOMAD_OPENAPI",
+    "CHUTES_TEST_CHROMIUM",
+    "CHUTES_DOCS_SCREENSHOTS",
+}
+#: A read in a test or a benchmark (where CHUTES_* names are also made up as data, so only reads count).
+READ = re.compile(r'(?:environ\.get\(|getenv\(|environ\[|_VAR = )\s*"(CHUTES_[A-Z0-9_]*[A-Z0-9])"')
+
 #: Read by a shell script (documented in its own table of docs/configuration.md).
 SCRIPT_VARIABLES = {"CHUTES_BASE_IMAGE", "CHUTES_BASE_IMAGE_REBUILD", "CHUTES_DEBIAN_MIRROR"}
 
@@ -60,9 +71,26 @@ def test_every_chutes_variable_in_the_code_is_declared() -> None:
     assert not missing, f"declare these in a daemon's Settings (chutes.core.settings), or list why not: {missing}"
 
 
+def reads_in_tests() -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for path in (*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")):
+        if path.resolve() != Path(__file__).resolve():
+            for name in READ.findall(path.read_text()):
+                found.setdefault(name, set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+def test_every_chutes_variable_the_tests_read_is_declared_or_a_test_variable() -> None:
+    known = declared() | TEST_VARIABLES
+    missing = {name: sorted(paths) for name, paths in reads_in_tests().items() if name not in known}
+    assert not missing, f"add these to TEST_VARIABLES and docs/configuration.md, 'The test suite': {missing}"
+    assert set(reads_in_tests()) >= TEST_VARIABLES, "a test variable no test reads any more"
+
+
 def test_every_declared_variable_is_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text()
-    undocumented = sorted(n for n in declared() | READ_BEFORE_SETTINGS | SCRIPT_VARIABLES if f"`{n}" not in doc)
+    everything = declared() | READ_BEFORE_SETTINGS | SCRIPT_VARIABLES | TEST_VARIABLES
+    undocumented = sorted(n for n in everything if f"`{n}" not in doc)
     assert not undocumented, f"docs/configuration.md does not name: {undocumented}"
 
 
