@@ -1,6 +1,9 @@
 """The processes tests start: each a :class:`chutes.dev.process.Child` (the one ``chutes dev`` uses), so each
 runs in its own process group with the kernel's parent-death signal, logs to a file and is stopped as a group.
 
+The kernel sends the parent-death signal when the *thread* that started the process ends: start processes from
+the main thread, or from a thread that outlives them (an event loop's executor does until the loop closes).
+
 ``leftover_children`` is what the root conftest checks when the session ends: no process a test started may
 outlive it.
 """
