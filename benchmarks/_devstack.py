@@ -10,8 +10,7 @@ import contextlib
 import json
 import os
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +24,6 @@ from chutes.dev.registry import BuildsMode
 from chutes.dev.stack import DevStack, StackInfo
 
 REPO = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 _ASCTIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
@@ -98,21 +96,6 @@ def chute_copy(workdir: Path, source: Path, name: str, new_name: str) -> str:
     return f"{path}:chute"
 
 
-def wait_for(check: Callable[[], Any], what: str, timeout: float, interval: float = 0.01) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except Exception as exc:  # not there yet
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 def log_time(line: str) -> float | None:
     """The UNIX time of a log line that starts with Python logging's default asctime (local time, ms)."""
     match = _ASCTIME.match(line)
@@ -137,10 +120,3 @@ def distribution(values: list[float], digits: int = 3) -> dict[str, float]:
         "p99": round(percentile(values, 0.99), digits),
         "max": round(max(values), digits),
     }
-
-
-def write_results(name: str, report: dict[str, Any], markdown: list[str]) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n")
-    print("\n".join(markdown))

@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import platform
-import signal
-import subprocess
 import sys
 import time
 import urllib.request
@@ -27,9 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import write_results
 from tests.support.devcluster import devcluster
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess, start
 
-RESULTS = Path(__file__).resolve().parent / "results"
 NODE = "bench-node"
 TARGET_RSS_MB = 80.0
 TARGET_CPU_PCT = 1.0
@@ -49,7 +49,7 @@ def _rss_mb(pid: int) -> float:
 @dataclass
 class Sampled:
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: TestProcess
     rss: list[float] = field(default_factory=list)
     cpu_start: float = 0.0
     cpu_end: float = 0.0
@@ -64,32 +64,25 @@ class Sampled:
         }
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log: Path) -> TestProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))}
-    with log.open("ab") as out:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True)
+    return start(log.stem, args, log, env)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> int | None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    return proc.returncode
+def _stop(proc: TestProcess) -> int | None:
+    """SIGTERM (the agent's exit status on it is reported), SIGKILL after 20 s."""
+    proc.stop(20)
+    return proc.exited()
 
 
-def _wait_file(path: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the agent exited with {proc.returncode}")
-        if path.exists():
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
-        time.sleep(0.05)
-    raise TimeoutError(f"no {path} after {timeout}s")
+def _wait_file(path: Path, proc: TestProcess, timeout: float = 30) -> dict[str, Any]:
+    def written() -> dict[str, Any] | None:
+        if not proc.alive():
+            raise RuntimeError(f"the agent exited with {proc.exited()}")
+        return json.loads(path.read_text()) if path.exists() else None  # type: ignore[no-any-return]
+
+    result: dict[str, Any] = poll_until(written, str(path), timeout, 0.05, retry_on=(ValueError, OSError))
+    return result
 
 
 def _metric(port: int, name: str) -> float:
@@ -188,8 +181,6 @@ def run(seconds: float, gpus: str, settle: float, workdir: Path) -> dict[str, An
 
 
 def write(report: dict[str, Any]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "agent_resources.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Agent resource use",
         "",
@@ -212,7 +203,7 @@ def write(report: dict[str, Any]) -> None:
         f"check statuses at the end: {', '.join(report['check_statuses_at_end'])}; exit code on SIGTERM: "
         f"{report['agent_exit_code_on_sigterm']}. Meets the targets: {'yes' if report['meets_targets'] else 'no'}.",
     ]
-    (RESULTS / "agent_resources.md").write_text("\n".join(lines) + "\n")
+    write_results("agent_resources", report, lines)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -226,7 +217,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp:
         report = run(args.seconds, args.gpus, args.settle, Path(tmp))
     write(report)
-    print((RESULTS / "agent_resources.md").read_text())
     return report
 
 

@@ -41,10 +41,9 @@ from benchmarks._devstack import (
     distribution,
     embedded_stack,
     log_time,
-    wait_for,
-    write_results,
 )
-from benchmarks.report import machine
+from benchmarks.report import machine, write_results
+from tests.support.polling import poll_until
 
 TARGET_S = 3.0
 STAGES = (
@@ -108,7 +107,7 @@ def one_run(es: Embedded, workdir: Path, n: int) -> dict[str, Any]:
         chute_id = str(client.deploy(ref)["chute_id"])
     caller = threading.Thread(target=first_call, daemon=True)
     caller.start()
-    wait_for(lambda: es.consul_passing(chute_id), "passing in Consul", 120, 0.01)
+    poll_until(lambda: es.consul_passing(chute_id), "passing in Consul", 120, 0.01)
     passing_at.append(time.time())
     caller.join(180)
     if "at" not in answer:
@@ -126,7 +125,7 @@ def one_run(es: Embedded, workdir: Path, n: int) -> dict[str, Any]:
     stages = {stage: max(0.0, points[i + 1] - points[i]) for i, stage in enumerate(STAGES)}
     with es.client() as client:
         client.delete_chute(chute_id)
-    wait_for(lambda: not es.consul_passing(chute_id), "the chute gone from Consul", 60, 0.1)
+    poll_until(lambda: not es.consul_passing(chute_id), "the chute gone from Consul", 60, 0.1)
     return {
         "chute": name,
         "total_s": round(answer["at"] - clicked, 3),

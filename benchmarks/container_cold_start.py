@@ -29,8 +29,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks._devstack import Embedded, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import Embedded, distribution, embedded_stack
+from benchmarks.report import machine, write_results
 from tests.support.containers import (
     BASE_IMAGE,
     containers_missing,
@@ -39,6 +39,7 @@ from tests.support.containers import (
     private_storage,
     runtime_image,
 )
+from tests.support.polling import poll_until
 
 CASES = ("container, not pulled", "container, pulled", "process")
 CHUTE = """
@@ -110,7 +111,7 @@ def one_deploy(es: Embedded, workdir: Path, name: str, image: str) -> dict[str, 
     pull = _pull_seconds(es, chute_id)
     with es.client() as client:
         client.delete_chute(chute_id)
-    wait_for(lambda: not es.consul_passing(chute_id), "the chute gone from Consul", 120, 0.1)
+    poll_until(lambda: not es.consul_passing(chute_id), "the chute gone from Consul", 120, 0.1)
     return {"chute": name, "total_s": round(answered - clicked, 3), "pull_s": None if pull is None else round(pull, 3)}
 
 

@@ -35,9 +35,10 @@ from typing import Any
 
 import httpx
 
-from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack
+from benchmarks.report import machine, write_results
 from chutes.core.registrations import alloc_id_of
+from tests.support.polling import poll_until
 
 TARGET_S = 1.0
 SLUG = "hello-disc"
@@ -112,18 +113,18 @@ def _new_instance(
     cluster: Cluster, probe: Probe, before: set[str], known: set[int]
 ) -> tuple[str, int, dict[str, float]]:
     """Wait for an allocation not in ``before`` to be ready, passing and routed; (alloc id, pid, figures)."""
-    alloc_id = wait_for(lambda: next(iter(set(cluster.allocs()) - before), None), "a new allocation", 120, 0.01)
-    port = wait_for(lambda: cluster.port(alloc_id), "its port", 30, 0.01)
-    wait_for(lambda: cluster.ready(port), "its runtime ready", 120, 0.005)
+    alloc_id = poll_until(lambda: next(iter(set(cluster.allocs()) - before), None), "a new allocation", 120, 0.01)
+    port = poll_until(lambda: cluster.port(alloc_id), "its port", 30, 0.01)
+    poll_until(lambda: cluster.ready(port), "its runtime ready", 120, 0.005)
     ready_at = time.time()
-    wait_for(lambda: alloc_id in cluster.passing(), "its registration passing in Consul", 60, 0.005)
+    poll_until(lambda: alloc_id in cluster.passing(), "its registration passing in Consul", 60, 0.005)
     passing_at = time.time()
 
     def routed() -> tuple[float, int] | None:
         started, pid = probe.call()
         return (started, pid) if pid is not None and pid not in known else None
 
-    routed_at, pid = wait_for(routed, "a call answered by the new instance", 60, 0.0)
+    routed_at, pid = poll_until(routed, "a call answered by the new instance", 60, 0.0)
     return (
         alloc_id,
         pid,
@@ -168,14 +169,14 @@ def one_rep(es: Embedded, cluster: Cluster, probe: Probe) -> dict[str, Any]:
             probe.call()  # calls go on meanwhile: the ones sent to the dead instance fail or are retried
             return replacement not in cluster.passing()
 
-        wait_for(critical, "the killed instance not passing in Consul", 60, 0.0)
+        poll_until(critical, "the killed instance not passing in Consul", 60, 0.0)
         figures["killed_to_critical_s"] = round(time.time() - killed_at, 3)
         figures["failed_calls_while_dying"] = probe.failed - failed_before
         return figures
     finally:
         with es.client() as client:
             client.scale_chute(SLUG, 1)
-        wait_for(lambda: len(cluster.allocs()) == 1 and len(cluster.passing()) == 1, "back to one instance", 120, 0.1)
+        poll_until(lambda: len(cluster.allocs()) == 1 and len(cluster.passing()) == 1, "back to one instance", 120, 0.1)
 
 
 KEYS = ("ready_to_passing_s", "passing_to_routed_s", "ready_to_routed_s", "gone_to_unrouted_s",
@@ -197,9 +198,9 @@ def run_interval(reps: int, interval: int) -> tuple[dict[str, Any], int]:
         with es.client(timeout=120) as client:
             chute_id = str(client.deploy(ref)["chute_id"])
         cluster = Cluster(es, chute_id)
-        wait_for(lambda: len(cluster.passing()) == 1, "the first instance passing", 120, 0.05)
+        poll_until(lambda: len(cluster.passing()) == 1, "the first instance passing", 120, 0.05)
         probe = Probe(es, SLUG)
-        wait_for(lambda: probe.call()[1], "the chute routable", 60, 0.05)
+        poll_until(lambda: probe.call()[1], "the chute routable", 60, 0.05)
         rows = [one_rep(es, cluster, probe) for _ in range(reps)]
         return {
             "reps": rows,

@@ -30,16 +30,17 @@ import os
 import platform
 import resource
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._devstack import REPO, chute_copy, distribution, embedded_stack, wait_for, write_results
+from benchmarks._devstack import REPO, chute_copy, distribution, embedded_stack
 from benchmarks.gateway_overhead import Connection
+from benchmarks.report import write_results
 from chutes.dev.stack import executable
+from tests.support.processes import TestProcess, start
 
 NAME = "edge"
 
@@ -154,7 +155,7 @@ def flood_worker(port: int, path: str, rate: float, seconds: float) -> None:
 
 def unthrottled_gateway(
     data_dir: Path, api_url: str, nomad: str, consul: str, workdir: Path
-) -> tuple[subprocess.Popen[bytes], int]:
+) -> tuple[TestProcess, int]:
     """A second gateway of the same stack, with the failed-authentication throttle turned off."""
     port_file = workdir / "gateway2.port"
     argv = [
@@ -164,10 +165,8 @@ def unthrottled_gateway(
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))}
     env["CHUTES_ENV_FILE"] = str(data_dir / "run" / "gateway.env")  # the stack's gateway key and tokens
-    log = (workdir / "gateway2.log").open("wb")
-    proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    port = int(wait_for(lambda: port_file.exists() and port_file.read_text().strip(), "the second gateway", 60))
-    return proc, port
+    proc = start("gateway2", argv, workdir / "gateway2.log", env)
+    return proc, proc.wait_port(port_file, 60)
 
 
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -209,8 +208,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     port, path, info.api_key, args.calls, args.flood_rate, args.flood_seconds
                 )
             finally:
-                proc.terminate()
-                proc.wait(20)
+                proc.stop(20)
         return report
 
 

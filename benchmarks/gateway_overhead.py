@@ -53,10 +53,12 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks.report import RESULTS, write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.identity import chute_id
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess, start
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-invoke-secret"
 GATEWAY_KEY = "cnk_benchmark-gateway"
@@ -161,6 +163,7 @@ class Proc:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
+    child: TestProcess
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) of the process and all its descendants still running."""
@@ -193,37 +196,30 @@ def _env() -> dict[str, str]:
 
 
 def _spawn(name: str, args: list[str], workdir: Path) -> Proc:
-    log = workdir / f"{name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=_env(), cwd=REPO, start_new_session=True
-        )
-    return Proc(name, proc, log)
+    child = start(name, args, workdir / f"{name}.log", _env(), cwd=REPO)
+    assert child.proc is not None
+    return Proc(name, child.proc, child.log_path, child)
+
+
+def _exited(proc: Proc) -> None:
+    if proc.proc.poll() is not None:
+        raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}: {proc.log.read_text()[-2000:]}")
 
 
 def _wait_file(path: Path, proc: Proc, timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists() and path.read_text().strip():
-            return path.read_text().strip()
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}: {proc.log.read_text()[-2000:]}")
-        time.sleep(0.02)
-    raise RuntimeError(f"{proc.name} did not start: {proc.log.read_text()[-2000:]}")
+    def written() -> str | None:
+        _exited(proc)
+        return path.read_text().strip() if path.exists() else None
+
+    text: str = poll_until(written, f"{proc.name} to write {path}", timeout, 0.02, retry_on=(OSError,))
+    return text
 
 
 def _stop(procs: list[Proc]) -> None:
     for p in procs:
-        if p.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.proc.pid, signal.SIGTERM)
+        p.child.signal_group(signal.SIGTERM)  # all at once, then wait for each
     for p in procs:
-        try:
-            p.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.proc.pid, signal.SIGKILL)
-            p.proc.wait()
+        p.child.stop(20)
 
 
 @contextlib.contextmanager
@@ -309,14 +305,12 @@ def _free_port() -> int:
 
 
 def _wait_port(port: int, proc: Proc, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited with {proc.proc.returncode}: {proc.log.read_text()[-2000:]}")
-        time.sleep(0.02)
-    raise RuntimeError(f"{proc.name} did not listen on {port}: {proc.log.read_text()[-2000:]}")
+    def listening() -> bool:
+        _exited(proc)
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+
+    poll_until(listening, f"{proc.name} listening on {port}", timeout, 0.02, retry_on=(OSError,))
 
 
 def start_nginx(workdir: Path, instance_port: int) -> tuple[Proc, int] | None:
@@ -694,8 +688,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "streaming": streams,
         "profile": profile,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "gateway_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Gateway overhead: no-op cord, direct (signed) vs nginx vs chutes-gateway, side by side",
         "",
@@ -728,8 +720,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"| {path} | {s['ttfb_p50_ms']} | {s.get('ttfb_added_ms', '-')} | {s['gap_p50_ms']} | "
             f"{s['separate_share']:.0%} |"
         )
-    (RESULTS / "gateway_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("gateway_overhead", report, lines)
     return report
 
 

@@ -26,28 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks._devstack import distribution, embedded_stack, write_results
-from benchmarks.report import machine
-from tests.support.containers import BASE_IMAGE, containers_missing, ensure_containers_conf
+from benchmarks._devstack import distribution, embedded_stack
+from benchmarks.report import machine, write_results
+from tests.support.containers import BASE_IMAGE, built_image_chute, containers_missing, ensure_containers_conf
 
 PACKAGE = "tinydb==4.8.0"
-CHUTE = """
-from chutes.chute import Chute, NodeSelector
-from chutes.image import Image
-
-image = (
-    Image(username="demo", name="bench-build", tag="{tag}")
-    .from_base("{base}")
-    .with_env("CHUTES_BENCH_NONCE", "{nonce}")
-    .run_command("pip install {package}")
-)
-chute = Chute(username="demo", name="bench-build", image=image, node_selector=NodeSelector(gpu_count=1))
-
-
-@chute.cord(public_api_path="/where")
-async def where(self: Chute) -> dict[str, str]:
-    return {{}}
-"""
 
 
 def _skip_reason() -> str | None:
@@ -74,7 +57,10 @@ def run(runs: int) -> dict[str, Any]:
         for n in range(1, runs + 1):
             source = Path(tmp) / f"bench_build_{n}.py"
             nonce = secrets.token_hex(8)
-            source.write_text(CHUTE.format(tag=f"run{n}", base=BASE_IMAGE, nonce=nonce, package=PACKAGE))
+            chute = built_image_chute(
+                "bench-build", f"run{n}", f"pip install {PACKAGE}", nonce, nonce_env="CHUTES_BENCH_NONCE"
+            )
+            source.write_text(chute)
             ref = f"{source}:chute"
             with es.client(timeout=120) as client:
                 started = time.monotonic()

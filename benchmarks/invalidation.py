@@ -32,9 +32,10 @@ from typing import Any
 
 import httpx
 
-from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack
+from benchmarks.report import machine, write_results
 from chutes.dev.process import read_port_file
+from tests.support.polling import poll_until
 
 TARGET_S = 1.0
 KINDS = ("share", "unshare", "key_deleted")
@@ -62,9 +63,9 @@ def ttl_only_gateway(es: Embedded, tmp: Path) -> tuple[subprocess.Popen[bytes], 
     ]  # fmt: skip
     env = {**os.environ, "CHUTES_GATEWAY_KEY": es.admin_key}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    port = wait_for(lambda: read_port_file(port_file), "the TTL-only gateway listening", 30)
+    port = poll_until(lambda: read_port_file(port_file), "the TTL-only gateway listening", 30)
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, "the TTL-only gateway", 30)
+    poll_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, "the TTL-only gateway", 30)
     return proc, url
 
 
@@ -92,7 +93,7 @@ def run(rounds: int, ttl_rounds: int) -> dict[str, Any]:
         ref = chute_copy(Path(tmp), REPO / "examples" / "hello.py", "hello", "hello-inv")
         with es.client(timeout=120) as client:
             chute_id = str(client.deploy(ref)["chute_id"])
-        wait_for(lambda: es.consul_passing(chute_id), "the instance passing", 120, 0.05)
+        poll_until(lambda: es.consul_passing(chute_id), "the instance passing", 120, 0.05)
         with es.client(es.admin_key) as admin:
             bob = str(admin.create_user("bob")["api_key"])
         pushed = [one_round(es, es.info.gateway_url, bob, timeout=30) for _ in range(rounds)]

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import os
 import platform
 import random
 import statistics
 import time
-from pathlib import Path
 from typing import Any
 
+from benchmarks.report import table, write_results
 from chutes import gpus
 from chutes.chute.node_selector import NodeSelector
 from chutes.scheduler.placement import GPU, Cluster, NodeState, Placement, PlacementRequest, place
@@ -37,7 +36,6 @@ from chutes.scheduler.placement.feasibility import (
     enough_vram,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # Roughly what a GPU fleet looks like: many mid-range cards, fewer big ones.
 MODEL_WEIGHTS = {
     "4090": 10,
@@ -214,24 +212,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "results": rows,
         "growth": growth,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "placement.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Placement decisions",
         "",
         f"Target: {report['target']}. Python {report['python']} on {report['machine']}, {report['cpus']} CPUs, "
         f"1-minute load average {report['load_average_1m']} at the end of the run.",
         "",
-        "| nodes | decisions | placed | snapshot build ms | decisions/s | mean ms | p50 ms | p99 ms | max ms "
-        "| per-node scan ms (baseline) | speedup |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r['nodes']} | {r['decisions']} | {r['placed']} | {r['build_ms']} | {r['decisions_per_s']} | "
-        f"{r['mean_ms']} | {r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['scan_baseline_mean_ms']} | "
-        f"{r['speedup_vs_scan']}x |"
-        for r in rows
-    ]
+    columns = ("nodes", "decisions", "placed", "build_ms", "decisions_per_s", "mean_ms", "p50_ms", "p99_ms", "max_ms")
+    lines += table(
+        ("nodes", "decisions", "placed", "snapshot build ms", "decisions/s", "mean ms", "p50 ms", "p99 ms", "max ms",
+         "per-node scan ms (baseline)", "speedup"),
+        ([*(r[c] for c in columns), r["scan_baseline_mean_ms"], f"{r['speedup_vs_scan']}x"] for r in rows),
+    )  # fmt: skip
     lines += ["", "How the cost grows (exponent k of cost ∝ nodes^k between two sizes; 1 = linear):", ""]
     lines += [
         f"- {g['from_nodes']} → {g['to_nodes']} nodes (×{g['nodes_ratio']:g}): mean decision ×{g['mean_ratio']} "
@@ -239,8 +232,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{g['build_ratio']} (k = {g['build_exponent']})"
         for g in growth
     ]
-    (RESULTS / "placement.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_results("placement", report, lines)
     return report
 
 

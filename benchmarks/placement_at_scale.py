@@ -35,9 +35,9 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._devstack import distribution, write_results
+from benchmarks._devstack import distribution
 from benchmarks.placement import MODEL_WEIGHTS, SIZE_WEIGHTS, SIZES, synthetic_requests
-from benchmarks.report import machine
+from benchmarks.report import machine, table, write_results
 from chutes.core.consul_client import consul_aio
 from chutes.core.inventory import AGENT_SERVICE, NodeInventory, agent_service_id, simulated_gpus
 from chutes.scheduler.cluster_view import ClusterView, placement_cluster
@@ -209,17 +209,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "",
         f"Target: {TARGET}.",
         "",
-        "| nodes | decisions | placed | register s | read + place p50 / p99 ms | deploy path (view) p50 / p99 ms "
-        "| full index build ms | view first load s | view refresh p50 / max ms | p99 speed-up |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {r['nodes']} | {r['decisions']} | {r['placed']} | {r['publish_s']} | {r['read_place_ms']['p50']} / "
-        f"{r['read_place_ms']['p99']} | {r['deploy_path_ms']['p50']} / {r['deploy_path_ms']['p99']} | "
-        f"{r['view_build_ms']} | {r['view_load_s']} | {r['view_refresh_ms']['p50']} / "
-        f"{r['view_refresh_ms']['max']} | {r['speedup_p99']}x |"
-        for r in rows
-    ]
+    lines += table(
+        ("nodes", "decisions", "placed", "register s", "read + place p50 / p99 ms", "deploy path (view) p50 / p99 ms",
+         "full index build ms", "view first load s", "view refresh p50 / max ms", "p99 speed-up"),
+        (
+            [r["nodes"], r["decisions"], r["placed"], r["publish_s"],
+             f"{r['read_place_ms']['p50']} / {r['read_place_ms']['p99']}",
+             f"{r['deploy_path_ms']['p50']} / {r['deploy_path_ms']['p99']}", r["view_build_ms"], r["view_load_s"],
+             f"{r['view_refresh_ms']['p50']} / {r['view_refresh_ms']['max']}", f"{r['speedup_p99']}x"]
+            for r in rows
+        ),
+    )  # fmt: skip
     lines += ["", "Growth (exponent k of p99 ∝ nodes^k; 1 = linear):", ""]
     lines += [
         f"- {g['from_nodes']} → {g['to_nodes']} nodes: read + place p99 ×{g['read_place_ms_p99_ratio']} "

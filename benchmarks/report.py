@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,24 @@ ORDER = (
     "gateway_overhead", "placement", "placement_at_scale", "cold_start", "container_cold_start", "image_build",
     "discovery", "invalidation", "resources", "agent_resources", "runtime_overhead", "edge",
 )  # fmt: skip
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[object]], align: str = "") -> list[str]:
+    """A markdown table: ``align`` has one letter per column, ``l`` (text) or ``r`` (figures); default: ``r``."""
+    marks = [":" if (align[i] if i < len(align) else "r") == "r" else "" for i in range(len(header))]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(f"---{m}" for m in marks) + "|",
+        *("| " + " | ".join(str(cell) for cell in row) + " |" for row in rows),
+    ]
+
+
+def write_results(name: str, report: dict[str, Any], markdown: list[str]) -> None:
+    """``results/<name>.json`` and ``.md`` (what this report reads), and the markdown on stdout."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(markdown) + "\n")
+    print("\n".join(markdown))
 
 
 def _cpu_model() -> str:
@@ -178,12 +197,13 @@ def build() -> tuple[dict[str, Any], list[str]]:
         "",
         "## Targets",
         "",
-        "| target | measured | met | from |",
-        "|---|---|---|---|",
     ]
-    for row in rows:
-        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
-        lines.append(f"| {row['target']} | {row['figure']} | {met} | {row['source']} |")
+    met = {True: "yes", False: "**no**", None: "-"}
+    lines += table(
+        ("target", "measured", "met", "from"),
+        ((r["target"], r["figure"], met[r["met"]], r["source"]) for r in rows),
+        "llll",
+    )
     for name in names:
         md = RESULTS / f"{name}.md"
         if md.exists():

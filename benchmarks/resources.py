@@ -26,8 +26,9 @@ from typing import Any
 
 import aiohttp
 
-from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack, wait_for, write_results
-from benchmarks.report import machine
+from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack
+from benchmarks.report import machine, write_results
+from tests.support.polling import poll_until
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -129,7 +130,7 @@ def run(seconds: float, clients: int) -> dict[str, Any]:
         path.write_text(path.read_text().replace("concurrency=4", f"concurrency={clients}"))
         with es.client(timeout=120) as client:
             chute_id = str(client.deploy(ref)["chute_id"])
-        wait_for(lambda: es.consul_passing(chute_id), "the instance passing", 120, 0.05)
+        poll_until(lambda: es.consul_passing(chute_id), "the instance passing", 120, 0.05)
         figures = asyncio.run(measure(es, "hello-res", seconds, clients))
     return {"benchmark": "resources", "machine": machine(), "window_s": seconds, **figures}
 

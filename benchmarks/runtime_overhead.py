@@ -43,9 +43,9 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.report import table, write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 
-RESULTS = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 SECRET = "benchmark-secret"
 TIME_CAP_SECONDS = 120  # per measured round: the load stops here even if requests remain
@@ -339,8 +339,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "results": rows,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "runtime_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
         "# Runtime overhead: no-op cord vs bare FastAPI",
         "",
@@ -349,18 +347,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{args.requests} requests per round, {args.clients} concurrent clients, median of {args.rounds} rounds; "
         f"Python {report['python']}, {report['cpus']} CPUs, loopback, load generator on the same machine.",
         "",
-        "| scenario | server | req/s | p50 ms | p99 ms | server CPU µs/req | throughput vs bare | CPU/req vs bare "
-        "| non-200 |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
-    lines += [
-        f"| {r['scenario']} | {r['server']} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | "
-        f"{r['server_cpu_us_per_request']} | {r['throughput_vs_bare']} | {r['cpu_per_request_vs_bare']} | "
-        f"{r['failures'] or '-'} |"
-        for r in rows
-    ]
-    (RESULTS / "runtime_overhead.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    columns = ("scenario", "server", "rps", "p50_ms", "p99_ms", "server_cpu_us_per_request", "throughput_vs_bare",
+               "cpu_per_request_vs_bare")  # fmt: skip
+    lines += table(
+        ("scenario", "server", "req/s", "p50 ms", "p99 ms", "server CPU µs/req", "throughput vs bare",
+         "CPU/req vs bare", "non-200"),
+        ([*(r[c] for c in columns), r["failures"] or "-"] for r in rows),
+        "llrrrrrrl",
+    )  # fmt: skip
+    write_results("runtime_overhead", report, lines)
     return report
 
 

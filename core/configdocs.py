@@ -19,6 +19,12 @@ TABLES: dict[str, tuple[str, str]] = {
     "chutes-scheduler": ("chutes.scheduler.config", "SETTINGS"),
     "chutes-agent": ("chutes.agent.config", "SETTINGS"),
     "chutes-gateway": ("chutes.gateway.config", "SETTINGS"),
+    "chutes-runtime": ("chutes.runtime.config", "SETTINGS"),
+    "chutes-devcluster": ("chutes.devcluster.cli", "SETTINGS"),
+    "edge-limits": ("chutes.core.edge.limits", "SETTINGS"),
+    # The CLI's table in the docs is written by hand (it has the config file's column); listed here so that
+    # every declaration is in one place (tests/core/test_settings.py checks each variable is documented).
+    "chutes": ("chutes.config", "SETTINGS"),
 }
 DOC = Path("docs/configuration.md")  # run from the repository root
 _BLOCK = re.compile(r"(<!-- settings: (?P<prog>[\w-]+) -->\n)(?P<body>.*?)(<!-- /settings -->)", re.S)

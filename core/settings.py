@@ -58,12 +58,17 @@ class Setting:
             return ",".join(str(v) for v in self.default)
         return str(self.default)
 
-    def help(self) -> str:
+    def text(self) -> str:
+        """The one-line help: the doc, then where the value comes from (for click/typer, which take it as is)."""
         where = [f"env {self.env}"] if self.env else []
         if self.default_text:
             where.append(f"default {self.default_text}")
         text = f"{self.doc} [{'; '.join(where)}]" if where else self.doc
-        return text.replace("`", "").replace("%", "%%")  # argparse formats help with %
+        return text.replace("`", "")
+
+    def help(self) -> str:
+        """:meth:`text` for argparse, which formats help with ``%``."""
+        return self.text().replace("%", "%%")
 
 
 def setting(
@@ -140,6 +145,10 @@ class Settings:
         """Current variable name → setting name."""
         return {s.env: s.name for s in self.items if s.env}
 
+    def env_vars_by_name(self) -> dict[str, str]:
+        """Setting name → current variable name, for the settings read from the environment."""
+        return {s.name: s.env for s in self.items if s.env}
+
     # -- flags ----------------------------------------------------------------------------------------------
 
     def add_flags(self, parser: argparse._ActionsContainer, names: Sequence[str] | None = None) -> None:
@@ -180,12 +189,15 @@ class Settings:
 
     # -- the environment ------------------------------------------------------------------------------------
 
-    def from_env(self, env: Mapping[str, str], *, parse: bool = False) -> tuple[dict[str, Any], dict[str, str]]:
+    def from_env(
+        self, env: Mapping[str, str], *, parse: bool = False, names: Iterable[str] | None = None
+    ) -> tuple[dict[str, Any], dict[str, str]]:
         """(setting name → text, or value with ``parse``, setting name → the variable it came from) for the
-        variables set and not empty; an old name is read when the current one is not set, with a warning."""
+        variables set and not empty (of the settings ``names``, default all); an old name is read when the
+        current one is not set, with a warning."""
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
-        for s in self.items:
+        for s in self.items if names is None else [self.by_name[n] for n in names]:
             for var in (s.env, *s.old_env) if s.env else ():
                 raw = (env.get(var) or "").strip()
                 if not raw:

@@ -9,8 +9,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
+from chutes.core.settings import Setting, Settings
 from chutes.devcluster.config import ConfigError, DevclusterConfig, parse_node_spec, read_nodes_file
 from chutes.devcluster.durations import DurationError, parse_duration
 from chutes.devcluster.nomad.podman import DriverError
@@ -19,50 +21,65 @@ from chutes.devcluster.server import Devcluster
 log = logging.getLogger("chutes.devcluster")
 
 
+#: Every option of ``chutes-devcluster`` (its --help and docs/configuration.md come from here).
+SETTINGS = Settings(
+    "chutes-devcluster",
+    [
+        Setting("host", "address to listen on", flag="--host", default="127.0.0.1"),
+        Setting("nomad_port", "Nomad HTTP port; `0` picks a free one", flag="--nomad-port", default=4646, parse=int),
+        Setting("consul_port", "Consul HTTP port; `0` picks a free one", flag="--consul-port", default=8500,
+                parse=int),
+        Setting("node", "a simulated GPU node, e.g. `gpu-a=h100_sxm:8` (repeatable; `NAME=` for no GPUs)",
+                flag="--node", default=(), multiple=True, metavar="NAME=MODEL:COUNT"),
+        Setting("nodes_file", "file with one NAME=MODEL:COUNT per line", flag="--nodes-file", parse=Path),
+        Setting("no_local_node", "do not add a node for this machine", flag="--no-local-node", const=True,
+                default=False),
+        Setting("local_node_name", "name of this machine's node", flag="--local-node-name",
+                shown_default="the hostname"),
+        Setting("no_gpu_probe", "do not read this machine's GPUs through NVML", flag="--no-gpu-probe", const=True,
+                default=False),
+        Setting("ports_file", 'write `{"nomad": N, "consul": N}` here once listening', flag="--ports-file",
+                parse=Path),
+        Setting("data_dir", "state and task directories", flag="--data-dir", parse=Path,
+                shown_default="a temporary directory"),
+        Setting("acl", "enforce ACLs (default deny) on both APIs; bootstrap: `POST /v1/acl/bootstrap`",
+                flag="--acl", const=True, default=False),
+        Setting("nomad_token", "ACLs on, with this Nomad management token", env="CHUTES_DEVCLUSTER_NOMAD_TOKEN",
+                flag="--nomad-token"),
+        Setting("consul_token", "ACLs on, with this Consul management token", env="CHUTES_DEVCLUSTER_CONSUL_TOKEN",
+                flag="--consul-token"),
+        Setting("nomad_token_file", "read the Nomad management token from this file (kept out of argv and "
+                "environ)", flag="--nomad-token-file", parse=Path),
+        Setting("consul_token_file", "read the Consul management token from this file", flag="--consul-token-file",
+                parse=Path),
+        Setting("tls_cert", "serve both APIs over HTTPS with this PEM certificate", flag="--tls-cert", parse=Path),
+        Setting("tls_key", "the certificate's PEM private key", flag="--tls-key", parse=Path),
+        Setting("tls_client_ca", "require client certificates signed by this CA", flag="--tls-client-ca",
+                parse=Path),
+        Setting("session_min_ttl", "smallest Consul session TTL accepted (Consul: 10s)", flag="--session-min-ttl",
+                default="10s"),
+        Setting("docker_driver", "run docker tasks with podman: `auto` = when podman works",
+                env="CHUTES_DEVCLUSTER_DOCKER_DRIVER", flag="--docker-driver", default="auto",
+                choices=("auto", "on", "off")),
+        Setting("insecure_registry", "pull from this registry without TLS verification (loopback registries "
+                "always are)", flag="--insecure-registry", default=(), multiple=True, metavar="HOST[:PORT]"),
+        Setting("log_level", "log level", env="CHUTES_DEVCLUSTER_LOG_LEVEL", flag="--log-level", default="info"),
+    ],
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="chutes-devcluster",
         description="Serve the subset of Nomad's and Consul's HTTP APIs the platform uses, running tasks locally.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--nomad-port", type=int, default=4646, help="Nomad HTTP port; 0 picks a free one")
-    p.add_argument("--consul-port", type=int, default=8500, help="Consul HTTP port; 0 picks a free one")
-    p.add_argument("--node", action="append", default=[], metavar="NAME=MODEL:COUNT",
-                   help="a simulated GPU node, e.g. gpu-a=h100_sxm:8 (repeatable; NAME= for no GPUs)")  # fmt: skip
-    p.add_argument("--nodes-file", type=Path, help="file with one NAME=MODEL:COUNT per line")
-    p.add_argument("--no-local-node", action="store_true", help="do not add a node for this machine")
-    p.add_argument("--local-node-name", help="name of this machine's node (default: the hostname)")
-    p.add_argument("--no-gpu-probe", action="store_true", help="do not read this machine's GPUs through NVML")
-    p.add_argument("--ports-file", type=Path, help='write {"nomad": N, "consul": N} here once listening')
-    p.add_argument("--data-dir", type=Path, help="state and task directories (default: a temporary directory)")
-    p.add_argument("--acl", action="store_true",
-                   help="enforce ACLs (default deny) on both APIs; bootstrap: POST /v1/acl/bootstrap")  # fmt: skip
-    p.add_argument("--nomad-token", default=os.environ.get("CHUTES_DEVCLUSTER_NOMAD_TOKEN"),
-                   help="ACLs on, with this Nomad management token (env CHUTES_DEVCLUSTER_NOMAD_TOKEN)")  # fmt: skip
-    p.add_argument("--consul-token", default=os.environ.get("CHUTES_DEVCLUSTER_CONSUL_TOKEN"),
-                   help="ACLs on, with this Consul management token (env CHUTES_DEVCLUSTER_CONSUL_TOKEN)")  # fmt: skip
-    p.add_argument("--nomad-token-file", type=Path,
-                   help="read the Nomad management token from this file (kept out of argv and environ)")  # fmt: skip
-    p.add_argument("--consul-token-file", type=Path, help="read the Consul management token from this file")
-    p.add_argument("--tls-cert", type=Path, help="serve both APIs over HTTPS with this PEM certificate")
-    p.add_argument("--tls-key", type=Path, help="the certificate's PEM private key")
-    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA")
-    p.add_argument("--session-min-ttl", default="10s", help="smallest Consul session TTL accepted (Consul: 10s)")
-    p.add_argument(
-        "--docker-driver",
-        choices=["auto", "on", "off"],
-        default=os.environ.get("CHUTES_DEVCLUSTER_DOCKER_DRIVER", "auto"),
-        help="run docker tasks with podman: auto = when podman works (env CHUTES_DEVCLUSTER_DOCKER_DRIVER)",
-    )
-    p.add_argument(
-        "--insecure-registry",
-        action="append",
-        default=[],
-        metavar="HOST[:PORT]",
-        help="pull from this registry without TLS verification (loopback registries always are)",
-    )
-    p.add_argument("--log-level", default=os.environ.get("CHUTES_DEVCLUSTER_LOG_LEVEL", "info"))
+    SETTINGS.add_flags(p)
     return p
+
+
+def resolve(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> argparse.Namespace:
+    """The parsed flags over the environment (default ``os.environ``) over the defaults, as one namespace."""
+    return argparse.Namespace(**SETTINGS.resolve(os.environ if env is None else env, args))
 
 
 def _token(value: str | None, file: Path | None, flag: str) -> str | None:
@@ -78,6 +95,7 @@ def _token(value: str | None, file: Path | None, flag: str) -> str | None:
 
 
 def config_from_args(args: argparse.Namespace) -> DevclusterConfig:
+    """The config of resolved settings (:func:`resolve`)."""
     nodes = [parse_node_spec(text) for text in args.node]
     if args.nodes_file is not None:
         nodes += read_nodes_file(args.nodes_file)
@@ -134,7 +152,7 @@ async def serve(config: DevclusterConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = resolve(build_parser().parse_args(argv))
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

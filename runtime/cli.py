@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from chutes.core import logs
+from chutes.runtime.config import SETTINGS
 
 log = logging.getLogger("chutes.runtime")
 
@@ -37,34 +38,26 @@ def configure_logging(level: str) -> None:
     logs.configure_logging(level, force=True)
 
 
+def _help(name: str) -> str:
+    # typer renders help with rich, which would take "[env X; default Y]" for markup
+    return SETTINGS.by_name[name].text().replace("[", "\\[")
+
+
 def run(
     ref: Ref = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default: $NOMAD_PORT_http, else 8000).")] = None,
-    host: Annotated[
-        str | None, typer.Option(help="Address to bind (default: $CHUTES_HOST, $NOMAD_IP_http, else 127.0.0.1).")
-    ] = None,
-    dev: Annotated[bool, typer.Option("--dev", help="Serve without request signatures (local development).")] = False,
-    invoke_secret: Annotated[
-        str | None, typer.Option(help="Secret that verifies gateway signatures (default: $CHUTES_INVOKE_SECRET).")
-    ] = None,
-    cord_timeout: Annotated[
-        float | None, typer.Option(help="Seconds a cord call may take (default: $CHUTES_CORD_TIMEOUT, else 1800).")
-    ] = None,
-    drain_timeout: Annotated[
-        float | None,
-        typer.Option(help="Seconds in-flight calls get after SIGTERM (default: $CHUTES_DRAIN_TIMEOUT, else 30)."),
-    ] = None,
-    max_body_bytes: Annotated[int | None, typer.Option(help="Largest request body accepted (default 64 MiB).")] = None,
-    port_file: Annotated[
-        Path | None, typer.Option(help="Write the bound port to this file once listening (useful with --port 0).")
-    ] = None,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log every request.")] = False,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    job: Annotated[str | None, typer.Option(help="Run this job once instead of serving cords.")] = None,
-    input_value: Annotated[
-        str | None, typer.Option("--input", help="Job input: JSON, @FILE.json, or - for stdin.")
-    ] = None,
-    output_dir: Annotated[Path | None, typer.Option(help="Folder for the job's outputs and status.json.")] = None,
+    port: Annotated[int | None, typer.Option(help=_help("port"))] = None,
+    host: Annotated[str | None, typer.Option(help=_help("host"))] = None,
+    dev: Annotated[bool, typer.Option("--dev", help=_help("dev"))] = False,
+    invoke_secret: Annotated[str | None, typer.Option(help=_help("invoke_secret"))] = None,
+    cord_timeout: Annotated[float | None, typer.Option(help=_help("cord_timeout"))] = None,
+    drain_timeout: Annotated[float | None, typer.Option(help=_help("drain_timeout"))] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help=_help("max_body_bytes"))] = None,
+    port_file: Annotated[Path | None, typer.Option(help=_help("port_file"))] = None,
+    access_log: Annotated[bool, typer.Option("--access-log", help=_help("access_log"))] = False,
+    log_level: Annotated[str, typer.Option(help=_help("log_level"))] = "info",
+    job: Annotated[str | None, typer.Option(help=_help("job"))] = None,
+    input_value: Annotated[str | None, typer.Option("--input", help=_help("input"))] = None,
+    output_dir: Annotated[Path | None, typer.Option(help=_help("output_dir"))] = None,
 ) -> None:
     """Serve a chute's cords on one instance (or run one of its jobs)."""
     configure_logging(log_level)

@@ -3,20 +3,10 @@
 Pure: ``resolve_serve`` and ``ClusterEnv.from_environ`` read a mapping, not ``os.environ``, so they are tested
 without touching the process. Precedence: option > environment > default.
 
-Environment (DESIGN.md, "Runtime environment"; docs/internal-contracts.md, "Runtime in a cluster"):
-
-- ``CHUTES_INVOKE_SECRET``: verifies gateway signatures (``--invoke-secret`` overrides).
-- ``NOMAD_PORT_http``: the port when ``--port`` is not given (else 8000).
-- ``CHUTES_HOST``: the address to bind when ``--host`` is not given; in a cluster set it to ``0.0.0.0`` for
-  the docker driver (inside a container ``NOMAD_IP_http`` is the host's address, not one it can bind).
-- ``NOMAD_IP_http``: the address to bind in a cluster (raw_exec), when neither of the above is set.
-- ``CHUTES_CORD_TIMEOUT`` (seconds, default 1800), ``CHUTES_DRAIN_TIMEOUT`` (seconds, default 30): Nomad's
-  ``kill_timeout`` for the task must be longer than the drain timeout or Nomad kills the drain.
-- ``CHUTES_MAX_HEADER_BYTES`` ... (``chutes.core.edge.limits``), ``CHUTES_MAX_JSON_DEPTH`` (default 64): limits on
-  what a connection may send.
-- ``CHUTES_SCHEDULER_URL``, ``CHUTES_INSTANCE_TOKEN``, ``CHUTES_BUNDLE_SHA256``, ``CHUTES_CHUTE_ID``,
-  ``NOMAD_TASK_DIR``, ``CHUTES_JOB_RUN_ID``: where the chute comes from when no FILE:ATTR is given;
-  ``CHUTES_RUN_TOKEN``: uploads a job run's outputs (valid for that run, until it has finished).
+Every setting is declared once in :data:`SETTINGS` (``chutes run --help`` and docs/configuration.md come from
+it); the environment is the contract of DESIGN.md, "Runtime environment" (docs/internal-contracts.md, "Runtime
+in a cluster"). Nomad's ``kill_timeout`` for the task must be longer than the drain timeout or Nomad kills the
+drain. The edge limits (``CHUTES_MAX_HEADER_BYTES`` ...) are ``chutes.core.edge.limits``'.
 """
 
 from __future__ import annotations
@@ -29,6 +19,7 @@ from pathlib import Path
 from chutes.core.edge import limits as edge_limits
 from chutes.core.edge.limits import EdgeLimits
 from chutes.core.errors import HintedError
+from chutes.core.settings import Setting, Settings
 
 DEFAULT_PORT = 8000
 DEFAULT_HOST = "127.0.0.1"
@@ -36,6 +27,76 @@ DEFAULT_CORD_TIMEOUT = 1800.0
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_JSON_DEPTH = 64
+
+
+#: The runtime's settings: its options and the environment a chute's Nomad task gives it.
+SETTINGS = Settings(
+    "chutes run",
+    [
+        Setting("port", "port to listen on", env="NOMAD_PORT_http", flag="--port", default=DEFAULT_PORT, parse=int),
+        Setting(
+            "host",
+            "address to bind; set `0.0.0.0` inside a docker task",
+            env="CHUTES_HOST",
+            flag="--host",
+            default=DEFAULT_HOST,
+            shown_default="`$NOMAD_IP_http`, else `127.0.0.1`",
+        ),
+        Setting("ip", "address to bind in a cluster (raw_exec) when `CHUTES_HOST` is not set", env="NOMAD_IP_http"),
+        Setting("dev", "serve without request signatures (local development)", flag="--dev", const=True, default=False),
+        Setting(
+            "invoke_secret",
+            "secret that verifies the gateway's signatures",
+            env="CHUTES_INVOKE_SECRET",
+            flag="--invoke-secret",
+            shown_default="required unless `--dev`",
+        ),
+        Setting(
+            "cord_timeout",
+            "seconds a cord call may take (past it: 504)",
+            env="CHUTES_CORD_TIMEOUT",
+            flag="--cord-timeout",
+            default=DEFAULT_CORD_TIMEOUT,
+            parse=float,
+        ),
+        Setting(
+            "drain_timeout",
+            "seconds in-flight calls get after SIGTERM; keep Nomad's `kill_timeout` longer",
+            env="CHUTES_DRAIN_TIMEOUT",
+            flag="--drain-timeout",
+            default=DEFAULT_DRAIN_TIMEOUT,
+            parse=float,
+        ),
+        Setting(
+            "max_body_bytes",
+            "largest request body accepted, bytes",
+            flag="--max-body-bytes",
+            default=DEFAULT_MAX_BODY_BYTES,
+            parse=int,
+            shown_default="64 MiB",
+        ),
+        Setting(
+            "max_json_depth",
+            "cord inputs nested deeper are refused (422)",
+            env="CHUTES_MAX_JSON_DEPTH",
+            default=DEFAULT_MAX_JSON_DEPTH,
+            parse=int,
+        ),
+        Setting("port_file", "write the bound port to this file once listening", flag="--port-file", parse=Path),
+        Setting("access_log", "log every request", flag="--access-log", const=True, default=False),
+        Setting("log_level", "debug, info, warning or error", flag="--log-level", default="info"),
+        Setting("scheduler_url", "where the bundle comes from when no FILE:ATTR is given", env="CHUTES_SCHEDULER_URL"),
+        Setting("instance_token", "fetches the bundle (from the job's Nomad Variable)", env="CHUTES_INSTANCE_TOKEN"),
+        Setting("bundle_sha256", "the bundle to fetch and verify", env="CHUTES_BUNDLE_SHA256"),
+        Setting("chute_id", "the chute this instance serves", env="CHUTES_CHUTE_ID"),
+        Setting("task_dir", "the Nomad task's folder (a job's `payload.json` and `outputs/`)", env="NOMAD_TASK_DIR"),
+        Setting("job", "run this job once instead of serving cords", flag="--job"),
+        Setting("input", "a job's input: JSON, @FILE.json, or - for stdin", flag="--input"),
+        Setting("output_dir", "folder for a job's outputs and status.json", flag="--output-dir", parse=Path),
+        Setting("job_run_id", "the job run to upload the outputs of", env="CHUTES_JOB_RUN_ID"),
+        Setting("run_token", "uploads a job run's outputs (valid until the run has finished)", env="CHUTES_RUN_TOKEN"),
+    ],
+)
 
 
 class ConfigError(HintedError):
@@ -77,15 +138,16 @@ class ClusterEnv:
 
     @classmethod
     def from_environ(cls, env: Mapping[str, str]) -> ClusterEnv:
-        task_dir = env.get("NOMAD_TASK_DIR")
+        given = SETTINGS.from_env(env)[0]
+        task_dir = given.get("task_dir")
         return cls(
-            scheduler_url=(env.get("CHUTES_SCHEDULER_URL") or "").rstrip("/") or None,
-            instance_token=env.get("CHUTES_INSTANCE_TOKEN") or None,
-            bundle_sha256=(env.get("CHUTES_BUNDLE_SHA256") or "").strip().lower() or None,
-            chute_id=env.get("CHUTES_CHUTE_ID") or None,
+            scheduler_url=(given.get("scheduler_url") or "").rstrip("/") or None,
+            instance_token=given.get("instance_token"),
+            bundle_sha256=(given.get("bundle_sha256") or "").lower() or None,
+            chute_id=given.get("chute_id"),
             task_dir=Path(task_dir) if task_dir else None,
-            job_run_id=env.get("CHUTES_JOB_RUN_ID") or None,
-            run_token=env.get("CHUTES_RUN_TOKEN") or None,
+            job_run_id=given.get("job_run_id"),
+            run_token=given.get("run_token"),
         )
 
     def require_bundle_source(self) -> tuple[str, str, str]:
@@ -145,14 +207,15 @@ def resolve_serve(
     log_level: str = "info",
 ) -> ServeConfig:
     """Combine options and environment; refuses to serve unsigned traffic unless ``dev`` is set."""
+    given = SETTINGS.from_env(env)[0]  # the variables set, as text
     if port is not None:
         resolved_port = _port("--port", port)
-    elif env.get("NOMAD_PORT_http"):
-        resolved_port = _port("NOMAD_PORT_http", env["NOMAD_PORT_http"])
+    elif "port" in given:
+        resolved_port = _port("NOMAD_PORT_http", given["port"])
     else:
         resolved_port = DEFAULT_PORT
-    resolved_host = host or env.get("CHUTES_HOST") or env.get("NOMAD_IP_http") or DEFAULT_HOST
-    secret = invoke_secret or env.get("CHUTES_INVOKE_SECRET") or None
+    resolved_host = host or given.get("host") or given.get("ip") or DEFAULT_HOST
+    secret = invoke_secret or given.get("invoke_secret")
     if not dev and not secret:
         raise ConfigError(
             "refusing to start: no invoke secret to verify request signatures with",
@@ -165,7 +228,7 @@ def resolve_serve(
         limits = edge_limits.from_env(env)
     except edge_limits.LimitsError as exc:
         raise ConfigError(str(exc)) from None
-    raw_depth = env.get("CHUTES_MAX_JSON_DEPTH") or str(DEFAULT_MAX_JSON_DEPTH)
+    raw_depth = given.get("max_json_depth") or str(DEFAULT_MAX_JSON_DEPTH)
     if not raw_depth.isdigit() or int(raw_depth) < 1:
         raise ConfigError(f"CHUTES_MAX_JSON_DEPTH must be a positive whole number, got {raw_depth!r}")
     return ServeConfig(
@@ -173,10 +236,8 @@ def resolve_serve(
         port=resolved_port,
         dev=dev,
         invoke_secret=secret,
-        cord_timeout=_seconds("cord timeout", cord_timeout or env.get("CHUTES_CORD_TIMEOUT"), DEFAULT_CORD_TIMEOUT),
-        drain_timeout=_seconds(
-            "drain timeout", drain_timeout or env.get("CHUTES_DRAIN_TIMEOUT"), DEFAULT_DRAIN_TIMEOUT
-        ),
+        cord_timeout=_seconds("cord timeout", cord_timeout or given.get("cord_timeout"), DEFAULT_CORD_TIMEOUT),
+        drain_timeout=_seconds("drain timeout", drain_timeout or given.get("drain_timeout"), DEFAULT_DRAIN_TIMEOUT),
         max_body_bytes=body_limit,
         port_file=port_file,
         access_log=access_log,

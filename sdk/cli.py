@@ -32,7 +32,9 @@ def _register_commands() -> None:
 
 def main() -> None:
     """Console-script entry point: an error is one line plus a hint (``--debug`` or CHUTES_DEBUG=1: traceback)."""
-    debug = "--debug" in sys.argv[1:] or os.environ.get("CHUTES_DEBUG", "") not in ("", "0")
+    from chutes.config import SETTINGS
+
+    debug = "--debug" in sys.argv[1:] or SETTINGS.from_env(os.environ, names=["debug"])[0].get("debug", "0") != "0"
     if "--debug" in sys.argv[1:]:
         sys.argv.remove("--debug")
     _register_commands()

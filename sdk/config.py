@@ -27,6 +27,7 @@ ENV_API_URL = "CHUTES_SCHEDULER_URL"  # the name every process uses for this URL
 OLD_ENV_API_URL = "CHUTES_API_URL"
 ENV_GATEWAY_URL = "CHUTES_GATEWAY_URL"
 ENV_API_KEY = "CHUTES_API_KEY"
+ENV_DEBUG = "CHUTES_DEBUG"
 SECTION = "api"
 #: What the environment may set (the config file and the flags are read by :func:`load` and the commands).
 SETTINGS = Declared(
@@ -35,6 +36,8 @@ SETTINGS = Declared(
         Setting("api_url", "the scheduler's URL", env=ENV_API_URL, flag="--api-url", old_env=(OLD_ENV_API_URL,)),
         Setting("api_key", "your API key", env=ENV_API_KEY, flag="--api-key"),
         Setting("gateway_url", "the gateway's URL", env=ENV_GATEWAY_URL, flag="--gateway-url"),
+        Setting("config", "the config file", env=ENV_CONFIG, shown_default="`~/.chutes/config.ini`"),
+        Setting("debug", "tracebacks instead of one-line errors (`1`)", env=ENV_DEBUG, flag="--debug"),
     ],
 )
 
@@ -78,7 +81,7 @@ class Settings:
 
 def config_path() -> Path:
     """``$CHUTES_CONFIG`` if set, else ``~/.chutes/config.ini``."""
-    override = os.environ.get(ENV_CONFIG)
+    override = SETTINGS.from_env(os.environ, names=["config"])[0].get("config")
     if override:
         return Path(override).expanduser()
     return Path.home() / ".chutes" / "config.ini"
@@ -113,7 +116,7 @@ def load(
     """Resolve settings: file, then environment, then the explicit arguments."""
     path = path or config_path()
     file = read_file(path)
-    env = SETTINGS.from_env(os.environ)[0]
+    env = SETTINGS.from_env(os.environ, names=["api_url", "api_key", "gateway_url"])[0]
     return Settings(
         api_url=_url(api_url or env.get("api_url") or file.api_url),
         gateway_url=_url(gateway_url or env.get("gateway_url") or file.gateway_url),

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from chutes.core.settings import Setting, Settings
+
 
 class LimitsError(ValueError):
     """A limit that cannot work; the message names the setting."""
@@ -55,26 +57,35 @@ class EdgeLimits:
         return dataclasses.replace(self, **changes).validate()
 
 
-#: environment variable of each limit (the same in every daemon)
-ENV_VARS: dict[str, str] = {
-    "max_header_bytes": "CHUTES_MAX_HEADER_BYTES",
-    "max_headers": "CHUTES_MAX_HEADERS",
-    "max_request_line": "CHUTES_MAX_REQUEST_LINE",
-    "header_timeout": "CHUTES_HEADER_TIMEOUT",
-    "idle_timeout": "CHUTES_IDLE_TIMEOUT",
-    "body_timeout": "CHUTES_BODY_TIMEOUT",
-    "max_connections": "CHUTES_MAX_CONNECTIONS",
-}
+#: The limits as settings: the same variable (and, where a daemon has flags, flag) in every server; each daemon
+#: passes its own defaults (docs/configuration.md, "Edge limits").
+_DEFAULTS = EdgeLimits()
+SETTINGS = Settings(
+    "edge limits",
+    [
+        Setting("max_header_bytes", "bytes of request headers at most; more: 431", env="CHUTES_MAX_HEADER_BYTES",
+                flag="--max-header-bytes", default=_DEFAULTS.max_header_bytes, parse=int),
+        Setting("max_headers", "request header fields at most; more: 431", env="CHUTES_MAX_HEADERS",
+                flag="--max-headers", default=_DEFAULTS.max_headers, parse=int),
+        Setting("max_request_line", "bytes of the request target at most; more: 414", env="CHUTES_MAX_REQUEST_LINE",
+                flag="--max-request-line", default=_DEFAULTS.max_request_line, parse=int),
+        Setting("header_timeout", "seconds from a connection's opening (or a request's first byte) to the end of "
+                "its headers: 408, or closed when nothing came", env="CHUTES_HEADER_TIMEOUT",
+                flag="--header-timeout", default=_DEFAULTS.header_timeout, parse=float, shown_default="15 s"),
+        Setting("idle_timeout", "seconds an idle keep-alive connection stays open", env="CHUTES_IDLE_TIMEOUT",
+                flag="--idle-timeout", default=_DEFAULTS.idle_timeout, parse=float, shown_default="75 s"),
+        Setting("body_timeout", "seconds without a byte of an expected request body: 408",
+                env="CHUTES_BODY_TIMEOUT", flag="--body-timeout", default=_DEFAULTS.body_timeout, parse=float,
+                shown_default="60 s"),
+        Setting("max_connections", "open client connections at most; past it the one idle longest is closed, "
+                "and when every one is busy: 503 at once", env="CHUTES_MAX_CONNECTIONS", flag="--max-connections",
+                default=_DEFAULTS.max_connections, parse=int,
+                shown_default="10000 (at most half the descriptor limit in the gateway, 80% elsewhere)"),
+    ],
+)  # fmt: skip
 
-_HELP = {
-    "max_header_bytes": "bytes of request headers at most (431 above)",
-    "max_headers": "request header fields at most (431 above)",
-    "max_request_line": "bytes of the request target at most (414 above)",
-    "header_timeout": "seconds to receive a request's headers",
-    "idle_timeout": "seconds an idle keep-alive connection stays open",
-    "body_timeout": "seconds without a byte while reading a request body",
-    "max_connections": "open client connections at most",
-}
+#: environment variable of each limit (the same in every daemon)
+ENV_VARS: dict[str, str] = SETTINGS.env_vars_by_name()
 
 
 def _flag(name: str) -> str:
@@ -101,9 +112,8 @@ def from_env(env: Mapping[str, str], defaults: EdgeLimits | None = None) -> Edge
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add ``--max-header-bytes`` ... to an argparse parser (unset flags stay None: see ``from_args``)."""
     group = parser.add_argument_group("edge limits (also from the CHUTES_* environment variables)")
-    for name, var in ENV_VARS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"edge_{name}", default=None,
-                           help=f"{_HELP[name]} [env {var}]")  # fmt: skip
+    for s in SETTINGS:
+        group.add_argument(s.flag, dest=f"edge_{s.name}", default=None, help=s.help())
 
 
 def from_args(args: argparse.Namespace, env: Mapping[str, str], defaults: EdgeLimits | None = None) -> EdgeLimits:

@@ -57,6 +57,9 @@ class Child:
     env: Mapping[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = None
+    #: ``env`` over the caller's environment (credentials left out); False: ``env`` is the whole environment
+    inherit_env: bool = True
+    cwd: Path | None = None
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,9 +71,10 @@ class Child:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env={**inherited_environment(), **self.env},
+            env={**inherited_environment(), **self.env} if self.inherit_env else dict(self.env),
             preexec_fn=session_with_parent_death,
             close_fds=True,
+            cwd=self.cwd,
         )
 
     @property
@@ -112,6 +116,18 @@ class Child:
                 self.proc.wait(5)
         # Anything the child left in its group (a grandchild that ignored SIGTERM) goes too.
         self.signal_group(signal.SIGKILL)
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (a crash) and reap the process."""
+        if self.proc is None:
+            return
+        self.signal_group(signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._close_log()
+
+    def _close_log(self) -> None:
         if self._log is not None:
             self._log.close()
             self._log = None

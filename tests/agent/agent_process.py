@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tests.support.polling import poll_until
+from tests.support.processes import start
 
 AGENT = shutil.which("chutes-agent", path=str(Path(sys.executable).parent)) or "chutes-agent"
 # Short intervals so that the daemon's behaviour shows within seconds (TTL 2 s, heartbeat 0.5 s).
@@ -26,15 +25,10 @@ class AgentProcess:
         self.ports_file = workdir / f"{name}.ports.json"
         self.log_path = workdir / f"{name}.log"
         base = {k: v for k, v in os.environ.items() if not k.startswith(("CHUTES_", "NOMAD_", "CONSUL_"))}
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [AGENT, "run", "--ports-file", str(self.ports_file), *args],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                env={**base, **(env or {})},
-                start_new_session=True,
-            )
+        argv = [AGENT, "run", "--ports-file", str(self.ports_file), *args]
+        self.child = start(name, argv, self.log_path, {**base, **(env or {})})
+        assert self.child.proc is not None
+        self.proc = self.child.proc
         self.ports: dict[str, Any] = poll_until(self._ports, "the agent's ports file", timeout=20)
 
     def _ports(self) -> dict[str, Any] | None:
@@ -49,7 +43,7 @@ class AgentProcess:
         return self.proc.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.child.log()
 
     def metrics(self) -> dict[str, float]:
         """The agent's Prometheus samples as ``{"name{labels}": value}``."""
@@ -68,17 +62,9 @@ class AgentProcess:
 
     def stop(self, timeout: float = 15) -> int:
         """SIGTERM and wait for the exit status; SIGKILL the group if it hangs."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)  # a stopped process cannot handle SIGTERM
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.child.signal_group(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+        self.child.stop(timeout)
         return self.proc.returncode
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        self.child.kill()

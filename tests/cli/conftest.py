@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +13,7 @@ import httpx
 import pytest
 
 from chutes.scheduler.secret_box import generate_key
+from tests.support.processes import running
 
 BIN = Path(sys.executable).parent
 
@@ -36,16 +34,6 @@ class Scheduler:
         return str(resp.json()["api_key"])
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduler]:
     """``chutes-scheduler serve --no-loops`` with SQLite in a temporary directory; Nomad and Consul unreachable."""
@@ -63,18 +51,9 @@ def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scheduler]:
     }
     argv = [str(BIN / "chutes-scheduler"), "serve", "--port", "0", "--port-file", str(port_file)]
     argv += ["--data-dir", str(tmp / "data"), "--no-loops"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"chutes-scheduler did not start:\n{log.read_text()}")
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{int(port_file.read_text())}"
+    with running("chutes-scheduler", argv, log, env) as proc:
+        url = f"http://127.0.0.1:{proc.wait_port(port_file, 30)}"
         yield Scheduler(url, admin_key, log, secrets_key=secrets_key, data_dir=tmp / "data")
-    finally:
-        _stop(proc)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 
 from chutes.dev.nodes import DEFAULT_NODES, NodeSpec, NodeSpecError, merge, parse_node
 from chutes.dev.process import Child, ChildFailed, read_port_file, wait_for
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -87,10 +88,7 @@ def test_stop_takes_the_whole_process_group(tmp_path: Path) -> None:
     child.stop(timeout=1.0)
     assert time.monotonic() - started < 10
     assert not _alive(child.pid)
-    deadline = time.monotonic() + 5
-    while _alive(grandchild) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(grandchild)
+    poll_until(lambda: not _alive(grandchild), "the grandchild gone", 5, 0.05)
 
 
 def test_parent_death_signal_stops_children_of_a_killed_supervisor(tmp_path: Path) -> None:
@@ -109,19 +107,17 @@ def test_parent_death_signal_stops_children_of_a_killed_supervisor(tmp_path: Pat
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", supervisor], stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while not (pid_file.exists() and pid_file.read_text()):
+
+        def started() -> bool:
             assert proc.poll() is None, f"the supervisor exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, "the supervisor did not start its child in 30 s"
-            time.sleep(0.05)
+            return pid_file.exists() and bool(pid_file.read_text())
+
+        poll_until(started, "the supervisor's child started", 30, 0.05, retry_on=(OSError,))
         child_pid = int(pid_file.read_text())
         assert _alive(child_pid)
         proc.send_signal(signal.SIGKILL)
         proc.wait(5)
-        deadline = time.monotonic() + 5
-        while _alive(child_pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not _alive(child_pid), "a child outlived its killed supervisor"
+        poll_until(lambda: not _alive(child_pid), "the child of the killed supervisor gone", 5, 0.05)
     finally:
         if proc.poll() is None:
             proc.kill()

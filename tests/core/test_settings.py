@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,20 @@ def test_the_gateway_key_flag_has_its_variable_s_name_and_the_old_flag_still_wor
         assert parse_args(["--scheduler-key", "k2"]).gateway_key == "k2"
     monkeypatch.setenv("CHUTES_GATEWAY_KEY", "k3")
     assert parse_args([]).gateway_key == "k3"
+
+
+def test_one_setting_is_read_alone_and_an_old_name_warns_only_when_it_is_read(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from chutes.config import SETTINGS as CLI
+    from chutes.config import config_path
+
+    env = {"CHUTES_API_URL": "http://old:1", "CHUTES_CONFIG": str(tmp_path / "c.ini"), "CHUTES_DEBUG": "0"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the old URL variable is not read: no warning
+        assert CLI.from_env(env, names=["config", "debug"])[0] == {"config": str(tmp_path / "c.ini"), "debug": "0"}
+    with pytest.warns(DeprecatedName, match="CHUTES_API_URL is deprecated"):
+        assert CLI.from_env(env, names=["api_url"])[0] == {"api_url": "http://old:1"}
+    monkeypatch.setenv("CHUTES_CONFIG", str(tmp_path / "c.ini"))
+    assert config_path() == tmp_path / "c.ini"
+    assert "[env CHUTES_CONFIG" in CLI.by_name["config"].text() and "%%" not in CLI.by_name["config"].text()

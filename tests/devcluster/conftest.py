@@ -1,16 +1,10 @@
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.devcluster import DevclusterHandle, devcluster
-
-# py-consul lets CONSUL_HTTP_TOKEN override an explicit token, and python-nomad reads NOMAD_ADDR: keep the
-# tests independent of the developer's environment.
-for _var in ("CONSUL_HTTP_TOKEN", "CONSUL_HTTP_ADDR", "NOMAD_ADDR", "NOMAD_TOKEN", "NOMAD_NAMESPACE", "NOMAD_REGION"):
-    os.environ.pop(_var, None)
 
 NODES = ("gpu-a=h100_sxm:8", "gpu-b=a10:2", "gpu-c=l40s:2")
 # The shared devclusters run raw_exec only (placement counts stay the same with or without podman);

@@ -8,7 +8,6 @@ environment raw_exec tasks inherit (never the platform's credentials).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from chutes.devcluster.acl.policy import ConsulRules, NomadRules
 from chutes.devcluster.acl.rules import RulesError
 from tests.devcluster.jobspecs import python_task
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -241,13 +241,12 @@ def test_tasks_do_not_inherit_the_platforms_credentials(tmp_path: Path) -> None:
         task = python_task("t", code, Env={"CHUTES_CHUTE_ID": "c1"})
         n.jobs.register_job({"Job": {"ID": "envcheck", "Name": "envcheck", "Type": "batch", "Datacenters": ["dc1"],
                                      "TaskGroups": [{"Name": "g", "Tasks": [task]}]}})  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            allocs = n.job.get_allocations("envcheck")
-            if allocs and allocs[0]["ClientStatus"] == "complete":
-                break
-            assert time.monotonic() < deadline, allocs
-            time.sleep(0.2)
+        allocs = poll_until(
+            lambda: (a := n.job.get_allocations("envcheck")) and a[0]["ClientStatus"] == "complete" and a,
+            "the envcheck allocation complete",
+            30,
+            0.2,
+        )
         out = httpx.get(f"{dc.nomad_addr}/v1/client/fs/logs/{allocs[0]['ID']}",
                         params={"task": "t", "type": "stdout", "plain": "true"}).text  # fmt: skip
     env = json.loads(out)

@@ -11,8 +11,8 @@ import consul.aio
 import httpx
 import pytest
 
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -39,10 +39,8 @@ def test_ttl_service_register_pass_warn_fail_and_expiry(dc: DevclusterHandle) ->
     assert c.health.service("chutes-agent")[1][0]["Checks"][1]["Status"] == "warning"
     c.agent.check.ttl_pass("service:chutes-agent-n1")
     # No heartbeat for longer than the TTL: critical with Consul's output.
-    wait_for(
-        lambda: c.health.service("chutes-agent")[1][0]["Checks"][1]["Status"] == "critical",
-        timeout_s=10,
-        what="TTL expiry",
+    poll_until(
+        lambda: c.health.service("chutes-agent")[1][0]["Checks"][1]["Status"] == "critical", "TTL expiry", timeout=10
     )
     assert c.health.service("chutes-agent")[1][0]["Checks"][1]["Output"] == "TTL expired"
     assert "chutes-agent" in c.catalog.services()[1]
@@ -59,14 +57,14 @@ def test_http_check_and_deregister_critical_service_after(dc: DevclusterHandle) 
     c.agent.service.register("doomed", service_id="doomed-1", address="127.0.0.1", port=9, check=check)
     [entry] = c.catalog.service("doomed")[1]
     assert (entry["ServiceAddress"], entry["ServicePort"], entry["ServiceID"]) == ("127.0.0.1", 9, "doomed-1")
-    wait_for(lambda: c.health.service("doomed")[1] == [], timeout_s=8, what="the critical service to be reaped")
+    poll_until(lambda: c.health.service("doomed")[1] == [], "the critical service to be reaped", timeout=8)
 
 
 def test_http_check_passes_against_a_live_server(dc: DevclusterHandle) -> None:
     c = dc.consul()
     check = consul.Check.http(f"http://127.0.0.1:{dc.consul_port}/v1/status/leader", interval="100ms")
     c.agent.service.register("self-check", service_id="self-check-1", port=dc.consul_port, check=check)
-    [entry] = wait_for(lambda: c.health.service("self-check", passing=True)[1], timeout_s=5, what="passing")
+    [entry] = poll_until(lambda: c.health.service("self-check", passing=True)[1], "passing", timeout=5)
     assert "200 OK" in entry["Checks"][1]["Output"]
     c.agent.service.deregister("self-check-1")
 
@@ -158,7 +156,7 @@ def test_session_lock_acquire_release_and_ttl_expiry(dc: DevclusterHandle) -> No
     resp = httpx.put(f"{dc.consul_addr}/v1/session/create", json={"Name": "short", "TTL": "2s", "LockDelay": "0s"})
     short = resp.json()["ID"]
     assert c.kv.put("t/leader", "short", acquire=short)
-    wait_for(lambda: "Session" not in c.kv.get("t/leader")[1], timeout_s=10, what="the TTL to release the lock")
+    poll_until(lambda: "Session" not in c.kv.get("t/leader")[1], "the TTL to release the lock", timeout=10)
     assert c.session.info(short)[1] is None
     bad = httpx.put(f"{dc.consul_addr}/v1/session/create", json={"TTL": "100ms"})
     assert bad.status_code == 400 and "TTL" in bad.json()["detail"]
@@ -171,7 +169,7 @@ def test_session_lock_delay_and_delete_behavior(dc: DevclusterHandle) -> None:
     assert c.kv.put("t/delay", "x", acquire=holder)
     c.session.destroy(holder)
     assert not c.kv.put("t/delay", "y", acquire=other), "lock-delay holds the key back"
-    wait_for(lambda: c.kv.put("t/delay", "y", acquire=other), timeout_s=10, what="lock-delay to pass")
+    poll_until(lambda: c.kv.put("t/delay", "y", acquire=other), "lock-delay to pass", timeout=10)
     ephemeral = c.session.create(name="eph", behavior="delete", lock_delay=0)
     assert c.kv.put("t/ephemeral", "here", acquire=ephemeral)
     c.session.destroy(ephemeral)

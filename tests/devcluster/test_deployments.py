@@ -8,8 +8,8 @@ import nomad.api.exceptions
 import pytest
 
 from tests.devcluster.jobspecs import MS, S, gpu_service_job
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -41,7 +41,7 @@ def _deployment_done(n: Any, job_id: str) -> dict[str, Any] | None:
 def test_a_change_rolls_out_one_allocation_at_a_time_after_each_is_healthy(dc: DevclusterHandle) -> None:
     n = dc.nomad()
     n.jobs.register_job({"Job": _job("rolling", "1")})
-    first = wait_for(lambda: _deployment_done(n, "rolling"), timeout_s=30, what="the first deployment")
+    first = poll_until(lambda: _deployment_done(n, "rolling"), "the first deployment", timeout=30)
     assert first["Status"] == "successful" and first["StatusDescription"] == "Deployment completed successfully"
     assert (
         first["TaskGroups"]["instance"]["HealthyAllocs"] == 2 and first["TaskGroups"]["instance"]["DesiredTotal"] == 2
@@ -50,8 +50,8 @@ def test_a_change_rolls_out_one_allocation_at_a_time_after_each_is_healthy(dc: D
     v1 = {a["ID"] for a in _live(n, "rolling")}
 
     n.jobs.register_job({"Job": _job("rolling", "2")})
-    deployment = wait_for(
-        lambda: (d := n.job.get_deployment("rolling")) and d["JobVersion"] == 1 and d, what="the second deployment"
+    deployment = poll_until(
+        lambda: (d := n.job.get_deployment("rolling")) and d["JobVersion"] == 1 and d, "the second deployment"
     )
     assert deployment["Status"] == "running" and deployment["StatusDescription"] == "Deployment is running"
     # While it runs: never more than one allocation of the new version that is not yet healthy, and at least
@@ -82,20 +82,20 @@ def test_a_change_rolls_out_one_allocation_at_a_time_after_each_is_healthy(dc: D
     assert [d["JobVersion"] for d in n.job.get_deployments("rolling")] == [1, 0]
     # Once it is done, scaling works again.
     _scale(n, "rolling", 1)
-    wait_for(lambda: len(_live(n, "rolling")) == 1, what="the scale down")
+    poll_until(lambda: len(_live(n, "rolling")) == 1, "the scale down")
     n.job.deregister_job("rolling", purge=True)
 
 
 def test_an_unhealthy_allocation_fails_the_deployment_and_the_old_version_keeps_serving(dc: DevclusterHandle) -> None:
     n = dc.nomad()
     n.jobs.register_job({"Job": _job("failing", "1", ProgressDeadline=0)})
-    wait_for(lambda: _deployment_done(n, "failing"), timeout_s=30, what="the first deployment")
+    poll_until(lambda: _deployment_done(n, "failing"), "the first deployment", timeout=30)
     # A check that never passes: its HealthyDeadline (10 s) passes and, with ProgressDeadline 0, fails it.
     broken = _job("failing", "2", ProgressDeadline=0)
     broken["TaskGroups"][0]["Services"][0]["Checks"][0]["Path"] = "/missing-page"
     n.jobs.register_job({"Job": broken})
-    failed = wait_for(
-        lambda: (d := _deployment_done(n, "failing")) and d["JobVersion"] == 1 and d, timeout_s=30, what="failure"
+    failed = poll_until(
+        lambda: (d := _deployment_done(n, "failing")) and d["JobVersion"] == 1 and d, "failure", timeout=30
     )
     assert failed["Status"] == "failed" and failed["StatusDescription"] == "Failed due to unhealthy allocations"
     live = _live(n, "failing")
@@ -110,7 +110,7 @@ def test_an_unhealthy_allocation_fails_the_deployment_and_the_old_version_keeps_
 def test_pause_resume_and_fail_by_hand(dc: DevclusterHandle) -> None:
     n = dc.nomad()
     n.jobs.register_job({"Job": _job("manual", "1", MinHealthyTime=5 * S, HealthyDeadline=15 * S)})
-    deployment = wait_for(lambda: n.job.get_deployment("manual"), what="a deployment")
+    deployment = poll_until(lambda: n.job.get_deployment("manual"), "a deployment")
     paused = n.deployment.pause_deployment(deployment["ID"], True)
     assert paused["EvalID"]
     assert n.deployment.get_deployment(deployment["ID"])["Status"] == "paused"

@@ -23,7 +23,6 @@ import pytest
 from chutes.dev.containers import remove_leftovers
 from chutes.devcluster.nomad.container_spec import LABEL_ALLOC
 from chutes.scheduler.secret_env import template_block, variable_items, variable_path
-from tests.devcluster.waiting import wait_for
 from tests.support.containers import (
     MARKER,
     containers_labelled,
@@ -33,6 +32,7 @@ from tests.support.containers import (
     runtime_image,
 )
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.containers, pytest.mark.slow]
 
@@ -169,7 +169,7 @@ def host_server() -> Iterator[str]:
 
 
 def _alloc(n: Any, job_id: str) -> dict[str, Any]:
-    [stub] = wait_for(lambda: n.job.get_allocations(job_id), what="an allocation")
+    [stub] = poll_until(lambda: n.job.get_allocations(job_id), "an allocation")
     result: dict[str, Any] = n.allocation.get_allocation(stub["ID"])
     return result
 
@@ -204,7 +204,7 @@ def test_task_runs_in_its_image_pulled_by_digest_with_ports_env_limits_gpus_logs
     n, c = ddc.nomad(), ddc.consul()
     n.jobs.register_job({"Job": docker_job("box", image, env={"TARGET": host_server})})
     alloc = _alloc(n, "box")
-    wait_for(lambda: _passing(c, "box"), timeout_s=180, what=f"a passing check; events {_events(n, alloc['ID'])}")
+    poll_until(lambda: _passing(c, "box"), f"a passing check; events {_events(n, alloc['ID'])}", timeout=180)
     events = _events(n, alloc["ID"])
     assert "Driver: Downloading image" in events, events  # not in local storage under the registry's name
     port = _port(alloc)
@@ -237,13 +237,13 @@ def test_task_runs_in_its_image_pulled_by_digest_with_ports_env_limits_gpus_logs
     assert "s3cret" not in json.dumps(host_config)
 
     # Logs through the same API as raw_exec.
-    stdout = wait_for(lambda: n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True), what="stdout")
+    stdout = poll_until(lambda: n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True), "stdout")
     assert f"serving on {port}" in stdout
     assert "to stderr" in n.client.stream_logs.stream(alloc["ID"], "main", "stderr", plain=True)
 
     # Stop: the kill signal reaches the process (it says so and exits 0), the container is gone.
     n.job.deregister_job("box", purge=True)
-    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    poll_until(lambda: _gone(n, alloc["ID"]), "the allocation stopped", timeout=30)
     assert "got SIGTERM" in n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True)
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
     assert _passing(c, "box") == []
@@ -265,7 +265,7 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
     job = docker_job("boxsecret", image, Templates=[template_block("boxsecret", sha, sorted(secrets))])
     n.jobs.register_job({"Job": job})
     alloc = _alloc(n, "boxsecret")
-    wait_for(lambda: _passing(c, "boxsecret"), timeout_s=180, what=f"a passing check; {_events(n, alloc['ID'])}")
+    poll_until(lambda: _passing(c, "boxsecret"), f"a passing check; {_events(n, alloc['ID'])}", timeout=180)
 
     def inside() -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(f"http://127.0.0.1:{_port(alloc)}/", timeout=10).json()
@@ -292,12 +292,12 @@ def test_a_chutes_template_env_reaches_the_container_and_a_change_restarts_it(
         except (httpx.HTTPError, ValueError):
             return False
 
-    wait_for(rotated, timeout_s=90, what=f"the restarted container with the new value; {_events(n, alloc['ID'])}")
+    poll_until(rotated, f"the restarted container with the new value; {_events(n, alloc['ID'])}", timeout=90)
     assert "Restart Signaled: Template with change_mode restart re-rendered" in _events(n, alloc["ID"])
     assert n.allocation.get_allocation(alloc["ID"])["TaskStates"]["main"]["Restarts"] == 1
     assert inside()["env"]["PEM"] == pem
     n.job.deregister_job("boxsecret", purge=True)
-    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    poll_until(lambda: _gone(n, alloc["ID"]), "the allocation stopped", timeout=30)
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
 
 
@@ -309,7 +309,7 @@ def test_job_run_output_json_of_a_docker_job_runs(ddc: DevclusterHandle, image: 
     task["Config"]["image"] = image
     n, c = ddc.nomad(), ddc.consul()
     n.jobs.register_job(body)
-    wait_for(lambda: len(_passing(c, "web-output")) == 2, timeout_s=180, what="two passing instances")
+    poll_until(lambda: len(_passing(c, "web-output")) == 2, "two passing instances", timeout=180)
     assert c.catalog.service("web-output-nomad")[1] == []
     allocs = [a for a in n.job.get_allocations("web-output") if a["ClientStatus"] == "running"]
     assert len(allocs) == 2 and all(a["DeploymentStatus"]["Healthy"] is not False for a in allocs)
@@ -317,17 +317,17 @@ def test_job_run_output_json_of_a_docker_job_runs(ddc: DevclusterHandle, image: 
     assert answer.status_code == 200  # python -m http.server inside, on the mapped port 8080
     n.job.deregister_job("web-output", purge=True)
     for alloc in allocs:
-        wait_for(lambda a=alloc: _gone(n, a["ID"]), timeout_s=30, what="the allocation stopped")
+        poll_until(lambda a=alloc: _gone(n, a["ID"]), "the allocation stopped", timeout=30)
 
 
 def test_kill_timeout_then_sigkill_and_nothing_left(ddc: DevclusterHandle, image: str) -> None:
     n = ddc.nomad()
     n.jobs.register_job({"Job": docker_job("stubborn", image, env={"IGNORE_TERM": "1"}, KillTimeout=1 * S)})
     alloc = _alloc(n, "stubborn")
-    wait_for(lambda: _passing(ddc.consul(), "stubborn"), timeout_s=120, what="a passing check")
+    poll_until(lambda: _passing(ddc.consul(), "stubborn"), "a passing check", timeout=120)
     started = time.monotonic()
     n.job.deregister_job("stubborn")
-    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    poll_until(lambda: _gone(n, alloc["ID"]), "the allocation stopped", timeout=30)
     assert time.monotonic() - started < 15
     events = _events(n, alloc["ID"])
     assert "Killing: Sent interrupt. Waiting 1s before force killing" in events
@@ -340,7 +340,7 @@ def test_container_killed_from_outside_goes_critical_then_restarts(ddc: Devclust
     n, c = ddc.nomad(), ddc.consul()
     n.jobs.register_job({"Job": docker_job("victim", image)})
     alloc = _alloc(n, "victim")
-    wait_for(lambda: _passing(c, "victim"), timeout_s=120, what="a passing check")
+    poll_until(lambda: _passing(c, "victim"), "a passing check", timeout=120)
     name = f"main-{alloc['ID']}"
     first = _inspect(name)["Id"]
     subprocess.run(["podman", "kill", name], check=True, capture_output=True)
@@ -349,8 +349,8 @@ def test_container_killed_from_outside_goes_critical_then_restarts(ddc: Devclust
         checks = c.health.checks("victim")[1]
         return bool(checks) and all(ch["Status"] == "critical" for ch in checks)
 
-    wait_for(critical, timeout_s=10, interval_s=0.05, what="Consul marking the instance critical")
-    wait_for(lambda: _passing(c, "victim"), timeout_s=60, what="the restarted task passing again")
+    poll_until(critical, "Consul marking the instance critical", timeout=10, interval=0.05)
+    poll_until(lambda: _passing(c, "victim"), "the restarted task passing again", timeout=60)
     after = n.allocation.get_allocation(alloc["ID"])
     state = after["TaskStates"]["main"]
     assert after["ClientStatus"] == "running" and state["Restarts"] == 1
@@ -358,7 +358,7 @@ def test_container_killed_from_outside_goes_critical_then_restarts(ddc: Devclust
     assert any(e.startswith("Restarting:") for e in _events(n, alloc["ID"]))
     assert _inspect(name)["Id"] != first  # a new container for the same allocation
     n.job.deregister_job("victim", purge=True)
-    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+    poll_until(lambda: _gone(n, alloc["ID"]), "the allocation stopped", timeout=30)
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
 
 
@@ -370,7 +370,7 @@ def test_a_pull_failure_is_a_driver_failure_and_fails_the_allocation(ddc: Devclu
     job["TaskGroups"][0]["ReschedulePolicy"] = {"Attempts": 0, "Unlimited": False}
     n.jobs.register_job({"Job": job})
     alloc = _alloc(n, "nopull")
-    wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=60, what="the allocation failed")
+    poll_until(lambda: _gone(n, alloc["ID"]), "the allocation failed", timeout=60)
     failures = [e for e in _events(n, alloc["ID"]) if e.startswith("Driver Failure")]
     assert failures and "failed to pull" in failures[0] and "does-not-exist" in failures[0], failures
     assert n.allocation.get_allocation(alloc["ID"])["ClientStatus"] == "failed"
@@ -408,19 +408,19 @@ def test_a_devcluster_killed_hard_leaves_containers_the_next_start_removes(
         n = dc.nomad()
         n.jobs.register_job({"Job": docker_job("crashy", image)})
         alloc = _alloc(n, "crashy")
-        wait_for(lambda: _passing(dc.consul(), "crashy"), timeout_s=120, what="a passing check")
+        poll_until(lambda: _passing(dc.consul(), "crashy"), "a passing check", timeout=120)
         name = f"main-{alloc['ID']}"
         before = _inspect(name)["Id"]
         dc.kill()  # SIGKILL: no task is stopped; the container keeps running
         assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == [name]
         dc.start()
         # The leftover is removed at start-up and the allocation's task started again in a new container.
-        wait_for(lambda: _passing(dc.consul(), "crashy"), timeout_s=60, what="the task running again")
+        poll_until(lambda: _passing(dc.consul(), "crashy"), "the task running again", timeout=60)
         assert _inspect(name)["Id"] != before
         assert "removed 1 container(s) left behind" in dc.log()
         n = dc.nomad()
         n.job.deregister_job("crashy", purge=True)
-        wait_for(lambda: _gone(n, alloc["ID"]), timeout_s=30, what="the allocation stopped")
+        poll_until(lambda: _gone(n, alloc["ID"]), "the allocation stopped", timeout=30)
     assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == []
 
 
@@ -432,12 +432,12 @@ def test_chutes_devs_clean_up_removes_what_a_killed_devcluster_left_and_nothing_
     n = ddc.nomad()
     n.jobs.register_job({"Job": docker_job("bystander", image)})
     other = _alloc(n, "bystander")
-    wait_for(lambda: _passing(ddc.consul(), "bystander"), timeout_s=120, what="the other devcluster's task")
+    poll_until(lambda: _passing(ddc.consul(), "bystander"), "the other devcluster's task", timeout=120)
     data = tmp_path / "devcluster"
     with devcluster(NODES, local_node=False, data_dir=data, extra_args=["--docker-driver", "on"]) as dc:
         dc.nomad().jobs.register_job({"Job": docker_job("orphan", image)})
         alloc = _alloc(dc.nomad(), "orphan")
-        wait_for(lambda: _passing(dc.consul(), "orphan"), timeout_s=120, what="a passing check")
+        poll_until(lambda: _passing(dc.consul(), "orphan"), "a passing check", timeout=120)
         dc.kill()  # as `chutes dev` does to a devcluster that does not stop in time
         assert containers_labelled(LABEL_ALLOC, alloc["ID"]) == [f"main-{alloc['ID']}"]
         assert remove_leftovers(data) == 1
@@ -446,5 +446,5 @@ def test_chutes_devs_clean_up_removes_what_a_killed_devcluster_left_and_nothing_
     assert containers_labelled(LABEL_ALLOC, other["ID"]) == [f"main-{other['ID']}"]
     assert httpx.get(f"http://127.0.0.1:{_port(other)}/", timeout=10).status_code == 200
     n.job.deregister_job("bystander", purge=True)
-    wait_for(lambda: _gone(n, other["ID"]), timeout_s=30, what="the allocation stopped")
+    poll_until(lambda: _gone(n, other["ID"]), "the allocation stopped", timeout=30)
     assert containers_labelled(LABEL_ALLOC, other["ID"]) == []

@@ -9,8 +9,8 @@ import nomad.api.exceptions
 import pytest
 
 from tests.devcluster.jobspecs import MS, S, gpu_service_job
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,7 +28,7 @@ def test_draining_a_node_moves_its_allocations_one_at_a_time_and_leaves_it_ineli
     job["TaskGroups"][0]["Migrate"] = {"MaxParallel": 1, "HealthCheck": "checks", "MinHealthyTime": 500 * MS,
                                        "HealthyDeadline": 20 * S}  # fmt: skip
     n.jobs.register_job({"Job": job})
-    wait_for(lambda: len(c.health.service("drained", passing=True)[1]) == 2, what="two passing instances")
+    poll_until(lambda: len(c.health.service("drained", passing=True)[1]) == 2, "two passing instances")
     [source] = {a["NodeName"] for a in _live(n, "drained")}
     target = "gpu-c" if source == "gpu-b" else "gpu-b"
     node_id = next(x["ID"] for x in n.nodes.get_nodes() if x["Name"] == source)
@@ -72,12 +72,12 @@ def test_an_ineligible_node_gets_no_new_work_and_a_blocked_eval_runs_when_it_is_
     job = gpu_service_job("pinned", count=1, gpus=1, min_vram="20 GiB")
     job["Constraints"] = [{"LTarget": "${node.unique.name}", "Operand": "=", "RTarget": "gpu-c"}]
     result = n.jobs.register_job({"Job": job})
-    evaluation = wait_for(
-        lambda: (e := n.evaluation.get_evaluation(result["EvalID"]))["Status"] != "pending" and e, what="the eval"
+    evaluation = poll_until(
+        lambda: (e := n.evaluation.get_evaluation(result["EvalID"]))["Status"] != "pending" and e, "the eval"
     )
     assert evaluation["BlockedEval"] and not n.job.get_allocations("pinned")
     n.node.eligible_node(node_id, eligible=True)
-    [alloc] = wait_for(lambda: n.job.get_allocations("pinned"), what="placement once eligible")
+    [alloc] = poll_until(lambda: n.job.get_allocations("pinned"), "placement once eligible")
     assert alloc["NodeName"] == "gpu-c"
     with pytest.raises(nomad.api.exceptions.BaseNomadException):
         n.node.drain_node_with_spec("00000000-0000-0000-0000-000000000000", {"Deadline": 0})

@@ -10,8 +10,8 @@ import pytest
 
 from chutes.core.inventory import simulated_gpus
 from tests.devcluster.jobspecs import gpu_service_job
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,7 +27,7 @@ def test_two_gpu_job_runs_on_a_fitting_node_sees_its_gpus_and_turns_passing(dc: 
     evaluation = n.evaluation.get_evaluation(result["EvalID"])
     assert evaluation["Status"] == "complete" and not evaluation["FailedTGAllocs"]
 
-    [stub] = wait_for(lambda: _running(n, "chute-one"), what="a running allocation")
+    [stub] = poll_until(lambda: _running(n, "chute-one"), "a running allocation")
     alloc = n.allocation.get_allocation(stub["ID"])
     # gpu-b has 24 GB A10s: only gpu-a (H100, 80 GB) and gpu-c (L40S, 48 GB) fit ">= 40 GiB".
     assert alloc["NodeName"] in ("gpu-a", "gpu-c")
@@ -39,9 +39,8 @@ def test_two_gpu_job_runs_on_a_fitting_node_sees_its_gpus_and_turns_passing(dc: 
     assert set(device["DeviceIDs"]) <= node_uuids
 
     # The process sees exactly its GPUs.
-    log = wait_for(
-        lambda: n.client.stream_logs.stream(alloc["ID"], "runtime", "stdout", plain=True),
-        what="the task's stdout",
+    log = poll_until(
+        lambda: n.client.stream_logs.stream(alloc["ID"], "runtime", "stdout", plain=True), "the task's stdout"
     )
     assert f"GPUS={','.join(device['DeviceIDs'])}" in log
 
@@ -49,7 +48,7 @@ def test_two_gpu_job_runs_on_a_fitting_node_sees_its_gpus_and_turns_passing(dc: 
     def passing() -> list[dict]:
         return c.health.service("chute-one", passing=True)[1]
 
-    [entry] = wait_for(passing, what="a passing instance in Consul")
+    [entry] = poll_until(passing, "a passing instance in Consul")
     port = next(p["Value"] for p in alloc["AllocatedResources"]["Shared"]["Ports"] if p["Label"] == "http")
     service = entry["Service"]
     assert service["ID"] == f"_nomad-task-{alloc['ID']}-group-instance-chute-one-http"
@@ -71,17 +70,17 @@ def test_two_gpu_job_runs_on_a_fitting_node_sees_its_gpus_and_turns_passing(dc: 
     # Scale to 2 (python-nomad has no scale method: the raw request, as the autoscaler does).
     resp = n.job.request("chute-one", "scale", json={"Count": 2, "Target": {"Group": "instance"}}, method="post")
     assert resp.json()["EvalID"]
-    wait_for(lambda: len(_running(n, "chute-one")) == 2, what="two running allocations")
+    poll_until(lambda: len(_running(n, "chute-one")) == 2, "two running allocations")
     allocs = [n.allocation.get_allocation(a["ID"]) for a in _running(n, "chute-one")]
     ids = [i for a in allocs for i in a["AllocatedResources"]["Tasks"]["runtime"]["Devices"][0]["DeviceIDs"]]
     assert len(set(ids)) == 4, "two allocations never share a GPU"
-    wait_for(lambda: len(passing()) == 2, what="two passing instances")
+    poll_until(lambda: len(passing()) == 2, "two passing instances")
 
     # Deregistering stops both and removes them from Consul.
     n.job.deregister_job("chute-one")
-    wait_for(
+    poll_until(
         lambda: all(a["ClientStatus"] == "complete" for a in n.job.get_allocations("chute-one")),
-        what="both allocations complete",
+        "both allocations complete",
     )
     assert c.health.service("chute-one")[1] == []
     assert n.job.get_job("chute-one")["Status"] == "dead"

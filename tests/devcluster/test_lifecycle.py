@@ -16,8 +16,8 @@ import nomad.api.exceptions
 import pytest
 
 from tests.devcluster.jobspecs import S, gpu_service_job, python_task
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -48,9 +48,9 @@ def _stubborn_pids(dc: DevclusterHandle, job_id: str) -> list[int]:
     n = dc.nomad()
     job = {"ID": job_id, "TaskGroups": [{"Name": "g", "Tasks": [python_task("t", STUBBORN, KillTimeout=S // 2)]}]}
     n.jobs.register_job({"Job": job})
-    [alloc] = wait_for(lambda: n.job.get_allocations(job_id), what="allocation")
+    [alloc] = poll_until(lambda: n.job.get_allocations(job_id), "allocation")
     pid_file = dc.data_dir / "allocs" / alloc["ID"] / "t" / "local" / "pids"
-    wait_for(lambda: pid_file.exists() and pid_file.read_text().strip(), what="the task's pid file")
+    poll_until(lambda: pid_file.exists() and pid_file.read_text().strip(), "the task's pid file")
     pids = [int(p) for p in pid_file.read_text().split()]
     assert all(_alive(p) for p in pids)
     return pids
@@ -63,16 +63,18 @@ def test_sigterm_stops_every_task_including_grandchildren() -> None:
         assert dc.stop() == 0
         # KillTimeout (0.5s) then SIGKILL of the whole process group.
         assert time.monotonic() - started < 10
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout_s=5, what="no orphan task processes")
+        poll_until(lambda: not any(_alive(p) for p in pids), "no orphan task processes", timeout=5)
 
 
 def test_kill_timeout_escalates_to_sigkill_on_job_stop(dc: DevclusterHandle) -> None:
     pids = _stubborn_pids(dc, "stubborn-stop")
     n = dc.nomad()
     n.job.deregister_job("stubborn-stop")
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout_s=5, what="SIGKILL after KillTimeout")
+    poll_until(lambda: not any(_alive(p) for p in pids), "SIGKILL after KillTimeout", timeout=5)
     [alloc] = n.job.get_allocations("stubborn-stop")
-    wait_for(lambda: n.allocation.get_allocation(alloc["ID"])["ClientStatus"] == "complete")
+    poll_until(
+        lambda: n.allocation.get_allocation(alloc["ID"])["ClientStatus"] == "complete", "the allocation complete"
+    )
     events = [e["Type"] for e in n.allocation.get_allocation(alloc["ID"])["TaskStates"]["t"]["Events"]]
     assert "Killing" in events and events[-1] == "Killed"
     n.job.deregister_job("stubborn-stop", purge=True)
@@ -84,7 +86,7 @@ def test_restart_keeps_kv_jobs_and_allocations_and_restarts_tasks(fresh_dc: Devc
     c.kv.put("persist/me", "yes")
     c.agent.service.register("chutes-agent", service_id="chutes-agent-x", check=consul.Check.ttl("30s"))
     n.jobs.register_job({"Job": gpu_service_job("survivor", gpus=1)})
-    wait_for(lambda: c.health.service("survivor", passing=True)[1], what="passing before the restart")
+    poll_until(lambda: c.health.service("survivor", passing=True)[1], "passing before the restart")
     [before] = n.job.get_allocations("survivor")
     ports = (dc.nomad_port, dc.consul_port)
 
@@ -96,7 +98,7 @@ def test_restart_keeps_kv_jobs_and_allocations_and_restarts_tasks(fresh_dc: Devc
     assert n.job.get_job("survivor")["Status"] == "running"
     [after] = n.job.get_allocations("survivor")
     assert after["ID"] == before["ID"], "the allocation survives; its task is started again"
-    [entry] = wait_for(lambda: c.health.service("survivor", passing=True)[1], what="passing after the restart")
+    [entry] = poll_until(lambda: c.health.service("survivor", passing=True)[1], "passing after the restart")
     assert entry["Service"]["ID"].startswith(f"_nomad-task-{before['ID']}-")
     events = [e["Type"] for e in n.allocation.get_allocation(after["ID"])["TaskStates"]["runtime"]["Events"]]
     assert "Restarting" in events
@@ -107,7 +109,7 @@ def test_a_crashed_devcluster_leaves_tasks_that_the_next_start_reaps(fresh_dc: D
     fresh_dc.kill()
     assert all(_alive(p) for p in pids), "SIGKILL gives the devcluster no chance to stop its tasks"
     fresh_dc.start()
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout_s=5, what="the restart to reap leftover groups")
+    poll_until(lambda: not any(_alive(p) for p in pids), "the restart to reap leftover groups", timeout=5)
     n = fresh_dc.nomad()
     [alloc] = n.job.get_allocations("orphaned")
     assert alloc["DesiredStatus"] == "run"
@@ -138,10 +140,24 @@ def test_cli_rejects_bad_node_specs_with_a_message(tmp_path: Path) -> None:
 def test_cli_prints_ports_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     ports_file = tmp_path / "ports.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chutes.devcluster.cli", "--nomad-port", "0", "--consul-port", "0",
-         "--ports-file", str(ports_file), "--node", "gpu-a=h100_sxm:2", "--no-gpu-probe"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "chutes.devcluster.cli",
+            "--nomad-port",
+            "0",
+            "--consul-port",
+            "0",
+            "--ports-file",
+            str(ports_file),
+            "--node",
+            "gpu-a=h100_sxm:2",
+            "--no-gpu-probe",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )  # fmt: skip  (no tasks: no process group to stop; stdout is what is tested)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -152,5 +168,5 @@ def test_cli_prints_ports_and_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
         assert proc.wait(20) == 0
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()

@@ -13,8 +13,8 @@ import nomad.api.exceptions
 import pytest
 
 from tests.devcluster.jobspecs import MS, S, gpu_service_job, python_task
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -137,7 +137,7 @@ def test_dispatch_writes_the_payload_and_meta_for_the_task(dc: DevclusterHandle)
     assert child.startswith("runner/dispatch-") and out["EvalID"]
     again = n.job.dispatch_job("runner", payload=payload, meta={"run_id": "r1"}, idempotency_token="tok-1")
     assert again["DispatchedJobID"] == child, "the idempotency token prevents a second dispatch"
-    wait_for(lambda: n.job.get_job(child)["Status"] == "dead", what="the dispatched run to finish")
+    poll_until(lambda: n.job.get_job(child)["Status"] == "dead", "the dispatched run to finish")
     [alloc] = n.job.get_allocations(child)
     assert alloc["ClientStatus"] == "complete"
     text = n.client.stream_logs.stream(alloc["ID"], "main", "stdout", plain=True)
@@ -154,8 +154,10 @@ def test_logs_follow_streams_until_the_task_ends(dc: DevclusterHandle) -> None:
         "print('err', file=sys.stderr)"
     )
     n.jobs.register_job({"Job": _batch("talker", code)})
-    [alloc] = wait_for(lambda: n.job.get_allocations("talker"), what="an allocation")
-    wait_for(lambda: n.allocation.get_allocation(alloc["ID"])["TaskStates"]["main"]["State"] != "pending")
+    [alloc] = poll_until(lambda: n.job.get_allocations("talker"), "an allocation")
+    poll_until(
+        lambda: n.allocation.get_allocation(alloc["ID"])["TaskStates"]["main"]["State"] != "pending", "the task started"
+    )
     params = {"task": "main", "type": "stdout", "follow": "true", "plain": "true"}
     with httpx.stream("GET", f"{dc.nomad_addr}/v1/client/fs/logs/{alloc['ID']}", params=params, timeout=10) as r:
         body = b"".join(r.iter_bytes()).decode()
@@ -186,7 +188,7 @@ def test_job_run_output_json_of_a_docker_job_registers(dc: DevclusterHandle) -> 
     assert task["Identity"]["Env"] is True and task["Actions"][0]["Name"] == "hello"
     assert [s["Provider"] for s in stored["TaskGroups"][0]["Services"]] == ["consul", "nomad"]
     # This devcluster runs raw_exec only: everything else about the job is accepted, the driver filters it.
-    evaluation = wait_for(lambda: _finished(n, result["EvalID"]), what="the evaluation")
+    evaluation = poll_until(lambda: _finished(n, result["EvalID"]), "the evaluation")
     assert evaluation["FailedTGAllocs"]["web"]["ConstraintFiltered"] == {"missing drivers": 4}
     body["Job"]["NodePool"] = "gpu-hosts"
     with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
@@ -237,7 +239,7 @@ def test_node_meta_constraint_blocks_then_places_when_meta_appears(dc: Devcluste
         json={"NodeID": nodes["gpu-b"]["ID"], "Meta": {"chutes_gpu_model": "a10", "chutes_gpu_count": "2"}},
     )
     assert resp.json()["Dynamic"] == {"chutes_gpu_model": "a10", "chutes_gpu_count": "2"}
-    [alloc] = wait_for(lambda: n.job.get_allocations("meta-bound"), what="placement after meta appeared")
+    [alloc] = poll_until(lambda: n.job.get_allocations("meta-bound"), "placement after meta appeared")
     assert alloc["NodeName"] == "gpu-b"
     assert n.evaluation.get_evaluation(evaluation["BlockedEval"])["Status"] == "complete"
     assert n.node.get_node(nodes["gpu-b"]["ID"])["Meta"]["chutes_gpu_model"] == "a10"
@@ -260,7 +262,7 @@ def test_blocked_eval_is_retried_when_gpus_free_up(dc: DevclusterHandle) -> None
     assert metric["NodesExhausted"] == 1
     assert metric["ConstraintFiltered"] == {"${node.unique.name} = gpu-c": 3}
     n.job.deregister_job("l40s-1")
-    [alloc] = wait_for(lambda: n.job.get_allocations("l40s-2"), what="the blocked job to be placed")
+    [alloc] = poll_until(lambda: n.job.get_allocations("l40s-2"), "the blocked job to be placed")
     assert alloc["NodeName"] == "gpu-c"
     n.job.deregister_job("l40s-1", purge=True)
     n.job.deregister_job("l40s-2", purge=True)
@@ -298,9 +300,15 @@ def test_scale_respects_the_scaling_policy_and_reports_status(dc: DevclusterHand
     status = n.job.request("scaled", "scale", method="get").json()
     assert status["TaskGroups"]["run"]["Desired"] == 2
     assert status["TaskGroups"]["run"]["Events"][0]["Message"] == "up"
-    wait_for(lambda: n.job.request("scaled", "scale", method="get").json()["TaskGroups"]["run"]["Running"] == 2)
+    poll_until(
+        lambda: n.job.request("scaled", "scale", method="get").json()["TaskGroups"]["run"]["Running"] == 2,
+        "two running",
+    )
     n.job.request("scaled", "scale", json={"Count": 0, "Target": {"Group": "run"}}, method="post")
-    wait_for(lambda: all(a["ClientStatus"] == "complete" for a in n.job.get_allocations("scaled")))
+    poll_until(
+        lambda: all(a["ClientStatus"] == "complete" for a in n.job.get_allocations("scaled")),
+        "every allocation complete",
+    )
     n.job.deregister_job("scaled", purge=True)
 
 
@@ -310,8 +318,9 @@ def test_restart_policy_then_failure_and_task_events(dc: DevclusterHandle) -> No
     job["TaskGroups"][0]["RestartPolicy"] = {"Attempts": 2, "Interval": 60 * S, "Delay": 50 * MS, "Mode": "fail"}
     job["TaskGroups"][0]["ReschedulePolicy"] = {"Attempts": 0, "Unlimited": False}
     n.jobs.register_job({"Job": job})
-    wait_for(
-        lambda: n.job.get_allocations("crasher") and n.job.get_allocations("crasher")[0]["ClientStatus"] == "failed"
+    poll_until(
+        lambda: n.job.get_allocations("crasher") and n.job.get_allocations("crasher")[0]["ClientStatus"] == "failed",
+        "the allocation failed",
     )
     [alloc] = n.job.get_allocations("crasher")
     state = n.allocation.get_allocation(alloc["ID"])["TaskStates"]["main"]
@@ -334,7 +343,10 @@ def test_env_and_ports_of_a_task(dc: DevclusterHandle) -> None:
     job = _batch("envy", code, Env={"GREETING": "port ${NOMAD_PORT_web} of ${NOMAD_JOB_ID}"}, Meta={"tier": "gold"})
     job["TaskGroups"][0]["Networks"] = [{"DynamicPorts": [{"Label": "web"}]}]
     n.jobs.register_job({"Job": job})
-    wait_for(lambda: n.job.get_allocations("envy") and n.job.get_allocations("envy")[0]["ClientStatus"] == "complete")
+    poll_until(
+        lambda: n.job.get_allocations("envy") and n.job.get_allocations("envy")[0]["ClientStatus"] == "complete",
+        "the allocation complete",
+    )
     [alloc] = n.job.get_allocations("envy")
     env = dict(
         line.split("=", 1)
@@ -371,8 +383,8 @@ def test_failed_service_allocation_is_rescheduled_and_stop_places_a_replacement(
     job["TaskGroups"][0]["RestartPolicy"] = {"Attempts": 0, "Interval": 60 * S, "Delay": 0, "Mode": "fail"}
     job["TaskGroups"][0]["ReschedulePolicy"] = {"Delay": 100 * MS, "DelayFunction": "constant", "Unlimited": True}
     n.jobs.register_job({"Job": job})
-    chained = wait_for(
-        lambda: [a for a in n.job.get_allocations("flaky") if a["PreviousAllocation"]], what="a rescheduled alloc"
+    chained = poll_until(
+        lambda: [a for a in n.job.get_allocations("flaky") if a["PreviousAllocation"]], "a rescheduled alloc"
     )
     previous = n.allocation.get_allocation(chained[0]["PreviousAllocation"])
     assert previous["ClientStatus"] == "failed" and previous["NextAllocation"] == chained[0]["ID"]
@@ -382,9 +394,11 @@ def test_failed_service_allocation_is_rescheduled_and_stop_places_a_replacement(
     steady = _batch("steady", "import time; time.sleep(60)")
     steady["Type"] = "service"
     n.jobs.register_job({"Job": steady})
-    [first] = wait_for(lambda: n.job.get_allocations("steady"), what="an allocation")
+    [first] = poll_until(lambda: n.job.get_allocations("steady"), "an allocation")
     n.allocation.stop_allocation(first["ID"])
-    allocs = wait_for(lambda: len(n.job.get_allocations("steady")) == 2 and n.job.get_allocations("steady"))
+    allocs = poll_until(
+        lambda: len(n.job.get_allocations("steady")) == 2 and n.job.get_allocations("steady"), "two allocations"
+    )
     by_id = {a["ID"]: a for a in allocs}
     assert by_id[first["ID"]]["DesiredStatus"] == "stop"
     assert [a["DesiredStatus"] for a in allocs if a["ID"] != first["ID"]] == ["run"]
@@ -397,6 +411,9 @@ def test_system_job_runs_one_allocation_per_feasible_node(dc: DevclusterHandle) 
     job["Type"] = "system"
     job["Constraints"] = [{"LTarget": "${node.unique.name}", "Operand": "regexp", "RTarget": "^gpu-"}]
     n.jobs.register_job({"Job": job})
-    allocs = wait_for(lambda: len(n.job.get_allocations("per-node")) == 3 and n.job.get_allocations("per-node"))
+    allocs = poll_until(
+        lambda: len(n.job.get_allocations("per-node")) == 3 and n.job.get_allocations("per-node"),
+        "one allocation per node",
+    )
     assert sorted(a["NodeName"] for a in allocs) == ["gpu-a", "gpu-b", "gpu-c"]
     n.job.deregister_job("per-node", purge=True)

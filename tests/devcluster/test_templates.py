@@ -23,8 +23,8 @@ from chutes.devcluster.nomad.templates import (
     render,
 )
 from tests.devcluster.jobspecs import MS, S, python_task
-from tests.devcluster.waiting import wait_for
 from tests.support.devcluster import DevclusterHandle
+from tests.support.polling import poll_until
 
 # Answers GET / with the value of $SECRET (and its pid): what the task's environment holds.
 ENV_SERVER = (
@@ -106,14 +106,14 @@ def passing(dc: DevclusterHandle, service: str) -> int:
 
 def test_a_task_waits_for_its_variable_then_gets_it_in_its_environment(dc: DevclusterHandle) -> None:
     register(dc, template_job("tpl-wait"))
-    pending = wait_for(lambda: [a for a in allocs(dc, "tpl-wait") if events(a, "Template")], what="blocked event")
+    pending = poll_until(lambda: [a for a in allocs(dc, "tpl-wait") if events(a, "Template")], "blocked event")
     assert events(pending[0], "Template")[0]["DisplayMessage"].startswith(
         "Missing: nomad.var.block(nomad/jobs/tpl-wait@default.global)"
     )
     assert pending[0]["TaskStates"]["server"]["State"] == "pending"
 
     dc.nomad().variable.create_variable("nomad/jobs/tpl-wait", {"Items": {"SECRET": "s3cret with spaces"}})
-    alloc = wait_for(lambda: next((a for a in allocs(dc, "tpl-wait") if answer(a)), None), what="the task answering")
+    alloc = poll_until(lambda: next((a for a in allocs(dc, "tpl-wait") if answer(a)), None), "the task answering")
     assert answer(alloc) is not None and answer(alloc)[0] == "s3cret with spaces"  # type: ignore[index]
     rendered = Path(dc.data_dir) / "allocs" / alloc["ID"] / "server" / "secrets" / "app.env"
     assert rendered.read_text().strip() == 'SECRET="s3cret with spaces"'
@@ -125,7 +125,7 @@ def test_an_env_file_that_does_not_parse_fails_the_task(dc: DevclusterHandle) ->
     # The writer must escape values for the env file (the scheduler does); a bare quote breaks the line.
     dc.nomad().variable.create_variable("nomad/jobs/tpl-broken", {"Items": {"SECRET": 'a"b'}})
     register(dc, template_job("tpl-broken"))
-    failed = wait_for(lambda: [a for a in allocs(dc, "tpl-broken") if events(a, "Task hook failed")], what="failure")
+    failed = poll_until(lambda: [a for a in allocs(dc, "tpl-broken") if events(a, "Task hook failed")], "failure")
     message = events(failed[0], "Task hook failed")[0]["DisplayMessage"]
     assert "Template failed to read environment variables" in message and "unmatched" in message
     assert 'a"b' not in message
@@ -134,7 +134,7 @@ def test_an_env_file_that_does_not_parse_fails_the_task(dc: DevclusterHandle) ->
 def test_restart_on_change_one_allocation_at_a_time(dc: DevclusterHandle) -> None:
     dc.nomad().variable.create_variable("nomad/jobs/tpl-roll", {"Items": {"SECRET": "v1"}})
     register(dc, template_job("tpl-roll", count=2))
-    wait_for(lambda: passing(dc, "tpl-roll") == 2, timeout_s=30, what="two passing instances")
+    poll_until(lambda: passing(dc, "tpl-roll") == 2, "two passing instances", timeout=30)
     before = {a["ID"]: answer(a) for a in allocs(dc, "tpl-roll")}
     assert [v[0] for v in before.values() if v] == ["v1", "v1"]
 
@@ -168,10 +168,10 @@ def test_restart_on_change_one_allocation_at_a_time(dc: DevclusterHandle) -> Non
 def test_noop_rewrites_the_file_only(dc: DevclusterHandle) -> None:
     dc.nomad().variable.create_variable("nomad/jobs/tpl-noop", {"Items": {"SECRET": "a"}})
     register(dc, template_job("tpl-noop", ChangeMode="noop"))
-    alloc = wait_for(lambda: next((a for a in allocs(dc, "tpl-noop") if answer(a)), None), what="answering")
+    alloc = poll_until(lambda: next((a for a in allocs(dc, "tpl-noop") if answer(a)), None), "answering")
     rendered = Path(dc.data_dir) / "allocs" / alloc["ID"] / "server" / "secrets" / "app.env"
     dc.nomad().variable.create_variable("nomad/jobs/tpl-noop", {"Items": {"SECRET": "b"}})
-    wait_for(lambda: 'SECRET="b"' in rendered.read_text(), what="the file re-rendered")
+    poll_until(lambda: 'SECRET="b"' in rendered.read_text(), "the file re-rendered")
     assert answer(alloc)[0] == "a"  # type: ignore[index]  # env=true with noop: the running env stays
     assert allocs(dc, "tpl-noop")[0]["TaskStates"]["server"]["Restarts"] == 0
 
@@ -180,7 +180,7 @@ def test_a_task_reads_only_its_own_jobs_variables(dc: DevclusterHandle) -> None:
     dc.nomad().variable.create_variable("nomad/jobs/someone-else", {"Items": {"SECRET": "theirs"}})
     other = TEMPLATE.replace("JOB", "someone-else")
     register(dc, template_job("tpl-thief", template=other))
-    blocked = wait_for(lambda: [a for a in allocs(dc, "tpl-thief") if events(a, "Template")], what="blocked")
+    blocked = poll_until(lambda: [a for a in allocs(dc, "tpl-thief") if events(a, "Template")], "blocked")
     message = events(blocked[0], "Template")[0]["DisplayMessage"]
     assert "nomad.var.block(nomad/jobs/someone-else@default.global)" in message and "may read only" in message
     time.sleep(0.5)

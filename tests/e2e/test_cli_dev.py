@@ -13,37 +13,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.support.polling import poll_until
+from tests.support.processes import descendants, wait_written
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUTES = str(Path(sys.executable).parent / "chutes")
-
-
-def descendants(pid: int) -> set[int]:
-    """Every live process below ``pid`` (from /proc), whatever session or group it moved to."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        children.setdefault(int(fields[1]), []).append(int(entry.name))
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            if child not in found:
-                found.add(child)
-                todo.append(child)
-    return found
 
 
 def alive(pid: int) -> bool:
@@ -82,11 +62,7 @@ def test_dev_deploy_invoke_logs_delete_stop(tmp_path: Path, env: dict[str, str])
     ]
     dev = subprocess.Popen([*argv, "--ports-file", str(ports)], env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert dev.poll() is None, (tmp_path / "dev.log").read_text()
-            assert time.monotonic() < deadline, "chutes dev was not up in 120 s"
-            time.sleep(0.2)
+        wait_written(ready, dev, "chutes dev up", 120, tmp_path / "dev.log")
         info = json.loads(ready.read_text())
         assert set(json.loads(ports.read_text())) == {"scheduler", "gateway", "nomad", "consul"}
         config = (tmp_path / "config.ini").read_text()
@@ -152,8 +128,5 @@ def test_dev_deploy_invoke_logs_delete_stop(tmp_path: Path, env: dict[str, str])
             pytest.fail("chutes dev did not stop within 60 s of SIGTERM")
         log.close()
     assert dev.returncode == 0, (tmp_path / "dev.log").read_text()
-    deadline = time.monotonic() + 10
-    while (left := [pid for pid in before if alive(pid)]) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not left, f"processes left behind: {left}"
+    poll_until(lambda: not [pid for pid in before if alive(pid)], "no process of the stack left", 10)
     assert not ready.exists(), "the ready file must go when the stack stops"

@@ -14,7 +14,8 @@ import pytest
 
 from chutes.client import ChutesAPIError, Client
 from chutes.identity import chute_id
-from tests.support.stack import Scheduler, Stack, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import Scheduler, Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -102,7 +103,7 @@ def test_twelve_concurrent_deploys_for_two_free_gpus(
             running += sum(1 for a in allocs if a["ClientStatus"] == "running")
         return running == 2
 
-    wait_until(both_running, "both accepted chutes running", 90, 0.3)
+    poll_until(both_running, "both accepted chutes running", 90, 0.3)
     with Client(scheds[0].url, key) as client:
         (node,) = [n for n in client.nodes() if n["node_id"] == "gpu-a"]
     assert node["gpus_free"] == 0

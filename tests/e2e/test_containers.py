@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ import pytest
 from chutes.devcluster.nomad.container_spec import LABEL_ALLOC, LABEL_OWNER
 from chutes.devcluster.nomad.podman import owner_id
 from tests.support.containers import containers_labelled, local_registry, require_containers, runtime_image
+from tests.support.polling import poll_until
+from tests.support.processes import processes_mentioning, wait_written
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.timeout(600)]
 
@@ -132,17 +134,6 @@ async def ping(self: Chute) -> dict[str, object]:
 """
 
 
-def wait_until(check: Callable[[], Any], what: str, timeout: float = 120, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
-
-
 class Stack:
     """A running ``chutes dev`` and the calls the test makes around it."""
 
@@ -202,22 +193,6 @@ class Stack:
         return processes_mentioning(self.info["data_dir"])
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Live processes (not zombies, not this one) whose command line or environment contains ``text``."""
-    pids, needle = [], text.encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            found = needle in (entry / "cmdline").read_bytes() or needle in (entry / "environ").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if found and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
 @pytest.fixture
 def registry_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     require_containers()
@@ -234,8 +209,7 @@ def stack(tmp_path: Path, registry_image: str) -> Iterator[Stack]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen([*argv, "--ready-file", str(ready)], env=env, cwd=ROOT, stdout=log, stderr=log)
     try:
-        wait_until(lambda: ready.exists() or proc.poll() is not None, "chutes dev up", timeout=180)
-        assert proc.poll() is None, log_path.read_text()
+        wait_written(ready, proc, "chutes dev up", 180, log_path)
         info = json.loads(ready.read_text())
         assert info["containers"] is True and info["nomad_token"], info
         assert "containers: on (podman" in log_path.read_text()
@@ -289,7 +263,7 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
 
     scaled = stack.cli("chutes", "scale", "boxed", "2")
     assert scaled.returncode == 0, scaled.stderr
-    wait_until(lambda: len(stack.passing(chute_id)) == 2, "two passing instances", timeout=120)
+    poll_until(lambda: len(stack.passing(chute_id)) == 2, "two passing instances", timeout=120, interval=0.2)
 
     # Calls flow through the gateway while one instance's container is killed from outside.
     results: list[tuple[int, str]] = []
@@ -321,12 +295,12 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
             checks = stack.consul(f"/v1/health/checks/chute-{chute_id}")
             return any(victim in c["ServiceID"] and c["Status"] == "critical" for c in checks)
 
-        wait_until(victim_critical, "Consul marking the killed instance critical", timeout=20, interval=0.05)
+        poll_until(victim_critical, "Consul marking the killed instance critical", timeout=20, interval=0.05)
         critical_at = len(results)
         time.sleep(2)  # the gateway's Consul watch follows within this
         failed_before = stack.gateway_failed_exchanges()
         # Restarted in place by the restart policy (same allocation, one restart), and passing again.
-        wait_until(lambda: len(stack.passing(chute_id)) == 2, "the killed instance back", timeout=120)
+        poll_until(lambda: len(stack.passing(chute_id)) == 2, "the killed instance back", timeout=120, interval=0.2)
         # While it was critical the gateway sent it nothing (an exchange with it would have failed).
         assert stack.gateway_failed_exchanges() == failed_before
         alloc = stack.nomad(f"/v1/allocation/{victim}")
@@ -345,16 +319,20 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     # Scale to zero (what the autoscaler does for an idle chute, through the same deploy.set_desired): no
     # allocation runs, no container is left, no instance stays in Consul; the next call wakes it again.
     assert stack.cli("chutes", "scale", "boxed", "0").returncode == 0
-    wait_until(lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing running", timeout=120)
-    wait_until(lambda: not stack.instances(chute_id), "no instance in Consul", timeout=30)
+    poll_until(
+        lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing running", timeout=120, interval=0.2
+    )
+    poll_until(lambda: not stack.instances(chute_id), "no instance in Consul", timeout=30, interval=0.2)
     assert stack.cli("chutes", "scale", "boxed", "1").returncode == 0
-    wait_until(lambda: len(stack.passing(chute_id)) == 1, "running again", timeout=120)
+    poll_until(lambda: len(stack.passing(chute_id)) == 1, "running again", timeout=120, interval=0.2)
     assert stack.call().status_code == 200
 
     # Delete: the job goes, its allocations stop, its containers are removed.
     deleted = stack.cli("chutes", "delete", "boxed", "--yes")
     assert deleted.returncode == 0, deleted.stderr
-    wait_until(lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing left", timeout=120)
+    poll_until(
+        lambda: not stack.live_allocs(chute_id) and not stack.containers(), "nothing left", timeout=120, interval=0.2
+    )
     assert stack.job_status(chute_id) == 404  # purged
     assert stack.any_live_alloc(f"chute-{chute_id}") == [] and stack.instances(chute_id) == []
 
@@ -373,7 +351,7 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     blob = stack.cli("jobs", "output", run.get("run_id") or run["id"], "nested/blob.bin", "-o", str(tmp_path / "b"))
     assert blob.returncode == 0, blob.stdout + blob.stderr
     assert (tmp_path / "b").read_bytes() == bytes(range(256)) * 1024  # a file in a subfolder, byte for byte
-    wait_until(lambda: not stack.containers(), "the job's container removed", timeout=60)
+    poll_until(lambda: not stack.containers(), "the job's container removed", timeout=60, interval=0.2)
     # A job that fails in its container: exit 1, the error, and what it wrote before failing is uploaded too.
     crashed = stack.cli("jobs", "run", "boxed-job", "crash", "--input", "{}", "--timeout", "180", "--json")
     assert crashed.returncode == 1, crashed.stdout + crashed.stderr
@@ -381,7 +359,7 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     assert failure["status"] == "failed" and "ValueError: no such dataset inside the image" in failure["error"]
     partial = stack.cli("jobs", "output", failure.get("run_id") or failure["id"], "partial.txt")
     assert partial.returncode == 0 and partial.stdout.startswith("written before the failure in "), partial.stderr
-    wait_until(lambda: not stack.containers(), "the failed job's container removed", timeout=60)
+    poll_until(lambda: not stack.containers(), "the failed job's container removed", timeout=60, interval=0.2)
     job_chute = json.loads(stack.cli("chutes", "get", "boxed-job", "--json").stdout)["chute_id"]
     runs = [a for a in stack.nomad("/v1/allocations") if a["JobID"].startswith(f"chute-{job_chute}")]
     assert len(runs) >= 2 and all(a["ClientStatus"] in ("complete", "failed") for a in runs), runs
@@ -393,7 +371,7 @@ def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its
     stack.proc.send_signal(signal.SIGTERM)
     assert stack.proc.wait(90) == 0, stack.log.read_text()[-3000:]
     assert stack.containers() == []
-    wait_until(lambda: not stack.processes(), "no process of the stack left", timeout=30)
+    poll_until(lambda: not stack.processes(), "no process of the stack left", timeout=30, interval=0.2)
 
 
 def test_a_chutes_dev_killed_hard_leaves_no_container_and_no_process(
@@ -408,9 +386,14 @@ def test_a_chutes_dev_killed_hard_leaves_no_container_and_no_process(
     deployed = stack.cli("deploy", f"{broken}:chute", "--timeout", "45")
     assert deployed.returncode != 0, deployed.stdout + deployed.stderr
     missing = "ModuleNotFoundError: No module named 'package_not_in_the_image'"
-    wait_until(lambda: missing in stack.cli("logs", "boxed-broken", "--stream", "stderr").stdout, "the import error")
+    poll_until(
+        lambda: missing in stack.cli("logs", "boxed-broken", "--stream", "stderr").stdout,
+        "the import error",
+        timeout=120,
+        interval=0.2,
+    )
     assert stack.cli("chutes", "delete", "boxed-broken", "--yes").returncode == 0
-    wait_until(lambda: not stack.containers(), "the broken chute's containers removed", timeout=120)
+    poll_until(lambda: not stack.containers(), "the broken chute's containers removed", timeout=120, interval=0.2)
 
     source = tmp_path / "boxed.py"
     source.write_text(CHUTE.format(image=registry_image))
@@ -423,5 +406,5 @@ def test_a_chutes_dev_killed_hard_leaves_no_container_and_no_process(
     assert stack.processes(), "the stack's parts should be running"
     stack.proc.kill()
     stack.proc.wait(10)
-    wait_until(lambda: not stack.containers(), f"{container} removed", timeout=60)
-    wait_until(lambda: not stack.processes(), "no process of the stack left", timeout=60)
+    poll_until(lambda: not stack.containers(), f"{container} removed", timeout=60, interval=0.2)
+    poll_until(lambda: not stack.processes(), "no process of the stack left", timeout=60, interval=0.2)

@@ -41,7 +41,9 @@ from tests.support.containers import (
     local_registry,
     require_containers,
 )
-from tests.support.stack import Proc, Scheduler, Stack, _exe, free_port, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess
+from tests.support.stack import Scheduler, Stack, _exe, free_port, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -162,11 +164,11 @@ def start_gateway(stack: Stack, port: int, sched_url: str, gateway_key: str) -> 
         "--gateway-key", gateway_key, "--consul-addr", stack.dc.consul_addr, "--hold-timeout", "60",
         "--wake-interval", "1", "--metering-interval", "0.5",
     ]  # fmt: skip
-    proc = Proc("gateway", argv, env, stack.workdir / "gateway.log")
+    proc = TestProcess("gateway", argv, stack.workdir / "gateway.log", env)
     proc.start()
     stack.procs.append(proc)
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, "gateway healthy", 30)
+    poll_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, "gateway healthy", 30)
     return url
 
 
@@ -358,7 +360,7 @@ def test_scale_to_zero_from_the_page(world: World) -> None:
     page.get_by_role("button", name="Scale", exact=True).click()
     expect(page.locator("#scale-message")).to_contain_text("Scaled to 0 instances")
     expect(page.locator("#events li[data-type=scaled]").last).to_be_visible(timeout=15_000)
-    wait_until(lambda: world.passing() == 0, "no instance passing", 60)
+    poll_until(lambda: world.passing() == 0, "no instance passing", 60)
     expect(page.locator("#no-instances")).to_have_text("No running instances (scaled to zero, or not placed yet).")
     with Client(world.sched.url, world.alice) as client:
         assert client.get_chute("dash-demo")["desired_instances"] == 0

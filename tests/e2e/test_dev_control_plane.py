@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -28,27 +27,13 @@ import httpx
 import pytest
 
 from tests.support.polling import poll_until
+from tests.support.processes import TestProcess, children
 
 pytestmark = [pytest.mark.e2e, pytest.mark.chaos, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHUTES = str(Path(sys.executable).parent / "chutes")
 L4_HOURLY = Decimal("0.25")
-
-
-def _children(pid: int) -> dict[int, str]:
-    """pid → command line of every process whose parent is ``pid``."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == pid:
-                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue
-    return found
 
 
 @dataclass
@@ -58,6 +43,7 @@ class Dev:
     tmp: Path
     env: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    child: TestProcess | None = None
     info: dict[str, Any] = field(default_factory=dict)
     starts: int = 0
 
@@ -79,34 +65,31 @@ class Dev:
         began = time.monotonic()
         argv = [CHUTES, "dev", "--simulate", "--builds", "off", "--data-dir", str(self.tmp / "data")]
         argv += ["--ready-file", str(self.ready_file)]
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 150
-        while not self.ready_file.exists():
-            assert self.proc.poll() is None, self.log()
-            assert time.monotonic() < deadline, "chutes dev was not up in 150 s:\n" + self.log()
-            time.sleep(0.2)
+        self.log_path.unlink(missing_ok=True)
+        self.child = TestProcess("chutes dev", argv, self.log_path, self.env, cwd=ROOT)
+        self.child.start()
+        self.proc = self.child.proc
+
+        def up() -> bool:
+            assert self.child.alive(), self.log()
+            return self.ready_file.exists()
+
+        poll_until(up, f"chutes dev up (log: {self.log_path})", 150, 0.2, retry_on=())
         self.info = json.loads(self.ready_file.read_text())
         return time.monotonic() - began
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.child is None or self.child.exited() is not None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.kill()
-            self.proc.wait(10)
+        self.child.stop(60)  # SIGTERM (its parts run in groups of their own), SIGKILL after 60 s
+        if self.child.exited() == -signal.SIGKILL:
             pytest.fail("chutes dev did not stop within 60 s of SIGTERM")
 
     def part(self, needle: str) -> int:
         """The pid of the part whose command line contains ``needle``."""
         assert self.proc is not None
-        matches = [pid for pid, cmd in _children(self.proc.pid).items() if needle in cmd]
-        assert len(matches) == 1, (needle, _children(self.proc.pid))
+        matches = [pid for pid, cmd in children(self.proc.pid).items() if needle in cmd]
+        assert len(matches) == 1, (needle, children(self.proc.pid))
         return matches[0]
 
     def cli(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -264,7 +247,7 @@ def test_kill_9_of_each_part_under_load_loses_and_doubles_no_usage_record(dev: D
             ("devcluster", "chutes-devcluster"),
         ):
             pid = dev.part(needle)
-            tasks = [p for p, cmd in _children(pid).items() if "chutes.runtime" in cmd]  # the devcluster's instances
+            tasks = [p for p, cmd in children(pid).items() if "chutes.runtime" in cmd]  # the devcluster's instances
             assert tasks or name != "devcluster"
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)

@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +33,9 @@ import pytest
 
 from chutes.client import ChutesAPIError, Client
 from chutes.identity import chute_id
-from tests.e2e.test_cli_dev import alive, descendants
+from tests.e2e.test_cli_dev import alive
+from tests.support.polling import poll_until
+from tests.support.processes import descendants, wait_written
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -156,11 +157,7 @@ def dev(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
     log = (tmp / "dev.log").open("wb")
     proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 150
-        while not ready.exists():
-            assert proc.poll() is None, (tmp / "dev.log").read_text()
-            assert time.monotonic() < deadline, "chutes dev was not up in 150 s"
-            time.sleep(0.2)
+        wait_written(ready, proc, "chutes dev up", 150, tmp / "dev.log")
         info = json.loads(ready.read_text())
         secrets = json.loads((data / "secrets.json").read_text())
         files = tmp / "chutes"
@@ -319,10 +316,9 @@ def test_a_hand_registered_chute_service_gets_no_traffic(dev: Dev, probe: str) -
         check = consul.Check.http(f"http://127.0.0.1:{port}/_ready", interval="1s", timeout="1s")
         for sid in rogues:
             assert admin.agent.service.register(service, service_id=sid, address="127.0.0.1", port=port, check=check)
-        deadline = time.monotonic() + 20
-        while len(admin.health.service(service, passing=True)[1]) < 3:
-            assert time.monotonic() < deadline, "the rogue registrations never passed their checks"
-            time.sleep(0.2)
+        poll_until(
+            lambda: len(admin.health.service(service, passing=True)[1]) >= 3, "the rogue registrations passing", 20, 0.2
+        )
         served = set()
         for _ in range(30):  # random two-choice balancing: unverified, ~2 in 3 calls would go to the rogue
             answer = _call(dev, dev.info["api_key"], "/demo/probe/ping", timeout=30)
@@ -340,10 +336,12 @@ def test_a_finished_runs_outputs_cannot_be_changed(dev: Dev) -> None:
     with dev.client() as owner:
         owner.deploy(dev.write("trainer", TRAINER))
         run_id = owner.run_job("trainer", "train", {"steps": 3})["run_id"]
-        deadline = time.monotonic() + 120
-        while (run := owner.get_job(run_id))["status"] not in ("succeeded", "failed"):
-            assert time.monotonic() < deadline, run
-            time.sleep(0.5)
+        run = poll_until(
+            lambda: (r := owner.get_job(run_id))["status"] in ("succeeded", "failed") and r,
+            "the run finished",
+            120,
+            0.5,
+        )
         assert run["status"] == "succeeded", run
         before = owner.job_output(run_id, "status.json")
     kept = run["result"]["kept_token"]
@@ -356,10 +354,12 @@ def test_a_finished_runs_outputs_cannot_be_changed(dev: Dev) -> None:
     assert dispatched["Meta"]["run_id"] == run_id and kept not in json.dumps(dispatched)
     assert kept not in json.dumps(n.job.get_job(f"chute-{cid}-job-train"))
     variable = f"nomad/jobs/chute-{cid}-job-train"
-    deadline = time.monotonic() + 30
-    while f"CHUTES_RUN_TOKEN_{run_id}" in n.variable.get_variable(variable)["Items"]:
-        assert time.monotonic() < deadline, "a finished run's token stayed in its job's variable"
-        time.sleep(0.2)
+    poll_until(
+        lambda: f"CHUTES_RUN_TOKEN_{run_id}" not in n.variable.get_variable(variable)["Items"],
+        "the finished run's token gone from its job's variable",
+        30,
+        0.2,
+    )
     forged = {"job": "train", "run_id": run_id, "status": "failed", "error": "rewritten", "result": {"steps": 0}}
     files = {"files": ("status.json", json.dumps(forged).encode(), "application/json")}
     url = f"{dev.api}/v1/instances/jobs/{run_id}/outputs"

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from chutes.client import Client
-from tests.support.stack import Scheduler, Stack, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import Scheduler, Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -51,7 +52,7 @@ def test_a_crash_looping_instance_is_failing_with_its_reason_and_not_billed(
     path.write_text(BROKEN)
     with Client(sched.url, key, timeout=60) as client:
         client.deploy(f"{path}:chute")
-        chute = wait_until(
+        chute = poll_until(
             lambda: (c := client.get_chute("broken"))["status"] == "failing" and c, "the chute failing", 90, 0.3
         )
         assert "exited with code 1" in chute["status_detail"], chute

@@ -23,7 +23,9 @@ import pytest
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.support.stack import Proc, Scheduler, Stack, _exe, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess
+from tests.support.stack import Scheduler, Stack, _exe, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -91,7 +93,7 @@ def call(world: World, path: str, key: str | None, **body: Any) -> httpx.Respons
     return httpx.post(world.url(path), json=body, headers=headers, timeout=120)
 
 
-def start_gateway(stack: Stack, sched_url: str, gateway_key: str) -> tuple[Proc, str]:
+def start_gateway(stack: Stack, sched_url: str, gateway_key: str) -> tuple[TestProcess, str]:
     port_file = stack.workdir / "gateway.port"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
     argv = [
@@ -99,10 +101,10 @@ def start_gateway(stack: Stack, sched_url: str, gateway_key: str) -> tuple[Proc,
         "--scheduler-url", sched_url, "--gateway-key", gateway_key, "--consul-addr", stack.dc.consul_addr,
         "--domain", "chutes.test", "--hold-timeout", "90", "--wake-interval", "1", "--metering-interval", "0.5",
     ]  # fmt: skip
-    proc = Proc("gateway", argv, env, stack.workdir / "gateway.log")
+    proc = TestProcess("gateway", argv, stack.workdir / "gateway.log", env)
     proc.start()
     stack.procs.append(proc)
-    port = wait_until(lambda: port_file.exists() and port_file.read_text().strip(), "gateway port", 30)
+    port = poll_until(lambda: port_file.exists() and port_file.read_text().strip(), "gateway port", 30)
     return proc, f"http://127.0.0.1:{port}"
 
 
@@ -128,7 +130,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         with Client(sched.url, alice) as client:
             client.deploy(f"{chute_path}:chute")
         w = World(stack, sched, gateway_url, alice, bob, stack.admin_key)
-        wait_until(lambda: w.passing() == 1, "the chute's first instance passing in Consul", 120)
+        poll_until(lambda: w.passing() == 1, "the chute's first instance passing in Consul", 120)
         yield w
 
 
@@ -167,7 +169,7 @@ def test_a_streaming_cord_streams_frame_by_frame(world: World) -> None:
 def test_concurrency_one_two_instances_serve_two_and_refuse_a_third(world: World) -> None:
     with Client(world.sched.url, world.alice) as client:
         client.scale_chute("gw-e2e", 2)
-    wait_until(lambda: world.passing() == 2, "two instances passing", 120)
+    poll_until(lambda: world.passing() == 2, "two instances passing", 120)
     time.sleep(1.5)  # the gateway's table follows Consul within a second
     with ThreadPoolExecutor(2) as pool:
         slow = [pool.submit(call, world, "/sleep", world.alice, seconds=3) for _ in range(2)]
@@ -187,7 +189,7 @@ def _task_groups(world: World) -> dict[int, str]:
 
 
 def test_no_failed_call_when_one_of_two_instances_is_killed(world: World) -> None:
-    wait_until(lambda: world.passing() == 2, "two instances passing", 120)
+    poll_until(lambda: world.passing() == 2, "two instances passing", 120)
     time.sleep(1.0)
     results: list[int] = []
     served_by: list[int] = []  # the instance (pid) that answered each call
@@ -236,8 +238,8 @@ def _metric(world: World, series: str) -> float:
 def test_a_chute_at_zero_instances_answers_its_first_call(world: World) -> None:
     with Client(world.sched.url, world.alice) as client:
         client.scale_chute("gw-e2e", 0)
-        wait_until(lambda: world.passing() == 0, "no instance passing", 60)
-        wait_until(lambda: client.get_chute("gw-e2e")["desired_instances"] == 0, "desired 0", 30)
+        poll_until(lambda: world.passing() == 0, "no instance passing", 60)
+        poll_until(lambda: client.get_chute("gw-e2e")["desired_instances"] == 0, "desired 0", 30)
         time.sleep(1.5)
         started = time.monotonic()
         first = call(world, "/echo", world.alice)
@@ -250,14 +252,14 @@ def test_a_chute_at_zero_instances_answers_its_first_call(world: World) -> None:
 
 
 def test_the_autoscaler_adds_an_instance_under_load(world: World) -> None:
-    wait_until(lambda: world.passing() >= 1, "an instance passing", 60)
+    poll_until(lambda: world.passing() >= 1, "an instance passing", 60)
     with Client(world.sched.url, world.alice) as client:
         if client.get_chute("gw-e2e")["desired_instances"] > 1:
             client.scale_chute("gw-e2e", 1)
-        wait_until(lambda: world.passing() == 1, "one instance passing", 60)
+        poll_until(lambda: world.passing() == 1, "one instance passing", 60)
         with ThreadPoolExecutor(1) as pool:
             busy = pool.submit(call, world, "/sleep", world.alice, seconds=6)  # utilisation 1.0 ≥ 0.5
-            wait_until(lambda: client.get_chute("gw-e2e")["desired_instances"] == 2, "autoscaled to 2", 5)
+            poll_until(lambda: client.get_chute("gw-e2e")["desired_instances"] == 2, "autoscaled to 2", 5)
             assert busy.result().status_code == 200
         kinds = [(e["type"], e["message"]) for e in client.events("gw-e2e")]
     assert any(kind == "scaled" and "autoscaler" in message for kind, message in kinds), kinds

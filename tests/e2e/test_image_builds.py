@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.containers import BASE_IMAGE, require_containers
+from tests.support.containers import BASE_IMAGE, built_image_chute, require_containers
 from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.timeout(900)]
@@ -36,27 +36,12 @@ ROOT = Path(__file__).resolve().parents[2]
 CHUTES = str(Path(sys.executable).parent / "chutes")
 PACKAGE, VERSION = "tinydb", "4.8.0"  # pure Python, small, and not in this project's virtualenv
 
-CHUTE = """
-from chutes.chute import Chute, NodeSelector
-from chutes.image import Image
-
-image = (
-    Image(username="demo", name="{name}", tag="1")
-    .from_base("{base}")
-    .with_env("CHUTES_TEST_NONCE", "{nonce}")
-    .run_command("{run}")
-)
-chute = Chute(username="demo", name="{name}", image=image, node_selector=NodeSelector(gpu_count=1))
-
-
-@chute.cord(public_api_path="/where")
-async def where(self: Chute) -> dict[str, object]:
+WHERE = """\
     import socket
 
     import {package}  # only the image has it
 
-    return {{"version": {package}.__version__, "hostname": socket.gethostname()}}
-"""
+    return {{"version": {package}.__version__, "hostname": socket.gethostname()}}"""
 
 
 class Stack:
@@ -80,7 +65,7 @@ class Stack:
 
     def chute_file(self, name: str, run: str) -> str:
         path = self.tmp / f"{name}.py"
-        path.write_text(CHUTE.format(name=name, base=BASE_IMAGE, run=run, package=PACKAGE, nonce=self.nonce))
+        path.write_text(built_image_chute(name, "1", run, self.nonce, WHERE.format(package=PACKAGE)))
         return f"{path.name}:chute"
 
 

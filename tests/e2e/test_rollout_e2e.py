@@ -22,7 +22,8 @@ from nomad.api.exceptions import BadRequestNomadException
 from chutes.client import Client
 from chutes.identity import chute_id
 from tests.e2e.test_gateway_e2e import start_gateway
-from tests.support.stack import Scheduler, Stack, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import Scheduler, Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -131,12 +132,12 @@ def test_redeploy_rolls_one_at_a_time_scaling_waits_and_a_failed_rollout_keeps_t
     with Client(sched.url, alice) as client:
         client.deploy(_write(tmp_path, 1))
         client.scale_chute(CID, 2)  # right after the deploy: the first deployment may still be running
-        wait_until(lambda: _settled(stack, 2), "two instances of v1 and a successful deployment", 120, 0.3)
+        poll_until(lambda: _settled(stack, 2), "two instances of v1 and a successful deployment", 120, 0.3)
 
         with Caller(gateway_url, alice) as caller:
-            wait_until(lambda: len(caller.versions) >= 5, "calls answered", 30)
+            poll_until(lambda: len(caller.versions) >= 5, "calls answered", 30)
             client.deploy(_write(tmp_path, 2))
-            rollout = wait_until(
+            rollout = poll_until(
                 lambda: (d := _deployment(stack))["Status"] == "running" and d["JobVersion"] > 1 and d,
                 "the rollout's deployment", 30, 0.1,
             )  # fmt: skip
@@ -161,15 +162,15 @@ def test_redeploy_rolls_one_at_a_time_scaling_waits_and_a_failed_rollout_keeps_t
                         scaled = True
                 time.sleep(0.2)
             assert scaled and worst == 1, "one new instance at a time, the next once it is healthy"
-            wait_until(lambda: caller.versions[-5:] == [2] * 5, "calls answered by v2", 30)
+            poll_until(lambda: caller.versions[-5:] == [2] * 5, "calls answered by v2", 30)
             assert rollout["TaskGroups"]["instance"]["DesiredTotal"] >= 2
             failed = [s for s in caller.statuses if s != 200]
-            assert not failed, (Counter(caller.statuses), sched.log())
+            assert not failed, (Counter(caller.statuses), sched.log(6000))
             assert set(caller.versions) == {1, 2}
 
             # v3 never becomes ready: its rollout fails, the v2 instances not replaced keep serving.
             client.deploy(_write(tmp_path, 3, hang=True))
-            event = wait_until(
+            event = poll_until(
                 lambda: next((e for e in client.events(CID) if e["type"] == "failed"
                               and "rollout" in e["message"]), None),
                 "the failed rollout reported", 150, 0.5,
@@ -177,9 +178,9 @@ def test_redeploy_rolls_one_at_a_time_scaling_waits_and_a_failed_rollout_keeps_t
             assert "Nomad: Failed due to" in event["message"], event
             assert event["data"]["serving"] >= 2, event
             calls_then = len(caller.statuses)
-            wait_until(lambda: len(caller.statuses) > calls_then + 20, "more calls", 30)
+            poll_until(lambda: len(caller.statuses) > calls_then + 20, "more calls", 30)
         failed = [s for s in caller.statuses if s != 200]
-        assert not failed, (Counter(caller.statuses), sched.log())
+        assert not failed, (Counter(caller.statuses), sched.log(6000))
         assert caller.versions[-10:] == [2] * 10, "the previous version keeps serving"
         assert _deployment(stack)["Status"] == "failed"
         client.delete_chute(CID)
@@ -201,7 +202,7 @@ def test_draining_the_node_moves_both_instances_with_no_failed_call(
         def instances() -> list[dict[str, Any]]:
             return [i for i in client.instances(mover) if i["state"] == "ready"]
 
-        wait_until(lambda: len(instances()) == 2 and len({i["node_id"] for i in instances()}) == 1,
+        poll_until(lambda: len(instances()) == 2 and len({i["node_id"] for i in instances()}) == 1,
                    "two ready instances on one node", 120, 0.3)  # fmt: skip
         [source] = {i["node_id"] for i in instances()}
         target = "gpu-d" if source == "gpu-b" else "gpu-b"
@@ -220,19 +221,19 @@ def test_draining_the_node_moves_both_instances_with_no_failed_call(
         caller = threading.Thread(target=steady, daemon=True)
         caller.start()
         try:
-            wait_until(lambda: len(statuses) >= 5, "calls answered", 30)
+            poll_until(lambda: len(statuses) >= 5, "calls answered", 30)
             nomad.node.drain_node_with_spec(node_id, {"Deadline": 300 * 1_000_000_000, "IgnoreSystemJobs": False})
-            wait_until(
+            poll_until(
                 lambda: len(instances()) == 2 and {i["node_id"] for i in instances()} == {target}
                 and nomad.node.get_node(node_id)["DrainStrategy"] is None,
                 "both instances moved and the drain complete", 150, 0.5,
             )  # fmt: skip
             calls_then = len(statuses)
-            wait_until(lambda: len(statuses) > calls_then + 10, "calls after the move", 30)
+            poll_until(lambda: len(statuses) > calls_then + 10, "calls after the move", 30)
         finally:
             stop.set()
             caller.join(60)
-        assert statuses and all(s == 200 for s in statuses), (Counter(statuses), sched.log())
+        assert statuses and all(s == 200 for s in statuses), (Counter(statuses), sched.log(6000))
         assert nomad.node.get_node(node_id)["SchedulingEligibility"] == "ineligible"
         assert {a["NodeName"] for a in nomad.job.get_allocations(job) if a["DesiredTransition"]["Migrate"]} == {source}
         nomad.node.eligible_node(node_id, eligible=True)

@@ -11,7 +11,8 @@ import pytest
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.support.stack import Stack, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -45,7 +46,7 @@ def test_jobs_follow_a_scheduler_that_moved(stack: Stack, tmp_path: Path) -> Non
     nomad, consul = stack.dc.nomad(), stack.dc.consul()
     with Client(first.url, key, timeout=60) as client:
         client.deploy(f"{path}:chute")
-        wait_until(lambda: client.get_chute("moving")["status"] == "ready", "ready", 90, 0.3)
+        poll_until(lambda: client.get_chute("moving")["status"] == "ready", "ready", 90, 0.3)
     job = nomad.job.get_job(f"chute-{cid}")
     assert job["Meta"]["chutes_scheduler_url"] == first.url
     old_allocs = {a["ID"] for a in nomad.job.get_allocations(f"chute-{cid}")}
@@ -55,7 +56,7 @@ def test_jobs_follow_a_scheduler_that_moved(stack: Stack, tmp_path: Path) -> Non
     second.start()
     second.wait_healthy()
     assert second.url != first.url
-    wait_until(
+    poll_until(
         lambda: nomad.job.get_job(f"chute-{cid}")["Meta"].get("chutes_scheduler_url") == second.url,
         "the job registered again with the new address", 60, 0.3,
     )  # fmt: skip
@@ -66,7 +67,7 @@ def test_jobs_follow_a_scheduler_that_moved(stack: Stack, tmp_path: Path) -> Non
         _, passing = consul.health.service(f"chute-{cid}", passing=True)
         return any(e["Service"]["ID"][len("_nomad-task-") :][:36] not in old_allocs for e in passing)
 
-    wait_until(served_by_a_new_instance, "an instance started from the new job passing", 90, 0.3)
+    poll_until(served_by_a_new_instance, "an instance started from the new job passing", 90, 0.3)
     with Client(second.url, key) as client:
         events = list(client.events("moving"))
     assert any("rendered differently now" in e["message"] for e in events if e["type"] == "registered")

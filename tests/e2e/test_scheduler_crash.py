@@ -11,7 +11,8 @@ import pytest
 
 from chutes.client import ChutesAPIError, Client
 from tests.e2e.test_scheduler_deploy import assert_gone, chute_file
-from tests.support.stack import http_json, scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import http_json, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -43,7 +44,7 @@ def test_kill_during_deploy_then_restart_converges_without_duplicates(tmp_path: 
 
         thread = threading.Thread(target=deploy, daemon=True)
         thread.start()
-        events = wait_until(
+        events = poll_until(
             lambda: http_json(f"{first.url}/v1/chutes/crashy/events", key), "the deploy's accepted event", 30
         )
         assert [e["type"] for e in events] == ["accepted"]
@@ -58,7 +59,7 @@ def test_kill_during_deploy_then_restart_converges_without_duplicates(tmp_path: 
         second.start()
         second.wait_healthy()
         with Client(second.url, key) as client:
-            wait_until(lambda: client.get_chute(cid)["status"] == "ready", "the chute ready after restart", 90, 0.3)
+            poll_until(lambda: client.get_chute(cid)["status"] == "ready", "the chute ready after restart", 90, 0.3)
             assert [j["ID"] for j in nomad.jobs.get_jobs(prefix=f"chute-{cid}")] == [f"chute-{cid}"]
             allocs = _running_allocs(st, cid)
             assert len(allocs) == 1
@@ -73,7 +74,7 @@ def test_kill_during_deploy_then_restart_converges_without_duplicates(tmp_path: 
             # The user retries the deploy: same bundle, same version, still one job and the same instance.
             again = client.deploy(ref)
             assert again["chute_id"] == cid
-            wait_until(lambda: client.get_chute(cid)["status"] == "ready", "ready", 60, 0.3)
+            poll_until(lambda: client.get_chute(cid)["status"] == "ready", "ready", 60, 0.3)
             assert [j["ID"] for j in nomad.jobs.get_jobs(prefix=f"chute-{cid}")] == [f"chute-{cid}"]
             assert [a["ID"] for a in _running_allocs(st, cid)] == [allocs[0]["ID"]]
             client.delete_chute(cid)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.stack import scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -22,7 +23,7 @@ def test_one_leader_and_takeover_within_the_session_ttl(tmp_path: Path) -> None:
         b.start()
         a.wait_healthy()
         b.wait_healthy()
-        wait_until(lambda: a.leads() or b.leads(), "a leader", 30)
+        poll_until(lambda: a.leads() or b.leads(), "a leader", 30)
         # Exactly one leads, and it stays that way.
         for _ in range(10):
             assert [a.leads(), b.leads()].count(True) == 1
@@ -33,7 +34,7 @@ def test_one_leader_and_takeover_within_the_session_ttl(tmp_path: Path) -> None:
 
         leader.kill()
         killed_at = time.monotonic()
-        wait_until(follower.leads, "the follower to take over", TTL_S * 4, interval=0.05)
+        poll_until(follower.leads, "the follower to take over", TTL_S * 4, interval=0.05)
         takeover = time.monotonic() - killed_at
         print(f"takeover after SIGKILL of the leader: {takeover:.2f}s (session TTL {TTL_S:g}s)")
         assert takeover <= TTL_S + 1.0, takeover

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from chutes.client import Client
 from chutes.scheduler.app import create_app
 from chutes.scheduler.config import SchedulerConfig
-from tests.support.stack import scheduler_stack, wait_until
+from tests.support.polling import poll_until
+from tests.support.stack import scheduler_stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -71,7 +72,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         (tmp / "echo_chute.py").write_text(CHUTE)
         with Client(sched.url, alice) as client:
             cid = str(client.deploy(f"{tmp / 'echo_chute.py'}:chute")["chute_id"])
-            wait_until(lambda: client.get_chute(cid)["status"] == "ready", "echo ready", 60, 0.3)
+            poll_until(lambda: client.get_chute(cid)["status"] == "ready", "echo ready", 60, 0.3)
         yield Target(sched.url, {"admin": stack.admin_key, "alice": alice, "gateway": gateway}, cid)
         assert sched.alive(), sched.log()
 

@@ -34,6 +34,8 @@ from chutes.gateway.discovery import consul_health
 from chutes.gateway.scheduler_client import SchedulerClient
 from chutes.gateway.server import HttpServer
 from chutes.identity import chute_id as make_chute_id
+from tests.support.polling import apoll_until
+from tests.support.processes import TestProcess, start
 
 REPO = Path(__file__).resolve().parents[2]
 CHUTE_REF = "tests/gateway/chute_app.py:chute"
@@ -75,11 +77,16 @@ def route_info(concurrency: int = 8, public: bool = False, shared_with: list[str
 class RuntimeInstance:
     """One runtime process serving the test chute."""
 
-    proc: subprocess.Popen[bytes]
+    child: TestProcess
     port_file: Path
     log_path: Path
     port: int = 0
     service_id: str = ""
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        assert self.child.proc is not None
+        return self.child.proc
 
     @property
     def url(self) -> str:
@@ -89,13 +96,16 @@ class RuntimeInstance:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
+        self.child.signal_group(sig)
 
     async def wait_exit(self, timeout: float = 20) -> int | None:
-        deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        """The exit status once the process has ended; None if it still runs after ``timeout``."""
+
+        async def exited() -> bool:
+            return self.proc.poll() is not None
+
+        with contextlib.suppress(AssertionError):
+            await apoll_until(exited, "the runtime's exit", timeout, retry_on=())
         return self.proc.poll()
 
 
@@ -112,26 +122,27 @@ async def start_instance(
         sys.executable, "-m", "chutes.runtime", CHUTE_REF, "--host", "127.0.0.1", "--port", "0",
         "--port-file", str(port_file), "--invoke-secret", secret, "--drain-timeout", "5", "--log-level", log_level,
     ]  # fmt: skip
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
-        )
-    inst = RuntimeInstance(proc, port_file, log_path)
-    deadline = time.monotonic() + 30
+    inst = RuntimeInstance(start("runtime", cmd, log_path, env, cwd=REPO), port_file, log_path)
+
+    async def ready() -> bool:
+        if inst.proc.poll() is not None:
+            raise RuntimeError(f"runtime exited with {inst.proc.returncode}:\n{inst.log()}")
+        if not inst.port and port_file.exists() and port_file.read_text().strip():
+            inst.port = int(port_file.read_text().strip())
+        if not inst.port:
+            return False
+        async with http.get(f"{inst.url}/_ready") as resp:
+            return resp.status == 200
+
     async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"runtime exited with {proc.returncode}:\n{inst.log()}")
-            if not inst.port and port_file.exists() and port_file.read_text().strip():
-                inst.port = int(port_file.read_text().strip())
-            if inst.port:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{inst.url}/_ready") as resp:
-                        if resp.status == 200:
-                            return inst
-            await asyncio.sleep(0.05)
-    inst.kill()
-    raise AssertionError(f"runtime not ready within 30 s:\n{inst.log()}")
+        try:
+            await apoll_until(ready, "the runtime ready", 30, retry_on=(aiohttp.ClientError,))
+        except AssertionError:
+            inst.kill()
+            raise AssertionError(f"runtime not ready within 30 s:\n{inst.log()}") from None
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from None
+    return inst
 
 
 def register(consul: Any, inst: RuntimeInstance, service: str = SERVICE, interval: str = "200ms") -> str:
@@ -148,13 +159,13 @@ def register(consul: Any, inst: RuntimeInstance, service: str = SERVICE, interva
 
 
 async def wait_passing(consul: Any, service: str, count: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Until ``count`` instances of ``service`` pass their checks in Consul."""
+
+    async def passing() -> bool:
         _, nodes = await asyncio.to_thread(consul.health.service, service, passing=True)
-        if len(nodes) == count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{service}: not {count} passing instances within {timeout}s")
+        return len(nodes) == count
+
+    await apoll_until(passing, f"{service}: {count} passing instances", timeout, retry_on=())
 
 
 @dataclass

@@ -7,11 +7,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tests.support.processes import running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,14 +33,8 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         "--scheduler-url", "http://127.0.0.1:9", "--gateway-key", "cnk_" + "g" * 43,
         "--consul-addr", "http://127.0.0.1:9",
     ]  # fmt: skip
-    proc = subprocess.Popen(args, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert proc.poll() is None, proc.communicate()[0].decode()
-            assert time.monotonic() < deadline, "no port file"
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port_file.read_text().strip()}"
+    with running("chutes-gateway", args, tmp_path / "gateway.log", _env()) as proc:
+        url = f"http://127.0.0.1:{proc.wait_port(port_file, 30)}"
         assert httpx.get(f"{url}/healthz").json()["status"] == "ok"
         assert "chutes_gateway_consul_watches" in httpx.get(f"{url}/metrics").text
         lost = httpx.get(f"{url}/nowhere")
@@ -47,12 +42,8 @@ def test_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         # a well-formed key with the scheduler unreachable: 503, not a crash
         down = httpx.post(f"{url}/alice/x/y", headers={"Authorization": "Bearer cnk_" + "a" * 43})
         assert down.status_code == 503 and down.headers["retry-after"]
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(20) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.signal_group(signal.SIGTERM)
+        assert proc.proc is not None and proc.proc.wait(20) == 0
 
 
 def test_refuses_to_start_without_a_key() -> None:

@@ -1,6 +1,6 @@
 """The whole platform as processes, for chaos and security tests: devcluster, agents, scheduler, gateway.
 
-Built on ``tests.support.stack`` (its ``Stack``, ``Proc`` and ``Scheduler``) and ``tests.support.devcluster``;
+Built on ``tests.support.stack`` (its ``Stack``, ``TestProcess`` and ``Scheduler``) and ``tests.support.devcluster``;
 adds agents with short, configurable TTLs, the gateway process, and helpers to deploy a chute file, follow
 its instances in Consul and find the process group of each instance (the devcluster's ``tasks.json``) so a
 test can SIGKILL one. Every process runs in its own process group and is stopped at the end.
@@ -24,14 +24,16 @@ import httpx
 
 from chutes.client import Client
 from tests.support.devcluster import DevclusterHandle, devcluster
-from tests.support.stack import Proc, Scheduler, Stack, _exe, wait_until
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess
+from tests.support.stack import Scheduler, Stack, _exe
 
 
 def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
 
 
-def start_agent(stack: Stack, spec: str, *, ttl: float = 3.0, heartbeat: float = 0.5) -> Proc:
+def start_agent(stack: Stack, spec: str, *, ttl: float = 3.0, heartbeat: float = 0.5) -> TestProcess:
     """A simulated ``chutes-agent`` for ``NAME=MODEL:COUNT`` with a short TTL (its liveness check)."""
     node, model_count = spec.split("=", 1)
     argv = [
@@ -39,13 +41,13 @@ def start_agent(stack: Stack, spec: str, *, ttl: float = 3.0, heartbeat: float =
         "--nomad-addr", stack.dc.nomad_addr, "--consul-addr", stack.dc.consul_addr,
         "--heartbeat", str(heartbeat), "--ttl", str(ttl), "--probe-interval", "2", "--log-level", "WARNING",
     ]  # fmt: skip
-    proc = Proc(f"agent-{node}", argv, _clean_env(), stack.workdir / f"agent-{node}.log")
+    proc = TestProcess(f"agent-{node}", argv, stack.workdir / f"agent-{node}.log", _clean_env())
     proc.start()
     stack.procs.append(proc)
     return proc
 
 
-def start_gateway(stack: Stack, scheduler_url: str, key: str, *extra: str) -> tuple[Proc, str]:
+def start_gateway(stack: Stack, scheduler_url: str, key: str, *extra: str) -> tuple[TestProcess, str]:
     """``chutes-gateway`` on a loopback port picked by the kernel; returns the process and its URL."""
     port_file = stack.workdir / f"gateway-{secrets.token_hex(4)}.port"
     argv = [
@@ -54,17 +56,17 @@ def start_gateway(stack: Stack, scheduler_url: str, key: str, *extra: str) -> tu
         "--domain", "chutes.test", "--hold-timeout", "60", "--wake-interval", "1", "--metering-interval", "0.5",
         "--log-level", "WARNING", *extra,
     ]  # fmt: skip
-    proc = Proc("gateway", argv, _clean_env(), stack.workdir / "gateway.log")
+    proc = TestProcess("gateway", argv, stack.workdir / "gateway.log", _clean_env())
     proc.start()
     stack.procs.append(proc)
 
     def port() -> str | None:
         if not proc.alive():
-            raise RuntimeError(f"the gateway exited:\n{proc.log()}")
+            raise RuntimeError(f"the gateway exited:\n{proc.log(6000)}")
         return port_file.read_text().strip() if port_file.exists() else None
 
-    url = f"http://127.0.0.1:{wait_until(port, 'gateway port', 30)}"
-    wait_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, "gateway healthy", 30)
+    url = f"http://127.0.0.1:{poll_until(port, 'gateway port', 30)}"
+    poll_until(lambda: httpx.get(f"{url}/healthz", timeout=2).status_code == 200, "gateway healthy", 30)
     return proc, url
 
 
@@ -72,9 +74,9 @@ def start_gateway(stack: Stack, scheduler_url: str, key: str, *extra: str) -> tu
 class FullStack:
     stack: Stack
     sched: Scheduler
-    gateway: Proc
+    gateway: TestProcess
     gateway_url: str
-    agents: dict[str, Proc]
+    agents: dict[str, TestProcess]
 
     @property
     def dc(self) -> DevclusterHandle:
@@ -107,7 +109,7 @@ class FullStack:
             found = self.passing(chute_id)
             return found if len(found) == count else None
 
-        result: list[dict[str, Any]] = wait_until(enough, f"{count} passing instance(s) of {chute_id}", timeout, 0.2)
+        result: list[dict[str, Any]] = poll_until(enough, f"{count} passing instance(s) of {chute_id}", timeout, 0.2)
         return result
 
     def chute_url(self, username: str, slug: str, path: str) -> str:
@@ -147,7 +149,7 @@ def full_stack(
                 published = all(consul.kv.get(f"chutes/nodes/{n}")[1] is not None for n in agents)
                 return published and {e["Service"]["ID"] for e in entries} >= {f"chutes-agent-{n}" for n in agents}
 
-            wait_until(agents_up, "agents publishing inventories", 60)
+            poll_until(agents_up, "agents publishing inventories", 60)
             sched = stack.scheduler("sched", **{"CHUTES_LOG_LEVEL": "warning", **(scheduler_env or {})})
             sched.start()
             sched.wait_healthy()

@@ -25,7 +25,7 @@ import pytest
 
 from chutes.client import ChutesAPIError
 from tests.resilience.stack import FullStack, SteadyLoad, full_stack
-from tests.support.stack import wait_until
+from tests.support.polling import poll_until
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -80,7 +80,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             client.scale_chute("steady", 2)
         fs.wait_passing(cid, 2, 120)
         w = World(fs, alice, cid)
-        wait_until(lambda: len(_serving_pids(w)) == 2, "the gateway routing to both instances", 30, 0.2)
+        poll_until(lambda: len(_serving_pids(w)) == 2, "the gateway routing to both instances", 30, 0.2)
         yield w
 
 
@@ -115,10 +115,10 @@ def test_instances_killed_one_at_a_time_under_load_fail_no_call(world: World) ->
             before = _serving_pids(world)
             os.killpg(victim_pgid, signal.SIGKILL)  # calls in flight on it lose their connection
             killed_at = time.monotonic()
-            wait_until(lambda: len(world.fs.passing(world.cid)) == 1, "Consul seeing the dead instance", 30, 0.2)
-            wait_until(lambda: len(world.fs.passing(world.cid)) == 2, "the instance restarted and passing", 90, 0.3)
+            poll_until(lambda: len(world.fs.passing(world.cid)) == 1, "Consul seeing the dead instance", 30, 0.2)
+            poll_until(lambda: len(world.fs.passing(world.cid)) == 2, "the instance restarted and passing", 90, 0.3)
             # The gateway's table follows Consul: the restarted instance (a new process) gets calls again.
-            restarted = wait_until(lambda b=before: _serving_pids(world) - b, "calls reaching the new one", 15, 0.3)
+            restarted = poll_until(lambda b=before: _serving_pids(world) - b, "calls reaching the new one", 15, 0.3)
             assert survivors <= set(_instance_pgids(world)), "the surviving instance was replaced"
             assert load.count(killed_at) > 20, "the load stopped after the kill"
             assert restarted <= load.pids(killed_at) | _serving_pids(world)
@@ -137,7 +137,7 @@ def test_a_crashed_agent_leaves_placement_within_its_ttl_and_instances_keep_serv
         time.sleep(0.5)
         agent.kill()  # SIGKILL: no deregistration, its TTL check must expire
         killed_at = time.monotonic()
-        wait_until(lambda: world.node("gpu-a")["alive"] is False, "gpu-a not alive", AGENT_TTL + 10, 0.1)
+        poll_until(lambda: world.node("gpu-a")["alive"] is False, "gpu-a not alive", AGENT_TTL + 10, 0.1)
         gone_after = time.monotonic() - killed_at
         # Placement skips it: an L40S chute (2 of gpu-a's 4 are free) is refused, naming the reason.
         with pytest.raises(ChutesAPIError) as refused, fs.client(world.alice) as client:
@@ -146,12 +146,12 @@ def test_a_crashed_agent_leaves_placement_within_its_ttl_and_instances_keep_serv
         assert "agent not alive" in refused.value.detail, refused.value.detail
         time.sleep(2.0)  # the reconciler ticks every second: it must leave the running instances alone
         assert world.fs.task_groups(world.cid) == groups, "an instance on the node was stopped or replaced"
-        wait_until(lambda: _serving_pids(world) == pids, "both instances still serving", 10, 0.2)
+        poll_until(lambda: _serving_pids(world) == pids, "both instances still serving", 10, 0.2)
     assert not load.failures(), load.failures()[:5]
     assert gone_after <= AGENT_TTL + 4.0, f"gpu-a left placement {gone_after:.1f} s after its agent died"
     # The agent comes back: the node is alive again.
     agent.start()
-    wait_until(lambda: world.node("gpu-a")["alive"] is True, "gpu-a alive again", 30, 0.2)
+    poll_until(lambda: world.node("gpu-a")["alive"] is True, "gpu-a alive again", 30, 0.2)
 
 
 def _write(fs: FullStack, source: str, module: str) -> str:
@@ -175,8 +175,8 @@ def test_the_gateway_keeps_routing_through_a_devcluster_crash_and_recovers_after
         served = load.pids(down_at)
         fs.dc.start()
         up_at = time.monotonic()
-        wait_until(lambda: len(fs.passing(world.cid)) == 2, "instances passing after the restart", 90, 0.3)
-        wait_until(lambda: _serving_pids(world) - pids, "calls reaching the restarted instances", 30, 0.3)
+        poll_until(lambda: len(fs.passing(world.cid)) == 2, "instances passing after the restart", 90, 0.3)
+        poll_until(lambda: _serving_pids(world) - pids, "calls reaching the restarted instances", 30, 0.3)
         recovered_at = time.monotonic()
         time.sleep(1.0)
     during = load.failures(down_at, outage_end)
@@ -184,7 +184,7 @@ def test_the_gateway_keeps_routing_through_a_devcluster_crash_and_recovers_after
     assert served == pids and load.count(down_at) - load.count(outage_end) > 20  # served on the last table
     assert not load.failures(recovered_at), load.failures(recovered_at)[:5]
     assert fs.sched.alive() and fs.gateway.alive() and all(a.alive() for a in fs.agents.values())
-    wait_until(lambda: all(world.node(n)["alive"] for n in fs.agents), "agents registered again", 30, 0.3)
+    poll_until(lambda: all(world.node(n)["alive"] for n in fs.agents), "agents registered again", 30, 0.3)
     # It stepped down when Consul vanished (its session could not be renewed) and campaigns again with backoff.
-    wait_until(lambda: httpx.get(f"{fs.sched.url}/healthz").json()["leader"], "the scheduler leading again", 45, 0.3)
+    poll_until(lambda: httpx.get(f"{fs.sched.url}/healthz").json()["leader"], "the scheduler leading again", 45, 0.3)
     print(f"devcluster restart: recovered in {recovered_at - up_at:.1f} s, {len(load.failures(up_at))} failed calls")

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from tests.support.servers import loopback, uvicorn_thread
 
 TOKEN = "instance-token-123"
 RUN_TOKEN = "cjt_run-token-456"
@@ -62,16 +61,6 @@ class FakeScheduler:
 @contextlib.contextmanager
 def fake_scheduler(bundle: bytes = b"") -> Iterator[FakeScheduler]:
     state = FakeScheduler(bundle=bundle)
-    server = uvicorn.Server(uvicorn.Config(state.app(), host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "fake scheduler did not start"
-        time.sleep(0.01)
-    state.url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    try:
+    with uvicorn_thread(loopback(state.app(), lifespan="off"), "the fake scheduler") as port:
+        state.url = f"http://127.0.0.1:{port}"
         yield state
-    finally:
-        server.should_exit = True
-        thread.join(10)

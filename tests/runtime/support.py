@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -25,6 +23,8 @@ from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.runtime.config import ServeConfig
 from chutes.runtime.protocols import ChuteLike
 from chutes.runtime.server import RuntimeServer, build_server
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess, running
 
 SECRET = "test-invoke-secret"
 REPO = Path(__file__).resolve().parents[2]
@@ -48,11 +48,13 @@ def serve_in_thread(chute: ChuteLike, **overrides: Any) -> Iterator[InProcess]:
     server = build_server(chute, config)
     thread = threading.Thread(target=server.run, name="runtime-under-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not (server.started and server.bound_port):
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the runtime did not start listening")
-        time.sleep(0.01)
+
+    def listening() -> bool:
+        if not thread.is_alive():
+            raise RuntimeError("the runtime's thread ended before it listened")
+        return bool(server.started and server.bound_port)
+
+    poll_until(listening, "the runtime listening", 10, 0.01, retry_on=())
     try:
         yield InProcess(server, f"http://127.0.0.1:{server.bound_port}")
     finally:
@@ -61,13 +63,14 @@ def serve_in_thread(chute: ChuteLike, **overrides: Any) -> Iterator[InProcess]:
 
 
 def wait_ready(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/_ready", timeout=5).status_code == 200:
-                return
-        time.sleep(0.02)
-    raise AssertionError(f"{url} never became ready")
+    """Until ``url/_ready`` answers 200."""
+    poll_until(
+        lambda: httpx.get(f"{url}/_ready", timeout=5).status_code == 200,
+        f"{url} ready",
+        timeout,
+        0.02,
+        retry_on=(httpx.TransportError,),
+    )
 
 
 def signed(method: str, target: str, body: bytes = b"", secret: str = SECRET, ts: int | None = None) -> dict[str, str]:
@@ -76,8 +79,7 @@ def signed(method: str, target: str, body: bytes = b"", secret: str = SECRET, ts
 
 @dataclass
 class Process:
-    proc: subprocess.Popen[bytes]
-    log_path: Path
+    child: TestProcess
     port_file: Path
 
     @property
@@ -85,23 +87,18 @@ class Process:
         return f"http://127.0.0.1:{self.port_file.read_text().strip()}"
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        return self.child.log()
 
     def wait_listening(self, timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.port_file.exists() and self.port_file.read_text().strip():
-                return self.url
-            if self.proc.poll() is not None:
-                raise AssertionError(f"runtime exited with {self.proc.returncode}:\n{self.log()}")
-            time.sleep(0.02)
-        raise AssertionError(f"runtime did not listen within {timeout} s:\n{self.log()}")
+        self.child.wait_port(self.port_file, timeout)
+        return self.url
 
     def signal(self, sig: int) -> None:
-        os.killpg(self.proc.pid, sig)
+        self.child.signal_group(sig)
 
     def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout)
+        assert self.child.proc is not None
+        return self.child.proc.wait(timeout)
 
 
 def runtime_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -117,14 +114,5 @@ def run_process(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -
     log_path = tmp_path / f"runtime-{time.monotonic_ns()}.log"
     port_file = tmp_path / f"port-{time.monotonic_ns()}"
     command = [sys.executable, "-m", "chutes.runtime", *args, "--port-file", str(port_file)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=runtime_env(env), cwd=REPO, start_new_session=True
-        )
-    try:
-        yield Process(proc, log_path, port_file)
-    finally:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    with running("runtime", command, log_path, runtime_env(env), cwd=REPO, stop_timeout=0) as child:
+        yield Process(child, port_file)

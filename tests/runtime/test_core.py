@@ -224,3 +224,18 @@ def test_sse_frames() -> None:
     assert sse.frame("two\nlines") == b'data: "two\\nlines"\n\n'
     assert sse.frame(b"data: [DONE]\n\n") == b"data: [DONE]\n\n"  # bytes: framed by the cord itself
     assert sse.error_frame("boom") == b'event: error\ndata: {"detail":"boom"}\n\n'
+
+
+def test_the_runtime_help_comes_from_its_declaration() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from chutes.runtime.cli import run
+    from chutes.runtime.config import SETTINGS
+
+    app = typer.Typer(add_completion=False)
+    app.command()(run)
+    text = " ".join(CliRunner().invoke(app, ["--help"], env={"COLUMNS": "300"}).output.split())
+    for s in SETTINGS:
+        if s.flag:
+            assert s.flag in text and (s.env is None or f"env {s.env}" in text), s.name

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -20,6 +18,7 @@ from starlette.routing import Route
 
 from chutes.chute import Chute
 from tests.runtime.support import serve_in_thread, wait_ready
+from tests.support.servers import loopback, uvicorn_thread
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -67,19 +66,8 @@ UPSTREAM = Starlette(
 
 @contextlib.contextmanager
 def upstream_server() -> Iterator[int]:
-    server = uvicorn.Server(uvicorn.Config(UPSTREAM, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "upstream did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield int(port)
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with uvicorn_thread(loopback(UPSTREAM, lifespan="off"), "the upstream") as port:
+        yield port
 
 
 @pytest.fixture(scope="module")

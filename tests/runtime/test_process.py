@@ -7,13 +7,13 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.runtime.support import REPO, run_process, runtime_env, wait_ready
+from tests.support.polling import poll_until
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -35,15 +35,10 @@ def test_sigterm_lets_the_call_in_flight_finish_then_exits_0(tmp_path: Path) -> 
             target=lambda: result.setdefault("r", httpx.post(f"{url}/sleep", json={"seconds": 2}, timeout=20))
         )
         caller.start()
-        deadline = time.monotonic() + 5
-        while _in_flight(url) < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        poll_until(lambda: _in_flight(url) >= 1, "the first call in flight", 5, 0.02)
         runtime.signal(signal.SIGTERM)
         # Draining: not ready any more, and new calls are turned away, while the first call still runs.
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{url}/_ready").status_code != 503:
-            assert time.monotonic() < deadline, "/_ready did not turn 503 after SIGTERM"
-            time.sleep(0.01)
+        poll_until(lambda: httpx.get(f"{url}/_ready").status_code == 503, "/_ready 503 after SIGTERM", 10, 0.01)
         assert httpx.get(f"{url}/_ready").json() == {"status": "draining"}
         late = httpx.post(f"{url}/sleep", json={"seconds": 0})
         assert late.status_code == 503 and "draining" in late.json()["detail"]

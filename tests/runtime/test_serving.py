@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from chutes.chute import Chute
 from tests.runtime.support import serve_in_thread, wait_ready
+from tests.support.polling import apoll_until, poll_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,9 +181,11 @@ def test_third_concurrent_call_gets_429_while_two_run(served: tuple[str, Any, di
     async def scenario() -> tuple[list[httpx.Response], httpx.Response]:
         async with httpx.AsyncClient(base_url=url, timeout=10) as client:
             first_two = [asyncio.create_task(client.post("/wait", json={"seconds": 0.8})) for _ in range(2)]
-            deadline = time.monotonic() + 5
-            while app.limiter.in_flight < 2 and time.monotonic() < deadline:
-                await asyncio.sleep(0.005)
+
+            async def two_in_flight() -> bool:
+                return app.limiter.in_flight >= 2
+
+            await apoll_until(two_in_flight, "two calls in flight", 5, 0.005)
             third = await client.post("/wait", json={"seconds": 0.8})
             return list(await asyncio.gather(*first_two)), third
 
@@ -279,10 +282,7 @@ def test_timeouts_are_504(served: tuple[str, Any, dict[str, Any]]) -> None:
     assert slow_sync.status_code == 504 and time.monotonic() - started < 2.4
     # The thread still runs: its slot stays taken until it returns.
     assert app.limiter.in_flight == 1
-    deadline = time.monotonic() + 5
-    while app.limiter.in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert app.limiter.in_flight == 0
+    poll_until(lambda: app.limiter.in_flight == 0, "the slot released", 5, 0.02)
 
 
 def test_client_disconnect_cancels_async_work(served: tuple[str, Any, dict[str, Any]]) -> None:
@@ -291,10 +291,7 @@ def test_client_disconnect_cancels_async_work(served: tuple[str, Any, dict[str, 
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{url}/wait", json={"seconds": 1.2}, timeout=0.3)
     assert seen["cancelled"].wait(2), "the cord was not cancelled when its client went away"
-    deadline = time.monotonic() + 2
-    while app.limiter.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert app.limiter.in_flight == 0
+    poll_until(lambda: app.limiter.in_flight == 0, "the slot released", 2, 0.01)
     assert 'chutes_requests_total{cord="wait",status="499"}' in httpx.get(f"{url}/_metrics").text
 
 
@@ -304,10 +301,7 @@ def test_client_leaving_a_sync_stream_closes_the_generator(served: tuple[str, An
         first = next(response.iter_lines())
         assert first == 'data: {"tick":0}'
     assert seen["ticks_closed"].wait(5), "the generator was not closed when its client went away"
-    deadline = time.monotonic() + 2
-    while app.limiter.in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert app.limiter.in_flight == 0
+    poll_until(lambda: app.limiter.in_flight == 0, "the slot released", 2, 0.01)
 
 
 def test_stream_pair_is_picked_by_the_body(served: tuple[str, Any, dict[str, Any]]) -> None:

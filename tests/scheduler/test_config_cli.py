@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from chutes.scheduler.config import ConfigError, load_config
+from tests.support.processes import running
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -85,28 +84,18 @@ def test_create_admin_then_serve_on_port_zero(tmp_path: Path) -> None:
     assert key.startswith("cnk_") and len(key) == 47
 
     port_file = tmp_path / "port"
-    proc = subprocess.Popen(
-        [_exe(), "--port", "0", "--port-file", str(port_file), "--no-loops"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not port_file.exists():
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no port file"
-            time.sleep(0.05)
-        port = int(port_file.read_text())
+    argv = [_exe(), "--port", "0", "--port-file", str(port_file), "--no-loops"]
+    with running("chutes-scheduler", argv, tmp_path / "scheduler.log", env, stop_timeout=15) as proc:
+        port = proc.wait_port(port_file, 30)
         assert port > 0
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json()["status"] == "ok"
         me = httpx.get(f"{base}/v1/me", headers={"Authorization": f"Bearer {key}"}).json()
         assert me == {"user_id": me["user_id"], "username": "root", "is_admin": True}
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        out, err = proc.communicate(timeout=15)
-    assert proc.returncode == 0, err
-    assert "Application shutdown complete" in err
-    assert f"listening on http://127.0.0.1:{port}" in out
+    log = proc.log()  # stdout and stderr
+    assert proc.exited() == 0, log
+    assert "Application shutdown complete" in log
+    assert f"listening on http://127.0.0.1:{port}" in log
 
 
 def test_bad_configuration_exits_2_with_a_message(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import hashlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import time
 import warnings
@@ -39,6 +38,7 @@ from chutes.scheduler.nomad_api import NomadClient
 from chutes.scheduler.placement import Placement, PlacementRequest, Reason, Unschedulable, place
 from chutes.scheduler.render import ChuteRelease, RenderSettings, render_chute_job
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.processes import TestProcess, start
 
 CID = "0b7e1e6c-6d1e-5d1a-9c2e-3f4a5b6c7d8e"
 
@@ -168,7 +168,7 @@ class Agents:
     def __init__(self, dc: DevclusterHandle, tmp: Path) -> None:
         self.dc = dc
         self.tmp = tmp
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: dict[str, TestProcess] = {}
 
     def start(self, node_id: str, model: str, count: int) -> None:
         cmd = [
@@ -181,24 +181,16 @@ class Agents:
             "--backoff-cap", "1", "--log-level", "WARNING",
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
-        log = (self.tmp / f"agent-{node_id}.log").open("ab")
-        self.procs[node_id] = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+        self.procs[node_id] = start(f"agent-{node_id}", cmd, self.tmp / f"agent-{node_id}.log", env)
 
     def kill(self, node_id: str) -> None:
-        proc = self.procs.pop(node_id)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        self.procs.pop(node_id).kill()
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+            proc.signal_group(signal.SIGTERM)  # all at once, then wait for each
         for proc in self.procs.values():
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            proc.stop(10)
         self.procs.clear()
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -158,8 +156,7 @@ async def test_a_crashed_leader_is_replaced_within_the_session_ttl(
         [sys.executable, "-c", _CRASHER, str(dc.consul_port), str(TTL_S), str(LOCK_DELAY_S)],
         stdout=subprocess.PIPE,
         stderr=log,
-        start_new_session=True,
-    )
+    )  # no children of its own: no process group to stop
     try:
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 15)
@@ -168,7 +165,7 @@ async def test_a_crashed_leader_is_replaced_within_the_session_ttl(
         await asyncio.sleep(TTL_S)  # several renewals: the crasher keeps the lock while alive
         assert not follower.elector.is_leader
         assert await current_leader(follower.client) == "crasher"
-        os.killpg(proc.pid, signal.SIGKILL)  # no release, no destroy: only the TTL can free the lock
+        proc.kill()  # SIGKILL: no release, no destroy: only the TTL can free the lock
         proc.wait()
         killed = time.monotonic()
         await asyncio.wait_for(follower.elector.wait_leading(), TTL_S + LOCK_DELAY_S + 3)
@@ -179,7 +176,7 @@ async def test_a_crashed_leader_is_replaced_within_the_session_ttl(
         assert await current_leader(follower.client) == "survivor"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
             proc.wait()
         log.close()
 

@@ -5,8 +5,6 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +24,7 @@ from chutes.chute.template.helpers import (
     validate_auth,
     warmup_model,
 )
+from tests.support.servers import loopback, uvicorn_thread
 
 pytestmark = pytest.mark.timeout(60)
 KEY = "engine-key"
@@ -69,20 +68,10 @@ def engine_app(engine: Engine) -> FastAPI:
 @contextlib.contextmanager
 def running_engine(checks_auth: bool = True) -> Iterator[tuple[Engine, uvicorn.Server]]:
     engine = Engine(url="", port=0, checks_auth=checks_auth)
-    server = uvicorn.Server(uvicorn.Config(engine_app(engine), host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the engine stand-in did not start"
-        time.sleep(0.01)
-    engine.port = server.servers[0].sockets[0].getsockname()[1]
-    engine.url = f"http://127.0.0.1:{engine.port}"
-    try:
+    server = loopback(engine_app(engine))
+    with uvicorn_thread(server, "the engine stand-in") as port:
+        engine.port, engine.url = port, f"http://127.0.0.1:{port}"
         yield engine, server
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 def test_warmup_model_prompts_at_the_chutes_concurrency_then_longer_contexts() -> None:

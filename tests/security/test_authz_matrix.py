@@ -16,12 +16,10 @@ JSON error body (``detail``) is what each cell checks; 401 answers also carry ``
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import json
 import tarfile
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
@@ -43,6 +41,7 @@ from chutes.scheduler.store.image_models import ImageRow
 from chutes.scheduler.store.models import Chute
 from chutes.scheduler.store.secrets import instance_token, run_token, token_secret
 from tests.scheduler.server import RunningScheduler, make_config, serve
+from tests.support.polling import apoll_until
 from tests.support.stack import Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -412,7 +411,7 @@ async def test_every_endpoint_answers_every_caller_as_designed(cluster: Stack, t
             async def finished() -> bool:
                 return (await http.get(f"/v1/jobs/{ctx.run_id}")).json()["status"] in ("succeeded", "failed")
 
-            await _async_wait(finished, "the job run to finish", 60)
+            await apoll_until(finished, "the job run to finish", 60, 0.3)
         wrong: list[str] = []
         for (method, route), (build, expected) in sorted(MATRIX.items()):
             for who in WHO:
@@ -432,15 +431,6 @@ async def test_every_endpoint_answers_every_caller_as_designed(cluster: Stack, t
                 if resp.status_code == 401 and resp.headers.get("www-authenticate") != "Bearer" and not exempt:
                     wrong.append(f"{method} {route} as {who}: 401 without WWW-Authenticate: Bearer")
         assert not wrong, "\n".join(wrong)
-
-
-async def _async_wait(check: Callable[[], Awaitable[bool]], what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.3)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
 async def test_a_dev_stacks_adopter_manages_the_chute_it_deployed_and_a_plain_share_only_calls(
@@ -496,7 +486,7 @@ async def test_the_nodes_view_names_gpu_holders_only_to_whom_manages_the_chute(c
                 nodes = (await http.get("/ui/api/nodes")).json()["nodes"]
                 return [g["held_by"] for n in nodes for g in n["gpus"] if (g["held_by"] or {}).get("chute_id") == cid]
 
-            await _async_wait(lambda: _nonempty(held()), "alice's instance holding a GPU", 60)
+            await apoll_until(lambda: _nonempty(held()), "alice's instance holding a GPU", 60, 0.3)
             [mine] = await held()
             assert mine["chute_name"] == "holder" and mine["instance_id"]
         async with api.client(carol) as http:

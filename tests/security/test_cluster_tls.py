@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from chutes.core.cluster_tls import (
 from chutes.core.consul_client import consul_aio, consul_sync
 from chutes.scheduler.nomad_api import NomadClient, NomadUnavailable
 from tests.support.devcluster import DevclusterHandle, devcluster
+from tests.support.polling import poll_until
 from tests.support.tls import PKI, make_pki
 
 BIN = Path(sys.executable).parent
@@ -251,10 +251,7 @@ async def test_the_gateways_allocation_check_reads_nomad_over_mutual_tls(world: 
     c = consul_sync(world.dc.consul_addr, tls=world.tls("consul"))
     n.jobs.register_job({"Job": gpu_service_job("chute-tls", gpus=1, min_vram="20 GiB")})
     try:
-        deadline = time.monotonic() + 60
-        while not (entries := c.health.service("chute-tls", passing=True)[1]):
-            assert time.monotonic() < deadline, "the instance never passed its check"
-            time.sleep(0.2)
+        entries = poll_until(lambda: c.health.service("chute-tls", passing=True)[1], "the instance passing", 60, 0.2)
         found = [(e["Service"]["ID"], e["Service"]["Address"], e["Service"]["Port"]) for e in entries]
         checked = NomadAllocations(world.dc.nomad_addr, tls=world.tls(), timeout=5)
         untrusted = NomadAllocations(world.dc.nomad_addr, tls=world.tls(ca_cert=str(world.other.ca_cert)), timeout=5)

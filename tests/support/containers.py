@@ -39,6 +39,40 @@ MARKER = "/etc/chutes-test-image"  # a file only the test image has: proof that 
 BUILD_TIMEOUT_S = 900
 
 
+_BUILT_CHUTE = """
+from chutes.chute import Chute, NodeSelector
+from chutes.image import Image
+
+image = (
+    Image(username="demo", name="{name}", tag="{tag}")
+    .from_base("{base}")
+    .with_env("{nonce_env}", "{nonce}")
+    .run_command({run!r})
+)
+chute = Chute(username="demo", name="{name}", image=image, node_selector=NodeSelector(gpu_count=1))
+
+
+@chute.cord(public_api_path="/where")
+async def where(self: Chute) -> dict[str, object]:
+{body}
+"""
+
+
+def built_image_chute(
+    name: str,
+    tag: str,
+    run: str,
+    nonce: str,
+    body: str = "    return {}",
+    *,
+    nonce_env: str = "CHUTES_TEST_NONCE",
+    base: str = BASE_IMAGE,
+) -> str:
+    """The source of a one-cord chute (``/where``, answering ``body``) whose image the platform builds: ``base``
+    plus one RUN step; the nonce (an ENV step) keeps buildah's layer cache from serving another session's build."""
+    return _BUILT_CHUTE.format(name=name, tag=tag, base=base, nonce_env=nonce_env, nonce=nonce, run=run, body=body)
+
+
 def containers_missing() -> str | None:
     """Why container tests cannot run here, or None."""
     for tool in ("podman", "buildah", "docker-registry"):

@@ -6,10 +6,10 @@
         ...
         dc.restart()  # same ports, same data dir: state survives, tasks are started again
 
-The devcluster runs as a subprocess in its own process group on port 0; the handle is yielded once its ports
-file exists. On exit it gets SIGTERM (it stops every task it started) and, if it does not exit in time, its
-group gets SIGKILL and the task process groups it recorded are killed and its containers removed too, so no
-test leaves processes or containers behind.
+The devcluster runs as a ``tests.support.processes.TestProcess`` (its own process group) on port 0; the handle
+is yielded once its ports file exists. On exit its group gets SIGTERM (it stops every task it started) and, if
+it does not exit in time, SIGKILL, and the task process groups it recorded are killed and its containers
+removed too, so no test leaves processes or containers behind.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ from typing import Any
 
 from chutes.dev.containers import remove_leftovers
 from chutes.devcluster.nomad.executor import ProcessTable
+from tests.support.polling import poll_until
+from tests.support.processes import TestProcess
 
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 20.0
@@ -53,6 +54,7 @@ class DevclusterHandle:
     proc: subprocess.Popen[bytes] | None = None
     _ports_file: Path = field(init=False)
     _killed: bool = field(default=False, init=False)  # killed and not started again: its tasks still run
+    _child: TestProcess = field(init=False)
 
     def __post_init__(self) -> None:
         self._ports_file = self.data_dir.parent / f"{self.data_dir.name}.ports.json"
@@ -105,30 +107,25 @@ class DevclusterHandle:
             "--data-dir", str(self.data_dir),
             *self.args,
         ]  # fmt: skip
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                env=self.env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chutes-devcluster exited with {self.proc.returncode}:\n{self.log()[-4000:]}")
-            if self._ports_file.exists():
-                try:
-                    ports = json.loads(self._ports_file.read_text())
-                except ValueError:
-                    ports = None
-                if ports:
-                    self.nomad_port, self.consul_port = int(ports["nomad"]), int(ports["consul"])
-                    return
-            time.sleep(0.02)
-        self.stop()
-        raise TimeoutError(f"chutes-devcluster did not write its ports within {timeout_s}s:\n{self.log()[-4000:]}")
+        self._child = TestProcess("chutes-devcluster", cmd, self.log_path, self.env)
+        self._child.start()
+        self.proc = self._child.proc
+        assert self.proc is not None
+
+        def ports() -> dict[str, Any] | None:
+            if self._child.exited() is not None:
+                raise RuntimeError(f"chutes-devcluster exited with {self._child.exited()}:\n{self.log()[-4000:]}")
+            value = json.loads(self._ports_file.read_text()) if self._ports_file.exists() else None
+            return value if isinstance(value, dict) else None
+
+        try:
+            found = poll_until(ports, "chutes-devcluster's ports file", timeout_s, 0.02, retry_on=(ValueError, OSError))
+        except AssertionError:
+            self.stop()
+            raise TimeoutError(
+                f"chutes-devcluster did not write its ports within {timeout_s}s:\n{self.log()[-4000:]}"
+            ) from None
+        self.nomad_port, self.consul_port = int(found["nomad"]), int(found["consul"])
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
         """SIGTERM and wait; SIGKILL the group (and reap its tasks) when it does not exit in time."""
@@ -139,16 +136,9 @@ class DevclusterHandle:
                 ProcessTable(self.data_dir / "tasks.json").reap_leftovers()
                 self._killed = False
             return None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                remove_containers(self.data_dir)
+        self._child.stop(timeout_s)  # SIGTERM the group; SIGKILL when it does not exit in time
+        if proc.returncode == -signal.SIGKILL:
+            remove_containers(self.data_dir)
         ProcessTable(self.data_dir / "tasks.json").reap_leftovers()
         self.proc = None
         return proc.returncode
@@ -156,8 +146,9 @@ class DevclusterHandle:
     def kill(self) -> None:
         """SIGKILL the devcluster alone (a crash): its tasks keep running until the next start reaps them."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+            self.proc.kill()  # the process, not its group
             self.proc.wait()
+            self._child.stop(0)  # closes its log (its tasks run in sessions of their own and keep running)
             self._killed = True
         self.proc = None
 

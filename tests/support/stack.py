@@ -1,6 +1,7 @@
 """A scheduler stack for end-to-end tests: devcluster, one simulated agent per node, scheduler processes.
 
-Every process runs in its own process group and is stopped (SIGTERM, then SIGKILL) at the end. Schedulers
+Every process is a ``tests.support.processes.TestProcess`` (its own process group, stopped with SIGTERM, then
+SIGKILL, at the end). Schedulers
 run as real ``chutes-scheduler`` subprocesses so that a test can kill one (SIGKILL) and start it again.
 """
 
@@ -11,9 +12,7 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from typing import Any
 
 from tests.support.devcluster import DevclusterHandle, devcluster
 from tests.support.polling import poll_until
+from tests.support.processes import TestProcess
 
 NODES = ("gpu-a=h100_sxm:8", "gpu-b=a100:4", "gpu-c=l40s:2")
 
@@ -40,10 +40,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-# The one poll helper (tests.support.polling), under the name the stack suites import from here.
-wait_until = poll_until
-
-
 def http_json(url: str, key: str | None = None, timeout: float = 5.0) -> Any:
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
     with urllib.request.urlopen(request, timeout=timeout) as resp:  # loopback only
@@ -51,49 +47,7 @@ def http_json(url: str, key: str | None = None, timeout: float = 5.0) -> Any:
 
 
 @dataclass
-class Proc:
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env, start_new_session=True
-            )
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole process group (a crash)."""
-        if self.proc is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.proc = None
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
-        self.kill()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-6000:]
-        except OSError:
-            return ""
-
-
-@dataclass
-class Scheduler(Proc):
+class Scheduler(TestProcess):
     port: int = 0
     admin_key: str = ""
 
@@ -104,10 +58,10 @@ class Scheduler(Proc):
     def wait_healthy(self, timeout: float = 30.0) -> dict[str, Any]:
         def healthy() -> Any:
             if not self.alive():
-                raise RuntimeError(f"scheduler {self.name} exited:\n{self.log()}")
+                raise RuntimeError(f"scheduler {self.name} exited:\n{self.log(6000)}")
             return http_json(f"{self.url}/healthz")
 
-        result: dict[str, Any] = wait_until(healthy, f"scheduler {self.name} healthy", timeout)
+        result: dict[str, Any] = poll_until(healthy, f"scheduler {self.name} healthy", timeout)
         return result
 
     def leads(self) -> bool:
@@ -122,9 +76,9 @@ class Stack:
     dc: DevclusterHandle
     workdir: Path
     admin_key: str
-    procs: list[Proc] = field(default_factory=list)
+    procs: list[TestProcess] = field(default_factory=list)
 
-    def start_agent(self, spec: str) -> Proc:
+    def start_agent(self, spec: str) -> TestProcess:
         node, model_count = spec.split("=", 1)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_"))}
         argv = [
@@ -132,7 +86,7 @@ class Stack:
             "--nomad-addr", self.dc.nomad_addr, "--consul-addr", self.dc.consul_addr,
             "--heartbeat", "1", "--ttl", "10", "--probe-interval", "2", "--log-level", "WARNING",
         ]  # fmt: skip
-        proc = Proc(f"agent-{node}", argv, env, self.workdir / f"agent-{node}.log")
+        proc = TestProcess(f"agent-{node}", argv, self.workdir / f"agent-{node}.log", env)
         proc.start()
         self.procs.append(proc)
         return proc
@@ -159,7 +113,7 @@ class Stack:
             "--data-dir", str(self.workdir / name), "--nomad-addr", self.dc.nomad_addr,
             "--consul-addr", self.dc.consul_addr,
         ]  # fmt: skip
-        sched = Scheduler(name, argv, base, self.workdir / f"{name}.log", port=port, admin_key=self.admin_key)
+        sched = Scheduler(name, argv, self.workdir / f"{name}.log", base, port=port, admin_key=self.admin_key)
         self.procs.append(sched)
         return sched
 
@@ -189,7 +143,7 @@ def scheduler_stack(tmp: Path, nodes: tuple[str, ...] = NODES) -> Iterator[Stack
             for spec in nodes:
                 stack.start_agent(spec)
             names = [spec.split("=", 1)[0] for spec in nodes]
-            wait_until(lambda: _agents_ready(dc, names), "agents publishing inventories", 60)
+            poll_until(lambda: _agents_ready(dc, names), "agents publishing inventories", 60)
             yield stack
         finally:
             stack.close()
