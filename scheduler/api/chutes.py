@@ -18,7 +18,7 @@ from chutes.scheduler.api.deps import ServicesDep, UserDep
 from chutes.scheduler.api.errors import APIError, ErrorOut
 from chutes.scheduler.api.schemas import ChuteOut, ScaleIn, ShareIn
 from chutes.scheduler.api.uploads import validate_upload
-from chutes.scheduler.api.views import chute_out, shown_status
+from chutes.scheduler.api.views import chute_out, shown_status, shown_statuses
 from chutes.scheduler.images import flow as image_flow
 from chutes.scheduler.services import Services
 from chutes.scheduler.store import chutes as chutes_repo
@@ -123,7 +123,13 @@ async def list_chutes(principal: UserDep, services: ServicesDep, all: bool = Fal
     """The caller's chutes and those shared with them (``?all=true``: every chute, for admins)."""
     async with services.store.session() as session:
         chutes = await chutes_repo.list_visible(session, principal, everyone=all)
-        return [chute_out(c, await chutes_repo.shared_with(session, c.id)) for c in chutes]
+        shared = {c.id: await chutes_repo.shared_with(session, c.id) for c in chutes}
+    shown = await shown_statuses(services, chutes)
+    return [_with_status(chute_out(c, shared[c.id]), shown[c.id]) for c in chutes]
+
+
+def _with_status(out: ChuteOut, shown: tuple[str, str]) -> ChuteOut:
+    return out.model_copy(update={"status": shown[0], "status_detail": shown[1]})
 
 
 @router.post("/v1/chutes/{ref:path}/scale", response_model=ChuteOut, responses={409: {"model": ErrorOut}})
@@ -171,8 +177,7 @@ async def get_chute(ref: str, principal: UserDep, services: ServicesDep) -> Chut
     if chute.owner_id == principal.user_id or principal.is_admin:
         async with services.store.session() as session:
             shared = await chutes_repo.shared_with(session, chute.id)
-    status, detail = await shown_status(services, chute)
-    return chute_out(chute, shared).model_copy(update={"status": status, "status_detail": detail})
+    return _with_status(chute_out(chute, shared), await shown_status(services, chute))
 
 
 @router.delete("/v1/chutes/{ref:path}", status_code=204)

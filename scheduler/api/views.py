@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from chutes.chute.node_selector import NodeSelector
@@ -54,15 +55,27 @@ def chute_out(chute: Chute, shared_with: list[str] | None = None, placement: dic
 async def shown_status(services: Services, chute: Chute) -> tuple[str, str]:
     """(status, detail) a GET shows: the instances' as the view sees them now (Consul health included), else
     the stored one. Never waits on Consul or Nomad: a view that is not loaded or stale leaves the stored one."""
+    return (await shown_statuses(services, [chute]))[chute.id]
+
+
+async def shown_statuses(services: Services, chutes: Sequence[Chute]) -> dict[str, tuple[str, str]]:
+    """``shown_status`` for many chutes at once (one read of the instance rows), so that a list shows what the
+    single-chute GET shows."""
+    shown = {c.id: (c.status, c.status_detail) for c in chutes}
     view = services.view
     snapshot = view.latest()
     age = view.age()
-    stored = (chute.status, chute.status_detail)
-    if snapshot is None or age is None or age > view.max_age_s or chute.status == "deleting":
-        return stored
-    if not (chute.manifest or {}).get("cords"):
-        return stored  # a chute of jobs has no instances: its status is the deploy's
+    if snapshot is None or age is None or age > view.max_age_s:
+        return shown
+    # Deleting chutes and chutes of jobs (no instances: their status is the deploy's) keep the stored one.
+    live = [c for c in chutes if c.status != "deleting" and (c.manifest or {}).get("cords")]
+    if not live:
+        return shown
     async with services.store.session() as session:
-        rows = await instances_repo.list_for(session, chute.id)
-    views = instance_views(chute, snapshot.allocations_of(chute.id), snapshot.health, snapshot.inventories, rows)
-    return chute_status(views, chute.desired_instances) or stored
+        rows = await instances_repo.list_for_many(session, [c.id for c in live])
+    for chute in live:
+        views = instance_views(
+            chute, snapshot.allocations_of(chute.id), snapshot.health, snapshot.inventories, rows.get(chute.id, [])
+        )
+        shown[chute.id] = chute_status(views, chute.desired_instances) or shown[chute.id]
+    return shown

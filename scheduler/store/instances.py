@@ -6,6 +6,7 @@ transition is announced once even when the deploy watch and the reconciler (or t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select, update
@@ -103,3 +104,14 @@ async def list_for(session: AsyncSession, chute_id: str, *, live_only: bool = Fa
     if live_only:
         query = query.where(Instance.state.not_in(TERMINAL))
     return list((await session.execute(query.order_by(Instance.created_at))).scalars())
+
+
+async def list_for_many(session: AsyncSession, chute_ids: Sequence[str]) -> dict[str, list[Instance]]:
+    """The instance rows of several chutes in one query: chute id → rows, oldest first."""
+    if not chute_ids:
+        return {}
+    query = select(Instance).where(Instance.chute_id.in_(list(chute_ids))).order_by(Instance.created_at)
+    out: dict[str, list[Instance]] = {}
+    for row in (await session.execute(query)).scalars():
+        out.setdefault(row.chute_id, []).append(row)
+    return out

@@ -24,7 +24,8 @@ from chutes.scheduler.api import nodes as nodes_api
 from chutes.scheduler.api.chutes import find_chute
 from chutes.scheduler.api.deps import ServicesDep, UserDep, bearer_token, throttled_authenticate
 from chutes.scheduler.api.errors import APIError
-from chutes.scheduler.api.views import chute_out
+from chutes.scheduler.api.schemas import ChuteOut
+from chutes.scheduler.api.views import chute_out, shown_status, shown_statuses
 from chutes.scheduler.nomad_api import NomadError
 from chutes.scheduler.placement import Placement, PlacementRequest, place
 from chutes.scheduler.services import Services
@@ -167,10 +168,16 @@ async def chutes(principal: UserDep, services: ServicesDep, all: bool = False) -
         owned = {c.id for c in found if await chutes_repo.manages(session, principal, c)}
         rows = [(c, await chutes_repo.shared_with(session, c.id) if c.id in owned else []) for c in found]
     summaries = await _summaries(services, found)
+    shown = await shown_statuses(services, found)
     return [
-        ChuteRow(**chute_out(c, shared).model_dump(), instances=summaries[c.id], owned=c.id in owned)
+        ChuteRow(**_shown(chute_out(c, shared), shown[c.id]), instances=summaries[c.id], owned=c.id in owned)
         for c, shared in rows
     ]
+
+
+def _shown(out: ChuteOut, status: tuple[str, str]) -> dict[str, Any]:
+    """A chute as the API shows it, with the status its instances have now (as GET /v1/chutes/{ref} does)."""
+    return {**out.model_dump(), "status": status[0], "status_detail": status[1]}
 
 
 @router.get("/ui/api/chute", response_model=ChuteDetail)
@@ -183,6 +190,7 @@ async def chute_detail(ref: str, principal: UserDep, services: ServicesDep) -> C
         owned = await chutes_repo.manages(session, principal, chute)
         shared = await chutes_repo.shared_with(session, chute.id) if owned else []
     summary = (await _summaries(services, [chute]))[chute.id]
+    status = await shown_status(services, chute)
     manifest = chute.manifest
     cords = [
         CordOut(
@@ -197,7 +205,7 @@ async def chute_detail(ref: str, principal: UserDep, services: ServicesDep) -> C
     ]
     gateway = services.config.gateway_url
     return ChuteDetail(
-        **chute_out(chute, shared).model_dump(),
+        **_shown(chute_out(chute, shared), status),
         instances=summary,
         owned=owned,
         tagline=str(manifest.get("tagline") or ""),

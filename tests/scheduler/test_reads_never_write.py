@@ -110,6 +110,15 @@ async def test_status_and_instances_reads_follow_consul_health_and_never_write(
                     assert chute.status_code == 200 and instances.status_code == 200, (chute.text, instances.text)
                     return chute.json(), instances.json()
 
+                async def lists_show(chute: dict[str, Any]) -> None:
+                    """The lists (the API's and the dashboard's) show the status the chute's own GET shows."""
+                    listed = await http.get("/v1/chutes")
+                    board = await http.get("/ui/api/chutes")
+                    assert listed.status_code == 200 and board.status_code == 200, (listed.text, board.text)
+                    for rows in (listed.json(), board.json()):
+                        shown = [(c["status"], c["status_detail"]) for c in rows if c["chute_id"] == m.chute_id]
+                        assert shown == [(chute["status"], chute["status_detail"])]
+
                 async def until(status: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
                     deadline = time.monotonic() + 60
                     while True:
@@ -122,6 +131,7 @@ async def test_status_and_instances_reads_follow_consul_health_and_never_write(
                 # Running, not passing /_ready yet: the status says so, and the instance is not healthy.
                 chute, instances = await until("running")
                 assert chute["status_detail"] == "starting: waiting for /_ready"
+                await lists_show(chute)
                 assert [(i["state"], i["healthy"], i["node_id"], i["gpu_model"]) for i in instances] == [
                     ("running", False, "gpu-b", "a100")
                 ]
@@ -130,6 +140,7 @@ async def test_status_and_instances_reads_follow_consul_health_and_never_write(
                 chute, instances = await until("ready")
                 assert chute["status_detail"] == "1 of 1 instances ready"
                 assert [(i["state"], i["healthy"]) for i in instances] == [("ready", True)]
+                await lists_show(chute)
                 # ... and again, from the view, without asking Consul or Nomad.
                 rebuilds = sched.services.view.rebuilds
                 for _ in range(5):
