@@ -110,13 +110,13 @@ class Signer:
         """``sign``'s header value as bytes, now and with the next nonce, for a request line given as
         ``b"\\n" + METHOD + b"\\n" + path + b"\\n"`` (the gateway keeps it per cord): the gateway's per-call form,
         without the text round trips."""
-        ts = int(time.time())
-        n = _draw(96)
+        t = b"%d" % int(time.time())
+        n = b"%024x" % _draw(96)
         inner = self._inner.copy()
-        inner.update(b"%d\n%024x%b%b" % (ts, n, method_path, hexlify(hashlib.sha256(body).digest())))
+        inner.update(b"".join((t, b"\n", n, method_path, hexlify(hashlib.sha256(body).digest()))))
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return b"t=%d,n=%024x,v1=%b" % (ts, n, hexlify(outer.digest()))
+        return b"".join((b"t=", t, b",n=", n, b",v1=", hexlify(outer.digest())))
 
 
 def parse(header: str | None) -> ParsedSignature:

@@ -472,32 +472,30 @@ class _Exchange:
         self.over = False  # relayed and recorded (or handed over)
 
     def progress(self, conn: Connection) -> None:
+        """The connection parsed more of the answer, failed or closed (its listener while set)."""
         try:
-            self._progress(conn)
+            if self.over:
+                return
+            if self.head is not None:
+                self._stream(conn)
+                return
+            head = conn.head
+            if conn.error is None and not conn.closed:
+                if head is None:
+                    return  # the head is still coming
+                if head.status not in _RETRY_STATUSES and not self.call.request.lost:
+                    length = head.content_length
+                    if length is None or length > self.proxy.settings.buffer_limit:
+                        self._start_stream(conn, head)
+                    elif conn.complete:
+                        self._answer(conn, head)
+                    return  # the rest of a short body is coming
+            self._hand_over()
         except Exception:
             log.exception("gateway: unhandled error relaying an answer for %s", self.call.route.label)
             conn.listener = None
             conn.close()
             self.call.request.proto.close_quietly()
-
-    def _progress(self, conn: Connection) -> None:
-        if self.over:
-            return
-        if self.head is not None:
-            self._stream(conn)
-            return
-        head = conn.head
-        if conn.error is None and not conn.closed:
-            if head is None:
-                return  # the head is still coming
-            if head.status not in _RETRY_STATUSES and not self.call.request.lost:
-                length = head.content_length
-                if length is None or length > self.proxy.settings.buffer_limit:
-                    self._start_stream(conn, head)
-                elif conn.complete:
-                    self._answer(conn, head)
-                return  # the rest of a short body is coming
-        self._hand_over()
 
     def _client_headers(self, head: Head) -> bytes:
         call = self.call

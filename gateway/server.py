@@ -196,7 +196,8 @@ class Incoming:
     def _head(self, status: int, headers: bytes, tail: bytes, body: bytes = b"") -> bytes:
         """The answer's head (status line, date, ``headers``, ``tail``) and ``body``, as one piece to write."""
         line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
-        return b"".join((line, _date_line(), headers, b"" if self.keep_alive else _CLOSE, tail, body))
+        date = _date[1] if int(time.time()) == _date[0] else _date_line()
+        return b"".join((line, date, headers, b"" if self.keep_alive else _CLOSE, tail, body))
 
     def respond(self, status: int, headers: bytes, body: bytes) -> None:
         """A complete answer with a Content-Length, in one write. ``headers``: the header lines, each ending in

@@ -339,7 +339,7 @@ class ConnectionPool:
 
     def release(self, conn: Connection) -> None:
         """Return a connection after its exchange: kept if reusable, closed otherwise."""
-        if not conn.reusable:
+        if not (conn._complete and conn._keep_alive and not conn.closed and conn._error is None):  # reusable
             conn.close()
             return
         conn.idle_since = time.monotonic()
