@@ -199,6 +199,7 @@ class Proxy:
             self._lines[key] = lines
         request = call.request
         client_ip = request.client_ip
+        signer = call.route.signer or _signer(call.route)
         return upstream_request(
             lines[0],
             request.headers,
@@ -206,7 +207,7 @@ class Proxy:
             host=request.host,
             scheme=request.scheme.encode(),
             invocation_id=call.invocation_id.encode(),
-            signature=_signer(call.route).header(lines[1], body),
+            signature=signer.header(lines[1], body),
             body=body,
         )
 

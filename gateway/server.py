@@ -210,8 +210,11 @@ class Incoming:
         else:
             tail = b"content-length: %d\r\n\r\n" % len(body)
             data = self._head(status, headers, tail, b"" if self.method == "HEAD" else body)
-        self.proto.write(data)
-        self.finish()
+        proto = self.proto
+        proto.write(data)
+        if not self.finished:  # ``finish`` for an answer that is not chunked
+            self.finished = True
+            proto.answered(self)
 
     def start(self, status: int, headers: bytes, length: int | None = None, first: bytes = b"") -> None:
         """The head of an answer whose body follows with ``write``: chunked unless ``length`` is given.

@@ -154,13 +154,15 @@ class Connection(asyncio.Protocol):
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self._waiter is not None:  # a task reads the body (the callbacks' path has no waiter)
+            self._wake()
 
     def on_message_complete(self) -> None:
         self._complete = True
         self._busy = False
         self._active.discard(self)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     # --- the exchange -----------------------------------------------------------------------------------
 
