@@ -281,7 +281,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self._phase = NEW
         self._since = self._now = 0.0
         self._in_head = False
-        self._head_bytes = self._field_bytes = self._fields = self._hosts = 0
+        self._head_bytes = self._field_bytes = self._hosts = 0
         self._url = b""
         self._headers: Headers = []
         self._host = b""
@@ -369,7 +369,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self._headers = []
         self._host = b""
         self._expect = False
-        self._field_bytes = self._fields = self._hosts = self._head_bytes = 0
+        self._field_bytes = self._hosts = self._head_bytes = 0
         if self._phase != HEAD:
             self._phase = HEAD
             self._since = self._now
@@ -381,10 +381,10 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             self._fail(414, "request_line", f"request target over {self._max_url} bytes", "send a shorter URL")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        self._field_bytes += len(name) + len(value) + 4
-        if self._fields > self._max_fields or self._field_bytes > self._max_field_bytes:
-            if self._fields > self._max_fields:
+        headers = self._headers  # the fields so far: their count is the limit's
+        size = self._field_bytes = self._field_bytes + len(name) + len(value) + 4
+        if len(headers) >= self._max_fields or size > self._max_field_bytes:
+            if len(headers) >= self._max_fields:
                 self._fail(431, "header_count", f"more than {self._max_fields} header fields", _HEADER_HINT)
             self._fail(431, "header_bytes", f"request headers over {self._max_field_bytes} bytes", _HEADER_HINT)
         name = name.lower()
@@ -395,7 +395,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             self._host = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
-        self._headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
