@@ -728,7 +728,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{row['total_cpu_us_per_request']} | {row['failures'] or '-'} |"
         )
     context = [
-        f"At {row['clients']} clients nginx itself reaches {row['throughput_ratio']}x direct and the gateway "
+        f"at {row['clients']} client{'s' if row['clients'] > 1 else ''} nginx itself reaches "
+        f"{row['throughput_ratio']}x direct and the gateway "
         f"{by[(row['clients'], 'gateway')]['throughput_vs_nginx']}x nginx's throughput"
         for row in rows
         if row["path"] == "nginx" and (row["clients"], "gateway") in by
