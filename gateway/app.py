@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import time
 from typing import Any
@@ -22,10 +21,10 @@ from chutes.gateway.discovery import ConsulDiscovery, HealthSource
 from chutes.gateway.invalidation import GatewayCaches, InvalidationFollower, KVSource, key_alias
 from chutes.gateway.metering import InvocationRecorder, InvocationSpool
 from chutes.gateway.metrics import GatewayMetrics
-from chutes.gateway.proxy import Call, Proxy
+from chutes.gateway.proxy import Call, Proxy, new_invocation_id
 from chutes.gateway.routes import Identity, Route, Target, parse_target
 from chutes.gateway.scheduler_client import SchedulerAPI, SchedulerUnavailable
-from chutes.gateway.server import Incoming, json_error_body
+from chutes.gateway.server import Incoming, header_lines, json_error_body
 from chutes.gateway.utilisation import UtilisationReporter
 
 log = logging.getLogger(__name__)
@@ -35,6 +34,7 @@ _JSON_TYPE = (b"content-type", b"application/json")
 _INVOCATION_ID = b"x-chutes-invocation-id"
 _UNPARSED: Any = object()
 _TARGETS_KEPT = 4096
+_KEYS_KEPT = 4096
 
 
 def send_error(
@@ -49,7 +49,7 @@ def send_error(
     out = [_JSON_TYPE, *(headers or [])]
     if invocation_id is not None:
         out.append((_INVOCATION_ID, invocation_id.encode()))
-    request.respond(status, out, json_error_body(detail, hint))
+    request.respond(status, header_lines(out), json_error_body(detail, hint))
 
 
 def api_key_of(authorization: bytes | None) -> str | None:
@@ -112,6 +112,8 @@ class Gateway:
         )
         self.proxy = Proxy(settings, self.discovery, self.metrics, scheduler)
         self._targets: dict[tuple[bytes, str], Target | None] = {}
+        # Authorization header -> the API key in it, for well-formed keys (pure: parsed once per header value)
+        self._keys: dict[bytes, str] = {}
 
     async def _authenticate(self, key: str) -> Identity | None:
         identity = await self.scheduler.authenticate(key)
@@ -158,9 +160,17 @@ class Gateway:
         target = self._targets.get((request.host, request.path))
         if target is None or target is _UNPARSED:
             return False
-        key = api_key_of(request.header(b"authorization"))
-        if key is None:
+        authorization = request.header(b"authorization")
+        if authorization is None:
             return False
+        key = self._keys.get(authorization)
+        if key is None:
+            key = api_key_of(authorization)
+            if key is None:
+                return False
+            if len(self._keys) >= _KEYS_KEPT:  # bounded: many keys only cost parsing them again
+                self._keys.clear()
+            self._keys[authorization] = key
         known = self.identities.peek(key)
         caller = None if known is None else known.value
         if caller is None:
@@ -179,7 +189,7 @@ class Gateway:
         cords = route.cords_at(request.method, target.path)
         if cords is None:
             return False
-        call = Call(request, route, cords, caller, os.urandom(16).hex(), time.perf_counter())
+        call = Call(request, route, cords, caller, new_invocation_id(), time.perf_counter())
         return self.proxy.start(call, self.recorder)
 
     async def handle(self, request: Incoming) -> None:
@@ -194,7 +204,7 @@ class Gateway:
             if len(self._targets) >= _TARGETS_KEPT:
                 self._targets.clear()  # bounded: a client sending many addresses only costs re-parsing
             self._targets[address] = target
-        invocation_id = os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+        invocation_id = new_invocation_id()
         if target is None:
             await self._own_endpoint(request, invocation_id)
             return
@@ -251,12 +261,13 @@ class Gateway:
         path, method = request.path, request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
             body = json.dumps({"status": "ok", "watches": len(self.discovery.watches)}).encode()
-            request.respond(200, [_JSON_TYPE], body)
+            request.respond(200, header_lines([_JSON_TYPE]), body)
         elif path == "/metrics" and method == "GET":
             self.metrics.watches.set(len(self.discovery.watches))
             following = self.follower is not None and self.follower.healthy
             self.metrics.invalidations_following.set(1 if following else 0)
-            request.respond(200, [(b"content-type", self.metrics.content_type.encode())], self.metrics.render())
+            content_type = header_lines([(b"content-type", self.metrics.content_type.encode())])
+            request.respond(200, content_type, self.metrics.render())
         else:
             send_error(
                 request, 404, "not a chute address",

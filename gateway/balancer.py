@@ -12,7 +12,7 @@ from __future__ import annotations
 import enum
 import random
 from collections.abc import Container, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(slots=True, eq=False)
@@ -24,12 +24,12 @@ class Upstream:
     port: int
     in_flight: int = 0
     cooldown_until: float = 0.0
+    #: ``host:port`` as a Host header writes it
+    authority: str = field(init=False, repr=False)
 
-    @property
-    def authority(self) -> str:
-        """``host:port`` as a Host header writes it."""
+    def __post_init__(self) -> None:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+        self.authority = f"{host}:{self.port}"
 
 
 _RNG = random.Random()
@@ -55,6 +55,11 @@ def choose(
     Eligible: not in ``avoid``, not cooling down, fewer than ``concurrency`` calls in flight. Among the
     eligible, two are drawn at random and the one with fewer calls in flight wins (ties: the first drawn).
     """
+    if len(upstreams) == 1 and not avoid:  # one instance, the usual case of a small chute: no list to build
+        only = upstreams[0]
+        if only.cooldown_until > now:
+            return NoUpstream.UNREACHABLE
+        return only if only.in_flight < concurrency else NoUpstream.BUSY
     eligible: list[Upstream] = []
     busy = False
     for up in upstreams:

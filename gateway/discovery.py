@@ -44,6 +44,7 @@ class ServiceWatch:
         self.upstreams: list[Upstream] = []
         self.last_used = now
         self.loaded = asyncio.Event()  # set once the first answer (or first failure) is in
+        self.ready = False  # ``loaded.is_set()`` as a plain attribute, for the hot path
         self.healthy = False  # the last query succeeded
         self.index: int = 0
         self.holders = 0  # calls held waiting for an instance: keeps the watch alive
@@ -66,6 +67,10 @@ class ServiceWatch:
             self.upstreams = fresh
             self._notify()
         return changed
+
+    def mark_loaded(self) -> None:
+        self.ready = True
+        self.loaded.set()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -149,7 +154,7 @@ class ConsulDiscovery:
                 raise
             except Exception as exc:
                 state.healthy = False
-                state.loaded.set()
+                state.mark_loaded()
                 delay = backoff.next_delay()
                 log.warning("consul watch %s failed (%r); keeping %d instances, retry in %.1fs",
                             state.name, exc, len(state.upstreams), delay)  # fmt: skip
@@ -168,7 +173,7 @@ class ConsulDiscovery:
                     found, pending = [(u.key, u.host, u.port) for u in state.upstreams], True
             if state.update(found):
                 log.info("service %s: %d passing instances", state.name, len(state.upstreams))
-            state.loaded.set()
+            state.mark_loaded()
             if pending:  # some instances could not be checked yet: ask again soon, without blocking
                 state.index = 0
                 await asyncio.sleep(self._verify_retry)

@@ -45,6 +45,12 @@ _REQUEST_DROP = HOP_BY_HOP | {
     b"x-forwarded-host",
     b"x-forwarded-proto",
 }
+# What the gateway adds to every request it sends an instance, after the client's headers: scheme, invocation
+# id, signature, body length (the end of the head).
+_GATEWAY_REQUEST_HEADERS = (
+    b"x-forwarded-proto: %b\r\n" + _INVOCATION_ID + b": %b\r\n" + _SIGNATURE + b": %b\r\ncontent-length: %d\r\n\r\n"
+)
+_INVOCATION_ID_LINE = _INVOCATION_ID + b": "
 # Answer headers the gateway writes itself (framing, its own identity) or must not pass on.
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length", b"date", b"server", _INVOCATION_ID}
 
@@ -53,50 +59,62 @@ def _connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-def upstream_request_headers(
+def upstream_request(
+    request_line: bytes,
     client_headers: Iterable[tuple[bytes, bytes]],
     *,
-    client_ip: str | None,
+    client_ip: bytes | None,
     host: bytes,
-    scheme: str,
-    invocation_id: str,
-    signature: str,
-) -> Headers:
-    """The headers to send an instance: the client's (names lower-case, as ASGI gives them) and the gateway's."""
-    out: Headers = []
-    forwarded_for: list[bytes] = []
-    named: set[bytes] = set()
+    scheme: bytes,
+    invocation_id: bytes,
+    signature: bytes,
+    body: bytes,
+) -> bytes:
+    """The whole request to send an instance, in one pass over the client's headers (names lower-case, values
+    checked by the server that received them: no CR or LF): ``request_line`` (method, target and the
+    instance's ``host`` header, kept by the proxy per cord and instance), the client's headers that may pass,
+    the gateway's (``X-Forwarded-*``, the invocation id, the signature), the length and the body."""
+    parts = [request_line]
+    forwarded: bytes | None = None
+    named: set[bytes] | None = None
     for name, value in client_headers:
         if name not in _REQUEST_DROP:
-            out.append((name, value))
+            parts += (name, b": ", value, b"\r\n")
         elif name == b"x-forwarded-for":
-            forwarded_for.append(value)
+            forwarded = value if forwarded is None else forwarded + b", " + value
         elif name == b"connection":
-            named |= _connection_tokens(value)
-    if named:
-        out = [(n, v) for n, v in out if n not in named]
+            named = _connection_tokens(value) | (named or set())
+    if named:  # rare: headers the client's Connection header names are hop-by-hop too
+        parts = [request_line]
+        for name, value in client_headers:
+            if name not in _REQUEST_DROP and name not in named:
+                parts += (name, b": ", value, b"\r\n")
     if client_ip:
-        forwarded_for.append(client_ip.encode())
-    if forwarded_for:
-        out.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+        forwarded = client_ip if forwarded is None else forwarded + b", " + client_ip
+    if forwarded is not None:
+        parts += (b"x-forwarded-for: ", forwarded, b"\r\n")
     if host:
-        out.append((b"x-forwarded-host", host))
-    out.append((b"x-forwarded-proto", scheme.encode()))
-    out.append((_INVOCATION_ID, invocation_id.encode()))
-    out.append((_SIGNATURE, signature.encode()))
-    return out
+        parts += (b"x-forwarded-host: ", host, b"\r\n")
+    parts += (_GATEWAY_REQUEST_HEADERS % (scheme, invocation_id, signature, len(body)), body)
+    return b"".join(parts)
 
 
-def client_response_headers(upstream_headers: Iterable[tuple[bytes, bytes]]) -> Headers:
-    """The instance's answer headers that go back to the client (repeats such as ``Set-Cookie`` kept)."""
-    out: Headers = []
-    named: set[bytes] = set()
+def client_response_head(upstream_headers: Iterable[tuple[bytes, bytes]], invocation_id: bytes) -> bytes:
+    """The header lines (each ending in CRLF) of the answer to the client: the instance's that may pass, names
+    lower-case, repeats such as ``Set-Cookie`` kept, then ``X-Chutes-Invocation-Id``."""
+    parts: list[bytes] = []
+    named: set[bytes] | None = None
     for name, value in upstream_headers:
         lower = name.lower()
         if lower not in _RESPONSE_DROP:
-            out.append((lower, value))
+            parts += (lower, b": ", value, b"\r\n")
         elif lower == b"connection":
-            named |= _connection_tokens(value)
+            named = _connection_tokens(value) | (named or set())
     if named:
-        out = [(n, v) for n, v in out if n not in named]
-    return out
+        parts = []
+        for name, value in upstream_headers:
+            lower = name.lower()
+            if lower not in _RESPONSE_DROP and lower not in named:
+                parts += (lower, b": ", value, b"\r\n")
+    parts += (_INVOCATION_ID_LINE, invocation_id, b"\r\n")
+    return b"".join(parts)

@@ -68,17 +68,25 @@ def json_error_body(detail: str, hint: str | None) -> bytes:
     return json.dumps({"detail": detail, "hint": hint}).encode()
 
 
+def header_lines(headers: Headers) -> bytes:
+    """Header pairs as the lines an answer's head carries (each ending in CRLF), for ``Incoming.respond``."""
+    return b"".join(b"%b: %b\r\n" % pair for pair in headers)
+
+
+_INTERNAL_ERROR = (header_lines([(b"content-type", b"application/json")]), b'{"detail":"internal error"}')
+
+
 class Incoming:
     """One HTTP request as the gateway sees it, and the way to answer it."""
 
     __slots__ = (
         "_body",
-        "_continue",
         "_size",
         "_waiter",
         "chunked",
         "client_ip",
         "complete",
+        "expects_continue",
         "finished",
         "headers",
         "host",
@@ -114,7 +122,7 @@ class Incoming:
         self.host = host
         self.client_ip = proto.peer
         self.keep_alive = keep_alive
-        self._continue = expect_continue
+        self.expects_continue = expect_continue  # the client waits for '100 Continue' before it sends the body
         self._body: list[bytes] = []
         self._size = 0
         self._waiter: asyncio.Future[None] | None = None
@@ -126,11 +134,6 @@ class Incoming:
         self.started = False  # the answer's head is written
         self.finished = False
         self.chunked = False
-
-    @property
-    def expects_continue(self) -> bool:
-        """The client waits for '100 Continue' before it sends the body."""
-        return self._continue
 
     def body(self) -> bytes:
         """The body received so far (all of it once ``complete``)."""
@@ -170,8 +173,8 @@ class Incoming:
         length = self.header(b"content-length")
         if length is not None and length.isdigit() and int(length) > limit:
             raise BodyTooLarge
-        if self._continue:
-            self._continue = False
+        if self.expects_continue:
+            self.expects_continue = False
             self.proto.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         while not self.complete:
             if self.lost:
@@ -190,30 +193,33 @@ class Incoming:
 
     # -- the answer
 
-    def _head(self, status: int, headers: Headers, tail: bytes) -> list[bytes]:
-        parts = [_STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status, _date_line()]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if not self.keep_alive:
-            parts.append(_CLOSE)
-        parts.append(tail)
-        return parts
+    def _head(self, status: int, headers: bytes, tail: bytes, body: bytes = b"") -> bytes:
+        """The answer's head (status line, date, ``headers``, ``tail``) and ``body``, as one piece to write."""
+        line = _STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        date = _date[1] if int(time.time()) == _date[0] else _date_line()
+        return b"".join((line, date, headers, b"" if self.keep_alive else _CLOSE, tail, body))
 
-    def respond(self, status: int, headers: Headers, body: bytes) -> None:
-        """A complete answer with a Content-Length, in one write."""
+    def respond(self, status: int, headers: bytes, body: bytes) -> None:
+        """A complete answer with a Content-Length, in one write. ``headers``: the header lines, each ending in
+        CRLF (``header_lines`` writes them from pairs)."""
         if self.started or self.lost:
             return
         self.started = True
-        tail = b"\r\n" if status in _NO_BODY else b"content-length: %d\r\n\r\n" % len(body)
-        parts = self._head(status, headers, tail)
-        if self.method != "HEAD":
-            parts.append(body)
-        self.proto.write(b"".join(parts))
-        self.finish()
+        if status in _NO_BODY:
+            data = self._head(status, headers, b"\r\n")
+        else:
+            tail = b"content-length: %d\r\n\r\n" % len(body)
+            data = self._head(status, headers, tail, b"" if self.method == "HEAD" else body)
+        proto = self.proto
+        proto.write(data)
+        if not self.finished:  # ``finish`` for an answer that is not chunked
+            self.finished = True
+            proto.answered(self)
 
-    def start(self, status: int, headers: Headers, length: int | None = None, first: bytes = b"") -> None:
+    def start(self, status: int, headers: bytes, length: int | None = None, first: bytes = b"") -> None:
         """The head of an answer whose body follows with ``write``: chunked unless ``length`` is given.
-        ``first``: a first piece of the body that has already arrived, sent in the same write."""
+        ``headers`` as for ``respond``; ``first``: a first piece of the body that has already arrived, sent in the
+        same write."""
         if self.started or self.lost:
             return
         self.started = True
@@ -224,10 +230,11 @@ class Incoming:
         else:
             self.chunked = True
             tail = _CHUNKED + b"\r\n"
-        parts = self._head(status, headers, tail)
         if first and self.method != "HEAD":
-            parts.append(b"%x\r\n%b\r\n" % (len(first), first) if self.chunked else first)
-        self.proto.write(b"".join(parts))
+            first = b"%x\r\n%b\r\n" % (len(first), first) if self.chunked else first
+        else:
+            first = b""
+        self.proto.write(self._head(status, headers, tail, first))
 
     def send(self, chunk: bytes) -> None:
         """One piece of the body, sent at once (``proto.drain`` is set while the client's connection is full)."""
@@ -259,6 +266,9 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self.guard = server.guard
         self.loop = server.loop
         self.max_body = server.max_body
+        self._max_url = server.max_url
+        self._max_fields = server.max_fields
+        self._max_field_bytes = server.max_field_bytes
         self.transport: asyncio.Transport | None = None
         self.peer: str | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -271,7 +281,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self._phase = NEW
         self._since = self._now = 0.0
         self._in_head = False
-        self._head_bytes = self._url_bytes = self._field_bytes = self._fields = self._hosts = 0
+        self._head_bytes = self._field_bytes = self._hosts = 0
         self._url = b""
         self._headers: Headers = []
         self._host = b""
@@ -344,7 +354,8 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
                 self._refuse(400, "invalid", f"invalid HTTP request: {exc}", "send a valid HTTP/1.1 request")
             self._ready = None
             return
-        self._dispatch()
+        if self._ready is not None:
+            self._dispatch()
         if self._in_head:  # this chunk ended inside a request head (also one pipelined behind a busy request)
             self._head_bytes += len(data)
             if self._head_bytes > self.server.max_head:
@@ -358,25 +369,24 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self._headers = []
         self._host = b""
         self._expect = False
-        self._url_bytes = self._field_bytes = self._fields = self._hosts = self._head_bytes = 0
+        self._field_bytes = self._hosts = self._head_bytes = 0
         if self._phase != HEAD:
             self._phase = HEAD
             self._since = self._now
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        self._url_bytes += len(url)
-        if self._url_bytes > self.server.max_url:
-            self._fail(414, "request_line", f"request target over {self.server.max_url} bytes", "send a shorter URL")
+        url = self._url + url if self._url else url
+        self._url = url
+        if len(url) > self._max_url:
+            self._fail(414, "request_line", f"request target over {self._max_url} bytes", "send a shorter URL")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields += 1
-        self._field_bytes += len(name) + len(value) + 4
-        server = self.server
-        if self._fields > server.max_fields:
-            self._fail(431, "header_count", f"more than {server.max_fields} header fields", _HEADER_HINT)
-        if self._field_bytes > server.max_field_bytes:
-            self._fail(431, "header_bytes", f"request headers over {server.max_field_bytes} bytes", _HEADER_HINT)
+        headers = self._headers  # the fields so far: their count is the limit's
+        size = self._field_bytes = self._field_bytes + len(name) + len(value) + 4
+        if len(headers) >= self._max_fields or size > self._max_field_bytes:
+            if len(headers) >= self._max_fields:
+                self._fail(431, "header_count", f"more than {self._max_fields} header fields", _HEADER_HINT)
+            self._fail(431, "header_bytes", f"request headers over {self._max_field_bytes} bytes", _HEADER_HINT)
         name = name.lower()
         # llhttp keeps trailing whitespace, which is not part of a field value (RFC 9110 §5.5).
         value = value.rstrip(b" \t")
@@ -385,7 +395,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             self._host = value
         elif name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
-        self._headers.append((name, value))
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -427,15 +437,18 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         request = self.parsing
         if request is not None:
             request._take(body)
-            request._wake()
+            if request._waiter is not None:
+                request._wake()
 
     def on_message_complete(self) -> None:
         request, self.parsing = self.parsing, None
         if request is not None:
             request.complete = True
-            request._wake()
-        self._phase = APP if self.active is not None else IDLE
-        if self._phase == IDLE:
+            if request._waiter is not None:
+                request._wake()
+        if self.active is not None:
+            self._phase = APP
+        else:
             self._to_idle()
 
     # -- serving
@@ -456,7 +469,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             except Exception:
                 log.exception("gateway: unhandled error answering %s %s", request.method, request.path)
                 if not request.started:
-                    request.respond(500, [(b"content-type", b"application/json")], b'{"detail":"internal error"}')
+                    request.respond(500, *_INTERNAL_ERROR)
                 if not request.finished:
                     request.finished = True
                     self.close_quietly()
@@ -473,7 +486,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         except Exception:
             log.exception("gateway: unhandled error answering %s %s", request.method, request.path)
             if not request.started:
-                request.respond(500, [(b"content-type", b"application/json")], b'{"detail":"internal error"}')
+                request.respond(500, *_INTERNAL_ERROR)
         finally:
             if not request.finished:
                 # An answer that started and broke off: the client must see it truncated, never complete.

@@ -15,7 +15,6 @@ more than everything else the gateway does, so this module does only what forwar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -48,10 +47,9 @@ class ReadTimeout(UpstreamError):
 
 @dataclass(slots=True)
 class Head:
-    """Status line and headers of an answer."""
+    """Status and headers of an answer (the reason phrase is not kept: the gateway writes its own)."""
 
     status: int
-    reason: bytes
     headers: list[tuple[bytes, bytes]]
     content_length: int | None
 
@@ -66,26 +64,29 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self._last_activity = 0.0
         # Told of every step of the exchange (data parsed, failure, close) while set: the gateway's synchronous
         # path answers a short answer from these callbacks, without a task or a future.
         self.listener: Callable[[Connection], None] | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._loop = asyncio.get_running_loop()
+        self._chunks: deque[bytes] = deque()
         self._reset()
 
     def _reset(self) -> None:
-        self._reason = b""
+        """State of one exchange (the chunk queue is kept and emptied: one fewer allocation per call)."""
         self._headers: list[tuple[bytes, bytes]] = []
+        self._length: int | None = None
+        self._chunked = False
         self.head: Head | None = None  # the answer's head, once parsed
         self._head: asyncio.Future[Head] | None = None  # awaited by ``wait_head``
         self._busy = False  # a request was written and its answer is not complete
-        self._chunks: deque[bytes] = deque()
+        self._chunks.clear()
         self._buffered = 0
         self._waiter: asyncio.Future[None] | None = None
         self._complete = False
         self._error: UpstreamError | None = None
         self._paused = False
-        self._last_activity = 0.0
         self._keep_alive = True
         self._until_close = False  # an answer with neither length nor chunking: it ends with the connection
 
@@ -126,27 +127,26 @@ class Connection(asyncio.Protocol):
 
     # --- httptools callbacks ----------------------------------------------------------------------------
 
-    def on_status(self, status: bytes) -> None:
-        self._reason = status
-
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
+        # The framing headers are noted as they come (by length first: most names are neither), not searched for.
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
+            if value.isdigit():  # llhttp refuses any other value; int() alone would take " 1" or "+1"
+                self._length = int(value)
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = b"chunked" in value.lower()
 
     def on_headers_complete(self) -> None:
-        length: int | None = None
-        chunked = False
-        for name, value in self._headers:
-            if len(name) == 14 and name.lower() == b"content-length":
-                with contextlib.suppress(ValueError):
-                    length = int(value)
-            elif len(name) == 17 and name.lower() == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-        self._keep_alive = self._parser.should_keep_alive()
-        status = self._parser.get_status_code()
-        self._until_close = length is None and not chunked and status not in (204, 304) and status >= 200
-        head = self.head = Head(status, self._reason, self._headers, length)
-        if self._head is not None and not self._head.done():
-            self._head.set_result(head)
+        parser = self._parser
+        self._keep_alive = parser.should_keep_alive()
+        status = parser.get_status_code()
+        length = self._length
+        self._until_close = length is None and not self._chunked and status not in (204, 304) and status >= 200
+        head = self.head = Head(status, self._headers, length)
+        waiter = self._head
+        if waiter is not None and not waiter.done():
+            waiter.set_result(head)
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
@@ -154,13 +154,15 @@ class Connection(asyncio.Protocol):
         if self._buffered > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        if self._waiter is not None:  # a task reads the body (the callbacks' path has no waiter)
+            self._wake()
 
     def on_message_complete(self) -> None:
         self._complete = True
         self._busy = False
         self._active.discard(self)
-        self._wake()
+        if self._waiter is not None:
+            self._wake()
 
     # --- the exchange -----------------------------------------------------------------------------------
 
@@ -339,7 +341,7 @@ class ConnectionPool:
 
     def release(self, conn: Connection) -> None:
         """Return a connection after its exchange: kept if reusable, closed otherwise."""
-        if not conn.reusable:
+        if not (conn._complete and conn._keep_alive and not conn.closed and conn._error is None):  # reusable
             conn.close()
             return
         conn.idle_since = time.monotonic()
@@ -360,13 +362,3 @@ class ConnectionPool:
         self._idle.clear()
         for conn in list(self._active):
             conn.close()
-
-
-def encode_request(method: str, target: str, host: str, headers: list[tuple[bytes, bytes]], body: bytes) -> bytes:
-    """One HTTP/1.1 request as bytes; header values were checked by the server that received them (no CR/LF)."""
-    parts = [f"{method} {target} HTTP/1.1\r\nhost: {host}\r\n".encode()]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"content-length: %d\r\n\r\n" % len(body))
-    parts.append(body)
-    return b"".join(parts)
