@@ -19,20 +19,19 @@ import time
 from binascii import hexlify
 from dataclasses import dataclass
 
-from chutes.core.unique import label_source
+from chutes.core.unique import RandomSlices
 
 SIGNATURE_HEADER = "X-Chutes-Signature"
 MAX_SKEW_SECONDS = 60
 _NONCE_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
-# Nonces must be unique, not secret (the HMAC stops forgeries): 96 random bits, without a system call each
-# (``chutes.core.unique``).
-_draw = label_source().getrandbits
+# 96 random bits per nonce, without a system call each (``chutes.core.unique``).
+_nonce_bytes = RandomSlices(12).take
 
 
 def new_nonce() -> str:
     """A fresh nonce: 24 lower-case hex digits."""
-    return f"{_draw(96):024x}"
+    return _nonce_bytes().hex()
 
 
 class SignatureError(ValueError):
@@ -111,7 +110,7 @@ class Signer:
         ``b"\\n" + METHOD + b"\\n" + path + b"\\n"`` (the gateway keeps it per cord): the gateway's per-call form,
         without the text round trips."""
         t = b"%d" % int(time.time())
-        n = b"%024x" % _draw(96)
+        n = hexlify(_nonce_bytes())
         inner = self._inner.copy()
         inner.update(b"".join((t, b"\n", n, method_path, hexlify(hashlib.sha256(body).digest()))))
         outer = self._outer.copy()

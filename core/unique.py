@@ -1,24 +1,38 @@
 """Unique random labels (signature nonces, invocation ids) without a system call each.
 
 ``os.urandom`` is a ``getrandom`` system call: on the gateway's hot path, two per call (a nonce and an
-invocation id) were a measurable share of its CPU time. These values must be unique, not secret: the HMAC
-secret, not the nonce, stops forged signatures, and an invocation id is a label (the scheduler deduplicates
-metering records by it), never a credential. So they come from a generator seeded once from ``os.urandom``
-(and again in a forked child, so that workers made by ``fork`` never share a sequence): collisions are as
-unlikely as with ``os.urandom`` (the birthday bound of the width), and, unlike a counter, the values tell an
-observer nothing about how many calls the gateway serves. They are predictable to whoever has seen a few
-hundred of them, which is why nothing may use them as secrets.
+invocation id). So the operating system's random bytes are read a page at a time and handed out in slices:
+one system call per few hundred labels, and every label as unpredictable as ``os.urandom`` itself (a seeded
+pseudo-random generator would be cheaper still, but its values can be predicted from a few hundred seen ones;
+nonces and invocation ids should not be). Slices wait in a deque, whose ``popleft`` is atomic, so threads
+never share one; a child made by ``fork`` drops the slices it inherited, so parent and child never hand out
+the same bytes.
 """
 
 from __future__ import annotations
 
 import os
-import random
+from collections import deque
 
 
-def label_source() -> random.Random:
-    """A generator for such labels: seeded from ``os.urandom`` now, and again in a child after ``fork``.
-    Draw with its ``getrandbits`` (a C call: kept as a bound method on hot paths)."""
-    rng = random.Random()  # seeded from os.urandom
-    os.register_at_fork(after_in_child=rng.seed)
-    return rng
+class RandomSlices:
+    """``take()``: ``size`` fresh bytes from ``os.urandom``, read about ``page`` bytes at a time."""
+
+    __slots__ = ("_page", "_ready", "_size")
+
+    def __init__(self, size: int, page: int = 4096) -> None:
+        if not 0 < size <= page:
+            raise ValueError(f"size must be between 1 and page ({page}), not {size}")
+        self._size = size
+        self._page = page - page % size
+        self._ready: deque[bytes] = deque()
+        os.register_at_fork(after_in_child=self._ready.clear)
+
+    def take(self) -> bytes:
+        """The next ``size`` random bytes (never handed out before, in this process or another)."""
+        while True:
+            try:
+                return self._ready.popleft()
+            except IndexError:
+                page, size = os.urandom(self._page), self._size
+                self._ready.extend([page[i : i + size] for i in range(0, len(page), size)])

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from chutes.core.asgi import BodyTooLarge, ClientGone
 from chutes.core.signing import Signer
-from chutes.core.unique import label_source
+from chutes.core.unique import RandomSlices
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
@@ -49,14 +49,13 @@ _JSON_TYPE = (b"content-type", b"application/json")
 _CLIENT_CLOSED = 499  # recorded (never sent) when the client went away before the answer
 _LINES_KEPT = 4096  # request lines kept per (method, target, instance)
 
-# Invocation ids are labels, unique but not secret (``chutes.core.unique``): 128 random bits without a system
-# call per call.
-_draw_id = label_source().getrandbits
+# 128 random bits per invocation id, without a system call per call (``chutes.core.unique``).
+_id_bytes = RandomSlices(16).take
 
 
 def new_invocation_id() -> str:
     """A fresh invocation id: 32 lower-case hex digits."""
-    return f"{_draw_id(128):032x}"
+    return _id_bytes().hex()
 
 
 @dataclass(slots=True)
