@@ -4,6 +4,7 @@ agent's links to Consul and Nomad."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
@@ -47,3 +48,21 @@ class LinkState:
                 "%s %s at %s (%s); retrying with backoff, still probing GPUs", self.name, state, self.address, detail
             )
         self.up = False
+
+    async def attempt(
+        self, step: Callable[[], Awaitable[None]], errors: tuple[type[BaseException], ...], backoff: Backoff
+    ) -> bool:
+        """Run one tick's ``step`` against the service and say whether it succeeded (the link is up and
+        ``backoff`` starts again). One of ``errors`` counts as a failure of the link; any other exception is a bug
+        or an answer we did not expect, logged with its traceback: a loop never dies of it."""
+        try:
+            await step()
+        except errors as exc:
+            self.failed(exc)
+            return False
+        except Exception:
+            self._log.exception("unexpected error talking to %s at %s", self.name, self.address)
+            return False
+        self.ok()
+        backoff.reset()
+        return True

@@ -227,37 +227,34 @@ class Agent:
         )
         registered = False
         lost_in_a_row = 0
+        delay = self.intervals.heartbeat
+
+        async def tick() -> None:
+            nonlocal registered, lost_in_a_row, delay
+            inv = self.inventory
+            assert inv is not None and self.reading is not None
+            healthy, note = describe_health(self.reading)
+            if not registered or service_meta(inv, self.source.name) != self._registered_meta:
+                await self._register(consul, inv, healthy)
+                registered = True
+            if await self._heartbeat(consul, healthy, note):
+                lost_in_a_row = 0
+                self.state.heartbeats += 1
+            else:
+                # Consul forgot the service (restarted without state, or reaped it): register again now,
+                # or after a pause when that keeps happening.
+                lost_in_a_row += 1
+                log.warning("Consul does not know service %s any more; registering it again", self.service_id)
+                registered = False
+                delay = 0 if lost_in_a_row == 1 else backoff.next_delay()
+            if registered:
+                outcome = await kv.publish(inv.model_dump_json().encode(), self.fingerprint)
+                if outcome is Outcome.WRITTEN:
+                    log.debug("inventory written to %s", kv.key)
+
         while True:
             delay = self.intervals.heartbeat
-            try:
-                inv = self.inventory
-                assert inv is not None and self.reading is not None
-                healthy, note = describe_health(self.reading)
-                if not registered or service_meta(inv, self.source.name) != self._registered_meta:
-                    await self._register(consul, inv, healthy)
-                    registered = True
-                if await self._heartbeat(consul, healthy, note):
-                    lost_in_a_row = 0
-                    self.state.heartbeats += 1
-                else:
-                    # Consul forgot the service (restarted without state, or reaped it): register again now,
-                    # or after a pause when that keeps happening.
-                    lost_in_a_row += 1
-                    log.warning("Consul does not know service %s any more; registering it again", self.service_id)
-                    registered = False
-                    delay = 0 if lost_in_a_row == 1 else backoff.next_delay()
-                if registered:
-                    outcome = await kv.publish(inv.model_dump_json().encode(), self.fingerprint)
-                    if outcome is Outcome.WRITTEN:
-                        log.debug("inventory written to %s", kv.key)
-                link.ok()
-                backoff.reset()
-            except CONSUL_ERRORS as exc:
-                link.failed(exc)
-                registered = False
-                delay = backoff.next_delay()
-            except Exception:  # not a network error: a bug or an answer we did not expect; never die of it
-                log.exception("unexpected error talking to Consul at %s", consul.address.url)
+            if not await link.attempt(tick, CONSUL_ERRORS, backoff):
                 registered = False
                 delay = backoff.next_delay()
             self.state.consul_up = bool(link.up)
@@ -288,30 +285,26 @@ class Agent:
         backoff = Backoff(base=min(1.0, self.intervals.heartbeat), cap=self.intervals.backoff_cap)
         applied: dict[str, str] | None = None
         applied_at = 0.0
+
+        async def tick() -> None:
+            nonlocal applied, applied_at
+            if self.nomad_node_id is None:
+                await self._find_nomad_node(nomad)
+            inv = self.inventory
+            assert inv is not None and self.nomad_node_id is not None
+            meta = nomad_meta(inv)
+            now = self.clock()
+            if meta != applied or now - applied_at >= self.intervals.kv_refresh:
+                await nomad.set_meta(self.nomad_node_id, meta)
+                if meta != applied:
+                    log.info(
+                        "Nomad node %s meta: %s", self.nomad_node_id, ", ".join(f"{k}={v}" for k, v in meta.items())
+                    )
+                applied, applied_at = meta, now
+
         while True:
             delay = self.intervals.heartbeat
-            try:
-                if self.nomad_node_id is None:
-                    await self._find_nomad_node(nomad)
-                inv = self.inventory
-                assert inv is not None and self.nomad_node_id is not None
-                meta = nomad_meta(inv)
-                now = self.clock()
-                if meta != applied or now - applied_at >= self.intervals.kv_refresh:
-                    await nomad.set_meta(self.nomad_node_id, meta)
-                    if meta != applied:
-                        log.info(
-                            "Nomad node %s meta: %s", self.nomad_node_id, ", ".join(f"{k}={v}" for k, v in meta.items())
-                        )
-                    applied, applied_at = meta, now
-                link.ok()
-                backoff.reset()
-            except _NOMAD_LOOP_ERRORS as exc:
-                link.failed(exc)
-                applied = None
-                delay = backoff.next_delay()
-            except Exception:  # not a network error: a bug or an answer we did not expect; never die of it
-                log.exception("unexpected error talking to Nomad at %s", nomad.address.url)
+            if not await link.attempt(tick, _NOMAD_LOOP_ERRORS, backoff):
                 applied = None
                 delay = backoff.next_delay()
             self.state.nomad_up = bool(link.up)

@@ -23,7 +23,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -109,6 +109,13 @@ class _Request:
     data: Mapping[str, str] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     content: bytes | None = None
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of ``httpx``'s ``request`` for this request."""
+        return {
+            "json": self.json, "params": self.params, "files": self.files, "data": self.data,
+            "content": self.content, "headers": self.headers or None,
+        }  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------- requests
@@ -196,6 +203,28 @@ def _error_from(response: httpx.Response) -> ChutesAPIError:
     if hint is None:
         hint = _default_hint(response.status_code)
     return ChutesAPIError(response.status_code, detail, hint)
+
+
+def _checked(response: httpx.Response) -> httpx.Response:
+    """The response itself, or the API error it carries (status 400 and up; its body read already)."""
+    if response.status_code >= 400:
+        raise _error_from(response)
+    return response
+
+
+def _unreachable(http: httpx.Client | httpx.AsyncClient, exc: httpx.TransportError) -> ChutesConnectionError:
+    url = str(http.base_url)
+    return ChutesConnectionError(url, _reason(exc), _connection_hint(url))
+
+
+def _invocation(response: httpx.Response) -> Invocation:
+    return Invocation(
+        response.status_code, dict(response.headers), response.content, response.headers.get("content-type", "")
+    )
+
+
+def _builds_on(response: httpx.Response) -> bool:
+    return str(response.headers.get("x-chutes-builds", "off")) == "on"
 
 
 def _validation_detail(raw: Any) -> str:
@@ -307,10 +336,77 @@ def invocation_path(username: str, chute_name: str, path: str) -> str:
     return f"/{quote(username, safe='')}/{slugify(chute_name)}/{path.lstrip('/')}"
 
 
+# ---------------------------------------------------------------------------------------------------- both
+
+_H = TypeVar("_H", httpx.Client, httpx.AsyncClient)
+
+
+class _ClientCore(Generic[_H]):
+    """What both clients hold: the URLs, the key, the caller's name once asked, an HTTP client for the
+    scheduler and one for the gateway (``make(base_url, headers)`` builds them, sync or async)."""
+
+    def __init__(
+        self, api_url: str, api_key: str, gateway_url: str | None, make: Callable[[str, dict[str, str]], _H]
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
+        self.api_key = api_key
+        self._username: str | None = None
+        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
+        self._http: _H = make(self.api_url, headers)
+        self._gw: _H = make(self.gateway_url or "http://gateway.invalid", headers)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> Self:
+        api_url, api_key = settings.require_api()
+        client: Self = cls(api_url, api_key, gateway_url=settings.gateway_url, **kwargs)
+        return client
+
+    def _gateway(self) -> _H:
+        if not self.gateway_url:
+            raise ChutesAPIError(0, "no gateway URL configured", "pass gateway_url= (CLI: --gateway-url)")
+        return self._gw
+
+
+class _EventDecoder:
+    """Turns the lines of a followed events answer (SSE) into events."""
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+
+    def feed(self, line: str) -> list[JSON]:
+        event = self._sse.feed(line)
+        return [_event_from(event)] if event is not None else []
+
+    def finish(self) -> list[JSON]:
+        last = self._sse.flush()
+        return [_event_from(last)] if last is not None else []
+
+
+class _FrameDecoder:
+    """Turns the lines of a streamed invocation into frames: each SSE event's data, or each line of any other
+    answer. An ``error`` event raises."""
+
+    def __init__(self) -> None:
+        self._sse = SSEParser()
+        self._sse_seen = False
+
+    def feed(self, ctype: str, line: str) -> list[str]:
+        if "text/event-stream" not in ctype:
+            return [line]
+        self._sse_seen = True
+        event = self._sse.feed(line)
+        return [_frame(event)] if event is not None else []
+
+    def finish(self) -> list[str]:
+        last = self._sse.flush() if self._sse_seen else None
+        return [_frame(last)] if last is not None else []
+
+
 # ---------------------------------------------------------------------------------------------------- sync
 
 
-class Client:
+class Client(_ClientCore[httpx.Client]):
     """Synchronous client. ``api_url`` is the scheduler, ``gateway_url`` the gateway (for invocations)."""
 
     def __init__(
@@ -322,20 +418,10 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
-        self.api_key = api_key
-        self._username: str | None = None
-        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
-        self._http = httpx.Client(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
-        self._gw = httpx.Client(
-            base_url=self.gateway_url or "http://gateway.invalid", headers=headers, timeout=timeout, transport=transport
-        )
+        def make(base_url: str, headers: dict[str, str]) -> httpx.Client:
+            return httpx.Client(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> Client:
-        api_url, api_key = settings.require_api()
-        return cls(api_url, api_key, gateway_url=settings.gateway_url, **kwargs)
+        super().__init__(api_url, api_key, gateway_url, make)
 
     def close(self) -> None:
         self._http.close()
@@ -352,17 +438,10 @@ class Client:
     def _send(self, req: _Request, http: httpx.Client | None = None) -> httpx.Response:
         http = http or self._http
         try:
-            response = http.request(
-                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data,
-                content=req.content, headers=req.headers or None,
-            )  # fmt: skip
+            response = http.request(req.method, req.path, **req.options())
         except httpx.TransportError as exc:
-            raise ChutesConnectionError(
-                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
-            ) from None
-        if response.status_code >= 400:
-            raise _error_from(response)
-        return response
+            raise _unreachable(http, exc) from None
+        return _checked(response)
 
     def _json(self, req: _Request) -> Any:
         response = self._send(req)
@@ -375,14 +454,12 @@ class Client:
             with http.stream(req.method, req.path, params=req.params, json=req.json, timeout=None) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise _error_from(response)
+                    _checked(response)
                 ctype = response.headers.get("content-type", "")
                 for line in response.iter_lines():
                     yield ctype, line
         except httpx.TransportError as exc:
-            raise ChutesConnectionError(
-                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
-            ) from None
+            raise _unreachable(http, exc) from None
 
     # -- identity, users and keys
 
@@ -470,7 +547,7 @@ class Client:
             if exc.status == 404:
                 return False
             raise
-        return str(response.headers.get("x-chutes-builds", "off")) == "on"
+        return _builds_on(response)
 
     def get_image(self, ref: str) -> JSON:
         """An image by id (or a unique prefix of it, or ``name:tag``)."""
@@ -519,16 +596,12 @@ class Client:
             yield from _items(self._json(req), "events", "items")
             return
         deadline = None if timeout is None else time.monotonic() + timeout
-        parser = SSEParser()
+        decoder = _EventDecoder()
         for _, line in self._stream_lines(req):
-            sse = parser.feed(line)
-            if sse is not None:
-                yield _event_from(sse)
+            yield from decoder.feed(line)
             if deadline is not None and time.monotonic() > deadline:
                 return
-        last = parser.flush()
-        if last is not None:
-            yield _event_from(last)
+        yield from decoder.finish()
 
     def logs(
         self, ref: str, *, follow: bool = False, instance: str | None = None, stream: str = "stdout"
@@ -580,11 +653,6 @@ class Client:
 
     # -- invocations (through the gateway)
 
-    def _gateway(self) -> httpx.Client:
-        if not self.gateway_url:
-            raise ChutesAPIError(0, "no gateway URL configured", "pass gateway_url= (CLI: --gateway-url)")
-        return self._gw
-
     def invoke(
         self,
         chute: str,
@@ -601,9 +669,7 @@ class Client:
         url = invocation_path(username or self.username(), chute, path)
         body = data if method != "GET" else None
         response = self._send(_Request(method, url, json=body), http=self._gateway())
-        return Invocation(
-            response.status_code, dict(response.headers), response.content, response.headers.get("content-type", "")
-        )
+        return _invocation(response)
 
     def invoke_stream(
         self,
@@ -616,19 +682,10 @@ class Client:
     ) -> Iterator[str]:
         """Call a streaming cord and yield its frames as they arrive (the ``data`` of each SSE event)."""
         url = invocation_path(username or self.username(), chute, path)
-        parser = SSEParser()
-        sse_seen = False
+        decoder = _FrameDecoder()
         for ctype, line in self._stream_lines(_Request(method, url, json=data), http=self._gateway()):
-            if "text/event-stream" not in ctype:
-                yield line
-                continue
-            sse_seen = True
-            event = parser.feed(line)
-            if event is not None:
-                yield _frame(event)
-        last = parser.flush() if sse_seen else None
-        if last is not None:
-            yield _frame(last)
+            yield from decoder.feed(ctype, line)
+        yield from decoder.finish()
 
 
 def _frame(event: SSEvent) -> str:
@@ -697,7 +754,7 @@ def _reason(exc: httpx.TransportError) -> str:
 # ---------------------------------------------------------------------------------------------------- async
 
 
-class AsyncClient:
+class AsyncClient(_ClientCore[httpx.AsyncClient]):
     """The asyncio twin of ``Client``: the same methods, awaited (iterators become async iterators)."""
 
     def __init__(
@@ -709,20 +766,10 @@ class AsyncClient:
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.api_url = api_url.rstrip("/")
-        self.gateway_url = gateway_url.rstrip("/") if gateway_url else None
-        self.api_key = api_key
-        self._username: str | None = None
-        headers = {"Authorization": f"Bearer {api_key}", "User-Agent": "chutes-nomad-client"}
-        self._http = httpx.AsyncClient(base_url=self.api_url, headers=headers, timeout=timeout, transport=transport)
-        self._gw = httpx.AsyncClient(
-            base_url=self.gateway_url or "http://gateway.invalid", headers=headers, timeout=timeout, transport=transport
-        )
+        def make(base_url: str, headers: dict[str, str]) -> httpx.AsyncClient:
+            return httpx.AsyncClient(base_url=base_url, headers=headers, timeout=timeout, transport=transport)
 
-    @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> AsyncClient:
-        api_url, api_key = settings.require_api()
-        return cls(api_url, api_key, gateway_url=settings.gateway_url, **kwargs)
+        super().__init__(api_url, api_key, gateway_url, make)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -739,17 +786,10 @@ class AsyncClient:
     async def _send(self, req: _Request, http: httpx.AsyncClient | None = None) -> httpx.Response:
         http = http or self._http
         try:
-            response = await http.request(
-                req.method, req.path, json=req.json, params=req.params, files=req.files, data=req.data,
-                content=req.content, headers=req.headers or None,
-            )  # fmt: skip
+            response = await http.request(req.method, req.path, **req.options())
         except httpx.TransportError as exc:
-            raise ChutesConnectionError(
-                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
-            ) from None
-        if response.status_code >= 400:
-            raise _error_from(response)
-        return response
+            raise _unreachable(http, exc) from None
+        return _checked(response)
 
     async def _json(self, req: _Request) -> Any:
         response = await self._send(req)
@@ -763,14 +803,12 @@ class AsyncClient:
             async with http.stream(req.method, req.path, params=req.params, json=req.json, timeout=None) as response:
                 if response.status_code >= 400:
                     await response.aread()
-                    raise _error_from(response)
+                    _checked(response)
                 ctype = response.headers.get("content-type", "")
                 async for line in response.aiter_lines():
                     yield ctype, line
         except httpx.TransportError as exc:
-            raise ChutesConnectionError(
-                str(http.base_url), _reason(exc), _connection_hint(str(http.base_url))
-            ) from None
+            raise _unreachable(http, exc) from None
 
     async def health(self) -> JSON:
         return dict(await self._json(_Request("GET", "/healthz")) or {})
@@ -833,7 +871,7 @@ class AsyncClient:
             if exc.status == 404:
                 return False
             raise
-        return str(response.headers.get("x-chutes-builds", "off")) == "on"
+        return _builds_on(response)
 
     async def get_image(self, ref: str) -> JSON:
         return dict(await self._json(_Request("GET", f"/v1/images/{_ref(ref)}")))
@@ -880,14 +918,12 @@ class AsyncClient:
             for item in _items(await self._json(req), "events", "items"):
                 yield item
             return
-        parser = SSEParser()
+        decoder = _EventDecoder()
         async for _, line in self._stream_lines(req):
-            sse = parser.feed(line)
-            if sse is not None:
-                yield _event_from(sse)
-        last = parser.flush()
-        if last is not None:
-            yield _event_from(last)
+            for event in decoder.feed(line):
+                yield event
+        for event in decoder.finish():
+            yield event
 
     async def logs(
         self, ref: str, *, follow: bool = False, instance: str | None = None, stream: str = "stdout"
@@ -931,35 +967,21 @@ class AsyncClient:
     async def job_output(self, run_id: str, name: str) -> bytes:
         return (await self._send(_Request("GET", f"/v1/jobs/{_ref(run_id)}/outputs/{quote(name)}"))).content
 
-    def _gateway(self) -> httpx.AsyncClient:
-        if not self.gateway_url:
-            raise ChutesAPIError(0, "no gateway URL configured", "pass gateway_url= (CLI: --gateway-url)")
-        return self._gw
-
     async def invoke(
         self, chute: str, path: str, data: Any = None, *, username: str | None = None, method: str = "POST"
     ) -> Invocation:
         url = invocation_path(username or await self.username(), chute, path)
         body = data if method != "GET" else None
         response = await self._send(_Request(method, url, json=body), http=self._gateway())
-        return Invocation(
-            response.status_code, dict(response.headers), response.content, response.headers.get("content-type", "")
-        )
+        return _invocation(response)
 
     async def invoke_stream(
         self, chute: str, path: str, data: Any = None, *, username: str | None = None, method: str = "POST"
     ) -> AsyncIterator[str]:
         url = invocation_path(username or await self.username(), chute, path)
-        parser = SSEParser()
-        sse_seen = False
+        decoder = _FrameDecoder()
         async for ctype, line in self._stream_lines(_Request(method, url, json=data), http=self._gateway()):
-            if "text/event-stream" not in ctype:
-                yield line
-                continue
-            sse_seen = True
-            event = parser.feed(line)
-            if event is not None:
-                yield _frame(event)
-        last = parser.flush() if sse_seen else None
-        if last is not None:
-            yield _frame(last)
+            for frame in decoder.feed(ctype, line):
+                yield frame
+        for frame in decoder.finish():
+            yield frame

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chutes.devcluster.consul.api_agent import CONSUL, _reply
+from chutes.devcluster.consul.api_agent import CONSUL, _blocking, _reply
 from chutes.devcluster.consul.bodies import norm
 from chutes.devcluster.consul.kv import KVError, entry_json
 from chutes.devcluster.consul.sessions import SessionError
@@ -165,29 +165,23 @@ async def session_renew(request: web.Request) -> web.Response:
 @routes.get("/v1/session/info/{session_id}")
 async def session_info(request: web.Request) -> web.Response:
     state = _state(request)
-    blocking = Blocking.from_request(request)
-    if blocking.active:
-        await state.index.wait_topics(["sessions"], blocking.index, blocking.wait_s)
+    index = await _blocking(request, "sessions")
     session = state.sessions.sessions.get(request.match_info["session_id"])
-    return _reply([state.sessions.to_json(session)] if session else [], state.index.of("sessions"))
+    return _reply([state.sessions.to_json(session)] if session else [], index)
 
 
 @routes.get("/v1/session/list")
 async def session_list(request: web.Request) -> web.Response:
     state = _state(request)
-    blocking = Blocking.from_request(request)
-    if blocking.active:
-        await state.index.wait_topics(["sessions"], blocking.index, blocking.wait_s)
+    index = await _blocking(request, "sessions")
     items = [state.sessions.to_json(s) for s in state.sessions.sessions.values()]
-    return _reply(items, state.index.of("sessions"))
+    return _reply(items, index)
 
 
 @routes.get("/v1/session/node/{node}")
 async def session_node(request: web.Request) -> web.Response:
     state = _state(request)
-    blocking = Blocking.from_request(request)
-    if blocking.active:
-        await state.index.wait_topics(["sessions"], blocking.index, blocking.wait_s)
+    index = await _blocking(request, "sessions")
     node = request.match_info["node"]
     items = [state.sessions.to_json(s) for s in state.sessions.sessions.values() if s.node == node]
-    return _reply(items, state.index.of("sessions"))
+    return _reply(items, index)

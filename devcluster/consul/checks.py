@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from urllib.parse import urlsplit
 
 import aiohttp
 
 from chutes.devcluster.consul.catalog import Catalog
+from chutes.devcluster.consul.reaping import reap_every
 from chutes.devcluster.consul.records import CRITICAL, PASSING, WARNING, Check, CheckDefinition
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class CheckRunner:
         self._session = aiohttp.ClientSession()
         for check in list(self.catalog.checks.values()):
             self.start(check)
-        self._reaper = asyncio.create_task(self._reap_loop(), name="consul-reaper")
+        self._reaper = asyncio.create_task(
+            reap_every(self.reap_interval_s, self.reap, log, "consul reaper"), name="consul-reaper"
+        )
 
     async def close(self) -> None:
         tasks = [*self._tasks.values(), *([self._reaper] if self._reaper else [])]
@@ -128,14 +130,6 @@ class CheckRunner:
             if check.status != CRITICAL and check.consecutive_fail <= d.failures_before_critical:
                 return
         self.catalog.set_status(check.check_id, status, output)
-
-    async def _reap_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.reap_interval_s)
-            try:
-                self.reap(time.monotonic())
-            except Exception:
-                log.exception("consul reaper tick failed")
 
     def reap(self, now: float) -> None:
         for check in list(self.catalog.checks.values()):

@@ -11,6 +11,7 @@ from typing import Any
 
 from chutes.devcluster.consul.catalog import SERF_CHECK, Catalog
 from chutes.devcluster.consul.kv import KVStore
+from chutes.devcluster.consul.reaping import reap_every
 from chutes.devcluster.consul.records import Check, Session
 from chutes.devcluster.durations import NS_PER_S, format_duration
 from chutes.devcluster.state.index import IndexStore
@@ -122,20 +123,14 @@ class Sessions:
     async def open(self) -> None:
         for session in self.sessions.values():
             self._arm(session)
-        self._reaper = asyncio.create_task(self._reap_loop(), name="session-reaper")
+        self._reaper = asyncio.create_task(
+            reap_every(self.reap_interval_s, self.reap, log, "session reaper"), name="session-reaper"
+        )
 
     async def close(self) -> None:
         if self._reaper is not None:
             self._reaper.cancel()
             await asyncio.gather(self._reaper, return_exceptions=True)
-
-    async def _reap_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.reap_interval_s)
-            try:
-                self.reap(time.monotonic())
-            except Exception:
-                log.exception("session reaper tick failed")
 
     def _changed(self) -> None:
         for callback in self.on_change:

@@ -64,15 +64,21 @@ def is_run_token(store_secret: str, run_id: str, token: str) -> bool:
     return hmac.compare_digest(token.encode(), run_token(store_secret, run_id).encode())
 
 
-async def token_secret(session: AsyncSession) -> str:
-    """The store-wide instance-token secret, created on first use (race-safe across schedulers)."""
-    row = await session.get(Setting, TOKEN_SECRET_SETTING)
+async def stored_secret(session: AsyncSession, setting: str) -> str:
+    """The store-wide random secret kept under the settings key ``setting``, created on first use (race-safe
+    across schedulers)."""
+    row = await session.get(Setting, setting)
     if row is not None:
         return row.value
     try:
         async with session.begin_nested():
-            session.add(Setting(key=TOKEN_SECRET_SETTING, value=secrets.token_hex(32)))
+            session.add(Setting(key=setting, value=secrets.token_hex(32)))
     except IntegrityError:
         pass  # another scheduler created it first
-    value = (await session.execute(select(Setting.value).where(Setting.key == TOKEN_SECRET_SETTING))).scalar_one()
+    value = (await session.execute(select(Setting.value).where(Setting.key == setting))).scalar_one()
     return value
+
+
+async def token_secret(session: AsyncSession) -> str:
+    """The store-wide instance-token secret, created on first use (race-safe across schedulers)."""
+    return await stored_secret(session, TOKEN_SECRET_SETTING)

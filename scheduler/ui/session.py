@@ -18,17 +18,13 @@ import base64
 import hashlib
 import hmac
 import json
-import secrets
 import time
 from dataclasses import dataclass
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chutes.scheduler.store.models import Setting
-from chutes.scheduler.store.secrets import looks_like_api_key
+from chutes.scheduler.store.secrets import looks_like_api_key, stored_secret
 
 COOKIE = "chutes_session"
 CSRF_HEADER = "x-chutes-csrf"
@@ -89,12 +85,4 @@ class Keyring:
 
 async def master_secret(session: AsyncSession) -> str:
     """The store-wide session secret, created on first use (race-safe across schedulers)."""
-    row = await session.get(Setting, SECRET_SETTING)
-    if row is not None:
-        return row.value
-    try:
-        async with session.begin_nested():
-            session.add(Setting(key=SECRET_SETTING, value=secrets.token_hex(32)))
-    except IntegrityError:
-        pass  # another scheduler created it first
-    return (await session.execute(select(Setting.value).where(Setting.key == SECRET_SETTING))).scalar_one()
+    return await stored_secret(session, SECRET_SETTING)

@@ -32,7 +32,7 @@ from chutes.devcluster.nomad.container_spec import LABEL_ALLOC, LABEL_OWNER
 from chutes.devcluster.nomad.podman import owner_id
 from tests.support.containers import containers_labelled, local_registry, require_containers, runtime_image
 from tests.support.polling import poll_until
-from tests.support.processes import processes_mentioning, wait_written
+from tests.support.processes import processes_mentioning, terminate, wait_written
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.timeout(600)]
 
@@ -215,13 +215,7 @@ def stack(tmp_path: Path, registry_image: str) -> Iterator[Stack]:
         assert "containers: on (podman" in log_path.read_text()
         yield Stack(proc, info, env, log_path)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 90)
 
 
 def test_killed_container_restarts_without_failed_calls_and_nothing_outlives_its_chute(

@@ -42,7 +42,6 @@ from tests.support.containers import (
     require_containers,
 )
 from tests.support.polling import poll_until
-from tests.support.processes import TestProcess
 from tests.support.stack import Scheduler, Stack, _exe, free_port, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -157,21 +156,6 @@ class World:
         return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
 
 
-def start_gateway(stack: Stack, port: int, sched_url: str, gateway_key: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
-    argv = [
-        _exe("chutes-gateway"), "--host", "127.0.0.1", "--port", str(port), "--scheduler-url", sched_url,
-        "--gateway-key", gateway_key, "--consul-addr", stack.dc.consul_addr, "--hold-timeout", "60",
-        "--wake-interval", "1", "--metering-interval", "0.5",
-    ]  # fmt: skip
-    proc = TestProcess("gateway", argv, stack.workdir / "gateway.log", env)
-    proc.start()
-    stack.procs.append(proc)
-    url = f"http://127.0.0.1:{port}"
-    poll_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, "gateway healthy", 30)
-    return url
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("dashboard")
@@ -210,11 +194,11 @@ def _world(tmp: Path, shots: Path, stack: Stack, build_env: dict[str, str]) -> I
     )
     sched.start()
     sched.wait_healthy()
-    with Client(sched.url, stack.admin_key) as admin:
-        alice = str(admin.create_user("alice")["api_key"])
-        bob = str(admin.create_user("bob")["api_key"])
-        gateway_key = str(admin.create_key("gateway", role="gateway")["api_key"])
-    gateway_url = start_gateway(stack, gateway_port, sched.url, gateway_key)
+    alice, bob, gateway_key = stack.users_and_gateway_key(sched.url)
+    gateway_url = stack.start_gateway(
+        sched.url, gateway_key, "--hold-timeout", "60", "--wake-interval", "1", "--metering-interval", "0.5",
+        port=gateway_port,
+    )  # fmt: skip
     with sync_api.sync_playwright() as pw:
         context = pw.chromium.launch_persistent_context(
             str(tmp / "chromium-profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,

@@ -24,8 +24,7 @@ import pytest
 from chutes.client import Client
 from chutes.identity import chute_id
 from tests.support.polling import poll_until
-from tests.support.processes import TestProcess
-from tests.support.stack import Scheduler, Stack, _exe, scheduler_stack
+from tests.support.stack import Scheduler, Stack, scheduler_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
@@ -93,21 +92,6 @@ def call(world: World, path: str, key: str | None, **body: Any) -> httpx.Respons
     return httpx.post(world.url(path), json=body, headers=headers, timeout=120)
 
 
-def start_gateway(stack: Stack, sched_url: str, gateway_key: str) -> tuple[TestProcess, str]:
-    port_file = stack.workdir / "gateway.port"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
-    argv = [
-        _exe("chutes-gateway"), "--host", "127.0.0.1", "--port", "0", "--port-file", str(port_file),
-        "--scheduler-url", sched_url, "--gateway-key", gateway_key, "--consul-addr", stack.dc.consul_addr,
-        "--domain", "chutes.test", "--hold-timeout", "90", "--wake-interval", "1", "--metering-interval", "0.5",
-    ]  # fmt: skip
-    proc = TestProcess("gateway", argv, stack.workdir / "gateway.log", env)
-    proc.start()
-    stack.procs.append(proc)
-    port = poll_until(lambda: port_file.exists() and port_file.read_text().strip(), "gateway port", 30)
-    return proc, f"http://127.0.0.1:{port}"
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     tmp = tmp_path_factory.mktemp("gw-e2e")
@@ -120,11 +104,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         )
         sched.start()
         sched.wait_healthy()
-        with Client(sched.url, stack.admin_key) as admin:
-            alice = str(admin.create_user("alice")["api_key"])
-            bob = str(admin.create_user("bob")["api_key"])
-            gateway_key = str(admin.create_key("gateway", role="gateway")["api_key"])
-        _, gateway_url = start_gateway(stack, sched.url, gateway_key)
+        alice, bob, gateway_key = stack.users_and_gateway_key(sched.url)
+        gateway_url = stack.start_gateway(
+            sched.url, gateway_key,
+            "--domain", "chutes.test", "--hold-timeout", "90", "--wake-interval", "1", "--metering-interval", "0.5",
+        )  # fmt: skip
         chute_path = tmp / "gw_e2e.py"
         chute_path.write_text(CHUTE)
         with Client(sched.url, alice) as client:

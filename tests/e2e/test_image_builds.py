@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -29,6 +28,7 @@ import pytest
 
 from tests.support.containers import BASE_IMAGE, built_image_chute, require_containers
 from tests.support.polling import poll_until
+from tests.support.processes import terminate
 
 pytestmark = [pytest.mark.e2e, pytest.mark.containers, pytest.mark.timeout(900)]
 
@@ -87,13 +87,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         assert "builds: on" in log_path.read_text()
         yield Stack(info, env, tmp)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 90)
 
 
 def test_build_pushes_a_digest_the_registry_has_and_a_second_build_is_a_cache_hit(stack: Stack) -> None:

@@ -20,6 +20,7 @@ from chutes.scheduler.store import users as users_repo
 from chutes.scheduler.store.image_models import ImageRow
 from chutes.scheduler.store.secrets import token_secret
 from tests.scheduler.server import RunningScheduler, make_config, serve
+from tests.support.archives import Entry, tar_gz
 
 pytestmark = pytest.mark.timeout(60)
 GZIP = {"Content-Type": "application/gzip"}
@@ -39,17 +40,8 @@ def context(tmp_path: Path, username: str = "alice", **extra: bytes) -> bytes:
     return pack(img, chute_dir=tmp_path).archive
 
 
-def raw(entries: list[tarfile.TarInfo | tuple[str, bytes]], dockerfile: str = "FROM base") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for entry in [(DOCKERFILE, dockerfile.encode()), (META_FILE, ImageMeta("alice", "x", "1").to_json()), *entries]:
-            if isinstance(entry, tarfile.TarInfo):
-                tar.addfile(entry)
-            else:
-                info = tarfile.TarInfo(entry[0])
-                info.size = len(entry[1])
-                tar.addfile(info, io.BytesIO(entry[1]))
-    return gzip.compress(buf.getvalue())
+def raw(entries: list[Entry], dockerfile: str = "FROM base") -> bytes:
+    return tar_gz([(DOCKERFILE, dockerfile.encode()), (META_FILE, ImageMeta("alice", "x", "1").to_json()), *entries])
 
 
 def link(name: str, target: str) -> tarfile.TarInfo:

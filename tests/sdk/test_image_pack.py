@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import os
 import tarfile
 from pathlib import Path
@@ -22,6 +20,7 @@ from chutes.image.pack import (
     read_archive,
     write_archive,
 )
+from tests.support.archives import tar_gz
 
 
 def image(tmp_path: Path) -> Image:
@@ -38,19 +37,6 @@ def image(tmp_path: Path) -> Image:
         .add("app", "/srv/app", build_dir=tmp_path)
         .add("setup.sh", "/srv/setup.sh", build_dir=tmp_path)
     )
-
-
-def raw_tar(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for entry in entries:
-            if isinstance(entry, tarfile.TarInfo):
-                tar.addfile(entry)
-            else:
-                info = tarfile.TarInfo(entry[0])
-                info.size = len(entry[1])
-                tar.addfile(info, io.BytesIO(entry[1]))
-    return gzip.compress(buf.getvalue())
 
 
 def meta_entries(dockerfile: str = "FROM localhost/chutes-base:bookworm") -> list[tuple[str, bytes]]:
@@ -127,7 +113,7 @@ def test_oversize_contexts_are_refused_on_both_sides(tmp_path: Path) -> None:
 )
 def test_archives_with_paths_leaving_the_context_are_refused(entry: tuple[str, bytes], message: str) -> None:
     with pytest.raises(ContextError, match=message):
-        read_archive(raw_tar([*meta_entries(), entry]))
+        read_archive(tar_gz([*meta_entries(), entry]))
 
 
 @pytest.mark.parametrize("kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.CHRTYPE, tarfile.FIFOTYPE])
@@ -136,14 +122,14 @@ def test_archives_with_links_or_devices_are_refused(kind: bytes) -> None:
     info.type = kind
     info.linkname = "/etc/shadow"
     with pytest.raises(ContextError, match=r"link|not a regular file"):
-        read_archive(raw_tar([*meta_entries(), info]))
+        read_archive(tar_gz([*meta_entries(), info]))
 
 
 def test_archives_without_the_platform_files_or_with_others_in_its_folder_are_refused() -> None:
     with pytest.raises(ContextError, match=r"no \.chutes/Dockerfile"):
-        read_archive(raw_tar([("app.py", b"x")]))
+        read_archive(tar_gz([("app.py", b"x")]))
     with pytest.raises(ContextError, match="two files"):
-        read_archive(raw_tar([*meta_entries(), (".chutes/extra", b"x")]))
+        read_archive(tar_gz([*meta_entries(), (".chutes/extra", b"x")]))
     with pytest.raises(ContextError, match="not a gzipped tar"):
         read_archive(b"not gzip")
 
@@ -168,7 +154,7 @@ def test_dockerfiles_an_image_cannot_write_are_refused(dockerfile: str) -> None:
     with pytest.raises(ContextError):
         check_dockerfile(dockerfile, {})
     with pytest.raises(ContextError):
-        read_archive(raw_tar(meta_entries(dockerfile)))
+        read_archive(tar_gz(meta_entries(dockerfile)))
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,18 @@ def wait_written(path: Path, proc: subprocess.Popen[bytes], what: str, timeout: 
         return path.exists()
 
     poll_until(written, what, timeout, 0.2, retry_on=())
+
+
+def terminate(proc: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM ``proc`` if it still runs, SIGKILL it after ``grace`` seconds (for a process that stops its own
+    children on SIGTERM, such as ``chutes dev``: a :class:`TestProcess` signals its whole group instead)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _tail(path: Path, limit: int | None = 6000) -> str:

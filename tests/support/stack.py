@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from chutes.client import Client
 from tests.support.devcluster import DevclusterHandle, devcluster
 from tests.support.polling import poll_until
 from tests.support.processes import TestProcess
@@ -116,6 +119,32 @@ class Stack:
         sched = Scheduler(name, argv, self.workdir / f"{name}.log", base, port=port, admin_key=self.admin_key)
         self.procs.append(sched)
         return sched
+
+    def start_gateway(self, sched_url: str, gateway_key: str, *options: str, port: int = 0) -> str:
+        """Start ``chutes-gateway`` (on ``port``; 0: a free one) with this stack's Consul, the scheduler at
+        ``sched_url`` and the extra command-line ``options``; its URL once it answers ``/healthz``."""
+        port_file = self.workdir / "gateway.port"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NOMAD_", "CONSUL_HTTP_", "CHUTES_"))}
+        argv = [
+            _exe("chutes-gateway"), "--host", "127.0.0.1", "--port", str(port), "--port-file", str(port_file),
+            "--scheduler-url", sched_url, "--gateway-key", gateway_key, "--consul-addr", self.dc.consul_addr,
+            *options,
+        ]  # fmt: skip
+        proc = TestProcess("gateway", argv, self.workdir / "gateway.log", env)
+        proc.start()
+        self.procs.append(proc)
+        bound = poll_until(lambda: port_file.exists() and port_file.read_text().strip(), "gateway port", 30)
+        url = f"http://127.0.0.1:{bound}"
+        poll_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, "gateway healthy", 30)
+        return url
+
+    def users_and_gateway_key(self, sched_url: str) -> tuple[str, str, str]:
+        """The API keys of two new users, alice and bob, and a new gateway key (made with the admin key)."""
+        with Client(sched_url, self.admin_key) as admin:
+            alice = str(admin.create_user("alice")["api_key"])
+            bob = str(admin.create_user("bob")["api_key"])
+            gateway_key = str(admin.create_key("gateway", role="gateway")["api_key"])
+        return alice, bob, gateway_key
 
     def close(self) -> None:
         for proc in reversed(self.procs):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -29,6 +30,41 @@ def check_engine_args(
     """The locked revision and the parsed ``engine_args`` of an engine template; a ChuteError if either is bad."""
     locked = helpers.require_revision(builder, model_name, revision)
     return locked, helpers.parse_engine_args(builder, engine_args, forbidden)
+
+
+def openai_server_command(
+    module: str,
+    model_flag: str,
+    model_name: str,
+    served_name: str,
+    revision: str,
+    api_key: str,
+    port: int,
+    args: Sequence[str],
+    options: Sequence[str] = (),
+) -> list[str]:
+    """``python -m <module>``: an OpenAI-compatible engine server (vLLM, SGLang) on 127.0.0.1:``port`` serving
+    ``model_name`` (given after ``model_flag``) at ``revision`` as ``served_name``, behind ``api_key``; ``options``
+    stand before the host and port, the user's ``args`` last."""
+    return [
+        sys.executable,
+        "-m",
+        module,
+        model_flag,
+        model_name,
+        "--served-model-name",
+        served_name,
+        "--revision",
+        revision,
+        "--api-key",
+        api_key,
+        *options,
+        "--host",
+        helpers.ENGINE_HOST,
+        "--port",
+        str(port),
+        *args,
+    ]
 
 
 def serve_engine(

@@ -7,7 +7,6 @@ model's family when ``pooling_type="auto"``); the cords pass ``/v1/embeddings`` 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,7 +14,13 @@ from chutes.chute.base import Chute, ChutePack
 from chutes.chute.errors import ChuteError
 from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template import helpers
-from chutes.chute.template._engine import add_models_cord, check_engine_args, passthrough, serve_engine
+from chutes.chute.template._engine import (
+    add_models_cord,
+    check_engine_args,
+    openai_server_command,
+    passthrough,
+    serve_engine,
+)
 from chutes.chute.template.llm import ENGINE_PORT, FORBIDDEN_ENGINE_ARGS
 from chutes.chute.template.openai import EmbeddingRequest, EmbeddingResponse
 from chutes.image import Image
@@ -50,26 +55,9 @@ def embedding_command(
 ) -> list[str]:
     """The command line that starts vLLM as an embedding server for a chute."""
     args = helpers.with_tensor_parallel(list(engine_args), gpu_count)
-    return [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_name,
-        "--served-model-name",
-        served_name,
-        "--revision",
-        revision,
-        "--api-key",
-        api_key,
-        "--pooler-config",
-        json.dumps(pooler_config, sort_keys=True),
-        "--host",
-        helpers.ENGINE_HOST,
-        "--port",
-        str(port),
-        *args,
-    ]
+    pooler = ["--pooler-config", json.dumps(pooler_config, sort_keys=True)]
+    module = "vllm.entrypoints.openai.api_server"
+    return openai_server_command(module, "--model", model_name, served_name, revision, api_key, port, args, pooler)
 
 
 def build_embedding_chute(

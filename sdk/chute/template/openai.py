@@ -108,13 +108,8 @@ class CompletionResponse(_Open):
     usage: UsageInfo | None = None
 
 
-class CompletionStreamResponse(_Open):
-    id: str
-    object: str = "text_completion"
-    created: int
-    model: str
-    choices: list[CompletionChoice]
-    usage: UsageInfo | None = None
+# A chunk of a streamed completion has the whole answer's fields (no docstring: it would enter the schema).
+class CompletionStreamResponse(CompletionResponse): ...
 
 
 class TokenizeResponse(_Open):

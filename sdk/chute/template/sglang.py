@@ -6,11 +6,11 @@ cord's ``session_kwargs``, as in Chutes). SGLang runs in its own process on 127.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template import helpers
+from chutes.chute.template._engine import openai_server_command
 from chutes.chute.template.llm import ENGINE_PORT, LLMChute, build_llm_chute
 from chutes.chute.template.openai import ChatCompletionRequest as ChatCompletionRequest
 from chutes.chute.template.openai import ChatCompletionResponse as ChatCompletionResponse
@@ -33,24 +33,8 @@ def sglang_command(
 ) -> list[str]:
     """The command line that starts SGLang's server for a chute."""
     args = helpers.with_tensor_parallel(list(engine_args), gpu_count, flag="--tp")
-    return [
-        sys.executable,
-        "-m",
-        "sglang.launch_server",
-        "--model-path",
-        model_name,
-        "--served-model-name",
-        served_name,
-        "--revision",
-        revision,
-        "--api-key",
-        api_key,
-        "--host",
-        helpers.ENGINE_HOST,
-        "--port",
-        str(port),
-        *args,
-    ]
+    module = "sglang.launch_server"
+    return openai_server_command(module, "--model-path", model_name, served_name, revision, api_key, port, args)
 
 
 def build_sglang_chute(

@@ -7,11 +7,11 @@ to the passthrough cords. vLLM runs in its own process: importing this module ne
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
 from chutes.chute.node_selector import NodeSelector
 from chutes.chute.template import helpers
+from chutes.chute.template._engine import openai_server_command
 from chutes.chute.template.llm import ENGINE_PORT, LLMChute, build_llm_chute
 from chutes.chute.template.openai import ChatCompletionRequest as ChatCompletionRequest
 from chutes.chute.template.openai import ChatCompletionResponse as ChatCompletionResponse
@@ -36,24 +36,8 @@ def vllm_command(
     args = helpers.with_tensor_parallel(list(engine_args), gpu_count)
     if "--enable-prompt-tokens-details" not in args:
         args.append("--enable-prompt-tokens-details")
-    return [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        model_name,
-        "--served-model-name",
-        served_name,
-        "--revision",
-        revision,
-        "--api-key",
-        api_key,
-        "--host",
-        helpers.ENGINE_HOST,
-        "--port",
-        str(port),
-        *args,
-    ]
+    module = "vllm.entrypoints.openai.api_server"
+    return openai_server_command(module, "--model", model_name, served_name, revision, api_key, port, args)
 
 
 def build_vllm_chute(
