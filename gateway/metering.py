@@ -26,7 +26,6 @@ import contextlib
 import fcntl
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -59,18 +58,18 @@ def encode_record(
 ) -> bytes:
     """One invocation record as its journal line: the bytes ``json.dumps(record, separators=(",", ":"))`` and a
     newline give, built from the typed fields (strings through json's own escaper, as they may hold anything a
-    user named; floats as ``repr``; a non-finite float, which JSON cannot carry, as 0.0)."""
+    user named; numbers as ``repr``, as json writes them; a non-finite float, which JSON cannot carry, as 0.0)."""
+    e = encode_basestring_ascii
+    duration, started = repr(duration_ms), repr(started_at)
+    if duration[-1] > "9":  # 'nan', 'inf', '-inf' (a finite repr ends with a digit)
+        duration = "0.0"
+    if started[-1] > "9":
+        started = "0.0"
     return (
-        f'{{"invocation_id":{encode_basestring_ascii(invocation_id)},"chute_id":{encode_basestring_ascii(chute_id)},'
-        f'"caller":{encode_basestring_ascii(caller)},"cord":{encode_basestring_ascii(cord)},"status":{int(status)},'
-        f'"duration_ms":{_float(duration_ms)},"bytes_in":{int(bytes_in)},"bytes_out":{int(bytes_out)},'
-        f'"started_at":{_float(started_at)}}}\n'
+        f'{{"invocation_id":{e(invocation_id)},"chute_id":{e(chute_id)},"caller":{e(caller)},"cord":{e(cord)},'
+        f'"status":{status:d},"duration_ms":{duration},"bytes_in":{bytes_in:d},"bytes_out":{bytes_out:d},'
+        f'"started_at":{started}}}\n'
     ).encode()
-
-
-def _float(value: float) -> str:
-    value = float(value)
-    return repr(value) if math.isfinite(value) else "0.0"
 
 
 def json_line(record: Mapping[str, Any]) -> bytes:

@@ -229,8 +229,10 @@ def test_encoded_records_are_the_json_the_scheduler_got_from_json_dumps() -> Non
 
 
 def test_a_non_finite_float_never_reaches_the_json() -> None:
-    line = encode_record("id", "c", "u", "run", 200, float("nan"), 0, 0, float("inf"))
-    assert json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in {line!r}"))["duration_ms"] == 0.0
+    for odd in (float("nan"), float("inf"), float("-inf")):
+        line = encode_record("id", "c", "u", "run", 200, odd, 0, 0, odd)
+        record = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in an encoded record"))
+        assert record["duration_ms"] == record["started_at"] == 0.0
 
 
 async def test_a_batch_body_is_the_records_joined_and_replays_send_the_journalled_lines(tmp_path: Path) -> None:
