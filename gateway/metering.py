@@ -1,6 +1,8 @@
 """Invocation records: collected per call, sent to the scheduler in batches by a background flusher.
 
-``record`` only appends to a bounded queue, so metering never slows or fails a call. The flusher sends a
+``record`` only appends to a bounded queue, so metering never slows or fails a call. A record is encoded
+once, as the JSON line it is journalled as (``encode_record``, from its typed fields); the queue keeps those
+bytes and a batch's body is their join into a JSON array, never a second encoding. The flusher sends a
 batch every ``interval`` seconds (or as soon as ``batch_size`` records wait); a failed send keeps the batch
 and retries with backoff. With a ``reporter`` (``chutes.gateway.utilisation``) each batch carries the
 gateway's utilisation snapshot, and one is sent every ``interval`` even without records, so that the
@@ -30,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,13 +40,47 @@ from prometheus_client import Counter
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[list[dict[str, Any]], dict[str, Any] | None], Awaitable[None]]  # (records, utilisation report)
+# (records: a JSON array of invocation records, utilisation report)
+Sink = Callable[[bytes, dict[str, Any] | None], Awaitable[None]]
+Completion = tuple[str, float]  # (chute id, when the call ended): what the utilisation report counts
+
+
+def encode_record(
+    invocation_id: str,
+    chute_id: str,
+    caller: str,
+    cord: str,
+    status: int,
+    duration_ms: float,
+    bytes_in: int,
+    bytes_out: int,
+    started_at: float,
+) -> bytes:
+    """One invocation record as its journal line: the bytes ``json.dumps(record, separators=(",", ":"))`` and a
+    newline give, built from the typed fields (strings through json's own escaper, as they may hold anything a
+    user named; numbers as ``repr``, as json writes them; a non-finite float, which JSON cannot carry, as 0.0)."""
+    e = encode_basestring_ascii
+    duration, started = repr(duration_ms), repr(started_at)
+    if duration[-1] > "9":  # 'nan', 'inf', '-inf' (a finite repr ends with a digit)
+        duration = "0.0"
+    if started[-1] > "9":
+        started = "0.0"
+    return (
+        f'{{"invocation_id":{e(invocation_id)},"chute_id":{e(chute_id)},"caller":{e(caller)},"cord":{e(cord)},'
+        f'"status":{status:d},"duration_ms":{duration},"bytes_in":{bytes_in:d},"bytes_out":{bytes_out:d},'
+        f'"started_at":{started}}}\n'
+    ).encode()
+
+
+def json_line(record: Mapping[str, Any]) -> bytes:
+    """Any record as a journal line (``encode_record`` is the gateway's fast path for its own records)."""
+    return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
 
 class Reporter(Protocol):
     """What the flusher asks for the report sent with a batch (``chutes.gateway.utilisation``)."""
 
-    def report(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]: ...
+    def report(self, completed: Sequence[Completion]) -> dict[str, Any]: ...
 
     def sent(self, report: Mapping[str, Any]) -> None: ...
 
@@ -57,6 +94,9 @@ class Segment:
     unsent: int = 0
     written: int = 0
     sealed: bool = False
+
+
+Pending = tuple[bytes, str, float, Segment | None]  # (journal line, chute id, end time, its journal file)
 
 
 class InvocationSpool:
@@ -73,9 +113,9 @@ class InvocationSpool:
     def segments(self) -> int:
         return len(self._segments)
 
-    def recover(self) -> list[tuple[dict[str, Any], Segment]]:
+    def recover(self) -> list[Pending]:
         """The records of journal files left behind by a gateway that is gone (oldest first)."""
-        found: list[tuple[dict[str, Any], Segment]] = []
+        found: list[Pending] = []
         for path in sorted(self.directory.glob("*.jsonl"), key=lambda p: (p.stat().st_mtime, p.name)):
             try:
                 fd = os.open(path, os.O_RDWR)
@@ -92,16 +132,16 @@ class InvocationSpool:
             if not records:
                 self._done(segment)
                 continue
-            found.extend((rec, segment) for rec in records)
+            found.extend((line, chute_id, ended, segment) for line, chute_id, ended in records)
         return found
 
-    def append(self, record: dict[str, Any]) -> Segment:
-        """Journal one record (a single write), starting a new file when needed; raises OSError."""
+    def append(self, line: bytes) -> Segment:
+        """Journal one record's line (a single write), starting a new file when needed; raises OSError."""
         segment = self.current
         if segment is None or segment.written >= self.max_segment_records:
             self.seal()
             segment = self._open()
-        os.write(segment.fd, json.dumps(record, separators=(",", ":")).encode() + b"\n")
+        os.write(segment.fd, line)
         segment.unsent += 1
         segment.written += 1
         return segment
@@ -147,7 +187,8 @@ class InvocationSpool:
             os.close(segment.fd)
 
 
-def _read_journal(path: Path) -> list[dict[str, Any]]:
+def _read_journal(path: Path) -> list[tuple[bytes, str, float]]:
+    """The complete records of a journal file: each line as it is (sent as it was written) and its completion."""
     records = []
     with path.open("rb") as handle:
         for line in handle:
@@ -156,8 +197,19 @@ def _read_journal(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 continue  # a line cut short by the crash: that call's record was never complete
             if isinstance(value, dict) and value.get("invocation_id"):
-                records.append(value)
+                if not line.endswith(b"\n"):
+                    line += b"\n"  # a whole object without its newline: a file ending cut between the two
+                records.append((line, *_completion(value)))
     return records
+
+
+def _completion(record: Mapping[str, Any]) -> Completion:
+    chute_id = record.get("chute_id")
+    try:
+        ended = float(record.get("started_at") or 0) + float(record.get("duration_ms") or 0) / 1000
+    except (TypeError, ValueError):
+        ended = 0.0
+    return (chute_id if isinstance(chute_id, str) else "", ended)
 
 
 class InvocationRecorder:
@@ -180,7 +232,7 @@ class InvocationRecorder:
         self._batch_size = batch_size
         self._spool = spool
         self._spool_failed = False
-        self._pending: deque[tuple[dict[str, Any], Segment | None]] = deque()
+        self._pending: deque[Pending] = deque()
         self._max_pending = max_pending
         self._dropped = dropped
         self._sent = sent
@@ -191,12 +243,13 @@ class InvocationRecorder:
     def pending(self) -> int:
         return len(self._pending)
 
-    def record(self, rec: dict[str, Any]) -> None:
-        """Queue one record (never blocks, never raises)."""
+    def record(self, line: bytes, chute_id: str = "", ended: float = 0.0) -> None:
+        """Queue one record, ``line`` as ``encode_record`` makes it, of a call to ``chute_id`` that ended at
+        ``ended`` (never blocks, never raises)."""
         segment: Segment | None = None
         if self._spool is not None:
             try:
-                segment = self._spool.append(rec)
+                segment = self._spool.append(line)
                 self._spool_failed = False
             except OSError as exc:
                 if not self._spool_failed:  # once per outage, not once per call
@@ -206,7 +259,7 @@ class InvocationRecorder:
             self._pending.popleft()  # still in its journal file (if any): the next start replays it
             if self._dropped is not None:
                 self._dropped.inc()
-        self._pending.append((rec, segment))
+        self._pending.append((line, chute_id, ended, segment))
         if len(self._pending) >= self._batch_size:
             self._wakeup.set()
 
@@ -246,8 +299,8 @@ class InvocationRecorder:
         while self._pending or report_due:
             report_due = False
             batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
-            records = [rec for rec, _ in batch]
-            report = None if self._reporter is None else self._reporter.report(records)
+            records = b"[" + b",".join([line for line, _, _, _ in batch]) + b"]"  # newlines are JSON whitespace
+            report = None if self._reporter is None else self._reporter.report([(c, e) for _, c, e, _ in batch])
             try:
                 await self._sink(records, report)
             except BaseException:
@@ -257,7 +310,7 @@ class InvocationRecorder:
                 self._reporter.sent(report)
             if self._spool is not None:
                 per_file: dict[Segment, int] = {}
-                for _, seg in batch:
+                for _, _, _, seg in batch:
                     if seg is not None:
                         per_file[seg] = per_file.get(seg, 0) + 1
                 for segment, count in per_file.items():

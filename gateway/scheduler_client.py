@@ -7,6 +7,7 @@ gateway answers with 503 (or covers with a cached value).
 
 from __future__ import annotations
 
+import json
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -14,6 +15,8 @@ import aiohttp
 from pydantic import ValidationError
 
 from chutes.gateway.routes import Identity, RouteInfo
+
+_JSON = {"Content-Type": "application/json"}
 
 
 class SchedulerUnavailable(RuntimeError):
@@ -29,9 +32,7 @@ class SchedulerAPI(Protocol):
 
     async def wake(self, chute_id: str) -> None: ...
 
-    async def report_invocations(
-        self, records: list[dict[str, Any]], utilisation: dict[str, Any] | None = None
-    ) -> None: ...
+    async def report_invocations(self, records: bytes, utilisation: dict[str, Any] | None = None) -> None: ...
 
 
 class SchedulerClient:
@@ -57,10 +58,13 @@ class SchedulerClient:
             await self._session.close()
             self._session = None
 
-    async def _call(self, method: str, path: str, json: Any = None, absent: tuple[int, ...] = ()) -> Any:
+    async def _call(
+        self, method: str, path: str, json: Any = None, absent: tuple[int, ...] = (), body: bytes | None = None
+    ) -> Any:
         url = self._base + path
+        headers = None if body is None else _JSON
         try:
-            async with self._http().request(method, url, json=json) as resp:
+            async with self._http().request(method, url, json=json, data=body, headers=headers) as resp:
                 if resp.status in absent:
                     return None
                 if resp.status >= 300:
@@ -87,14 +91,13 @@ class SchedulerClient:
         """Ask for at least one instance of ``chute_id`` (idempotent)."""
         await self._call("POST", f"/v1/internal/chutes/{quote(chute_id, safe='')}/wake")
 
-    async def report_invocations(
-        self, records: list[dict[str, Any]], utilisation: dict[str, Any] | None = None
-    ) -> None:
-        """Send one batch of invocation records for metering, with the gateway's utilisation report (if any)."""
-        body: dict[str, Any] = {"records": records}
+    async def report_invocations(self, records: bytes, utilisation: dict[str, Any] | None = None) -> None:
+        """Send one batch of invocation records (``records``: already a JSON array, as the flusher joins them)
+        for metering, with the gateway's utilisation report (if any)."""
+        body = b'{"records":' + records
         if utilisation is not None:
-            body["utilisation"] = utilisation
-        await self._call("POST", "/v1/internal/invocations", body)
+            body += b',"utilisation":' + json.dumps(utilisation, separators=(",", ":")).encode()
+        await self._call("POST", "/v1/internal/invocations", body=body + b"}")
 
 
 def _parse(model: type[Identity] | type[RouteInfo], data: Any) -> Any:

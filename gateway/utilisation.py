@@ -3,8 +3,9 @@
 The balancer already counts the calls this gateway has in flight on each instance, and discovery the calls it
 holds for a chute with no instance yet; the report reads those counters when a batch is sent (never per
 call). The calls completed since the previous report, and when the latest of them ended, come from the
-batch's own invocation records. The scheduler keeps each gateway's latest report and its autoscaler sums them
-over gateways (``chutes.scheduler.utilisation``; the body is in docs/api.md, "Invocation batches").
+batch's own invocation records (their chute and end time, kept beside each encoded record). The scheduler
+keeps each gateway's latest report and its autoscaler sums them over gateways (``chutes.scheduler.utilisation``;
+the body is in docs/api.md, "Invocation batches").
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from chutes.gateway.discovery import ServiceWatch
+from chutes.gateway.metering import Completion
 
 # The Consul service of a chute is ``chute-<chute_id>`` (DESIGN.md, "Nomad job per chute").
 SERVICE_PREFIX = "chute-"
@@ -42,20 +44,19 @@ class UtilisationReporter:
         self._since: float | None = None
         self._last_call: dict[str, float] = {}  # chute id -> when its latest call ended (of those reported)
 
-    def report(self, records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """The snapshot to send with ``records``: every chute this gateway routes to, and those of the records."""
+    def report(self, completed: Sequence[Completion]) -> dict[str, Any]:
+        """The snapshot to send with a batch of records, ``completed`` their (chute id, end time): every chute this
+        gateway routes to, and those of the records."""
         chutes: dict[str, dict[str, Any]] = {}
         for name, watch in self._watches().items():
             if name.startswith(SERVICE_PREFIX):
                 instances = {up.key: {"in_flight": up.in_flight} for up in watch.upstreams}
                 chutes[name[len(SERVICE_PREFIX) :]] = {"held": watch.holders, "completed": 0, "instances": instances}
-        for rec in records:
-            chute_id = rec.get("chute_id")
-            if not isinstance(chute_id, str):
+        for chute_id, ended in completed:
+            if not chute_id:
                 continue
             entry = chutes.setdefault(chute_id, {"held": 0, "completed": 0, "instances": {}})
             entry["completed"] += 1
-            ended = float(rec.get("started_at") or 0) + float(rec.get("duration_ms") or 0) / 1000
             if ended > self._last_call.get(chute_id, 0.0):
                 self._last_call[chute_id] = ended
         # Only chutes still reported are remembered: a chute no longer watched has been idle for a long while.

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from chutes.gateway.discovery import ServiceWatch
-from chutes.gateway.metering import InvocationRecorder, InvocationSpool
+from chutes.gateway.metering import InvocationRecorder, InvocationSpool, encode_record, json_line
 from chutes.gateway.utilisation import UtilisationReporter
 
 
@@ -22,10 +24,11 @@ class Sink:
         self.reports: list[dict[str, Any]] = []
         self.failures = 0
 
-    async def __call__(self, batch: list[dict[str, Any]], report: dict[str, Any] | None) -> None:
+    async def __call__(self, records: bytes, report: dict[str, Any] | None) -> None:
         if self.failures:
             self.failures -= 1
             raise ConnectionError("scheduler down")
+        batch = json.loads(records)  # the body's records array, as the scheduler reads it
         if batch:
             self.batches.append(batch)
         if report is not None:
@@ -44,7 +47,7 @@ async def test_records_arrive_in_batches_in_order() -> None:
     rec = InvocationRecorder(sink, interval=0.05, batch_size=10)
     rec.start()
     for n in range(25):
-        rec.record({"n": n})
+        rec.record(json_line({"n": n}))
     await _until(lambda: sum(len(b) for b in sink.batches) == 25)
     assert [r["n"] for b in sink.batches for r in b] == list(range(25))
     assert max(len(b) for b in sink.batches) <= 10
@@ -57,7 +60,7 @@ async def test_failed_sends_are_retried_without_loss() -> None:
     rec = InvocationRecorder(sink, interval=0.02, batch_size=100)
     rec.start()
     for n in range(5):
-        rec.record({"n": n})
+        rec.record(json_line({"n": n}))
     await _until(lambda: sink.batches, timeout=5)
     assert [r["n"] for r in sink.batches[0]] == [0, 1, 2, 3, 4]
     await rec.close()
@@ -69,7 +72,7 @@ async def test_full_queue_drops_oldest_and_counts() -> None:
     sink = Sink()
     rec = InvocationRecorder(sink, interval=10, batch_size=1000, max_pending=3, dropped=dropped)
     for n in range(5):
-        rec.record({"n": n})
+        rec.record(json_line({"n": n}))
     assert rec.pending == 3
     assert registry.get_sample_value("dropped_total") == 2
     await rec.close()  # the final flush sends what is left
@@ -78,7 +81,7 @@ async def test_full_queue_drops_oldest_and_counts() -> None:
 
 CRASHING_GATEWAY = """
 import asyncio, os, signal, sys
-from chutes.gateway.metering import InvocationRecorder, InvocationSpool
+from chutes.gateway.metering import InvocationRecorder, InvocationSpool, encode_record, json_line
 
 async def never(batch, report):
     raise ConnectionError("scheduler down")
@@ -87,7 +90,7 @@ async def main():
     rec = InvocationRecorder(never, interval=0.01, spool=InvocationSpool(sys.argv[1]))
     rec.start()
     for n in range(int(sys.argv[2])):
-        rec.record({"invocation_id": f"inv-{n}", "n": n})
+        rec.record(json_line({"invocation_id": f"inv-{n}", "n": n}))
         await asyncio.sleep(0)
     await asyncio.sleep(0.1)  # a few failed sends, the files sealed and reopened
     os.kill(os.getpid(), signal.SIGKILL)
@@ -107,7 +110,7 @@ async def test_records_journalled_before_a_crash_are_replayed_once(tmp_path: Pat
     await _until(lambda: sum(len(b) for b in sink.batches) >= 28)
     sent = [r["invocation_id"] for b in sink.batches for r in b]
     assert sorted(sent) == sorted(f"inv-{n}" for n in range(28))  # each once, none lost
-    rec.record({"invocation_id": "inv-new", "n": 99})
+    rec.record(json_line({"invocation_id": "inv-new", "n": 99}))
     await _until(lambda: sum(len(b) for b in sink.batches) == 29)
     await rec.close()
     assert not list(spool_dir.glob("*.jsonl")), "sent records must leave the spool"
@@ -119,7 +122,7 @@ async def test_unsent_records_stay_on_disk_and_a_live_owner_keeps_its_files(tmp_
     first = InvocationRecorder(sink, interval=0.02, spool=InvocationSpool(tmp_path))
     first.start()
     for n in range(5):
-        first.record({"invocation_id": f"a-{n}"})
+        first.record(json_line({"invocation_id": f"a-{n}"}))
     await asyncio.sleep(0.1)
     assert InvocationSpool(tmp_path).recover() == []  # a second gateway leaves the live one's files alone
     await first.close(final_flush_timeout=0.2)  # SIGTERM with the scheduler down: kept for the next start
@@ -149,12 +152,8 @@ async def test_the_report_reads_the_balancers_counters_and_counts_the_batchs_cal
         "not-a-chute": _watch("not-a-chute", {"x": 5}),
     }
     reporter = UtilisationReporter(lambda: watches, "gw-1", clock=lambda: 1000.0)
-    records = [
-        {"chute_id": "c1", "started_at": 990.0, "duration_ms": 500.0},
-        {"chute_id": "c1", "started_at": 995.0, "duration_ms": 1000.0},
-        {"chute_id": "c3", "started_at": 900.0, "duration_ms": 0.0},  # a chute no longer watched
-    ]
-    report = reporter.report(records)
+    completed = [("c1", 990.5), ("c1", 996.0), ("c3", 900.0)]  # c3: a chute no longer watched
+    report = reporter.report(completed)
     assert report == {
         "gateway_id": "gw-1",
         "at": 1000.0,
@@ -184,8 +183,83 @@ async def test_a_report_goes_every_interval_without_calls_and_a_failed_one_loses
     assert all(r["chutes"]["c1"]["completed"] == 0 for r in sink.reports)
     sink.failures = 2  # the scheduler misses the batch with the calls twice
     for n in range(3):
-        rec.record({"invocation_id": f"i{n}", "chute_id": "c1", "started_at": 1.0, "duration_ms": 1.0})
+        rec.record(encode_record(f"i{n}", "c1", "u1", "run", 200, 1.0, 1, 1, 1.0), "c1", 1.001)
     await _until(lambda: sum(r["chutes"]["c1"]["completed"] for r in sink.reports) == 3, timeout=5)
     await rec.close()
     assert sum(r["chutes"]["c1"]["completed"] for r in sink.reports) == 3  # counted once, when accepted
     assert sum(len(b) for b in sink.batches) == 3
+
+
+AWKWARD_STRINGS = [
+    "plain",
+    "ünïcødé ☃ 𝄞 文字",  # non-ASCII, one outside the BMP (a surrogate pair in JSON)
+    'say "hi"',
+    "back\\slash\\",
+    "ctl\x00\x01\x08\t\n\r\x1f\x7f end",
+    "</script><!-- '\u2028\u2029",
+    "",
+]
+AWKWARD_NUMBERS = [
+    (0, 0.0, 0.0),
+    (2**63 + 7, 1e-7, 1733312345.123456),  # an int past 64 bits, a float repr in exponent form
+    (10**30, 123456.789, 1e16),
+    (1, 5e-324, 1.7976931348623157e308),  # the smallest and largest floats
+]
+
+
+def test_encoded_records_are_the_json_the_scheduler_got_from_json_dumps() -> None:
+    for text in AWKWARD_STRINGS:
+        for size, duration_ms, started_at in AWKWARD_NUMBERS:
+            record = {
+                "invocation_id": "0f" * 16,
+                "chute_id": f"chute-{text}",
+                "caller": text,
+                "cord": text,
+                "status": 599,
+                "duration_ms": duration_ms,
+                "bytes_in": size,
+                "bytes_out": size * 3,
+                "started_at": started_at,
+            }
+            line = encode_record(*record.values())  # type: ignore[arg-type]
+            old = json.dumps(record, separators=(",", ":"))
+            assert json.loads(line) == json.loads(old) == record
+            assert line == old.encode() + b"\n"  # byte for byte, even
+            assert line.count(b"\n") == 1  # one journal line, whatever the names hold
+
+
+def test_a_non_finite_float_never_reaches_the_json() -> None:
+    for odd in (float("nan"), float("inf"), float("-inf")):
+        line = encode_record("id", "c", "u", "run", 200, odd, 0, 0, odd)
+        record = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in an encoded record"))
+        assert record["duration_ms"] == record["started_at"] == 0.0
+
+
+async def test_a_batch_body_is_the_records_joined_and_replays_send_the_journalled_lines(tmp_path: Path) -> None:
+    sink = Sink()
+    sink.failures = 10**6  # the scheduler is down: everything stays journalled
+    first = InvocationRecorder(sink, interval=10, spool=InvocationSpool(tmp_path))
+    records = [
+        encode_record(f"id{n}", "c1" if n % 2 else "c2", 'u"1', AWKWARD_STRINGS[n % 7], 200, 1.5, n, n, 100.0 + n)
+        for n in range(6)
+    ]
+    for n, line in enumerate(records):
+        first.record(line, "c1" if n % 2 else "c2", 100.0 + n)
+    await first.close(final_flush_timeout=0.2)
+    (journal,) = tmp_path.glob("*.jsonl")
+    assert journal.read_bytes() == b"".join(records)  # one line per record, as encoded
+    with journal.open("ab") as handle:
+        handle.write(b'{"invocation_id":"cut-sh')  # the crash cut the last write short
+    sink.failures = 0
+    watches = {"chute-c1": _watch("chute-c1", {"i1": 0})}
+    second = InvocationRecorder(
+        sink, interval=0.02, spool=InvocationSpool(tmp_path), reporter=UtilisationReporter(lambda: watches, "gw")
+    )
+    second.start()
+    await _until(lambda: sum(len(b) for b in sink.batches) == 6)
+    await second.close()
+    assert [r for b in sink.batches for r in b] == [json.loads(line) for line in records]
+    completed = {cid: sum(r["chutes"].get(cid, {}).get("completed", 0) for r in sink.reports) for cid in ("c1", "c2")}
+    assert completed == {"c1": 3, "c2": 3}  # the replayed records count as completions, per chute
+    assert sink.reports[0]["chutes"]["c1"]["last_call_at"] == 105.0015  # started_at + duration_ms, from the line
+    assert not list(tmp_path.glob("*.jsonl"))
