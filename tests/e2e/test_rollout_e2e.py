@@ -21,7 +21,6 @@ from nomad.api.exceptions import BadRequestNomadException
 
 from chutes.client import Client
 from chutes.identity import chute_id
-from tests.e2e.test_gateway_e2e import start_gateway
 from tests.support.polling import poll_until
 from tests.support.stack import Scheduler, Stack, scheduler_stack
 
@@ -76,7 +75,10 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, Sched
         with Client(sched.url, stack.admin_key) as admin:
             alice = str(admin.create_user("alice")["api_key"])
             gateway_key = str(admin.create_key("gateway", role="gateway")["api_key"])
-        _, gateway_url = start_gateway(stack, sched.url, gateway_key)
+        gateway_url = stack.start_gateway(
+            sched.url, gateway_key, "--domain", "chutes.test", "--hold-timeout", "90", "--wake-interval", "1",
+            "--metering-interval", "0.5",
+        )  # fmt: skip
         yield stack, sched, alice, gateway_url
 
 
