@@ -34,7 +34,7 @@ import httptools
 
 from chutes.core.asgi import BodyTooLarge, ClientGone
 from chutes.core.edge.limits import EdgeLimits
-from chutes.core.edge.protocol import APP, BODY, HEAD, IDLE, NEW, EdgeGuard, GuardedConnection, _answer, decode_path
+from chutes.core.edge.protocol import APP, BODY, HEAD, NEW, EdgeGuard, GuardedConnection, _answer, decode_path
 
 log = logging.getLogger(__name__)
 
@@ -510,11 +510,6 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             self._start(nxt)
         elif self.parsing is None and not self._in_head:
             self._to_idle()
-
-    def _to_idle(self) -> None:
-        self._phase = IDLE
-        self._since = self.loop.time()
-        self.guard.waiting[self] = None
 
     # -- deadlines and refusals (the guard's sweeper calls ``check``)
 

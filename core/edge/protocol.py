@@ -145,6 +145,12 @@ class GuardedConnection:
                 detail = f"request headers not complete within {limits.header_timeout:g} s"
                 self._refuse(408, "header_timeout", detail, "send the whole request head at once")
 
+    def _to_idle(self) -> None:
+        """Between requests: the idle deadline runs from now, and the guard's sweeper watches this connection."""
+        self._phase = IDLE
+        self._since = self.loop.time()
+        self.guard.waiting[self] = None
+
     def close_quietly(self) -> None:
         self.guard.forget(self)
         if self.transport is not None and not self.transport.is_closing():
@@ -376,11 +382,6 @@ class EdgeProtocol(GuardedConnection, HttpToolsProtocol):
             self._since = self.loop.time()
         else:
             self._to_idle()
-
-    def _to_idle(self) -> None:
-        self._phase = IDLE
-        self._since = self.loop.time()
-        self.guard.waiting[self] = None
 
     # -- deadlines and refusals
 
