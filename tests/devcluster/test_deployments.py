@@ -54,6 +54,12 @@ def test_a_change_rolls_out_one_allocation_at_a_time_after_each_is_healthy(dc: D
         lambda: (d := n.job.get_deployment("rolling")) and d["JobVersion"] == 1 and d, "the second deployment"
     )
     assert deployment["Status"] == "running" and deployment["StatusDescription"] == "Deployment is running"
+    # Scaling is refused while the deployment is active. Asked once, now that it has just started (two
+    # allocations, each healthy for MinHealthyTime, are seconds away): asked near its end, the deployment could
+    # finish between the status read and the call, and the scale would rightly go through.
+    with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
+        _scale(n, "rolling", 3)
+    assert "job scaling blocked due to active deployment" in err.value.nomad_resp.text
     # While it runs: never more than one allocation of the new version that is not yet healthy, and at least
     # one of the old version still running until a new one is healthy.
     seen_mixed = False
@@ -65,11 +71,6 @@ def test_a_change_rolls_out_one_allocation_at_a_time_after_each_is_healthy(dc: D
         assert len(unproven) <= 1, live
         assert old or any((a["DeploymentStatus"] or {}).get("Healthy") for a in new), live
         seen_mixed = seen_mixed or (bool(old) and bool(new))
-        # Scaling is refused while the deployment is active.
-        if n.job.get_deployment("rolling")["Status"] == "running":
-            with pytest.raises(nomad.api.exceptions.BadRequestNomadException) as err:
-                _scale(n, "rolling", 3)
-            assert "job scaling blocked due to active deployment" in err.value.nomad_resp.text
         if _deployment_done(n, "rolling"):
             break
     assert seen_mixed, "the update went one allocation at a time"
