@@ -296,12 +296,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self.peer = peer[0] if isinstance(peer, tuple) else None
         self._since = self._now = self.loop.time()
         self.server.connections.add(self)
-        if not self.guard.admit(self):
-            limit = self.guard.limits.max_connections
-            self._refuse(
-                503, "connections", f"the server is at its limit of {limit} open connections, all busy",
-                "retry shortly", extra=b"retry-after: 1\r\n",
-            )  # fmt: skip
+        self._admit()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)

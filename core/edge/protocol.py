@@ -145,6 +145,15 @@ class GuardedConnection:
                 detail = f"request headers not complete within {limits.header_timeout:g} s"
                 self._refuse(408, "header_timeout", detail, "send the whole request head at once")
 
+    def _admit(self) -> None:
+        """Count this new connection with the guard; past its limit, answer 503 and close."""
+        if not self.guard.admit(self):
+            limit = self.guard.limits.max_connections
+            self._refuse(
+                503, "connections", f"the server is at its limit of {limit} open connections, all busy",
+                "retry shortly", extra=b"retry-after: 1\r\n",
+            )  # fmt: skip
+
     def _to_idle(self) -> None:
         """Between requests: the idle deadline runs from now, and the guard's sweeper watches this connection."""
         self._phase = IDLE
@@ -277,12 +286,7 @@ class EdgeProtocol(GuardedConnection, HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._since = self._now = self.loop.time()
-        if not self.guard.admit(self):
-            limit = self.guard.limits.max_connections
-            self._refuse(
-                503, "connections", f"the server is at its limit of {limit} open connections, all busy",
-                "retry shortly", extra=b"retry-after: 1\r\n",
-            )  # fmt: skip
+        self._admit()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.forget(self)

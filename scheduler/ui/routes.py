@@ -149,13 +149,14 @@ async def sign_out(request: Request) -> Response:
 async def _summaries(services: Services, chutes: list[Chute]) -> dict[str, InstanceSummary]:
     out = {}
     async with services.store.session() as session:
-        for chute in chutes:
-            live = await instances_repo.list_for(session, chute.id, live_only=True)
-            out[chute.id] = InstanceSummary(
-                live=len(live),
-                ready=sum(1 for i in live if i.state == "ready"),
-                gpu_models=sorted({i.gpu_model for i in live if i.gpu_model}),
-            )
+        rows = await instances_repo.list_for_many(session, [c.id for c in chutes])
+    for chute in chutes:
+        live = [i for i in rows.get(chute.id, []) if i.state not in instances_repo.TERMINAL]
+        out[chute.id] = InstanceSummary(
+            live=len(live),
+            ready=sum(1 for i in live if i.state == "ready"),
+            gpu_models=sorted({i.gpu_model for i in live if i.gpu_model}),
+        )
     return out
 
 
