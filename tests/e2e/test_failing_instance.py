@@ -58,9 +58,14 @@ def test_a_crash_looping_instance_is_failing_with_its_reason_and_not_billed(
         assert "exited with code 1" in chute["status_detail"], chute
         (instance,) = [i for i in client.instances("broken") if i["state"] == "failing"]
         assert "exited with code 1" in instance["message"]
-        events = list(client.events("broken"))
-        failing = [e for e in events if e["type"] == "failed" and "is failing" in e["message"]]
-        assert failing, [e["message"] for e in events]
+
+        # GETs show the instances as the cluster view sees them now; the event is written by the recorder (the
+        # leader's reconciler or the deploy watch) on its next pass, so it may arrive a moment later.
+        def failing_events() -> list[dict[str, str]] | None:
+            events = list(client.events("broken"))
+            return [e for e in events if e["type"] == "failed" and "is failing" in e["message"]] and events
+
+        events = poll_until(failing_events, "the recorded 'is failing' event", 30, 0.3)
         assert not any(e["type"] == "ready" for e in events)
         usage = client.usage(chute="broken")
         assert Decimal(usage["total"]["gpu_seconds"]) == 0 and usage["total"]["running_instances"] == 0
