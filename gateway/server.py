@@ -402,12 +402,14 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
                 self._fail(400, "host", "no Host header", "HTTP/1.1 requests must carry a Host header")
         target = self._url
         try:
-            if target[:1] == b"/" and b"#" not in target:  # origin form, what clients send: no URL parser
+            # find() rather than ``in``: bytes.__contains__ tries its operand as an int first, raising and clearing
+            # a TypeError on every call.
+            if target[:1] == b"/" and target.find(b"#") < 0:  # origin form, what clients send: no URL parser
                 raw, _, query_bytes = target.partition(b"?")
             else:
                 url = httptools.parse_url(target)
                 raw, query_bytes = url.path or b"/", url.query or b""
-            path = decode_path(raw) if b"%" in raw else raw.decode("ascii")
+            path = decode_path(raw) if raw.find(b"%") >= 0 else raw.decode("ascii")
         except (httptools.HttpParserInvalidURLError, UnicodeDecodeError, ValueError):
             self._fail(400, "invalid", "invalid request target", "send a valid URL path")
         query = query_bytes.decode("latin-1") if query_bytes else ""

@@ -135,7 +135,7 @@ class Connection(asyncio.Protocol):
             if value.isdigit():  # llhttp refuses any other value; int() alone would take " 1" or "+1"
                 self._length = int(value)
         elif size == 17 and name.lower() == b"transfer-encoding":
-            self._chunked = b"chunked" in value.lower()
+            self._chunked = value.lower().find(b"chunked") >= 0
 
     def on_headers_complete(self) -> None:
         parser = self._parser

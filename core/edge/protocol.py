@@ -362,7 +362,7 @@ class EdgeProtocol(GuardedConnection, HttpToolsProtocol):
         self.guard.waiting.pop(self, None)
         super().on_headers_complete()
         raw = self.scope.get("raw_path")
-        if raw and b"%" in raw:
+        if raw and raw.find(b"%") >= 0:
             self.scope["path"] = self.root_path + decode_path(raw)
 
     def on_message_complete(self) -> None:
