@@ -94,6 +94,9 @@ class Proxy:
         self.metrics = metrics
         self.scheduler = scheduler
         self.pool = ConnectionPool(settings.connect_timeout, settings.read_timeout, settings.upstream_idle_timeout)
+        # read on every call: plain attributes (a pydantic settings field costs a ``__getattr__`` hook)
+        self.max_body = settings.max_body_bytes
+        self.buffer_limit = settings.buffer_limit
         self._last_wake: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # (method, target, instance) -> the request line with the instance's host header, and the request line
@@ -114,13 +117,13 @@ class Proxy:
         if not request.complete or request.too_large or request.expects_continue:
             return False
         body = request.body()
-        if len(body) > self.settings.max_body_bytes:
+        if len(body) > self.max_body:
             return False
-        info = call.route.info
-        watch = self.discovery.watch(info.service)
+        route = call.route
+        watch = self.discovery.watch(route.service)
         if not watch.ready:
             return False
-        up = choose(watch.upstreams, info.concurrency, time.monotonic())
+        up = choose(watch.upstreams, route.concurrency, time.monotonic())
         if isinstance(up, NoUpstream):
             return False
         conn = self.pool.idle(up.host, up.port)
@@ -169,7 +172,7 @@ class Proxy:
             cord = pick_cord(call.cords, call.request.query, call.content_type)
         elapsed = time.perf_counter() - call.started
         self.metrics.observe(call.route.label, cord.name, status, elapsed)
-        chute_id = call.route.info.chute_id
+        chute_id = call.route.chute_id
         line = encode_record(
             call.invocation_id,
             chute_id,
@@ -482,7 +485,7 @@ class _Exchange:
                     return  # the head is still coming
                 if head.status not in _RETRY_STATUSES and not self.call.request.lost:
                     length = head.content_length
-                    if length is None or length > self.proxy.settings.buffer_limit:
+                    if length is None or length > self.proxy.buffer_limit:
                         self._start_stream(conn, head)
                     elif conn.complete:
                         self._answer(conn, head)

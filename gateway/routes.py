@@ -50,7 +50,8 @@ class RouteInfo(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A RouteInfo prepared for the hot path: cords indexed by (method, public path), sharing as a set."""
+    """A RouteInfo prepared for the hot path: cords indexed by (method, public path), sharing as a set, and the
+    fields every call reads as plain attributes (a pydantic model's attribute costs a ``__getattr__`` hook)."""
 
     info: RouteInfo
     #: the cords at each (method, public path): one, or a streaming and a non-streaming one
@@ -58,6 +59,12 @@ class Route:
     shared_with: frozenset[str] = field(default_factory=frozenset)
     label: str = ""  # ``username/name``: the chute label of metrics and logs
     signer: Signer | None = None  # signs calls with the chute's invoke secret (set by ``of``)
+    chute_id: str = ""
+    service: str = ""  # the chute's Consul service
+    concurrency: int = 1
+    owner: str = ""  # the owner's username
+    public: bool = False
+    host_label: str | None = None
 
     @classmethod
     def of(cls, info: RouteInfo) -> Route:
@@ -68,7 +75,8 @@ class Route:
         label = f"{info.username}/{info.name}"
         return cls(
             info=info, cords=cords, shared_with=frozenset(info.shared_with), label=label,
-            signer=Signer(info.invoke_secret),
+            signer=Signer(info.invoke_secret), chute_id=info.chute_id, service=info.service,
+            concurrency=info.concurrency, owner=info.username, public=info.public, host_label=info.host_label,
         )  # fmt: skip
 
     def cords_at(self, method: str, path: str) -> tuple[CordSpec, ...] | None:
@@ -80,12 +88,11 @@ class Route:
 
     def answers(self, target: Target) -> bool:
         """Whether this chute is the one ``target`` addresses: a host label must be the one the chute owns."""
-        return target.label is None or self.info.host_label == target.label
+        return target.label is None or self.host_label == target.label
 
     def allows(self, caller: Identity) -> bool:
         """The owner, users the chute is shared with, and anyone for a public chute may call it."""
-        info = self.info
-        return info.public or caller.username == info.username or caller.username in self.shared_with
+        return self.public or caller.username == self.owner or caller.username in self.shared_with
 
 
 def pick_cord(cords: tuple[CordSpec, ...], query: str, content_type: bytes | None = None) -> CordSpec:
