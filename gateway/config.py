@@ -52,7 +52,10 @@ class GatewaySettings:
 
     # Metering.
     metering_interval: float = 1.0
-    metering_batch: int = 500
+    # Records are sent once this many are queued (else every metering_interval): each send costs the gateway
+    # a few hundred microseconds, so at 10k calls/s a batch of 2000 sends 5 times a second rather than 20. The
+    # scheduler takes up to 10,000 records a batch.
+    metering_batch: int = 2000
     metering_max_pending: int = 100_000
     # Invocation records are journalled here until the scheduler has them (None: memory only, lost on a crash).
     spool_dir: str | None = None
