@@ -291,14 +291,22 @@ class InvocationRecorder:
             log.warning("%d invocation records could not be sent and are lost (no spool directory)", self.pending)
 
     async def flush(self) -> None:
-        """Send every queued record, one batch at a time (with a reporter, at least one batch, maybe empty, with
-        the utilisation report); on failure the unsent batch goes back to the front."""
+        """Send the records queued now, one batch at a time (with a reporter, at least one batch, maybe empty,
+        with the utilisation report); on failure the unsent batch goes back to the front. Records queued while
+        it sends wait for the next flush: draining until the queue is empty sent a batch of the one or two calls
+        that ended during each send, back to back, as long as calls kept coming."""
         if self._spool is not None and self._pending:
             self._spool.seal()  # what is queued now lives in files that can go once it is sent
         report_due = self._reporter is not None
-        while self._pending or report_due:
+        due = len(self._pending)
+        while True:
+            due = min(due, len(self._pending))  # the oldest may have been dropped (max_pending) meanwhile
+            if due <= 0 and not report_due:
+                break
             report_due = False
-            batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
+            size = min(self._batch_size, due)
+            due -= size
+            batch = [self._pending.popleft() for _ in range(size)]
             records = b"[" + b",".join([line for line, _, _, _ in batch]) + b"]"  # newlines are JSON whitespace
             report = None if self._reporter is None else self._reporter.report([(c, e) for _, c, e, _ in batch])
             try:

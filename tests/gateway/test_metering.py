@@ -99,6 +99,31 @@ asyncio.run(main())
 """
 
 
+async def test_calls_ending_while_a_batch_is_sent_wait_for_the_next_send() -> None:
+    """Under steady traffic, a send goes once per interval (or full batch), not once per call that ended while the
+    previous send was on its way (the flusher drained the queue until empty: a POST every call or two)."""
+    sends: list[int] = []
+    rec: InvocationRecorder | None = None
+
+    async def slow_sink(records: bytes, report: dict[str, Any] | None) -> None:
+        sends.append(len(json.loads(records)))
+        assert rec is not None
+        rec.record(json_line({"invocation_id": f"during-{len(sends)}"}))  # a call ends while this one is sent
+        await asyncio.sleep(0.005)
+
+    rec = InvocationRecorder(slow_sink, interval=0.2, batch_size=1000)
+    rec.record(json_line({"invocation_id": "first"}))
+    await asyncio.wait_for(rec.flush(), 2)  # draining until empty never ended here
+    assert sends == [1]  # the call that ended during the send is left for the next flush
+    assert rec.pending == 1
+    await rec.flush()
+    assert sends == [1, 1] and rec.pending == 1
+    rec.start()
+    await asyncio.sleep(0.5)  # the flusher's own loop: one send per interval, never back to back
+    await rec.close(final_flush_timeout=0.5)
+    assert 3 <= len(sends) <= 7, sends
+
+
 async def test_records_journalled_before_a_crash_are_replayed_once(tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
     crashed = subprocess.run([sys.executable, "-c", CRASHING_GATEWAY, str(spool_dir), "28"], timeout=60)
