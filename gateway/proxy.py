@@ -179,10 +179,10 @@ class Proxy:
             call.caller.user_id,
             cord.name,
             status,
-            int(elapsed * 1_000_000) / 1000,  # to the microsecond; round() costs 5x more
+            int(elapsed * 1_000_000),
             bytes_in,
             bytes_out,
-            started_at,
+            int(started_at * 1_000_000),
         )
         recorder.record(line, chute_id, started_at + elapsed)
 
