@@ -281,7 +281,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self._phase = NEW
         self._since = self._now = 0.0
         self._in_head = False
-        self._head_bytes = self._field_bytes = self._hosts = 0
+        self._head_bytes = self._hosts = self._chunk = 0
         self._url = b""
         self._headers: Headers = []
         self._host = b""
@@ -331,6 +331,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             transport.write(data)
 
     def data_received(self, data: bytes) -> None:
+        self._chunk = len(data)
         self._now = self.loop.time()
         if self._phase == BODY:
             self._since = self._now
@@ -364,7 +365,7 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
         self._headers = []
         self._host = b""
         self._expect = False
-        self._field_bytes = self._hosts = self._head_bytes = 0
+        self._hosts = self._head_bytes = 0
         if self._phase != HEAD:
             self._phase = HEAD
             self._since = self._now
@@ -376,12 +377,9 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
             self._fail(414, "request_line", f"request target over {self._max_url} bytes", "send a shorter URL")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers  # the fields so far: their count is the limit's
-        size = self._field_bytes = self._field_bytes + len(name) + len(value) + 4
-        if len(headers) >= self._max_fields or size > self._max_field_bytes:
-            if len(headers) >= self._max_fields:
-                self._fail(431, "header_count", f"more than {self._max_fields} header fields", _HEADER_HINT)
-            self._fail(431, "header_bytes", f"request headers over {self._max_field_bytes} bytes", _HEADER_HINT)
+        headers = self._headers  # the fields so far: their count is the limit's (their bytes: on_headers_complete)
+        if len(headers) >= self._max_fields:
+            self._fail(431, "header_count", f"more than {self._max_fields} header fields", _HEADER_HINT)
         name = name.lower()
         # llhttp keeps trailing whitespace, which is not part of a field value (RFC 9110 §5.5).
         value = value.rstrip(b" \t")
@@ -394,6 +392,12 @@ class HttpProtocol(GuardedConnection, asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        # The header section cannot be longer than the bytes it came in: counted only when those could hold more
+        # than the limit (the usual request arrives in one short read).
+        if self._head_bytes + self._chunk > self._max_field_bytes:
+            size = sum(len(name) + len(value) + 4 for name, value in self._headers)
+            if size > self._max_field_bytes:
+                self._fail(431, "header_bytes", f"request headers over {self._max_field_bytes} bytes", _HEADER_HINT)
         parser = self.parser
         if self._hosts != 1:
             if self._hosts > 1:

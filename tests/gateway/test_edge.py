@@ -33,12 +33,16 @@ pytestmark = pytest.mark.timeout(90)
 ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 
 
-async def _raw(url: str, data: bytes, wait: float = 5.0) -> bytes:
+async def _raw(url: str, data: bytes | list[bytes], wait: float = 5.0) -> bytes:
+    """What the server answers to ``data`` (a list: written piece by piece, 50 ms apart), until it closes."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     try:
-        writer.write(data)
-        await writer.drain()
+        for n, piece in enumerate([data] if isinstance(data, bytes) else data):
+            if n:
+                await asyncio.sleep(0.05)
+            writer.write(piece)
+            await writer.drain()
         chunks = []
         with contextlib.suppress(TimeoutError, ConnectionError):
             async with asyncio.timeout(wait):
@@ -62,6 +66,10 @@ async def test_oversized_headers_missing_host_and_encoded_slashes(
             assert "over 16384 bytes" in (await resp.json())["detail"]
         async with http.post(gw.chute_url("/echo"), json={"text": "ok"}, headers=ALICE) as resp:
             assert resp.status == 200  # a normal call right after
+        # A header section that arrives in reads each under the limit, together over it: refused all the same.
+        padding = [b"X-Pad-%d: %b\r\n" % (n, b"p" * 6000) for n in range(3)]
+        split = await _raw(gw.url, [b"GET /healthz HTTP/1.1\r\nHost: gw\r\n", *padding, b"\r\n"])
+        assert split.startswith(b"HTTP/1.1 431 ") and b"over 16384 bytes" in split, split[:200]
         no_host = await _raw(gw.url, b"POST /alice/gwtest/echo HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}")
         assert no_host.startswith(b"HTTP/1.1 400 ") and b"no Host header" in no_host
         two = await _raw(gw.url, b"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: alice-gwtest.chutes.test\r\n\r\n")
