@@ -26,6 +26,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "discovery": ["--reps", "1"],
     "edge": ["--calls", "150", "--flood-seconds", "8"],
     "gateway_overhead": ["--seconds", "2", "--rounds", "3", "--clients", "1,16", "--stream-calls", "40"],
+    "gateway_percall": ["--calls", "5000", "--rounds", "3"],
     "invalidation": ["--rounds", "8", "--ttl-rounds", "1"],
     "placement": ["--decisions", "150"],
     "placement_at_scale": ["--sizes", "200", "--decisions", "10"],

@@ -21,8 +21,8 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ORDER = (
-    "gateway_overhead", "placement", "placement_at_scale", "cold_start", "container_cold_start", "image_build",
-    "discovery", "invalidation", "resources", "agent_resources", "runtime_overhead", "edge",
+    "gateway_overhead", "gateway_percall", "placement", "placement_at_scale", "cold_start", "container_cold_start",
+    "image_build", "discovery", "invalidation", "resources", "agent_resources", "runtime_overhead", "edge",
 )  # fmt: skip
 
 
