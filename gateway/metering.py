@@ -226,6 +226,12 @@ def _completion(record: Mapping[str, Any]) -> Completion:
     return (chute_id if isinstance(chute_id, str) else "", ended)
 
 
+# The scheduler refuses a JSON body over 1 MiB (``chutes.scheduler.api.limits``): a batch's records stop short of
+# half of that, whatever their names hold, so that the utilisation report beside them always fits too. A batch
+# it refused would be sent again, and refused again, for ever.
+BATCH_BYTES = 512 * 1024
+
+
 class InvocationRecorder:
     """Buffers invocation records and ships them to ``sink`` in the background."""
 
@@ -239,11 +245,13 @@ class InvocationRecorder:
         sent: Counter | None = None,
         spool: InvocationSpool | None = None,
         reporter: Reporter | None = None,
+        batch_bytes: int = BATCH_BYTES,
     ) -> None:
         self._sink = sink
         self._reporter = reporter
         self._interval = interval
         self._batch_size = batch_size
+        self._batch_bytes = batch_bytes
         self._spool = spool
         self._spool_failed = False
         self._pending: deque[Pending] = deque()
@@ -318,9 +326,8 @@ class InvocationRecorder:
             if due <= 0 and not report_due:
                 break
             report_due = False
-            size = min(self._batch_size, due)
-            due -= size
-            batch = [self._pending.popleft() for _ in range(size)]
+            batch = self._take(min(self._batch_size, due))
+            due -= len(batch)
             records = b"[" + b",".join([line for line, _, _, _ in batch]) + b"]"  # newlines are JSON whitespace
             report = None if self._reporter is None else self._reporter.report([(c, e) for _, c, e, _ in batch])
             try:
@@ -339,6 +346,18 @@ class InvocationRecorder:
                     self._spool.ack(segment, count)
             if self._sent is not None:
                 self._sent.inc(len(batch))
+
+    def _take(self, most: int) -> list[Pending]:
+        """Up to ``most`` of the oldest records, fewer when they would pass ``batch_bytes`` (one at least)."""
+        pending, limit = self._pending, self._batch_bytes
+        batch: list[Pending] = []
+        size = 0
+        while len(batch) < most:
+            size += len(pending[0][0]) + 1
+            if batch and size > limit:
+                break
+            batch.append(pending.popleft())
+        return batch
 
     async def _run(self) -> None:
         failures = 0

@@ -98,6 +98,29 @@ asyncio.run(main())
 """
 
 
+async def test_a_batch_stays_under_its_byte_cap_so_the_scheduler_never_refuses_it() -> None:
+    """The scheduler refuses a JSON body over 1 MiB, and a refused batch would be retried for ever: batches are
+    cut by size as well as by count (a record over the cap on its own still goes, alone)."""
+    sink = Sink()
+    bodies: list[int] = []
+
+    async def measuring_sink(records: bytes, report: dict[str, Any] | None) -> None:
+        bodies.append(len(records))
+        await sink(records, report)
+
+    rec = InvocationRecorder(measuring_sink, batch_size=100, batch_bytes=1000)
+    lines = [json_line({"invocation_id": f"i{n}", "pad": "x" * 280}) for n in range(10)]
+    big = json_line({"invocation_id": "big", "pad": "y" * 3000})
+    for line in [*lines[:5], big, *lines[5:]]:
+        rec.record(line)
+    await rec.flush()
+    assert [len(b) for b in sink.batches] == [3, 2, 1, 3, 2]  # ~300-byte records: three fit in 1000 bytes
+    assert max(n for n in bodies if n < 3000) <= 1000 + 2
+    sent = [r["invocation_id"] for b in sink.batches for r in b]
+    assert sent == [f"i{n}" for n in range(5)] + ["big"] + [f"i{n}" for n in range(5, 10)]  # in order, all
+    assert rec.pending == 0
+
+
 async def test_calls_ending_while_a_batch_is_sent_wait_for_the_next_send() -> None:
     """Under steady traffic, a send goes once per interval (or full batch), not once per call that ended while the
     previous send was on its way (the flusher drained the queue until empty: a POST every call or two)."""
