@@ -94,9 +94,6 @@ class Proxy:
         self.metrics = metrics
         self.scheduler = scheduler
         self.pool = ConnectionPool(settings.connect_timeout, settings.read_timeout, settings.upstream_idle_timeout)
-        # read on every call: plain attributes (a pydantic settings field costs a ``__getattr__`` hook)
-        self.max_body = settings.max_body_bytes
-        self.buffer_limit = settings.buffer_limit
         self._last_wake: dict[str, float] = {}
         self._background: set[asyncio.Task[None]] = set()
         # (method, target, instance) -> the request line with the instance's host header, and the request line
@@ -117,7 +114,7 @@ class Proxy:
         if not request.complete or request.too_large or request.expects_continue:
             return False
         body = request.body()
-        if len(body) > self.max_body:
+        if len(body) > self.settings.max_body_bytes:
             return False
         route = call.route
         watch = self.discovery.watch(route.service)
@@ -485,7 +482,7 @@ class _Exchange:
                     return  # the head is still coming
                 if head.status not in _RETRY_STATUSES and not self.call.request.lost:
                     length = head.content_length
-                    if length is None or length > self.proxy.buffer_limit:
+                    if length is None or length > self.proxy.settings.buffer_limit:
                         self._start_stream(conn, head)
                     elif conn.complete:
                         self._answer(conn, head)

@@ -59,12 +59,21 @@ class Route:
     shared_with: frozenset[str] = field(default_factory=frozenset)
     label: str = ""  # ``username/name``: the chute label of metrics and logs
     signer: Signer | None = None  # signs calls with the chute's invoke secret (set by ``of``)
-    chute_id: str = ""
-    service: str = ""  # the chute's Consul service
-    concurrency: int = 1
-    owner: str = ""  # the owner's username
-    public: bool = False
-    host_label: str | None = None
+    # Copies of ``info``'s fields that every call reads, taken from it once (never passed in)
+    chute_id: str = field(init=False)
+    service: str = field(init=False)  # the chute's Consul service
+    concurrency: int = field(init=False)
+    owner: str = field(init=False)  # the owner's username
+    public: bool = field(init=False)
+    host_label: str | None = field(init=False)
+
+    def __post_init__(self) -> None:
+        info = self.info
+        for name, value in (
+            ("chute_id", info.chute_id), ("service", info.service), ("concurrency", info.concurrency),
+            ("owner", info.username), ("public", info.public), ("host_label", info.host_label),
+        ):  # fmt: skip
+            object.__setattr__(self, name, value)  # frozen: set once, here
 
     @classmethod
     def of(cls, info: RouteInfo) -> Route:
@@ -75,8 +84,7 @@ class Route:
         label = f"{info.username}/{info.name}"
         return cls(
             info=info, cords=cords, shared_with=frozenset(info.shared_with), label=label,
-            signer=Signer(info.invoke_secret), chute_id=info.chute_id, service=info.service,
-            concurrency=info.concurrency, owner=info.username, public=info.public, host_label=info.host_label,
+            signer=Signer(info.invoke_secret),
         )  # fmt: skip
 
     def cords_at(self, method: str, path: str) -> tuple[CordSpec, ...] | None:
