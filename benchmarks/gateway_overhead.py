@@ -170,13 +170,11 @@ class Proc:
     log: Path
     child: TestProcess
 
-    def cpu_seconds(self) -> float:
-        """CPU time (user + system) of the process and all its descendants still running."""
-        return sum(sum(_cpu_of(pid)) for pid in _tree(self.proc.pid))
-
-    def user_seconds(self) -> float:
-        """User-mode CPU time of the process and its descendants (the rest is the kernel's, on its behalf)."""
-        return sum(_cpu_of(pid)[0] for pid in _tree(self.proc.pid))
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time of the process and all its descendants still running: (user + system, user alone; the rest
+        is the kernel's, on its behalf)."""
+        times = [_cpu_of(pid) for pid in _tree(self.proc.pid)]
+        return sum(u + s for u, s in times), sum(u for u, _ in times)
 
 
 def _tree(pid: int) -> list[int]:
@@ -469,12 +467,12 @@ async def one_round(
     port: int, path: str, clients: int, seconds: float, count: int, watched: list[Proc], workdir: Path
 ) -> dict[str, Any]:
     """One timed round on one path, with the CPU time per call of each watched process tree."""
-    before = [(p.cpu_seconds(), p.user_seconds()) for p in watched]
+    before = [p.cpu_seconds() for p in watched]
     if shutil.which("wrk"):
         result = await wrk_round(port, path, clients, seconds, count, workdir)
     else:
         result = await asyncio_round(port, path, clients, seconds, count)
-    used = [(p.cpu_seconds() - b[0], p.user_seconds() - b[1]) for p, b in zip(watched, before, strict=True)]
+    used = [(now[0] - b[0], now[1] - b[1]) for now, b in zip([p.cpu_seconds() for p in watched], before, strict=True)]
     n = max(result["requests"], 1)
     result["cpu_us_per_request"] = {p.name: u[0] / n * 1e6 for p, u in zip(watched, used, strict=True)}
     result["user_us_per_request"] = {p.name: u[1] / n * 1e6 for p, u in zip(watched, used, strict=True)}
