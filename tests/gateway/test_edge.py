@@ -8,7 +8,6 @@ measured side by side in ``benchmarks/edge.py``, not here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ from tests.gateway.support import (
     wait_passing,
 )
 from tests.support.devcluster import DevclusterHandle
+from tests.support.rawhttp import exchange
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -34,23 +34,8 @@ ALICE = {"Authorization": f"Bearer {ALICE_KEY}"}
 
 
 async def _raw(url: str, data: bytes | list[bytes], wait: float = 5.0) -> bytes:
-    """What the server answers to ``data`` (a list: written piece by piece, 50 ms apart), until it closes."""
     host, port = url.removeprefix("http://").split(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
-    try:
-        for n, piece in enumerate([data] if isinstance(data, bytes) else data):
-            if n:
-                await asyncio.sleep(0.05)
-            writer.write(piece)
-            await writer.drain()
-        chunks = []
-        with contextlib.suppress(TimeoutError, ConnectionError):
-            async with asyncio.timeout(wait):
-                while chunk := await reader.read(65536):
-                    chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        writer.close()
+    return await exchange(host, int(port), data, wait)
 
 
 async def test_oversized_headers_missing_host_and_encoded_slashes(

@@ -21,6 +21,7 @@ import uvicorn
 
 from chutes.core.edge.limits import EdgeLimits
 from chutes.core.edge.protocol import EdgeGuard, decode_path
+from tests.support.rawhttp import exchange
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -42,18 +43,7 @@ class Served:
 
     async def exchange(self, raw: bytes, wait: float = 5.0) -> bytes:
         """Send ``raw`` on a new connection; everything answered until the server closes it (or ``wait``)."""
-        reader, writer = await self.open()
-        try:
-            writer.write(raw)
-            await writer.drain()
-            chunks = []
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    while chunk := await reader.read(65536):
-                        chunks.append(chunk)
-            return b"".join(chunks)
-        finally:
-            writer.close()
+        return await exchange("127.0.0.1", self.port, raw, wait)
 
     async def get(self, path: str = "/echo", wait: float = 5.0) -> bytes:
         return await self.exchange(f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode(), wait)
