@@ -43,14 +43,16 @@ def _state(request: web.Request) -> ConsulState:
     return request.app[CONSUL]
 
 
-def _reply(data: Any, index: int) -> web.Response:
+def reply(data: Any, index: int) -> web.Response:
+    """A Consul read's JSON answer with its index and the leader headers real Consul sends."""
     resp = json_response(data, index, "X-Consul-Index")
     resp.headers["X-Consul-KnownLeader"] = "true"
     resp.headers["X-Consul-LastContact"] = "0"
     return resp
 
 
-async def _blocking(request: web.Request, *topics: str) -> int:
+async def blocking_index(request: web.Request, *topics: str) -> int:
+    """Wait as a blocking query asks (``?index=&wait=``) for a change of ``topics``; their index now."""
     state = _state(request)
     blocking = Blocking.from_request(request)
     if blocking.active:
@@ -315,20 +317,20 @@ def _agent_health_code(status: str) -> int:
 @routes.get("/v1/health/service/{name}")
 async def health_service(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    index = await _blocking(request, f"svc:{name}")
+    index = await blocking_index(request, f"svc:{name}")
     entries = _state(request).catalog.health_entries(
         name, passing=query_bool(request, "passing"), tags=request.query.getall("tag", [])
     )
-    return _reply(_filtered(request, entries), index)
+    return reply(_filtered(request, entries), index)
 
 
 @routes.get("/v1/health/checks/{name}")
 async def health_checks(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    index = await _blocking(request, f"svc:{name}")
+    index = await blocking_index(request, f"svc:{name}")
     catalog = _state(request).catalog
     checks = [catalog.check_json(c) for c in sorted(catalog.checks.values(), key=lambda c: c.check_id)]
-    return _reply(_filtered(request, [c for c in checks if c["ServiceName"] == name]), index)
+    return reply(_filtered(request, [c for c in checks if c["ServiceName"] == name]), index)
 
 
 @routes.get("/v1/health/state/{state}")
@@ -336,21 +338,21 @@ async def health_state(request: web.Request) -> web.Response:
     wanted = request.match_info["state"]
     if wanted not in (*STATUSES, "any"):
         raise bad_request(f"Invalid state '{wanted}'", "use passing, warning, critical or any")
-    index = await _blocking(request, "checks")
+    index = await blocking_index(request, "checks")
     catalog = _state(request).catalog
     checks = [catalog.serf_check_json(n) for n in sorted(catalog.nodes)]
     checks += [catalog.check_json(c) for c in sorted(catalog.checks.values(), key=lambda c: c.check_id)]
-    return _reply(_filtered(request, [c for c in checks if wanted in ("any", c["Status"])]), index)
+    return reply(_filtered(request, [c for c in checks if wanted in ("any", c["Status"])]), index)
 
 
 @routes.get("/v1/health/node/{node}")
 async def health_node(request: web.Request) -> web.Response:
     node = request.match_info["node"]
-    index = await _blocking(request, "checks")
+    index = await blocking_index(request, "checks")
     catalog = _state(request).catalog
     checks = [catalog.serf_check_json(node)] if node in catalog.nodes else []
     checks += [catalog.check_json(c) for c in catalog.checks.values() if c.node == node]
-    return _reply(_filtered(request, checks), index)
+    return reply(_filtered(request, checks), index)
 
 
 # -- catalog -----------------------------------------------------------------------------------------------
@@ -358,35 +360,35 @@ async def health_node(request: web.Request) -> web.Response:
 
 @routes.get("/v1/catalog/services")
 async def catalog_services(request: web.Request) -> web.Response:
-    index = await _blocking(request, "services")
-    return _reply(_state(request).catalog.catalog_services(), index)
+    index = await blocking_index(request, "services")
+    return reply(_state(request).catalog.catalog_services(), index)
 
 
 @routes.get("/v1/catalog/service/{name}")
 async def catalog_service(request: web.Request) -> web.Response:
     name = request.match_info["name"]
-    index = await _blocking(request, f"svc:{name}")
+    index = await blocking_index(request, f"svc:{name}")
     catalog = _state(request).catalog
     tags = request.query.getall("tag", [])
     items = [
         catalog.catalog_service_json(s) for s in catalog.instances(name) if not tags or all(t in s.tags for t in tags)
     ]
-    return _reply(_filtered(request, items), index)
+    return reply(_filtered(request, items), index)
 
 
 @routes.get("/v1/catalog/nodes")
 async def catalog_nodes(request: web.Request) -> web.Response:
-    index = await _blocking(request, "nodes")
+    index = await blocking_index(request, "nodes")
     catalog = _state(request).catalog
-    return _reply(_filtered(request, [catalog.node_json(n) for n in sorted(catalog.nodes)]), index)
+    return reply(_filtered(request, [catalog.node_json(n) for n in sorted(catalog.nodes)]), index)
 
 
 @routes.get("/v1/catalog/node/{node}")
 async def catalog_node(request: web.Request) -> web.Response:
     node = request.match_info["node"]
-    index = await _blocking(request, "services", "nodes")
+    index = await blocking_index(request, "services", "nodes")
     catalog = _state(request).catalog
     if node not in catalog.nodes:
-        return _reply(None, index)
+        return reply(None, index)
     services = {s.id: catalog.service_json(s) for s in catalog.services.values() if s.node == node}
-    return _reply({"Node": catalog.node_json(node), "Services": services}, index)
+    return reply({"Node": catalog.node_json(node), "Services": services}, index)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from chutes.devcluster.consul.api_agent import CONSUL, _blocking, _reply
+from chutes.devcluster.consul.api_agent import CONSUL, blocking_index, reply
 from chutes.devcluster.consul.bodies import norm
 from chutes.devcluster.consul.kv import KVError, entry_json
 from chutes.devcluster.consul.sessions import SessionError
@@ -53,12 +53,12 @@ async def kv_get(request: web.Request) -> web.StreamResponse:
         found = state.kv.keys(key, request.query.get("separator") or None)
         if not found:
             return _reply_404(index)
-        return _reply(found, index)
+        return reply(found, index)
     if recurse:
         entries = state.kv.prefix(key)
         if not entries:
             return _reply_404(index)
-        return _reply([entry_json(e) for e in entries], index)
+        return reply([entry_json(e) for e in entries], index)
     entry = state.kv.get(key)
     if entry is None:
         return _reply_404(index)
@@ -66,7 +66,7 @@ async def kv_get(request: web.Request) -> web.StreamResponse:
         resp = web.Response(body=entry.value, content_type="application/octet-stream")
         resp.headers["X-Consul-Index"] = str(index)
         return resp
-    return _reply([entry_json(entry)], index)
+    return reply([entry_json(entry)], index)
 
 
 def _reply_404(index: int) -> web.Response:
@@ -165,23 +165,23 @@ async def session_renew(request: web.Request) -> web.Response:
 @routes.get("/v1/session/info/{session_id}")
 async def session_info(request: web.Request) -> web.Response:
     state = _state(request)
-    index = await _blocking(request, "sessions")
+    index = await blocking_index(request, "sessions")
     session = state.sessions.sessions.get(request.match_info["session_id"])
-    return _reply([state.sessions.to_json(session)] if session else [], index)
+    return reply([state.sessions.to_json(session)] if session else [], index)
 
 
 @routes.get("/v1/session/list")
 async def session_list(request: web.Request) -> web.Response:
     state = _state(request)
-    index = await _blocking(request, "sessions")
+    index = await blocking_index(request, "sessions")
     items = [state.sessions.to_json(s) for s in state.sessions.sessions.values()]
-    return _reply(items, index)
+    return reply(items, index)
 
 
 @routes.get("/v1/session/node/{node}")
 async def session_node(request: web.Request) -> web.Response:
     state = _state(request)
-    index = await _blocking(request, "sessions")
+    index = await blocking_index(request, "sessions")
     node = request.match_info["node"]
     items = [state.sessions.to_json(s) for s in state.sessions.sessions.values() if s.node == node]
-    return _reply(items, index)
+    return reply(items, index)
