@@ -63,7 +63,13 @@ def test_kill_during_deploy_then_restart_converges_without_duplicates(tmp_path: 
             assert [j["ID"] for j in nomad.jobs.get_jobs(prefix=f"chute-{cid}")] == [f"chute-{cid}"]
             allocs = _running_allocs(st, cid)
             assert len(allocs) == 1
-            kinds = [e["type"] for e in client.events(cid)]
+
+            # A GET shows the cluster view's status at once; the recorder writes the "ready" event on its next pass.
+            def recorded_ready() -> list[str] | None:
+                found = [e["type"] for e in client.events(cid)]
+                return found if "ready" in found else None
+
+            kinds = poll_until(recorded_ready, "the recorded 'ready' event", 30, 0.3)
             assert kinds[:2] == ["accepted", "registered"] and "ready" in kinds
 
             # Kill it again with everything running, restart: nothing is registered twice or replaced.
