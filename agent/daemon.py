@@ -267,7 +267,8 @@ class Agent:
 
     async def _deregister(self, consul: ConsulLink) -> None:
         try:
-            await asyncio.wait_for(consul.deregister(self.service_id), timeout=5)
+            async with asyncio.timeout(5):
+                await consul.deregister(self.service_id)
             log.info("deregistered service %s from Consul", self.service_id)
         except CONSUL_ERRORS as exc:
             log.warning(

@@ -79,7 +79,8 @@ class ServiceWatch:
     async def wait_changed(self, seconds: float) -> None:
         """Wait until the table changes or ``seconds`` pass."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._changed.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._changed.wait()
 
 
 class ConsulDiscovery:

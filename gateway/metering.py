@@ -304,7 +304,8 @@ class InvocationRecorder:
                 await self._task
             self._task = None
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.flush(), final_flush_timeout)
+            async with asyncio.timeout(final_flush_timeout):
+                await self.flush()
         if self._spool is not None:
             left = self._spool.close()
             if left:
@@ -363,7 +364,8 @@ class InvocationRecorder:
         failures = 0
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await self.flush()

@@ -218,7 +218,8 @@ class Proxy:
         watch = self.discovery.watch(info.service)
         if not watch.loaded.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(watch.loaded.wait(), settings.first_table_wait)
+                async with asyncio.timeout(settings.first_table_wait):
+                    await watch.loaded.wait()
         avoid: set[str] = set()
         attempts = busy = unreachable = last = 0
         while True:

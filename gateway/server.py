@@ -581,10 +581,12 @@ class HttpServer:
         if self.connections:
             self.emptied.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.emptied.wait(), grace)
+                async with asyncio.timeout(grace):
+                    await self.emptied.wait()
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.abort()
         if self._server is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await self._server.wait_closed()

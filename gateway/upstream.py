@@ -328,10 +328,10 @@ class ConnectionPool:
         key = (host, port)
         loop = asyncio.get_running_loop()
         try:
-            transport, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: Connection(key, self.read_timeout, self._active), host, port),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                transport, conn = await loop.create_connection(
+                    lambda: Connection(key, self.read_timeout, self._active), host, port
+                )
         except TimeoutError:
             raise ConnectFailed(f"connecting to {host}:{port} timed out after {self.connect_timeout:.0f}s") from None
         except OSError as exc:

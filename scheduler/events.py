@@ -111,4 +111,5 @@ class EventHub:
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await changed.wait()

@@ -84,7 +84,8 @@ class InvalidationPublisher:
         if notice.empty():
             return True
         try:
-            await asyncio.wait_for(self._append(notice), self.timeout)
+            async with asyncio.timeout(self.timeout):
+                await self._append(notice)
         except PUBLISH_ERRORS as exc:
             self._queue(notice, exc)
             return False
@@ -141,7 +142,8 @@ class InvalidationPublisher:
                 users=[u for n in batch for u in n.users],
             )
             try:
-                await asyncio.wait_for(self._append(merged), max(self.timeout, 5.0))
+                async with asyncio.timeout(max(self.timeout, 5.0)):
+                    await self._append(merged)
             except PUBLISH_ERRORS as exc:
                 log.debug("access-change retry failed: %r", exc)
                 continue

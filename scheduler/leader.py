@@ -151,7 +151,7 @@ class LeaderElector:
             while True:
                 if not self.is_leader and holder is None:
                     acquire = self.consul.kv.put(self.key, self.identity, acquire=session_id)
-                    if await self._race(asyncio.wait_for(acquire, self.timeout_s), keeper):
+                    if await self._race(_within(self.timeout_s, acquire), keeper):
                         await self._gain(session_id)
                     elif index:
                         # Free but refused: Consul's lock-delay after the last holder's session ended. Poll.
@@ -172,7 +172,7 @@ class LeaderElector:
         wait = f"{self.wait_s:g}s" if index else None
         read = self.consul.kv.get(self.key, index=index or None, wait=wait)
         limit = (self.wait_s * 17 / 16 if index else 0) + self.timeout_s
-        raw_index, data = await self._race(asyncio.wait_for(read, limit), keeper)
+        raw_index, data = await self._race(_within(limit, read), keeper)
         try:
             new_index = max(1, int(raw_index))
         except (TypeError, ValueError):
@@ -206,7 +206,8 @@ class LeaderElector:
             await asyncio.sleep(interval)
             sent = time.monotonic()
             try:
-                renewed = await asyncio.wait_for(self.consul.session.renew(session_id), timeout=self.ttl_s / 4)
+                async with asyncio.timeout(self.ttl_s / 4):
+                    renewed = await self.consul.session.renew(session_id)
             except consul.NotFound:
                 raise SessionLost("Consul no longer knows the session (expired or destroyed)") from None
             except CONSUL_ERRORS as exc:
@@ -259,6 +260,13 @@ async def current_leader(consul_client: Any, key: str = LEADER_KEY) -> str | Non
         return None
     value = data.get("Value")
     return value.decode() if isinstance(value, bytes) else value
+
+
+async def _within(seconds: float, awaitable: Awaitable[Any]) -> Any:
+    # asyncio.timeout, not wait_for: on 3.11 wait_for returns the result (dropping the cancellation) when the
+    # call finishes in the same loop pass as a cancel, and a dropped cancel left a stopping elector hanging.
+    async with asyncio.timeout(seconds):
+        return await awaitable
 
 
 async def _call(callback: Callback | None, name: str) -> None:

@@ -82,7 +82,8 @@ async def run_forever(loop: LeaderLoop, stop: asyncio.Event, metrics: SchedulerM
             failures = 0
         delay = backoff_delay(loop.interval, failures, loop.max_backoff)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
 
 
 class LoopRunner:

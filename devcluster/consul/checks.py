@@ -50,7 +50,8 @@ async def probe_tcp(d: CheckDefinition) -> tuple[str, str]:
     parts = urlsplit(f"//{d.tcp}")
     host, port = parts.hostname or "127.0.0.1", parts.port or 0
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), d.timeout_s)
+        async with asyncio.timeout(d.timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
         writer.close()
         return PASSING, f"TCP connect {d.tcp}: Success"
     except TimeoutError:

@@ -50,7 +50,8 @@ class EventBroker:
         waiter = asyncio.Event()
         self._waiters.add(waiter)
         try:
-            await asyncio.wait_for(waiter.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await waiter.wait()
         except TimeoutError:
             pass
         finally:

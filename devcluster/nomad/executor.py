@@ -188,7 +188,8 @@ class TaskRunner:
                 details={"restart_reason": "Restart within policy", "start_delay": str(int(delay * NS_PER_S))},
             )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.owner.stop_event.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self.owner.stop_event.wait()
         if self.state.state != "dead":
             self._finish(failed=False)
 
@@ -325,7 +326,8 @@ class TaskRunner:
         else:
             _kill_group(proc.pid, sig)
             try:
-                await asyncio.wait_for(self.exited.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self.exited.wait()
             except TimeoutError:
                 _kill_group(proc.pid, signal.SIGKILL)
                 await self.exited.wait()
@@ -336,13 +338,15 @@ class TaskRunner:
         driver, alloc_id = self.owner.docker_driver(), self.owner.alloc.id
         await driver.signal(alloc_id, self.name, signal.Signals(sig).name)
         try:
-            await asyncio.wait_for(self.exited.wait(), kill_timeout_s)
+            async with asyncio.timeout(kill_timeout_s):
+                await self.exited.wait()
             return
         except TimeoutError:
             pass
         await driver.signal(alloc_id, self.name, "SIGKILL")
         try:
-            await asyncio.wait_for(self.exited.wait(), 10.0)
+            async with asyncio.timeout(10.0):
+                await self.exited.wait()
         except TimeoutError:
             # The attached client hangs on a container that is gone: end it, run() removes what is left.
             if self.proc is not None:

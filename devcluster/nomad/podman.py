@@ -117,7 +117,8 @@ class Podman:
             env={**self.env, **env} if env else self.env,
         )
         try:
-            out, err = await asyncio.wait_for(proc.communicate(), limit_s)
+            async with asyncio.timeout(limit_s):
+                out, err = await proc.communicate()
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()

@@ -65,7 +65,8 @@ class IndexStore:
                 return
             event = self._changed
             try:
-                await asyncio.wait_for(event.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await event.wait()
             except TimeoutError:
                 return
 

@@ -17,7 +17,7 @@ from typing import Any
 import consul.aio
 import pytest
 
-from chutes.scheduler.leader import LEADER_KEY, LeaderElector, current_leader
+from chutes.scheduler.leader import LEADER_KEY, LeaderElector, _within, current_leader
 from tests.support.devcluster import DevclusterHandle, devcluster
 
 pytestmark = pytest.mark.timeout(60)
@@ -224,3 +224,15 @@ async def test_losing_consul_steps_down_before_the_session_could_expire(electors
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         LeaderElector(object(), ttl_s=0)
+
+
+async def test_a_cancel_that_lands_as_a_call_completes_still_stops_the_caller() -> None:
+    # The race behind a CI hang: on 3.11, asyncio.wait_for returned the result and dropped such a cancel, so a
+    # stopping elector's renewal loop ran on and stop() waited forever.
+    reply: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    caller = asyncio.create_task(_within(5, reply))
+    await asyncio.sleep(0)  # the caller now waits on the reply
+    reply.set_result("renewed")
+    caller.cancel()  # in the same loop pass as the reply
+    with pytest.raises(asyncio.CancelledError):
+        await caller

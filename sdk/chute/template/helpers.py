@@ -197,7 +197,8 @@ async def launch_engine(
             await stop_engine(process)
             raise RuntimeError(f"engine was not ready after {timeout_s:g} s")
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(process.wait(), timeout=poll_s)
+            async with asyncio.timeout(poll_s):
+                await process.wait()
 
 
 async def stop_engine(process: asyncio.subprocess.Process | None, grace_s: float = 15.0) -> None:
@@ -207,7 +208,8 @@ async def stop_engine(process: asyncio.subprocess.Process | None, grace_s: float
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, 15)
     try:
-        await asyncio.wait_for(process.wait(), timeout=grace_s)
+        async with asyncio.timeout(grace_s):
+            await process.wait()
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, 9)
