@@ -1,12 +1,14 @@
 """Maps the top-level folders onto the ``chutes`` namespace (see DESIGN.md, "Components and layout").
 
 Metadata lives in pyproject.toml; this file only computes ``packages`` and ``package_dir`` so that a new
-sub-package inside any folder is picked up without editing a list by hand.
+sub-package inside any folder is picked up without editing a list by hand. It also declares the three small C
+accelerators of the gateway's per-call work (optional: without a compiler or OpenSSL's headers the install
+goes on and the pure-Python forms serve; docs/architecture.md, "Inside the gateway").
 """
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 
 ROOT = Path(__file__).parent
 FOLDERS = {
@@ -33,5 +35,11 @@ def _packages() -> tuple[list[str], dict[str, str]]:
     return packages, package_dir
 
 
+EXTENSIONS = [
+    Extension("chutes.core._hmac", ["core/_hmac.c"], libraries=["crypto"], optional=True),
+    Extension("chutes.gateway._records", ["gateway/_records.c"], optional=True),
+    Extension("chutes.gateway._headers", ["gateway/_headers.c"], optional=True),
+]
+
 PACKAGES, PACKAGE_DIR = _packages()
-setup(packages=PACKAGES, package_dir=PACKAGE_DIR)
+setup(packages=PACKAGES, package_dir=PACKAGE_DIR, ext_modules=EXTENSIONS)

@@ -12,6 +12,11 @@ from collections.abc import Iterable
 
 from chutes.core.signing import SIGNATURE_HEADER
 
+try:  # the common case of both functions in C (gateway/_headers.c), built by the install where a compiler is
+    from chutes.gateway import _headers as _native
+except ImportError:  # not built: the Python forms below serve, with the same bytes
+    _native = None  # type: ignore[assignment]
+
 INVOCATION_ID_HEADER = "X-Chutes-Invocation-Id"
 _INVOCATION_ID = INVOCATION_ID_HEADER.lower().encode()
 _SIGNATURE = SIGNATURE_HEADER.lower().encode()
@@ -74,6 +79,30 @@ def upstream_request(
     checked by the server that received them: no CR or LF): ``request_line`` (method, target and the
     instance's ``host`` header, kept by the proxy per cord and instance), the client's headers that may pass,
     the gateway's (``X-Forwarded-*``, the invocation id, the signature), the length and the body."""
+    if _native is not None and type(client_headers) is list:
+        built = _native.upstream_request(
+            request_line, client_headers, _REQUEST_DROP, client_ip, host, scheme, invocation_id, signature, body
+        )
+        if built is not None:  # None: an X-Forwarded-For to extend or a Connection header, done in Python
+            return built
+    return python_upstream_request(
+        request_line, client_headers, client_ip=client_ip, host=host, scheme=scheme, invocation_id=invocation_id,
+        signature=signature, body=body,
+    )  # fmt: skip
+
+
+def python_upstream_request(
+    request_line: bytes,
+    client_headers: Iterable[tuple[bytes, bytes]],
+    *,
+    client_ip: bytes | None,
+    host: bytes,
+    scheme: bytes,
+    invocation_id: bytes,
+    signature: bytes,
+    body: bytes,
+) -> bytes:
+    """``upstream_request`` in Python: every case (the C form leaves the rare ones to this)."""
     parts = [request_line]
     forwarded: bytes | None = None
     named: set[bytes] | None = None
@@ -102,6 +131,15 @@ def upstream_request(
 def client_response_head(upstream_headers: Iterable[tuple[bytes, bytes]], invocation_id: bytes) -> bytes:
     """The header lines (each ending in CRLF) of the answer to the client: the instance's that may pass, names
     lower-case, repeats such as ``Set-Cookie`` kept, then ``X-Chutes-Invocation-Id``."""
+    if _native is not None and type(upstream_headers) is list:
+        head = _native.client_response_head(upstream_headers, _RESPONSE_DROP, invocation_id)
+        if head is not None:  # None: a Connection header, done in Python
+            return head
+    return python_client_response_head(upstream_headers, invocation_id)
+
+
+def python_client_response_head(upstream_headers: Iterable[tuple[bytes, bytes]], invocation_id: bytes) -> bytes:
+    """``client_response_head`` in Python: every case (the C form leaves a Connection header to this)."""
     parts: list[bytes] = []
     named: set[bytes] | None = None
     for name, value in upstream_headers:

@@ -38,6 +38,11 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+try:  # the record's formatting in C (gateway/_records.c), built by the install where a compiler is
+    from chutes.gateway._records import format_record as _format_record
+except ImportError:  # not built: the pure-Python form serves, with the same bytes
+    _format_record = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 # (records: a JSON array of invocation records, utilisation report)
@@ -74,6 +79,17 @@ def encode_record(
         if len(_middles) >= _MIDDLES_KEPT:  # bounded: many callers only cost escaping again
             _middles.clear()
         _middles[key] = middle
+    if _format_record is not None:
+        line = _format_record(invocation_id, middle, status, duration_us, bytes_in, bytes_out, started_us)
+        if line is not None:  # None: an id that needs escaping
+            return line
+    return format_record(invocation_id, middle, status, duration_us, bytes_in, bytes_out, started_us)
+
+
+def format_record(
+    invocation_id: str, middle: bytes, status: int, duration_us: int, bytes_in: int, bytes_out: int, started_us: int
+) -> bytes:
+    """``encode_record``'s line from the escaped ``middle`` (the pure-Python form of gateway/_records.c)."""
     duration_us = max(duration_us, 0)
     started_us = max(started_us, 0)
     if invocation_id.isascii() and invocation_id.isalnum():  # the gateway's own ids (hex): nothing to escape

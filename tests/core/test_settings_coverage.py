@@ -40,6 +40,7 @@ TEST_VARIABLES = {
     "CHUTES_NOMAD_OPENAPI",
     "CHUTES_TEST_CHROMIUM",
     "CHUTES_DOCS_SCREENSHOTS",
+    "CHUTES_PURE_PYTHON",
 }
 #: A read in a test or a benchmark (where CHUTES_* names are also made up as data, so only reads count).
 READ = re.compile(r'(?:environ\.get\(|getenv\(|environ\[|_VAR = )\s*"(CHUTES_[A-Z0-9_]*[A-Z0-9])"')
