@@ -1,7 +1,7 @@
 """Maps the top-level folders onto the ``chutes`` namespace (see DESIGN.md, "Components and layout").
 
 Metadata lives in pyproject.toml; this file only computes ``packages`` and ``package_dir`` so that a new
-sub-package inside any folder is picked up without editing a list by hand. It also declares the three small C
+sub-package inside any folder is picked up without editing a list by hand. It also declares the four small C
 accelerators of the gateway's per-call work (optional: without a compiler or OpenSSL's headers the install
 goes on and the pure-Python forms serve; docs/architecture.md, "Inside the gateway").
 """
@@ -37,6 +37,7 @@ def _packages() -> tuple[list[str], dict[str, str]]:
 
 EXTENSIONS = [
     Extension("chutes.core._hmac", ["core/_hmac.c"], libraries=["crypto"], optional=True),
+    Extension("chutes.core._unique", ["core/_unique.c"], optional=True),
     Extension("chutes.gateway._records", ["gateway/_records.c"], optional=True),
     Extension("chutes.gateway._headers", ["gateway/_headers.c"], optional=True),
 ]

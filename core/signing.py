@@ -19,7 +19,7 @@ import time
 from binascii import hexlify
 from dataclasses import dataclass
 
-from chutes.core.unique import RandomSlices
+from chutes.core.unique import random_hex
 
 try:  # the C form of ``Signer.header`` (core/_hmac.c), built by the install where a compiler and OpenSSL are
     from chutes.core._hmac import HeaderSigner as _NativeSigner
@@ -31,12 +31,13 @@ MAX_SKEW_SECONDS = 60
 _NONCE_RE = re.compile(r"^[0-9a-f]{8,64}$")
 
 # 96 random bits per nonce, without a system call each (``chutes.core.unique``).
-_nonce_bytes = RandomSlices(12).take
+_nonces = random_hex(12)
+_nonce_hex = _nonces.take_bytes
 
 
 def new_nonce() -> str:
     """A fresh nonce: 24 lower-case hex digits."""
-    return _nonce_bytes().hex()
+    return _nonces.take_str()
 
 
 class SignatureError(ValueError):
@@ -118,9 +119,9 @@ class Signer:
         without the text round trips."""
         native = self._native
         if native is not None:
-            value: bytes = native.header(method_path, body, hexlify(_nonce_bytes()))
+            value: bytes = native.header(method_path, body, _nonce_hex())
             return value
-        return self.header_at(method_path, body, int(time.time()), hexlify(_nonce_bytes()))
+        return self.header_at(method_path, body, int(time.time()), _nonce_hex())
 
     def header_at(self, method_path: bytes, body: bytes, timestamp: int, nonce: bytes) -> bytes:
         """``header`` in pure Python, for a given time and nonce (hex digits)."""

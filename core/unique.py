@@ -12,7 +12,14 @@ the same bytes.
 from __future__ import annotations
 
 import os
+from binascii import hexlify
 from collections import deque
+from typing import Protocol
+
+try:  # the C form of ``RandomHex`` (core/_unique.c), built by the install where a compiler is
+    from chutes.core._unique import RandomHex as _NativeRandomHex
+except ImportError:  # not built: the pure-Python form serves
+    _NativeRandomHex = None  # type: ignore[assignment,misc]
 
 
 class RandomSlices:
@@ -36,3 +43,45 @@ class RandomSlices:
             except IndexError:
                 page, size = os.urandom(self._page), self._size
                 self._ready.extend([page[i : i + size] for i in range(0, len(page), size)])
+
+
+class HexLabels(Protocol):
+    """Random labels as lower-case hex digits (two per random byte)."""
+
+    def take_str(self) -> str: ...
+
+    def take_bytes(self) -> bytes: ...
+
+    def discard(self) -> None: ...
+
+
+class RandomHex:
+    """``RandomSlices`` handed out as hex digits: the pure-Python form of core/_unique.c's ``RandomHex``."""
+
+    __slots__ = ("_slices",)
+
+    def __init__(self, size: int, page: int = 4096) -> None:
+        self._slices = RandomSlices(size, page)
+
+    def take_str(self) -> str:
+        """The next label: ``2 * size`` hex digits."""
+        return self._slices.take().hex()
+
+    def take_bytes(self) -> bytes:
+        """The next label as bytes."""
+        return hexlify(self._slices.take())
+
+    def discard(self) -> None:
+        """Drop the slices read so far (the next label comes from a fresh page)."""
+        self._slices._ready.clear()
+
+
+def random_hex(size: int, page: int = 4096) -> HexLabels:
+    """A source of random hex labels of ``size`` bytes: in C where core/_unique.c was built (a label then costs
+    no Python call of its own; the gateway draws two per call), else ``RandomHex``. Either way a forked child
+    never hands out its parent's labels."""
+    if _NativeRandomHex is None:
+        return RandomHex(size, page)
+    source = _NativeRandomHex(size, page)
+    os.register_at_fork(after_in_child=source.discard)
+    return source

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from chutes.core.asgi import BodyTooLarge, ClientGone
 from chutes.core.signing import Signer
-from chutes.core.unique import RandomSlices
+from chutes.core.unique import random_hex
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
@@ -47,12 +47,9 @@ _CLIENT_CLOSED = 499  # recorded (never sent) when the client went away before t
 _LINES_KEPT = 4096  # request lines kept per (method, target, instance)
 
 # 128 random bits per invocation id, without a system call per call (``chutes.core.unique``).
-_id_bytes = RandomSlices(16).take
-
-
-def new_invocation_id() -> str:
-    """A fresh invocation id: 32 lower-case hex digits."""
-    return _id_bytes().hex()
+_ids = random_hex(16)
+#: A fresh invocation id: 32 lower-case hex digits.
+new_invocation_id = _ids.take_str
 
 
 @dataclass(slots=True)
