@@ -1,6 +1,7 @@
-"""The C forms of the gateway's per-call work (core/_hmac.c, gateway/_records.c, gateway/_headers.c) give the
-same bytes as the pure-Python forms, whatever the input; and the install builds them (set CHUTES_PURE_PYTHON=1
-where it cannot: no compiler or no OpenSSL headers, and the gateway runs on the Python forms)."""
+"""The C forms of the gateway's per-call work (core/_hmac.c, gateway/_records.c, gateway/_headers.c; core/_unique.c
+in test_unique.py) give the same bytes as the pure-Python forms, whatever the input; and the install builds them
+(set CHUTES_PURE_PYTHON=1 where it cannot: no compiler or no OpenSSL headers, and the gateway runs on the Python
+forms)."""
 
 from __future__ import annotations
 
