@@ -61,7 +61,9 @@ def _package_files() -> dict[str, bytes]:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if d != "__pycache__")
             for name in sorted(filenames):
-                if name.endswith((".pyc", ".pyo")):
+                # Compiled files stay out: bytecode, and the gateway's C accelerators (built for this host's
+                # Python and CPU, not the image's; the runtime does not use them and the wheel stays pure).
+                if name.endswith((".pyc", ".pyo", ".so")):
                     continue
                 path = Path(dirpath, name)
                 files["chutes/" + path.relative_to(base).as_posix()] = path.read_bytes()
