@@ -85,24 +85,6 @@ def upstream_request(
         )
         if built is not None:  # None: an X-Forwarded-For to extend or a Connection header, done in Python
             return built
-    return python_upstream_request(
-        request_line, client_headers, client_ip=client_ip, host=host, scheme=scheme, invocation_id=invocation_id,
-        signature=signature, body=body,
-    )  # fmt: skip
-
-
-def python_upstream_request(
-    request_line: bytes,
-    client_headers: Iterable[tuple[bytes, bytes]],
-    *,
-    client_ip: bytes | None,
-    host: bytes,
-    scheme: bytes,
-    invocation_id: bytes,
-    signature: bytes,
-    body: bytes,
-) -> bytes:
-    """``upstream_request`` in Python: every case (the C form leaves the rare ones to this)."""
     parts = [request_line]
     forwarded: bytes | None = None
     named: set[bytes] | None = None
@@ -135,11 +117,6 @@ def client_response_head(upstream_headers: Iterable[tuple[bytes, bytes]], invoca
         head = _native.client_response_head(upstream_headers, _RESPONSE_DROP, invocation_id)
         if head is not None:  # None: a Connection header, done in Python
             return head
-    return python_client_response_head(upstream_headers, invocation_id)
-
-
-def python_client_response_head(upstream_headers: Iterable[tuple[bytes, bytes]], invocation_id: bytes) -> bytes:
-    """``client_response_head`` in Python: every case (the C form leaves a Connection header to this)."""
     parts: list[bytes] = []
     named: set[bytes] | None = None
     for name, value in upstream_headers:

@@ -10,6 +10,7 @@ import hmac
 import json
 import os
 from typing import Any
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
@@ -125,16 +126,19 @@ def test_the_c_request_to_an_instance_is_the_python_one(
     lowered = [(name.lower(), value) for name, value in pairs]  # as the server hands them over
     arguments: dict[str, Any] = {"client_ip": client_ip, "host": host, "scheme": b"http", "invocation_id": b"ab" * 16,
                                  "signature": b"t=1,n=2,v1=3", "body": body}  # fmt: skip
-    assert headers.upstream_request(b"POST /run HTTP/1.1\r\nhost: i:1\r\n", lowered, **arguments) == (
-        headers.python_upstream_request(b"POST /run HTTP/1.1\r\nhost: i:1\r\n", lowered, **arguments)
-    )
+    line = b"POST /run HTTP/1.1\r\nhost: i:1\r\n"
+    native = headers.upstream_request(line, lowered, **arguments)
+    with mock.patch.object(headers, "_native", None):  # the Python form
+        assert native == headers.upstream_request(line, lowered, **arguments)
 
 
 @needs_native
 @settings(max_examples=500, deadline=None)
 @given(pairs=_pairs)
 def test_the_c_answer_head_is_the_python_one(pairs: list[tuple[bytes, bytes]]) -> None:
-    assert headers.client_response_head(pairs, b"cd" * 16) == headers.python_client_response_head(pairs, b"cd" * 16)
+    native = headers.client_response_head(pairs, b"cd" * 16)
+    with mock.patch.object(headers, "_native", None):  # the Python form
+        assert native == headers.client_response_head(pairs, b"cd" * 16)
 
 
 @needs_native
