@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks._proc import cpu_seconds, rss_mb
 from benchmarks.report import write_results
 from tests.support.devcluster import devcluster
 from tests.support.polling import poll_until
@@ -33,17 +34,6 @@ from tests.support.processes import TestProcess, start
 NODE = "bench-node"
 TARGET_RSS_MB = 80.0
 TARGET_CPU_PCT = 1.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime, fields 14 and 15 of stat
-
-
-def _rss_mb(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
 
 
 @dataclass
@@ -142,15 +132,15 @@ def run(seconds: float, gpus: str, settle: float, workdir: Path) -> dict[str, An
             time.sleep(settle)  # registration, first KV write, Nomad meta, imports of the references
             beats_start = _metric(metrics_port, "chutes_agent_heartbeats_total")
             for p in procs:
-                p.cpu_start = _cpu_seconds(p.proc.pid)
+                p.cpu_start = cpu_seconds(p.proc.pid)
             t0 = time.monotonic()
             while (elapsed := time.monotonic() - t0) < seconds:
                 for p in procs:
-                    p.rss.append(_rss_mb(p.proc.pid))
+                    p.rss.append(rss_mb(p.proc.pid))
                 time.sleep(min(1.0, max(0.0, seconds - elapsed)))
             wall = time.monotonic() - t0
             for p in procs:
-                p.cpu_end = _cpu_seconds(p.proc.pid)
+                p.cpu_end = cpu_seconds(p.proc.pid)
             beats = _metric(metrics_port, "chutes_agent_heartbeats_total") - beats_start
             kv_writes = _metric(metrics_port, "chutes_agent_kv_writes_total")
             _, checks = dc.consul().health.checks("chutes-agent")

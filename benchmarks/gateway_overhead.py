@@ -58,6 +58,7 @@ from typing import Any
 
 from aiohttp import web
 
+from benchmarks._proc import cpu_times, process_tree
 from benchmarks.report import RESULTS, write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 from chutes.identity import chute_id
@@ -173,29 +174,8 @@ class Proc:
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time of the process and all its descendants still running: (user + system, user alone; the rest
         is the kernel's, on its behalf)."""
-        times = [_cpu_of(pid) for pid in _tree(self.proc.pid)]
+        times = [cpu_times(pid) for pid in process_tree(self.proc.pid)]
         return sum(u + s for u, s in times), sum(u for u, _ in times)
-
-
-def _tree(pid: int) -> list[int]:
-    pids, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        pids.append(current)
-        with contextlib.suppress(OSError):
-            for task in Path(f"/proc/{current}/task").iterdir():
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-    return pids
-
-
-def _cpu_of(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of one process."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0.0
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick  # utime, stime
 
 
 def _env() -> dict[str, str]:

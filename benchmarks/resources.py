@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -27,20 +26,9 @@ from typing import Any
 import aiohttp
 
 from benchmarks._devstack import REPO, Embedded, chute_copy, distribution, embedded_stack
+from benchmarks._proc import cpu_seconds, rss_mb
 from benchmarks.report import machine, write_results
 from tests.support.polling import poll_until
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def rss_mb(pid: int) -> float:
-    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
 
 
 def _processes(es: Embedded) -> dict[str, int]:

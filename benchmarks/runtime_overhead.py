@@ -43,6 +43,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks._proc import cpu_seconds
 from benchmarks.report import table, write_results
 from chutes.core.signing import SIGNATURE_HEADER, sign
 
@@ -138,9 +139,7 @@ class Server:
     signed: bool
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return cpu_seconds(self.proc.pid)
 
 
 def _wait_port(path: Path, proc: subprocess.Popen[bytes], log: Path) -> int:
