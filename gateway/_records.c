@@ -10,8 +10,8 @@
 #include <string.h>
 
 /* format_record(invocation_id, middle, status, duration_us, bytes_in, bytes_out, started_us) -> bytes | None
- * invocation_id: str. None when it is not plain ASCII letters and digits, or a number needs over 64 bits:
- * the caller's pure-Python form writes those.
+ * invocation_id: str. None when it is not plain ASCII letters and digits, or a number is not an int that
+ * fits in 64 bits: the caller's pure-Python form writes those.
  * middle: the escaped text between the id and the status (",\"chute_id\":...,\"status\":"). Negative
  * durations and start times are written as 0. */
 static PyObject *format_record(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs) {
@@ -25,6 +25,7 @@ static PyObject *format_record(PyObject *Py_UNUSED(module), PyObject *const *arg
         return NULL;
     }
     PyObject *id = args[0];
+    if (PyUnicode_READY(id) < 0) return NULL;
     if (!PyUnicode_IS_ASCII(id)) Py_RETURN_NONE;
     const char *id_chars = (const char *)PyUnicode_DATA(id);
     Py_ssize_t id_len = PyUnicode_GET_LENGTH(id);
@@ -37,8 +38,10 @@ static PyObject *format_record(PyObject *Py_UNUSED(module), PyObject *const *arg
     for (int i = 0; i < 5; i++) {
         numbers[i] = PyLong_AsLongLong(args[2 + i]);
         if (numbers[i] == -1 && PyErr_Occurred()) {
-            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) return NULL;
-            PyErr_Clear(); /* beyond 64 bits: the caller's form writes it */
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError) && !PyErr_ExceptionMatches(PyExc_TypeError)) {
+                return NULL;
+            }
+            PyErr_Clear(); /* beyond 64 bits, or not an int: the caller's form writes it as %d does */
             Py_RETURN_NONE;
         }
     }
