@@ -25,6 +25,7 @@ try:  # the C form of ``Signer.header`` (core/_hmac.c), built by the install whe
     from chutes.core._hmac import HeaderSigner as _NativeSigner
 except ImportError:  # not built: the pure-Python form serves, with the same values
     _NativeSigner = None  # type: ignore[assignment,misc]
+NATIVE = _NativeSigner is not None  # whether ``Signer.header`` runs in C here
 
 SIGNATURE_HEADER = "X-Chutes-Signature"
 MAX_SKEW_SECONDS = 60

@@ -20,6 +20,7 @@ try:  # the C form of ``RandomHex`` (core/_unique.c), built by the install where
     from chutes.core._unique import RandomHex as _NativeRandomHex
 except ImportError:  # not built: the pure-Python form serves
     _NativeRandomHex = None  # type: ignore[assignment,misc]
+NATIVE = _NativeRandomHex is not None  # whether ``random_hex`` gives the C form here
 
 
 class RandomSlices:

@@ -15,11 +15,12 @@ import socket
 import sys
 from pathlib import Path
 
-from chutes.core import envfile
+from chutes.core import envfile, signing, unique
 from chutes.core.cluster_tls import ClusterTLSError, consul_address, preflight
 from chutes.core.edge import limits as edge_limits
 from chutes.core.logs import configure_logging
 from chutes.core.portfile import write_port_file
+from chutes.gateway import headers, metering
 from chutes.gateway.app import Gateway
 from chutes.gateway.config import SETTINGS, GatewaySettings
 from chutes.gateway.discovery import consul_health
@@ -95,6 +96,13 @@ def access_logged(gateway: Gateway) -> Handler:
     return handle
 
 
+def missing_accelerators() -> list[str]:
+    """The C accelerators of the per-call path this install did not build (docs/architecture.md)."""
+    built = {"core/_hmac.c": signing.NATIVE, "core/_unique.c": unique.NATIVE,
+             "gateway/_records.c": metering.NATIVE, "gateway/_headers.c": headers.NATIVE}  # fmt: skip
+    return [name for name, native in built.items() if not native]
+
+
 async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path | None, access_log: bool) -> None:
     """Run the gateway until SIGINT or SIGTERM."""
     # A wrong CA or a missing client certificate stops the gateway here, with the variable to set.
@@ -132,6 +140,10 @@ async def serve(settings: GatewaySettings, host: str, port: int, port_file: Path
         await server.start(sock)
         log.info("chutes-gateway listening on %s:%d (scheduler %s, consul %s)", host, bound,
                  settings.scheduler_url, settings.consul_addr)  # fmt: skip
+        missing = missing_accelerators()
+        if missing:
+            log.warning("C accelerators not built: %s; their Python forms serve (more CPU per call). Install gcc "
+                        "and libssl-dev, then reinstall chutes-nomad", ", ".join(missing))  # fmt: skip
         if port_file is not None:
             write_port_file(port_file, bound)
         await stop.wait()

@@ -16,6 +16,7 @@ try:  # the common case of both functions in C (gateway/_headers.c), built by th
     from chutes.gateway import _headers as _native
 except ImportError:  # not built: the Python forms below serve, with the same bytes
     _native = None  # type: ignore[assignment]
+NATIVE = _native is not None  # whether the common cases run in C here
 
 INVOCATION_ID_HEADER = "X-Chutes-Invocation-Id"
 _INVOCATION_ID = INVOCATION_ID_HEADER.lower().encode()

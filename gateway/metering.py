@@ -42,6 +42,7 @@ try:  # the record's formatting in C (gateway/_records.c), built by the install 
     from chutes.gateway._records import format_record as _format_record
 except ImportError:  # not built: the pure-Python form serves, with the same bytes
     _format_record = None  # type: ignore[assignment]
+NATIVE = _format_record is not None  # whether ``encode_record`` formats in C here
 
 log = logging.getLogger(__name__)
 
