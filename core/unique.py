@@ -34,7 +34,11 @@ class RandomSlices:
         self._size = size
         self._page = page - page % size
         self._ready: deque[bytes] = deque()
-        os.register_at_fork(after_in_child=self._ready.clear)
+        os.register_at_fork(after_in_child=self.discard)
+
+    def discard(self) -> None:
+        """Drop the slices read so far: the next one comes from a fresh page (a forked child's first act)."""
+        self._ready.clear()
 
     def take(self) -> bytes:
         """The next ``size`` random bytes (never handed out before, in this process or another)."""
@@ -74,7 +78,7 @@ class RandomHex:
 
     def discard(self) -> None:
         """Drop the slices read so far (the next label comes from a fresh page)."""
-        self._slices._ready.clear()
+        self._slices.discard()
 
 
 def random_hex(size: int, page: int = 4096) -> HexLabels:

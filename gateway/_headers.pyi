@@ -1,8 +1,9 @@
-from collections.abc import Set
+from collections.abc import Iterable, Set
 
+# Each answers None for what it leaves to the Python form (headers that are not a list of byte pairs too).
 def upstream_request(
     request_line: bytes,
-    headers: list[tuple[bytes, bytes]],
+    headers: Iterable[tuple[bytes, bytes]],
     drop: Set[bytes],
     client_ip: bytes | None,
     host: bytes,
@@ -13,5 +14,5 @@ def upstream_request(
     /,
 ) -> bytes | None: ...
 def client_response_head(
-    headers: list[tuple[bytes, bytes]], drop: Set[bytes], invocation_id: bytes, /
+    headers: Iterable[tuple[bytes, bytes]], drop: Set[bytes], invocation_id: bytes, /
 ) -> bytes | None: ...

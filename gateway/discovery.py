@@ -20,6 +20,7 @@ from chutes.core import health
 from chutes.core.backoff import Backoff
 from chutes.core.blocking import advance
 from chutes.core.consul_client import consul_aio
+from chutes.core.waiting import wait_event
 from chutes.gateway.balancer import Upstream
 
 log = logging.getLogger(__name__)
@@ -78,9 +79,7 @@ class ServiceWatch:
 
     async def wait_changed(self, seconds: float) -> None:
         """Wait until the table changes or ``seconds`` pass."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._changed.wait()
+        await wait_event(self._changed, seconds)
 
 
 class ConsulDiscovery:

@@ -80,7 +80,7 @@ def upstream_request(
     checked by the server that received them: no CR or LF): ``request_line`` (method, target and the
     instance's ``host`` header, kept by the proxy per cord and instance), the client's headers that may pass,
     the gateway's (``X-Forwarded-*``, the invocation id, the signature), the length and the body."""
-    if _native is not None and type(client_headers) is list:
+    if _native is not None:  # it answers None for anything but a list of byte pairs
         built = _native.upstream_request(
             request_line, client_headers, _REQUEST_DROP, client_ip, host, scheme, invocation_id, signature, body
         )
@@ -114,7 +114,7 @@ def upstream_request(
 def client_response_head(upstream_headers: Iterable[tuple[bytes, bytes]], invocation_id: bytes) -> bytes:
     """The header lines (each ending in CRLF) of the answer to the client: the instance's that may pass, names
     lower-case, repeats such as ``Set-Cookie`` kept, then ``X-Chutes-Invocation-Id``."""
-    if _native is not None and type(upstream_headers) is list:
+    if _native is not None:
         head = _native.client_response_head(upstream_headers, _RESPONSE_DROP, invocation_id)
         if head is not None:  # None: a Connection header, done in Python
             return head

@@ -38,6 +38,8 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from chutes.core.waiting import wait_event
+
 try:  # the record's formatting in C (gateway/_records.c), built by the install where a compiler is
     from chutes.gateway._records import format_record as _format_record
 except ImportError:  # not built: the pure-Python form serves, with the same bytes
@@ -380,9 +382,7 @@ class InvocationRecorder:
     async def _run(self) -> None:
         failures = 0
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval):
-                    await self._wakeup.wait()
+            await wait_event(self._wakeup, self._interval)
             self._wakeup.clear()
             try:
                 await self.flush()

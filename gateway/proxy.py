@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from chutes.core.asgi import BodyTooLarge, ClientGone
 from chutes.core.signing import Signer
 from chutes.core.unique import random_hex
+from chutes.core.waiting import wait_event
 from chutes.gateway.balancer import NoUpstream, Upstream, choose
 from chutes.gateway.config import GatewaySettings
 from chutes.gateway.discovery import ConsulDiscovery, ServiceWatch
@@ -214,9 +215,7 @@ class Proxy:
         method = cord.public_api_method
         watch = self.discovery.watch(info.service)
         if not watch.loaded.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(settings.first_table_wait):
-                    await watch.loaded.wait()
+            await wait_event(watch.loaded, settings.first_table_wait)
         avoid: set[str] = set()
         attempts = busy = unreachable = last = 0
         while True:

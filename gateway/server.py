@@ -35,6 +35,7 @@ import httptools
 from chutes.core.asgi import BodyTooLarge, ClientGone
 from chutes.core.edge.limits import EdgeLimits
 from chutes.core.edge.protocol import APP, BODY, HEAD, NEW, EdgeGuard, GuardedConnection, _answer, decode_path
+from chutes.core.waiting import wait_event
 
 log = logging.getLogger(__name__)
 
@@ -580,9 +581,7 @@ class HttpServer:
                 proto.close_quietly()
         if self.connections:
             self.emptied.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(grace):
-                    await self.emptied.wait()
+            await wait_event(self.emptied, grace)
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.abort()

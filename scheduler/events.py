@@ -7,13 +7,13 @@ poll interval, so it also sees events that another scheduler process recorded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from chutes.core.waiting import wait_event
 from chutes.scheduler.store import Store
 from chutes.scheduler.store import events as events_repo
 from chutes.scheduler.store.models import Chute, Event
@@ -110,6 +110,4 @@ class EventHub:
             wait = self.poll_interval
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await changed.wait()
+            await wait_event(changed, wait)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from chutes.core import backoff
 from chutes.core.registry import import_all
+from chutes.core.waiting import wait_event
 
 if TYPE_CHECKING:
     from chutes.scheduler.metrics import SchedulerMetrics
@@ -81,9 +82,7 @@ async def run_forever(loop: LeaderLoop, stop: asyncio.Event, metrics: SchedulerM
                 log.info("leader loop %s: recovered after %d failed ticks", loop.name, failures)
             failures = 0
         delay = backoff_delay(loop.interval, failures, loop.max_backoff)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(delay):
-                await stop.wait()
+        await wait_event(stop, delay)
 
 
 class LoopRunner:

@@ -13,6 +13,8 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from chutes.core.waiting import wait_event
+
 BUFFER = 2048
 HEARTBEAT_S = 10.0
 TOPICS = ("Job", "Allocation", "Evaluation", "Deployment", "Node")
@@ -50,10 +52,7 @@ class EventBroker:
         waiter = asyncio.Event()
         self._waiters.add(waiter)
         try:
-            async with asyncio.timeout(timeout_s):
-                await waiter.wait()
-        except TimeoutError:
-            pass
+            await wait_event(waiter, timeout_s)
         finally:
             self._waiters.discard(waiter)
 

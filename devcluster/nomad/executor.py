@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from chutes.core.waiting import wait_event
 from chutes.devcluster.durations import NS_PER_S, ns_to_s
 from chutes.devcluster.nomad import models
 from chutes.devcluster.nomad.nodes import Node
@@ -187,9 +188,7 @@ class TaskRunner:
                 message,
                 details={"restart_reason": "Restart within policy", "start_delay": str(int(delay * NS_PER_S))},
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self.owner.stop_event.wait()
+            await wait_event(self.owner.stop_event, delay)
         if self.state.state != "dead":
             self._finish(failed=False)
 
@@ -325,10 +324,7 @@ class TaskRunner:
             await self._kill_container(sig, timeout)
         else:
             _kill_group(proc.pid, sig)
-            try:
-                async with asyncio.timeout(timeout):
-                    await self.exited.wait()
-            except TimeoutError:
+            if not await wait_event(self.exited, timeout):
                 _kill_group(proc.pid, signal.SIGKILL)
                 await self.exited.wait()
         self._event("Killed", "Task successfully killed")
@@ -337,17 +333,10 @@ class TaskRunner:
         """``podman kill`` with the kill signal, KillTimeout, then SIGKILL; the attached process then exits."""
         driver, alloc_id = self.owner.docker_driver(), self.owner.alloc.id
         await driver.signal(alloc_id, self.name, signal.Signals(sig).name)
-        try:
-            async with asyncio.timeout(kill_timeout_s):
-                await self.exited.wait()
+        if await wait_event(self.exited, kill_timeout_s):
             return
-        except TimeoutError:
-            pass
         await driver.signal(alloc_id, self.name, "SIGKILL")
-        try:
-            async with asyncio.timeout(10.0):
-                await self.exited.wait()
-        except TimeoutError:
+        if not await wait_event(self.exited, 10.0):
             # The attached client hangs on a container that is gone: end it, run() removes what is left.
             if self.proc is not None:
                 _kill_group(self.proc.pid, signal.SIGKILL)

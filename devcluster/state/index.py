@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable
 
+from chutes.core.waiting import wait_event
+
 DEFAULT_WAIT_S = 300.0
 MAX_WAIT_S = 600.0
 
@@ -64,10 +66,7 @@ class IndexStore:
             if remaining <= 0:
                 return
             event = self._changed
-            try:
-                async with asyncio.timeout(remaining):
-                    await event.wait()
-            except TimeoutError:
+            if not await wait_event(event, remaining):
                 return
 
     async def wait_topics(self, topics: Iterable[str], min_index: int, wait_s: float) -> None:
